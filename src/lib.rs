@@ -1,0 +1,6 @@
+//! callout: a telephony escalation gateway.
+//!
+//! `sip` and `media` are sans-IO state machines; `driver` runs them on
+//! tokio sockets and timers.
+
+pub mod sip;

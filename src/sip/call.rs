@@ -1,0 +1,773 @@
+//! One outbound call: the UAC side of an INVITE dialog (RFC 3261 12-15)
+//! on top of the client transactions. Sans-IO.
+//!
+//! Call order: [`Call::new`] queues the INVITE; feed responses and in-dialog
+//! requests routed to this call by Call-ID ([`Call::handle_response`],
+//! [`Call::handle_request`]), local commands ([`Call::hangup`]) and timer
+//! expiry ([`Call::handle_timeout`]); after each, drain
+//! [`Call::poll_transmit`] and [`Call::poll_event`], and sleep until
+//! [`Call::poll_timeout`]. Once [`Call::is_finished`] the owner drops it.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::auth::{Challenge, Credentials};
+use super::header::{has_param, CSeq, NameAddr, SipUri, Via};
+use super::message::{Method, Request, Response};
+use super::sdp::{self, Negotiated};
+use super::transaction::{InviteClient, NonInviteClient, Timers, TxOutput};
+use super::Transmit;
+
+/// Everything needed to place one call.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// Request-URI of the INVITE, e.g. `sip:bob@127.0.0.1:5070`.
+    pub target: String,
+    /// Our address-of-record for From, e.g. `sip:callout@127.0.0.1`.
+    pub from_uri: String,
+    pub from_display: Option<String>,
+    /// Local SIP socket address, for Via and Contact.
+    pub local: SocketAddr,
+    /// Where the INVITE is sent: the resolved target or an outbound proxy.
+    pub destination: SocketAddr,
+    pub credentials: Option<Credentials>,
+    /// How long to let it ring before sending CANCEL.
+    pub ring_timeout: Duration,
+    pub sdp_offer: Vec<u8>,
+    pub timers: Timers,
+    pub user_agent: String,
+}
+
+/// How a call ended, mapped from SIP to terms an escalation engine uses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum EndReason {
+    /// 486 Busy Here, 600 Busy Everywhere.
+    Busy { code: u16 },
+    /// 603 Decline.
+    Declined { code: u16 },
+    /// Rang until our ring timeout (we cancelled), or 480/408 from the far end.
+    NoAnswer { code: Option<u16> },
+    /// No response at all (Timer B), or 404/410/484/604 and 503.
+    Unreachable { code: Option<u16> },
+    /// Any other final failure, including unanswerable authentication.
+    Rejected { code: u16, reason: String },
+    /// We cancelled before an answer on request of the owner.
+    Cancelled,
+    /// The answer had no usable media (no common codec).
+    MediaMismatch,
+    /// Answered, then we hung up.
+    LocalHangup,
+    /// Answered, then the far end hung up.
+    RemoteHangup,
+}
+
+/// What the call reports to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    /// A provisional response (100, 180, 183, ...).
+    Progress { code: u16 },
+    /// 180 (or 183 without SDP): the phone rings.
+    Ringing,
+    /// 1xx with SDP: the far end plays early media.
+    EarlyMedia(Negotiated),
+    /// 2xx: the call is up and ACKed.
+    Answered(Negotiated),
+    /// A digit carried by SIP INFO.
+    InfoDigit { digit: char, duration_ms: Option<u32> },
+    Ended(EndReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Inviting,
+    Confirmed,
+    Terminating,
+    Ended,
+}
+
+/// Why we want an unanswered INVITE gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelCause {
+    RingTimeout,
+    Owner,
+}
+
+/// The UAC call state machine.
+#[derive(Debug)]
+pub struct Call {
+    cfg: CallConfig,
+    call_id: String,
+    local_tag: String,
+    branch_seed: String,
+    branch_counter: u32,
+    cseq: u32,
+    phase: Phase,
+    invites: Vec<InviteClient>,
+    cancel_tx: Option<NonInviteClient>,
+    bye_tx: Option<NonInviteClient>,
+    ring_deadline: Option<Instant>,
+    cancel: Option<CancelCause>,
+    cancel_sent: bool,
+    cancel_guard: Option<Instant>,
+    remote_tag: Option<String>,
+    remote_target: Option<String>,
+    route_set: Vec<String>,
+    /// ACK for the 2xx, resent on each retransmitted 2xx until `ack_until`.
+    ack: Option<(Vec<u8>, SocketAddr)>,
+    ack_until: Option<Instant>,
+    auth_header: Option<(String, String)>,
+    auth_attempts: u8,
+    last_nonce: Option<String>,
+    remote_cseq: Option<u32>,
+    last_served: Option<(u32, Method, Response)>,
+    end_reason: Option<EndReason>,
+    linger_until: Option<Instant>,
+    transmit: VecDeque<Transmit>,
+    events: VecDeque<CallEvent>,
+}
+
+impl Call {
+    /// Create the call and queue its INVITE.
+    pub fn new(now: Instant, cfg: CallConfig, call_id: String, local_tag: String, branch_seed: String) -> Call {
+        let ring_deadline = Some(now + cfg.ring_timeout);
+        let mut call = Call {
+            cfg,
+            call_id,
+            local_tag,
+            branch_seed,
+            branch_counter: 0,
+            cseq: 0,
+            phase: Phase::Inviting,
+            invites: Vec::new(),
+            cancel_tx: None,
+            bye_tx: None,
+            ring_deadline,
+            cancel: None,
+            cancel_sent: false,
+            cancel_guard: None,
+            remote_tag: None,
+            remote_target: None,
+            route_set: Vec::new(),
+            ack: None,
+            ack_until: None,
+            auth_header: None,
+            auth_attempts: 0,
+            last_nonce: None,
+            remote_cseq: None,
+            last_served: None,
+            end_reason: None,
+            linger_until: None,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        call.send_invite(now);
+        call
+    }
+
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    pub fn local_tag(&self) -> &str {
+        &self.local_tag
+    }
+
+    pub fn end_reason(&self) -> Option<&EndReason> {
+        self.end_reason.as_ref()
+    }
+
+    pub fn is_answered(&self) -> bool {
+        matches!(self.phase, Phase::Confirmed | Phase::Terminating)
+    }
+
+    /// True when the call has ended and no retransmission can still need
+    /// an answer from it.
+    pub fn is_finished(&self, now: Instant) -> bool {
+        self.phase == Phase::Ended && self.linger_until.is_none_or(|t| now >= t)
+    }
+
+    fn next_branch(&mut self) -> String {
+        self.branch_counter += 1;
+        format!("z9hG4bK{}{}", self.branch_seed, self.branch_counter)
+    }
+
+    fn via(&self, branch: &str) -> String {
+        format!("SIP/2.0/UDP {};branch={};rport", self.cfg.local, branch)
+    }
+
+    fn from_header(&self) -> String {
+        match &self.cfg.from_display {
+            Some(d) => format!("\"{}\" <{}>;tag={}", d.replace('"', ""), self.cfg.from_uri, self.local_tag),
+            None => format!("<{}>;tag={}", self.cfg.from_uri, self.local_tag),
+        }
+    }
+
+    fn to_header(&self) -> String {
+        match &self.remote_tag {
+            Some(t) => format!("<{}>;tag={}", self.cfg.target, t),
+            None => format!("<{}>", self.cfg.target),
+        }
+    }
+
+    fn contact(&self) -> String {
+        format!("<sip:callout@{}>", self.cfg.local)
+    }
+
+    fn send_invite(&mut self, now: Instant) {
+        self.cseq += 1;
+        let branch = self.next_branch();
+        let mut req = Request::new(Method::Invite, self.cfg.target.clone());
+        req.headers.push("Via", self.via(&branch));
+        req.headers.push("Max-Forwards", "70");
+        req.headers.push("From", self.from_header());
+        req.headers.push("To", format!("<{}>", self.cfg.target));
+        req.headers.push("Call-ID", self.call_id.clone());
+        req.headers.push("CSeq", format!("{} INVITE", self.cseq));
+        req.headers.push("Contact", self.contact());
+        if let Some((name, value)) = &self.auth_header {
+            req.headers.push(name, value.clone());
+        }
+        req.headers.push("Allow", ALLOW);
+        req.headers.push("User-Agent", self.cfg.user_agent.clone());
+        req.headers.push("Content-Type", "application/sdp");
+        req.body = self.cfg.sdp_offer.clone();
+        let tx = InviteClient::new(now, req, self.cfg.timers);
+        self.invites.push(tx);
+        self.drain_invites(now);
+    }
+
+    /// The INVITE transaction whose final response decides the call.
+    fn current_invite(&self) -> Option<&InviteClient> {
+        self.invites.last()
+    }
+
+    /// Ask for the call to end: CANCEL while unanswered, BYE once up.
+    pub fn hangup(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Inviting => self.request_cancel(now, CancelCause::Owner),
+            Phase::Confirmed => self.send_bye(now),
+            Phase::Terminating | Phase::Ended => {}
+        }
+    }
+
+    fn request_cancel(&mut self, now: Instant, cause: CancelCause) {
+        if self.cancel.is_some() {
+            return;
+        }
+        self.cancel = Some(cause);
+        self.ring_deadline = None;
+        // RFC 3261 9.1: no CANCEL before a provisional response.
+        if self.current_invite().is_some_and(|t| t.has_response()) {
+            self.send_cancel(now);
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant) {
+        let Some(invite) = self.current_invite().map(|t| t.request().clone()) else {
+            return;
+        };
+        self.cancel_sent = true;
+        let mut req = Request::new(Method::Cancel, invite.uri.clone());
+        for name in ["Via", "Max-Forwards", "From", "To", "Call-ID"] {
+            if let Some(v) = invite.headers.get(name) {
+                req.headers.push(name, v);
+            }
+        }
+        for r in invite.headers.all("Route") {
+            req.headers.push("Route", r);
+        }
+        req.headers.push("CSeq", format!("{} CANCEL", self.cseq));
+        let tx = NonInviteClient::new(now, &req, self.cfg.timers);
+        self.cancel_tx = Some(tx);
+        self.cancel_guard = Some(now + self.cfg.timers.t1 * 64);
+        self.drain_nict(now);
+    }
+
+    fn send_bye(&mut self, now: Instant) {
+        self.cseq += 1;
+        let branch = self.next_branch();
+        let target = self.remote_target.clone().unwrap_or_else(|| self.cfg.target.clone());
+        let mut req = Request::new(Method::Bye, target);
+        req.headers.push("Via", self.via(&branch));
+        req.headers.push("Max-Forwards", "70");
+        for r in &self.route_set {
+            req.headers.push("Route", r.clone());
+        }
+        req.headers.push("From", self.from_header());
+        req.headers.push("To", self.to_header());
+        req.headers.push("Call-ID", self.call_id.clone());
+        req.headers.push("CSeq", format!("{} BYE", self.cseq));
+        req.headers.push("User-Agent", self.cfg.user_agent.clone());
+        self.phase = Phase::Terminating;
+        self.bye_tx = Some(NonInviteClient::new(now, &req, self.cfg.timers));
+        self.drain_nict(now);
+    }
+
+    /// Where in-dialog requests go: the first loose route, else the remote
+    /// target; a host name we cannot resolve here falls back to the
+    /// address the INVITE went to (the driver resolved that one).
+    fn dialog_destination(&self) -> SocketAddr {
+        let uri = match self.route_set.first() {
+            Some(r) => NameAddr::parse(r).ok().map(|a| a.uri),
+            None => self.remote_target.clone(),
+        };
+        uri.and_then(|u| SipUri::parse(&u).ok())
+            .and_then(|u| {
+                let (host, port) = u.target();
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, port))
+            })
+            .unwrap_or(self.cfg.destination)
+    }
+
+    fn end(&mut self, now: Instant, reason: EndReason) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        self.phase = Phase::Ended;
+        self.ring_deadline = None;
+        self.cancel_guard = None;
+        self.linger_until = Some(now + self.cfg.timers.t1 * 64);
+        self.end_reason = Some(reason.clone());
+        self.events.push_back(CallEvent::Ended(reason));
+    }
+
+    /// A response whose Call-ID is ours.
+    pub fn handle_response(&mut self, now: Instant, resp: Response) {
+        let Some(cseq) = resp.headers.get("CSeq").and_then(|c| CSeq::parse(c).ok()) else {
+            return;
+        };
+        let branch = resp
+            .headers
+            .get("Via")
+            .and_then(|v| Via::parse(v).ok())
+            .and_then(|v| v.branch().map(str::to_string));
+        match cseq.method {
+            Method::Invite => {
+                let Some(tx) = self.invites.iter_mut().find(|t| {
+                    t.request()
+                        .headers
+                        .get("Via")
+                        .and_then(|v| Via::parse(v).ok())
+                        .and_then(|v| v.branch().map(str::to_string))
+                        == branch
+                }) else {
+                    return;
+                };
+                tx.handle_response(now, resp);
+                self.drain_invites(now);
+            }
+            Method::Cancel => {
+                if let Some(tx) = &mut self.cancel_tx {
+                    tx.handle_response(now, resp);
+                }
+                self.drain_nict(now);
+            }
+            Method::Bye => {
+                if let Some(tx) = &mut self.bye_tx {
+                    tx.handle_response(now, resp);
+                }
+                self.drain_nict(now);
+            }
+            _ => {}
+        }
+    }
+
+    fn drain_invites(&mut self, now: Instant) {
+        let dest = self.cfg.destination;
+        let mut outputs = Vec::new();
+        let last = self.invites.len().saturating_sub(1);
+        for (i, tx) in self.invites.iter_mut().enumerate() {
+            while let Some(bytes) = tx.poll_transmit() {
+                self.transmit.push_back(Transmit { dest, bytes });
+            }
+            while let Some(out) = tx.poll_output() {
+                // Responses to superseded (challenged) INVITEs only needed
+                // their ACK, which the transaction sent.
+                if i == last {
+                    outputs.push(out);
+                }
+            }
+        }
+        self.invites.retain(|t| !t.is_terminated() || t.is_pending());
+        for out in outputs {
+            match out {
+                TxOutput::Response(r) => self.on_invite_response(now, r),
+                TxOutput::Timeout => {
+                    let reason = match self.cancel {
+                        Some(CancelCause::Owner) => EndReason::Cancelled,
+                        _ => EndReason::Unreachable { code: None },
+                    };
+                    self.end(now, reason);
+                }
+            }
+        }
+    }
+
+    fn drain_nict(&mut self, now: Instant) {
+        let dest = self.dialog_destination_for_nict();
+        for tx in [&mut self.cancel_tx, &mut self.bye_tx].into_iter().flatten() {
+            while let Some(bytes) = tx.poll_transmit() {
+                self.transmit.push_back(Transmit { dest: dest_for(tx.method(), dest, self.cfg.destination), bytes });
+            }
+        }
+        let bye_done = self.bye_tx.as_mut().is_some_and(|tx| {
+            let mut done = false;
+            while let Some(out) = tx.poll_output() {
+                done |= matches!(out, TxOutput::Timeout)
+                    || matches!(out, TxOutput::Response(r) if r.code >= 200);
+            }
+            done
+        });
+        if let Some(tx) = &mut self.cancel_tx {
+            while tx.poll_output().is_some() {}
+        }
+        if bye_done && self.phase == Phase::Terminating {
+            self.end(now, EndReason::LocalHangup);
+        }
+    }
+
+    fn dialog_destination_for_nict(&self) -> SocketAddr {
+        self.dialog_destination()
+    }
+
+    fn on_invite_response(&mut self, now: Instant, resp: Response) {
+        let to_tag = resp
+            .headers
+            .get("To")
+            .and_then(|t| NameAddr::parse(t).ok())
+            .and_then(|a| a.tag().map(str::to_string));
+        match resp.code {
+            100 => self.events.push_back(CallEvent::Progress { code: 100 }),
+            101..=199 => {
+                if self.phase != Phase::Inviting {
+                    return;
+                }
+                if self.remote_tag.is_none() {
+                    self.remote_tag = to_tag;
+                }
+                self.events.push_back(CallEvent::Progress { code: resp.code });
+                match sdp::parse_answer(&resp.body) {
+                    Ok(media) if !resp.body.is_empty() => {
+                        self.events.push_back(CallEvent::EarlyMedia(media))
+                    }
+                    _ if resp.code == 180 || resp.code == 183 => {
+                        self.events.push_back(CallEvent::Ringing)
+                    }
+                    _ => {}
+                }
+                if self.cancel.is_some() && !self.cancel_sent {
+                    self.send_cancel(now);
+                }
+            }
+            200..=299 => self.on_2xx(now, resp, to_tag),
+            401 | 407 if self.phase == Phase::Inviting => {
+                if !self.retry_with_auth(now, &resp) {
+                    self.end(
+                        now,
+                        EndReason::Rejected {
+                            code: resp.code,
+                            reason: "authentication failed".into(),
+                        },
+                    );
+                }
+            }
+            code => {
+                if self.phase != Phase::Inviting {
+                    return;
+                }
+                let reason = match (self.cancel, code) {
+                    (Some(CancelCause::RingTimeout), 487) => EndReason::NoAnswer { code: None },
+                    (Some(CancelCause::Owner), 487) => EndReason::Cancelled,
+                    _ => map_failure(code, &resp.reason),
+                };
+                self.end(now, reason);
+            }
+        }
+    }
+
+    fn on_2xx(&mut self, now: Instant, resp: Response, to_tag: Option<String>) {
+        if self.phase != Phase::Inviting {
+            // A retransmitted 2xx: our ACK was lost.
+            if let Some((bytes, dest)) = &self.ack {
+                if self.ack_until.is_some_and(|t| now < t) {
+                    self.transmit.push_back(Transmit { dest: *dest, bytes: bytes.clone() });
+                }
+            }
+            return;
+        }
+        self.remote_tag = to_tag.or(self.remote_tag.take());
+        self.remote_target = resp
+            .headers
+            .get("Contact")
+            .and_then(|c| NameAddr::parse(c).ok())
+            .map(|a| a.uri);
+        self.route_set = resp.headers.all("Record-Route").map(str::to_string).collect();
+        self.route_set.reverse();
+        self.phase = Phase::Confirmed;
+        self.ring_deadline = None;
+        self.cancel_guard = None;
+        self.send_ack(now);
+        match sdp::parse_answer(&resp.body) {
+            Ok(media) => self.events.push_back(CallEvent::Answered(media)),
+            Err(_) => {
+                self.send_bye(now);
+                self.end_reason = Some(EndReason::MediaMismatch);
+            }
+        }
+    }
+
+    fn send_ack(&mut self, now: Instant) {
+        let Some(invite) = self.current_invite().map(|t| t.request().clone()) else {
+            return;
+        };
+        let branch = self.next_branch();
+        let target = self.remote_target.clone().unwrap_or_else(|| self.cfg.target.clone());
+        let mut ack = Request::new(Method::Ack, target);
+        ack.headers.push("Via", self.via(&branch));
+        ack.headers.push("Max-Forwards", "70");
+        for r in &self.route_set {
+            ack.headers.push("Route", r.clone());
+        }
+        ack.headers.push("From", self.from_header());
+        ack.headers.push("To", self.to_header());
+        ack.headers.push("Call-ID", self.call_id.clone());
+        let seq = invite.headers.get("CSeq").and_then(|c| CSeq::parse(c).ok()).map_or(self.cseq, |c| c.seq);
+        ack.headers.push("CSeq", format!("{seq} ACK"));
+        if let Some((name, value)) = &self.auth_header {
+            ack.headers.push(name, value.clone());
+        }
+        let dest = self.dialog_destination();
+        let bytes = ack.to_bytes();
+        self.transmit.push_back(Transmit { dest, bytes: bytes.clone() });
+        self.ack = Some((bytes, dest));
+        self.ack_until = Some(now + self.cfg.timers.t1 * 64);
+    }
+
+    fn retry_with_auth(&mut self, now: Instant, resp: &Response) -> bool {
+        let Some(creds) = self.cfg.credentials.clone() else {
+            return false;
+        };
+        let (hdr, out) = if resp.code == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let Ok(challenge) = Challenge::best(resp.headers.all(hdr)) else {
+            return false;
+        };
+        if creds.realm.as_ref().is_some_and(|r| *r != challenge.realm) {
+            return false;
+        }
+        // A second challenge for the same nonce means the password is
+        // wrong, unless the server says the nonce merely went stale.
+        let same_nonce = self.last_nonce.as_deref() == Some(challenge.nonce.as_str());
+        if self.auth_attempts >= 3 || (same_nonce && !challenge.stale) {
+            return false;
+        }
+        self.auth_attempts += 1;
+        self.last_nonce = Some(challenge.nonce.clone());
+        let cnonce = format!("{}{}", self.branch_seed, self.auth_attempts);
+        let value = challenge.respond(&creds, "INVITE", &self.cfg.target, 1, &cnonce);
+        self.auth_header = Some((out.to_string(), value));
+        // RFC 3261 22.2: same Call-ID and From tag, next CSeq, no To tag.
+        self.remote_tag = None;
+        self.send_invite(now);
+        true
+    }
+
+    /// An in-dialog request (Call-ID is ours). Returns the response to send
+    /// back to the request's source; `None` for ACK.
+    pub fn handle_request(&mut self, now: Instant, req: &Request, cseq: &CSeq) -> Option<Response> {
+        if req.method == Method::Ack {
+            return None;
+        }
+        let to_tag_ok = req
+            .headers
+            .get("To")
+            .and_then(|t| NameAddr::parse(t).ok())
+            .is_some_and(|a| a.tag() == Some(self.local_tag.as_str()));
+        if !to_tag_ok || self.remote_tag.is_none() {
+            return Some(Response::for_request(req, 481, None));
+        }
+        if let Some((seq, method, resp)) = &self.last_served {
+            if *seq == cseq.seq && *method == req.method {
+                return Some(resp.clone());
+            }
+        }
+        if self.remote_cseq.is_some_and(|last| cseq.seq <= last) {
+            return Some(Response::for_request(req, 500, None));
+        }
+        self.remote_cseq = Some(cseq.seq);
+        let resp = match req.method {
+            Method::Bye => {
+                let r = Response::for_request(req, 200, None);
+                if self.phase != Phase::Ended {
+                    self.end(now, EndReason::RemoteHangup);
+                }
+                r
+            }
+            Method::Info => match parse_info_dtmf(req) {
+                Some(Ok((digit, duration_ms))) => {
+                    self.events.push_back(CallEvent::InfoDigit { digit, duration_ms });
+                    Response::for_request(req, 200, None)
+                }
+                Some(Err(())) => Response::for_request(req, 400, None),
+                None => {
+                    let mut r = Response::for_request(req, 415, None);
+                    r.headers.push("Accept", "application/dtmf-relay, application/dtmf");
+                    r
+                }
+            },
+            Method::Options => {
+                let mut r = Response::for_request(req, 200, None);
+                r.headers.push("Allow", ALLOW);
+                r
+            }
+            Method::Invite => {
+                // A re-INVITE (session refresh, hold): answer with our
+                // unchanged offer, as RFC 3264 8 allows.
+                let mut r = Response::for_request(req, 200, None);
+                r.headers.push("Contact", self.contact());
+                r.headers.push("Content-Type", "application/sdp");
+                r.body = self.cfg.sdp_offer.clone();
+                r
+            }
+            _ => {
+                let mut r = Response::for_request(req, 405, None);
+                r.headers.push("Allow", ALLOW);
+                r
+            }
+        };
+        self.last_served = Some((cseq.seq, req.method.clone(), resp.clone()));
+        Some(resp)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ring_deadline.is_some_and(|t| now >= t) {
+            self.ring_deadline = None;
+            self.request_cancel(now, CancelCause::RingTimeout);
+        }
+        if self.cancel_guard.is_some_and(|t| now >= t) {
+            self.cancel_guard = None;
+            // RFC 3261 9.1: no final response 64*T1 after CANCEL.
+            let reason = match self.cancel {
+                Some(CancelCause::Owner) => EndReason::Cancelled,
+                _ => EndReason::NoAnswer { code: None },
+            };
+            self.end(now, reason);
+        }
+        if self.ack_until.is_some_and(|t| now >= t) {
+            self.ack_until = None;
+        }
+        for tx in &mut self.invites {
+            tx.handle_timeout(now);
+        }
+        self.drain_invites(now);
+        for tx in [&mut self.cancel_tx, &mut self.bye_tx].into_iter().flatten() {
+            tx.handle_timeout(now);
+        }
+        self.drain_nict(now);
+        if self.cancel_tx.as_ref().is_some_and(|t| t.is_terminated()) {
+            self.cancel_tx = None;
+        }
+        if self.linger_until.is_some_and(|t| now >= t) && self.phase == Phase::Ended {
+            self.invites.clear();
+            self.cancel_tx = None;
+            self.bye_tx = None;
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmit.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Vec<Instant> = [self.ring_deadline, self.cancel_guard, self.ack_until, self.linger_until]
+            .into_iter()
+            .flatten()
+            .collect();
+        t.extend(self.invites.iter().filter_map(|x| x.poll_timeout()));
+        t.extend([&self.cancel_tx, &self.bye_tx].into_iter().flatten().filter_map(|x| x.poll_timeout()));
+        t.into_iter().min()
+    }
+}
+
+fn dest_for(_method: &Method, dialog: SocketAddr, initial: SocketAddr) -> SocketAddr {
+    // CANCEL follows the INVITE's path; BYE follows the dialog's.
+    if *_method == Method::Cancel {
+        initial
+    } else {
+        dialog
+    }
+}
+
+/// Methods callout answers, for Allow headers.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+
+/// Map a final failure code to an outcome (RFC 3261 21.4-21.6).
+pub fn map_failure(code: u16, reason: &str) -> EndReason {
+    match code {
+        486 | 600 => EndReason::Busy { code },
+        603 => EndReason::Declined { code },
+        408 | 480 => EndReason::NoAnswer { code: Some(code) },
+        404 | 410 | 484 | 503 | 604 => EndReason::Unreachable { code: Some(code) },
+        _ => EndReason::Rejected {
+            code,
+            reason: reason.to_string(),
+        },
+    }
+}
+
+/// DTMF from an INFO body: `Some(Ok)` a digit, `Some(Err)` a known type with
+/// a bad body, `None` a content type we do not take.
+fn parse_info_dtmf(req: &Request) -> Option<Result<(char, Option<u32>), ()>> {
+    let ctype = req.headers.get("Content-Type")?.to_ascii_lowercase();
+    let ctype = ctype.split(';').next().unwrap_or_default().trim().to_string();
+    let body = std::str::from_utf8(&req.body).ok();
+    let valid = |c: char| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D');
+    match ctype.as_str() {
+        "application/dtmf-relay" => {
+            let body = body?;
+            let mut digit = None;
+            let mut duration = None;
+            for line in body.lines() {
+                let Some((k, v)) = line.split_once('=') else { continue };
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "signal" => digit = normalise_digit(v.trim()),
+                    "duration" => duration = v.trim().parse().ok(),
+                    _ => {}
+                }
+            }
+            Some(digit.filter(|c| valid(*c)).map(|d| (d, duration)).ok_or(()))
+        }
+        "application/dtmf" => {
+            let d = body.and_then(|b| normalise_digit(b.trim()));
+            Some(d.filter(|c| valid(*c)).map(|d| (d, None)).ok_or(()))
+        }
+        _ => None,
+    }
+}
+
+fn normalise_digit(s: &str) -> Option<char> {
+    match s {
+        "10" => Some('*'),
+        "11" => Some('#'),
+        s if s.chars().count() == 1 => s.chars().next().map(|c| c.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+/// Whether a Record-Route/Route entry is a loose router.
+pub fn is_loose(route: &str) -> bool {
+    NameAddr::parse(route)
+        .ok()
+        .and_then(|a| SipUri::parse(&a.uri).ok())
+        .is_some_and(|u| has_param(&u.params, "lr"))
+}

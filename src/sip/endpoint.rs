@@ -1,0 +1,309 @@
+//! The SIP endpoint: owns every call by handle, routes inbound datagrams
+//! to them, and answers requests no call serves (OPTIONS, stray INVITEs,
+//! unknown methods, broken messages). Sans-IO.
+//!
+//! Call order: [`Endpoint::handle_datagram`], [`Endpoint::start_call`],
+//! [`Endpoint::hangup`] and [`Endpoint::handle_timeout`] feed it; drain
+//! [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`] after each, and
+//! sleep until [`Endpoint::poll_timeout`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::call::{Call, CallConfig, CallEvent, ALLOW};
+use super::header::Via;
+use super::message::{self, Message, Method, Request, Response};
+use super::validate::{salvage, validate_request};
+use super::Transmit;
+
+/// Opaque handle of a call owned by the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallHandle(pub u64);
+
+/// Counters of what the endpoint saw, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub received: u64,
+    /// Could not be parsed and could not be answered.
+    pub dropped_malformed: u64,
+    /// Responses nobody was waiting for.
+    pub stray_responses: u64,
+    /// Requests answered with an error code.
+    pub rejected: u64,
+}
+
+/// How long answered out-of-dialog requests are remembered so that a
+/// retransmission gets the same response (Timer J, 64*T1).
+const SERVER_MEMORY: Duration = Duration::from_secs(32);
+
+/// The SIP endpoint state machine.
+pub struct Endpoint {
+    local: SocketAddr,
+    rng: StdRng,
+    next_handle: u64,
+    calls: HashMap<CallHandle, Call>,
+    by_call_id: HashMap<String, CallHandle>,
+    /// Responses already sent to out-of-dialog requests, by
+    /// (branch, sent-by, method).
+    answered: HashMap<(String, String, String), (Instant, Response)>,
+    transmit: VecDeque<Transmit>,
+    events: VecDeque<(CallHandle, CallEvent)>,
+    stats: Stats,
+    user_agent: String,
+}
+
+impl Endpoint {
+    /// `local` is the bound SIP socket address; `seed` feeds the generator
+    /// of Call-IDs, tags and branches (tests pass a fixed one).
+    pub fn new(local: SocketAddr, seed: u64) -> Endpoint {
+        Endpoint {
+            local,
+            rng: StdRng::seed_from_u64(seed),
+            next_handle: 1,
+            calls: HashMap::new(),
+            by_call_id: HashMap::new(),
+            answered: HashMap::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            user_agent: format!("callout/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn user_agent(&self) -> &str {
+        &self.user_agent
+    }
+
+    fn token(&mut self, len: usize) -> String {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        (0..len)
+            .map(|_| ALPHABET[self.rng.gen_range(0..ALPHABET.len())] as char)
+            .collect()
+    }
+
+    /// Place a call; its INVITE is queued at once.
+    pub fn start_call(&mut self, now: Instant, mut cfg: CallConfig) -> CallHandle {
+        cfg.local = self.local;
+        if cfg.user_agent.is_empty() {
+            cfg.user_agent = self.user_agent.clone();
+        }
+        let call_id = format!("{}@callout", self.token(20));
+        let tag = self.token(12);
+        let seed = self.token(10);
+        let handle = CallHandle(self.next_handle);
+        self.next_handle += 1;
+        let call = Call::new(now, cfg, call_id.clone(), tag, seed);
+        self.by_call_id.insert(call_id, handle);
+        self.calls.insert(handle, call);
+        self.drain(handle, now);
+        handle
+    }
+
+    pub fn hangup(&mut self, now: Instant, handle: CallHandle) {
+        if let Some(call) = self.calls.get_mut(&handle) {
+            call.hangup(now);
+            self.drain(handle, now);
+        }
+    }
+
+    pub fn call(&self, handle: CallHandle) -> Option<&Call> {
+        self.calls.get(&handle)
+    }
+
+    /// Feed one received datagram. Never panics, whatever the bytes.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.stats.received += 1;
+        // Keep-alives (RFC 5626 CRLF) are not messages.
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return;
+        }
+        match message::parse(bytes) {
+            Ok(Message::Response(resp)) => self.on_response(now, resp),
+            Ok(Message::Request(req)) => self.on_request(now, from, req),
+            Err(message::ParseError::BadVersion(_)) => self.answer_salvaged(from, bytes, 505),
+            Err(e) => match salvage(bytes, e) {
+                Some(_) => self.answer_salvaged(from, bytes, 400),
+                None => self.stats.dropped_malformed += 1,
+            },
+        }
+    }
+
+    fn answer_salvaged(&mut self, from: SocketAddr, bytes: &[u8], code: u16) {
+        let Some(s) = salvage(bytes, message::ParseError::BadStartLine) else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        if s.method == Method::Ack {
+            self.stats.dropped_malformed += 1;
+            return;
+        }
+        self.stats.rejected += 1;
+        let tag = self.token(8);
+        let resp = Response::for_headers(&s.headers, code, Some(&tag));
+        self.transmit.push_back(Transmit {
+            dest: from,
+            bytes: resp.to_bytes(),
+        });
+    }
+
+    fn on_response(&mut self, now: Instant, resp: Response) {
+        let handle = resp
+            .headers
+            .get("Call-ID")
+            .and_then(|c| self.by_call_id.get(c))
+            .copied();
+        let Some(handle) = handle else {
+            self.stats.stray_responses += 1;
+            return;
+        };
+        if let Some(call) = self.calls.get_mut(&handle) {
+            call.handle_response(now, resp);
+        }
+        self.drain(handle, now);
+    }
+
+    fn on_request(&mut self, now: Instant, from: SocketAddr, req: Request) {
+        let (via, cseq) = match validate_request(&req) {
+            Ok(v) => v,
+            Err(rej) => {
+                if req.method == Method::Ack {
+                    return;
+                }
+                // Without a parseable Via the far end could not match a
+                // response; drop it.
+                if req.headers.get("Via").and_then(|v| Via::parse(v).ok()).is_none() {
+                    self.stats.dropped_malformed += 1;
+                    return;
+                }
+                self.stats.rejected += 1;
+                let tag = self.token(8);
+                let mut resp = Response::for_request(&req, rej.code, Some(&tag));
+                if rej.code == 420 {
+                    resp.headers.push("Unsupported", rej.reason.clone());
+                } else {
+                    resp.reason = format!("{} ({})", message::reason_phrase(rej.code), rej.reason);
+                }
+                self.send(from, resp);
+                return;
+            }
+        };
+        let call_id = req.headers.get("Call-ID").unwrap_or_default().to_string();
+        if let Some(&handle) = self.by_call_id.get(&call_id) {
+            if let Some(call) = self.calls.get_mut(&handle) {
+                if let Some(resp) = call.handle_request(now, &req, &cseq) {
+                    self.send(from, resp);
+                }
+            }
+            self.drain(handle, now);
+            return;
+        }
+        // Out of dialog: answer retransmissions identically.
+        let key = (
+            via.branch().unwrap_or_default().to_string(),
+            format!("{}:{:?}", via.host, via.port),
+            req.method.to_string(),
+        );
+        if let Some((_, resp)) = self.answered.get(&key) {
+            let resp = resp.clone();
+            self.send(from, resp);
+            return;
+        }
+        let tag = self.token(8);
+        let resp = match req.method {
+            Method::Ack => return,
+            Method::Options => {
+                let mut r = Response::for_request(&req, 200, Some(&tag));
+                r.headers.push("Allow", ALLOW);
+                r.headers.push("Accept", "application/sdp");
+                r
+            }
+            // callout only calls out.
+            Method::Invite => Response::for_request(&req, 403, Some(&tag)),
+            Method::Bye | Method::Cancel | Method::Info => Response::for_request(&req, 481, Some(&tag)),
+            Method::Other(_) => Response::for_request(&req, 501, Some(&tag)),
+            _ => {
+                let mut r = Response::for_request(&req, 405, Some(&tag));
+                r.headers.push("Allow", ALLOW);
+                r
+            }
+        };
+        if resp.code >= 300 {
+            self.stats.rejected += 1;
+        }
+        self.answered.insert(key, (now + SERVER_MEMORY, resp.clone()));
+        self.send(from, resp);
+    }
+
+    fn send(&mut self, dest: SocketAddr, mut resp: Response) {
+        if !resp.headers.iter().any(|h| h.name == "Server") {
+            resp.headers.push("Server", self.user_agent.clone());
+        }
+        self.transmit.push_back(Transmit {
+            dest,
+            bytes: resp.to_bytes(),
+        });
+    }
+
+    fn drain(&mut self, handle: CallHandle, now: Instant) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        while let Some(t) = call.poll_transmit() {
+            self.transmit.push_back(t);
+        }
+        while let Some(e) = call.poll_event() {
+            self.events.push_back((handle, e));
+        }
+        if call.is_finished(now) {
+            let cid = call.call_id().to_string();
+            self.calls.remove(&handle);
+            self.by_call_id.remove(&cid);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<CallHandle> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in due {
+            if let Some(call) = self.calls.get_mut(&h) {
+                call.handle_timeout(now);
+            }
+            self.drain(h, now);
+        }
+        self.answered.retain(|_, (until, _)| *until > now);
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmit.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<(CallHandle, CallEvent)> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let calls = self.calls.values().filter_map(|c| c.poll_timeout()).min();
+        let answered = self.answered.values().map(|(t, _)| *t).min();
+        [calls, answered].into_iter().flatten().min()
+    }
+}

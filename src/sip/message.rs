@@ -1,0 +1,667 @@
+//! SIP message framing, parsing and serialisation (RFC 3261 section 7).
+//!
+//! The parser is written for callout rather than taken from `rsip`: see
+//! `docs/sip-parser.md` for the measurements behind that choice. It is
+//! deliberately tolerant where RFC 3261 asks for tolerance (header folding,
+//! LWS around separators, compact header names, comma-joined list headers)
+//! and strict where a wrong guess would be dangerous (Content-Length,
+//! start line, protocol version).
+//!
+//! Parsing never panics on any input; every failure is a [`ParseError`].
+
+use std::fmt;
+
+/// Largest datagram or stream message callout accepts. RFC 3261 allows
+/// bigger over TCP, but nothing callout talks to needs it.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Why bytes are not a SIP message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("no blank line ends the header section")]
+    Incomplete,
+    #[error("message is larger than {MAX_MESSAGE} bytes")]
+    TooLarge,
+    #[error("headers are not valid UTF-8")]
+    NotUtf8,
+    #[error("malformed start line")]
+    BadStartLine,
+    #[error("unsupported SIP version {0:?}")]
+    BadVersion(String),
+    #[error("status code out of range")]
+    BadStatus,
+    #[error("malformed header line {0}")]
+    BadHeader(usize),
+    #[error("malformed Content-Length")]
+    BadContentLength,
+    #[error("more than one Content-Length")]
+    MultipleContentLength,
+    #[error("Content-Length says {declared} bytes but only {actual} follow")]
+    BodyTooShort { declared: usize, actual: usize },
+}
+
+/// A SIP request method. Unknown extension methods are kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Method {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Options,
+    Register,
+    Info,
+    Prack,
+    Update,
+    Subscribe,
+    Notify,
+    Refer,
+    Message,
+    Publish,
+    Other(String),
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Method {
+        match s {
+            "INVITE" => Method::Invite,
+            "ACK" => Method::Ack,
+            "BYE" => Method::Bye,
+            "CANCEL" => Method::Cancel,
+            "OPTIONS" => Method::Options,
+            "REGISTER" => Method::Register,
+            "INFO" => Method::Info,
+            "PRACK" => Method::Prack,
+            "UPDATE" => Method::Update,
+            "SUBSCRIBE" => Method::Subscribe,
+            "NOTIFY" => Method::Notify,
+            "REFER" => Method::Refer,
+            "MESSAGE" => Method::Message,
+            "PUBLISH" => Method::Publish,
+            other => Method::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Options => "OPTIONS",
+            Method::Register => "REGISTER",
+            Method::Info => "INFO",
+            Method::Prack => "PRACK",
+            Method::Update => "UPDATE",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Notify => "NOTIFY",
+            Method::Refer => "REFER",
+            Method::Message => "MESSAGE",
+            Method::Publish => "PUBLISH",
+            Method::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Header names callout knows, in their canonical spelling. Compact forms
+/// (RFC 3261 section 7.3.3) are mapped onto these.
+const CANONICAL: &[(&str, &str)] = &[
+    ("via", "Via"),
+    ("v", "Via"),
+    ("from", "From"),
+    ("f", "From"),
+    ("to", "To"),
+    ("t", "To"),
+    ("call-id", "Call-ID"),
+    ("i", "Call-ID"),
+    ("cseq", "CSeq"),
+    ("contact", "Contact"),
+    ("m", "Contact"),
+    ("content-length", "Content-Length"),
+    ("l", "Content-Length"),
+    ("content-type", "Content-Type"),
+    ("c", "Content-Type"),
+    ("content-encoding", "Content-Encoding"),
+    ("e", "Content-Encoding"),
+    ("supported", "Supported"),
+    ("k", "Supported"),
+    ("subject", "Subject"),
+    ("s", "Subject"),
+    ("event", "Event"),
+    ("o", "Event"),
+    ("refer-to", "Refer-To"),
+    ("r", "Refer-To"),
+    ("allow-events", "Allow-Events"),
+    ("u", "Allow-Events"),
+    ("referred-by", "Referred-By"),
+    ("b", "Referred-By"),
+    ("max-forwards", "Max-Forwards"),
+    ("route", "Route"),
+    ("record-route", "Record-Route"),
+    ("www-authenticate", "WWW-Authenticate"),
+    ("proxy-authenticate", "Proxy-Authenticate"),
+    ("authorization", "Authorization"),
+    ("proxy-authorization", "Proxy-Authorization"),
+    ("allow", "Allow"),
+    ("accept", "Accept"),
+    ("require", "Require"),
+    ("proxy-require", "Proxy-Require"),
+    ("unsupported", "Unsupported"),
+    ("user-agent", "User-Agent"),
+    ("server", "Server"),
+    ("reason", "Reason"),
+    ("expires", "Expires"),
+];
+
+/// Headers whose comma-separated values are separate entries (RFC 3261
+/// section 7.3.1). Splitting them at parse time means the second value of
+/// a joined Via is never lost.
+const LIST_HEADERS: &[&str] = &[
+    "Via",
+    "Route",
+    "Record-Route",
+    "Contact",
+    "Allow",
+    "Supported",
+    "Require",
+    "Proxy-Require",
+    "Unsupported",
+    "Accept",
+];
+
+fn canonical_name(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    CANONICAL
+        .iter()
+        .find(|(k, _)| *k == lower)
+        .map(|(_, v)| (*v).to_string())
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// One header field: canonical name and its value with folding removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+/// Ordered header fields. Lookup is case-insensitive on canonical names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<Header>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Headers(Vec::new())
+    }
+
+    pub fn push(&mut self, name: &str, value: impl Into<String>) {
+        self.0.push(Header {
+            name: canonical_name(name),
+            value: value.into(),
+        });
+    }
+
+    /// The first value of `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.all(name).next()
+    }
+
+    /// Every value of `name`, in message order.
+    pub fn all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let canon = canonical_name(name);
+        self.0
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(&canon))
+            .map(|h| h.value.as_str())
+    }
+
+    pub fn count(&self, name: &str) -> usize {
+        self.all(name).count()
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        let canon = canonical_name(name);
+        self.0.retain(|h| !h.name.eq_ignore_ascii_case(&canon));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Header> {
+        self.0.iter()
+    }
+}
+
+/// A SIP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    pub uri: String,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+/// A SIP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub code: u16,
+    pub reason: String,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+/// A parsed SIP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Request(Request),
+    Response(Response),
+}
+
+impl Message {
+    pub fn headers(&self) -> &Headers {
+        match self {
+            Message::Request(r) => &r.headers,
+            Message::Response(r) => &r.headers,
+        }
+    }
+}
+
+fn write_common(out: &mut Vec<u8>, headers: &Headers, body: &[u8]) {
+    for h in headers.iter() {
+        if h.name.eq_ignore_ascii_case("Content-Length") {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+}
+
+impl Request {
+    pub fn new(method: Method, uri: impl Into<String>) -> Self {
+        Request {
+            method,
+            uri: uri.into(),
+            headers: Headers::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Serialise with a Content-Length that always matches the body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512 + self.body.len());
+        out.extend_from_slice(format!("{} {} SIP/2.0\r\n", self.method, self.uri).as_bytes());
+        write_common(&mut out, &self.headers, &self.body);
+        out
+    }
+}
+
+impl Response {
+    /// A response to `req` (RFC 3261 8.2.6.2): Via, From, Call-ID and CSeq
+    /// copied, To copied with `to_tag` added when it has none.
+    pub fn for_request(req: &Request, code: u16, to_tag: Option<&str>) -> Response {
+        Response::for_headers(&req.headers, code, to_tag)
+    }
+
+    /// As [`Response::for_request`], from the request's headers alone.
+    pub fn for_headers(h: &Headers, code: u16, to_tag: Option<&str>) -> Response {
+        let mut headers = Headers::new();
+        for v in h.all("Via") {
+            headers.push("Via", v);
+        }
+        for name in ["From", "To", "Call-ID", "CSeq"] {
+            if let Some(v) = h.get(name) {
+                let mut v = v.to_string();
+                if name == "To" && code > 100 {
+                    if let Some(tag) = to_tag {
+                        let has_tag = super::header::NameAddr::parse(&v)
+                            .map(|a| a.tag().is_some())
+                            .unwrap_or(true);
+                        if !has_tag {
+                            v.push_str(";tag=");
+                            v.push_str(tag);
+                        }
+                    }
+                }
+                headers.push(name, v);
+            }
+        }
+        Response {
+            code,
+            reason: reason_phrase(code).to_string(),
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512 + self.body.len());
+        out.extend_from_slice(format!("SIP/2.0 {} {}\r\n", self.code, self.reason).as_bytes());
+        write_common(&mut out, &self.headers, &self.body);
+        out
+    }
+}
+
+/// Standard reason phrase for the codes callout sends.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        183 => "Session Progress",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        481 => "Call/Transaction Does Not Exist",
+        483 => "Too Many Hops",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// Where the header section ends: (offset of the first body byte).
+fn header_end(buf: &[u8]) -> Option<usize> {
+    // CRLFCRLF is the rule; bare LF LF is tolerated (RFC 3261 7.5 asks
+    // implementations to accept LF-only line ends).
+    let mut i = 0;
+    while i < buf.len() {
+        if buf[i] == b'\n' {
+            if buf.get(i + 1) == Some(&b'\n') {
+                return Some(i + 2);
+            }
+            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Strip leading CRLFs: RFC 3261 7.5 says to ignore them before a start
+/// line (keep-alives on streams).
+fn skip_leading_crlf(buf: &[u8]) -> usize {
+    buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count()
+}
+
+/// Stream framing, phase one: is a whole message at the front of `buf`?
+/// Returns its length in bytes (including leading CRLFs), or
+/// `Err(Incomplete)` when more bytes are needed. A stream message must
+/// carry Content-Length (RFC 3261 18.3); without one the body is empty.
+pub fn frame_len(buf: &[u8]) -> Result<usize, ParseError> {
+    let skip = skip_leading_crlf(buf);
+    let rest = &buf[skip..];
+    let Some(end) = header_end(rest) else {
+        if rest.len() > MAX_MESSAGE {
+            return Err(ParseError::TooLarge);
+        }
+        return Err(ParseError::Incomplete);
+    };
+    let head = std::str::from_utf8(&rest[..end]).map_err(|_| ParseError::NotUtf8)?;
+    let (_, headers) = split_head(head)?;
+    let cl = content_length(&headers)?.unwrap_or(0);
+    let total = skip + end + cl;
+    if total > MAX_MESSAGE {
+        return Err(ParseError::TooLarge);
+    }
+    if buf.len() < total {
+        return Err(ParseError::Incomplete);
+    }
+    Ok(total)
+}
+
+/// Unfold the header section into logical lines: the start line, then
+/// `(name, value)` pairs. Continuation lines (starting with SP or HT) are
+/// joined to the previous line with one space.
+fn split_head(head: &str) -> Result<(String, Vec<(String, String)>), ParseError> {
+    let mut lines: Vec<String> = Vec::new();
+    for raw in head.split('\n') {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        if raw.is_empty() {
+            continue;
+        }
+        if raw.starts_with(' ') || raw.starts_with('\t') {
+            // Folding onto the start line is not allowed.
+            if lines.len() < 2 {
+                return Err(ParseError::BadStartLine);
+            }
+            if let Some(prev) = lines.last_mut() {
+                prev.push(' ');
+                prev.push_str(raw.trim_start());
+            }
+        } else {
+            lines.push(raw.to_string());
+        }
+    }
+    let mut iter = lines.into_iter();
+    let start = iter.next().ok_or(ParseError::BadStartLine)?;
+    let mut headers = Vec::new();
+    for (idx, line) in iter.enumerate() {
+        let colon = line.find(':').ok_or(ParseError::BadHeader(idx + 2))?;
+        let name = line[..colon].trim_end_matches([' ', '\t']);
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(ParseError::BadHeader(idx + 2));
+        }
+        let value = line[colon + 1..].trim_matches([' ', '\t']);
+        headers.push((name.to_string(), value.to_string()));
+    }
+    Ok((start, headers))
+}
+
+/// RFC 3261 `token` characters.
+pub fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+fn content_length(headers: &[(String, String)]) -> Result<Option<usize>, ParseError> {
+    let mut found: Option<usize> = None;
+    for (name, value) in headers {
+        if canonical_name(name) == "Content-Length" {
+            if found.is_some() {
+                return Err(ParseError::MultipleContentLength);
+            }
+            if value.is_empty() || value.len() > 9 || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ParseError::BadContentLength);
+            }
+            found = Some(value.parse().map_err(|_| ParseError::BadContentLength)?);
+        }
+    }
+    Ok(found)
+}
+
+/// Split a header value on commas that are outside quotes and `<...>`.
+pub fn split_list(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let bytes = value.as_bytes();
+    let (mut in_quote, mut in_angle, mut escaped) = (false, false, false);
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_quote {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_quote = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_quote = true,
+            b'<' => in_angle = true,
+            b'>' => in_angle = false,
+            b',' if !in_angle => {
+                out.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(value[start..].trim());
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// Parse one whole message (a UDP datagram, or a frame cut by
+/// [`frame_len`]). On a datagram, bytes beyond Content-Length are
+/// discarded (RFC 3261 18.3); without Content-Length the body is the rest.
+pub fn parse(buf: &[u8]) -> Result<Message, ParseError> {
+    if buf.len() > MAX_MESSAGE {
+        return Err(ParseError::TooLarge);
+    }
+    let skip = skip_leading_crlf(buf);
+    let buf = &buf[skip..];
+    let end = header_end(buf).ok_or(ParseError::Incomplete)?;
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::NotUtf8)?;
+    let (start, raw_headers) = split_head(head)?;
+    let available = &buf[end..];
+    let body = match content_length(&raw_headers)? {
+        Some(cl) if cl > available.len() => {
+            return Err(ParseError::BodyTooShort {
+                declared: cl,
+                actual: available.len(),
+            })
+        }
+        Some(cl) => available[..cl].to_vec(),
+        None => available.to_vec(),
+    };
+    let mut headers = Headers::new();
+    for (name, value) in raw_headers {
+        let canon = canonical_name(&name);
+        if LIST_HEADERS.iter().any(|h| *h == canon) {
+            for part in split_list(&value) {
+                headers.push(&canon, part);
+            }
+        } else {
+            headers.push(&canon, value);
+        }
+    }
+    parse_start(&start, headers, body)
+}
+
+fn parse_start(start: &str, headers: Headers, body: Vec<u8>) -> Result<Message, ParseError> {
+    if let Some(rest) = start.strip_prefix("SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let mut parts = rest.splitn(3, ' ');
+        let version = parts.next().ok_or(ParseError::BadStartLine)?;
+        if version != "2.0" {
+            return Err(ParseError::BadVersion(format!("SIP/{version}")));
+        }
+        let code = parts.next().ok_or(ParseError::BadStartLine)?;
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseError::BadStatus);
+        }
+        let code: u16 = code.parse().map_err(|_| ParseError::BadStatus)?;
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::BadStatus);
+        }
+        let reason = parts.next().unwrap_or("").to_string();
+        return Ok(Message::Response(Response {
+            code,
+            reason,
+            headers,
+            body,
+        }));
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP
+    // between elements (RFC 4475 3.1.2.8-10).
+    let parts: Vec<&str> = start.split(' ').collect();
+    if parts.len() != 3 {
+        return Err(ParseError::BadStartLine);
+    }
+    let (method, uri, version) = (parts[0], parts[1], parts[2]);
+    if method.is_empty() || !method.bytes().all(is_token_byte) {
+        return Err(ParseError::BadStartLine);
+    }
+    if uri.is_empty() || uri.starts_with('<') || !uri.contains(':') {
+        return Err(ParseError::BadStartLine);
+    }
+    if !version.starts_with("SIP/") {
+        return Err(ParseError::BadStartLine);
+    }
+    if version != "SIP/2.0" {
+        return Err(ParseError::BadVersion(version.to_string()));
+    }
+    Ok(Message::Request(Request {
+        method: Method::parse(method),
+        uri: uri.to_string(),
+        headers,
+        body,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_and_compact_names() {
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1 ,\r\n SIP/2.0/UDP g;branch=z9hG4bK2\r\ni: abc\r\nl: 0\r\n\r\n";
+        let Message::Request(r) = parse(msg).unwrap() else {
+            panic!("request expected")
+        };
+        assert_eq!(r.headers.count("Via"), 2);
+        assert_eq!(r.headers.get("call-id"), Some("abc"));
+    }
+
+    #[test]
+    fn content_length_rules() {
+        let short = b"SIP/2.0 200 OK\r\nContent-Length: 10\r\n\r\nabc";
+        assert!(matches!(
+            parse(short),
+            Err(ParseError::BodyTooShort { .. })
+        ));
+        let extra = b"SIP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nabc";
+        let Message::Response(r) = parse(extra).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.body, b"ab");
+        let neg = b"SIP/2.0 200 OK\r\nContent-Length: -2\r\n\r\n";
+        assert_eq!(parse(neg), Err(ParseError::BadContentLength));
+    }
+
+    #[test]
+    fn stream_framing() {
+        let msg = b"\r\nSIP/2.0 200 OK\r\nl: 3\r\n\r\nabcSIP/2.0";
+        assert_eq!(frame_len(msg), Ok(29));
+        assert_eq!(frame_len(&msg[..10]), Err(ParseError::Incomplete));
+    }
+
+    #[test]
+    fn list_split_respects_quotes() {
+        let v = r#""a, b" <sip:x@y>;q=1, <sip:z@w,>"#;
+        assert_eq!(split_list(v).len(), 2);
+    }
+
+    #[test]
+    fn serialise_round_trip() {
+        let mut r = Request::new(Method::Invite, "sip:bob@127.0.0.1");
+        r.headers.push("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx");
+        r.headers.push("Call-ID", "c1");
+        r.body = b"v=0\r\n".to_vec();
+        let bytes = r.to_bytes();
+        let Message::Request(back) = parse(&bytes).unwrap() else {
+            panic!()
+        };
+        assert_eq!(back.body, r.body);
+        assert_eq!(back.headers.get("Content-Length"), Some("5"));
+    }
+}

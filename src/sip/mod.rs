@@ -1,0 +1,20 @@
+//! SIP, sans-IO: message parsing, transactions, the UAC call (dialog),
+//! digest authentication, SDP and the endpoint that owns calls.
+
+pub mod auth;
+pub mod call;
+pub mod endpoint;
+pub mod header;
+pub mod message;
+pub mod sdp;
+pub mod transaction;
+pub mod validate;
+
+use std::net::SocketAddr;
+
+/// Bytes to send and where to send them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub dest: SocketAddr,
+    pub bytes: Vec<u8>,
+}
