@@ -105,6 +105,9 @@ pub fn unquote(s: &str) -> Option<String> {
 /// One Via entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Via {
+    /// Protocol version; only "2.0" is valid, but a message with another
+    /// one is parsed far enough to answer 505.
+    pub version: String,
     pub transport: String,
     pub host: String,
     pub port: Option<u16>,
@@ -122,9 +125,10 @@ impl Via {
             proto.push(p.trim());
             rest = r.trim_start();
         }
-        if !proto[0].eq_ignore_ascii_case("SIP") || proto[1] != "2.0" {
+        if !proto[0].eq_ignore_ascii_case("SIP") || proto[1].is_empty() {
             return Err(HeaderError::Via);
         }
+        let version = proto[1].to_string();
         let tlen = rest.bytes().take_while(|b| is_token_byte(*b)).count();
         if tlen == 0 {
             return Err(HeaderError::Via);
@@ -137,6 +141,7 @@ impl Via {
         };
         let (host, port) = split_host_port(sent_by).ok_or(HeaderError::Via)?;
         Ok(Via {
+            version,
             transport,
             host,
             port,

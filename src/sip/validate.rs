@@ -32,6 +32,9 @@ pub fn validate_request(req: &Request) -> Result<(Via, CSeq), Rejection> {
         .get("Via")
         .ok_or_else(|| Rejection::new(400, "Missing Via"))
         .and_then(|v| Via::parse(v).map_err(|_| Rejection::new(400, "Malformed Via")))?;
+    if via.version != "2.0" {
+        return Err(Rejection::new(505, "Version Not Supported"));
+    }
     for name in ["From", "To", "Call-ID", "CSeq"] {
         match h.count(name) {
             0 => return Err(Rejection::new(400, format!("Missing {name}"))),
@@ -81,7 +84,11 @@ pub fn validate_request(req: &Request) -> Result<(Via, CSeq), Rejection> {
     if !matches!(scheme.as_str(), "sip" | "sips" | "tel") {
         return Err(Rejection::new(416, "Unsupported URI Scheme"));
     }
-    if req.uri.contains(char::is_whitespace) {
+    // RFC 3261 19.1.5: header components are not allowed in a
+    // Request-URI (RFC 4475 escruri).
+    // The user part may contain '?', so only look after the '@'.
+    let hostpart = req.uri.rsplit_once('@').map_or(req.uri.as_str(), |(_, h)| h);
+    if req.uri.contains(char::is_whitespace) || (scheme != "tel" && hostpart.contains('?')) {
         return Err(Rejection::new(400, "Malformed Request-URI"));
     }
     if !matches!(req.method, Method::Ack | Method::Cancel) {
