@@ -4,3 +4,7 @@
 //! tokio sockets and timers.
 
 pub mod sip;
+pub mod media;
+pub mod cli;
+pub mod driver;
+pub mod util;

@@ -1,1 +1,113 @@
-fn main(){}
+//! The `callout` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use callout::cli;
+
+#[derive(Parser)]
+#[command(name = "callout", version, about = "Telephony escalation gateway")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Place one call, play a prompt and collect digits.
+    Call {
+        /// SIP URI to call, e.g. sip:bob@127.0.0.1:5070
+        uri: String,
+        /// WAV file to play (any common rate and depth).
+        #[arg(long)]
+        prompt: PathBuf,
+        /// Number of digits to collect before hanging up.
+        #[arg(long, default_value_t = 1)]
+        collect: usize,
+        /// Bounds the ringing, then the wait for input (e.g. 10s, 500ms).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Local SIP address to bind.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: String,
+        /// RTP port range, even start, e.g. 20000-20999.
+        #[arg(long, default_value = "20000-29999")]
+        rtp_ports: String,
+        /// Digest username; the password is read from CALLOUT_SIP_PASSWORD.
+        #[arg(long, env = "CALLOUT_SIP_USER")]
+        user: Option<String>,
+        /// Caller identity for From.
+        #[arg(long, default_value = "sip:callout@localhost")]
+        from: String,
+    },
+    /// DTMF tools.
+    Dtmf {
+        #[command(subcommand)]
+        cmd: DtmfCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DtmfCmd {
+    /// Print "DIGIT START_MS" for each in-band digit in a WAV file.
+    Detect { file: PathBuf },
+}
+
+/// Parse "10s", "500ms", "2m" or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    callout::util::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CALLOUT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Dtmf {
+            cmd: DtmfCmd::Detect { file },
+        } => cli::dtmf_detect(&file),
+        Cmd::Call {
+            uri,
+            prompt,
+            collect,
+            timeout,
+            bind,
+            rtp_ports,
+            user,
+            from,
+        } => (|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            let opts = cli::CallOptions {
+                uri,
+                prompt,
+                collect,
+                timeout,
+                bind,
+                rtp_ports,
+                user,
+                password: std::env::var("CALLOUT_SIP_PASSWORD").ok(),
+                from,
+            };
+            rt.block_on(cli::call(opts))
+        })(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("callout: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

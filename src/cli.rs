@@ -1,0 +1,167 @@
+//! What the `callout` subcommands do, kept out of `main.rs` so tests and
+//! other front ends can call them.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::driver::{CallUpdate, DialRequest, Gateway};
+use crate::media::audio::{read_wav_mono, resample, to_i16, Prompt, RATE};
+use crate::media::inband::detect_all;
+use crate::media::session::MediaEvent;
+use crate::sip::auth::Credentials;
+use crate::sip::call::{CallEvent, EndReason};
+
+/// `callout dtmf detect FILE`: one "DIGIT START_MS" line per digit.
+pub fn dtmf_detect(file: &Path) -> anyhow::Result<ExitCode> {
+    let (samples, rate) = read_wav_mono(file)?;
+    let pcm = to_i16(&resample(&samples, rate, RATE));
+    for d in detect_all(&pcm) {
+        println!("{} {}", d.digit, d.start_ms);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `callout call`.
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    pub uri: String,
+    pub prompt: PathBuf,
+    pub collect: usize,
+    pub timeout: Duration,
+    pub bind: String,
+    pub rtp_ports: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub from: String,
+}
+
+/// `callout call`: ring, play the prompt until input or timeout, print
+/// JSON lines, exit 0 when the digits were collected.
+pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
+    let prompt = Prompt::load(&o.prompt)?;
+    let bind = o
+        .bind
+        .parse()
+        .with_context(|| format!("--bind {:?} is not an address:port", o.bind))?;
+    let gw = Gateway::start(bind, &o.rtp_ports).await?;
+    let credentials = match (o.user, o.password) {
+        (Some(username), Some(password)) => Some(Credentials {
+            username,
+            password,
+            realm: None,
+        }),
+        (Some(_), None) => anyhow::bail!("--user given but CALLOUT_SIP_PASSWORD is not set"),
+        _ => None,
+    };
+    let started = Instant::now();
+    let ms = |t: Instant| t.duration_since(started).as_millis() as u64;
+    let mut call = gw
+        .dial(DialRequest {
+            uri: o.uri.clone(),
+            from_uri: o.from.clone(),
+            from_display: None,
+            credentials,
+            ring_timeout: o.timeout,
+            outbound_proxy: None,
+        })
+        .await?;
+    let emit = |v: serde_json::Value| println!("{v}");
+    let mut digits = String::new();
+    let mut input_deadline: Option<tokio::time::Instant> = None;
+    let mut outcome: Option<EndReason> = None;
+    let mut answered = false;
+    loop {
+        let wait = async {
+            match input_deadline {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let ev = tokio::select! {
+            ev = call.next() => ev,
+            _ = wait => {
+                emit(json!({"event": "input_timeout", "at_ms": ms(Instant::now())}));
+                input_deadline = None;
+                call.hangup();
+                continue;
+            }
+        };
+        let Some(ev) = ev else { break };
+        match ev {
+            CallUpdate::Sip(CallEvent::Progress { code }) => {
+                emit(json!({"event": "progress", "code": code, "at_ms": ms(Instant::now())}))
+            }
+            CallUpdate::Sip(CallEvent::Ringing) => {
+                emit(json!({"event": "ringing", "at_ms": ms(Instant::now())}))
+            }
+            CallUpdate::Sip(CallEvent::EarlyMedia(_)) => {
+                emit(json!({"event": "early_media", "at_ms": ms(Instant::now())}))
+            }
+            CallUpdate::Sip(CallEvent::Answered(neg)) => {
+                answered = true;
+                emit(json!({"event": "answered", "codec": neg.codec, "remote_rtp": neg.remote.to_string(),
+                    "telephone_event": neg.dtmf_pt, "at_ms": ms(Instant::now())}));
+                call.play(prompt.clone());
+                input_deadline = Some(tokio::time::Instant::now() + o.timeout);
+            }
+            CallUpdate::Sip(CallEvent::InfoDigit { .. }) => {}
+            CallUpdate::Sip(CallEvent::Ended(reason)) => {
+                emit(json!({"event": "ended", "reason": reason, "at_ms": ms(Instant::now())}));
+                outcome = Some(reason);
+            }
+            CallUpdate::Media(MediaEvent::Digit(d)) => {
+                if digits.len() < o.collect {
+                    digits.push(d.digit);
+                    emit(json!({"event": "digit", "digit": d.digit.to_string(), "source": d.source,
+                        "at_ms": ms(Instant::now()), "call_ms": d.at_ms}));
+                    if digits.len() == o.collect {
+                        input_deadline = None;
+                        call.hangup();
+                    }
+                }
+            }
+            CallUpdate::Media(MediaEvent::PromptFinished { .. }) => {
+                // Repeat the prompt until input or timeout.
+                if answered && digits.len() < o.collect && input_deadline.is_some() {
+                    call.play_silence(500);
+                    call.play(prompt.clone());
+                }
+            }
+            CallUpdate::Media(_) => {}
+        }
+    }
+    let ok = digits.len() == o.collect && answered;
+    emit(json!({"event": "result", "digits": digits, "answered": answered,
+        "outcome": outcome, "success": ok}));
+    if ok {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let why = match (&outcome, answered) {
+        (_, true) => format!("collected {} of {} digits before the timeout", digits.len(), o.collect),
+        (Some(r), false) => format!("call not answered: {}", describe(r)),
+        (None, false) => "call not answered".to_string(),
+    };
+    eprintln!("callout: {why}");
+    Ok(ExitCode::from(1))
+}
+
+/// A human sentence for an outcome.
+pub fn describe(r: &EndReason) -> String {
+    match r {
+        EndReason::Busy { code } => format!("busy ({code})"),
+        EndReason::Declined { code } => format!("declined ({code})"),
+        EndReason::NoAnswer { code: Some(c) } => format!("no answer ({c})"),
+        EndReason::NoAnswer { code: None } => "no answer (rang until the timeout)".into(),
+        EndReason::Unreachable { code: Some(c) } => format!("unreachable ({c})"),
+        EndReason::Unreachable { code: None } => "unreachable (no response)".into(),
+        EndReason::Rejected { code, reason } => format!("rejected ({code} {reason})"),
+        EndReason::Cancelled => "cancelled".into(),
+        EndReason::MediaMismatch => "no common codec".into(),
+        EndReason::LocalHangup => "hung up by callout".into(),
+        EndReason::RemoteHangup => "hung up by the callee".into(),
+    }
+}

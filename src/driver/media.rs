@@ -1,0 +1,213 @@
+//! The media task: one shared 20 ms clock drives every call's
+//! [`MediaSession`], so pacing costs one timer for all calls and never
+//! drifts. Each call's RTP socket has a small receive task that hands
+//! datagrams to this task.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::media::audio::Prompt;
+use crate::media::session::{MediaEvent, MediaSession};
+
+/// Packet interval.
+pub const PTIME: Duration = Duration::from_millis(20);
+/// Never send more than this many late packets at once after a stall.
+const MAX_CATCH_UP: u64 = 5;
+
+pub enum MediaCommand {
+    Add {
+        id: u64,
+        session: Box<MediaSession>,
+        socket: Arc<UdpSocket>,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    },
+    Remove(u64),
+    Play(u64, u64, Arc<Prompt>),
+    Silence(u64, u64),
+    Stop(u64),
+    SendDigit(u64, char, u16),
+    InfoDigit(u64, char),
+    Inbound(u64, SocketAddr, Vec<u8>),
+    /// Stop and hand back what the session recorded.
+    TakeRecording(u64, tokio::sync::oneshot::Sender<Vec<i16>>),
+}
+
+struct Entry {
+    session: Box<MediaSession>,
+    socket: Arc<UdpSocket>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    start: Instant,
+    recv_task: JoinHandle<()>,
+}
+
+/// Cloneable handle to the media task.
+#[derive(Clone)]
+pub struct MediaHandle {
+    tx: mpsc::UnboundedSender<MediaCommand>,
+}
+
+impl MediaHandle {
+    pub fn send(&self, cmd: MediaCommand) {
+        let _ = self.tx.send(cmd);
+    }
+}
+
+pub fn spawn() -> MediaHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(rx, tx.clone()));
+    MediaHandle { tx }
+}
+
+async fn run(mut rx: mpsc::UnboundedReceiver<MediaCommand>, self_tx: mpsc::UnboundedSender<MediaCommand>) {
+    let mut calls: HashMap<u64, Entry> = HashMap::new();
+    let origin = tokio::time::Instant::now();
+    let mut ticks_done: u64 = 0;
+    loop {
+        let next_tick = origin + Duration::from_millis(20 * (ticks_done + 1));
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep_until(next_tick) => {
+                let due = (origin.elapsed().as_millis() / PTIME.as_millis()) as u64;
+                // After a stall, catch up a little but never flood: the far
+                // end's jitter buffer cannot use a burst of old audio.
+                let n = due.saturating_sub(ticks_done).clamp(1, MAX_CATCH_UP);
+                for _ in 0..n {
+                    for e in calls.values_mut() {
+                        let remote = e.session.remote();
+                        let pkt = e.session.tick();
+                        let _ = e.socket.try_send_to(pkt, remote);
+                        while let Some(ev) = e.session.poll_event() {
+                            let _ = e.events.send(ev);
+                        }
+                    }
+                }
+                ticks_done = due.max(ticks_done + 1);
+            }
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                handle(&mut calls, cmd, &self_tx);
+            }
+        }
+    }
+}
+
+fn handle(calls: &mut HashMap<u64, Entry>, cmd: MediaCommand, self_tx: &mpsc::UnboundedSender<MediaCommand>) {
+    match cmd {
+        MediaCommand::Add { id, session, socket, events } => {
+            let recv_task = tokio::spawn(recv_loop(id, socket.clone(), self_tx.clone()));
+            calls.insert(
+                id,
+                Entry {
+                    session,
+                    socket,
+                    events,
+                    start: Instant::now(),
+                    recv_task,
+                },
+            );
+        }
+        MediaCommand::Remove(id) => {
+            if let Some(e) = calls.remove(&id) {
+                e.recv_task.abort();
+            }
+        }
+        MediaCommand::Inbound(id, from, bytes) => {
+            if let Some(e) = calls.get_mut(&id) {
+                let now_ms = e.start.elapsed().as_millis() as u64;
+                e.session.handle_packet(now_ms, from, &bytes);
+                drain(e);
+            }
+        }
+        MediaCommand::Play(id, pid, p) => with(calls, id, |s| s.play(pid, p)),
+        MediaCommand::Silence(id, ms) => with(calls, id, |s| s.play_silence(ms)),
+        MediaCommand::Stop(id) => with(calls, id, |s| s.stop()),
+        MediaCommand::SendDigit(id, d, ms) => with(calls, id, |s| {
+            s.send_digit(d, ms);
+        }),
+        MediaCommand::InfoDigit(id, d) => {
+            if let Some(e) = calls.get_mut(&id) {
+                let now_ms = e.start.elapsed().as_millis() as u64;
+                e.session.handle_info_digit(now_ms, d);
+                drain(e);
+            }
+        }
+        MediaCommand::TakeRecording(id, reply) => {
+            let rec = calls.get_mut(&id).map(|e| e.session.take_recording()).unwrap_or_default();
+            let _ = reply.send(rec);
+        }
+    }
+    fn with(calls: &mut HashMap<u64, Entry>, id: u64, f: impl FnOnce(&mut MediaSession)) {
+        if let Some(e) = calls.get_mut(&id) {
+            f(&mut e.session);
+            drain(e);
+        }
+    }
+}
+
+fn drain(e: &mut Entry) {
+    while let Some(ev) = e.session.poll_event() {
+        let _ = e.events.send(ev);
+    }
+}
+
+async fn recv_loop(id: u64, socket: Arc<UdpSocket>, tx: mpsc::UnboundedSender<MediaCommand>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                if tx.send(MediaCommand::Inbound(id, from, buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "rtp recv"),
+        }
+    }
+}
+
+/// Even RTP ports from a configured range (RFC 3550 11: RTP on even, RTCP
+/// on the next odd port).
+#[derive(Debug)]
+pub struct PortPool {
+    ip: std::net::IpAddr,
+    start: u16,
+    end: u16,
+    next: u16,
+}
+
+/// A malformed port range.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid RTP port range {0:?}: use START-END with START < END, e.g. 20000-29999")]
+pub struct PortRangeError(pub String);
+
+impl PortPool {
+    pub fn parse(ip: std::net::IpAddr, range: &str) -> Result<PortPool, PortRangeError> {
+        let err = || PortRangeError(range.to_string());
+        let (a, b) = range.split_once('-').ok_or_else(err)?;
+        let start: u16 = a.trim().parse().map_err(|_| err())?;
+        let end: u16 = b.trim().parse().map_err(|_| err())?;
+        let start = start + (start % 2);
+        if start == 0 || start >= end {
+            return Err(err());
+        }
+        Ok(PortPool { ip, start, end, next: start })
+    }
+
+    /// Bind the next free even port, trying each at most once.
+    pub async fn bind(&mut self) -> std::io::Result<UdpSocket> {
+        let slots = ((self.end - self.start) / 2 + 1) as usize;
+        for _ in 0..slots {
+            let port = self.next;
+            self.next = if self.next + 2 > self.end { self.start } else { self.next + 2 };
+            if let Ok(s) = UdpSocket::bind(SocketAddr::new(self.ip, port)).await {
+                return Ok(s);
+            }
+        }
+        Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free RTP port in range"))
+    }
+}

@@ -1,0 +1,275 @@
+//! tokio drivers around the sans-IO cores: the SIP socket task, the media
+//! clock task, and [`Gateway`], which places calls and hands each caller an
+//! [`ActiveCall`] that merges SIP and media events.
+
+pub mod media;
+pub mod sip;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, Mutex};
+
+use crate::media::audio::Prompt;
+use crate::media::session::{MediaEvent, MediaSession};
+use crate::sip::auth::Credentials;
+use crate::sip::call::{CallConfig, CallEvent};
+use crate::sip::endpoint::CallHandle;
+use crate::sip::header::SipUri;
+use crate::sip::sdp;
+use crate::sip::transaction::Timers;
+use media::{MediaCommand, MediaHandle, PortPool};
+use sip::SipHandle;
+
+/// Why a call could not be placed.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("not a SIP URI: {0}")]
+    BadUri(String),
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no RTP port available: {0}")]
+    NoPort(#[source] std::io::Error),
+    #[error(transparent)]
+    SipGone(#[from] sip::SipGone),
+}
+
+/// What to dial.
+#[derive(Debug, Clone)]
+pub struct DialRequest {
+    pub uri: String,
+    pub from_uri: String,
+    pub from_display: Option<String>,
+    pub credentials: Option<Credentials>,
+    pub ring_timeout: Duration,
+    /// Send the INVITE here instead of the URI's host (a trunk's proxy).
+    pub outbound_proxy: Option<SocketAddr>,
+}
+
+/// The running gateway: one SIP socket, one media clock, an RTP port pool.
+#[derive(Clone)]
+pub struct Gateway {
+    sip: SipHandle,
+    media: MediaHandle,
+    ports: Arc<Mutex<PortPool>>,
+    rtp_ip: IpAddr,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Gateway {
+    /// Bind the SIP socket on `sip_bind` and take RTP ports from `rtp_range`
+    /// on the same address.
+    pub async fn start(sip_bind: SocketAddr, rtp_range: &str) -> anyhow::Result<Gateway> {
+        let sip = sip::spawn(sip_bind).await?;
+        let rtp_ip = sip.local_addr().ip();
+        let ports = PortPool::parse(rtp_ip, rtp_range)?;
+        Ok(Gateway {
+            sip,
+            media: media::spawn(),
+            ports: Arc::new(Mutex::new(ports)),
+            rtp_ip,
+            next_id: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.sip.local_addr()
+    }
+
+    pub fn sip(&self) -> &SipHandle {
+        &self.sip
+    }
+
+    /// Place a call. Returns once the INVITE is queued.
+    pub async fn dial(&self, req: DialRequest) -> Result<ActiveCall, DialError> {
+        let uri = SipUri::parse(&req.uri).map_err(|_| DialError::BadUri(req.uri.clone()))?;
+        let destination = match req.outbound_proxy {
+            Some(p) => p,
+            None => {
+                let (host, port) = uri.target();
+                let h = host.trim_start_matches('[').trim_end_matches(']').to_string();
+                let found = tokio::net::lookup_host((h.as_str(), port)).await;
+                let mut addrs = found.map_err(|source| DialError::Resolve {
+                    host: host.clone(),
+                    source,
+                })?;
+                addrs.next().ok_or_else(|| DialError::Resolve {
+                    host: host.clone(),
+                    source: std::io::Error::other("no address"),
+                })?
+            }
+        };
+        let socket = self.ports.lock().await.bind().await.map_err(DialError::NoPort)?;
+        let rtp_addr = socket.local_addr().map_err(DialError::NoPort)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cfg = CallConfig {
+            target: req.uri.clone(),
+            from_uri: req.from_uri,
+            from_display: req.from_display,
+            local: self.sip.local_addr(),
+            destination,
+            credentials: req.credentials,
+            ring_timeout: req.ring_timeout,
+            sdp_offer: sdp::offer(SocketAddr::new(self.rtp_ip, rtp_addr.port()), id, 1),
+            timers: Timers::default(),
+            user_agent: String::new(),
+        };
+        let (sip_tx, sip_rx) = mpsc::unbounded_channel();
+        let (media_tx, media_rx) = mpsc::unbounded_channel();
+        let handle = self.sip.dial(cfg, sip_tx).await?;
+        Ok(ActiveCall {
+            id,
+            handle,
+            sip: self.sip.clone(),
+            media: self.media.clone(),
+            socket: Some(Arc::new(socket)),
+            sip_rx,
+            media_rx,
+            media_tx,
+            media_added: false,
+            sip_done: false,
+            next_prompt: 1,
+            record: false,
+        })
+    }
+}
+
+/// One event of a call, SIP or media.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallUpdate {
+    Sip(CallEvent),
+    Media(MediaEvent),
+}
+
+/// A placed call: read its events with [`ActiveCall::next`], drive its
+/// audio with `play`, end it with `hangup`. Dropping it hangs up.
+pub struct ActiveCall {
+    id: u64,
+    handle: CallHandle,
+    sip: SipHandle,
+    media: MediaHandle,
+    socket: Option<Arc<UdpSocket>>,
+    sip_rx: mpsc::UnboundedReceiver<CallEvent>,
+    media_rx: mpsc::UnboundedReceiver<MediaEvent>,
+    media_tx: mpsc::UnboundedSender<MediaEvent>,
+    media_added: bool,
+    sip_done: bool,
+    next_prompt: u64,
+    record: bool,
+}
+
+impl ActiveCall {
+    /// Keep the audio the far end sends (see [`ActiveCall::take_recording`]).
+    pub fn record(&mut self) {
+        self.record = true;
+    }
+
+    /// The next event; `None` once the call has ended and all is drained.
+    pub async fn next(&mut self) -> Option<CallUpdate> {
+        loop {
+            if self.sip_done {
+                // After the end, hand out what media already queued.
+                return self.media_rx.try_recv().ok().map(CallUpdate::Media);
+            }
+            tokio::select! {
+                ev = self.sip_rx.recv() => {
+                    let Some(ev) = ev else {
+                        self.finish();
+                        continue;
+                    };
+                    match &ev {
+                        CallEvent::Answered(neg) | CallEvent::EarlyMedia(neg) => self.start_media(neg),
+                        CallEvent::InfoDigit { digit, .. } => {
+                            self.media.send(MediaCommand::InfoDigit(self.id, *digit));
+                        }
+                        CallEvent::Ended(_) => self.finish(),
+                        _ => {}
+                    }
+                    return Some(CallUpdate::Sip(ev));
+                }
+                Some(ev) = self.media_rx.recv() => return Some(CallUpdate::Media(ev)),
+            }
+        }
+    }
+
+    fn start_media(&mut self, neg: &sdp::Negotiated) {
+        if self.media_added {
+            return;
+        }
+        let Some(socket) = self.socket.clone() else {
+            return;
+        };
+        let mut session = MediaSession::new(neg, rand::random(), rand::random(), rand::random());
+        if self.record {
+            session.record();
+        }
+        self.media.send(MediaCommand::Add {
+            id: self.id,
+            session: Box::new(session),
+            socket,
+            events: self.media_tx.clone(),
+        });
+        self.media_added = true;
+    }
+
+    fn finish(&mut self) {
+        self.sip_done = true;
+        // Stop sending RTP at once; a recording call keeps its session
+        // until dropped so the recording can still be taken.
+        if self.media_added && !self.record {
+            self.media.send(MediaCommand::Remove(self.id));
+            self.media_added = false;
+        }
+    }
+
+    /// Queue a prompt; returns the id reported in prompt events.
+    pub fn play(&mut self, prompt: Arc<Prompt>) -> u64 {
+        let pid = self.next_prompt;
+        self.next_prompt += 1;
+        self.media.send(MediaCommand::Play(self.id, pid, prompt));
+        pid
+    }
+
+    pub fn play_silence(&self, ms: u64) {
+        self.media.send(MediaCommand::Silence(self.id, ms));
+    }
+
+    pub fn stop_audio(&self) {
+        self.media.send(MediaCommand::Stop(self.id));
+    }
+
+    pub fn send_digit(&self, digit: char, ms: u16) {
+        self.media.send(MediaCommand::SendDigit(self.id, digit, ms));
+    }
+
+    /// The decoded audio received so far (needs [`ActiveCall::record`]).
+    pub async fn take_recording(&self) -> Vec<i16> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.media.send(MediaCommand::TakeRecording(self.id, tx));
+        rx.await.unwrap_or_default()
+    }
+
+    /// CANCEL if ringing, BYE if answered.
+    pub fn hangup(&self) {
+        self.sip.hangup(self.handle);
+    }
+}
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        if !self.sip_done {
+            self.sip.hangup(self.handle);
+        }
+        if self.media_added {
+            self.media.send(MediaCommand::Remove(self.id));
+        }
+        self.socket = None;
+    }
+}

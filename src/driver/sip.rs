@@ -1,0 +1,120 @@
+//! The SIP socket task: owns the UDP socket and the [`Endpoint`], feeds it
+//! datagrams, commands and timeouts, and sends what it asks to send.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sip::call::{CallConfig, CallEvent};
+use crate::sip::endpoint::{CallHandle, Endpoint, Stats};
+
+/// Commands to the SIP task.
+pub enum SipCommand {
+    Dial {
+        cfg: CallConfig,
+        events: mpsc::UnboundedSender<CallEvent>,
+        reply: oneshot::Sender<CallHandle>,
+    },
+    Hangup(CallHandle),
+    Stats(oneshot::Sender<Stats>),
+}
+
+/// Cloneable handle to the SIP task.
+#[derive(Clone)]
+pub struct SipHandle {
+    tx: mpsc::UnboundedSender<SipCommand>,
+    local: SocketAddr,
+}
+
+/// The SIP task has stopped.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the SIP task has stopped")]
+pub struct SipGone;
+
+impl SipHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub async fn dial(
+        &self,
+        cfg: CallConfig,
+        events: mpsc::UnboundedSender<CallEvent>,
+    ) -> Result<CallHandle, SipGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(SipCommand::Dial { cfg, events, reply })
+            .map_err(|_| SipGone)?;
+        rx.await.map_err(|_| SipGone)
+    }
+
+    pub fn hangup(&self, h: CallHandle) {
+        let _ = self.tx.send(SipCommand::Hangup(h));
+    }
+
+    pub async fn stats(&self) -> Result<Stats, SipGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(SipCommand::Stats(reply)).map_err(|_| SipGone)?;
+        rx.await.map_err(|_| SipGone)
+    }
+}
+
+/// Bind the SIP socket and spawn its task.
+pub async fn spawn(bind: SocketAddr) -> std::io::Result<SipHandle> {
+    let socket = UdpSocket::bind(bind).await?;
+    let local = socket.local_addr()?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let seed = rand::random();
+    tokio::spawn(run(socket, Endpoint::new(local, seed), rx));
+    Ok(SipHandle { tx, local })
+}
+
+async fn run(socket: UdpSocket, mut ep: Endpoint, mut rx: mpsc::UnboundedReceiver<SipCommand>) {
+    let mut subscribers: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let wake = ep.poll_timeout();
+        let sleep = async {
+            match wake {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, from)) => ep.handle_datagram(Instant::now(), from, &buf[..n]),
+                // ICMP port unreachable from an earlier send surfaces here
+                // on Linux; it is not fatal for the socket.
+                Err(e) => tracing::debug!(error = %e, "sip recv"),
+            },
+            cmd = rx.recv() => match cmd {
+                Some(SipCommand::Dial { cfg, events, reply }) => {
+                    let h = ep.start_call(Instant::now(), cfg);
+                    subscribers.insert(h, events);
+                    let _ = reply.send(h);
+                }
+                Some(SipCommand::Hangup(h)) => ep.hangup(Instant::now(), h),
+                Some(SipCommand::Stats(reply)) => { let _ = reply.send(ep.stats()); }
+                None => return,
+            },
+            _ = sleep => ep.handle_timeout(Instant::now()),
+        }
+        while let Some(t) = ep.poll_transmit() {
+            if let Err(e) = socket.send_to(&t.bytes, t.dest).await {
+                tracing::warn!(error = %e, dest = %t.dest, "sip send failed");
+            }
+        }
+        while let Some((h, ev)) = ep.poll_event() {
+            let ended = matches!(ev, CallEvent::Ended(_));
+            if let Some(sub) = subscribers.get(&h) {
+                let _ = sub.send(ev);
+            }
+            if ended {
+                subscribers.remove(&h);
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Audio for the phone line: load WAV files of any common format, mix to
+//! mono, resample to 8 kHz with a band-limited (windowed-sinc) filter, and
+//! hold the result ready in both G.711 laws.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::g711;
+use crate::sip::sdp::Codec;
+
+/// The telephone sample rate.
+pub const RATE: u32 = 8000;
+/// Samples in one 20 ms packet.
+pub const FRAME: usize = 160;
+
+/// Why audio could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    #[error("{path}: {source}")]
+    Wav {
+        path: String,
+        #[source]
+        source: hound::Error,
+    },
+    #[error("{path}: unsupported WAV format ({detail})")]
+    Format { path: String, detail: String },
+    #[error("{path}: no audio samples")]
+    Empty { path: String },
+}
+
+/// 8 kHz mono audio, pre-encoded for both laws so playback is a copy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    pub name: String,
+    pub pcm: Vec<i16>,
+    pub ulaw: Vec<u8>,
+    pub alaw: Vec<u8>,
+}
+
+impl Prompt {
+    pub fn from_pcm(name: impl Into<String>, pcm: Vec<i16>) -> Arc<Prompt> {
+        let ulaw = pcm.iter().map(|&s| g711::linear_to_ulaw(s)).collect();
+        let alaw = pcm.iter().map(|&s| g711::linear_to_alaw(s)).collect();
+        Arc::new(Prompt {
+            name: name.into(),
+            pcm,
+            ulaw,
+            alaw,
+        })
+    }
+
+    pub fn encoded(&self, codec: Codec) -> &[u8] {
+        match codec {
+            Codec::Pcmu => &self.ulaw,
+            Codec::Pcma => &self.alaw,
+        }
+    }
+
+    pub fn duration_ms(&self) -> u64 {
+        self.pcm.len() as u64 * 1000 / RATE as u64
+    }
+
+    /// Load a WAV file and convert it for the phone.
+    pub fn load(path: &Path) -> Result<Arc<Prompt>, AudioError> {
+        let (samples, rate) = read_wav_mono(path)?;
+        if samples.is_empty() {
+            return Err(AudioError::Empty {
+                path: path.display().to_string(),
+            });
+        }
+        let pcm = to_i16(&resample(&samples, rate, RATE));
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Prompt::from_pcm(name, pcm))
+    }
+}
+
+/// Read any PCM or float WAV into mono f32 in [-1, 1] and its rate.
+pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), AudioError> {
+    let p = path.display().to_string();
+    let mut reader = hound::WavReader::open(path).map_err(|source| AudioError::Wav {
+        path: p.clone(),
+        source,
+    })?;
+    let spec = reader.spec();
+    let channels = spec.channels.max(1) as usize;
+    let mut interleaved: Vec<f32> = Vec::new();
+    // espeak-ng's --stdout header claims ~1e9 frames; a short read at the
+    // end is treated as the end of data rather than an error.
+    let tolerate = |e: &hound::Error| matches!(e, hound::Error::IoError(_));
+    match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, 32) => {
+            for s in reader.samples::<f32>() {
+                match s {
+                    Ok(v) => interleaved.push(v),
+                    Err(e) if tolerate(&e) => break,
+                    Err(source) => return Err(AudioError::Wav { path: p, source }),
+                }
+            }
+        }
+        (hound::SampleFormat::Int, bits @ (8 | 16 | 24 | 32)) => {
+            let scale = 1.0 / (1u64 << (bits - 1)) as f32;
+            for s in reader.samples::<i32>() {
+                match s {
+                    Ok(v) => interleaved.push(v as f32 * scale),
+                    Err(e) if tolerate(&e) => break,
+                    Err(source) => return Err(AudioError::Wav { path: p, source }),
+                }
+            }
+        }
+        (fmt, bits) => {
+            return Err(AudioError::Format {
+                path: p,
+                detail: format!("{fmt:?} {bits}-bit"),
+            })
+        }
+    }
+    let mono = interleaved
+        .chunks(channels)
+        .map(|c| c.iter().sum::<f32>() / c.len() as f32)
+        .collect();
+    Ok((mono, spec.sample_rate))
+}
+
+/// Convert f32 to i16 with saturation.
+pub fn to_i16(samples: &[f32]) -> Vec<i16> {
+    samples
+        .iter()
+        .map(|&s| (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16)
+        .collect()
+}
+
+/// Band-limited resampling by a Blackman-windowed sinc. The cut-off sits
+/// at 0.45 of the lower of the two rates, so nothing folds back into the
+/// telephone band.
+pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
+    if from == to || input.is_empty() {
+        return input.to_vec();
+    }
+    let ratio = to as f64 / from as f64;
+    // Cut-off relative to the input rate.
+    let cutoff = 0.45 * ratio.min(1.0) * 2.0;
+    const ZERO_CROSSINGS: f64 = 16.0;
+    let half = (ZERO_CROSSINGS / cutoff).ceil() as i64;
+    let out_len = ((input.len() as f64) * ratio).floor() as usize;
+    let mut out = Vec::with_capacity(out_len);
+    for n in 0..out_len {
+        let t = n as f64 / ratio;
+        let centre = t.floor() as i64;
+        let mut acc = 0.0f64;
+        for k in (centre - half + 1)..=(centre + half) {
+            if k < 0 || k as usize >= input.len() {
+                continue;
+            }
+            let x = t - k as f64;
+            let arg = x * cutoff;
+            let sinc = if arg.abs() < 1e-12 {
+                1.0
+            } else {
+                (std::f64::consts::PI * arg).sin() / (std::f64::consts::PI * arg)
+            };
+            // Blackman window over [-half, half].
+            let w = 0.5 * (x / half as f64 + 1.0);
+            let window = if (0.0..=1.0).contains(&w) {
+                0.42 - 0.5 * (2.0 * std::f64::consts::PI * w).cos()
+                    + 0.08 * (4.0 * std::f64::consts::PI * w).cos()
+            } else {
+                0.0
+            };
+            acc += input[k as usize] as f64 * sinc * window * cutoff;
+        }
+        out.push(acc as f32);
+    }
+    out
+}
+
+/// Write 8 kHz mono 16-bit audio to a WAV file.
+pub fn write_wav(path: &Path, pcm: &[i16]) -> Result<(), hound::Error> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec)?;
+    for &s in pcm {
+        w.write_sample(s)?;
+    }
+    w.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(freq: f32, rate: u32, secs: f32) -> Vec<f32> {
+        (0..(rate as f32 * secs) as usize)
+            .map(|i| 0.5 * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin())
+            .collect()
+    }
+
+    fn rms(x: &[f32]) -> f32 {
+        (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt()
+    }
+
+    #[test]
+    fn passes_the_voice_band_and_stops_aliases() {
+        // 1 kHz survives 48k -> 8k at full level.
+        let pass = resample(&tone(1000.0, 48000, 0.5), 48000, 8000);
+        assert_eq!(pass.len(), 4000);
+        let r = rms(&pass[200..3800]);
+        assert!((r - 0.3536).abs() < 0.02, "rms {r}");
+        // 7 kHz would alias to 1 kHz with sample dropping; it must vanish.
+        let stop = resample(&tone(7000.0, 48000, 0.5), 48000, 8000);
+        assert!(rms(&stop[200..3800]) < 0.005, "alias rms {}", rms(&stop[200..3800]));
+        // Upsampling 22050 -> 8000 and 8000 -> 16000 keep the length ratio.
+        assert!((resample(&tone(440.0, 22050, 1.0), 22050, 8000).len() as i64 - 8000).abs() <= 1);
+    }
+}

@@ -1,0 +1,8 @@
+//! Media, sans-IO: G.711, audio conversion, the RTP session, and DTMF
+//! (RFC 4733 events, in-band tones, and the merge of all paths).
+
+pub mod audio;
+pub mod g711;
+pub mod inband;
+pub mod rfc4733;
+pub mod session;
