@@ -1,0 +1,262 @@
+//! Helpers for tests that start real peers (sipp, baresip) on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use callout::media::g711::linear_to_ulaw;
+use callout::media::inband::key_freqs;
+
+/// A fresh scratch directory under the target dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A UDP port pair (even, and the next odd one) free right now on 127.0.0.1.
+pub fn free_port_pair() -> u16 {
+    if NEXT_PORT.load(Ordering::Relaxed) == 0 {
+        // Spread test processes apart so parallel test binaries rarely meet.
+        let base = 30000 + (std::process::id() % 300) as u16 * 100;
+        let _ = NEXT_PORT.compare_exchange(0, base, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    loop {
+        // sipp uses the media port and the three above it (RTCP, video).
+        let p = NEXT_PORT.fetch_add(4, Ordering::Relaxed);
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok() && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+pub fn require(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(found, "{tool} is not installed: run .ci/run or `apt-get install sip-tester baresip sox espeak-ng`");
+}
+
+/// A running sipp process.
+pub struct Sipp {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Sipp {
+    /// Start sipp as a UAS with `scenario` (a file under tests/sipp) in
+    /// `dir` (where pcaps it plays live), for one call.
+    pub fn uas(scenario: &str, dir: &Path, extra: &[&str]) -> Sipp {
+        require("sipp");
+        let port = free_port_pair();
+        let media = free_port_pair();
+        let scen = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(scenario);
+        let mut cmd = Command::new("sipp");
+        cmd.current_dir(dir)
+            .args(["-sf", scen.to_str().unwrap()])
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-mp", &media.to_string()])
+            .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-trace_msg", "-trace_err"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("start sipp");
+        // sipp binds its socket within a few ms; wait until the port is taken.
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sipp { child, port, dir: dir.to_path_buf() }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("sip:bob@127.0.0.1:{}", self.port)
+    }
+
+    /// Wait for sipp to finish; panics after `limit`.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                panic!("sipp did not finish within {limit:?}; messages:\n{}", self.messages());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// sipp's message trace (all it sent and received).
+    pub fn messages(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(&self.dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with("_messages.log") || name.ends_with("_errors.log") {
+                out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `callout` with arguments; return exit status, JSON lines, stderr.
+pub fn callout(args: &[&str]) -> (ExitStatus, Vec<serde_json::Value>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(args)
+        .output()
+        .expect("run callout");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    (out.status, lines, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+pub fn prompt() -> String {
+    format!("{}/prompts/press-a-key.wav", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Events of a given name from callout's JSON lines.
+pub fn events<'a>(lines: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    lines.iter().filter(|l| l["event"] == name).collect()
+}
+
+pub fn result(lines: &[serde_json::Value]) -> &serde_json::Value {
+    lines.last().expect("a result line")
+}
+
+/// A minimal pcap writer: Ethernet + IPv4 + UDP frames, which is what
+/// sipp's play_pcap_audio reads. sipp rewrites the addresses and ports.
+pub struct Pcap {
+    buf: Vec<u8>,
+}
+
+impl Pcap {
+    pub fn new() -> Pcap {
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+        buf.extend_from_slice(&2u16.to_le_bytes());
+        buf.extend_from_slice(&4u16.to_le_bytes());
+        buf.extend_from_slice(&0i32.to_le_bytes());
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        buf.extend_from_slice(&65535u32.to_le_bytes());
+        buf.extend_from_slice(&1u32.to_le_bytes());
+        Pcap { buf }
+    }
+
+    pub fn udp(&mut self, at_us: u64, payload: &[u8]) {
+        let udp_len = 8 + payload.len();
+        let ip_len = 20 + udp_len;
+        let mut frame = Vec::with_capacity(14 + ip_len);
+        frame.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        let mut ip = vec![0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1];
+        let sum = ip_checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&6000u16.to_be_bytes());
+        frame.extend_from_slice(&6002u16.to_be_bytes());
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&0u16.to_be_bytes());
+        frame.extend_from_slice(payload);
+        self.buf.extend_from_slice(&((at_us / 1_000_000) as u32).to_le_bytes());
+        self.buf.extend_from_slice(&((at_us % 1_000_000) as u32).to_le_bytes());
+        self.buf.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&frame);
+    }
+
+    pub fn write(&self, path: &Path) {
+        std::fs::File::create(path).unwrap().write_all(&self.buf).unwrap();
+    }
+}
+
+fn ip_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = h.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]) as u32).sum();
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn rtp(pt: u8, marker: bool, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, ((marker as u8) << 7) | pt];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// RFC 4733 presses: each `(digit, start_ms, duration_ms)` as a start
+/// packet (marker), updates every 20 ms, and three end packets.
+/// `redundant_starts` repeats each start packet, as some gateways do.
+pub fn rfc4733_pcap(path: &Path, presses: &[(char, u64, u64)], redundant_starts: bool) {
+    let mut pcap = Pcap::new();
+    let mut seq: u16 = 1000;
+    for &(digit, start_ms, dur_ms) in presses {
+        let ev = "0123456789*#ABCD".find(digit).unwrap() as u8;
+        let ts = (start_ms * 8) as u32;
+        let steps = (dur_ms / 20).max(1);
+        let mut send = |pcap: &mut Pcap, at_ms: u64, marker: bool, end: bool, d: u64| {
+            let d = (d * 8) as u16;
+            let payload = [ev, if end { 0x80 | 10 } else { 10 }, (d >> 8) as u8, d as u8];
+            pcap.udp(at_ms * 1000, &rtp(101, marker, seq, ts, &payload));
+            seq = seq.wrapping_add(1);
+        };
+        for i in 0..steps {
+            send(&mut pcap, start_ms + i * 20, i == 0, false, (i + 1) * 20);
+            if i == 0 && redundant_starts {
+                send(&mut pcap, start_ms + 1, true, false, 20);
+            }
+        }
+        // RFC 4733 2.5.1.4: the end packet three times.
+        for k in 0..3 {
+            send(&mut pcap, start_ms + steps * 20 + k, false, true, dur_ms);
+        }
+    }
+    pcap.write(path);
+}
+
+/// In-band presses as PCMU audio, 20 ms packets, silence between, from 0
+/// to `total_ms`. Tone level is per tone, as a 16-bit peak.
+pub fn inband_pcap(path: &Path, presses: &[(char, u64, u64)], total_ms: u64, level: f32) {
+    let mut pcap = Pcap::new();
+    for (i, t) in (0..total_ms).step_by(20).enumerate() {
+        let mut payload = [0xFFu8; 160];
+        for (n, b) in payload.iter_mut().enumerate() {
+            let ms = t as f32 + n as f32 / 8.0;
+            for &(digit, start, dur) in presses {
+                if ms >= start as f32 && ms < (start + dur) as f32 {
+                    let (r, c) = key_freqs(digit).unwrap();
+                    let s = (ms / 1000.0) * 2.0 * std::f32::consts::PI;
+                    let v = level * ((r * s).sin() + (c * s).sin());
+                    *b = linear_to_ulaw(v as i16);
+                }
+            }
+        }
+        pcap.udp(t * 1000, &rtp(0, i == 0, i as u16, (t * 8) as u32, &payload));
+    }
+    pcap.write(path);
+}
