@@ -16,7 +16,7 @@ pub const FRAME: usize = 160;
 /// Why audio could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
-    #[error("{path}: {source}")]
+    #[error("cannot read WAV file {path}")]
     Wav {
         path: String,
         #[source]

@@ -260,3 +260,105 @@ pub fn inband_pcap(path: &Path, presses: &[(char, u64, u64)], total_ms: u64, lev
     }
     pcap.write(path);
 }
+
+/// A headless baresip that auto-answers, sends `source_wav`, records what
+/// it hears (sndfile), and takes commands on ctrl_tcp.
+pub struct Baresip {
+    pub child: Child,
+    pub sip_port: u16,
+    pub ctrl_port: u16,
+    pub dir: PathBuf,
+}
+
+impl Baresip {
+    pub fn start(dir: &Path, source_wav: &Path) -> Baresip {
+        require("baresip");
+        // baresip also opens TLS on sip_port + 1; keep ctrl_tcp clear of it.
+        let sip_port = free_port_pair();
+        let ctrl_port = free_port_pair();
+        let config = format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n\
+             audio_player aubridge,nil\naudio_source aufile,{src}\naudio_alert aubridge,nil\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\n\
+             module sndfile.so\nmodule_app account.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\n\
+             ctrl_tcp_listen 127.0.0.1:{ctrl_port}\nsnd_path {dir}\n",
+            src = source_wav.display(),
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("config"), config).unwrap();
+        std::fs::write(
+            dir.join("accounts"),
+            "<sip:bob@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA\n",
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
+        let child = Command::new("baresip")
+            .args(["-f", dir.to_str().unwrap(), "-t", "60"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start baresip");
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until && std::net::TcpStream::connect(("127.0.0.1", ctrl_port)).is_err() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Baresip { child, sip_port, ctrl_port, dir: dir.to_path_buf() }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("sip:bob@127.0.0.1:{}", self.sip_port)
+    }
+
+    /// Send a ctrl_tcp command (netstring-framed JSON); returns the reply.
+    pub fn command(&self, command: &str, params: &str) -> String {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.ctrl_port)).expect("ctrl_tcp");
+        let body = serde_json::json!({"command": command, "params": params}).to_string();
+        s.write_all(format!("{}:{},", body.len(), body).as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// The WAV baresip recorded of what it received.
+    pub fn heard(&self) -> Option<PathBuf> {
+        std::fs::read_dir(&self.dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+    }
+
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.dir.join("baresip.log")).unwrap_or_default()).into_owned()
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Energy envelope in 50 ms frames (RMS), for comparing audio shapes.
+pub fn envelope(pcm: &[i16]) -> Vec<f64> {
+    pcm.chunks(400)
+        .map(|c| (c.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / c.len() as f64).sqrt())
+        .collect()
+}
+
+/// Pearson correlation of two sequences over their common length.
+pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let ma = a.iter().sum::<f64>() / n as f64;
+    let mb = b.iter().sum::<f64>() / n as f64;
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va.sqrt() * vb.sqrt())
+}
