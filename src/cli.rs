@@ -103,8 +103,10 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
             }
             CallUpdate::Sip(CallEvent::Answered(neg)) => {
                 answered = true;
-                emit(json!({"event": "answered", "codec": neg.codec, "remote_rtp": neg.remote.to_string(),
-                    "telephone_event": neg.dtmf_pt, "at_ms": ms(Instant::now())}));
+                emit(
+                    json!({"event": "answered", "codec": neg.codec, "remote_rtp": neg.remote.to_string(),
+                    "telephone_event": neg.dtmf_pt, "at_ms": ms(Instant::now())}),
+                );
                 call.play(prompt.clone());
                 input_deadline = Some(tokio::time::Instant::now() + o.timeout);
             }
@@ -116,8 +118,10 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
             CallUpdate::Media(MediaEvent::Digit(d)) => {
                 if digits.len() < o.collect {
                     digits.push(d.digit);
-                    emit(json!({"event": "digit", "digit": d.digit.to_string(), "source": d.source,
-                        "at_ms": ms(Instant::now()), "call_ms": d.at_ms}));
+                    emit(
+                        json!({"event": "digit", "digit": d.digit.to_string(), "source": d.source,
+                        "at_ms": ms(Instant::now()), "call_ms": d.at_ms}),
+                    );
                     if digits.len() == o.collect {
                         input_deadline = None;
                         call.hangup();
@@ -135,13 +139,19 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
         }
     }
     let ok = digits.len() == o.collect && answered;
-    emit(json!({"event": "result", "digits": digits, "answered": answered,
-        "outcome": outcome, "success": ok}));
+    emit(
+        json!({"event": "result", "digits": digits, "answered": answered,
+        "outcome": outcome, "success": ok}),
+    );
     if ok {
         return Ok(ExitCode::SUCCESS);
     }
     let why = match (&outcome, answered) {
-        (_, true) => format!("collected {} of {} digits before the timeout", digits.len(), o.collect),
+        (_, true) => format!(
+            "collected {} of {} digits before the timeout",
+            digits.len(),
+            o.collect
+        ),
         (Some(r), false) => format!("call not answered: {}", describe(r)),
         (None, false) => "call not answered".to_string(),
     };

@@ -3,8 +3,8 @@
 //! `sip` and `media` are sans-IO state machines; `driver` runs them on
 //! tokio sockets and timers.
 
-pub mod sip;
-pub mod media;
 pub mod cli;
 pub mod driver;
+pub mod media;
+pub mod sip;
 pub mod util;

@@ -16,8 +16,16 @@ fn sox(args: &[&str]) {
 }
 
 fn detect(file: &Path) -> Vec<(char, u64)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_callout")).args(["dtmf", "detect"]).arg(file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["dtmf", "detect"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -36,14 +44,40 @@ fn freqs(k: char) -> (u32, u32) {
 /// at `vol` of full scale per tone.
 fn sixteen_keys(dir: &Path, vol: &str, scale: f64) -> std::path::PathBuf {
     let gap = dir.join("gap.wav");
-    sox(&["-n", "-r", "8000", "-b", "16", "-c", "1", gap.to_str().unwrap(), "trim", "0", "0.04"]);
+    sox(&[
+        "-n",
+        "-r",
+        "8000",
+        "-b",
+        "16",
+        "-c",
+        "1",
+        gap.to_str().unwrap(),
+        "trim",
+        "0",
+        "0.04",
+    ]);
     let mut parts = vec![gap.to_str().unwrap().to_string()];
     for (i, k) in KEYS.chars().enumerate() {
         let (r, c) = freqs(k);
         let f = dir.join(format!("k{i}.wav"));
         sox(&[
-            "-n", "-r", "8000", "-b", "16", "-c", "1", f.to_str().unwrap(), "synth", "0.04",
-            "sine", &format!("{}", r as f64 * scale), "sine", &format!("{}", c as f64 * scale), "vol", vol,
+            "-n",
+            "-r",
+            "8000",
+            "-b",
+            "16",
+            "-c",
+            "1",
+            f.to_str().unwrap(),
+            "synth",
+            "0.04",
+            "sine",
+            &format!("{}", r as f64 * scale),
+            "sine",
+            &format!("{}", c as f64 * scale),
+            "vol",
+            vol,
         ]);
         parts.push(f.to_str().unwrap().to_string());
         parts.push(gap.to_str().unwrap().to_string());
@@ -65,7 +99,10 @@ fn all_sixteen_keys_at_itu_minimum_timing() {
         // Key i starts at 40 + 80*i ms.
         for (i, (_, t)) in got.iter().enumerate() {
             let want = 40 + 80 * i as i64;
-            assert!((*t as i64 - want).abs() <= 10, "key {i} at {t} ms, want {want}");
+            assert!(
+                (*t as i64 - want).abs() <= 10,
+                "key {i} at {t} ms, want {want}"
+            );
         }
     }
 }
@@ -74,7 +111,10 @@ fn all_sixteen_keys_at_itu_minimum_timing() {
 fn frequency_tolerance_with_sox_tones() {
     let dir = scratch("dtmftol");
     for scale in [0.985, 1.015] {
-        let got: String = detect(&sixteen_keys(&dir, "0.3", scale)).iter().map(|d| d.0).collect();
+        let got: String = detect(&sixteen_keys(&dir, "0.3", scale))
+            .iter()
+            .map(|d| d.0)
+            .collect();
         assert_eq!(got, KEYS, "{scale} must be accepted");
     }
     for scale in [0.965, 1.035] {
@@ -105,10 +145,42 @@ fn speech_and_music_give_no_digits() {
         }
     }
     let music = dir.join("music.wav");
-    sox(&["-n", "-r", "8000", "-b", "16", "-c", "1", music.to_str().unwrap(), "synth", "8", "pluck", "C4", "pluck", "E4", "pluck", "G4", "pluck", "C5"]);
+    sox(&[
+        "-n",
+        "-r",
+        "8000",
+        "-b",
+        "16",
+        "-c",
+        "1",
+        music.to_str().unwrap(),
+        "synth",
+        "8",
+        "pluck",
+        "C4",
+        "pluck",
+        "E4",
+        "pluck",
+        "G4",
+        "pluck",
+        "C5",
+    ]);
     files.push((music, "plucked chords".into()));
     let chirp = dir.join("chirp.wav");
-    sox(&["-n", "-r", "8000", "-b", "16", "-c", "1", chirp.to_str().unwrap(), "synth", "5", "sine", "300-3400"]);
+    sox(&[
+        "-n",
+        "-r",
+        "8000",
+        "-b",
+        "16",
+        "-c",
+        "1",
+        chirp.to_str().unwrap(),
+        "synth",
+        "5",
+        "sine",
+        "300-3400",
+    ]);
     files.push((chirp, "sweep".into()));
     for (f, what) in files {
         let got = detect(&f);
@@ -118,13 +190,20 @@ fn speech_and_music_give_no_digits() {
 
 #[test]
 fn a_missing_or_broken_file_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_callout")).args(["dtmf", "detect", "/no/such.wav"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["dtmf", "detect", "/no/such.wav"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read WAV file /no/such.wav"), "{err}");
     let dir = scratch("badwav");
     std::fs::write(dir.join("bad.wav"), b"RIFF\x10\0\0\0WAVEjunk").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_callout")).args(["dtmf", "detect"]).arg(dir.join("bad.wav")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["dtmf", "detect"])
+        .arg(dir.join("bad.wav"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
 }

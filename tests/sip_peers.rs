@@ -11,46 +11,103 @@ fn answered_call_collects_rfc4733_digits_from_sipp() {
     let dir = scratch("rfc4733");
     // Digits 3, 1, 4 with redundant start packets and triple end packets:
     // each press must count exactly once.
-    rfc4733_pcap(&dir.join("digits.pcap"), &[('3', 300, 100), ('1', 700, 160), ('4', 1100, 80)], true);
+    rfc4733_pcap(
+        &dir.join("digits.pcap"),
+        &[('3', 300, 100), ('1', 700, 160), ('4', 1100, 80)],
+        true,
+    );
     let mut sipp = Sipp::uas("answer_digits.xml", &dir, &[]);
-    let (status, lines, stderr) = callout(&["call", &sipp.uri(), "--prompt", &prompt(), "--collect", "3", "--timeout", "10s"]);
+    let (status, lines, stderr) = callout(&[
+        "call",
+        &sipp.uri(),
+        "--prompt",
+        &prompt(),
+        "--collect",
+        "3",
+        "--timeout",
+        "10s",
+    ]);
     assert!(status.success(), "callout failed: {stderr}\n{lines:#?}");
     let r = result(&lines);
     assert_eq!(r["digits"], "314");
     let digits = events(&lines, "digit");
-    assert!(digits.iter().all(|d| d["source"] == "rfc4733"), "{digits:?}");
+    assert!(
+        digits.iter().all(|d| d["source"] == "rfc4733"),
+        "{digits:?}"
+    );
     // Timestamps follow the pcap's spacing (400 ms apart, give or take scheduling).
-    let t: Vec<i64> = digits.iter().map(|d| d["call_ms"].as_i64().unwrap()).collect();
+    let t: Vec<i64> = digits
+        .iter()
+        .map(|d| d["call_ms"].as_i64().unwrap())
+        .collect();
     for w in t.windows(2) {
         assert!((w[1] - w[0] - 400).abs() < 150, "digit spacing {t:?}");
     }
     assert_eq!(events(&lines, "answered")[0]["codec"], "Pcmu");
     let status = sipp.wait(Duration::from_secs(10));
-    assert!(status.success(), "sipp saw a failed call:\n{}", sipp.messages());
+    assert!(
+        status.success(),
+        "sipp saw a failed call:\n{}",
+        sipp.messages()
+    );
 }
 
 #[test]
 fn answered_call_detects_inband_tones_sent_by_sipp() {
     let dir = scratch("inband");
-    inband_pcap(&dir.join("digits.pcap"), &[('7', 300, 60), ('#', 500, 60)], 1500, 6000.0);
+    inband_pcap(
+        &dir.join("digits.pcap"),
+        &[('7', 300, 60), ('#', 500, 60)],
+        1500,
+        6000.0,
+    );
     let mut sipp = Sipp::uas("answer_digits.xml", &dir, &[]);
-    let (status, lines, stderr) = callout(&["call", &sipp.uri(), "--prompt", &prompt(), "--collect", "2", "--timeout", "10s"]);
+    let (status, lines, stderr) = callout(&[
+        "call",
+        &sipp.uri(),
+        "--prompt",
+        &prompt(),
+        "--collect",
+        "2",
+        "--timeout",
+        "10s",
+    ]);
     assert!(status.success(), "callout failed: {stderr}\n{lines:#?}");
     assert_eq!(result(&lines)["digits"], "7#");
-    assert!(events(&lines, "digit").iter().all(|d| d["source"] == "inband"));
-    assert!(sipp.wait(Duration::from_secs(10)).success(), "{}", sipp.messages());
+    assert!(events(&lines, "digit")
+        .iter()
+        .all(|d| d["source"] == "inband"));
+    assert!(
+        sipp.wait(Duration::from_secs(10)).success(),
+        "{}",
+        sipp.messages()
+    );
 }
 
 #[test]
 fn busy_is_reported_as_busy_and_acked() {
     let dir = scratch("busy");
     let mut sipp = Sipp::uas("busy.xml", &dir, &[]);
-    let (status, lines, stderr) = callout(&["call", &sipp.uri(), "--prompt", &prompt(), "--timeout", "5s"]);
+    let (status, lines, stderr) = callout(&[
+        "call",
+        &sipp.uri(),
+        "--prompt",
+        &prompt(),
+        "--timeout",
+        "5s",
+    ]);
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains("busy (486)"), "{stderr}");
-    assert_eq!(result(&lines)["outcome"], serde_json::json!({"outcome": "busy", "code": 486}));
+    assert_eq!(
+        result(&lines)["outcome"],
+        serde_json::json!({"outcome": "busy", "code": 486})
+    );
     // sipp's scenario only succeeds if our ACK for the 486 arrived.
-    assert!(sipp.wait(Duration::from_secs(10)).success(), "{}", sipp.messages());
+    assert!(
+        sipp.wait(Duration::from_secs(10)).success(),
+        "{}",
+        sipp.messages()
+    );
 }
 
 #[test]
@@ -58,13 +115,30 @@ fn ring_timeout_sends_cancel_and_reports_no_answer() {
     let dir = scratch("noanswer");
     let mut sipp = Sipp::uas("ring_no_answer.xml", &dir, &[]);
     let started = std::time::Instant::now();
-    let (status, lines, stderr) = callout(&["call", &sipp.uri(), "--prompt", &prompt(), "--timeout", "2s"]);
+    let (status, lines, stderr) = callout(&[
+        "call",
+        &sipp.uri(),
+        "--prompt",
+        &prompt(),
+        "--timeout",
+        "2s",
+    ]);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(events(&lines, "ringing").len() == 1);
-    assert_eq!(result(&lines)["outcome"], serde_json::json!({"outcome": "no_answer", "code": null}));
+    assert_eq!(
+        result(&lines)["outcome"],
+        serde_json::json!({"outcome": "no_answer", "code": null})
+    );
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "took {took:?}");
-    assert!(sipp.wait(Duration::from_secs(10)).success(), "{}", sipp.messages());
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "took {took:?}"
+    );
+    assert!(
+        sipp.wait(Duration::from_secs(10)).success(),
+        "{}",
+        sipp.messages()
+    );
     let msgs = sipp.messages();
     assert!(msgs.contains("CANCEL sip:bob@127.0.0.1"), "{msgs}");
 }
@@ -73,13 +147,31 @@ fn auth_call(
     scenario: &str,
     algorithm: &str,
     password: &str,
-) -> (std::process::ExitStatus, Vec<serde_json::Value>, String, Sipp) {
+) -> (
+    std::process::ExitStatus,
+    Vec<serde_json::Value>,
+    String,
+    Sipp,
+) {
     let dir = scratch(&format!("auth-{algorithm}-{password}"));
     rfc4733_pcap(&dir.join("digits.pcap"), &[('9', 300, 100)], false);
-    std::fs::write(dir.join("auth.csv"), format!("SEQUENTIAL\n{algorithm};secret\n")).unwrap();
+    std::fs::write(
+        dir.join("auth.csv"),
+        format!("SEQUENTIAL\n{algorithm};secret\n"),
+    )
+    .unwrap();
     let sipp = Sipp::uas(scenario, &dir, &["-inf", "auth.csv"]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args(["call", &sipp.uri(), "--prompt", &prompt(), "--timeout", "10s", "--user", "alice"])
+        .args([
+            "call",
+            &sipp.uri(),
+            "--prompt",
+            &prompt(),
+            "--timeout",
+            "10s",
+            "--user",
+            "alice",
+        ])
         .env("CALLOUT_SIP_PASSWORD", password)
         .output()
         .unwrap();
@@ -87,15 +179,28 @@ fn auth_call(
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    (out.status, lines, String::from_utf8_lossy(&out.stderr).into_owned(), sipp)
+    (
+        out.status,
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        sipp,
+    )
 }
 
 #[test]
 fn digest_challenge_is_answered_with_md5_verified_by_sipp() {
     let (status, lines, stderr, mut sipp) = auth_call("auth_answer.xml", "MD5", "secret");
-    assert!(status.success(), "{stderr}\n{lines:#?}\n{}", sipp.messages());
+    assert!(
+        status.success(),
+        "{stderr}\n{lines:#?}\n{}",
+        sipp.messages()
+    );
     assert_eq!(result(&lines)["digits"], "9");
-    assert!(sipp.wait(Duration::from_secs(10)).success(), "{}", sipp.messages());
+    assert!(
+        sipp.wait(Duration::from_secs(10)).success(),
+        "{}",
+        sipp.messages()
+    );
     let msgs = sipp.messages();
     // RFC 3261 22.2: same Call-ID (sipp would see a new call otherwise), next CSeq.
     assert!(msgs.contains("CSeq: 2 INVITE"), "retry uses the next CSeq");
@@ -106,16 +211,24 @@ fn digest_challenge_is_answered_with_md5_verified_by_sipp() {
 /// against Python's hashlib, an independent implementation.
 #[test]
 fn digest_challenge_is_answered_with_sha256_checked_by_hashlib() {
-    let (status, lines, stderr, mut sipp) = auth_call("auth_answer_noverify.xml", "SHA-256", "secret");
+    let (status, lines, stderr, mut sipp) =
+        auth_call("auth_answer_noverify.xml", "SHA-256", "secret");
     assert!(status.success(), "{stderr}\n{lines:#?}");
-    assert!(sipp.wait(Duration::from_secs(10)).success(), "{}", sipp.messages());
+    assert!(
+        sipp.wait(Duration::from_secs(10)).success(),
+        "{}",
+        sipp.messages()
+    );
     let msgs = sipp.messages();
     let auth = msgs
         .lines()
         .find(|l| l.starts_with("Authorization:"))
         .expect("the retried INVITE carries Authorization")
         .to_string();
-    assert!(auth.contains("algorithm=SHA-256") && auth.contains("qop=auth"), "{auth}");
+    assert!(
+        auth.contains("algorithm=SHA-256") && auth.contains("qop=auth"),
+        "{auth}"
+    );
     let check = r#"
 import hashlib, re, sys
 h = sys.argv[1]
@@ -126,8 +239,16 @@ ha2 = H(f"INVITE:{f['uri']}")
 want = H(f"{ha1}:{f['nonce']}:{f['nc']}:{f['cnonce']}:{f['qop']}:{ha2}")
 print("ok" if want == f['response'] else f"mismatch {want} {f['response']}")
 "#;
-    let out = std::process::Command::new("python3").args(["-c", check, &auth]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok", "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("python3")
+        .args(["-c", check, &auth])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -144,24 +265,54 @@ fn wrong_password_is_a_clear_failure() {
 fn remote_bye_ends_the_call_as_remote_hangup() {
     let dir = scratch("remotebye");
     let mut sipp = Sipp::uas("remote_bye.xml", &dir, &[]);
-    let (status, lines, _) = callout(&["call", &sipp.uri(), "--prompt", &prompt(), "--timeout", "10s"]);
+    let (status, lines, _) = callout(&[
+        "call",
+        &sipp.uri(),
+        "--prompt",
+        &prompt(),
+        "--timeout",
+        "10s",
+    ]);
     assert_eq!(status.code(), Some(1));
     assert_eq!(result(&lines)["outcome"]["outcome"], "remote_hangup");
     assert_eq!(result(&lines)["answered"], true);
-    assert!(sipp.wait(Duration::from_secs(10)).success(), "our 200 to BYE: {}", sipp.messages());
+    assert!(
+        sipp.wait(Duration::from_secs(10)).success(),
+        "our 200 to BYE: {}",
+        sipp.messages()
+    );
 }
 
 #[test]
 fn retransmitted_200_is_acked_again_and_info_digits_arrive() {
     let dir = scratch("ackretx");
     let mut sipp = Sipp::uas("ack_retransmit.xml", &dir, &[]);
-    let (status, lines, stderr) = callout(&["call", &sipp.uri(), "--prompt", &prompt(), "--collect", "2", "--timeout", "10s"]);
+    let (status, lines, stderr) = callout(&[
+        "call",
+        &sipp.uri(),
+        "--prompt",
+        &prompt(),
+        "--collect",
+        "2",
+        "--timeout",
+        "10s",
+    ]);
     assert!(status.success(), "{stderr}\n{lines:#?}");
     assert_eq!(result(&lines)["digits"], "42");
-    assert!(events(&lines, "digit").iter().all(|d| d["source"] == "info"));
-    assert!(sipp.wait(Duration::from_secs(10)).success(), "{}", sipp.messages());
+    assert!(events(&lines, "digit")
+        .iter()
+        .all(|d| d["source"] == "info"));
+    assert!(
+        sipp.wait(Duration::from_secs(10)).success(),
+        "{}",
+        sipp.messages()
+    );
     let msgs = sipp.messages();
     let oks = msgs.matches("CSeq:  1 INVITE").count();
     let acks = msgs.matches("CSeq: 1 ACK").count();
-    assert_eq!((oks, acks), (2, 2), "every 200 (also the retransmitted one) gets an ACK:\n{msgs}");
+    assert_eq!(
+        (oks, acks),
+        (2, 2),
+        "every 200 (also the retransmitted one) gets an ACK:\n{msgs}"
+    );
 }

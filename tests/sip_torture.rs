@@ -8,8 +8,19 @@ use std::time::Instant;
 
 /// The 13 messages RFC 4475 section 3.1.1 lists as valid.
 const VALID: &[&str] = &[
-    "wsinv", "intmeth", "esc01", "escnull", "esc02", "lwsdisp", "longreq", "dblreq", "semiuri",
-    "transports", "mpart01", "unreason", "noreason",
+    "wsinv",
+    "intmeth",
+    "esc01",
+    "escnull",
+    "esc02",
+    "lwsdisp",
+    "longreq",
+    "dblreq",
+    "semiuri",
+    "transports",
+    "mpart01",
+    "unreason",
+    "noreason",
 ];
 
 /// What callout answers to each message arriving out of dialog: a status
@@ -75,7 +86,11 @@ fn load(name: &str) -> Vec<u8> {
 #[test]
 fn every_valid_message_parses() {
     for name in VALID {
-        assert!(parse(&load(name)).is_ok(), "{name} must parse: {:?}", parse(&load(name)));
+        assert!(
+            parse(&load(name)).is_ok(),
+            "{name} must parse: {:?}",
+            parse(&load(name))
+        );
     }
 }
 
@@ -83,13 +98,23 @@ fn every_valid_message_parses() {
 fn all_fifty_messages_get_the_expected_answer() {
     let files = std::fs::read_dir("tests/fixtures/rfc4475")
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "dat"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "dat")
+        })
         .count();
     assert_eq!(files, EXPECTED.len(), "table covers every fixture");
     let mut failures = Vec::new();
     for (name, want) in EXPECTED {
         let mut ep = Endpoint::new("127.0.0.1:5060".parse().unwrap(), 7);
-        ep.handle_datagram(Instant::now(), "127.0.0.1:9999".parse().unwrap(), &load(name));
+        ep.handle_datagram(
+            Instant::now(),
+            "127.0.0.1:9999".parse().unwrap(),
+            &load(name),
+        );
         let got = ep.poll_transmit().map(|t| {
             let resp = parse(&t.bytes).expect("our own response parses");
             match resp {
@@ -128,7 +153,9 @@ async fn live_sip_port_survives_torture_and_garbage() {
     for (name, want) in EXPECTED {
         sock.send_to(&load(name), target).await.unwrap();
         let wait = if want.is_some() { 2000 } else { 150 };
-        let got = match tokio::time::timeout(Duration::from_millis(wait), sock.recv_from(&mut buf)).await {
+        let got = match tokio::time::timeout(Duration::from_millis(wait), sock.recv_from(&mut buf))
+            .await
+        {
             Ok(Ok((n, _))) => match parse(&buf[..n]) {
                 Ok(callout::sip::message::Message::Response(r)) => Some(r.code),
                 other => panic!("{name}: not a response: {other:?}"),
@@ -162,7 +189,10 @@ async fn live_sip_port_survives_torture_and_garbage() {
         sock.send_to(&dgram, target).await.unwrap();
     }
     // Drain whatever it answered, then check it is still serving.
-    while tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf)).await.is_ok() {}
+    while tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf))
+        .await
+        .is_ok()
+    {}
     let options = format!(
         "OPTIONS sip:callout@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKalive\r\n\
          From: <sip:t@127.0.0.1>;tag=1\r\nTo: <sip:callout@{target}>\r\nCall-ID: alive\r\nCSeq: 1 OPTIONS\r\n\
@@ -176,7 +206,13 @@ async fn live_sip_port_survives_torture_and_garbage() {
         .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("SIP/2.0 200 OK"), "{text}");
-    assert!(text.contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"), "{text}");
+    assert!(
+        text.contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"),
+        "{text}"
+    );
     let stats = gw.sip().stats().await.unwrap();
-    assert!(stats.dropped_malformed > 100, "drops are counted: {stats:?}");
+    assert!(
+        stats.dropped_malformed > 100,
+        "drops are counted: {stats:?}"
+    );
 }

@@ -64,7 +64,10 @@ pub fn spawn() -> MediaHandle {
     MediaHandle { tx }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<MediaCommand>, self_tx: mpsc::UnboundedSender<MediaCommand>) {
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<MediaCommand>,
+    self_tx: mpsc::UnboundedSender<MediaCommand>,
+) {
     let mut calls: HashMap<u64, Entry> = HashMap::new();
     let origin = tokio::time::Instant::now();
     let mut ticks_done: u64 = 0;
@@ -97,9 +100,18 @@ async fn run(mut rx: mpsc::UnboundedReceiver<MediaCommand>, self_tx: mpsc::Unbou
     }
 }
 
-fn handle(calls: &mut HashMap<u64, Entry>, cmd: MediaCommand, self_tx: &mpsc::UnboundedSender<MediaCommand>) {
+fn handle(
+    calls: &mut HashMap<u64, Entry>,
+    cmd: MediaCommand,
+    self_tx: &mpsc::UnboundedSender<MediaCommand>,
+) {
     match cmd {
-        MediaCommand::Add { id, session, socket, events } => {
+        MediaCommand::Add {
+            id,
+            session,
+            socket,
+            events,
+        } => {
             let recv_task = tokio::spawn(recv_loop(id, socket.clone(), self_tx.clone()));
             calls.insert(
                 id,
@@ -138,7 +150,10 @@ fn handle(calls: &mut HashMap<u64, Entry>, cmd: MediaCommand, self_tx: &mpsc::Un
             }
         }
         MediaCommand::TakeRecording(id, reply) => {
-            let rec = calls.get_mut(&id).map(|e| e.session.take_recording()).unwrap_or_default();
+            let rec = calls
+                .get_mut(&id)
+                .map(|e| e.session.take_recording())
+                .unwrap_or_default();
             let _ = reply.send(rec);
         }
     }
@@ -161,7 +176,10 @@ async fn recv_loop(id: u64, socket: Arc<UdpSocket>, tx: mpsc::UnboundedSender<Me
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
-                if tx.send(MediaCommand::Inbound(id, from, buf[..n].to_vec())).is_err() {
+                if tx
+                    .send(MediaCommand::Inbound(id, from, buf[..n].to_vec()))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -195,7 +213,12 @@ impl PortPool {
         if start == 0 || start >= end {
             return Err(err());
         }
-        Ok(PortPool { ip, start, end, next: start })
+        Ok(PortPool {
+            ip,
+            start,
+            end,
+            next: start,
+        })
     }
 
     /// Bind the next free even port, trying each at most once.
@@ -203,11 +226,18 @@ impl PortPool {
         let slots = ((self.end - self.start) / 2 + 1) as usize;
         for _ in 0..slots {
             let port = self.next;
-            self.next = if self.next + 2 > self.end { self.start } else { self.next + 2 };
+            self.next = if self.next + 2 > self.end {
+                self.start
+            } else {
+                self.next + 2
+            };
             if let Ok(s) = UdpSocket::bind(SocketAddr::new(self.ip, port)).await {
                 return Ok(s);
             }
         }
-        Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free RTP port in range"))
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "no free RTP port in range",
+        ))
     }
 }

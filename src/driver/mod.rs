@@ -94,7 +94,10 @@ impl Gateway {
             Some(p) => p,
             None => {
                 let (host, port) = uri.target();
-                let h = host.trim_start_matches('[').trim_end_matches(']').to_string();
+                let h = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
                 let found = tokio::net::lookup_host((h.as_str(), port)).await;
                 let mut addrs = found.map_err(|source| DialError::Resolve {
                     host: host.clone(),
@@ -106,7 +109,13 @@ impl Gateway {
                 })?
             }
         };
-        let socket = self.ports.lock().await.bind().await.map_err(DialError::NoPort)?;
+        let socket = self
+            .ports
+            .lock()
+            .await
+            .bind()
+            .await
+            .map_err(DialError::NoPort)?;
         let rtp_addr = socket.local_addr().map_err(DialError::NoPort)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cfg = CallConfig {

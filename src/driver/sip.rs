@@ -14,7 +14,7 @@ use crate::sip::endpoint::{CallHandle, Endpoint, Stats};
 /// Commands to the SIP task.
 pub enum SipCommand {
     Dial {
-        cfg: CallConfig,
+        cfg: Box<CallConfig>,
         events: mpsc::UnboundedSender<CallEvent>,
         reply: oneshot::Sender<CallHandle>,
     },
@@ -46,7 +46,11 @@ impl SipHandle {
     ) -> Result<CallHandle, SipGone> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(SipCommand::Dial { cfg, events, reply })
+            .send(SipCommand::Dial {
+                cfg: Box::new(cfg),
+                events,
+                reply,
+            })
             .map_err(|_| SipGone)?;
         rx.await.map_err(|_| SipGone)
     }
@@ -57,7 +61,9 @@ impl SipHandle {
 
     pub async fn stats(&self) -> Result<Stats, SipGone> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(SipCommand::Stats(reply)).map_err(|_| SipGone)?;
+        self.tx
+            .send(SipCommand::Stats(reply))
+            .map_err(|_| SipGone)?;
         rx.await.map_err(|_| SipGone)
     }
 }
@@ -92,7 +98,7 @@ async fn run(socket: UdpSocket, mut ep: Endpoint, mut rx: mpsc::UnboundedReceive
             },
             cmd = rx.recv() => match cmd {
                 Some(SipCommand::Dial { cfg, events, reply }) => {
-                    let h = ep.start_call(Instant::now(), cfg);
+                    let h = ep.start_call(Instant::now(), *cfg);
                     subscribers.insert(h, events);
                     let _ = reply.send(h);
                 }

@@ -214,7 +214,11 @@ mod tests {
         assert!((r - 0.3536).abs() < 0.02, "rms {r}");
         // 7 kHz would alias to 1 kHz with sample dropping; it must vanish.
         let stop = resample(&tone(7000.0, 48000, 0.5), 48000, 8000);
-        assert!(rms(&stop[200..3800]) < 0.005, "alias rms {}", rms(&stop[200..3800]));
+        assert!(
+            rms(&stop[200..3800]) < 0.005,
+            "alias rms {}",
+            rms(&stop[200..3800])
+        );
         // Upsampling 22050 -> 8000 and 8000 -> 16000 keep the length ratio.
         assert!((resample(&tone(440.0, 22050, 1.0), 22050, 8000).len() as i64 - 8000).abs() <= 1);
     }

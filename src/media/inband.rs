@@ -193,7 +193,10 @@ impl Detector {
         let (r, c) = (best(0..4), best(4..8));
         // Other tones of each group must be well below the peak (6 dB).
         for (group, peak) in [(0..4, r), (4..8, c)] {
-            if group.into_iter().any(|i| i != peak && power[i] * 4.0 > power[peak]) {
+            if group
+                .into_iter()
+                .any(|i| i != peak && power[i] * 4.0 > power[peak])
+            {
                 return None;
             }
         }
@@ -214,7 +217,11 @@ impl Detector {
             // corrected for the window's roll-off at the measured offset
             // so that an in-tolerance tone still counts fully.
             let x = std::f32::consts::PI * offset_hz * WINDOW / RATE;
-            let rolloff = if x.abs() < 1e-3 { 1.0 } else { (x.sin() / x).powi(2) };
+            let rolloff = if x.abs() < 1e-3 {
+                1.0
+            } else {
+                (x.sin() / x).powi(2)
+            };
             tone[slot] = 2.0 * power[i] / (WINDOW * WINDOW) / rolloff.max(0.05);
         }
         let [pr, pc] = tone;

@@ -38,7 +38,12 @@ pub fn parse_payload(p: &[u8]) -> Option<EventPayload> {
 /// Build an event payload.
 pub fn build_payload(e: EventPayload) -> [u8; 4] {
     let d = e.duration.to_be_bytes();
-    [e.event, (if e.end { 0x80 } else { 0 }) | (e.volume & 0x3F), d[0], d[1]]
+    [
+        e.event,
+        (if e.end { 0x80 } else { 0 }) | (e.volume & 0x3F),
+        d[0],
+        d[1],
+    ]
 }
 
 /// The DTMF character for an event code 0-15.
@@ -48,7 +53,9 @@ pub fn event_to_digit(event: u8) -> Option<char> {
 }
 
 pub fn digit_to_event(d: char) -> Option<u8> {
-    "0123456789*#ABCD".find(d.to_ascii_uppercase()).map(|i| i as u8)
+    "0123456789*#ABCD"
+        .find(d.to_ascii_uppercase())
+        .map(|i| i as u8)
 }
 
 /// A digit the receiver reports.
@@ -93,7 +100,11 @@ impl EventReceiver {
             }
             // RFC 4733 2.5.1.3: a long event continues in a new segment with
             // a new timestamp; same code, not ended, packets still flowing.
-            if a.event == ev.event && !a.ended && now_ms.saturating_sub(a.last_ms) < 100 && ts != a.ts {
+            if a.event == ev.event
+                && !a.ended
+                && now_ms.saturating_sub(a.last_ms) < 100
+                && ts != a.ts
+            {
                 let elapsed = ts.wrapping_sub(a.ts);
                 if elapsed > 0 && elapsed <= 0x1_0000 + 8000 {
                     a.ts = ts;
@@ -182,10 +193,17 @@ mod tests {
     fn lost_start_wrap_and_late_duplicates() {
         let mut r = EventReceiver::new();
         // Start lost: first packet seen is a continuation.
-        assert_eq!(r.handle(0, u32::MAX - 100, &pkt(1, false, 320)).map(|d| d.digit), Some('1'));
+        assert_eq!(
+            r.handle(0, u32::MAX - 100, &pkt(1, false, 320))
+                .map(|d| d.digit),
+            Some('1')
+        );
         assert_eq!(r.handle(20, u32::MAX - 100, &pkt(1, true, 480)), None);
         // Timestamp wrapped for the next event.
-        assert_eq!(r.handle(300, 500, &pkt(2, false, 0)).map(|d| d.digit), Some('2'));
+        assert_eq!(
+            r.handle(300, 500, &pkt(2, false, 0)).map(|d| d.digit),
+            Some('2')
+        );
         // A late end packet of event '1' is not a new digit.
         assert_eq!(r.handle(320, u32::MAX - 100, &pkt(1, true, 480)), None);
     }

@@ -40,8 +40,12 @@ pub struct Digit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
     Digit(Digit),
-    PromptStarted { id: u64 },
-    PromptFinished { id: u64 },
+    PromptStarted {
+        id: u64,
+    },
+    PromptFinished {
+        id: u64,
+    },
     /// Symmetric RTP: the far end's real source address.
     Latched(SocketAddr),
 }
@@ -249,7 +253,7 @@ impl MediaSession {
                     self.marker = true;
                 }
             }
-            return self.build(pt, first, ev_ts, &payload.to_vec());
+            return self.build(pt, first, ev_ts, payload.as_ref());
         }
         self.fill_frame();
         let marker = std::mem::take(&mut self.marker);
@@ -279,7 +283,8 @@ impl MediaSession {
                 *pos += n;
                 filled += n;
                 if *pos >= data.len() {
-                    self.events.push_back(MediaEvent::PromptFinished { id: *id });
+                    self.events
+                        .push_back(MediaEvent::PromptFinished { id: *id });
                     self.current = None;
                     self.after_prompt = true;
                 }
@@ -428,7 +433,10 @@ mod tests {
         let marks: Vec<bool> = hdr.iter().map(|h| h.0).collect();
         // Prompt 1 starts packet 0; 400 samples + 320 of silence end
         // half-way into packet 4, where prompt 2 starts a new talkspurt.
-        assert_eq!(marks, vec![true, false, false, false, true, false, false, false]);
+        assert_eq!(
+            marks,
+            vec![true, false, false, false, true, false, false, false]
+        );
         let evs: Vec<MediaEvent> = std::iter::from_fn(|| s.poll_event()).collect();
         assert_eq!(
             evs,
@@ -460,13 +468,20 @@ mod tests {
         let mut seq = 0;
         for i in 0..10u64 {
             // 4733 start and the tone itself for 100 ms.
-            let ev = rfc4733::build_payload(EventPayload { event: 7, end: i == 9, volume: 10, duration: (i as u16 + 1) * 160 });
+            let ev = rfc4733::build_payload(EventPayload {
+                event: 7,
+                end: i == 9,
+                volume: 10,
+                duration: (i as u16 + 1) * 160,
+            });
             s.handle_packet(i * 20, src, &rtp(101, seq, 8000, &ev));
             seq += 1;
             let tone: Vec<u8> = (0..160)
                 .map(|n| {
                     let t = (i as f32 * 160.0 + n as f32) / 8000.0;
-                    let v = 8000.0 * ((2.0 * std::f32::consts::PI * r * t).sin() + (2.0 * std::f32::consts::PI * c * t).sin());
+                    let v = 8000.0
+                        * ((2.0 * std::f32::consts::PI * r * t).sin()
+                            + (2.0 * std::f32::consts::PI * c * t).sin());
                     g711::linear_to_ulaw(v as i16)
                 })
                 .collect();
@@ -476,9 +491,18 @@ mod tests {
         s.handle_packet(300, src, b"\x00garbage");
         let evs: Vec<MediaEvent> = std::iter::from_fn(|| s.poll_event()).collect();
         assert_eq!(evs[0], MediaEvent::Latched(src));
-        let digits: Vec<&Digit> = evs.iter().filter_map(|e| match e { MediaEvent::Digit(d) => Some(d), _ => None }).collect();
+        let digits: Vec<&Digit> = evs
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Digit(d) => Some(d),
+                _ => None,
+            })
+            .collect();
         assert_eq!(digits.len(), 1, "{evs:?}");
-        assert_eq!((digits[0].digit, digits[0].source), ('7', DigitSource::Rfc4733));
+        assert_eq!(
+            (digits[0].digit, digits[0].source),
+            ('7', DigitSource::Rfc4733)
+        );
         assert_eq!(s.remote(), src);
         assert_eq!(s.stats().malformed, 1);
     }
@@ -492,7 +516,11 @@ mod tests {
             let p = s.tick().to_vec();
             let r = rtp_rs::RtpReader::new(&p).unwrap();
             if r.payload_type() == 101 {
-                evs.push((r.mark(), r.timestamp(), rfc4733::parse_payload(r.payload()).unwrap()));
+                evs.push((
+                    r.mark(),
+                    r.timestamp(),
+                    rfc4733::parse_payload(r.payload()).unwrap(),
+                ));
             }
         }
         assert_eq!(evs.len(), 4 + 3, "{evs:?}");

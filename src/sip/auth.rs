@@ -238,12 +238,29 @@ mod tests {
     #[test]
     fn rfc7616_vectors() {
         let md5 = Challenge::parse(r#"Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm=MD5, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#).unwrap();
-        let r = md5.respond(&creds(), "GET", "/dir/index.html", 1, "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ");
-        assert!(r.contains(r#"response="8ca523f5e9506fed4657c9700eebdbec""#), "{r}");
-        let sha = Challenge::parse(r#"Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm=SHA-256, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#).unwrap();
-        let r = sha.respond(&creds(), "GET", "/dir/index.html", 1, "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ");
+        let r = md5.respond(
+            &creds(),
+            "GET",
+            "/dir/index.html",
+            1,
+            "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+        );
         assert!(
-            r.contains(r#"response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1""#),
+            r.contains(r#"response="8ca523f5e9506fed4657c9700eebdbec""#),
+            "{r}"
+        );
+        let sha = Challenge::parse(r#"Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm=SHA-256, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#).unwrap();
+        let r = sha.respond(
+            &creds(),
+            "GET",
+            "/dir/index.html",
+            1,
+            "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+        );
+        assert!(
+            r.contains(
+                r#"response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1""#
+            ),
             "{r}"
         );
     }
@@ -254,7 +271,10 @@ mod tests {
             r#"Digest realm="r", nonce="n1", algorithm=MD5"#,
             r#"Digest realm="r", nonce="n2", algorithm=SHA-256"#,
         ];
-        assert_eq!(Challenge::best(vals.into_iter()).unwrap().algorithm, Algorithm::Sha256);
+        assert_eq!(
+            Challenge::best(vals.into_iter()).unwrap().algorithm,
+            Algorithm::Sha256
+        );
         assert!(!format!("{:?}", creds()).contains("Circle"));
         assert_eq!(Challenge::parse("Basic realm=x"), Err(AuthError::NotDigest));
     }

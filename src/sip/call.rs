@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::auth::{Challenge, Credentials};
-use super::header::{has_param, CSeq, NameAddr, SipUri, Via};
+use super::header::{CSeq, NameAddr, SipUri, Via};
 use super::message::{Method, Request, Response};
 use super::sdp::{self, Negotiated};
 use super::transaction::{InviteClient, NonInviteClient, Timers, TxOutput};
@@ -67,7 +67,9 @@ pub enum EndReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEvent {
     /// A provisional response (100, 180, 183, ...).
-    Progress { code: u16 },
+    Progress {
+        code: u16,
+    },
     /// 180 (or 183 without SDP): the phone rings.
     Ringing,
     /// 1xx with SDP: the far end plays early media.
@@ -75,7 +77,10 @@ pub enum CallEvent {
     /// 2xx: the call is up and ACKed.
     Answered(Negotiated),
     /// A digit carried by SIP INFO.
-    InfoDigit { digit: char, duration_ms: Option<u32> },
+    InfoDigit {
+        digit: char,
+        duration_ms: Option<u32>,
+    },
     Ended(EndReason),
 }
 
@@ -123,6 +128,8 @@ pub struct Call {
     remote_cseq: Option<u32>,
     last_served: Option<(u32, Method, Response)>,
     end_reason: Option<EndReason>,
+    /// Why we sent BYE, when it was not the owner's hang-up.
+    bye_reason: Option<EndReason>,
     linger_until: Option<Instant>,
     transmit: VecDeque<Transmit>,
     events: VecDeque<CallEvent>,
@@ -130,7 +137,13 @@ pub struct Call {
 
 impl Call {
     /// Create the call and queue its INVITE.
-    pub fn new(now: Instant, cfg: CallConfig, call_id: String, local_tag: String, branch_seed: String) -> Call {
+    pub fn new(
+        now: Instant,
+        cfg: CallConfig,
+        call_id: String,
+        local_tag: String,
+        branch_seed: String,
+    ) -> Call {
         let ring_deadline = Some(now + cfg.ring_timeout);
         let mut call = Call {
             cfg,
@@ -158,6 +171,7 @@ impl Call {
             remote_cseq: None,
             last_served: None,
             end_reason: None,
+            bye_reason: None,
             linger_until: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -197,14 +211,19 @@ impl Call {
         format!("SIP/2.0/UDP {};branch={};rport", self.cfg.local, branch)
     }
 
-    fn from_header(&self) -> String {
+    fn local_party(&self) -> String {
         match &self.cfg.from_display {
-            Some(d) => format!("\"{}\" <{}>;tag={}", d.replace('"', ""), self.cfg.from_uri, self.local_tag),
+            Some(d) => format!(
+                "\"{}\" <{}>;tag={}",
+                d.replace('"', ""),
+                self.cfg.from_uri,
+                self.local_tag
+            ),
             None => format!("<{}>;tag={}", self.cfg.from_uri, self.local_tag),
         }
     }
 
-    fn to_header(&self) -> String {
+    fn remote_party(&self) -> String {
         match &self.remote_tag {
             Some(t) => format!("<{}>;tag={}", self.cfg.target, t),
             None => format!("<{}>", self.cfg.target),
@@ -221,7 +240,7 @@ impl Call {
         let mut req = Request::new(Method::Invite, self.cfg.target.clone());
         req.headers.push("Via", self.via(&branch));
         req.headers.push("Max-Forwards", "70");
-        req.headers.push("From", self.from_header());
+        req.headers.push("From", self.local_party());
         req.headers.push("To", format!("<{}>", self.cfg.target));
         req.headers.push("Call-ID", self.call_id.clone());
         req.headers.push("CSeq", format!("{} INVITE", self.cseq));
@@ -288,15 +307,18 @@ impl Call {
     fn send_bye(&mut self, now: Instant) {
         self.cseq += 1;
         let branch = self.next_branch();
-        let target = self.remote_target.clone().unwrap_or_else(|| self.cfg.target.clone());
+        let target = self
+            .remote_target
+            .clone()
+            .unwrap_or_else(|| self.cfg.target.clone());
         let mut req = Request::new(Method::Bye, target);
         req.headers.push("Via", self.via(&branch));
         req.headers.push("Max-Forwards", "70");
         for r in &self.route_set {
             req.headers.push("Route", r.clone());
         }
-        req.headers.push("From", self.from_header());
-        req.headers.push("To", self.to_header());
+        req.headers.push("From", self.local_party());
+        req.headers.push("To", self.remote_party());
         req.headers.push("Call-ID", self.call_id.clone());
         req.headers.push("CSeq", format!("{} BYE", self.cseq));
         req.headers.push("User-Agent", self.cfg.user_agent.clone());
@@ -317,7 +339,9 @@ impl Call {
             .and_then(|u| {
                 let (host, port) = u.target();
                 let host = host.trim_start_matches('[').trim_end_matches(']');
-                host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, port))
+                host.parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| SocketAddr::new(ip, port))
             })
             .unwrap_or(self.cfg.destination)
     }
@@ -391,7 +415,8 @@ impl Call {
                 }
             }
         }
-        self.invites.retain(|t| !t.is_terminated() || t.is_pending());
+        self.invites
+            .retain(|t| !t.is_terminated() || t.is_pending());
         for out in outputs {
             match out {
                 TxOutput::Response(r) => self.on_invite_response(now, r),
@@ -407,10 +432,22 @@ impl Call {
     }
 
     fn drain_nict(&mut self, now: Instant) {
-        let dest = self.dialog_destination_for_nict();
-        for tx in [&mut self.cancel_tx, &mut self.bye_tx].into_iter().flatten() {
+        // CANCEL follows the INVITE's path; BYE follows the dialog's.
+        let dialog = self.dialog_destination();
+        if let Some(tx) = &mut self.cancel_tx {
             while let Some(bytes) = tx.poll_transmit() {
-                self.transmit.push_back(Transmit { dest: dest_for(tx.method(), dest, self.cfg.destination), bytes });
+                self.transmit.push_back(Transmit {
+                    dest: self.cfg.destination,
+                    bytes,
+                });
+            }
+        }
+        if let Some(tx) = &mut self.bye_tx {
+            while let Some(bytes) = tx.poll_transmit() {
+                self.transmit.push_back(Transmit {
+                    dest: dialog,
+                    bytes,
+                });
             }
         }
         let bye_done = self.bye_tx.as_mut().is_some_and(|tx| {
@@ -425,12 +462,9 @@ impl Call {
             while tx.poll_output().is_some() {}
         }
         if bye_done && self.phase == Phase::Terminating {
-            self.end(now, EndReason::LocalHangup);
+            let reason = self.bye_reason.take().unwrap_or(EndReason::LocalHangup);
+            self.end(now, reason);
         }
-    }
-
-    fn dialog_destination_for_nict(&self) -> SocketAddr {
-        self.dialog_destination()
     }
 
     fn on_invite_response(&mut self, now: Instant, resp: Response) {
@@ -440,17 +474,17 @@ impl Call {
             .and_then(|t| NameAddr::parse(t).ok())
             .and_then(|a| a.tag().map(str::to_string));
         match resp.code {
-            100 => self.events.push_back(CallEvent::Progress { code: 100 }),
-            101..=199 => {
+            100..=199 => {
                 if self.phase != Phase::Inviting {
                     return;
                 }
-                if self.remote_tag.is_none() {
+                if resp.code > 100 && self.remote_tag.is_none() {
                     self.remote_tag = to_tag;
                 }
-                self.events.push_back(CallEvent::Progress { code: resp.code });
+                self.events
+                    .push_back(CallEvent::Progress { code: resp.code });
                 match sdp::parse_answer(&resp.body) {
-                    Ok(media) if !resp.body.is_empty() => {
+                    Ok(media) if resp.code > 100 && !resp.body.is_empty() => {
                         self.events.push_back(CallEvent::EarlyMedia(media))
                     }
                     _ if resp.code == 180 || resp.code == 183 => {
@@ -458,6 +492,7 @@ impl Call {
                     }
                     _ => {}
                 }
+                // RFC 3261 9.1: a CANCEL held back waits for any 1xx.
                 if self.cancel.is_some() && !self.cancel_sent {
                     self.send_cancel(now);
                 }
@@ -493,7 +528,10 @@ impl Call {
             // A retransmitted 2xx: our ACK was lost.
             if let Some((bytes, dest)) = &self.ack {
                 if self.ack_until.is_some_and(|t| now < t) {
-                    self.transmit.push_back(Transmit { dest: *dest, bytes: bytes.clone() });
+                    self.transmit.push_back(Transmit {
+                        dest: *dest,
+                        bytes: bytes.clone(),
+                    });
                 }
             }
             return;
@@ -504,7 +542,11 @@ impl Call {
             .get("Contact")
             .and_then(|c| NameAddr::parse(c).ok())
             .map(|a| a.uri);
-        self.route_set = resp.headers.all("Record-Route").map(str::to_string).collect();
+        self.route_set = resp
+            .headers
+            .all("Record-Route")
+            .map(str::to_string)
+            .collect();
         self.route_set.reverse();
         self.phase = Phase::Confirmed;
         self.ring_deadline = None;
@@ -513,8 +555,8 @@ impl Call {
         match sdp::parse_answer(&resp.body) {
             Ok(media) => self.events.push_back(CallEvent::Answered(media)),
             Err(_) => {
+                self.bye_reason = Some(EndReason::MediaMismatch);
                 self.send_bye(now);
-                self.end_reason = Some(EndReason::MediaMismatch);
             }
         }
     }
@@ -524,24 +566,34 @@ impl Call {
             return;
         };
         let branch = self.next_branch();
-        let target = self.remote_target.clone().unwrap_or_else(|| self.cfg.target.clone());
+        let target = self
+            .remote_target
+            .clone()
+            .unwrap_or_else(|| self.cfg.target.clone());
         let mut ack = Request::new(Method::Ack, target);
         ack.headers.push("Via", self.via(&branch));
         ack.headers.push("Max-Forwards", "70");
         for r in &self.route_set {
             ack.headers.push("Route", r.clone());
         }
-        ack.headers.push("From", self.from_header());
-        ack.headers.push("To", self.to_header());
+        ack.headers.push("From", self.local_party());
+        ack.headers.push("To", self.remote_party());
         ack.headers.push("Call-ID", self.call_id.clone());
-        let seq = invite.headers.get("CSeq").and_then(|c| CSeq::parse(c).ok()).map_or(self.cseq, |c| c.seq);
+        let seq = invite
+            .headers
+            .get("CSeq")
+            .and_then(|c| CSeq::parse(c).ok())
+            .map_or(self.cseq, |c| c.seq);
         ack.headers.push("CSeq", format!("{seq} ACK"));
         if let Some((name, value)) = &self.auth_header {
             ack.headers.push(name, value.clone());
         }
         let dest = self.dialog_destination();
         let bytes = ack.to_bytes();
-        self.transmit.push_back(Transmit { dest, bytes: bytes.clone() });
+        self.transmit.push_back(Transmit {
+            dest,
+            bytes: bytes.clone(),
+        });
         self.ack = Some((bytes, dest));
         self.ack_until = Some(now + self.cfg.timers.t1 * 64);
     }
@@ -611,13 +663,15 @@ impl Call {
             }
             Method::Info => match parse_info_dtmf(req) {
                 Some(Ok((digit, duration_ms))) => {
-                    self.events.push_back(CallEvent::InfoDigit { digit, duration_ms });
+                    self.events
+                        .push_back(CallEvent::InfoDigit { digit, duration_ms });
                     Response::for_request(req, 200, None)
                 }
                 Some(Err(())) => Response::for_request(req, 400, None),
                 None => {
                     let mut r = Response::for_request(req, 415, None);
-                    r.headers.push("Accept", "application/dtmf-relay, application/dtmf");
+                    r.headers
+                        .push("Accept", "application/dtmf-relay, application/dtmf");
                     r
                 }
             },
@@ -666,7 +720,10 @@ impl Call {
             tx.handle_timeout(now);
         }
         self.drain_invites(now);
-        for tx in [&mut self.cancel_tx, &mut self.bye_tx].into_iter().flatten() {
+        for tx in [&mut self.cancel_tx, &mut self.bye_tx]
+            .into_iter()
+            .flatten()
+        {
             tx.handle_timeout(now);
         }
         self.drain_nict(now);
@@ -689,22 +746,23 @@ impl Call {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t: Vec<Instant> = [self.ring_deadline, self.cancel_guard, self.ack_until, self.linger_until]
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut t: Vec<Instant> = [
+            self.ring_deadline,
+            self.cancel_guard,
+            self.ack_until,
+            self.linger_until,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         t.extend(self.invites.iter().filter_map(|x| x.poll_timeout()));
-        t.extend([&self.cancel_tx, &self.bye_tx].into_iter().flatten().filter_map(|x| x.poll_timeout()));
+        t.extend(
+            [&self.cancel_tx, &self.bye_tx]
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.poll_timeout()),
+        );
         t.into_iter().min()
-    }
-}
-
-fn dest_for(_method: &Method, dialog: SocketAddr, initial: SocketAddr) -> SocketAddr {
-    // CANCEL follows the INVITE's path; BYE follows the dialog's.
-    if *_method == Method::Cancel {
-        initial
-    } else {
-        dialog
     }
 }
 
@@ -729,7 +787,12 @@ pub fn map_failure(code: u16, reason: &str) -> EndReason {
 /// a bad body, `None` a content type we do not take.
 fn parse_info_dtmf(req: &Request) -> Option<Result<(char, Option<u32>), ()>> {
     let ctype = req.headers.get("Content-Type")?.to_ascii_lowercase();
-    let ctype = ctype.split(';').next().unwrap_or_default().trim().to_string();
+    let ctype = ctype
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let body = std::str::from_utf8(&req.body).ok();
     let valid = |c: char| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D');
     match ctype.as_str() {
@@ -738,7 +801,9 @@ fn parse_info_dtmf(req: &Request) -> Option<Result<(char, Option<u32>), ()>> {
             let mut digit = None;
             let mut duration = None;
             for line in body.lines() {
-                let Some((k, v)) = line.split_once('=') else { continue };
+                let Some((k, v)) = line.split_once('=') else {
+                    continue;
+                };
                 match k.trim().to_ascii_lowercase().as_str() {
                     "signal" => digit = normalise_digit(v.trim()),
                     "duration" => duration = v.trim().parse().ok(),
@@ -762,12 +827,4 @@ fn normalise_digit(s: &str) -> Option<char> {
         s if s.chars().count() == 1 => s.chars().next().map(|c| c.to_ascii_uppercase()),
         _ => None,
     }
-}
-
-/// Whether a Record-Route/Route entry is a loose router.
-pub fn is_loose(route: &str) -> bool {
-    NameAddr::parse(route)
-        .ok()
-        .and_then(|a| SipUri::parse(&a.uri).ok())
-        .is_some_and(|u| has_param(&u.params, "lr"))
 }

@@ -187,7 +187,12 @@ impl Endpoint {
                 }
                 // Without a parseable Via the far end could not match a
                 // response; drop it.
-                if req.headers.get("Via").and_then(|v| Via::parse(v).ok()).is_none() {
+                if req
+                    .headers
+                    .get("Via")
+                    .and_then(|v| Via::parse(v).ok())
+                    .is_none()
+                {
                     self.stats.dropped_malformed += 1;
                     return;
                 }
@@ -235,7 +240,9 @@ impl Endpoint {
             }
             // callout only calls out.
             Method::Invite => Response::for_request(&req, 403, Some(&tag)),
-            Method::Bye | Method::Cancel | Method::Info => Response::for_request(&req, 481, Some(&tag)),
+            Method::Bye | Method::Cancel | Method::Info => {
+                Response::for_request(&req, 481, Some(&tag))
+            }
             Method::Other(_) => Response::for_request(&req, 501, Some(&tag)),
             _ => {
                 let mut r = Response::for_request(&req, 405, Some(&tag));
@@ -246,7 +253,8 @@ impl Endpoint {
         if resp.code >= 300 {
             self.stats.rejected += 1;
         }
-        self.answered.insert(key, (now + SERVER_MEMORY, resp.clone()));
+        self.answered
+            .insert(key, (now + SERVER_MEMORY, resp.clone()));
         self.send(from, resp);
     }
 

@@ -77,7 +77,9 @@ fn parse_params(s: &str) -> Result<Params, HeaderError> {
         let value = match value {
             None => None,
             Some(v) if v.starts_with('"') => Some(unquote(v).ok_or(HeaderError::Param)?),
-            Some(v) if !v.is_empty() && v.bytes().all(|b| is_token_byte(b) || b"[]:".contains(&b)) => {
+            Some(v)
+                if !v.is_empty() && v.bytes().all(|b| is_token_byte(b) || b"[]:".contains(&b)) =>
+            {
                 Some(v.to_string())
             }
             Some(_) => return Err(HeaderError::Param),
@@ -219,7 +221,7 @@ impl SipUri {
         };
         let (host, port) = split_host_port(hostport).ok_or(HeaderError::Uri)?;
         let user = match userinfo {
-            Some(u) if u.is_empty() => return Err(HeaderError::Uri),
+            Some("") => return Err(HeaderError::Uri),
             Some(u) => Some(u.split(':').next().unwrap_or(u).to_string()),
             None => None,
         };
@@ -235,7 +237,9 @@ impl SipUri {
     /// Where a request to this URI goes when no route set applies: the
     /// `maddr` parameter if present, else host, and port 5060/5061.
     pub fn target(&self) -> (String, u16) {
-        let host = param(&self.params, "maddr").unwrap_or(&self.host).to_string();
+        let host = param(&self.params, "maddr")
+            .unwrap_or(&self.host)
+            .to_string();
         let default = if self.scheme == "sips" { 5061 } else { 5060 };
         (host, self.port.unwrap_or(default))
     }
@@ -379,7 +383,9 @@ mod tests {
 
     #[test]
     fn via_with_lws() {
-        let v = Via::parse("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8").unwrap();
+        let v =
+            Via::parse("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8")
+                .unwrap();
         assert_eq!(v.transport, "TCP");
         assert_eq!(v.host, "spindle.example.com");
         assert_eq!(v.branch(), Some("z9hG4bK9ikj8"));
@@ -390,7 +396,10 @@ mod tests {
 
     #[test]
     fn name_addr_forms() {
-        let a = NameAddr::parse(r#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#).unwrap();
+        let a = NameAddr::parse(
+            r#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#,
+        )
+        .unwrap();
         assert_eq!(a.display.as_deref(), Some(r#"J Rosenberg \""#));
         assert_eq!(a.tag(), Some("98asjd8"));
         let b = NameAddr::parse("sip:caller@example.net;tag=134").unwrap();

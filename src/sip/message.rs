@@ -399,7 +399,9 @@ fn header_end(buf: &[u8]) -> Option<usize> {
 /// Strip leading CRLFs: RFC 3261 7.5 says to ignore them before a start
 /// line (keep-alives on streams).
 fn skip_leading_crlf(buf: &[u8]) -> usize {
-    buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count()
+    buf.iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count()
 }
 
 /// Stream framing, phase one: is a whole message at the front of `buf`?
@@ -625,10 +627,7 @@ mod tests {
     #[test]
     fn content_length_rules() {
         let short = b"SIP/2.0 200 OK\r\nContent-Length: 10\r\n\r\nabc";
-        assert!(matches!(
-            parse(short),
-            Err(ParseError::BodyTooShort { .. })
-        ));
+        assert!(matches!(parse(short), Err(ParseError::BodyTooShort { .. })));
         let extra = b"SIP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nabc";
         let Message::Response(r) = parse(extra).unwrap() else {
             panic!()
@@ -654,7 +653,8 @@ mod tests {
     #[test]
     fn serialise_round_trip() {
         let mut r = Request::new(Method::Invite, "sip:bob@127.0.0.1");
-        r.headers.push("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx");
+        r.headers
+            .push("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx");
         r.headers.push("Call-ID", "c1");
         r.body = b"v=0\r\n".to_vec();
         let bytes = r.to_bytes();

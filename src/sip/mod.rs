@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod call;
+#[cfg(test)]
+mod call_tests;
 pub mod endpoint;
 pub mod header;
 pub mod message;

@@ -339,7 +339,8 @@ mod tests {
 
     fn invite() -> Request {
         let mut r = Request::new(Method::Invite, "sip:bob@127.0.0.1:5070");
-        r.headers.push("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabc");
+        r.headers
+            .push("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabc");
         r.headers.push("From", "<sip:callout@127.0.0.1>;tag=1");
         r.headers.push("To", "<sip:bob@127.0.0.1:5070>");
         r.headers.push("Call-ID", "c1");
@@ -405,7 +406,9 @@ mod tests {
         tx.handle_response(t0 + Duration::from_secs(2), resp(486));
         let ack = String::from_utf8(tx.poll_transmit().unwrap()).unwrap();
         assert!(ack.starts_with("ACK sip:bob@127.0.0.1:5070 SIP/2.0"));
-        assert!(ack.contains("branch=z9hG4bKabc") && ack.contains("tag=x") && ack.contains("1 ACK"));
+        assert!(
+            ack.contains("branch=z9hG4bKabc") && ack.contains("tag=x") && ack.contains("1 ACK")
+        );
         // Retransmitted 486 is re-ACKed and not passed up twice.
         tx.handle_response(t0 + Duration::from_secs(3), resp(486));
         assert!(tx.poll_transmit().is_some());
@@ -424,8 +427,14 @@ mod tests {
         let mut tx = InviteClient::new(t0, invite(), Timers::default());
         tx.handle_response(t0, resp(200));
         tx.handle_response(t0 + Duration::from_millis(500), resp(200));
-        assert_eq!(tx.poll_output().map(|o| matches!(o, TxOutput::Response(_))), Some(true));
-        assert_eq!(tx.poll_output().map(|o| matches!(o, TxOutput::Response(_))), Some(true));
+        assert_eq!(
+            tx.poll_output().map(|o| matches!(o, TxOutput::Response(_))),
+            Some(true)
+        );
+        assert_eq!(
+            tx.poll_output().map(|o| matches!(o, TxOutput::Response(_))),
+            Some(true)
+        );
         assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_secs(32)));
     }
 

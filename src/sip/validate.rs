@@ -73,7 +73,9 @@ pub fn validate_request(req: &Request) -> Result<(Via, CSeq), Rejection> {
             _ => return Err(Rejection::new(400, "Malformed Max-Forwards")),
         }
     }
-    if h.get("Call-ID").is_some_and(|c| c.is_empty() || c.contains(char::is_whitespace)) {
+    if h.get("Call-ID")
+        .is_some_and(|c| c.is_empty() || c.contains(char::is_whitespace))
+    {
         return Err(Rejection::new(400, "Malformed Call-ID"));
     }
     let scheme = req
@@ -87,7 +89,10 @@ pub fn validate_request(req: &Request) -> Result<(Via, CSeq), Rejection> {
     // RFC 3261 19.1.5: header components are not allowed in a
     // Request-URI (RFC 4475 escruri).
     // The user part may contain '?', so only look after the '@'.
-    let hostpart = req.uri.rsplit_once('@').map_or(req.uri.as_str(), |(_, h)| h);
+    let hostpart = req
+        .uri
+        .rsplit_once('@')
+        .map_or(req.uri.as_str(), |(_, h)| h);
     if req.uri.contains(char::is_whitespace) || (scheme != "tel" && hostpart.contains('?')) {
         return Err(Rejection::new(400, "Malformed Request-URI"));
     }

@@ -13,7 +13,8 @@ use callout::media::inband::key_freqs;
 
 /// A fresh scratch directory under the target dir.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -31,7 +32,9 @@ pub fn free_port_pair() -> u16 {
     loop {
         // sipp uses the media port and the three above it (RTCP, video).
         let p = NEXT_PORT.fetch_add(4, Ordering::Relaxed);
-        if UdpSocket::bind(("127.0.0.1", p)).is_ok() && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok()
+        {
             return p;
         }
     }
@@ -61,13 +64,23 @@ impl Sipp {
         require("sipp");
         let port = free_port_pair();
         let media = free_port_pair();
-        let scen = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(scenario);
+        let scen = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/sipp")
+            .join(scenario);
         let mut cmd = Command::new("sipp");
         cmd.current_dir(dir)
             .args(["-sf", scen.to_str().unwrap()])
             .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
             .args(["-p", &port.to_string(), "-mp", &media.to_string()])
-            .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-trace_msg", "-trace_err"])
+            .args([
+                "-m",
+                "1",
+                "-timeout",
+                "30s",
+                "-timeout_error",
+                "-trace_msg",
+                "-trace_err",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -78,7 +91,11 @@ impl Sipp {
         while Instant::now() < until && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             std::thread::sleep(Duration::from_millis(20));
         }
-        Sipp { child, port, dir: dir.to_path_buf() }
+        Sipp {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn uri(&self) -> String {
@@ -94,7 +111,10 @@ impl Sipp {
             }
             if Instant::now() > until {
                 let _ = self.child.kill();
-                panic!("sipp did not finish within {limit:?}; messages:\n{}", self.messages());
+                panic!(
+                    "sipp did not finish within {limit:?}; messages:\n{}",
+                    self.messages()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -131,7 +151,11 @@ pub fn callout(args: &[&str]) -> (ExitStatus, Vec<serde_json::Value>, String) {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
         .collect();
-    (out.status, lines, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn prompt() -> String {
@@ -171,7 +195,28 @@ impl Pcap {
         let ip_len = 20 + udp_len;
         let mut frame = Vec::with_capacity(14 + ip_len);
         frame.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0x08, 0x00]);
-        let mut ip = vec![0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1];
+        let mut ip = vec![
+            0x45,
+            0,
+            (ip_len >> 8) as u8,
+            ip_len as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            17,
+            0,
+            0,
+            127,
+            0,
+            0,
+            1,
+            127,
+            0,
+            0,
+            1,
+        ];
         let sum = ip_checksum(&ip);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());
         frame.extend_from_slice(&ip);
@@ -180,20 +225,30 @@ impl Pcap {
         frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
         frame.extend_from_slice(&0u16.to_be_bytes());
         frame.extend_from_slice(payload);
-        self.buf.extend_from_slice(&((at_us / 1_000_000) as u32).to_le_bytes());
-        self.buf.extend_from_slice(&((at_us % 1_000_000) as u32).to_le_bytes());
-        self.buf.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&((at_us / 1_000_000) as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&((at_us % 1_000_000) as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(frame.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&frame);
     }
 
     pub fn write(&self, path: &Path) {
-        std::fs::File::create(path).unwrap().write_all(&self.buf).unwrap();
+        std::fs::File::create(path)
+            .unwrap()
+            .write_all(&self.buf)
+            .unwrap();
     }
 }
 
 fn ip_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = h.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]) as u32).sum();
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+        .sum();
     while sum > 0xFFFF {
         sum = (sum & 0xFFFF) + (sum >> 16);
     }
@@ -221,7 +276,12 @@ pub fn rfc4733_pcap(path: &Path, presses: &[(char, u64, u64)], redundant_starts:
         let steps = (dur_ms / 20).max(1);
         let mut send = |pcap: &mut Pcap, at_ms: u64, marker: bool, end: bool, d: u64| {
             let d = (d * 8) as u16;
-            let payload = [ev, if end { 0x80 | 10 } else { 10 }, (d >> 8) as u8, d as u8];
+            let payload = [
+                ev,
+                if end { 0x80 | 10 } else { 10 },
+                (d >> 8) as u8,
+                d as u8,
+            ];
             pcap.udp(at_ms * 1000, &rtp(101, marker, seq, ts, &payload));
             seq = seq.wrapping_add(1);
         };
@@ -256,7 +316,10 @@ pub fn inband_pcap(path: &Path, presses: &[(char, u64, u64)], total_ms: u64, lev
                 }
             }
         }
-        pcap.udp(t * 1000, &rtp(0, i == 0, i as u16, (t * 8) as u32, &payload));
+        pcap.udp(
+            t * 1000,
+            &rtp(0, i == 0, i as u16, (t * 8) as u32, &payload),
+        );
     }
     pcap.write(path);
 }
@@ -301,10 +364,17 @@ impl Baresip {
             .spawn()
             .expect("start baresip");
         let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until && std::net::TcpStream::connect(("127.0.0.1", ctrl_port)).is_err() {
+        while Instant::now() < until
+            && std::net::TcpStream::connect(("127.0.0.1", ctrl_port)).is_err()
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
-        Baresip { child, sip_port, ctrl_port, dir: dir.to_path_buf() }
+        Baresip {
+            child,
+            sip_port,
+            ctrl_port,
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn uri(&self) -> String {
@@ -316,7 +386,8 @@ impl Baresip {
         use std::io::Read;
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.ctrl_port)).expect("ctrl_tcp");
         let body = serde_json::json!({"command": command, "params": params}).to_string();
-        s.write_all(format!("{}:{},", body.len(), body).as_bytes()).unwrap();
+        s.write_all(format!("{}:{},", body.len(), body).as_bytes())
+            .unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 1024];
         let n = s.read(&mut buf).unwrap_or(0);
@@ -333,7 +404,8 @@ impl Baresip {
     }
 
     pub fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(self.dir.join("baresip.log")).unwrap_or_default()).into_owned()
+        String::from_utf8_lossy(&std::fs::read(self.dir.join("baresip.log")).unwrap_or_default())
+            .into_owned()
     }
 }
 
