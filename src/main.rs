@@ -44,10 +44,39 @@ enum Cmd {
         #[arg(long, default_value = "sip:callout@localhost")]
         from: String,
     },
+    /// Benchmarks that print measured figures (see docs/benchmarks.md).
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
     /// DTMF tools.
     Dtmf {
         #[command(subcommand)]
         cmd: DtmfCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Calls against a sipp UAS: setup rate, concurrency, RTP jitter, CPU
+    /// and memory per call, and sipp's own UAC rate beside it.
+    Calls {
+        #[arg(long, default_value_t = 2000)]
+        setup_calls: usize,
+        #[arg(long, default_value_t = 200)]
+        window: usize,
+        #[arg(long, default_value_t = 500)]
+        concurrent: usize,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        hold: Duration,
+        #[arg(long, default_value = "prompts/press-a-key.wav")]
+        prompt: PathBuf,
+    },
+    /// In-band detector throughput on a WAV file.
+    Dtmf {
+        file: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
     },
 }
 
@@ -60,6 +89,13 @@ enum DtmfCmd {
 /// Parse "10s", "500ms", "2m" or a bare number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     callout::util::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
 }
 
 fn main() -> ExitCode {
@@ -75,6 +111,28 @@ fn main() -> ExitCode {
         Cmd::Dtmf {
             cmd: DtmfCmd::Detect { file },
         } => cli::dtmf_detect(&file),
+        Cmd::Bench {
+            cmd: BenchCmd::Dtmf { file, repeat },
+        } => callout::bench::dtmf(&file, repeat).map(|_| ExitCode::SUCCESS),
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Calls {
+                    setup_calls,
+                    window,
+                    concurrent,
+                    hold,
+                    prompt,
+                },
+        } => runtime().and_then(|rt| {
+            rt.block_on(callout::bench::calls(callout::bench::CallsBench {
+                setup_calls,
+                setup_window: window,
+                concurrent,
+                hold,
+                prompt,
+            }))
+            .map(|_| ExitCode::SUCCESS)
+        }),
         Cmd::Call {
             uri,
             prompt,
@@ -85,10 +143,7 @@ fn main() -> ExitCode {
             user,
             from,
         } => (|| {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the runtime")?;
+            let rt = runtime()?;
             let opts = cli::CallOptions {
                 uri,
                 prompt,

@@ -1,7 +1,7 @@
-//! The media task: one shared 20 ms clock drives every call's
+//! The media thread: one shared 20 ms clock drives every call's
 //! [`MediaSession`], so pacing costs one timer for all calls and never
 //! drifts. Each call's RTP socket has a small receive task that hands
-//! datagrams to this task.
+//! datagrams to this thread.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,10 +46,10 @@ struct Entry {
     recv_task: JoinHandle<()>,
 }
 
-/// Cloneable handle to the media task.
+/// Cloneable handle to the media thread.
 #[derive(Clone)]
 pub struct MediaHandle {
-    tx: mpsc::UnboundedSender<MediaCommand>,
+    tx: std::sync::mpsc::Sender<MediaCommand>,
 }
 
 impl MediaHandle {
@@ -58,44 +58,62 @@ impl MediaHandle {
     }
 }
 
+/// Start the media clock on its own OS thread. A thread rather than a
+/// tokio task because the tokio timer has 1 ms granularity and shares its
+/// workers with signalling; a dedicated thread waking on a futex deadline
+/// keeps every stream's 20 ms spacing within a fraction of a millisecond.
+/// Must be called inside a tokio runtime (receive tasks are spawned on it).
 pub fn spawn() -> MediaHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(rx, tx.clone()));
-    MediaHandle { tx }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = MediaHandle { tx };
+    let rt = tokio::runtime::Handle::current();
+    let inbound = handle.clone();
+    let spawned = std::thread::Builder::new()
+        .name("callout-media".into())
+        .spawn(move || run(rx, inbound, rt));
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the media thread");
+    }
+    handle
 }
 
-async fn run(
-    mut rx: mpsc::UnboundedReceiver<MediaCommand>,
-    self_tx: mpsc::UnboundedSender<MediaCommand>,
+fn run(
+    rx: std::sync::mpsc::Receiver<MediaCommand>,
+    self_tx: MediaHandle,
+    rt: tokio::runtime::Handle,
 ) {
+    use std::sync::mpsc::RecvTimeoutError;
+    if super::net::try_realtime(10) {
+        tracing::info!("media clock runs with real-time priority");
+    } else {
+        tracing::info!("media clock runs with normal priority (no CAP_SYS_NICE)");
+    }
     let mut calls: HashMap<u64, Entry> = HashMap::new();
-    let origin = tokio::time::Instant::now();
+    let origin = Instant::now();
     let mut ticks_done: u64 = 0;
     loop {
         let next_tick = origin + Duration::from_millis(20 * (ticks_done + 1));
-        tokio::select! {
-            biased;
-            _ = tokio::time::sleep_until(next_tick) => {
-                let due = (origin.elapsed().as_millis() / PTIME.as_millis()) as u64;
-                // After a stall, catch up a little but never flood: the far
-                // end's jitter buffer cannot use a burst of old audio.
-                let n = due.saturating_sub(ticks_done).clamp(1, MAX_CATCH_UP);
-                for _ in 0..n {
-                    for e in calls.values_mut() {
-                        let remote = e.session.remote();
-                        let pkt = e.session.tick();
-                        let _ = e.socket.try_send_to(pkt, remote);
-                        while let Some(ev) = e.session.poll_event() {
-                            let _ = e.events.send(ev);
-                        }
-                    }
+        let now = Instant::now();
+        if now >= next_tick {
+            let due = (now.duration_since(origin).as_millis() / PTIME.as_millis()) as u64;
+            // After a stall, catch up a little but never flood: the far
+            // end's jitter buffer cannot use a burst of old audio.
+            let n = due.saturating_sub(ticks_done).clamp(1, MAX_CATCH_UP);
+            for _ in 0..n {
+                for e in calls.values_mut() {
+                    let remote = e.session.remote();
+                    let pkt = e.session.tick();
+                    let _ = e.socket.try_send_to(pkt, remote);
+                    drain(e);
                 }
-                ticks_done = due.max(ticks_done + 1);
             }
-            cmd = rx.recv() => {
-                let Some(cmd) = cmd else { return };
-                handle(&mut calls, cmd, &self_tx);
-            }
+            ticks_done = due.max(ticks_done + 1);
+            continue;
+        }
+        match rx.recv_timeout(next_tick - now) {
+            Ok(cmd) => handle(&mut calls, cmd, &self_tx, &rt),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
@@ -103,7 +121,8 @@ async fn run(
 fn handle(
     calls: &mut HashMap<u64, Entry>,
     cmd: MediaCommand,
-    self_tx: &mpsc::UnboundedSender<MediaCommand>,
+    self_tx: &MediaHandle,
+    rt: &tokio::runtime::Handle,
 ) {
     match cmd {
         MediaCommand::Add {
@@ -112,7 +131,7 @@ fn handle(
             socket,
             events,
         } => {
-            let recv_task = tokio::spawn(recv_loop(id, socket.clone(), self_tx.clone()));
+            let recv_task = rt.spawn(recv_loop(id, socket.clone(), self_tx.clone()));
             calls.insert(
                 id,
                 Entry {
@@ -171,12 +190,13 @@ fn drain(e: &mut Entry) {
     }
 }
 
-async fn recv_loop(id: u64, socket: Arc<UdpSocket>, tx: mpsc::UnboundedSender<MediaCommand>) {
+async fn recv_loop(id: u64, socket: Arc<UdpSocket>, tx: MediaHandle) {
     let mut buf = vec![0u8; 2048];
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
                 if tx
+                    .tx
                     .send(MediaCommand::Inbound(id, from, buf[..n].to_vec()))
                     .is_err()
                 {

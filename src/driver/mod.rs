@@ -3,6 +3,7 @@
 //! [`ActiveCall`] that merges SIP and media events.
 
 pub mod media;
+pub mod net;
 pub mod sip;
 
 use std::net::{IpAddr, SocketAddr};

@@ -70,7 +70,10 @@ impl SipHandle {
 
 /// Bind the SIP socket and spawn its task.
 pub async fn spawn(bind: SocketAddr) -> std::io::Result<SipHandle> {
-    let socket = UdpSocket::bind(bind).await?;
+    // A large receive buffer absorbs bursts of responses under load.
+    let std_socket = super::net::roomy_udp(bind)?;
+    std_socket.set_nonblocking(true)?;
+    let socket = UdpSocket::from_std(std_socket)?;
     let local = socket.local_addr()?;
     let (tx, rx) = mpsc::unbounded_channel();
     let seed = rand::random();

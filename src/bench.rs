@@ -1,0 +1,394 @@
+//! `callout bench`: measured figures, printed, never asserted. See
+//! docs/benchmarks.md for how they are run and what they were.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::driver::{CallUpdate, DialRequest, Gateway};
+use crate::media::audio::{read_wav_mono, resample, to_i16, Prompt, RATE};
+use crate::media::inband::Detector;
+use crate::sip::call::CallEvent;
+
+/// Options of `callout bench calls`.
+#[derive(Debug, Clone)]
+pub struct CallsBench {
+    /// Calls placed in the setup-rate phase.
+    pub setup_calls: usize,
+    /// Calls in flight at once during the setup-rate phase.
+    pub setup_window: usize,
+    /// Calls held up at once while streaming in the jitter phase.
+    pub concurrent: usize,
+    /// How long the concurrent calls stream.
+    pub hold: Duration,
+    pub prompt: PathBuf,
+}
+
+/// A sipp UAS answering every call, whose SDP sends our RTP to `sink`.
+fn start_sipp_uas(dir: &Path, port: u16, sink: u16) -> anyhow::Result<Child> {
+    let scenario =
+        include_str!("../tests/sipp/bench_uas.xml").replace("RTP_SINK_PORT", &sink.to_string());
+    let path = dir.join("bench_uas.xml");
+    std::fs::write(&path, scenario)?;
+    let child = Command::new("sipp")
+        .current_dir(dir)
+        .args([
+            "-sf",
+            path.to_str().unwrap_or_default(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["-max_socket", "4096", "-buff_size", "8388608"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting sipp (apt-get install sip-tester)")?;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Resident set size of this process, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) of this process so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the ")" of the command name: utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx]
+}
+
+/// What the jitter receiver saw.
+#[derive(Default)]
+struct SinkResult {
+    /// |arrival gap - 20 ms x sequence step| per packet, in ms.
+    deviations: Vec<f64>,
+    packets: u64,
+    lost: u64,
+}
+
+/// Receives every call's RTP on one socket and, per SSRC while
+/// `recording` is set, measures each packet's arrival against the previous
+/// one: the deviation from 20 ms per sequence step. Gaps in sequence
+/// numbers are counted as loss, not as jitter.
+fn spawn_sink(
+    sock: UdpSocket,
+    recording: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<SinkResult> {
+    std::thread::spawn(move || {
+        // The receiver must not be what is measured: give it the same
+        // priority as the media clock when the system allows.
+        crate::driver::net::try_realtime(10);
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut last: std::collections::HashMap<u32, (Instant, u16)> =
+            std::collections::HashMap::new();
+        let mut r = SinkResult::default();
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let now = Instant::now();
+            if n < 12 {
+                continue;
+            }
+            let seq = u16::from_be_bytes([buf[2], buf[3]]);
+            let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+            if let Some((prev, prev_seq)) = last.insert(ssrc, (now, seq)) {
+                if recording.load(Ordering::Relaxed) {
+                    let step = seq.wrapping_sub(prev_seq);
+                    r.packets += 1;
+                    if step == 0 || step > 1000 {
+                        continue;
+                    }
+                    r.lost += u64::from(step - 1);
+                    let gap = now.duration_since(prev).as_secs_f64() * 1000.0;
+                    r.deviations.push((gap - 20.0 * f64::from(step)).abs());
+                }
+            }
+        }
+        r
+    })
+}
+
+/// Whether this process may use SCHED_FIFO (tested on a throwaway thread).
+fn probe_realtime() -> bool {
+    std::thread::spawn(|| crate::driver::net::try_realtime(1))
+        .join()
+        .unwrap_or(false)
+}
+
+/// Place calls against a sipp UAS; print setup rate, concurrency, jitter,
+/// CPU and memory per call; then sipp's own UAC rate for comparison.
+pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
+    let prompt = Prompt::load(&o.prompt)?;
+    let dir = std::env::temp_dir().join(format!("callout-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let sink = crate::driver::net::roomy_udp("127.0.0.1:0".parse()?)?;
+    let sink_port = sink.local_addr()?.port();
+    let uas_port = free_port()?;
+    let mut uas = start_sipp_uas(&dir, uas_port, sink_port)?;
+    let recording = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink_thread = spawn_sink(sink, recording.clone(), stop.clone());
+    let gw = Gateway::start("127.0.0.1:0".parse()?, "20000-29999").await?;
+    let target = format!("sip:bench@127.0.0.1:{uas_port}");
+    let req = DialRequest {
+        uri: target.clone(),
+        from_uri: "sip:bench@127.0.0.1".into(),
+        from_display: None,
+        credentials: None,
+        ring_timeout: Duration::from_secs(10),
+        outbound_proxy: None,
+    };
+    let rss_idle = rss_kib();
+
+    // Phase 1: setup rate. Each call hangs up as soon as it is answered.
+    let sem = Arc::new(tokio::sync::Semaphore::new(o.setup_window));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..o.setup_calls {
+        let permit = sem.clone().acquire_owned().await?;
+        let (gw, req, answered) = (gw.clone(), req.clone(), answered.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let Ok(mut call) = gw.dial(req).await else {
+                return;
+            };
+            while let Some(ev) = call.next().await {
+                match ev {
+                    CallUpdate::Sip(CallEvent::Answered(_)) => {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                        call.hangup();
+                    }
+                    CallUpdate::Sip(CallEvent::Ended(_)) => break,
+                    _ => {}
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let setup_secs = started.elapsed().as_secs_f64();
+    let n_ok = answered.load(Ordering::Relaxed);
+    println!(
+        "setup: {n_ok}/{} calls answered and hung up in {setup_secs:.2} s = {:.0} calls/s (window {})",
+        o.setup_calls,
+        n_ok as f64 / setup_secs,
+        o.setup_window
+    );
+
+    // Phase 2: hold `concurrent` calls up at once, all streaming.
+    let up = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for _ in 0..o.concurrent {
+        let (gw, req, up, peak, release, prompt) = (
+            gw.clone(),
+            req.clone(),
+            up.clone(),
+            peak.clone(),
+            release.clone(),
+            prompt.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut call) = gw.dial(req).await else {
+                return;
+            };
+            let released = release.notified();
+            tokio::pin!(released);
+            let mut hung_up = false;
+            loop {
+                tokio::select! {
+                    ev = call.next() => match ev {
+                        Some(CallUpdate::Sip(CallEvent::Answered(_))) => {
+                            let n = up.fetch_add(1, Ordering::Relaxed) + 1;
+                            peak.fetch_max(n, Ordering::Relaxed);
+                            call.play(prompt.clone());
+                        }
+                        Some(CallUpdate::Sip(CallEvent::Ended(_))) | None => break,
+                        Some(_) => {}
+                    },
+                    // A completed Notified stays ready; poll it only once.
+                    _ = &mut released, if !hung_up => {
+                        hung_up = true;
+                        call.hangup();
+                    }
+                }
+            }
+        }));
+        // Pace the ramp a little so the UAS is not flooded.
+        if tasks.len() % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let ramp_until = Instant::now() + Duration::from_secs(30);
+    while up.load(Ordering::Relaxed) < o.concurrent && Instant::now() < ramp_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the streams settle, then measure over the hold.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_up = rss_kib();
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    recording.store(true, Ordering::Relaxed);
+    tokio::time::sleep(o.hold).await;
+    recording.store(false, Ordering::Relaxed);
+    let cpu = (cpu_time() - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    release.notify_waiters();
+    for t in tasks {
+        let _ = t.await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sink = sink_thread.join().unwrap_or_default();
+    let mut dev = sink.deviations;
+    dev.sort_by(f64::total_cmp);
+    let n_up = peak.load(Ordering::Relaxed);
+    println!(
+        "concurrent: {n_up}/{} calls answered and streaming at once",
+        o.concurrent
+    );
+    let rt = probe_realtime();
+    println!(
+        "scheduling: media clock and receiver {}",
+        if rt {
+            "real-time (SCHED_FIFO)"
+        } else {
+            "normal (no CAP_SYS_NICE)"
+        }
+    );
+    println!(
+        "jitter: |gap - 20 ms| over {} packets ({} lost): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        sink.packets,
+        sink.lost,
+        percentile(&dev, 0.5),
+        percentile(&dev, 0.99),
+        dev.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "cpu: {:.1} % of one core for {n_up} streams = {:.3} % per call",
+        cpu * 100.0,
+        cpu * 100.0 / n_up.max(1) as f64
+    );
+    println!(
+        "memory: RSS {rss_idle} KiB idle, {rss_up} KiB with {n_up} calls up = {:.1} KiB per call",
+        (rss_up.saturating_sub(rss_idle)) as f64 / n_up.max(1) as f64
+    );
+    let _ = uas.kill();
+    let _ = uas.wait();
+
+    // The peer's own figure: sipp's UAC against a fresh sipp UAS, same
+    // scenario and machine, signalling only.
+    let uas_port = free_port()?;
+    let mut uas = start_sipp_uas(&dir, uas_port, sink_port)?;
+    let started = Instant::now();
+    let status = Command::new("sipp")
+        .current_dir(&dir)
+        .args([
+            "-sn",
+            "uac",
+            &format!("127.0.0.1:{uas_port}"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port()?.to_string(),
+        ])
+        .args([
+            "-m",
+            &o.setup_calls.to_string(),
+            "-l",
+            &o.setup_window.to_string(),
+            "-r",
+            "100000",
+            "-rp",
+            "1000",
+        ])
+        .args(["-timeout", "120s", "-max_socket", "4096"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let sipp_secs = started.elapsed().as_secs_f64();
+    let _ = uas.kill();
+    let _ = uas.wait();
+    let sipp_rate = o.setup_calls as f64 / sipp_secs;
+    println!(
+        "sipp uac: {} calls in {sipp_secs:.2} s = {sipp_rate:.0} calls/s (exit {})",
+        o.setup_calls,
+        status.code().unwrap_or(-1)
+    );
+    println!(
+        "ratio: callout / sipp setup rate = {:.2}",
+        (n_ok as f64 / setup_secs) / sipp_rate
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    Ok(())
+}
+
+/// `callout bench dtmf FILE`: in-band detector throughput on one core.
+pub fn dtmf(file: &Path, repeat: usize) -> anyhow::Result<()> {
+    let (samples, rate) = read_wav_mono(file)?;
+    let pcm = to_i16(&resample(&samples, rate, RATE));
+    if pcm.is_empty() {
+        bail!("{} has no audio", file.display());
+    }
+    let mut digits = 0;
+    let started = Instant::now();
+    for _ in 0..repeat {
+        let mut d = Detector::default();
+        let mut out = Vec::new();
+        // Feed in 20 ms packets, as a call would.
+        for chunk in pcm.chunks(160) {
+            d.process(chunk, &mut out);
+        }
+        digits = out.len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let audio_secs = pcm.len() as f64 / RATE as f64 * repeat as f64;
+    println!(
+        "callout detector: {audio_secs:.0} s of audio in {secs:.3} s = {:.0}x real time ({digits} digits per pass)",
+        audio_secs / secs
+    );
+    Ok(())
+}
