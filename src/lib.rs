@@ -8,4 +8,5 @@ pub mod cli;
 pub mod driver;
 pub mod media;
 pub mod sip;
+pub mod softphone;
 pub mod util;

@@ -44,6 +44,30 @@ enum Cmd {
         #[arg(long, default_value = "sip:callout@localhost")]
         from: String,
     },
+    /// A small SIP callee: answers, records what it hears, presses keys.
+    Softphone {
+        #[arg(long, default_value = "127.0.0.1:5070")]
+        listen: String,
+        /// Keys to press by RFC 4733, e.g. "1" or "1234#".
+        #[arg(long, default_value = "")]
+        press: String,
+        /// When to press, after answering.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        after: Duration,
+        /// Record what the caller plays to this WAV file.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Exit after this many calls (0 = keep serving).
+        #[arg(long, default_value_t = 0)]
+        calls: usize,
+        #[arg(long, default_value = "31000-31999")]
+        rtp_ports: String,
+    },
+    /// A self-contained demo: a call from callout to a local softphone.
+    Demo {
+        #[arg(long, default_value = "prompts/press-a-key.wav")]
+        prompt: PathBuf,
+    },
     /// Benchmarks that print measured figures (see docs/benchmarks.md).
     Bench {
         #[command(subcommand)]
@@ -111,6 +135,31 @@ fn main() -> ExitCode {
         Cmd::Dtmf {
             cmd: DtmfCmd::Detect { file },
         } => cli::dtmf_detect(&file),
+        Cmd::Softphone {
+            listen,
+            press,
+            after,
+            record,
+            calls,
+            rtp_ports,
+        } => (|| {
+            let listen = listen
+                .parse()
+                .with_context(|| format!("--listen {listen:?} is not an address:port"))?;
+            let opts = callout::softphone::SoftphoneOptions {
+                listen,
+                press,
+                after,
+                record,
+                calls,
+                rtp_ports,
+            };
+            runtime()?.block_on(callout::softphone::run(opts, |v| println!("{v}")))?;
+            Ok(ExitCode::SUCCESS)
+        })(),
+        Cmd::Demo { prompt } => runtime()
+            .and_then(|rt| rt.block_on(callout::softphone::demo(prompt)))
+            .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd: BenchCmd::Dtmf { file, repeat },
         } => callout::bench::dtmf(&file, repeat).map(|_| ExitCode::SUCCESS),

@@ -68,7 +68,27 @@ impl Gateway {
     /// Bind the SIP socket on `sip_bind` and take RTP ports from `rtp_range`
     /// on the same address.
     pub async fn start(sip_bind: SocketAddr, rtp_range: &str) -> anyhow::Result<Gateway> {
-        let sip = sip::spawn(sip_bind).await?;
+        Self::start_inner(sip_bind, rtp_range, None).await
+    }
+
+    /// A gateway that also answers calls (softphone); incoming calls are
+    /// announced on the returned channel, to be taken with
+    /// [`Gateway::accept`].
+    pub async fn start_softphone(
+        sip_bind: SocketAddr,
+        rtp_range: &str,
+    ) -> anyhow::Result<(Gateway, mpsc::UnboundedReceiver<sip::Incoming>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let gw = Self::start_inner(sip_bind, rtp_range, Some(tx)).await?;
+        Ok((gw, rx))
+    }
+
+    async fn start_inner(
+        sip_bind: SocketAddr,
+        rtp_range: &str,
+        incoming: Option<mpsc::UnboundedSender<sip::Incoming>>,
+    ) -> anyhow::Result<Gateway> {
+        let sip = sip::spawn(sip_bind, incoming).await?;
         let rtp_ip = sip.local_addr().ip();
         let ports = PortPool::parse(rtp_ip, rtp_range)?;
         Ok(Gateway {
@@ -86,6 +106,40 @@ impl Gateway {
 
     pub fn sip(&self) -> &SipHandle {
         &self.sip
+    }
+
+    /// Answer an incoming call; media starts when its ACK arrives.
+    pub async fn accept(&self, inc: sip::Incoming) -> Result<ActiveCall, DialError> {
+        let socket = self
+            .ports
+            .lock()
+            .await
+            .bind()
+            .await
+            .map_err(DialError::NoPort)?;
+        let rtp_addr = socket.local_addr().map_err(DialError::NoPort)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let answer = sdp::answer(
+            SocketAddr::new(self.rtp_ip, rtp_addr.port()),
+            id,
+            &inc.offer,
+        );
+        self.sip.answer(inc.handle, answer);
+        let (media_tx, media_rx) = mpsc::unbounded_channel();
+        Ok(ActiveCall {
+            id,
+            handle: inc.handle,
+            sip: self.sip.clone(),
+            media: self.media.clone(),
+            socket: Some(Arc::new(socket)),
+            sip_rx: inc.events,
+            media_rx,
+            media_tx,
+            media_added: false,
+            sip_done: false,
+            next_prompt: 1,
+            record: false,
+        })
     }
 
     /// Place a call. Returns once the INVITE is queued.

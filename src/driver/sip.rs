@@ -19,6 +19,7 @@ pub enum SipCommand {
         reply: oneshot::Sender<CallHandle>,
     },
     Hangup(CallHandle),
+    Answer(CallHandle, Vec<u8>),
     Stats(oneshot::Sender<Stats>),
 }
 
@@ -55,6 +56,11 @@ impl SipHandle {
         rx.await.map_err(|_| SipGone)
     }
 
+    /// Accept an incoming call with our SDP answer.
+    pub fn answer(&self, h: CallHandle, sdp: Vec<u8>) {
+        let _ = self.tx.send(SipCommand::Answer(h, sdp));
+    }
+
     pub fn hangup(&self, h: CallHandle) {
         let _ = self.tx.send(SipCommand::Hangup(h));
     }
@@ -68,8 +74,19 @@ impl SipHandle {
     }
 }
 
-/// Bind the SIP socket and spawn its task.
-pub async fn spawn(bind: SocketAddr) -> std::io::Result<SipHandle> {
+/// A call arriving at a softphone endpoint.
+pub struct Incoming {
+    pub handle: CallHandle,
+    pub offer: crate::sip::sdp::Negotiated,
+    pub events: mpsc::UnboundedReceiver<CallEvent>,
+}
+
+/// Bind the SIP socket and spawn its task. With `incoming`, INVITEs are
+/// accepted (softphone) and announced there; without, they get 403.
+pub async fn spawn(
+    bind: SocketAddr,
+    incoming: Option<mpsc::UnboundedSender<Incoming>>,
+) -> std::io::Result<SipHandle> {
     // A large receive buffer absorbs bursts of responses under load.
     let std_socket = super::net::roomy_udp(bind)?;
     std_socket.set_nonblocking(true)?;
@@ -77,11 +94,18 @@ pub async fn spawn(bind: SocketAddr) -> std::io::Result<SipHandle> {
     let local = socket.local_addr()?;
     let (tx, rx) = mpsc::unbounded_channel();
     let seed = rand::random();
-    tokio::spawn(run(socket, Endpoint::new(local, seed), rx));
+    let mut ep = Endpoint::new(local, seed);
+    ep.set_accept_incoming(incoming.is_some());
+    tokio::spawn(run(socket, ep, rx, incoming));
     Ok(SipHandle { tx, local })
 }
 
-async fn run(socket: UdpSocket, mut ep: Endpoint, mut rx: mpsc::UnboundedReceiver<SipCommand>) {
+async fn run(
+    socket: UdpSocket,
+    mut ep: Endpoint,
+    mut rx: mpsc::UnboundedReceiver<SipCommand>,
+    incoming: Option<mpsc::UnboundedSender<Incoming>>,
+) {
     let mut subscribers: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -106,6 +130,7 @@ async fn run(socket: UdpSocket, mut ep: Endpoint, mut rx: mpsc::UnboundedReceive
                     let _ = reply.send(h);
                 }
                 Some(SipCommand::Hangup(h)) => ep.hangup(Instant::now(), h),
+                Some(SipCommand::Answer(h, sdp)) => ep.answer(Instant::now(), h, sdp),
                 Some(SipCommand::Stats(reply)) => { let _ = reply.send(ep.stats()); }
                 None => return,
             },
@@ -117,6 +142,22 @@ async fn run(socket: UdpSocket, mut ep: Endpoint, mut rx: mpsc::UnboundedReceive
             }
         }
         while let Some((h, ev)) = ep.poll_event() {
+            if let (CallEvent::Offered(offer), Some(inc)) = (&ev, &incoming) {
+                let (tx, events) = mpsc::unbounded_channel();
+                subscribers.insert(h, tx);
+                let offer = offer.clone();
+                if inc
+                    .send(Incoming {
+                        handle: h,
+                        offer,
+                        events,
+                    })
+                    .is_err()
+                {
+                    ep.hangup(Instant::now(), h);
+                }
+                continue;
+            }
             let ended = matches!(ev, CallEvent::Ended(_));
             if let Some(sub) = subscribers.get(&h) {
                 let _ = sub.send(ev);

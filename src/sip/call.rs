@@ -76,6 +76,9 @@ pub enum CallEvent {
     EarlyMedia(Negotiated),
     /// 2xx: the call is up and ACKed.
     Answered(Negotiated),
+    /// An incoming call (softphone side) offers this media; the owner
+    /// answers or declines.
+    Offered(Negotiated),
     /// A digit carried by SIP INFO.
     InfoDigit {
         digit: char,
@@ -785,7 +788,7 @@ pub fn map_failure(code: u16, reason: &str) -> EndReason {
 
 /// DTMF from an INFO body: `Some(Ok)` a digit, `Some(Err)` a known type with
 /// a bad body, `None` a content type we do not take.
-fn parse_info_dtmf(req: &Request) -> Option<Result<(char, Option<u32>), ()>> {
+pub(crate) fn parse_info_dtmf(req: &Request) -> Option<Result<(char, Option<u32>), ()>> {
     let ctype = req.headers.get("Content-Type")?.to_ascii_lowercase();
     let ctype = ctype
         .split(';')

@@ -17,6 +17,8 @@ use rand::{Rng, SeedableRng};
 use super::call::{Call, CallConfig, CallEvent, ALLOW};
 use super::header::Via;
 use super::message::{self, Message, Method, Request, Response};
+use super::transaction::Timers;
+use super::uas::IncomingCall;
 use super::validate::{salvage, validate_request};
 use super::Transmit;
 
@@ -36,6 +38,74 @@ pub struct Stats {
     pub rejected: u64,
 }
 
+/// A call either way: placed by callout, or received (softphone).
+enum Leg {
+    Out(Box<Call>),
+    In(Box<IncomingCall>),
+}
+
+impl Leg {
+    fn call_id(&self) -> &str {
+        match self {
+            Leg::Out(c) => c.call_id(),
+            Leg::In(c) => c.call_id(),
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Leg::Out(c) => c.poll_timeout(),
+            Leg::In(c) => c.poll_timeout(),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Leg::Out(c) => c.handle_timeout(now),
+            Leg::In(c) => c.handle_timeout(now),
+        }
+    }
+    fn handle_response(&mut self, now: Instant, r: Response) {
+        match self {
+            Leg::Out(c) => c.handle_response(now, r),
+            Leg::In(c) => c.handle_response(now, r),
+        }
+    }
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        cseq: &super::header::CSeq,
+    ) -> Option<Response> {
+        match self {
+            Leg::Out(c) => c.handle_request(now, req, cseq),
+            Leg::In(c) => c.handle_request(now, req, cseq),
+        }
+    }
+    fn hangup(&mut self, now: Instant) {
+        match self {
+            Leg::Out(c) => c.hangup(now),
+            Leg::In(c) => c.hangup(now),
+        }
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        match self {
+            Leg::Out(c) => c.poll_transmit(),
+            Leg::In(c) => c.poll_transmit(),
+        }
+    }
+    fn poll_event(&mut self) -> Option<CallEvent> {
+        match self {
+            Leg::Out(c) => c.poll_event(),
+            Leg::In(c) => c.poll_event(),
+        }
+    }
+    fn is_finished(&self, now: Instant) -> bool {
+        match self {
+            Leg::Out(c) => c.is_finished(now),
+            Leg::In(c) => c.is_finished(now),
+        }
+    }
+}
+
 /// How long answered out-of-dialog requests are remembered so that a
 /// retransmission gets the same response (Timer J, 64*T1).
 const SERVER_MEMORY: Duration = Duration::from_secs(32);
@@ -45,7 +115,9 @@ pub struct Endpoint {
     local: SocketAddr,
     rng: StdRng,
     next_handle: u64,
-    calls: HashMap<CallHandle, Call>,
+    calls: HashMap<CallHandle, Leg>,
+    /// Take incoming INVITEs (softphone) instead of refusing them.
+    accept_incoming: bool,
     by_call_id: HashMap<String, CallHandle>,
     /// Responses already sent to out-of-dialog requests, by
     /// (branch, sent-by, method).
@@ -65,6 +137,7 @@ impl Endpoint {
             rng: StdRng::seed_from_u64(seed),
             next_handle: 1,
             calls: HashMap::new(),
+            accept_incoming: false,
             by_call_id: HashMap::new(),
             answered: HashMap::new(),
             transmit: VecDeque::new(),
@@ -72,6 +145,20 @@ impl Endpoint {
             stats: Stats::default(),
             user_agent: format!("callout/{}", env!("CARGO_PKG_VERSION")),
         }
+    }
+
+    /// Answer incoming INVITEs (as `callout softphone` does) instead of
+    /// refusing them with 403.
+    pub fn set_accept_incoming(&mut self, on: bool) {
+        self.accept_incoming = on;
+    }
+
+    /// Accept an incoming call with our SDP answer.
+    pub fn answer(&mut self, now: Instant, handle: CallHandle, sdp: Vec<u8>) {
+        if let Some(Leg::In(c)) = self.calls.get_mut(&handle) {
+            c.answer(now, sdp);
+        }
+        self.drain(handle, now);
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -110,7 +197,7 @@ impl Endpoint {
         self.next_handle += 1;
         let call = Call::new(now, cfg, call_id.clone(), tag, seed);
         self.by_call_id.insert(call_id, handle);
-        self.calls.insert(handle, call);
+        self.calls.insert(handle, Leg::Out(Box::new(call)));
         self.drain(handle, now);
         handle
     }
@@ -123,7 +210,10 @@ impl Endpoint {
     }
 
     pub fn call(&self, handle: CallHandle) -> Option<&Call> {
-        self.calls.get(&handle)
+        match self.calls.get(&handle) {
+            Some(Leg::Out(c)) => Some(c),
+            _ => None,
+        }
     }
 
     /// Feed one received datagram. Never panics, whatever the bytes.
@@ -237,6 +327,20 @@ impl Endpoint {
                 r.headers.push("Allow", ALLOW);
                 r.headers.push("Accept", "application/sdp");
                 r
+            }
+            Method::Invite if self.accept_incoming => {
+                let seed = self.token(10);
+                match IncomingCall::new(now, req, from, self.local, tag, seed, Timers::default()) {
+                    Ok(call) => {
+                        let handle = CallHandle(self.next_handle);
+                        self.next_handle += 1;
+                        self.by_call_id.insert(call_id, handle);
+                        self.calls.insert(handle, Leg::In(Box::new(call)));
+                        self.drain(handle, now);
+                        return;
+                    }
+                    Err(resp) => resp,
+                }
             }
             // callout only calls out.
             Method::Invite => Response::for_request(&req, 403, Some(&tag)),

@@ -10,6 +10,7 @@ pub mod header;
 pub mod message;
 pub mod sdp;
 pub mod transaction;
+pub mod uas;
 pub mod validate;
 
 use std::net::SocketAddr;

@@ -53,6 +53,32 @@ a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-15\r\na=ptime:20\r\na=se
     .into_bytes()
 }
 
+/// Build an answer to an offer: the chosen codec, and telephone-event
+/// with the offerer's payload type when it offered one (RFC 3264 6.1).
+pub fn answer(addr: SocketAddr, session_id: u64, chosen: &Negotiated) -> Vec<u8> {
+    let ip = addr.ip();
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let (pt, name) = match chosen.codec {
+        Codec::Pcmu => (0, "PCMU"),
+        Codec::Pcma => (8, "PCMA"),
+    };
+    let mut s = format!(
+        "v=0\r\no=callout {session_id} 1 IN {family} {ip}\r\ns=callout\r\nc=IN {family} {ip}\r\nt=0 0\r\n"
+    );
+    match chosen.dtmf_pt {
+        Some(d) => s.push_str(&format!(
+            "m=audio {port} RTP/AVP {pt} {d}\r\na=rtpmap:{pt} {name}/8000\r\na=rtpmap:{d} telephone-event/8000\r\na=fmtp:{d} 0-15\r\n",
+            port = addr.port()
+        )),
+        None => s.push_str(&format!(
+            "m=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {name}/8000\r\n",
+            port = addr.port()
+        )),
+    }
+    s.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    s.into_bytes()
+}
+
 /// What the far end accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {

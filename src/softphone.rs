@@ -1,0 +1,197 @@
+//! `callout softphone` and `callout demo`: a small SIP callee on the same
+//! stack, for trying callout without a phone.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::driver::{sip::Incoming, CallUpdate, DialRequest, Gateway};
+use crate::media::audio::{write_wav, Prompt};
+use crate::media::session::MediaEvent;
+use crate::sip::call::CallEvent;
+
+/// Options of `callout softphone`.
+#[derive(Debug, Clone)]
+pub struct SoftphoneOptions {
+    pub listen: SocketAddr,
+    /// Keys to press (RFC 4733) after `after`.
+    pub press: String,
+    pub after: Duration,
+    /// Write what the caller played to this WAV (8 kHz mono).
+    pub record: Option<PathBuf>,
+    /// Stop after this many calls (0 = serve forever).
+    pub calls: usize,
+    pub rtp_ports: String,
+}
+
+/// Serve incoming calls, printing JSON lines through `emit`.
+pub async fn run(
+    o: SoftphoneOptions,
+    emit: impl Fn(serde_json::Value) + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let (gw, mut incoming) = Gateway::start_softphone(o.listen, &o.rtp_ports).await?;
+    emit(json!({"event": "listening", "sip": gw.sip_addr().to_string()}));
+    serve(gw, &mut incoming, o, &emit).await
+}
+
+async fn serve(
+    gw: Gateway,
+    incoming: &mut mpsc::UnboundedReceiver<Incoming>,
+    o: SoftphoneOptions,
+    emit: &(impl Fn(serde_json::Value) + Send + Sync),
+) -> anyhow::Result<()> {
+    let mut served = 0;
+    while let Some(inc) = incoming.recv().await {
+        served += 1;
+        emit(json!({"event": "incoming", "codec": inc.offer.codec, "call": served}));
+        let mut call = gw.accept(inc).await?;
+        if o.record.is_some() {
+            call.record();
+        }
+        let started = Instant::now();
+        let mut press_at: Option<tokio::time::Instant> = None;
+        loop {
+            let wait = async {
+                match press_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = call.next() => {
+                    let Some(ev) = ev else { break };
+                    match ev {
+                        CallUpdate::Sip(CallEvent::Answered(_)) => {
+                            emit(json!({"event": "answered"}));
+                            if !o.press.is_empty() {
+                                press_at = Some(tokio::time::Instant::now() + o.after);
+                            }
+                        }
+                        CallUpdate::Sip(CallEvent::Ended(reason)) => {
+                            emit(json!({"event": "ended", "reason": reason,
+                                "after_ms": started.elapsed().as_millis() as u64}));
+                        }
+                        CallUpdate::Media(MediaEvent::Digit(d)) => {
+                            emit(json!({"event": "heard_digit", "digit": d.digit.to_string()}));
+                        }
+                        _ => {}
+                    }
+                }
+                _ = wait => {
+                    press_at = None;
+                    for d in o.press.chars() {
+                        call.send_digit(d, 120);
+                        emit(json!({"event": "pressed", "digit": d.to_string(),
+                            "after_ms": started.elapsed().as_millis() as u64}));
+                    }
+                }
+            }
+        }
+        if let Some(path) = &o.record {
+            let pcm = call.take_recording().await;
+            write_wav(path, &pcm)?;
+            emit(
+                json!({"event": "recorded", "file": path.display().to_string(),
+                "ms": pcm.len() as u64 / 8}),
+            );
+        }
+        if o.calls != 0 && served >= o.calls {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// `callout demo`: a softphone callee and a call to it in one process,
+/// narrated on stdout.
+pub async fn demo(prompt_path: PathBuf) -> anyhow::Result<()> {
+    let prompt = Prompt::load(&prompt_path)?;
+    let (phone, mut incoming) =
+        Gateway::start_softphone("127.0.0.1:0".parse()?, "31000-31999").await?;
+    let phone_addr = phone.sip_addr();
+    let heard = std::env::temp_dir().join(format!("callout-demo-heard-{}.wav", std::process::id()));
+    let opts = SoftphoneOptions {
+        listen: phone_addr,
+        press: "1".into(),
+        after: Duration::from_millis(2500),
+        record: Some(heard.clone()),
+        calls: 1,
+        rtp_ports: String::new(),
+    };
+    let callee = tokio::spawn(async move {
+        serve(phone, &mut incoming, opts, &|v| {
+            println!("  [callee] {}", describe(&v))
+        })
+        .await
+    });
+    let gw = Gateway::start("127.0.0.1:0".parse()?, "30000-30999").await?;
+    let uri = format!("sip:oncall@{phone_addr}");
+    println!(
+        "callout demo: calling {uri} (a softphone in this process that presses 1 after 2.5 s)"
+    );
+    let mut call = gw
+        .dial(DialRequest {
+            uri,
+            from_uri: "sip:callout@127.0.0.1".into(),
+            from_display: Some("callout demo".into()),
+            credentials: None,
+            ring_timeout: Duration::from_secs(10),
+            outbound_proxy: None,
+        })
+        .await?;
+    let started = Instant::now();
+    let t = || format!("{:>6} ms", started.elapsed().as_millis());
+    while let Some(ev) = call.next().await {
+        match ev {
+            CallUpdate::Sip(CallEvent::Ringing) => println!("{} ringing", t()),
+            CallUpdate::Sip(CallEvent::Answered(n)) => {
+                println!(
+                    "{} answered ({:?}, RTP to {}); playing {}",
+                    t(),
+                    n.codec,
+                    n.remote,
+                    prompt_path.display()
+                );
+                call.play(prompt.clone());
+            }
+            CallUpdate::Media(MediaEvent::PromptFinished { .. }) => {
+                println!("{} prompt finished, playing it again", t());
+                call.play_silence(300);
+                call.play(prompt.clone());
+            }
+            CallUpdate::Media(MediaEvent::Digit(d)) => {
+                println!(
+                    "{} key {} pressed ({:?}): acknowledged, hanging up",
+                    t(),
+                    d.digit,
+                    d.source
+                );
+                call.hangup();
+            }
+            CallUpdate::Sip(CallEvent::Ended(r)) => {
+                println!("{} call ended: {}", t(), crate::cli::describe(&r))
+            }
+            _ => {}
+        }
+    }
+    callee.await??;
+    println!(
+        "the callee's recording of what callout played: {}",
+        heard.display()
+    );
+    Ok(())
+}
+
+fn describe(v: &serde_json::Value) -> String {
+    match v["event"].as_str() {
+        Some("incoming") => "incoming call".into(),
+        Some("answered") => "answered".into(),
+        Some("pressed") => format!("presses {}", v["digit"].as_str().unwrap_or("?")),
+        Some("ended") => "call ended".into(),
+        Some("recorded") => format!("recorded {} ms of audio", v["ms"]),
+        _ => v.to_string(),
+    }
+}
