@@ -10,3 +10,4 @@ pub mod media;
 pub mod sip;
 pub mod softphone;
 pub mod util;
+pub mod ivr;

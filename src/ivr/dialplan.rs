@@ -1,0 +1,805 @@
+//! Dialplans: one TOML file per contract, read strictly. Every error names
+//! the file, line and column and says what is wrong; unknown fields are
+//! errors. See `dialplans/README.md` for the format.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::window::Window;
+use crate::util::parse_duration;
+
+/// One problem in a dialplan file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialplanError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for DialplanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+    }
+}
+
+impl std::error::Error for DialplanError {}
+
+/// Variables every notification provides to message templates.
+pub const BUILTIN_VARIABLES: &[&str] = &["host", "summary", "severity", "ticket", "contract", "contract_name"];
+
+/// The language of a contract's spoken phrases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Ja,
+    En,
+}
+
+/// Text to speak or a recorded prompt (resolved under the prompts folder).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Phrase {
+    Text(String),
+    Recorded(PathBuf),
+}
+
+/// What a key does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyAction {
+    Ack,
+    Next,
+    Leave,
+    Repeat,
+    Action(String),
+}
+
+/// What to do when an answering machine picks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMachine {
+    /// Hang up and go on with the escalation.
+    Continue,
+    /// Leave the message, then go on with the escalation.
+    LeaveMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Contact {
+    pub name: String,
+    pub uri: String,
+    pub timezone: String,
+    #[serde(skip)]
+    pub tz: Tz,
+    #[serde(skip)]
+    pub windows: Vec<Window>,
+    pub when: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Policy {
+    pub rounds: u32,
+    pub ring_timeout: Duration,
+    pub between_calls: Duration,
+    pub between_rounds: Duration,
+    pub stop_on_ack: bool,
+    pub on_machine: OnMachine,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MenuConfig {
+    pub prompt: Phrase,
+    pub keys: BTreeMap<char, KeyAction>,
+    pub input_timeout: Duration,
+    pub inter_digit_timeout: Duration,
+    /// Invalid keys plus timeouts before the call gives up.
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Action {
+    pub name: String,
+    pub flow: String,
+    pub description: String,
+    pub params: BTreeMap<String, String>,
+    pub pin: bool,
+}
+
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PinConfig {
+    #[serde(skip)]
+    pub code: String,
+    pub max_attempts: u32,
+    pub lockout: Duration,
+}
+
+impl fmt::Debug for PinConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PinConfig")
+            .field("code", &"<redacted>")
+            .field("max_attempts", &self.max_attempts)
+            .field("lockout", &self.lockout)
+            .finish()
+    }
+}
+
+/// The fixed phrases of a call, each overridable per dialplan.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Phrases {
+    pub invalid_key: Phrase,
+    pub goodbye: Phrase,
+    pub acked: Phrase,
+    pub passed: Phrase,
+    pub left: Phrase,
+    pub resolved: Phrase,
+    pub confirm: Phrase,
+    pub enter_pin: Phrase,
+    pub wrong_pin: Phrase,
+    pub locked: Phrase,
+    pub action_requested: Phrase,
+}
+
+/// Answering-machine detection settings (after Asterisk's AMD).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AmdConfig {
+    pub enabled: bool,
+    pub initial_silence: Duration,
+    pub greeting: Duration,
+    pub after_greeting_silence: Duration,
+    pub total_analysis: Duration,
+    pub min_word_length: Duration,
+    pub between_words_silence: Duration,
+    pub maximum_words: u32,
+}
+
+/// A validated dialplan.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Dialplan {
+    pub contract: String,
+    pub name: String,
+    pub language: Language,
+    pub voice: Option<String>,
+    pub trunk: String,
+    pub caller_id: String,
+    pub timezone: String,
+    #[serde(skip)]
+    pub holidays: Vec<NaiveDate>,
+    pub variables: Vec<String>,
+    pub escalation: Policy,
+    pub contacts: Vec<Contact>,
+    pub message: Phrase,
+    pub menu: MenuConfig,
+    pub actions: BTreeMap<String, Action>,
+    pub pin: Option<PinConfig>,
+    pub phrases: Phrases,
+    pub amd: AmdConfig,
+    pub source: PathBuf,
+}
+
+// ---- the file as written -------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDialplan {
+    contract: Spanned<String>,
+    name: String,
+    language: Language,
+    voice: Option<String>,
+    #[serde(default = "default_trunk")]
+    trunk: String,
+    caller_id: Option<Spanned<String>>,
+    #[serde(default = "default_tz")]
+    timezone: Spanned<String>,
+    #[serde(default)]
+    holidays: Vec<Spanned<String>>,
+    #[serde(default)]
+    variables: Vec<Spanned<String>>,
+    escalation: RawEscalation,
+    #[serde(default)]
+    contacts: Vec<RawContact>,
+    message: Spanned<RawPhrase>,
+    menu: RawMenu,
+    #[serde(default)]
+    actions: BTreeMap<String, Spanned<RawAction>>,
+    pin: Option<Spanned<RawPin>>,
+    #[serde(default)]
+    phrases: RawPhrases,
+    #[serde(default)]
+    amd: RawAmd,
+}
+
+fn default_trunk() -> String {
+    "default".into()
+}
+
+fn default_tz() -> Spanned<String> {
+    Spanned::new(0..0, "UTC".into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalation {
+    rounds: Spanned<u32>,
+    ring_timeout: Spanned<String>,
+    between_calls: Spanned<String>,
+    between_rounds: Spanned<String>,
+    #[serde(default = "yes")]
+    stop_on_ack: bool,
+    #[serde(default = "on_machine_default")]
+    on_machine: OnMachine,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn on_machine_default() -> OnMachine {
+    OnMachine::Continue
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContact {
+    name: Spanned<String>,
+    uri: Spanned<String>,
+    timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    when: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum RawPhrase {
+    Text(String),
+    Recorded {
+        prompt: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMenu {
+    prompt: Spanned<RawPhrase>,
+    keys: Spanned<BTreeMap<Spanned<String>, Spanned<RawKey>>>,
+    #[serde(default = "ten_s")]
+    input_timeout: Spanned<String>,
+    #[serde(default = "three_s")]
+    inter_digit_timeout: Spanned<String>,
+    #[serde(default = "three")]
+    max_attempts: u32,
+}
+
+fn ten_s() -> Spanned<String> {
+    Spanned::new(0..0, "10s".into())
+}
+fn three_s() -> Spanned<String> {
+    Spanned::new(0..0, "3s".into())
+}
+fn three() -> u32 {
+    3
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawKey {
+    Simple(String),
+    Action { action: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    flow: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    pin: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPin {
+    code: Option<Spanned<String>>,
+    code_env: Option<Spanned<String>>,
+    #[serde(default = "three")]
+    max_attempts: u32,
+    #[serde(default = "fifteen_min")]
+    lockout: Spanned<String>,
+}
+
+fn fifteen_min() -> Spanned<String> {
+    Spanned::new(0..0, "15m".into())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPhrases {
+    invalid_key: Option<Spanned<RawPhrase>>,
+    goodbye: Option<Spanned<RawPhrase>>,
+    acked: Option<Spanned<RawPhrase>>,
+    passed: Option<Spanned<RawPhrase>>,
+    left: Option<Spanned<RawPhrase>>,
+    resolved: Option<Spanned<RawPhrase>>,
+    confirm: Option<Spanned<RawPhrase>>,
+    enter_pin: Option<Spanned<RawPhrase>>,
+    wrong_pin: Option<Spanned<RawPhrase>>,
+    locked: Option<Spanned<RawPhrase>>,
+    action_requested: Option<Spanned<RawPhrase>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAmd {
+    #[serde(default)]
+    enabled: bool,
+    initial_silence: Option<Spanned<String>>,
+    greeting: Option<Spanned<String>>,
+    after_greeting_silence: Option<Spanned<String>>,
+    total_analysis: Option<Spanned<String>>,
+    min_word_length: Option<Spanned<String>>,
+    between_words_silence: Option<Spanned<String>>,
+    maximum_words: Option<u32>,
+}
+
+// ---- loading ---------------------------------------------------------------
+
+/// Collects errors with positions while validating one file.
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    prompts: &'a Path,
+    errors: Vec<DialplanError>,
+}
+
+impl Checker<'_> {
+    fn pos(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    fn err(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+        let (line, column) = self.pos(span.start);
+        self.errors.push(DialplanError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, v: &Spanned<String>, what: &str) -> Duration {
+        match parse_duration(v.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.err(v.span(), format!("{what}: {e}"));
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn opt_duration(&mut self, v: &Option<Spanned<String>>, what: &str, default: Duration) -> Duration {
+        v.as_ref().map_or(default, |v| self.duration(v, what))
+    }
+
+    fn tz(&mut self, v: &Spanned<String>) -> Tz {
+        v.get_ref().parse().unwrap_or_else(|_| {
+            self.err(v.span(), format!("unknown time zone {:?} (use an IANA name such as Asia/Tokyo)", v.get_ref()));
+            Tz::UTC
+        })
+    }
+
+    fn phrase(&mut self, v: &Spanned<RawPhrase>, vars: &HashSet<String>, what: &str) -> Phrase {
+        match v.get_ref() {
+            RawPhrase::Text(t) => {
+                for name in template_variables(t) {
+                    if !vars.contains(&name) {
+                        self.err(
+                            v.span(),
+                            format!("{what}: unknown variable {{{name}}} (known: {}; declare custom ones in `variables`)", {
+                                let mut k: Vec<&String> = vars.iter().collect();
+                                k.sort();
+                                k.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                            }),
+                        );
+                    }
+                }
+                if t.trim().is_empty() {
+                    self.err(v.span(), format!("{what}: empty text"));
+                }
+                Phrase::Text(t.clone())
+            }
+            RawPhrase::Recorded { prompt } => {
+                let path = self.prompts.join(prompt);
+                if prompt.contains("..") || Path::new(prompt).is_absolute() {
+                    self.err(v.span(), format!("{what}: prompt {prompt:?} must be a file name under the prompts folder"));
+                } else if !path.is_file() {
+                    self.err(v.span(), format!("{what}: unknown prompt file {prompt:?} (looked in {})", self.prompts.display()));
+                }
+                Phrase::Recorded(path)
+            }
+        }
+    }
+}
+
+/// `{name}` placeholders in a template.
+pub fn template_variables(t: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = t;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                out.push(after[..close].to_string());
+                rest = &after[close + 1..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// Fill `{name}` placeholders; unknown names stay as they are.
+pub fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = template.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
+}
+
+fn default_phrases(lang: Language) -> [&'static str; 11] {
+    match lang {
+        Language::En => [
+            "That key is not valid.",
+            "Goodbye.",
+            "Thank you. You have acknowledged this alert.",
+            "The alert is passed to the next person.",
+            "You will not be called again for this alert.",
+            "This alert has been resolved. Goodbye.",
+            "Press 1 to confirm, or any other key to cancel.",
+            "Please enter your PIN, then press the hash key.",
+            "That PIN is not correct.",
+            "Too many wrong PINs. Actions are locked for now.",
+            "The action has been requested.",
+        ],
+        Language::Ja => [
+            "そのキーは無効です。",
+            "失礼します。",
+            "ありがとうございます。この障害の対応を受け付けました。",
+            "次の担当者に回します。",
+            "この障害については、今後お電話しません。",
+            "この障害は復旧しました。失礼します。",
+            "実行する場合は1を、取り消す場合はほかのキーを押してください。",
+            "暗証番号を入力し、最後にシャープを押してください。",
+            "暗証番号が違います。",
+            "暗証番号の誤りが続いたため、操作を一時的に停止しました。",
+            "操作を受け付けました。",
+        ],
+    }
+}
+
+/// Parse and validate one dialplan. `prompts` is the folder recorded
+/// prompts are resolved in.
+pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec<DialplanError>> {
+    let mut c = Checker {
+        file,
+        text,
+        prompts,
+        errors: Vec::new(),
+    };
+    let raw: RawDialplan = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let msg = e.message().to_string();
+            // toml reports a repeated table key as "duplicate key".
+            let msg = if msg.contains("duplicate key") {
+                format!("{msg} (a key or setting is given twice)")
+            } else {
+                msg
+            };
+            c.err(span, msg);
+            return Err(c.errors);
+        }
+    };
+    let contract = raw.contract.get_ref().clone();
+    if contract.is_empty() || !contract.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        c.err(raw.contract.span(), "contract id must be letters, digits, '-' or '_'");
+    }
+    let tz = c.tz(&raw.timezone);
+    let mut holidays = Vec::new();
+    for h in &raw.holidays {
+        match NaiveDate::parse_from_str(h.get_ref(), "%Y-%m-%d") {
+            Ok(d) => holidays.push(d),
+            Err(_) => c.err(h.span(), format!("holiday {:?} is not a date (YYYY-MM-DD)", h.get_ref())),
+        }
+    }
+    let mut vars: HashSet<String> = BUILTIN_VARIABLES.iter().map(|s| s.to_string()).collect();
+    for v in &raw.variables {
+        if !v.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || v.get_ref().is_empty() {
+            c.err(v.span(), format!("variable name {:?} must be letters, digits or '_'", v.get_ref()));
+        }
+        vars.insert(v.get_ref().clone());
+    }
+    let e = &raw.escalation;
+    if *e.rounds.get_ref() == 0 || *e.rounds.get_ref() > 100 {
+        c.err(e.rounds.span(), "rounds must be between 1 and 100");
+    }
+    let escalation = Policy {
+        rounds: *e.rounds.get_ref(),
+        ring_timeout: c.duration(&e.ring_timeout, "ring_timeout"),
+        between_calls: c.duration(&e.between_calls, "between_calls"),
+        between_rounds: c.duration(&e.between_rounds, "between_rounds"),
+        stop_on_ack: e.stop_on_ack,
+        on_machine: e.on_machine,
+    };
+    if escalation.ring_timeout < Duration::from_secs(5) && c.errors.is_empty() {
+        c.err(e.ring_timeout.span(), "ring_timeout must be at least 5s");
+    }
+    if raw.contacts.is_empty() {
+        c.err(0..0, "no contacts: add at least one [[contacts]] entry with name and uri");
+    }
+    let mut contacts = Vec::new();
+    let mut names = HashSet::new();
+    for rc in &raw.contacts {
+        if !names.insert(rc.name.get_ref().clone()) {
+            c.err(rc.name.span(), format!("contact {:?} is listed twice", rc.name.get_ref()));
+        }
+        let uri = rc.uri.get_ref();
+        let ok = match uri.split_once(':') {
+            Some(("sip" | "sips", _)) => crate::sip::header::SipUri::parse(uri).is_ok(),
+            Some(("tel", n)) => n.starts_with('+') && n.len() > 4 && n[1..].bytes().all(|b| b.is_ascii_digit() || b == b'-'),
+            _ => false,
+        };
+        if !ok {
+            c.err(rc.uri.span(), format!("contact uri {uri:?} is not a sip:, sips: or tel:+number URI"));
+        }
+        let ctz = rc.timezone.as_ref().map_or(tz, |t| c.tz(t));
+        let mut windows = Vec::new();
+        for w in &rc.when {
+            match Window::parse(w.get_ref()) {
+                Ok(win) => windows.push(win),
+                Err(e) => c.err(w.span(), e.to_string()),
+            }
+        }
+        contacts.push(Contact {
+            name: rc.name.get_ref().clone(),
+            uri: uri.clone(),
+            timezone: rc.timezone.as_ref().map_or(raw.timezone.get_ref().clone(), |t| t.get_ref().clone()),
+            tz: ctz,
+            windows,
+            when: rc.when.iter().map(|w| w.get_ref().clone()).collect(),
+        });
+    }
+    let message = c.phrase(&raw.message, &vars, "message");
+    let menu_prompt = c.phrase(&raw.menu.prompt, &vars, "menu prompt");
+    let mut keys = BTreeMap::new();
+    let mut actions_used = HashSet::new();
+    for (k, v) in raw.menu.keys.get_ref() {
+        let key = k.get_ref();
+        let ch = match key.chars().collect::<Vec<_>>()[..] {
+            [ch] if "0123456789*#".contains(ch) => ch,
+            _ => {
+                c.err(k.span(), format!("{key:?} is not a phone key (0-9, * or #)"));
+                continue;
+            }
+        };
+        let action = match v.get_ref() {
+            RawKey::Simple(s) => match s.as_str() {
+                "ack" => KeyAction::Ack,
+                "next" => KeyAction::Next,
+                "leave" => KeyAction::Leave,
+                "repeat" => KeyAction::Repeat,
+                other => {
+                    c.err(v.span(), format!("key {key:?}: unknown function {other:?} (use ack, next, leave, repeat or {{ action = \"NAME\" }})"));
+                    continue;
+                }
+            },
+            RawKey::Action { action } => {
+                if !raw.actions.contains_key(action) {
+                    c.err(v.span(), format!("key {key:?}: undefined action {action:?} (declare it under [actions.{action}])"));
+                }
+                actions_used.insert(action.clone());
+                KeyAction::Action(action.clone())
+            }
+        };
+        if keys.insert(ch, action).is_some() {
+            c.err(k.span(), format!("key {key:?} is mapped twice"));
+        }
+    }
+    if !keys.values().any(|a| *a == KeyAction::Ack) {
+        c.err(raw.menu.keys.span(), "no key is mapped to \"ack\": nobody could acknowledge the alert");
+    }
+    let menu = MenuConfig {
+        prompt: menu_prompt,
+        keys,
+        input_timeout: c.duration(&raw.menu.input_timeout, "input_timeout"),
+        inter_digit_timeout: c.duration(&raw.menu.inter_digit_timeout, "inter_digit_timeout"),
+        max_attempts: raw.menu.max_attempts.max(1),
+    };
+    let mut actions = BTreeMap::new();
+    for (name, a) in &raw.actions {
+        if !actions_used.contains(name) {
+            c.err(a.span(), format!("action {name:?} is declared but no key runs it"));
+        }
+        let ra = a.get_ref();
+        actions.insert(
+            name.clone(),
+            Action {
+                name: name.clone(),
+                flow: ra.flow.clone(),
+                description: ra.description.clone(),
+                params: ra.params.clone(),
+                pin: ra.pin,
+            },
+        );
+    }
+    let pin = raw.pin.as_ref().map(|p| {
+        let rp = p.get_ref();
+        let code = match (&rp.code, &rp.code_env) {
+            (Some(code), None) => Some((code.get_ref().clone(), code.span())),
+            (None, Some(env)) => match std::env::var(env.get_ref()) {
+                Ok(v) => Some((v, env.span())),
+                Err(_) => {
+                    c.err(env.span(), format!("PIN environment variable {} is not set", env.get_ref()));
+                    None
+                }
+            },
+            _ => {
+                c.err(p.span(), "[pin] needs exactly one of code or code_env");
+                None
+            }
+        };
+        if let Some((code, span)) = &code {
+            if !(4..=12).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
+                c.err(span.clone(), "PIN must be 4 to 12 digits");
+            }
+        }
+        PinConfig {
+            code: code.map(|c| c.0).unwrap_or_default(),
+            max_attempts: rp.max_attempts.max(1),
+            lockout: c.duration(&rp.lockout, "lockout"),
+        }
+    });
+    let needs_pin = actions.values().any(|a| a.pin);
+    match (&raw.pin, needs_pin) {
+        (None, true) => {
+            let (name, a) = raw.actions.iter().find(|(_, a)| a.get_ref().pin).expect("needs_pin");
+            c.err(a.span(), format!("action {name:?} requires a PIN but there is no [pin] section (or set pin = false)"));
+        }
+        (Some(p), false) => c.err(p.span(), "[pin] is configured but no action asks for it: it can never be entered"),
+        _ => {}
+    }
+    let d = default_phrases(raw.language);
+    let mut ph = |v: &Option<Spanned<RawPhrase>>, default: &str, what: &str| match v {
+        Some(v) => c.phrase(v, &vars, what),
+        None => Phrase::Text(default.to_string()),
+    };
+    let p = &raw.phrases;
+    let phrases = Phrases {
+        invalid_key: ph(&p.invalid_key, d[0], "phrases.invalid_key"),
+        goodbye: ph(&p.goodbye, d[1], "phrases.goodbye"),
+        acked: ph(&p.acked, d[2], "phrases.acked"),
+        passed: ph(&p.passed, d[3], "phrases.passed"),
+        left: ph(&p.left, d[4], "phrases.left"),
+        resolved: ph(&p.resolved, d[5], "phrases.resolved"),
+        confirm: ph(&p.confirm, d[6], "phrases.confirm"),
+        enter_pin: ph(&p.enter_pin, d[7], "phrases.enter_pin"),
+        wrong_pin: ph(&p.wrong_pin, d[8], "phrases.wrong_pin"),
+        locked: ph(&p.locked, d[9], "phrases.locked"),
+        action_requested: ph(&p.action_requested, d[10], "phrases.action_requested"),
+    };
+    let a = &raw.amd;
+    let amd = AmdConfig {
+        enabled: a.enabled,
+        initial_silence: c.opt_duration(&a.initial_silence, "amd.initial_silence", Duration::from_millis(2500)),
+        greeting: c.opt_duration(&a.greeting, "amd.greeting", Duration::from_millis(1500)),
+        after_greeting_silence: c.opt_duration(&a.after_greeting_silence, "amd.after_greeting_silence", Duration::from_millis(800)),
+        total_analysis: c.opt_duration(&a.total_analysis, "amd.total_analysis", Duration::from_secs(5)),
+        min_word_length: c.opt_duration(&a.min_word_length, "amd.min_word_length", Duration::from_millis(100)),
+        between_words_silence: c.opt_duration(&a.between_words_silence, "amd.between_words_silence", Duration::from_millis(50)),
+        maximum_words: a.maximum_words.unwrap_or(3),
+    };
+    let caller_id = match &raw.caller_id {
+        Some(cid) => {
+            if crate::sip::header::SipUri::parse(cid.get_ref()).is_err() {
+                c.err(cid.span(), format!("caller_id {:?} is not a sip: URI", cid.get_ref()));
+            }
+            cid.get_ref().clone()
+        }
+        None => "sip:callout@localhost".into(),
+    };
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    Ok(Dialplan {
+        contract,
+        name: raw.name,
+        language: raw.language,
+        voice: raw.voice,
+        trunk: raw.trunk,
+        caller_id,
+        timezone: raw.timezone.get_ref().clone(),
+        holidays,
+        variables: raw.variables.iter().map(|v| v.get_ref().clone()).collect(),
+        escalation,
+        contacts,
+        message,
+        menu,
+        actions,
+        pin,
+        phrases,
+        amd,
+        source: file.to_path_buf(),
+    })
+}
+
+/// Load one file.
+pub fn load_file(path: &Path, prompts: &Path) -> Result<Dialplan, Vec<DialplanError>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&text, path, prompts),
+        Err(e) => Err(vec![DialplanError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        }]),
+    }
+}
+
+/// Load every `*.toml` directly in `dir` (not `flows/` or other folders).
+/// All errors of all files are returned; a contract id used twice is an
+/// error on the second file.
+pub fn load_dir(dir: &Path, prompts: &Path) -> Result<Vec<Dialplan>, Vec<DialplanError>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => {
+            return Err(vec![DialplanError {
+                file: dir.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the dialplan folder: {e}"),
+            }])
+        }
+    };
+    files.sort();
+    let mut plans: Vec<Dialplan> = Vec::new();
+    let mut errors = Vec::new();
+    for f in files {
+        match load_file(&f, prompts) {
+            Ok(p) => {
+                if let Some(other) = plans.iter().find(|o| o.contract == p.contract) {
+                    errors.push(DialplanError {
+                        file: f.clone(),
+                        line: 1,
+                        column: 1,
+                        message: format!("contract {:?} is already defined in {}", p.contract, other.source.display()),
+                    });
+                } else {
+                    plans.push(p);
+                }
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(plans)
+    } else {
+        Err(errors)
+    }
+}

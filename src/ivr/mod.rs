@@ -1,0 +1,10 @@
+//! Dialplans and the engines that run them, sans-IO: the per-call key
+//! menu and the escalation scheduler.
+
+pub mod dialplan;
+pub mod escalation;
+pub mod menu;
+pub mod outcome;
+pub mod window;
+#[cfg(test)]
+mod tests;

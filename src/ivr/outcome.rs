@@ -1,0 +1,44 @@
+//! How one call attempt ended, in the words an escalation cares about.
+
+use crate::sip::call::EndReason;
+
+/// Exactly one per attempt. Only a key press counts as a human response.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    NoAnswer,
+    Busy,
+    /// The call failed with this SIP code (0 when no response at all).
+    Failed { code: u16 },
+    /// An answering machine or voicemail picked up.
+    Machine,
+    AnsweredNoInput,
+    InvalidInput,
+    Acked,
+    Passed,
+    Left,
+    ActionRequested { action: String },
+    Cancelled,
+    /// The process stopped while the call was up (set on restart).
+    Interrupted,
+}
+
+impl Outcome {
+    /// A person pressed a key that decides the escalation.
+    pub fn is_human_response(&self) -> bool {
+        matches!(self, Outcome::Acked | Outcome::Passed | Outcome::Left | Outcome::ActionRequested { .. })
+    }
+
+    /// The outcome of a call that ended before anyone answered.
+    pub fn from_unanswered(r: &EndReason) -> Outcome {
+        match r {
+            EndReason::Busy { .. } => Outcome::Busy,
+            EndReason::NoAnswer { .. } | EndReason::Declined { .. } => Outcome::NoAnswer,
+            EndReason::Unreachable { code } => Outcome::Failed { code: code.unwrap_or(0) },
+            EndReason::Rejected { code, .. } => Outcome::Failed { code: *code },
+            EndReason::Cancelled => Outcome::Cancelled,
+            EndReason::MediaMismatch => Outcome::Failed { code: 488 },
+            EndReason::LocalHangup | EndReason::RemoteHangup => Outcome::AnsweredNoInput,
+        }
+    }
+}
