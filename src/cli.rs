@@ -25,6 +25,38 @@ pub fn dtmf_detect(file: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `callout dialplan check PATH`: exit 0 when every file is valid.
+pub fn dialplan_check(path: &Path, prompts: &Path) -> ExitCode {
+    use crate::ivr::dialplan;
+    let result = if path.is_dir() {
+        dialplan::load_dir(path, prompts)
+    } else {
+        dialplan::load_file(path, prompts).map(|p| vec![p])
+    };
+    match result {
+        Ok(plans) => {
+            for p in plans {
+                println!(
+                    "{}: ok: contract {} ({} contacts, {} rounds, {} keys)",
+                    p.source.display(),
+                    p.contract,
+                    p.contacts.len(),
+                    p.escalation.rounds,
+                    p.menu.keys.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            eprintln!("callout: {} problem(s) found", errors.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Options of `callout call`.
 #[derive(Debug, Clone)]
 pub struct CallOptions {

@@ -6,8 +6,8 @@
 pub mod bench;
 pub mod cli;
 pub mod driver;
+pub mod ivr;
 pub mod media;
 pub mod sip;
 pub mod softphone;
 pub mod util;
-pub mod ivr;

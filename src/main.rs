@@ -73,6 +73,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
+    /// Dialplan tools.
+    Dialplan {
+        #[command(subcommand)]
+        cmd: DialplanCmd,
+    },
     /// DTMF tools.
     Dtmf {
         #[command(subcommand)]
@@ -101,6 +106,19 @@ enum BenchCmd {
         file: PathBuf,
         #[arg(long, default_value_t = 20)]
         repeat: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum DialplanCmd {
+    /// Validate dialplan files; print FILE:LINE:COLUMN: problem for each.
+    Check {
+        /// A dialplan file or a folder of them.
+        #[arg(default_value = "dialplans")]
+        path: PathBuf,
+        /// Folder recorded prompts are looked up in.
+        #[arg(long, default_value = "prompts")]
+        prompts: PathBuf,
     },
 }
 
@@ -157,6 +175,9 @@ fn main() -> ExitCode {
             runtime()?.block_on(callout::softphone::run(opts, |v| println!("{v}")))?;
             Ok(ExitCode::SUCCESS)
         })(),
+        Cmd::Dialplan {
+            cmd: DialplanCmd::Check { path, prompts },
+        } => Ok(cli::dialplan_check(&path, &prompts)),
         Cmd::Demo { prompt } => runtime()
             .and_then(|rt| rt.block_on(callout::softphone::demo(prompt)))
             .map(|_| ExitCode::SUCCESS),

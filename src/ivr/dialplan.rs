@@ -26,14 +26,28 @@ pub struct DialplanError {
 
 impl fmt::Display for DialplanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
     }
 }
 
 impl std::error::Error for DialplanError {}
 
 /// Variables every notification provides to message templates.
-pub const BUILTIN_VARIABLES: &[&str] = &["host", "summary", "severity", "ticket", "contract", "contract_name"];
+pub const BUILTIN_VARIABLES: &[&str] = &[
+    "host",
+    "summary",
+    "severity",
+    "ticket",
+    "contract",
+    "contract_name",
+];
 
 /// The language of a contract's spoken phrases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -258,9 +272,16 @@ struct RawContact {
 #[serde(untagged)]
 enum RawPhrase {
     Text(String),
-    Recorded {
-        prompt: String,
-    },
+    Table(RawPhraseTable),
+}
+
+/// `{ text = "..." }` or `{ prompt = "file.wav" }`: a recorded prompt
+/// wins when both are given, the text documents what it says.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawPhraseTable {
+    text: Option<String>,
+    prompt: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -388,20 +409,39 @@ impl Checker<'_> {
         }
     }
 
-    fn opt_duration(&mut self, v: &Option<Spanned<String>>, what: &str, default: Duration) -> Duration {
+    fn opt_duration(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        what: &str,
+        default: Duration,
+    ) -> Duration {
         v.as_ref().map_or(default, |v| self.duration(v, what))
     }
 
     fn tz(&mut self, v: &Spanned<String>) -> Tz {
         v.get_ref().parse().unwrap_or_else(|_| {
-            self.err(v.span(), format!("unknown time zone {:?} (use an IANA name such as Asia/Tokyo)", v.get_ref()));
+            self.err(
+                v.span(),
+                format!(
+                    "unknown time zone {:?} (use an IANA name such as Asia/Tokyo)",
+                    v.get_ref()
+                ),
+            );
             Tz::UTC
         })
     }
 
     fn phrase(&mut self, v: &Spanned<RawPhrase>, vars: &HashSet<String>, what: &str) -> Phrase {
-        match v.get_ref() {
-            RawPhrase::Text(t) => {
+        let (text, prompt) = match v.get_ref() {
+            RawPhrase::Text(t) => (Some(t), None),
+            RawPhrase::Table(t) => (t.text.as_ref(), t.prompt.as_ref()),
+        };
+        match (text, prompt) {
+            (None, None) => {
+                self.err(v.span(), format!("{what}: give text or prompt"));
+                Phrase::Text(String::new())
+            }
+            (Some(t), None) => {
                 for name in template_variables(t) {
                     if !vars.contains(&name) {
                         self.err(
@@ -419,12 +459,18 @@ impl Checker<'_> {
                 }
                 Phrase::Text(t.clone())
             }
-            RawPhrase::Recorded { prompt } => {
+            (_, Some(prompt)) => {
                 let path = self.prompts.join(prompt);
                 if prompt.contains("..") || Path::new(prompt).is_absolute() {
                     self.err(v.span(), format!("{what}: prompt {prompt:?} must be a file name under the prompts folder"));
                 } else if !path.is_file() {
-                    self.err(v.span(), format!("{what}: unknown prompt file {prompt:?} (looked in {})", self.prompts.display()));
+                    self.err(
+                        v.span(),
+                        format!(
+                            "{what}: unknown prompt file {prompt:?} (looked in {})",
+                            self.prompts.display()
+                        ),
+                    );
                 }
                 Phrase::Recorded(path)
             }
@@ -502,7 +548,14 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
         Ok(r) => r,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
-            let msg = e.message().to_string();
+            let msg = e.message().replace(
+                "data did not match any variant of untagged enum RawPhrase",
+                "expected a phrase: text in quotes, or a table with text = \"...\" or prompt = \"file.wav\"",
+            );
+            let msg = msg.replace(
+                "data did not match any variant of untagged enum RawKey",
+                "expected a key function: \"ack\", \"next\", \"leave\", \"repeat\" or { action = \"NAME\" }",
+            );
             // toml reports a repeated table key as "duplicate key".
             let msg = if msg.contains("duplicate key") {
                 format!("{msg} (a key or setting is given twice)")
@@ -514,21 +567,42 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
         }
     };
     let contract = raw.contract.get_ref().clone();
-    if contract.is_empty() || !contract.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        c.err(raw.contract.span(), "contract id must be letters, digits, '-' or '_'");
+    if contract.is_empty()
+        || !contract
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        c.err(
+            raw.contract.span(),
+            "contract id must be letters, digits, '-' or '_'",
+        );
     }
     let tz = c.tz(&raw.timezone);
     let mut holidays = Vec::new();
     for h in &raw.holidays {
         match NaiveDate::parse_from_str(h.get_ref(), "%Y-%m-%d") {
             Ok(d) => holidays.push(d),
-            Err(_) => c.err(h.span(), format!("holiday {:?} is not a date (YYYY-MM-DD)", h.get_ref())),
+            Err(_) => c.err(
+                h.span(),
+                format!("holiday {:?} is not a date (YYYY-MM-DD)", h.get_ref()),
+            ),
         }
     }
     let mut vars: HashSet<String> = BUILTIN_VARIABLES.iter().map(|s| s.to_string()).collect();
     for v in &raw.variables {
-        if !v.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || v.get_ref().is_empty() {
-            c.err(v.span(), format!("variable name {:?} must be letters, digits or '_'", v.get_ref()));
+        if !v
+            .get_ref()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || v.get_ref().is_empty()
+        {
+            c.err(
+                v.span(),
+                format!(
+                    "variable name {:?} must be letters, digits or '_'",
+                    v.get_ref()
+                ),
+            );
         }
         vars.insert(v.get_ref().clone());
     }
@@ -548,22 +622,35 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
         c.err(e.ring_timeout.span(), "ring_timeout must be at least 5s");
     }
     if raw.contacts.is_empty() {
-        c.err(0..0, "no contacts: add at least one [[contacts]] entry with name and uri");
+        c.err(
+            0..0,
+            "no contacts: add at least one [[contacts]] entry with name and uri",
+        );
     }
     let mut contacts = Vec::new();
     let mut names = HashSet::new();
     for rc in &raw.contacts {
         if !names.insert(rc.name.get_ref().clone()) {
-            c.err(rc.name.span(), format!("contact {:?} is listed twice", rc.name.get_ref()));
+            c.err(
+                rc.name.span(),
+                format!("contact {:?} is listed twice", rc.name.get_ref()),
+            );
         }
         let uri = rc.uri.get_ref();
         let ok = match uri.split_once(':') {
             Some(("sip" | "sips", _)) => crate::sip::header::SipUri::parse(uri).is_ok(),
-            Some(("tel", n)) => n.starts_with('+') && n.len() > 4 && n[1..].bytes().all(|b| b.is_ascii_digit() || b == b'-'),
+            Some(("tel", n)) => {
+                n.starts_with('+')
+                    && n.len() > 4
+                    && n[1..].bytes().all(|b| b.is_ascii_digit() || b == b'-')
+            }
             _ => false,
         };
         if !ok {
-            c.err(rc.uri.span(), format!("contact uri {uri:?} is not a sip:, sips: or tel:+number URI"));
+            c.err(
+                rc.uri.span(),
+                format!("contact uri {uri:?} is not a sip:, sips: or tel:+number URI"),
+            );
         }
         let ctz = rc.timezone.as_ref().map_or(tz, |t| c.tz(t));
         let mut windows = Vec::new();
@@ -576,7 +663,10 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
         contacts.push(Contact {
             name: rc.name.get_ref().clone(),
             uri: uri.clone(),
-            timezone: rc.timezone.as_ref().map_or(raw.timezone.get_ref().clone(), |t| t.get_ref().clone()),
+            timezone: rc
+                .timezone
+                .as_ref()
+                .map_or(raw.timezone.get_ref().clone(), |t| t.get_ref().clone()),
             tz: ctz,
             windows,
             when: rc.when.iter().map(|w| w.get_ref().clone()).collect(),
@@ -591,7 +681,10 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
         let ch = match key.chars().collect::<Vec<_>>()[..] {
             [ch] if "0123456789*#".contains(ch) => ch,
             _ => {
-                c.err(k.span(), format!("{key:?} is not a phone key (0-9, * or #)"));
+                c.err(
+                    k.span(),
+                    format!("{key:?} is not a phone key (0-9, * or #)"),
+                );
                 continue;
             }
         };
@@ -619,7 +712,10 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
         }
     }
     if !keys.values().any(|a| *a == KeyAction::Ack) {
-        c.err(raw.menu.keys.span(), "no key is mapped to \"ack\": nobody could acknowledge the alert");
+        c.err(
+            raw.menu.keys.span(),
+            "no key is mapped to \"ack\": nobody could acknowledge the alert",
+        );
     }
     let menu = MenuConfig {
         prompt: menu_prompt,
@@ -631,7 +727,10 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
     let mut actions = BTreeMap::new();
     for (name, a) in &raw.actions {
         if !actions_used.contains(name) {
-            c.err(a.span(), format!("action {name:?} is declared but no key runs it"));
+            c.err(
+                a.span(),
+                format!("action {name:?} is declared but no key runs it"),
+            );
         }
         let ra = a.get_ref();
         actions.insert(
@@ -652,7 +751,10 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
             (None, Some(env)) => match std::env::var(env.get_ref()) {
                 Ok(v) => Some((v, env.span())),
                 Err(_) => {
-                    c.err(env.span(), format!("PIN environment variable {} is not set", env.get_ref()));
+                    c.err(
+                        env.span(),
+                        format!("PIN environment variable {} is not set", env.get_ref()),
+                    );
                     None
                 }
             },
@@ -675,10 +777,17 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
     let needs_pin = actions.values().any(|a| a.pin);
     match (&raw.pin, needs_pin) {
         (None, true) => {
-            let (name, a) = raw.actions.iter().find(|(_, a)| a.get_ref().pin).expect("needs_pin");
+            let (name, a) = raw
+                .actions
+                .iter()
+                .find(|(_, a)| a.get_ref().pin)
+                .expect("needs_pin");
             c.err(a.span(), format!("action {name:?} requires a PIN but there is no [pin] section (or set pin = false)"));
         }
-        (Some(p), false) => c.err(p.span(), "[pin] is configured but no action asks for it: it can never be entered"),
+        (Some(p), false) => c.err(
+            p.span(),
+            "[pin] is configured but no action asks for it: it can never be entered",
+        ),
         _ => {}
     }
     let d = default_phrases(raw.language);
@@ -703,18 +812,41 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
     let a = &raw.amd;
     let amd = AmdConfig {
         enabled: a.enabled,
-        initial_silence: c.opt_duration(&a.initial_silence, "amd.initial_silence", Duration::from_millis(2500)),
+        initial_silence: c.opt_duration(
+            &a.initial_silence,
+            "amd.initial_silence",
+            Duration::from_millis(2500),
+        ),
         greeting: c.opt_duration(&a.greeting, "amd.greeting", Duration::from_millis(1500)),
-        after_greeting_silence: c.opt_duration(&a.after_greeting_silence, "amd.after_greeting_silence", Duration::from_millis(800)),
-        total_analysis: c.opt_duration(&a.total_analysis, "amd.total_analysis", Duration::from_secs(5)),
-        min_word_length: c.opt_duration(&a.min_word_length, "amd.min_word_length", Duration::from_millis(100)),
-        between_words_silence: c.opt_duration(&a.between_words_silence, "amd.between_words_silence", Duration::from_millis(50)),
+        after_greeting_silence: c.opt_duration(
+            &a.after_greeting_silence,
+            "amd.after_greeting_silence",
+            Duration::from_millis(800),
+        ),
+        total_analysis: c.opt_duration(
+            &a.total_analysis,
+            "amd.total_analysis",
+            Duration::from_secs(5),
+        ),
+        min_word_length: c.opt_duration(
+            &a.min_word_length,
+            "amd.min_word_length",
+            Duration::from_millis(100),
+        ),
+        between_words_silence: c.opt_duration(
+            &a.between_words_silence,
+            "amd.between_words_silence",
+            Duration::from_millis(50),
+        ),
         maximum_words: a.maximum_words.unwrap_or(3),
     };
     let caller_id = match &raw.caller_id {
         Some(cid) => {
             if crate::sip::header::SipUri::parse(cid.get_ref()).is_err() {
-                c.err(cid.span(), format!("caller_id {:?} is not a sip: URI", cid.get_ref()));
+                c.err(
+                    cid.span(),
+                    format!("caller_id {:?} is not a sip: URI", cid.get_ref()),
+                );
             }
             cid.get_ref().clone()
         }
@@ -788,7 +920,11 @@ pub fn load_dir(dir: &Path, prompts: &Path) -> Result<Vec<Dialplan>, Vec<Dialpla
                         file: f.clone(),
                         line: 1,
                         column: 1,
-                        message: format!("contract {:?} is already defined in {}", p.contract, other.source.display()),
+                        message: format!(
+                            "contract {:?} is already defined in {}",
+                            p.contract,
+                            other.source.display()
+                        ),
                     });
                 } else {
                     plans.push(p);

@@ -21,11 +21,21 @@ use super::window;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EscalationOutput {
     /// Call this contact now (index into the dialplan's contacts).
-    Dial { attempt: u32, contact: usize, round: u32 },
+    Dial {
+        attempt: u32,
+        contact: usize,
+        round: u32,
+    },
     /// Hang up the call of this attempt (cancelled: "resolved" is said if answered).
-    Cancel { attempt: u32 },
+    Cancel {
+        attempt: u32,
+    },
     /// A contact was skipped (outside its time window, or left).
-    Skipped { contact: usize, round: u32, reason: SkipReason },
+    Skipped {
+        contact: usize,
+        round: u32,
+        reason: SkipReason,
+    },
     Finished(Final),
 }
 
@@ -40,11 +50,25 @@ pub enum SkipReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Final {
-    Acked { contact: usize, attempt: u32, at_ms: i64 },
-    ActionRequested { contact: usize, attempt: u32, action: String, at_ms: i64 },
+    Acked {
+        contact: usize,
+        attempt: u32,
+        at_ms: i64,
+    },
+    ActionRequested {
+        contact: usize,
+        attempt: u32,
+        action: String,
+        at_ms: i64,
+    },
     /// Every round was tried and nobody responded.
-    Exhausted { at_ms: i64 },
-    Cancelled { at_ms: i64, reason: String },
+    Exhausted {
+        at_ms: i64,
+    },
+    Cancelled {
+        at_ms: i64,
+        reason: String,
+    },
 }
 
 /// One attempt and how it went.
@@ -62,10 +86,17 @@ pub struct Attempt {
 enum State {
     NotStarted,
     /// Waiting until `until` before the next dial.
-    Pausing { until: i64 },
-    Calling { attempt: u32 },
+    Pausing {
+        until: i64,
+    },
+    Calling {
+        attempt: u32,
+    },
     /// Cancel requested while a call is up; waiting for it to end.
-    Cancelling { attempt: u32, reason: String },
+    Cancelling {
+        attempt: u32,
+        reason: String,
+    },
     Done,
 }
 
@@ -114,7 +145,11 @@ impl Escalation {
         )
     }
 
-    pub fn from_policy(p: &Policy, holidays: Vec<NaiveDate>, contacts: Vec<ContactSlot>) -> Escalation {
+    pub fn from_policy(
+        p: &Policy,
+        holidays: Vec<NaiveDate>,
+        contacts: Vec<ContactSlot>,
+    ) -> Escalation {
         Escalation {
             rounds: p.rounds,
             ring_timeout_ms: p.ring_timeout.as_millis() as i64,
@@ -163,7 +198,11 @@ impl Escalation {
             return Err(SkipReason::Left);
         }
         let tz = c.timezone.parse().unwrap_or(chrono_tz::Tz::UTC);
-        let windows: Vec<window::Window> = c.when.iter().filter_map(|w| window::Window::parse(w).ok()).collect();
+        let windows: Vec<window::Window> = c
+            .when
+            .iter()
+            .filter_map(|w| window::Window::parse(w).ok())
+            .collect();
         if window::available(&windows, now_ms, tz, &self.holidays) {
             Ok(())
         } else {
@@ -238,7 +277,10 @@ impl Escalation {
         let contact = a.contact;
         match std::mem::replace(&mut self.state, State::Done) {
             State::Cancelling { reason, .. } => {
-                self.finish(Final::Cancelled { at_ms: now_ms, reason });
+                self.finish(Final::Cancelled {
+                    at_ms: now_ms,
+                    reason,
+                });
                 return;
             }
             State::Calling { attempt: current } if current == attempt => {}
@@ -250,10 +292,19 @@ impl Escalation {
         }
         match outcome {
             Outcome::Acked if self.stop_on_ack => {
-                self.finish(Final::Acked { contact, attempt, at_ms: now_ms });
+                self.finish(Final::Acked {
+                    contact,
+                    attempt,
+                    at_ms: now_ms,
+                });
             }
             Outcome::ActionRequested { action } => {
-                self.finish(Final::ActionRequested { contact, attempt, action, at_ms: now_ms });
+                self.finish(Final::ActionRequested {
+                    contact,
+                    attempt,
+                    action,
+                    at_ms: now_ms,
+                });
             }
             Outcome::Cancelled => self.finish(Final::Cancelled {
                 at_ms: now_ms,

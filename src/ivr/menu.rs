@@ -34,14 +34,19 @@ pub enum Say {
 /// What the menu asks its driver to do, or reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MenuOutput {
-    Play { id: u64, say: Say },
+    Play {
+        id: u64,
+        say: Say,
+    },
     /// Barge-in: stop what is playing now.
     StopPlayback,
     Hangup,
     /// Decided once per call.
     Outcome(Outcome),
     /// A wrong PIN; `locked` when this one reached the limit.
-    PinFailed { locked: bool },
+    PinFailed {
+        locked: bool,
+    },
 }
 
 /// PIN settings the menu needs.
@@ -139,7 +144,9 @@ impl Menu {
                 self.state = State::Done;
                 self.out.push_back(MenuOutput::Hangup);
             }
-            State::Pin { .. } => self.deadline = Some(now_ms + self.cfg.inter_digit_timeout.as_millis() as u64),
+            State::Pin { .. } => {
+                self.deadline = Some(now_ms + self.cfg.inter_digit_timeout.as_millis() as u64)
+            }
             State::Done => {}
             _ => self.deadline = Some(now_ms + self.cfg.input_timeout.as_millis() as u64),
         }
@@ -173,7 +180,9 @@ impl Menu {
                 Some(KeyAction::Leave) => self.close(Outcome::Left, Say::Left),
                 Some(KeyAction::Repeat) => self.play(&[Say::Message, Say::Menu]),
                 Some(KeyAction::Action(name)) => {
-                    if self.pin.as_ref().is_some_and(|p| p.locked) && self.actions_need_pin.contains(&name) {
+                    if self.pin.as_ref().is_some_and(|p| p.locked)
+                        && self.actions_need_pin.contains(&name)
+                    {
                         self.play(&[Say::Locked, Say::Menu]);
                     } else {
                         self.state = State::Confirm(name);
@@ -203,7 +212,10 @@ impl Menu {
                     self.close(Outcome::ActionRequested { action }, Say::ActionRequested);
                 }
             }
-            State::Pin { action, mut entered } => {
+            State::Pin {
+                action,
+                mut entered,
+            } => {
                 let code_len = self.pin.as_ref().map_or(0, |p| p.code.len());
                 if d != '#' {
                     entered.push(d);
@@ -251,7 +263,9 @@ impl Menu {
         }
         self.deadline = None;
         match self.state.clone() {
-            State::Pin { action, entered } if !entered.is_empty() => self.check_pin(action, &entered, now_ms),
+            State::Pin { action, entered } if !entered.is_empty() => {
+                self.check_pin(action, &entered, now_ms)
+            }
             State::Main | State::Confirm(_) | State::Pin { .. } => {
                 self.state = State::Main;
                 self.timeouts += 1;

@@ -5,6 +5,7 @@ pub mod dialplan;
 pub mod escalation;
 pub mod menu;
 pub mod outcome;
-pub mod window;
+pub mod registry;
 #[cfg(test)]
 mod tests;
+pub mod window;

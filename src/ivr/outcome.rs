@@ -9,7 +9,9 @@ pub enum Outcome {
     NoAnswer,
     Busy,
     /// The call failed with this SIP code (0 when no response at all).
-    Failed { code: u16 },
+    Failed {
+        code: u16,
+    },
     /// An answering machine or voicemail picked up.
     Machine,
     AnsweredNoInput,
@@ -17,7 +19,9 @@ pub enum Outcome {
     Acked,
     Passed,
     Left,
-    ActionRequested { action: String },
+    ActionRequested {
+        action: String,
+    },
     Cancelled,
     /// The process stopped while the call was up (set on restart).
     Interrupted,
@@ -26,7 +30,10 @@ pub enum Outcome {
 impl Outcome {
     /// A person pressed a key that decides the escalation.
     pub fn is_human_response(&self) -> bool {
-        matches!(self, Outcome::Acked | Outcome::Passed | Outcome::Left | Outcome::ActionRequested { .. })
+        matches!(
+            self,
+            Outcome::Acked | Outcome::Passed | Outcome::Left | Outcome::ActionRequested { .. }
+        )
     }
 
     /// The outcome of a call that ended before anyone answered.
@@ -34,7 +41,9 @@ impl Outcome {
         match r {
             EndReason::Busy { .. } => Outcome::Busy,
             EndReason::NoAnswer { .. } | EndReason::Declined { .. } => Outcome::NoAnswer,
-            EndReason::Unreachable { code } => Outcome::Failed { code: code.unwrap_or(0) },
+            EndReason::Unreachable { code } => Outcome::Failed {
+                code: code.unwrap_or(0),
+            },
             EndReason::Rejected { code, .. } => Outcome::Failed { code: *code },
             EndReason::Cancelled => Outcome::Cancelled,
             EndReason::MediaMismatch => Outcome::Failed { code: 488 },

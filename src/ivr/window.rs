@@ -97,7 +97,10 @@ impl Window {
             self.day_matches(date, holidays) && (self.start_min..self.end_min).contains(&m)
         } else {
             (m >= self.start_min && self.day_matches(date, holidays))
-                || (m < self.end_min && date.pred_opt().is_some_and(|d| self.day_matches(d, holidays)))
+                || (m < self.end_min
+                    && date
+                        .pred_opt()
+                        .is_some_and(|d| self.day_matches(d, holidays)))
         }
     }
 }
@@ -113,7 +116,10 @@ mod tests {
     use chrono::Utc;
 
     fn at(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc).timestamp_millis()
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&Utc)
+            .timestamp_millis()
     }
 
     #[test]
@@ -123,7 +129,10 @@ mod tests {
         // 2026-11-27 is a Friday. 08:59 JST = 23:59 UTC Thursday.
         assert!(!w.contains(at("2026-11-26T23:59:00Z"), tokyo, &[]));
         assert!(w.contains(at("2026-11-27T00:00:00Z"), tokyo, &[]));
-        assert!(!w.contains(at("2026-11-27T09:00:00Z"), tokyo, &[]), "18:00 JST is outside");
+        assert!(
+            !w.contains(at("2026-11-27T09:00:00Z"), tokyo, &[]),
+            "18:00 JST is outside"
+        );
         // Saturday in Tokyo while it is still Friday in UTC.
         assert!(!w.contains(at("2026-11-27T15:30:00Z"), tokyo, &[]));
         // The same instant is Friday 16:30 in London... 15:30 UTC.
@@ -141,13 +150,28 @@ mod tests {
         // Sunday 03:00 JST started Saturday: out.
         assert!(!night.contains(at("2026-11-28T18:00:00Z"), tokyo, &[]));
         let hol = [NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()];
-        assert!(!Window::parse("weekdays 09:00-18:00").unwrap().contains(at("2026-11-27T03:00:00Z"), tokyo, &hol));
-        assert!(Window::parse("holidays 00:00-24:00").unwrap().contains(at("2026-11-27T03:00:00Z"), tokyo, &hol));
+        assert!(!Window::parse("weekdays 09:00-18:00").unwrap().contains(
+            at("2026-11-27T03:00:00Z"),
+            tokyo,
+            &hol
+        ));
+        assert!(Window::parse("holidays 00:00-24:00").unwrap().contains(
+            at("2026-11-27T03:00:00Z"),
+            tokyo,
+            &hol
+        ));
     }
 
     #[test]
     fn bad_windows_are_errors() {
-        for bad in ["mon-fri", "funday 09:00-10:00", "daily 25:00-26:00", "daily 09:00-09:00", "daily 9-10", "daily 09:00-10:00 extra"] {
+        for bad in [
+            "mon-fri",
+            "funday 09:00-10:00",
+            "daily 25:00-26:00",
+            "daily 09:00-09:00",
+            "daily 9-10",
+            "daily 09:00-10:00 extra",
+        ] {
             assert!(Window::parse(bad).is_err(), "{bad}");
         }
         assert!(Window::parse("sat,sun 00:00-24:00").is_ok());
