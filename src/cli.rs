@@ -57,6 +57,107 @@ pub fn dialplan_check(path: &Path, prompts: &Path) -> ExitCode {
     }
 }
 
+/// `callout say`: render one phrase to a WAV file.
+pub fn say(voice: &str, text: &str, out: &Path, vars: &[String]) -> anyhow::Result<ExitCode> {
+    use crate::ivr::dialplan::Language;
+    let lang = match voice {
+        "ja" => Language::Ja,
+        "en" => Language::En,
+        other => anyhow::bail!("unknown voice {other:?}: use ja or en"),
+    };
+    let mut values = std::collections::BTreeMap::new();
+    for v in vars {
+        let (k, val) = v
+            .split_once('=')
+            .with_context(|| format!("--var {v:?} must be NAME=VALUE"))?;
+        values.insert(
+            k.to_string(),
+            crate::tts::readers::read_variable(k, val, lang),
+        );
+    }
+    let spoken = crate::ivr::dialplan::render(text, &values);
+    let tts = crate::tts::Tts::new(&crate::tts::TtsConfig::default())?;
+    let started = Instant::now();
+    let p = crate::tts::say_to_file(&tts, lang, &spoken, out)?;
+    eprintln!(
+        "callout: {} ms of 8 kHz audio in {} ms -> {} (text: {spoken})",
+        p.duration_ms(),
+        started.elapsed().as_millis(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `callout escalate`.
+#[derive(Debug, Clone)]
+pub struct EscalateOptions {
+    pub dialplan: PathBuf,
+    pub ticket: String,
+    pub host: String,
+    pub summary: String,
+    pub severity: String,
+    pub vars: Vec<String>,
+    pub prompts: PathBuf,
+    pub bind: String,
+    pub rtp_ports: String,
+}
+
+/// `callout escalate`: exit 0 when someone acknowledged (or asked for an
+/// action), 1 when the escalation was exhausted or cancelled.
+pub async fn escalate(o: EscalateOptions) -> anyhow::Result<ExitCode> {
+    use crate::ivr::escalation::Final;
+    let plan = match crate::ivr::dialplan::load_file(&o.dialplan, &o.prompts) {
+        Ok(p) => std::sync::Arc::new(p),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            anyhow::bail!("{} problem(s) in the dialplan", errors.len());
+        }
+    };
+    let mut variables = std::collections::BTreeMap::new();
+    for v in &o.vars {
+        let (k, val) = v
+            .split_once('=')
+            .with_context(|| format!("--var {v:?} must be NAME=VALUE"))?;
+        variables.insert(k.to_string(), val.to_string());
+    }
+    let n = crate::runner::Notification {
+        contract: plan.contract.clone(),
+        ticket: o.ticket,
+        severity: o.severity,
+        host: o.host,
+        summary: o.summary,
+        variables,
+    };
+    let emit = |v: serde_json::Value| println!("{v}");
+    let tts = crate::tts::Tts::new(&crate::tts::TtsConfig::default())?;
+    let started = Instant::now();
+    let script = {
+        let (plan, prompts) = (plan.clone(), o.prompts.clone());
+        let n = n.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::runner::Script::prepare(&plan, &n, &tts, &prompts)
+        })
+        .await??
+    };
+    emit(
+        json!({"event": "audio.ready", "ms": started.elapsed().as_millis() as u64, "fallbacks": script.fallbacks}),
+    );
+    let bind = o
+        .bind
+        .parse()
+        .with_context(|| format!("--bind {:?} is not an address:port", o.bind))?;
+    let gw = Gateway::start(bind, &o.rtp_ports).await?;
+    let (_cancel_tx, cancel_rx) = tokio::sync::watch::channel(None);
+    let fin =
+        crate::runner::escalate(&gw, plan, std::sync::Arc::new(script), cancel_rx, &emit).await;
+    Ok(match fin {
+        Final::Acked { .. } | Final::ActionRequested { .. } => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
+
 /// Options of `callout call`.
 #[derive(Debug, Clone)]
 pub struct CallOptions {

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod driver;
 pub mod ivr;
 pub mod media;
+pub mod runner;
 pub mod sip;
 pub mod softphone;
+pub mod tts;
 pub mod util;

@@ -73,6 +73,41 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
+    /// Render a phrase exactly as a call would play it (readers, engine,
+    /// 8 kHz, loudness) to a WAV file.
+    Say {
+        /// Language voice: ja (Open JTalk) or en (espeak-ng).
+        #[arg(long, default_value = "en")]
+        voice: String,
+        /// The phrase; {name} placeholders are filled from --var.
+        text: String,
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Template variables, e.g. --var host=web-01.example.jp
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+    },
+    /// Run one notification's escalation from a dialplan file, printing
+    /// every step as a JSON line.
+    Escalate {
+        dialplan: PathBuf,
+        #[arg(long)]
+        ticket: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        summary: String,
+        #[arg(long, default_value = "major")]
+        severity: String,
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        #[arg(long, default_value = "prompts")]
+        prompts: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: String,
+        #[arg(long, default_value = "20000-29999")]
+        rtp_ports: String,
+    },
     /// Dialplan tools.
     Dialplan {
         #[command(subcommand)]
@@ -178,6 +213,35 @@ fn main() -> ExitCode {
         Cmd::Dialplan {
             cmd: DialplanCmd::Check { path, prompts },
         } => Ok(cli::dialplan_check(&path, &prompts)),
+        Cmd::Escalate {
+            dialplan,
+            ticket,
+            host,
+            summary,
+            severity,
+            vars,
+            prompts,
+            bind,
+            rtp_ports,
+        } => runtime().and_then(|rt| {
+            rt.block_on(cli::escalate(cli::EscalateOptions {
+                dialplan,
+                ticket,
+                host,
+                summary,
+                severity,
+                vars,
+                prompts,
+                bind,
+                rtp_ports,
+            }))
+        }),
+        Cmd::Say {
+            voice,
+            text,
+            out,
+            vars,
+        } => cli::say(&voice, &text, &out, &vars),
         Cmd::Demo { prompt } => runtime()
             .and_then(|rt| rt.block_on(callout::softphone::demo(prompt)))
             .map(|_| ExitCode::SUCCESS),

@@ -618,8 +618,9 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
         stop_on_ack: e.stop_on_ack,
         on_machine: e.on_machine,
     };
-    if escalation.ring_timeout < Duration::from_secs(5) && c.errors.is_empty() {
-        c.err(e.ring_timeout.span(), "ring_timeout must be at least 5s");
+    if escalation.ring_timeout != Duration::ZERO && escalation.ring_timeout < Duration::from_secs(2)
+    {
+        c.err(e.ring_timeout.span(), "ring_timeout must be at least 2s");
     }
     if raw.contacts.is_empty() {
         c.err(

@@ -13,7 +13,7 @@ use super::dialplan::{KeyAction, MenuConfig};
 use super::outcome::Outcome;
 
 /// What to play.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Say {
     Message,

@@ -1,0 +1,354 @@
+//! Runs one notification's escalation over real calls: the thin async
+//! glue between the sans-IO engines (escalation, menu), the speech
+//! renderer and the gateway. Every step is reported through `report`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::driver::{CallUpdate, DialRequest, Gateway};
+use crate::ivr::dialplan::{Dialplan, Language, Phrase};
+use crate::ivr::escalation::{Escalation, EscalationOutput, Final};
+use crate::ivr::menu::{Menu, MenuOutput, PinCheck, Say};
+use crate::ivr::outcome::Outcome;
+use crate::media::audio::Prompt;
+use crate::media::session::MediaEvent;
+use crate::sip::call::CallEvent;
+use crate::tts::Tts;
+
+/// What the alert pipeline sends.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Notification {
+    pub contract: String,
+    pub ticket: String,
+    pub severity: String,
+    pub host: String,
+    pub summary: String,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+/// Wall-clock time in Unix epoch ms (the engines' clock).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The audio of one notification, rendered before the first INVITE so the
+/// callee hears the message the moment they answer.
+pub struct Script {
+    prompts: HashMap<Say, Arc<Prompt>>,
+    /// Phrases that fell back to the recorded prompt (synthesis failed).
+    pub fallbacks: Vec<String>,
+}
+
+impl Script {
+    /// Render every phrase. A phrase whose synthesis fails uses the
+    /// recorded fallback prompt for the language, so the call still goes out.
+    pub fn prepare(
+        plan: &Dialplan,
+        n: &Notification,
+        tts: &Tts,
+        prompts_dir: &std::path::Path,
+    ) -> anyhow::Result<Script> {
+        let lang = plan.language;
+        let mut vars = BTreeMap::new();
+        for (k, v) in [
+            ("host", &n.host),
+            ("summary", &n.summary),
+            ("severity", &n.severity),
+            ("ticket", &n.ticket),
+            ("contract", &n.contract),
+            ("contract_name", &plan.name),
+        ]
+        .into_iter()
+        .chain(n.variables.iter().map(|(k, v)| (k.as_str(), v)))
+        {
+            vars.insert(
+                k.to_string(),
+                crate::tts::readers::read_variable(k, v, lang),
+            );
+        }
+        let fallback_file = prompts_dir.join(match lang {
+            Language::Ja => "fallback-ja.wav",
+            Language::En => "fallback-en.wav",
+        });
+        let p = &plan.phrases;
+        let all: [(Say, &Phrase); 13] = [
+            (Say::Message, &plan.message),
+            (Say::Menu, &plan.menu.prompt),
+            (Say::InvalidKey, &p.invalid_key),
+            (Say::Goodbye, &p.goodbye),
+            (Say::Acked, &p.acked),
+            (Say::Passed, &p.passed),
+            (Say::Left, &p.left),
+            (Say::Resolved, &p.resolved),
+            (Say::Confirm, &p.confirm),
+            (Say::EnterPin, &p.enter_pin),
+            (Say::WrongPin, &p.wrong_pin),
+            (Say::Locked, &p.locked),
+            (Say::ActionRequested, &p.action_requested),
+        ];
+        let mut prompts = HashMap::new();
+        let mut fallbacks = Vec::new();
+        for (say, phrase) in all {
+            let audio = match phrase {
+                Phrase::Recorded(path) => Prompt::load(path)?,
+                Phrase::Text(t) => {
+                    let text = crate::ivr::dialplan::render(t, &vars);
+                    match tts.render(lang, &text) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(error = %e, phrase = ?say, "synthesis failed; using the recorded fallback");
+                            fallbacks.push(format!("{say:?}: {e}"));
+                            Prompt::load(&fallback_file)?
+                        }
+                    }
+                }
+            };
+            prompts.insert(say, audio);
+        }
+        Ok(Script { prompts, fallbacks })
+    }
+
+    fn get(&self, say: Say) -> Option<Arc<Prompt>> {
+        self.prompts.get(&say).cloned()
+    }
+}
+
+/// Run the escalation to its end. `cancel` flips to `Some(reason)` to stop.
+pub async fn escalate(
+    gw: &Gateway,
+    plan: Arc<Dialplan>,
+    script: Arc<Script>,
+    mut cancel: watch::Receiver<Option<String>>,
+    report: &(dyn Fn(Value) + Send + Sync),
+) -> Final {
+    let mut esc = Escalation::new(&plan);
+    let started = now_ms();
+    report(json!({"event": "notification.started", "contract": plan.contract, "at_ms": 0}));
+    esc.start(now_ms());
+    let mut pin_locked = false;
+    loop {
+        while let Some(out) = esc.poll_output() {
+            match out {
+                EscalationOutput::Dial {
+                    attempt,
+                    contact,
+                    round,
+                } => {
+                    let c = &plan.contacts[contact];
+                    report(
+                        json!({"event": "call.dialing", "attempt": attempt, "contact": c.name,
+                        "round": round, "at_ms": now_ms() - started}),
+                    );
+                    let outcome = run_call(
+                        gw,
+                        &plan,
+                        &script,
+                        attempt,
+                        contact,
+                        &mut cancel,
+                        &mut pin_locked,
+                        started,
+                        report,
+                    )
+                    .await;
+                    report(
+                        json!({"event": "call.ended", "attempt": attempt, "contact": c.name,
+                        "outcome": outcome, "at_ms": now_ms() - started}),
+                    );
+                    esc.call_ended(attempt, outcome, now_ms());
+                }
+                EscalationOutput::Skipped {
+                    contact,
+                    round,
+                    reason,
+                } => {
+                    report(
+                        json!({"event": "contact.skipped", "contact": plan.contacts[contact].name,
+                        "round": round, "reason": reason, "at_ms": now_ms() - started}),
+                    );
+                }
+                EscalationOutput::Cancel { .. } => {}
+                EscalationOutput::Finished(f) => {
+                    let name = match &f {
+                        Final::Acked { .. } => "notification.acked",
+                        Final::ActionRequested { .. } => "action.requested",
+                        Final::Exhausted { .. } => "notification.exhausted",
+                        Final::Cancelled { .. } => "notification.cancelled",
+                    };
+                    report(
+                        json!({"event": name, "final": f, "attempts": esc.attempts(), "at_ms": now_ms() - started}),
+                    );
+                    return f;
+                }
+            }
+        }
+        let Some(wake) = esc.poll_timeout() else {
+            // Nothing to wait for and not finished: cannot happen, but do
+            // not spin if it ever does.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let wait = Duration::from_millis((wake - now_ms()).max(0) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => esc.handle_timeout(now_ms()),
+            r = cancel.changed() => {
+                let reason = if r.is_ok() { cancel.borrow().clone() } else { None };
+                esc.cancel(now_ms(), reason.as_deref().unwrap_or("cancelled"));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_call(
+    gw: &Gateway,
+    plan: &Dialplan,
+    script: &Script,
+    attempt: u32,
+    contact: usize,
+    cancel: &mut watch::Receiver<Option<String>>,
+    pin_locked: &mut bool,
+    started: i64,
+    report: &(dyn Fn(Value) + Send + Sync),
+) -> Outcome {
+    let c = &plan.contacts[contact];
+    let at = || now_ms() - started;
+    if cancel.borrow().is_some() {
+        return Outcome::Cancelled;
+    }
+    let mut call = match gw
+        .dial(DialRequest {
+            uri: c.uri.clone(),
+            from_uri: plan.caller_id.clone(),
+            from_display: Some(plan.name.clone()),
+            credentials: None,
+            ring_timeout: plan.escalation.ring_timeout,
+            outbound_proxy: None,
+        })
+        .await
+    {
+        Ok(call) => call,
+        Err(e) => {
+            report(
+                json!({"event": "call.failed", "attempt": attempt, "error": e.to_string(), "at_ms": at()}),
+            );
+            return Outcome::Failed { code: 0 };
+        }
+    };
+    let pin = plan.pin.as_ref().map(|p| PinCheck {
+        code: p.code.clone(),
+        max_attempts: p.max_attempts,
+        locked: *pin_locked,
+    });
+    let need_pin: Vec<String> = plan
+        .actions
+        .values()
+        .filter(|a| a.pin)
+        .map(|a| a.name.clone())
+        .collect();
+    let mut menu = Menu::new(plan.menu.clone(), pin, need_pin);
+    let mut answered_at: Option<tokio::time::Instant> = None;
+    let mut outcome: Option<Outcome> = None;
+    // media prompt id -> menu prompt id
+    let mut ids: HashMap<u64, u64> = HashMap::new();
+    let mut cancelled = false;
+    loop {
+        let menu_wake = match (menu.poll_timeout(), answered_at) {
+            (Some(ms), Some(t0)) => Some(t0 + Duration::from_millis(ms)),
+            _ => None,
+        };
+        let timer = async {
+            match menu_wake {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let since =
+            |t0: Option<tokio::time::Instant>| t0.map_or(0, |t| t.elapsed().as_millis() as u64);
+        tokio::select! {
+            ev = call.next() => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    CallUpdate::Sip(CallEvent::Ringing) => {
+                        report(json!({"event": "call.ringing", "attempt": attempt, "at_ms": at()}));
+                    }
+                    CallUpdate::Sip(CallEvent::Answered(_)) => {
+                        report(json!({"event": "call.answered", "attempt": attempt, "at_ms": at()}));
+                        answered_at = Some(tokio::time::Instant::now());
+                        if cancelled {
+                            menu.cancel();
+                        } else {
+                            menu.start(0);
+                        }
+                    }
+                    CallUpdate::Sip(CallEvent::Ended(reason)) => {
+                        if answered_at.is_none() {
+                            outcome.get_or_insert(if cancelled { Outcome::Cancelled } else { Outcome::from_unanswered(&reason) });
+                        } else {
+                            menu.remote_hangup();
+                        }
+                    }
+                    CallUpdate::Media(MediaEvent::Digit(d)) => {
+                        report(json!({"event": "digit", "attempt": attempt, "digit": d.digit.to_string(),
+                            "source": d.source, "at_ms": at()}));
+                        menu.digit(d.digit, since(answered_at));
+                    }
+                    CallUpdate::Media(MediaEvent::PromptFinished { id }) => {
+                        if let Some(mid) = ids.remove(&id) {
+                            menu.prompt_finished(mid, since(answered_at));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ = timer => menu.handle_timeout(since(answered_at)),
+            r = cancel.changed(), if !cancelled => {
+                if r.is_ok() && cancel.borrow().is_some() {
+                    cancelled = true;
+                    if answered_at.is_some() {
+                        menu.cancel();
+                    } else {
+                        call.hangup();
+                    }
+                }
+            }
+        }
+        while let Some(o) = menu.poll_output() {
+            match o {
+                MenuOutput::Play { id, say } => {
+                    if let Some(p) = script.get(say) {
+                        let media_id = call.play(p);
+                        ids.insert(media_id, id);
+                    }
+                }
+                MenuOutput::StopPlayback => {
+                    call.stop_audio();
+                    ids.clear();
+                }
+                MenuOutput::Hangup => call.hangup(),
+                MenuOutput::Outcome(o) => {
+                    outcome.get_or_insert(o);
+                }
+                MenuOutput::PinFailed { locked } => {
+                    *pin_locked |= locked;
+                    report(
+                        json!({"event": "pin.failed", "attempt": attempt, "locked": locked, "at_ms": at()}),
+                    );
+                }
+            }
+        }
+    }
+    outcome.unwrap_or(if cancelled {
+        Outcome::Cancelled
+    } else {
+        Outcome::AnsweredNoInput
+    })
+}
