@@ -260,6 +260,19 @@ async fn run_call(
     // media prompt id -> menu prompt id
     let mut ids: HashMap<u64, u64> = HashMap::new();
     let mut cancelled = false;
+    let mut amd_pending = false;
+    let mut machine_message: Option<u64> = None;
+    let a = &plan.amd;
+    let amd_params = crate::media::amd::AmdParams {
+        initial_silence: a.initial_silence,
+        greeting: a.greeting,
+        after_greeting_silence: a.after_greeting_silence,
+        total_analysis: a.total_analysis,
+        min_word_length: a.min_word_length,
+        between_words_silence: a.between_words_silence,
+        maximum_words: a.maximum_words,
+        ..Default::default()
+    };
     loop {
         let menu_wake = match (menu.poll_timeout(), answered_at) {
             (Some(ms), Some(t0)) => Some(t0 + Duration::from_millis(ms)),
@@ -285,6 +298,10 @@ async fn run_call(
                         answered_at = Some(tokio::time::Instant::now());
                         if cancelled {
                             menu.cancel();
+                        } else if plan.amd.enabled {
+                            // Listen first: a person says "hello" and waits.
+                            amd_pending = true;
+                            call.start_amd(amd_params);
                         } else {
                             menu.start(0);
                         }
@@ -292,14 +309,41 @@ async fn run_call(
                     CallUpdate::Sip(CallEvent::Ended(reason)) => {
                         if answered_at.is_none() {
                             outcome.get_or_insert(if cancelled { Outcome::Cancelled } else { Outcome::from_unanswered(&reason) });
-                        } else {
+                        } else if outcome.is_none() {
                             menu.remote_hangup();
                         }
                     }
                     CallUpdate::Media(MediaEvent::Digit(d)) => {
                         report(json!({"event": "digit", "attempt": attempt, "digit": d.digit.to_string(),
                             "source": d.source, "at_ms": at()}));
-                        menu.digit(d.digit, since(answered_at));
+                        if amd_pending {
+                            // A key press settles it: a person is there.
+                            amd_pending = false;
+                            menu.start(since(answered_at));
+                        }
+                        if machine_message.is_none() {
+                            menu.digit(d.digit, since(answered_at));
+                        }
+                    }
+                    CallUpdate::Media(MediaEvent::Amd { result, cause }) if amd_pending => {
+                        amd_pending = false;
+                        report(json!({"event": "call.amd", "attempt": attempt, "result": result,
+                            "cause": cause, "at_ms": at()}));
+                        if result == crate::media::amd::AmdResult::Machine {
+                            outcome.get_or_insert(Outcome::Machine);
+                            match (plan.escalation.on_machine, script.get(Say::Message)) {
+                                (crate::ivr::dialplan::OnMachine::LeaveMessage, Some(p)) => {
+                                    machine_message = Some(call.play(p));
+                                }
+                                _ => call.hangup(),
+                            }
+                        } else {
+                            menu.start(since(answered_at));
+                        }
+                    }
+                    CallUpdate::Media(MediaEvent::PromptFinished { id }) if Some(id) == machine_message => {
+                        report(json!({"event": "call.message_left", "attempt": attempt, "at_ms": at()}));
+                        call.hangup();
                     }
                     CallUpdate::Media(MediaEvent::PromptFinished { id }) => {
                         if let Some(mid) = ids.remove(&id) {

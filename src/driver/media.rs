@@ -32,6 +32,7 @@ pub enum MediaCommand {
     Silence(u64, u64),
     Stop(u64),
     SendDigit(u64, char, u16),
+    StartAmd(u64, crate::media::amd::AmdParams),
     InfoDigit(u64, char),
     Inbound(u64, SocketAddr, Vec<u8>),
     /// Stop and hand back what the session recorded.
@@ -158,6 +159,7 @@ fn handle(
         MediaCommand::Play(id, pid, p) => with(calls, id, |s| s.play(pid, p)),
         MediaCommand::Silence(id, ms) => with(calls, id, |s| s.play_silence(ms)),
         MediaCommand::Stop(id) => with(calls, id, |s| s.stop()),
+        MediaCommand::StartAmd(id, p) => with(calls, id, |s| s.start_amd(p)),
         MediaCommand::SendDigit(id, d, ms) => with(calls, id, |s| {
             s.send_digit(d, ms);
         }),

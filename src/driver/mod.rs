@@ -305,6 +305,11 @@ impl ActiveCall {
         self.media.send(MediaCommand::Silence(self.id, ms));
     }
 
+    /// Start answering-machine detection (after `Answered`).
+    pub fn start_amd(&self, p: crate::media::amd::AmdParams) {
+        self.media.send(MediaCommand::StartAmd(self.id, p));
+    }
+
     pub fn stop_audio(&self) {
         self.media.send(MediaCommand::Stop(self.id));
     }

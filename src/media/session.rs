@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::amd::{Amd, AmdCause, AmdParams, AmdResult};
 use super::audio::{Prompt, FRAME};
 use super::g711;
 use super::inband;
@@ -48,6 +49,11 @@ pub enum MediaEvent {
     },
     /// Symmetric RTP: the far end's real source address.
     Latched(SocketAddr),
+    /// Answering-machine detection reached a verdict.
+    Amd {
+        result: AmdResult,
+        cause: AmdCause,
+    },
 }
 
 /// Merges the three DTMF paths into one stream: the same key reported by
@@ -124,6 +130,9 @@ pub struct MediaSession {
     frame: [u8; FRAME],
     decoded: Vec<i16>,
     found: Vec<inband::Detected>,
+    amd: Option<Amd>,
+    /// A received frame reached the detector since the last tick.
+    amd_fed: bool,
 }
 
 impl MediaSession {
@@ -154,6 +163,24 @@ impl MediaSession {
             frame: [0; FRAME],
             decoded: Vec::with_capacity(FRAME),
             found: Vec::new(),
+            amd: None,
+            amd_fed: false,
+        }
+    }
+
+    /// Start answering-machine detection on what the far end sends. A tick
+    /// without received audio counts as 20 ms of silence, so a far end
+    /// that sends nothing is judged too.
+    pub fn start_amd(&mut self, p: AmdParams) {
+        self.amd = Some(Amd::new(p));
+    }
+
+    fn amd_feed(&mut self, frame: &[i16]) {
+        if let Some(amd) = &mut self.amd {
+            if let Some((result, cause)) = amd.feed(frame) {
+                self.events.push_back(MediaEvent::Amd { result, cause });
+                self.amd = None;
+            }
         }
     }
 
@@ -219,6 +246,9 @@ impl MediaSession {
     /// Produce the next 20 ms packet. Always returns one: audio, event or
     /// silence, so sequence numbers and timestamps advance continuously.
     pub fn tick(&mut self) -> &[u8] {
+        if self.amd.is_some() && !std::mem::take(&mut self.amd_fed) {
+            self.amd_feed(&[0; FRAME]);
+        }
         let ts = self.ts;
         self.ts = self.ts.wrapping_add(FRAME as u32);
         if self.out_event.is_none() {
@@ -358,6 +388,12 @@ impl MediaSession {
         self.decoded.extend(payload.iter().map(|&b| decode(b)));
         if let Some(rec) = &mut self.record {
             rec.extend_from_slice(&self.decoded);
+        }
+        if self.amd.is_some() {
+            self.amd_fed = true;
+            let frame = std::mem::take(&mut self.decoded);
+            self.amd_feed(&frame);
+            self.decoded = frame;
         }
         if let Some(det) = &mut self.inband {
             // The detector counts time in samples fed; map its times onto
