@@ -26,13 +26,46 @@ pub fn dtmf_detect(file: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// `callout dialplan check PATH`: exit 0 when every file is valid.
-pub fn dialplan_check(path: &Path, prompts: &Path) -> ExitCode {
+pub fn dialplan_check(path: &Path, prompts: &Path, with_tts: bool) -> ExitCode {
     use crate::ivr::dialplan;
     let result = if path.is_dir() {
         dialplan::load_dir(path, prompts)
     } else {
         dialplan::load_file(path, prompts).map(|p| vec![p])
     };
+    let result = result.and_then(|plans| {
+        if !with_tts {
+            return Ok(plans);
+        }
+        // Rendering the fixed phrases proves the voice works and fills the
+        // cache, so the first call does not wait for synthesis.
+        let tts = crate::tts::Tts::new(&crate::tts::TtsConfig::default()).map_err(|e| {
+            vec![crate::ivr::dialplan::DialplanError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("cannot open the speech cache: {e}"),
+            }]
+        })?;
+        let errors: Vec<_> = plans
+            .iter()
+            .filter_map(|p| {
+                tts.prewarm(p)
+                    .err()
+                    .map(|e| crate::ivr::dialplan::DialplanError {
+                        file: p.source.clone(),
+                        line: 1,
+                        column: 1,
+                        message: format!("voice for language {:?} is unavailable: {e}", p.language),
+                    })
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(plans)
+        } else {
+            Err(errors)
+        }
+    });
     match result {
         Ok(plans) => {
             for p in plans {

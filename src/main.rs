@@ -154,6 +154,9 @@ enum DialplanCmd {
         /// Folder recorded prompts are looked up in.
         #[arg(long, default_value = "prompts")]
         prompts: PathBuf,
+        /// Skip rendering the fixed phrases with the speech engines.
+        #[arg(long)]
+        no_tts: bool,
     },
 }
 
@@ -211,8 +214,13 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         })(),
         Cmd::Dialplan {
-            cmd: DialplanCmd::Check { path, prompts },
-        } => Ok(cli::dialplan_check(&path, &prompts)),
+            cmd:
+                DialplanCmd::Check {
+                    path,
+                    prompts,
+                    no_tts,
+                },
+        } => Ok(cli::dialplan_check(&path, &prompts, !no_tts)),
         Cmd::Escalate {
             dialplan,
             ticket,

@@ -30,6 +30,11 @@ fn check(path: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_callout"))
         .args(["dialplan", "check"])
         .arg(path)
+        .env(
+            "CALLOUT_TTS_CACHE",
+            std::env::temp_dir().join(format!("callout-check-cache-{}", std::process::id())),
+        )
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")])
         .env("ACME_PIN", "2468")
         .output()

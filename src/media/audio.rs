@@ -128,7 +128,7 @@ pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), AudioError> {
 pub fn to_i16(samples: &[f32]) -> Vec<i16> {
     samples
         .iter()
-        .map(|&s| (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16)
+        .map(|&s| (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
         .collect()
 }
 

@@ -31,6 +31,8 @@ pub enum TtsError {
     Io(#[from] std::io::Error),
     #[error("voice file {0} not found")]
     NoVoice(PathBuf),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Raw engine output: mono samples in [-1, 1] and their rate.
@@ -150,6 +152,13 @@ impl Espeak {
             voice: voice.to_string(),
             version: version_of(&["espeak-ng", "--version"]),
         }
+    }
+}
+
+impl Espeak {
+    /// The cache identity, for tests that look for a cached file.
+    pub fn id_for_test(&self) -> String {
+        self.id()
     }
 }
 

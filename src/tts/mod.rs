@@ -84,10 +84,10 @@ impl Tts {
 
     fn engine(&self, lang: Language) -> Result<&dyn Engine, TtsError> {
         match lang {
-            Language::Ja => self.ja.as_deref().map_err(|e| TtsError::BadOutput {
-                engine: "open_jtalk".into(),
-                detail: e.clone(),
-            }),
+            Language::Ja => self
+                .ja
+                .as_deref()
+                .map_err(|e| TtsError::Unavailable(e.clone())),
             Language::En => Ok(self.en.as_ref()),
         }
     }
@@ -123,6 +123,38 @@ impl Tts {
             text.chars().take(40).collect::<String>(),
             pcm,
         ))
+    }
+
+    /// Render the fixed phrases of a dialplan (menu, greetings, "invalid
+    /// key", "goodbye", ...) so calls find them in the cache. Returns the
+    /// first failure, which means the dialplan's voice is unusable.
+    pub fn prewarm(&self, plan: &crate::ivr::dialplan::Dialplan) -> Result<usize, TtsError> {
+        use crate::ivr::dialplan::{template_variables, Phrase};
+        let p = &plan.phrases;
+        let mut n = 0;
+        for phrase in [
+            &plan.menu.prompt,
+            &p.invalid_key,
+            &p.goodbye,
+            &p.acked,
+            &p.passed,
+            &p.left,
+            &p.resolved,
+            &p.confirm,
+            &p.enter_pin,
+            &p.wrong_pin,
+            &p.locked,
+            &p.action_requested,
+        ] {
+            if let Phrase::Text(t) = phrase {
+                // Phrases with variables depend on the notification.
+                if template_variables(t).is_empty() {
+                    self.render(plan.language, t)?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
     }
 
     pub fn cache(&self) -> &Cache {

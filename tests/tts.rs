@@ -1,0 +1,270 @@
+//! Speech with the real engines (Open JTalk, espeak-ng): audio shape,
+//! cache behaviour, and the path from text to the wire.
+
+mod common;
+
+use callout::ivr::dialplan::Language;
+use callout::tts::{Tts, TtsConfig};
+use common::*;
+use std::time::Instant;
+
+fn tts(dir: &std::path::Path, max_bytes: u64) -> Tts {
+    Tts::new(&TtsConfig {
+        cache_dir: dir.join("cache"),
+        cache_max_bytes: max_bytes,
+        jtalk_voice: concat!(env!("CARGO_MANIFEST_DIR"), "/voices/mei_normal.htsvoice").into(),
+        ..TtsConfig::default()
+    })
+    .unwrap()
+}
+
+fn rms(pcm: &[i16]) -> f64 {
+    (pcm.iter()
+        .map(|&s| (s as f64 / 32768.0).powi(2))
+        .sum::<f64>()
+        / pcm.len() as f64)
+        .sqrt()
+}
+
+#[test]
+fn japanese_and_english_render_to_loud_clean_8khz_speech() {
+    require("open_jtalk");
+    require("espeak-ng");
+    let dir = scratch("tts-render");
+    let t = tts(&dir, 64 << 20);
+    for (lang, text, min_ms, max_ms) in [
+        (
+            Language::Ja,
+            "ウェブサーバの障害が発生しました。対応をお願いします。",
+            2000,
+            8000,
+        ),
+        (
+            Language::En,
+            "The web server is down. Please take action.",
+            1500,
+            6000,
+        ),
+    ] {
+        let p = t.render(lang, text).unwrap();
+        let ms = p.duration_ms();
+        assert!((min_ms..max_ms).contains(&ms), "{lang:?}: {ms} ms");
+        // Rendered audio is 8 kHz by construction; check level and peaks.
+        let peak = p.pcm.iter().map(|s| s.unsigned_abs()).max().unwrap();
+        assert!(peak < 32000, "{lang:?}: no clipping, peak {peak}");
+        assert!(peak > 8000, "{lang:?}: not silence, peak {peak}");
+        let level = rms(&p.pcm);
+        assert!((0.03..0.2).contains(&level), "{lang:?}: rms {level}");
+        // Speech has pauses and voiced parts: the energy envelope varies.
+        let env = envelope(&p.pcm);
+        let quiet = env.iter().filter(|e| **e < 300.0).count();
+        assert!(
+            quiet > 0 && quiet < env.len() / 2,
+            "{lang:?}: {quiet} quiet frames of {}",
+            env.len()
+        );
+    }
+    let file = dir
+        .join("cache")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let spec = hound::WavReader::open(&file).unwrap().spec();
+    assert_eq!(
+        (spec.sample_rate, spec.channels, spec.bits_per_sample),
+        (8000, 1, 16)
+    );
+}
+
+#[test]
+fn repeat_renders_come_from_the_cache_and_the_bound_evicts() {
+    require("espeak-ng");
+    let dir = scratch("tts-cache");
+    let t = tts(&dir, 200_000);
+    let first = Instant::now();
+    let a = t.render(Language::En, "Cache test phrase one.").unwrap();
+    let miss = first.elapsed();
+    let again = Instant::now();
+    let b = t.render(Language::En, "Cache test phrase one.").unwrap();
+    let hit = again.elapsed();
+    assert!(a.pcm == b.pcm, "a cache hit gives the same samples");
+    assert_eq!(t.stats.hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(t.stats.misses.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(hit < miss, "hit {hit:?} vs miss {miss:?}");
+    // Fill past 200 kB: the least recently used file goes first.
+    for i in 0..8 {
+        t.render(
+            Language::En,
+            &format!("Another phrase number {i}, long enough to take some room in the cache."),
+        )
+        .unwrap();
+        // Keep phrase one fresh.
+        t.render(Language::En, "Cache test phrase one.").unwrap();
+    }
+    assert!(t.cache().size() <= 200_000, "size {}", t.cache().size());
+    let key = callout::tts::cache::Cache::key(
+        &callout::tts::engine::Espeak::new("en-us").id_for_test(),
+        "Cache test phrase one.",
+    );
+    assert!(
+        t.cache().path(&key).exists(),
+        "the most recently used phrase survives eviction"
+    );
+    let oldest = callout::tts::cache::Cache::key(
+        &callout::tts::engine::Espeak::new("en-us").id_for_test(),
+        "Another phrase number 0, long enough to take some room in the cache.",
+    );
+    assert!(
+        !t.cache().path(&oldest).exists(),
+        "the least recently used is evicted"
+    );
+}
+
+#[test]
+fn say_command_and_readers() {
+    require("espeak-ng");
+    let dir = scratch("say");
+    let out = dir.join("say.wav");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args([
+            "say",
+            "--voice",
+            "en",
+            "Host {host}, ticket {ticket}.",
+            "--var",
+            "host=web-01.example.jp",
+            "--var",
+            "ticket=INC-7",
+        ])
+        .arg("-o")
+        .arg(&out)
+        .env("CALLOUT_TTS_CACHE", dir.join("cache"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("Host web zero one dot example dot j p, ticket i n c seven."),
+        "{err}"
+    );
+    let spec = hound::WavReader::open(&out).unwrap().spec();
+    assert_eq!(spec.sample_rate, 8000);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["say", "--voice", "xx", "hello", "-o", "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown voice \"xx\""));
+}
+
+/// Text to the wire: a notification's message, rendered by the engine, is
+/// what a real peer (`callout softphone --record`) hears over RTP.
+#[test]
+fn the_callee_hears_the_rendered_message() {
+    require("espeak-ng");
+    let dir = scratch("tts-wire");
+    let heard = dir.join("heard.wav");
+    let port = free_port_pair();
+    let mut phone = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args([
+            "softphone",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--calls",
+            "1",
+            "--rtp-ports",
+            "33200-33299",
+        ])
+        .arg("--record")
+        .arg(&heard)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let plan = dir.join("wire.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            r#"contract = "wire"
+name = "Wire"
+language = "en"
+[escalation]
+rounds = 1
+ring_timeout = "5s"
+between_calls = "1s"
+between_rounds = "1m"
+[[contacts]]
+name = "Phone"
+uri = "sip:phone@127.0.0.1:{port}"
+[message]
+text = "Alert on {{host}}: {{summary}}."
+[menu]
+prompt = "Press 1."
+input_timeout = "1s"
+max_attempts = 1
+[menu.keys]
+"1" = "ack"
+"#
+        ),
+    )
+    .unwrap();
+    let cache = dir.join("cache");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args([
+            "escalate",
+            plan.to_str().unwrap(),
+            "--ticket",
+            "7",
+            "--host",
+            "db-1",
+            "--summary",
+            "disk full",
+        ])
+        .args(["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")])
+        .env("CALLOUT_TTS_CACHE", &cache)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("\"outcome\":\"answered_no_input\""),
+        "{stdout}"
+    );
+    assert!(phone.wait().unwrap().success());
+
+    // The same engine and cache render the message as the call did.
+    let t = Tts::new(&TtsConfig {
+        cache_dir: cache,
+        ..TtsConfig::default()
+    })
+    .unwrap();
+    let spoken = format!(
+        "Alert on {}: disk full.",
+        callout::tts::readers::spell_host("db-1", Language::En)
+    );
+    let message = t.render(Language::En, &spoken).unwrap();
+    assert_eq!(
+        t.stats.hits.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "rendered before the call, found in the cache"
+    );
+    let rec = callout::media::audio::Prompt::load(&heard).unwrap();
+    let (em, eh) = (envelope(&message.pcm), envelope(&rec.pcm));
+    assert!(
+        eh.len() >= em.len(),
+        "recording {} frames, message {}",
+        eh.len(),
+        em.len()
+    );
+    let best = (0..8)
+        .map(|lag| correlation(&em, &eh[lag..]))
+        .fold(f64::MIN, f64::max);
+    assert!(
+        best > 0.9,
+        "the recording follows the rendered message: correlation {best}"
+    );
+}
