@@ -392,3 +392,43 @@ pub fn dtmf(file: &Path, repeat: usize) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `callout bench tts`: synthesis time per second of audio for each
+/// engine (cold, unique sentences), and the time of a cache hit.
+pub fn tts(repeat: usize) -> anyhow::Result<()> {
+    use crate::ivr::dialplan::Language;
+    use crate::tts::{Tts, TtsConfig};
+    let dir = std::env::temp_dir().join(format!("callout-bench-tts-{}", std::process::id()));
+    let t = Tts::new(&TtsConfig {
+        cache_dir: dir.clone(),
+        ..TtsConfig::default()
+    })?;
+    for (lang, name, text) in [
+        (Language::Ja, "open_jtalk (mei)", "ACME社の障害通知です。ウェブサーバが応答していません。対応をお願いします。番号"),
+        (Language::En, "espeak-ng (en-us)", "This is an alert for the ACME web platform. The web server is not responding. Number"),
+    ] {
+        let mut synth = Duration::ZERO;
+        let mut audio_ms = 0u64;
+        for i in 0..repeat {
+            let started = Instant::now();
+            let p = t.render(lang, &format!("{text} {i}."))?;
+            synth += started.elapsed();
+            audio_ms += p.duration_ms();
+        }
+        let started = Instant::now();
+        for _ in 0..repeat {
+            t.render(lang, &format!("{text} 0."))?;
+        }
+        let hit = started.elapsed() / repeat as u32;
+        println!(
+            "{name}: {repeat} phrases, {:.1} s of audio in {:.2} s = {:.0} ms per second of audio ({:.0}x real time); cache hit {:.2} ms",
+            audio_ms as f64 / 1000.0,
+            synth.as_secs_f64(),
+            synth.as_secs_f64() * 1000.0 / (audio_ms as f64 / 1000.0),
+            (audio_ms as f64 / 1000.0) / synth.as_secs_f64(),
+            hit.as_secs_f64() * 1000.0
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -136,6 +136,11 @@ enum BenchCmd {
         #[arg(long, default_value = "prompts/press-a-key.wav")]
         prompt: PathBuf,
     },
+    /// Speech synthesis time per second of audio, and cache hit time.
+    Tts {
+        #[arg(long, default_value_t = 10)]
+        repeat: usize,
+    },
     /// In-band detector throughput on a WAV file.
     Dtmf {
         file: PathBuf,
@@ -253,6 +258,9 @@ fn main() -> ExitCode {
         Cmd::Demo { prompt } => runtime()
             .and_then(|rt| rt.block_on(callout::softphone::demo(prompt)))
             .map(|_| ExitCode::SUCCESS),
+        Cmd::Bench {
+            cmd: BenchCmd::Tts { repeat },
+        } => callout::bench::tts(repeat).map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd: BenchCmd::Dtmf { file, repeat },
         } => callout::bench::dtmf(&file, repeat).map(|_| ExitCode::SUCCESS),

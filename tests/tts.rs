@@ -268,3 +268,47 @@ max_attempts = 1
         "the recording follows the rendered message: correlation {best}"
     );
 }
+
+/// With the Japanese voice missing, the call still goes out with the
+/// recorded fallback prompt, and the failure is reported.
+#[test]
+fn synthesis_failure_falls_back_to_the_recorded_prompt() {
+    let dir = scratch("tts-fallback");
+    let port = free_port_pair();
+    let phone = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["softphone", "--listen", &format!("127.0.0.1:{port}"), "--calls", "1", "--press", "1", "--after", "1s"])
+        .args(["--rtp-ports", "33300-33399"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let plan = dir.join("ja.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "contract = \"ja\"\nname = \"日本\"\nlanguage = \"ja\"\n[escalation]\nrounds = 1\nring_timeout = \"5s\"\n\
+             between_calls = \"1s\"\nbetween_rounds = \"1m\"\n[[contacts]]\nname = \"P\"\nuri = \"sip:p@127.0.0.1:{port}\"\n\
+             [message]\ntext = \"ホスト{{host}}で障害です。\"\n[menu]\nprompt = \"対応する場合は1を押してください。\"\n\
+             [menu.keys]\n\"1\" = \"ack\"\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["escalate", plan.to_str().unwrap(), "--ticket", "1", "--host", "web-01", "--summary", "x"])
+        .args(["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")])
+        .env("CALLOUT_TTS_CACHE", dir.join("cache"))
+        .env("CALLOUT_JTALK_VOICE", "/nonexistent/voice.htsvoice")
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(out.status.success(), "{lines:#?}\n{}", String::from_utf8_lossy(&out.stderr));
+    let ready = &events(&lines, "audio.ready")[0];
+    let fallbacks = ready["fallbacks"].as_array().unwrap();
+    assert!(!fallbacks.is_empty() && fallbacks[0].as_str().unwrap().contains("not found"), "{ready}");
+    assert_eq!(events(&lines, "call.ended")[0]["outcome"]["outcome"], "acked");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("synthesis failed"), "logged");
+    drop(phone);
+}

@@ -149,12 +149,42 @@ pub fn clean(text: &str) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Clock times (`03:05`, `23:40`) said the way people say them; the
+/// engines read the rest of the numbers naturally themselves.
+pub fn times(text: &str, lang: Language) -> String {
+    let words: Vec<String> = text
+        .split(' ')
+        .map(|w| {
+            let core = w.trim_end_matches([',', '.', ';']);
+            let tail = &w[core.len()..];
+            let Some((h, m)) = core.split_once(':') else {
+                return w.to_string();
+            };
+            let (Ok(h), Ok(m)) = (h.parse::<u32>(), m.parse::<u32>()) else {
+                return w.to_string();
+            };
+            if h > 23 || m > 59 || core.len() > 5 {
+                return w.to_string();
+            }
+            let said = match (lang, m) {
+                (Language::En, 0) => format!("{h} o'clock"),
+                (Language::En, m) if m < 10 => format!("{h} oh {m}"),
+                (Language::En, m) => format!("{h} {m}"),
+                (Language::Ja, 0) => format!("{h}時"),
+                (Language::Ja, m) => format!("{h}時{m}分"),
+            };
+            format!("{said}{tail}")
+        })
+        .collect();
+    words.join(" ")
+}
+
 /// Prepare a notification variable for speech, by what it holds.
 pub fn read_variable(name: &str, value: &str, lang: Language) -> String {
     match name {
         "host" => spell_host(value, lang),
         "ticket" => spell_id(value, lang),
-        _ => clean(value),
+        _ => times(&clean(value), lang),
     }
 }
 
@@ -190,9 +220,8 @@ mod tests {
         );
         assert_eq!(spell_id("4711", Language::Ja), "ヨン、ナナ、イチ、イチ");
         assert_eq!(clean("CPU > 95% <<ALERT>> ### disk"), "CPU 95% ALERT disk");
-        assert_eq!(
-            read_variable("summary", "load ~ 12.5 @ 03:00", Language::En),
-            "load 12.5 03:00"
-        );
+        assert_eq!(read_variable("summary", "load ~ 12.5 @ 03:00", Language::En), "load 12.5 3 o'clock");
+        assert_eq!(read_variable("summary", "down since 23:05, retry 7:45.", Language::En), "down since 23 oh 5, retry 7 45.");
+        assert_eq!(read_variable("summary", "停止 03:30", Language::Ja), "停止 3時30分");
     }
 }
