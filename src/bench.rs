@@ -404,8 +404,16 @@ pub fn tts(repeat: usize) -> anyhow::Result<()> {
         ..TtsConfig::default()
     })?;
     for (lang, name, text) in [
-        (Language::Ja, "open_jtalk (mei)", "ACME社の障害通知です。ウェブサーバが応答していません。対応をお願いします。番号"),
-        (Language::En, "espeak-ng (en-us)", "This is an alert for the ACME web platform. The web server is not responding. Number"),
+        (
+            Language::Ja,
+            "open_jtalk (mei)",
+            "ACME社の障害通知です。ウェブサーバが応答していません。対応をお願いします。番号",
+        ),
+        (
+            Language::En,
+            "espeak-ng (en-us)",
+            "This is an alert for the ACME web platform. The web server is not responding. Number",
+        ),
     ] {
         let mut synth = Duration::ZERO;
         let mut audio_ms = 0u64;

@@ -11,5 +11,6 @@ pub mod media;
 pub mod runner;
 pub mod sip;
 pub mod softphone;
+pub mod store;
 pub mod tts;
 pub mod util;

@@ -276,7 +276,17 @@ fn synthesis_failure_falls_back_to_the_recorded_prompt() {
     let dir = scratch("tts-fallback");
     let port = free_port_pair();
     let phone = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args(["softphone", "--listen", &format!("127.0.0.1:{port}"), "--calls", "1", "--press", "1", "--after", "1s"])
+        .args([
+            "softphone",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--calls",
+            "1",
+            "--press",
+            "1",
+            "--after",
+            "1s",
+        ])
         .args(["--rtp-ports", "33300-33399"])
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -296,19 +306,43 @@ fn synthesis_failure_falls_back_to_the_recorded_prompt() {
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args(["escalate", plan.to_str().unwrap(), "--ticket", "1", "--host", "web-01", "--summary", "x"])
+        .args([
+            "escalate",
+            plan.to_str().unwrap(),
+            "--ticket",
+            "1",
+            "--host",
+            "web-01",
+            "--summary",
+            "x",
+        ])
         .args(["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")])
         .env("CALLOUT_TTS_CACHE", dir.join("cache"))
         .env("CALLOUT_JTALK_VOICE", "/nonexistent/voice.htsvoice")
         .output()
         .unwrap();
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(out.status.success(), "{lines:#?}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        out.status.success(),
+        "{lines:#?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ready = &events(&lines, "audio.ready")[0];
     let fallbacks = ready["fallbacks"].as_array().unwrap();
-    assert!(!fallbacks.is_empty() && fallbacks[0].as_str().unwrap().contains("not found"), "{ready}");
-    assert_eq!(events(&lines, "call.ended")[0]["outcome"]["outcome"], "acked");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("synthesis failed"), "logged");
+    assert!(
+        !fallbacks.is_empty() && fallbacks[0].as_str().unwrap().contains("not found"),
+        "{ready}"
+    );
+    assert_eq!(
+        events(&lines, "call.ended")[0]["outcome"]["outcome"],
+        "acked"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("synthesis failed"),
+        "logged"
+    );
     drop(phone);
 }

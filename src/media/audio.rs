@@ -158,7 +158,8 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
         };
         let w = 0.5 * (x / half as f64 + 1.0);
         let window = if (0.0..=1.0).contains(&w) {
-            0.42 - 0.5 * (2.0 * std::f64::consts::PI * w).cos() + 0.08 * (4.0 * std::f64::consts::PI * w).cos()
+            0.42 - 0.5 * (2.0 * std::f64::consts::PI * w).cos()
+                + 0.08 * (4.0 * std::f64::consts::PI * w).cos()
         } else {
             0.0
         };

@@ -220,8 +220,17 @@ mod tests {
         );
         assert_eq!(spell_id("4711", Language::Ja), "ヨン、ナナ、イチ、イチ");
         assert_eq!(clean("CPU > 95% <<ALERT>> ### disk"), "CPU 95% ALERT disk");
-        assert_eq!(read_variable("summary", "load ~ 12.5 @ 03:00", Language::En), "load 12.5 3 o'clock");
-        assert_eq!(read_variable("summary", "down since 23:05, retry 7:45.", Language::En), "down since 23 oh 5, retry 7 45.");
-        assert_eq!(read_variable("summary", "停止 03:30", Language::Ja), "停止 3時30分");
+        assert_eq!(
+            read_variable("summary", "load ~ 12.5 @ 03:00", Language::En),
+            "load 12.5 3 o'clock"
+        );
+        assert_eq!(
+            read_variable("summary", "down since 23:05, retry 7:45.", Language::En),
+            "down since 23 oh 5, retry 7 45."
+        );
+        assert_eq!(
+            read_variable("summary", "停止 03:30", Language::Ja),
+            "停止 3時30分"
+        );
     }
 }

@@ -1,0 +1,319 @@
+//! The same store tests on real SQLite and real PostgreSQL. PostgreSQL's
+//! URL comes from CALLOUT_TEST_POSTGRES_URL (an admin URL; each run makes
+//! and drops its own database); without it the PostgreSQL half says so
+//! loudly and is skipped. `.ci/run` sets it.
+
+use callout::store::{AttemptRow, KeyClaim, NotificationRow, Store};
+use serde_json::json;
+
+fn notification(id: &str, ticket: &str, created: i64) -> NotificationRow {
+    NotificationRow {
+        id: id.into(),
+        contract: "acme-web".into(),
+        ticket: ticket.into(),
+        severity: "major".into(),
+        host: "web-01".into(),
+        summary: "down".into(),
+        variables: json!({"region": "tokyo"}),
+        state: "pending".into(),
+        final_state: None,
+        escalation: None,
+        cancel_reason: None,
+        created_ms: created,
+        updated_ms: created,
+    }
+}
+
+async fn exercise(store: &Store) {
+    // Idempotency keys.
+    assert_eq!(
+        store.claim_key("k1", "h1", 1000).await.unwrap(),
+        KeyClaim::Claimed
+    );
+    assert_eq!(
+        store.claim_key("k1", "h1", 1001).await.unwrap(),
+        KeyClaim::InProgress
+    );
+    assert_eq!(
+        store.claim_key("k1", "h2", 1002).await.unwrap(),
+        KeyClaim::Mismatch
+    );
+    store
+        .insert_notification(&notification("n_1", "T-1", 1000), Some("k1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_key("k1", "h1", 1003).await.unwrap(),
+        KeyClaim::Done("n_1".into())
+    );
+    // An abandoned claim (process died) can be taken over after a minute.
+    assert_eq!(
+        store.claim_key("k2", "h", 1000).await.unwrap(),
+        KeyClaim::Claimed
+    );
+    assert_eq!(
+        store.claim_key("k2", "h", 70_000).await.unwrap(),
+        KeyClaim::Claimed
+    );
+    store.release_key("k2").await.unwrap();
+    assert_eq!(
+        store.claim_key("k2", "other", 70_001).await.unwrap(),
+        KeyClaim::Claimed
+    );
+
+    // Notifications.
+    let got = store.get_notification("n_1").await.unwrap().unwrap();
+    assert_eq!(got, notification("n_1", "T-1", 1000));
+    assert!(store.get_notification("n_nope").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .find_active("acme-web", "T-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "n_1"
+    );
+    for i in 2..=5 {
+        store
+            .insert_notification(
+                &notification(&format!("n_{i}"), &format!("T-{i}"), 1000 + i),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .finish("n_2", "acked", &json!({"state": "acked"}), 5000)
+        .await
+        .unwrap();
+    assert!(store
+        .find_active("acme-web", "T-2")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        !store.request_cancel("n_2", "late", 5001).await.unwrap(),
+        "finished: nothing to cancel"
+    );
+    assert!(store
+        .request_cancel("n_3", "recovered", 5001)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .get_notification("n_3")
+            .await
+            .unwrap()
+            .unwrap()
+            .cancel_reason
+            .as_deref(),
+        Some("recovered")
+    );
+    let page1 = store
+        .list_notifications(Some("acme-web"), None, None, None, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        page1.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        vec!["n_5", "n_4"]
+    );
+    let cursor = page1.last().map(|n| (n.created_ms, n.id.clone()));
+    let page2 = store
+        .list_notifications(Some("acme-web"), None, None, cursor, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        page2.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        vec!["n_3", "n_2", "n_1"]
+    );
+    let acked = store
+        .list_notifications(None, Some("acked"), None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(acked.len(), 1);
+    let since = store
+        .list_notifications(None, None, Some(1004), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(since.len(), 2);
+    assert_eq!(store.unfinished().await.unwrap().len(), 4);
+    store
+        .save_progress("n_4", "running", "{\"engine\":1}", 6000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_notification("n_4")
+            .await
+            .unwrap()
+            .unwrap()
+            .escalation
+            .as_deref(),
+        Some("{\"engine\":1}")
+    );
+
+    // Attempts.
+    let a = AttemptRow {
+        id: "a_1".into(),
+        notification_id: "n_4".into(),
+        attempt: 1,
+        contact: "Tanaka".into(),
+        round: 1,
+        started_ms: 6000,
+        answered_ms: None,
+        ended_ms: None,
+        outcome: None,
+        sip_code: None,
+        digits: String::new(),
+    };
+    store.start_attempt(&a).await.unwrap();
+    store.start_attempt(&a).await.unwrap(); // idempotent on (notification, attempt)
+    store.answer_attempt("n_4", 1, 6500).await.unwrap();
+    store.add_digit("n_4", 1, '2').await.unwrap();
+    store.add_digit("n_4", 1, '1').await.unwrap();
+    store
+        .end_attempt("n_4", 1, &json!({"outcome": "acked"}), Some(200), 9000)
+        .await
+        .unwrap();
+    store
+        .end_attempt("n_4", 1, &json!({"outcome": "interrupted"}), None, 9999)
+        .await
+        .unwrap();
+    let at = store.attempts("n_4").await.unwrap();
+    assert_eq!(at.len(), 1);
+    assert_eq!(
+        (at[0].digits.as_str(), at[0].answered_ms, at[0].ended_ms),
+        ("21", Some(6500), Some(9000))
+    );
+    assert_eq!(
+        at[0].outcome,
+        Some(json!({"outcome": "acked"})),
+        "an ended attempt is never rewritten"
+    );
+    assert_eq!(
+        store.attempt_by_id("a_1").await.unwrap().unwrap().sip_code,
+        Some(200)
+    );
+
+    // Outbox: order per notification, retries, giving up.
+    for e in ["notification.started", "call.ringing", "call.answered"] {
+        store
+            .enqueue("n_4", e, &json!({"e": e}), 10_000)
+            .await
+            .unwrap();
+    }
+    store
+        .enqueue("n_5", "notification.started", &json!({}), 10_000)
+        .await
+        .unwrap();
+    let due = store.due(10_000, 10).await.unwrap();
+    let mut firsts: Vec<(String, i64)> = due
+        .iter()
+        .map(|d| (d.notification_id.clone(), d.seq))
+        .collect();
+    firsts.sort();
+    assert_eq!(
+        firsts,
+        vec![("n_4".to_string(), 1), ("n_5".to_string(), 1)],
+        "one per notification, the oldest"
+    );
+    let first = due
+        .iter()
+        .find(|d| d.notification_id == "n_4")
+        .unwrap()
+        .clone();
+    store
+        .failed(&first.id, 12_000, "HTTP 500", false)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .due(11_000, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.notification_id != "n_4"),
+        "a failed event holds back the later ones"
+    );
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(10_000));
+    let retry = store.due(12_000, 10).await.unwrap();
+    assert!(retry.iter().any(|d| d.id == first.id));
+    store.delivered(&first.id, 12_001).await.unwrap();
+    let next = store.due(12_001, 10).await.unwrap();
+    assert_eq!(
+        next.iter()
+            .find(|d| d.notification_id == "n_4")
+            .unwrap()
+            .event,
+        "call.ringing"
+    );
+    let ringing = next
+        .iter()
+        .find(|d| d.notification_id == "n_4")
+        .unwrap()
+        .id
+        .clone();
+    store.failed(&ringing, 0, "gave up", true).await.unwrap();
+    assert_eq!(store.failed_deliveries().await.unwrap(), 1);
+    let ob = store.outbox("n_4").await.unwrap();
+    assert_eq!(
+        ob.iter().map(|o| o.tries).collect::<Vec<_>>(),
+        vec![2, 1, 0]
+    );
+    assert!(store.ping().await);
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    let dir = std::env::temp_dir().join(format!("callout-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = format!("sqlite://{}/data/callout.db", dir.display());
+    let store = Store::connect(&url).await.unwrap();
+    assert!(store.is_sqlite());
+    exercise(&store).await;
+    // WAL mode is on.
+    assert!(dir.join("data/callout.db-wal").exists());
+    // Reopening runs the migrations again harmlessly and finds the data.
+    drop(store);
+    let again = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        again.get_notification("n_1").await.unwrap().unwrap().ticket,
+        "T-1"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    let Ok(admin) = std::env::var("CALLOUT_TEST_POSTGRES_URL") else {
+        eprintln!("\n*** SKIPPED postgres_store: set CALLOUT_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/test) ***\n");
+        return;
+    };
+    use sqlx::Connection;
+    let db = format!("callout_test_{}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL reachable");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db}"),
+        None => panic!("CALLOUT_TEST_POSTGRES_URL must end with /DATABASE"),
+    };
+    {
+        let store = Store::connect(&url).await.unwrap();
+        assert!(!store.is_sqlite());
+        exercise(&store).await;
+    }
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
