@@ -14,3 +14,7 @@ pub mod softphone;
 pub mod store;
 pub mod tts;
 pub mod util;
+pub mod api;
+pub mod config;
+pub mod serve;
+pub mod service;

@@ -44,6 +44,12 @@ enum Cmd {
         #[arg(long, default_value = "sip:callout@localhost")]
         from: String,
     },
+    /// Run the service: REST API, store, escalations, webhooks.
+    Serve {
+        /// Configuration file (defaults for everything when absent).
+        #[arg(long, env = "CALLOUT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// A small SIP callee: answers, records what it hears, presses keys.
     Softphone {
         #[arg(long, default_value = "127.0.0.1:5070")]
@@ -196,6 +202,9 @@ fn main() -> ExitCode {
         Cmd::Dtmf {
             cmd: DtmfCmd::Detect { file },
         } => cli::dtmf_detect(&file),
+        Cmd::Serve { config } => runtime()
+            .and_then(|rt| rt.block_on(callout::serve::serve(config.as_deref())))
+            .map(|_| ExitCode::SUCCESS),
         Cmd::Softphone {
             listen,
             press,

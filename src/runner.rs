@@ -1,6 +1,6 @@
 //! Runs one notification's escalation over real calls: the thin async
 //! glue between the sans-IO engines (escalation, menu), the speech
-//! renderer and the gateway. Every step is reported through `report`.
+//! renderer and the gateway. Every step is reported to an [`Observer`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -121,59 +121,85 @@ impl Script {
     }
 }
 
-/// Run the escalation to its end. `cancel` flips to `Some(reason)` to stop.
+/// A boxed future, for the observer's async methods.
+pub type Fut<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// Where the runner reports: every event, and a checkpoint of the
+/// escalation state after every change (awaited before the next dial, so
+/// a crash never makes callout ring someone more often than the policy).
+pub trait Observer: Send + Sync {
+    fn event(&self, v: Value) -> Fut<'_>;
+    fn checkpoint(&self, esc: &Escalation) -> Fut<'_>;
+}
+
+/// Prints events as JSON lines (the CLI).
+pub struct PrintObserver;
+
+impl Observer for PrintObserver {
+    fn event(&self, v: Value) -> Fut<'_> {
+        println!("{v}");
+        Box::pin(async {})
+    }
+
+    fn checkpoint(&self, _esc: &Escalation) -> Fut<'_> {
+        Box::pin(async {})
+    }
+}
+
+/// Run the escalation to its end. `cancel` flips to `Some(reason)` to
+/// stop. `resume` continues a stored escalation: a call that was up when
+/// the process stopped is recorded `interrupted` and the policy goes on.
 pub async fn escalate(
     gw: &Gateway,
     plan: Arc<Dialplan>,
     script: Arc<Script>,
     mut cancel: watch::Receiver<Option<String>>,
-    report: &(dyn Fn(Value) + Send + Sync),
+    obs: &dyn Observer,
+    resume: Option<Escalation>,
 ) -> Final {
-    let mut esc = Escalation::new(&plan);
     let started = now_ms();
-    report(json!({"event": "notification.started", "contract": plan.contract, "at_ms": 0}));
-    esc.start(now_ms());
+    let mut esc = match resume {
+        Some(mut esc) => {
+            obs.event(json!({"event": "notification.resumed", "at_ms": 0})).await;
+            if let Some(attempt) = esc.active_attempt() {
+                obs.event(json!({"event": "call.ended", "attempt": attempt, "outcome": Outcome::Interrupted, "at_ms": 0}))
+                    .await;
+                esc.call_ended(attempt, Outcome::Interrupted, now_ms());
+            }
+            esc.start(now_ms());
+            esc
+        }
+        None => {
+            obs.event(json!({"event": "notification.started", "contract": plan.contract, "at_ms": 0})).await;
+            let mut esc = Escalation::new(&plan);
+            esc.start(now_ms());
+            esc
+        }
+    };
+    if let Some(reason) = cancel.borrow().clone() {
+        esc.cancel(now_ms(), &reason);
+    }
+    obs.checkpoint(&esc).await;
     let mut pin_locked = false;
     loop {
         while let Some(out) = esc.poll_output() {
             match out {
-                EscalationOutput::Dial {
-                    attempt,
-                    contact,
-                    round,
-                } => {
+                EscalationOutput::Dial { attempt, contact, round } => {
                     let c = &plan.contacts[contact];
-                    report(
-                        json!({"event": "call.dialing", "attempt": attempt, "contact": c.name,
-                        "round": round, "at_ms": now_ms() - started}),
-                    );
-                    let outcome = run_call(
-                        gw,
-                        &plan,
-                        &script,
-                        attempt,
-                        contact,
-                        &mut cancel,
-                        &mut pin_locked,
-                        started,
-                        report,
-                    )
-                    .await;
-                    report(
-                        json!({"event": "call.ended", "attempt": attempt, "contact": c.name,
-                        "outcome": outcome, "at_ms": now_ms() - started}),
-                    );
+                    obs.event(json!({"event": "call.dialing", "attempt": attempt, "contact": c.name,
+                        "round": round, "at_ms": now_ms() - started}))
+                        .await;
+                    let outcome = run_call(gw, &plan, &script, attempt, contact, &mut cancel, &mut pin_locked, started, obs).await;
+                    obs.event(json!({"event": "call.ended", "attempt": attempt, "contact": c.name,
+                        "outcome": outcome, "at_ms": now_ms() - started}))
+                        .await;
                     esc.call_ended(attempt, outcome, now_ms());
+                    obs.checkpoint(&esc).await;
                 }
-                EscalationOutput::Skipped {
-                    contact,
-                    round,
-                    reason,
-                } => {
-                    report(
-                        json!({"event": "contact.skipped", "contact": plan.contacts[contact].name,
-                        "round": round, "reason": reason, "at_ms": now_ms() - started}),
-                    );
+                EscalationOutput::Skipped { contact, round, reason } => {
+                    obs.event(json!({"event": "contact.skipped", "contact": plan.contacts[contact].name,
+                        "round": round, "reason": reason, "at_ms": now_ms() - started}))
+                        .await;
                 }
                 EscalationOutput::Cancel { .. } => {}
                 EscalationOutput::Finished(f) => {
@@ -183,9 +209,9 @@ pub async fn escalate(
                         Final::Exhausted { .. } => "notification.exhausted",
                         Final::Cancelled { .. } => "notification.cancelled",
                     };
-                    report(
-                        json!({"event": name, "final": f, "attempts": esc.attempts(), "at_ms": now_ms() - started}),
-                    );
+                    obs.checkpoint(&esc).await;
+                    obs.event(json!({"event": name, "final": f, "attempts": esc.attempts(), "at_ms": now_ms() - started}))
+                        .await;
                     return f;
                 }
             }
@@ -204,6 +230,7 @@ pub async fn escalate(
                 esc.cancel(now_ms(), reason.as_deref().unwrap_or("cancelled"));
             }
         }
+        obs.checkpoint(&esc).await;
     }
 }
 
@@ -217,7 +244,7 @@ async fn run_call(
     cancel: &mut watch::Receiver<Option<String>>,
     pin_locked: &mut bool,
     started: i64,
-    report: &(dyn Fn(Value) + Send + Sync),
+    obs: &dyn Observer,
 ) -> Outcome {
     let c = &plan.contacts[contact];
     let at = || now_ms() - started;
@@ -237,9 +264,7 @@ async fn run_call(
     {
         Ok(call) => call,
         Err(e) => {
-            report(
-                json!({"event": "call.failed", "attempt": attempt, "error": e.to_string(), "at_ms": at()}),
-            );
+            obs.event(json!({"event": "call.failed", "attempt": attempt, "error": e.to_string(), "at_ms": at()})).await;
             return Outcome::Failed { code: 0 };
         }
     };
@@ -291,10 +316,10 @@ async fn run_call(
                 let Some(ev) = ev else { break };
                 match ev {
                     CallUpdate::Sip(CallEvent::Ringing) => {
-                        report(json!({"event": "call.ringing", "attempt": attempt, "at_ms": at()}));
+                        obs.event(json!({"event": "call.ringing", "attempt": attempt, "at_ms": at()})).await;
                     }
                     CallUpdate::Sip(CallEvent::Answered(_)) => {
-                        report(json!({"event": "call.answered", "attempt": attempt, "at_ms": at()}));
+                        obs.event(json!({"event": "call.answered", "attempt": attempt, "at_ms": at()})).await;
                         answered_at = Some(tokio::time::Instant::now());
                         if cancelled {
                             menu.cancel();
@@ -314,8 +339,8 @@ async fn run_call(
                         }
                     }
                     CallUpdate::Media(MediaEvent::Digit(d)) => {
-                        report(json!({"event": "digit", "attempt": attempt, "digit": d.digit.to_string(),
-                            "source": d.source, "at_ms": at()}));
+                        obs.event(json!({"event": "digit", "attempt": attempt, "digit": d.digit.to_string(),
+                            "source": d.source, "at_ms": at()})).await;
                         if amd_pending {
                             // A key press settles it: a person is there.
                             amd_pending = false;
@@ -327,8 +352,8 @@ async fn run_call(
                     }
                     CallUpdate::Media(MediaEvent::Amd { result, cause }) if amd_pending => {
                         amd_pending = false;
-                        report(json!({"event": "call.amd", "attempt": attempt, "result": result,
-                            "cause": cause, "at_ms": at()}));
+                        obs.event(json!({"event": "call.amd", "attempt": attempt, "result": result,
+                            "cause": cause, "at_ms": at()})).await;
                         if result == crate::media::amd::AmdResult::Machine {
                             outcome.get_or_insert(Outcome::Machine);
                             match (plan.escalation.on_machine, script.get(Say::Message)) {
@@ -342,7 +367,7 @@ async fn run_call(
                         }
                     }
                     CallUpdate::Media(MediaEvent::PromptFinished { id }) if Some(id) == machine_message => {
-                        report(json!({"event": "call.message_left", "attempt": attempt, "at_ms": at()}));
+                        obs.event(json!({"event": "call.message_left", "attempt": attempt, "at_ms": at()})).await;
                         call.hangup();
                     }
                     CallUpdate::Media(MediaEvent::PromptFinished { id }) => {
@@ -383,9 +408,7 @@ async fn run_call(
                 }
                 MenuOutput::PinFailed { locked } => {
                     *pin_locked |= locked;
-                    report(
-                        json!({"event": "pin.failed", "attempt": attempt, "locked": locked, "at_ms": at()}),
-                    );
+                    obs.event(json!({"event": "pin.failed", "attempt": attempt, "locked": locked, "at_ms": at()})).await;
                 }
             }
         }

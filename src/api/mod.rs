@@ -1,0 +1,439 @@
+//! The REST API (axum), JSON under `/v1`. Errors are RFC 9457 problem
+//! documents; client errors say what is wrong, server errors say little
+//! and are logged.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::runner::Notification;
+use crate::service::{body_hash, AcceptError, Service};
+
+/// An API error as a problem document.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            title,
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    fn invalid(field: &str, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            title: "Invalid request",
+            detail: detail.into(),
+            field: Some(field.to_string()),
+        }
+    }
+
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", "the request could not be completed")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if let Some(f) = self.field {
+            body["field"] = json!(f);
+            body["errors"] = json!([{"field": f, "detail": self.detail}]);
+        }
+        let mut r = (self.status, Json(body)).into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        r
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Notify,
+    Operate,
+    Admin,
+}
+
+impl Scope {
+    fn name(self) -> &'static str {
+        match self {
+            Scope::Notify => "notify",
+            Scope::Operate => "operate",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// Check the bearer token: 401 without a valid one, 403 without the scope
+/// (`admin` implies every scope).
+fn authorize(svc: &Service, headers: &HeaderMap, scope: Scope) -> Result<String, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a bearer token is required"))?;
+    let hash: String = Sha256::digest(token.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let t = svc
+        .config
+        .tokens
+        .iter()
+        .find(|t| t.sha256.eq_ignore_ascii_case(&hash))
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "unknown token"))?;
+    if t.scopes.iter().any(|s| s == scope.name() || s == "admin") {
+        Ok(t.name.clone())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("this token lacks the {} scope", scope.name()),
+        ))
+    }
+}
+
+type Shared = State<Arc<Service>>;
+
+/// The router; tested with `tower::ServiceExt::oneshot` or over a socket.
+pub fn router(svc: Arc<Service>) -> Router {
+    let max_body = svc.config.max_body;
+    Router::new()
+        .route("/v1/notifications", post(create_notification).get(list_notifications))
+        .route("/v1/notifications/{id}", get(get_notification))
+        .route("/v1/notifications/{id}/cancel", post(cancel_notification))
+        .route("/v1/calls/{id}", get(get_call))
+        .route("/v1/contracts", get(list_contracts))
+        .route("/v1/contracts/{id}", get(get_contract))
+        .route("/v1/dialplans/reload", post(reload_dialplans))
+        .route("/v1/dialplans/validate", post(validate_dialplan))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(svc.clone(), timing))
+        .with_state(svc)
+}
+
+async fn timing(State(svc): Shared, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let r = next.run(req).await;
+    svc.metrics.api_requests.fetch_add(1, Ordering::Relaxed);
+    svc.metrics
+        .api_latency_us_total
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    r
+}
+
+fn field_str(v: &Value, name: &str, required: bool) -> Result<Option<String>, ApiError> {
+    match v.get(name) {
+        None | Some(Value::Null) if required => Err(ApiError::invalid(name, format!("{name} is required"))),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if required && s.trim().is_empty() => {
+            Err(ApiError::invalid(name, format!("{name} must not be empty")))
+        }
+        Some(Value::String(s)) if s.len() > 2000 => Err(ApiError::invalid(name, format!("{name} is too long"))),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::invalid(name, format!("{name} must be a string"))),
+    }
+}
+
+/// Read and check the notification body by hand, so every problem names
+/// its field.
+fn parse_notification(body: &[u8]) -> Result<(Notification, bool), ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "Malformed JSON", format!("the body is not JSON: line {} column {}", e.line(), e.column())))?;
+    if !v.is_object() {
+        return Err(ApiError::invalid("", "the body must be a JSON object"));
+    }
+    const KNOWN: &[&str] = &["contract", "ticket", "severity", "host", "summary", "variables", "dry_run"];
+    if let Some(k) = v.as_object().and_then(|o| o.keys().find(|k| !KNOWN.contains(&k.as_str()))) {
+        return Err(ApiError::invalid(k, format!("unknown field {k}")));
+    }
+    let mut variables = BTreeMap::new();
+    match v.get("variables") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(o)) => {
+            for (k, val) in o {
+                match val {
+                    Value::String(s) => {
+                        variables.insert(k.clone(), s.clone());
+                    }
+                    Value::Number(n) => {
+                        variables.insert(k.clone(), n.to_string());
+                    }
+                    _ => return Err(ApiError::invalid(&format!("variables.{k}"), "variables must be strings or numbers")),
+                }
+            }
+        }
+        Some(_) => return Err(ApiError::invalid("variables", "variables must be an object")),
+    }
+    let dry_run = match v.get("dry_run") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("dry_run", "dry_run must be true or false")),
+    };
+    let n = Notification {
+        contract: field_str(&v, "contract", true)?.unwrap_or_default(),
+        ticket: field_str(&v, "ticket", true)?.unwrap_or_default(),
+        severity: field_str(&v, "severity", true)?.unwrap_or_default(),
+        host: field_str(&v, "host", true)?.unwrap_or_default(),
+        summary: field_str(&v, "summary", true)?.unwrap_or_default(),
+        variables,
+    };
+    Ok((n, dry_run))
+}
+
+async fn create_notification(State(svc): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    authorize(&svc, &headers, Scope::Notify)?;
+    let (n, dry_run) = parse_notification(&body)?;
+    let Some(plan) = svc.registry.get(&n.contract) else {
+        return Err(ApiError::invalid("contract", format!("unknown contract {:?}", n.contract)));
+    };
+    for name in crate::ivr::dialplan::template_variables(&match &plan.message {
+        crate::ivr::dialplan::Phrase::Text(t) => t.clone(),
+        _ => String::new(),
+    }) {
+        if plan.variables.contains(&name) && !n.variables.contains_key(&name) {
+            return Err(ApiError::invalid(&format!("variables.{name}"), format!("the contract's message needs variable {name}")));
+        }
+    }
+    if dry_run {
+        let contacts: Vec<Value> = plan.contacts.iter().map(|c| json!({"name": c.name, "uri": c.uri})).collect();
+        return Ok((StatusCode::OK, Json(json!({"dry_run": true, "contract": plan.contract, "contacts": contacts,
+            "rounds": plan.escalation.rounds}))).into_response());
+    }
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
+        return Err(ApiError::invalid("Idempotency-Key", "the key must be 1 to 255 characters"));
+    }
+    let (row, created) = match svc.accept(n, key.as_deref(), &body_hash(&body)).await {
+        Ok(r) => r,
+        Err(AcceptError::UnknownContract(c)) => return Err(ApiError::invalid("contract", format!("unknown contract {c:?}"))),
+        Err(AcceptError::KeyMismatch) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Idempotency-Key reused",
+                "this Idempotency-Key was used with a different request body",
+            ))
+        }
+        Err(AcceptError::KeyInProgress) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "Request in progress", "a request with this Idempotency-Key is still being processed"))
+        }
+        Err(AcceptError::Store(e)) => return Err(ApiError::internal(e)),
+    };
+    let location = format!("/v1/notifications/{}", row.id);
+    let mut r = (
+        StatusCode::ACCEPTED,
+        Json(json!({"id": row.id, "state": row.state, "created": created, "location": location})),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+async fn notification_json(svc: &Service, id: &str) -> Result<Value, ApiError> {
+    let n = svc
+        .store
+        .get_notification(id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Not found", format!("no notification {id}")))?;
+    let attempts = svc.store.attempts(id).await?;
+    let outbox = svc.store.outbox(id).await?;
+    let acked_by = match &n.final_state {
+        Some(f) if f["state"] == "acked" => attempts.get(f["attempt"].as_u64().unwrap_or(0) as usize - 1).map(|a| a.contact.clone()),
+        _ => None,
+    };
+    let actions: Vec<&Value> = attempts
+        .iter()
+        .filter_map(|a| a.outcome.as_ref())
+        .filter(|o| o["outcome"] == "action_requested")
+        .collect();
+    Ok(json!({
+        "id": n.id, "contract": n.contract, "ticket": n.ticket, "severity": n.severity, "host": n.host,
+        "summary": n.summary, "variables": n.variables, "state": n.state, "final": n.final_state,
+        "acked_by": acked_by, "actions": actions, "cancel_reason": n.cancel_reason,
+        "created_ms": n.created_ms, "updated_ms": n.updated_ms,
+        "attempts": attempts,
+        "webhooks": {
+            "queued": outbox.iter().filter(|o| o.delivered_ms.is_none() && !o.gave_up).count(),
+            "delivered": outbox.iter().filter(|o| o.delivered_ms.is_some()).count(),
+            "failed": outbox.iter().filter(|o| o.gave_up).map(|o| json!({"event": o.event, "error": o.last_error})).collect::<Vec<_>>(),
+        },
+    }))
+}
+
+async fn get_notification(State(svc): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    authorize(&svc, &headers, Scope::Notify).or_else(|_| authorize(&svc, &headers, Scope::Operate))?;
+    Ok(Json(notification_json(&svc, &id).await?))
+}
+
+#[derive(Deserialize)]
+struct CancelBody {
+    reason: Option<String>,
+}
+
+async fn cancel_notification(
+    State(svc): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&svc, &headers, Scope::Notify).or_else(|_| authorize(&svc, &headers, Scope::Operate))?;
+    let reason = if body.is_empty() {
+        "cancelled".to_string()
+    } else {
+        let b: CancelBody = serde_json::from_slice(&body).map_err(|_| ApiError::invalid("reason", "body must be {\"reason\": \"...\"}"))?;
+        b.reason.unwrap_or_else(|| "cancelled".into())
+    };
+    if svc.store.get_notification(&id).await?.is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "Not found", format!("no notification {id}")));
+    }
+    let accepted = svc.cancel(&id, &reason).await?;
+    let status = if accepted { StatusCode::ACCEPTED } else { StatusCode::CONFLICT };
+    Ok((status, Json(json!({"id": id, "cancelled": accepted, "reason": reason}))).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    contract: Option<String>,
+    state: Option<String>,
+    since: Option<i64>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+async fn list_notifications(State(svc): Shared, headers: HeaderMap, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    authorize(&svc, &headers, Scope::Operate)?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let before = match q.cursor.as_deref() {
+        Some(c) => {
+            let (ms, id) = c.split_once('.').ok_or_else(|| ApiError::invalid("cursor", "malformed cursor"))?;
+            Some((ms.parse().map_err(|_| ApiError::invalid("cursor", "malformed cursor"))?, id.to_string()))
+        }
+        None => None,
+    };
+    let rows = svc
+        .store
+        .list_notifications(q.contract.as_deref(), q.state.as_deref(), q.since, before, limit)
+        .await?;
+    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| format!("{}.{}", r.created_ms, r.id))).flatten();
+    Ok(Json(json!({"items": rows, "next_cursor": next})))
+}
+
+async fn get_call(State(svc): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    authorize(&svc, &headers, Scope::Operate)?;
+    let a = svc
+        .store
+        .attempt_by_id(&id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Not found", format!("no call {id}")))?;
+    Ok(Json(json!(a)))
+}
+
+async fn list_contracts(State(svc): Shared, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&svc, &headers, Scope::Operate)?;
+    let items: Vec<Value> = svc
+        .registry
+        .snapshot()
+        .values()
+        .map(|p| json!({"contract": p.contract, "name": p.name, "language": p.language, "contacts": p.contacts.len()}))
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+async fn get_contract(State(svc): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    authorize(&svc, &headers, Scope::Operate)?;
+    let p = svc
+        .registry
+        .get(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Not found", format!("no contract {id}")))?;
+    // PinConfig never serialises its code.
+    Ok(Json(json!(*p)))
+}
+
+async fn reload_dialplans(State(svc): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&svc, &headers, Scope::Admin)?;
+    Ok(match svc.registry.reload() {
+        Ok(n) => (StatusCode::OK, Json(json!({"reloaded": n}))).into_response(),
+        Err(errors) => {
+            let e: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"reloaded": 0, "errors": e, "kept": "the previous dialplans"}))).into_response()
+        }
+    })
+}
+
+async fn validate_dialplan(State(svc): Shared, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+    authorize(&svc, &headers, Scope::Operate)?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("body", "the dialplan must be UTF-8 text"))?;
+    let r = crate::ivr::dialplan::load_str(text, std::path::Path::new("request.toml"), &svc.config.prompts);
+    Ok(Json(match r {
+        Ok(p) => json!({"valid": true, "contract": p.contract}),
+        Err(errors) => json!({"valid": false, "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()}),
+    }))
+}
+
+async fn readyz(State(svc): Shared) -> Response {
+    let db = svc.store.ping().await;
+    let status = if db { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"database": db, "sip": svc.gateway.sip_addr().to_string()}))).into_response()
+}
+
+async fn metrics(State(svc): Shared) -> Response {
+    let m = &svc.metrics;
+    let mut out = String::new();
+    out.push_str("# TYPE callout_calls_total counter\n");
+    for (outcome, n) in m.calls_by_outcome.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        out.push_str(&format!("callout_calls_total{{outcome=\"{outcome}\"}} {n}\n"));
+    }
+    out.push_str(&format!(
+        "# TYPE callout_active_calls gauge\ncallout_active_calls {}\n\
+         # TYPE callout_active_escalations gauge\ncallout_active_escalations {}\n\
+         # TYPE callout_webhook_failures_total counter\ncallout_webhook_failures_total {}\n\
+         # TYPE callout_webhook_given_up_total counter\ncallout_webhook_given_up_total {}\n\
+         # TYPE callout_tts_fallbacks_total counter\ncallout_tts_fallbacks_total {}\n\
+         # TYPE callout_api_requests_total counter\ncallout_api_requests_total {}\n\
+         # TYPE callout_api_latency_seconds_sum counter\ncallout_api_latency_seconds_sum {:.6}\n",
+        m.active_calls.load(Ordering::Relaxed),
+        svc.active_escalations(),
+        m.webhook_failures.load(Ordering::Relaxed),
+        m.webhook_gave_up.load(Ordering::Relaxed),
+        m.tts_fallbacks.load(Ordering::Relaxed),
+        m.api_requests.load(Ordering::Relaxed),
+        m.api_latency_us_total.load(Ordering::Relaxed) as f64 / 1e6,
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,117 @@
+//! `callout.toml`: every setting has a default, so `callout serve` runs
+//! with no file at all.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// An API token, stored as the SHA-256 of the secret (hex).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub sha256: String,
+    /// `notify`, `operate`, `admin`.
+    pub scopes: Vec<String>,
+}
+
+/// Where ticket events go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Default target for contracts without their own.
+    pub url: Option<String>,
+    /// Per-contract targets.
+    #[serde(default)]
+    pub contracts: BTreeMap<String, String>,
+    /// Signing secrets, `whsec_<base64>`; several while rotating.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Give up on a delivery this long after the event (e.g. "24h").
+    #[serde(default = "day")]
+    pub give_up_after: String,
+}
+
+fn day() -> String {
+    "24h".into()
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: None,
+            contracts: BTreeMap::new(),
+            secrets: Vec::new(),
+            give_up_after: day(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP API address.
+    pub listen: String,
+    /// SIP socket address.
+    pub sip: String,
+    pub rtp_ports: String,
+    /// `sqlite://data/callout.db` or `postgres://…`.
+    pub database_url: String,
+    pub dialplans: PathBuf,
+    pub prompts: PathBuf,
+    pub tts_cache: PathBuf,
+    /// API tokens. With none configured, a development token is printed at
+    /// start-up (see `serve`).
+    pub tokens: Vec<TokenConfig>,
+    pub webhooks: WebhookConfig,
+    /// Largest accepted request body, bytes.
+    pub max_body: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            sip: "127.0.0.1:5060".into(),
+            rtp_ports: "20000-29999".into(),
+            database_url: "sqlite://data/callout.db".into(),
+            dialplans: "dialplans".into(),
+            prompts: "prompts".into(),
+            tts_cache: "data/tts-cache".into(),
+            tokens: Vec::new(),
+            webhooks: WebhookConfig::default(),
+            max_body: 64 * 1024,
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(0);
+            ConfigError::Parse {
+                path: path.display().to_string(),
+                message: format!("line {line}: {}", e.message()),
+            }
+        })
+    }
+}

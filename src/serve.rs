@@ -1,0 +1,106 @@
+//! `callout serve`: the service on one configuration file (or defaults).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, TokenConfig};
+use crate::driver::Gateway;
+use crate::ivr::registry::Registry;
+use crate::service::Service;
+use crate::store::Store;
+use crate::tts::{Tts, TtsConfig};
+
+/// Start everything; returns the service and the bound HTTP address.
+pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::net::TcpListener)> {
+    if config.tokens.is_empty() {
+        // No tokens configured: a random one for this run, never a fixed
+        // default that would open the API to anyone who read the docs.
+        let token: String = (0..32).map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16))).collect();
+        eprintln!("callout: no API tokens configured; this run's admin token is {token}");
+        config.tokens.push(TokenConfig {
+            name: "startup".into(),
+            sha256: Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect(),
+            scopes: vec!["admin".into()],
+        });
+    }
+    let store = Store::connect(&config.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", config.database_url))?;
+    let registry = Registry::load(&config.dialplans, &config.prompts).map_err(|errors| {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        anyhow::anyhow!("{} problem(s) in {}", errors.len(), config.dialplans.display())
+    })?;
+    let gateway = Gateway::start(config.sip.parse().context("sip address")?, &config.rtp_ports).await?;
+    let tts = Tts::new(&TtsConfig {
+        cache_dir: config.tts_cache.clone(),
+        ..TtsConfig::default()
+    })?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding the API on {}", config.listen))?;
+    let svc = Service::new(config, store, registry, gateway, tts);
+    let resumed = svc.resume_all().await?;
+    if resumed > 0 {
+        tracing::warn!(resumed, "resumed unfinished notifications");
+    }
+    svc.tasks.spawn(crate::service::webhook::run(svc.clone()));
+    Ok((svc, listener))
+}
+
+/// Run until SIGTERM or Ctrl-C. Every step is already in the database, so
+/// stopping loses nothing: unfinished notifications resume at the next
+/// start, and a call that was up is recorded as interrupted.
+pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let config = match config_path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let (svc, listener) = start(config).await?;
+    eprintln!(
+        "callout: API on http://{}, SIP on {}, database {}",
+        listener.local_addr()?,
+        svc.gateway.sip_addr(),
+        svc.config.database_url
+    );
+    // SIGHUP reloads the dialplans; a broken file keeps the old ones.
+    let reload = svc.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match reload.registry.reload() {
+                Ok(n) => tracing::warn!(dialplans = n, "reloaded dialplans"),
+                Err(errors) => {
+                    for e in errors {
+                        tracing::error!("reload rejected, previous dialplans kept: {e}");
+                    }
+                }
+            }
+        }
+    });
+    let app = crate::api::router(svc.clone());
+    let shutdown = svc.shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let term = async {
+                if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    s.recv().await;
+                }
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            shutdown.cancel();
+        })
+        .await?;
+    eprintln!("callout: stopped; unfinished notifications resume at the next start");
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! The service: accepts notifications (committed before the API answers),
+//! runs each escalation, persists every step, resumes after a restart, and
+//! feeds the webhook outbox.
+
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::driver::Gateway;
+use crate::ivr::escalation::{Escalation, Final};
+use crate::ivr::registry::Registry;
+use crate::runner::{now_ms, Fut, Notification, Observer, Script};
+use crate::store::{new_id, AttemptRow, KeyClaim, NotificationRow, Store, StoreError};
+use crate::tts::Tts;
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub calls_by_outcome: Mutex<HashMap<String, u64>>,
+    pub active_calls: AtomicU64,
+    pub webhook_failures: AtomicU64,
+    pub webhook_gave_up: AtomicU64,
+    pub api_requests: AtomicU64,
+    pub api_latency_us_total: AtomicU64,
+    pub tts_fallbacks: AtomicU64,
+}
+
+/// Why a notification was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("unknown contract {0:?}")]
+    UnknownContract(String),
+    #[error("Idempotency-Key reused with a different request body")]
+    KeyMismatch,
+    #[error("a request with this Idempotency-Key is still being processed")]
+    KeyInProgress,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The running service.
+pub struct Service {
+    pub config: Config,
+    pub store: Store,
+    pub registry: Registry,
+    pub gateway: Gateway,
+    pub tts: Arc<Tts>,
+    pub metrics: Metrics,
+    running: Mutex<HashMap<String, watch::Sender<Option<String>>>>,
+    pub outbox_kick: Notify,
+    pub shutdown: CancellationToken,
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+/// State names stored for each ending.
+pub fn final_state(f: &Final) -> &'static str {
+    match f {
+        Final::Acked { .. } => "acked",
+        Final::ActionRequested { .. } => "action_requested",
+        Final::Exhausted { .. } => "exhausted",
+        Final::Cancelled { .. } => "cancelled",
+    }
+}
+
+impl Service {
+    pub fn new(config: Config, store: Store, registry: Registry, gateway: Gateway, tts: Tts) -> Arc<Service> {
+        Arc::new(Service {
+            config,
+            store,
+            registry,
+            gateway,
+            tts: Arc::new(tts),
+            metrics: Metrics::default(),
+            running: Mutex::new(HashMap::new()),
+            outbox_kick: Notify::new(),
+            shutdown: CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+        })
+    }
+
+    pub fn webhook_url(&self, contract: &str) -> Option<String> {
+        self.config
+            .webhooks
+            .contracts
+            .get(contract)
+            .cloned()
+            .or_else(|| self.config.webhooks.url.clone())
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Option<String>>>> {
+        // A poisoned lock only means a holder panicked; the map is intact.
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Accept a notification: dedupe by Idempotency-Key (same body → the
+    /// original) or by an active contract + ticket, store it, start it.
+    /// Returns the row and whether it is new.
+    pub async fn accept(
+        self: &Arc<Self>,
+        n: Notification,
+        key: Option<&str>,
+        body_hash: &str,
+    ) -> Result<(NotificationRow, bool), AcceptError> {
+        let plan = self
+            .registry
+            .get(&n.contract)
+            .ok_or_else(|| AcceptError::UnknownContract(n.contract.clone()))?;
+        let now = now_ms();
+        if let Some(k) = key {
+            match self.store.claim_key(k, body_hash, now).await? {
+                KeyClaim::Claimed => {}
+                KeyClaim::Done(id) => {
+                    if let Some(row) = self.store.get_notification(&id).await? {
+                        return Ok((row, false));
+                    }
+                }
+                KeyClaim::Mismatch => return Err(AcceptError::KeyMismatch),
+                KeyClaim::InProgress => return Err(AcceptError::KeyInProgress),
+            }
+        }
+        if let Some(active) = self.store.find_active(&n.contract, &n.ticket).await? {
+            if let Some(k) = key {
+                self.store.release_key(k).await?;
+            }
+            return Ok((active, false));
+        }
+        let row = NotificationRow {
+            id: new_id("ntf"),
+            contract: n.contract.clone(),
+            ticket: n.ticket.clone(),
+            severity: n.severity.clone(),
+            host: n.host.clone(),
+            summary: n.summary.clone(),
+            variables: serde_json::to_value(&n.variables).unwrap_or_default(),
+            state: "pending".into(),
+            final_state: None,
+            escalation: None,
+            cancel_reason: None,
+            created_ms: now,
+            updated_ms: now,
+        };
+        // Committed before the caller answers 202.
+        self.store.insert_notification(&row, key).await?;
+        self.start(row.clone(), plan, None);
+        Ok((row, true))
+    }
+
+    /// Run one escalation in the background.
+    fn start(self: &Arc<Self>, row: NotificationRow, plan: Arc<crate::ivr::dialplan::Dialplan>, resume: Option<Escalation>) {
+        let (tx, rx) = watch::channel(row.cancel_reason.clone());
+        self.running().insert(row.id.clone(), tx);
+        let svc = self.clone();
+        self.tasks.spawn(async move {
+            let n = Notification {
+                contract: row.contract.clone(),
+                ticket: row.ticket.clone(),
+                severity: row.severity.clone(),
+                host: row.host.clone(),
+                summary: row.summary.clone(),
+                variables: serde_json::from_value(row.variables.clone()).unwrap_or_default(),
+            };
+            let obs = StoreObserver {
+                svc: svc.clone(),
+                id: row.id.clone(),
+            };
+            // Synthesis runs off the async workers, before the first INVITE.
+            let (tts, p2, prompts) = (svc.tts.clone(), plan.clone(), svc.config.prompts.clone());
+            let script = tokio::task::spawn_blocking(move || Script::prepare(&p2, &n, &tts, &prompts)).await;
+            let script = match script {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::error!(notification = %row.id, error = %e, "cannot prepare the audio");
+                    svc.running().remove(&row.id);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(notification = %row.id, error = %e, "audio preparation crashed");
+                    svc.running().remove(&row.id);
+                    return;
+                }
+            };
+            if !script.fallbacks.is_empty() {
+                svc.metrics.tts_fallbacks.fetch_add(1, Ordering::Relaxed);
+            }
+            obs.event(json!({"event": "audio.ready", "fallbacks": script.fallbacks})).await;
+            let fin = crate::runner::escalate(&svc.gateway, plan, Arc::new(script), rx, &obs, resume).await;
+            let _ = svc
+                .store
+                .finish(&row.id, final_state(&fin), &serde_json::to_value(&fin).unwrap_or_default(), now_ms())
+                .await;
+            svc.running().remove(&row.id);
+            svc.outbox_kick.notify_one();
+        });
+    }
+
+    /// Cancel an escalation; `Ok(false)` when it had already ended.
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
+        let accepted = self.store.request_cancel(id, reason, now_ms()).await?;
+        if accepted {
+            if let Some(tx) = self.running().get(id) {
+                let _ = tx.send(Some(reason.to_string()));
+            }
+        }
+        Ok(accepted)
+    }
+
+    /// After a start: continue every notification that was not finished.
+    pub async fn resume_all(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for row in self.store.unfinished().await? {
+            let Some(plan) = self.registry.get(&row.contract) else {
+                tracing::error!(notification = %row.id, contract = %row.contract, "cannot resume: contract no longer exists");
+                continue;
+            };
+            let resume = row
+                .escalation
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<Escalation>(s).ok());
+            tracing::info!(notification = %row.id, "resuming");
+            self.start(row, plan, resume);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub fn active_escalations(&self) -> usize {
+        self.running().len()
+    }
+}
+
+/// The SHA-256 of a request body, for idempotency.
+pub fn body_hash(body: &[u8]) -> String {
+    Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes each runner event to the store (attempts, outbox) and saves the
+/// escalation state at every checkpoint.
+struct StoreObserver {
+    svc: Arc<Service>,
+    id: String,
+}
+
+impl StoreObserver {
+    async fn handle(&self, v: Value) {
+        let store = &self.svc.store;
+        let now = now_ms();
+        let attempt = v["attempt"].as_i64().unwrap_or(0);
+        let event = v["event"].as_str().unwrap_or("").to_string();
+        let r = match event.as_str() {
+            "call.dialing" => {
+                store
+                    .start_attempt(&AttemptRow {
+                        id: new_id("call"),
+                        notification_id: self.id.clone(),
+                        attempt,
+                        contact: v["contact"].as_str().unwrap_or("").into(),
+                        round: v["round"].as_i64().unwrap_or(0),
+                        started_ms: now,
+                        answered_ms: None,
+                        ended_ms: None,
+                        outcome: None,
+                        sip_code: None,
+                        digits: String::new(),
+                    })
+                    .await
+            }
+            "call.answered" => {
+                self.svc.metrics.active_calls.fetch_add(1, Ordering::Relaxed);
+                store.answer_attempt(&self.id, attempt, now).await
+            }
+            "digit" => {
+                let d = v["digit"].as_str().and_then(|s| s.chars().next()).unwrap_or('?');
+                store.add_digit(&self.id, attempt, d).await
+            }
+            "call.ended" => {
+                let outcome = v["outcome"]["outcome"].as_str().unwrap_or("unknown").to_string();
+                let answered = store
+                    .attempts(&self.id)
+                    .await
+                    .ok()
+                    .and_then(|a| a.into_iter().find(|a| a.attempt == attempt))
+                    .is_some_and(|a| a.answered_ms.is_some());
+                if answered {
+                    self.svc.metrics.active_calls.fetch_sub(1, Ordering::Relaxed);
+                }
+                *self
+                    .svc
+                    .metrics
+                    .calls_by_outcome
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(outcome)
+                    .or_default() += 1;
+                let code = v["outcome"]["code"].as_i64();
+                store.end_attempt(&self.id, attempt, &v["outcome"], code, now).await
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            tracing::error!(notification = %self.id, error = %e, "cannot record {event}");
+        }
+        if let Err(e) = store.enqueue(&self.id, &event, &v, now).await {
+            tracing::error!(notification = %self.id, error = %e, "cannot queue webhook {event}");
+        }
+        self.svc.outbox_kick.notify_one();
+    }
+}
+
+impl Observer for StoreObserver {
+    fn event(&self, v: Value) -> Fut<'_> {
+        Box::pin(self.handle(v))
+    }
+
+    fn checkpoint(&self, esc: &Escalation) -> Fut<'_> {
+        let state = if esc.is_done() { "finishing" } else { "running" };
+        let json = serde_json::to_string(esc).unwrap_or_default();
+        Box::pin(async move {
+            if let Err(e) = self.svc.store.save_progress(&self.id, state, &json, now_ms()).await {
+                tracing::error!(notification = %self.id, error = %e, "cannot save the escalation state");
+            }
+        })
+    }
+}
