@@ -183,9 +183,15 @@ pub async fn escalate(o: EscalateOptions) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--bind {:?} is not an address:port", o.bind))?;
     let gw = Gateway::start(bind, &o.rtp_ports).await?;
     let (_cancel_tx, cancel_rx) = tokio::sync::watch::channel(None);
-    let fin =
-        crate::runner::escalate(&gw, plan, std::sync::Arc::new(script), cancel_rx, &crate::runner::PrintObserver, None)
-            .await;
+    let fin = crate::runner::escalate(
+        &gw,
+        plan,
+        std::sync::Arc::new(script),
+        cancel_rx,
+        &crate::runner::PrintObserver,
+        None,
+    )
+    .await;
     Ok(match fin {
         Final::Acked { .. } | Final::ActionRequested { .. } => ExitCode::SUCCESS,
         _ => ExitCode::from(1),

@@ -107,7 +107,10 @@ impl Config {
             source,
         })?;
         toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(0);
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(0);
             ConfigError::Parse {
                 path: path.display().to_string(),
                 message: format!("line {line}: {}", e.message()),

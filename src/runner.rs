@@ -160,7 +160,8 @@ pub async fn escalate(
     let started = now_ms();
     let mut esc = match resume {
         Some(mut esc) => {
-            obs.event(json!({"event": "notification.resumed", "at_ms": 0})).await;
+            obs.event(json!({"event": "notification.resumed", "at_ms": 0}))
+                .await;
             if let Some(attempt) = esc.active_attempt() {
                 obs.event(json!({"event": "call.ended", "attempt": attempt, "outcome": Outcome::Interrupted, "at_ms": 0}))
                     .await;
@@ -170,7 +171,10 @@ pub async fn escalate(
             esc
         }
         None => {
-            obs.event(json!({"event": "notification.started", "contract": plan.contract, "at_ms": 0})).await;
+            obs.event(
+                json!({"event": "notification.started", "contract": plan.contract, "at_ms": 0}),
+            )
+            .await;
             let mut esc = Escalation::new(&plan);
             esc.start(now_ms());
             esc
@@ -184,22 +188,52 @@ pub async fn escalate(
     loop {
         while let Some(out) = esc.poll_output() {
             match out {
-                EscalationOutput::Dial { attempt, contact, round } => {
+                EscalationOutput::Dial {
+                    attempt,
+                    contact,
+                    round,
+                } => {
                     let c = &plan.contacts[contact];
-                    obs.event(json!({"event": "call.dialing", "attempt": attempt, "contact": c.name,
-                        "round": round, "at_ms": now_ms() - started}))
-                        .await;
-                    let outcome = run_call(gw, &plan, &script, attempt, contact, &mut cancel, &mut pin_locked, started, obs).await;
-                    obs.event(json!({"event": "call.ended", "attempt": attempt, "contact": c.name,
-                        "outcome": outcome, "at_ms": now_ms() - started}))
-                        .await;
+                    obs.event(
+                        json!({"event": "call.dialing", "attempt": attempt, "contact": c.name,
+                        "round": round, "at_ms": now_ms() - started}),
+                    )
+                    .await;
+                    let outcome = run_call(
+                        gw,
+                        &plan,
+                        &script,
+                        attempt,
+                        contact,
+                        &mut cancel,
+                        &mut pin_locked,
+                        started,
+                        obs,
+                    )
+                    .await;
+                    // A cancel that arrived during the call carries its reason.
+                    let reason = cancel.borrow().clone();
+                    if let Some(reason) = reason {
+                        esc.cancel(now_ms(), &reason);
+                    }
+                    obs.event(
+                        json!({"event": "call.ended", "attempt": attempt, "contact": c.name,
+                        "outcome": outcome, "at_ms": now_ms() - started}),
+                    )
+                    .await;
                     esc.call_ended(attempt, outcome, now_ms());
                     obs.checkpoint(&esc).await;
                 }
-                EscalationOutput::Skipped { contact, round, reason } => {
-                    obs.event(json!({"event": "contact.skipped", "contact": plan.contacts[contact].name,
-                        "round": round, "reason": reason, "at_ms": now_ms() - started}))
-                        .await;
+                EscalationOutput::Skipped {
+                    contact,
+                    round,
+                    reason,
+                } => {
+                    obs.event(
+                        json!({"event": "contact.skipped", "contact": plan.contacts[contact].name,
+                        "round": round, "reason": reason, "at_ms": now_ms() - started}),
+                    )
+                    .await;
                 }
                 EscalationOutput::Cancel { .. } => {}
                 EscalationOutput::Finished(f) => {

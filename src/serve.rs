@@ -19,11 +19,16 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
     if config.tokens.is_empty() {
         // No tokens configured: a random one for this run, never a fixed
         // default that would open the API to anyone who read the docs.
-        let token: String = (0..32).map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16))).collect();
+        let token: String = (0..32)
+            .map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16)))
+            .collect();
         eprintln!("callout: no API tokens configured; this run's admin token is {token}");
         config.tokens.push(TokenConfig {
             name: "startup".into(),
-            sha256: Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: Sha256::digest(token.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
             scopes: vec!["admin".into()],
         });
     }
@@ -34,9 +39,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
         for e in &errors {
             eprintln!("{e}");
         }
-        anyhow::anyhow!("{} problem(s) in {}", errors.len(), config.dialplans.display())
+        anyhow::anyhow!(
+            "{} problem(s) in {}",
+            errors.len(),
+            config.dialplans.display()
+        )
     })?;
-    let gateway = Gateway::start(config.sip.parse().context("sip address")?, &config.rtp_ports).await?;
+    let gateway = Gateway::start(
+        config.sip.parse().context("sip address")?,
+        &config.rtp_ports,
+    )
+    .await?;
     let tts = Tts::new(&TtsConfig {
         cache_dir: config.tts_cache.clone(),
         ..TtsConfig::default()
@@ -71,7 +84,8 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     // SIGHUP reloads the dialplans; a broken file keeps the old ones.
     let reload = svc.clone();
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
             return;
         };
         while hup.recv().await.is_some() {
@@ -90,7 +104,9 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let term = async {
-                if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                if let Ok(mut s) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
                     s.recv().await;
                 }
             };

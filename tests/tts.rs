@@ -344,5 +344,6 @@ fn synthesis_failure_falls_back_to_the_recorded_prompt() {
         String::from_utf8_lossy(&out.stderr).contains("synthesis failed"),
         "logged"
     );
-    drop(phone);
+    let mut phone = phone;
+    let _ = phone.wait();
 }

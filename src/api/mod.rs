@@ -51,7 +51,11 @@ impl ApiError {
 
     fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %e, "internal error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", "the request could not be completed")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error",
+            "the request could not be completed",
+        )
     }
 }
 
@@ -68,8 +72,10 @@ impl IntoResponse for ApiError {
             body["errors"] = json!([{"field": f, "detail": self.detail}]);
         }
         let mut r = (self.status, Json(body)).into_response();
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         r
     }
 }
@@ -105,8 +111,17 @@ fn authorize(svc: &Service, headers: &HeaderMap, scope: Scope) -> Result<String,
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a bearer token is required"))?;
-    let hash: String = Sha256::digest(token.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "a bearer token is required",
+            )
+        })?;
+    let hash: String = Sha256::digest(token.trim().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let t = svc
         .config
         .tokens
@@ -130,7 +145,10 @@ type Shared = State<Arc<Service>>;
 pub fn router(svc: Arc<Service>) -> Router {
     let max_body = svc.config.max_body;
     Router::new()
-        .route("/v1/notifications", post(create_notification).get(list_notifications))
+        .route(
+            "/v1/notifications",
+            post(create_notification).get(list_notifications),
+        )
         .route("/v1/notifications/{id}", get(get_notification))
         .route("/v1/notifications/{id}/cancel", post(cancel_notification))
         .route("/v1/calls/{id}", get(get_call))
@@ -158,12 +176,16 @@ async fn timing(State(svc): Shared, req: Request, next: Next) -> Response {
 
 fn field_str(v: &Value, name: &str, required: bool) -> Result<Option<String>, ApiError> {
     match v.get(name) {
-        None | Some(Value::Null) if required => Err(ApiError::invalid(name, format!("{name} is required"))),
+        None | Some(Value::Null) if required => {
+            Err(ApiError::invalid(name, format!("{name} is required")))
+        }
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if required && s.trim().is_empty() => {
             Err(ApiError::invalid(name, format!("{name} must not be empty")))
         }
-        Some(Value::String(s)) if s.len() > 2000 => Err(ApiError::invalid(name, format!("{name} is too long"))),
+        Some(Value::String(s)) if s.len() > 2000 => {
+            Err(ApiError::invalid(name, format!("{name} is too long")))
+        }
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(ApiError::invalid(name, format!("{name} must be a string"))),
     }
@@ -172,13 +194,33 @@ fn field_str(v: &Value, name: &str, required: bool) -> Result<Option<String>, Ap
 /// Read and check the notification body by hand, so every problem names
 /// its field.
 fn parse_notification(body: &[u8]) -> Result<(Notification, bool), ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "Malformed JSON", format!("the body is not JSON: line {} column {}", e.line(), e.column())))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Malformed JSON",
+            format!(
+                "the body is not JSON: line {} column {}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
     if !v.is_object() {
         return Err(ApiError::invalid("", "the body must be a JSON object"));
     }
-    const KNOWN: &[&str] = &["contract", "ticket", "severity", "host", "summary", "variables", "dry_run"];
-    if let Some(k) = v.as_object().and_then(|o| o.keys().find(|k| !KNOWN.contains(&k.as_str()))) {
+    const KNOWN: &[&str] = &[
+        "contract",
+        "ticket",
+        "severity",
+        "host",
+        "summary",
+        "variables",
+        "dry_run",
+    ];
+    if let Some(k) = v
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !KNOWN.contains(&k.as_str())))
+    {
         return Err(ApiError::invalid(k, format!("unknown field {k}")));
     }
     let mut variables = BTreeMap::new();
@@ -193,16 +235,31 @@ fn parse_notification(body: &[u8]) -> Result<(Notification, bool), ApiError> {
                     Value::Number(n) => {
                         variables.insert(k.clone(), n.to_string());
                     }
-                    _ => return Err(ApiError::invalid(&format!("variables.{k}"), "variables must be strings or numbers")),
+                    _ => {
+                        return Err(ApiError::invalid(
+                            &format!("variables.{k}"),
+                            "variables must be strings or numbers",
+                        ))
+                    }
                 }
             }
         }
-        Some(_) => return Err(ApiError::invalid("variables", "variables must be an object")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "variables",
+                "variables must be an object",
+            ))
+        }
     }
     let dry_run = match v.get("dry_run") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::invalid("dry_run", "dry_run must be true or false")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "dry_run",
+                "dry_run must be true or false",
+            ))
+        }
     };
     let n = Notification {
         contract: field_str(&v, "contract", true)?.unwrap_or_default(),
@@ -215,32 +272,63 @@ fn parse_notification(body: &[u8]) -> Result<(Notification, bool), ApiError> {
     Ok((n, dry_run))
 }
 
-async fn create_notification(State(svc): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn create_notification(
+    State(svc): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     authorize(&svc, &headers, Scope::Notify)?;
     let (n, dry_run) = parse_notification(&body)?;
     let Some(plan) = svc.registry.get(&n.contract) else {
-        return Err(ApiError::invalid("contract", format!("unknown contract {:?}", n.contract)));
+        return Err(ApiError::invalid(
+            "contract",
+            format!("unknown contract {:?}", n.contract),
+        ));
     };
     for name in crate::ivr::dialplan::template_variables(&match &plan.message {
         crate::ivr::dialplan::Phrase::Text(t) => t.clone(),
         _ => String::new(),
     }) {
         if plan.variables.contains(&name) && !n.variables.contains_key(&name) {
-            return Err(ApiError::invalid(&format!("variables.{name}"), format!("the contract's message needs variable {name}")));
+            return Err(ApiError::invalid(
+                &format!("variables.{name}"),
+                format!("the contract's message needs variable {name}"),
+            ));
         }
     }
     if dry_run {
-        let contacts: Vec<Value> = plan.contacts.iter().map(|c| json!({"name": c.name, "uri": c.uri})).collect();
-        return Ok((StatusCode::OK, Json(json!({"dry_run": true, "contract": plan.contract, "contacts": contacts,
-            "rounds": plan.escalation.rounds}))).into_response());
+        let contacts: Vec<Value> = plan
+            .contacts
+            .iter()
+            .map(|c| json!({"name": c.name, "uri": c.uri}))
+            .collect();
+        return Ok((
+            StatusCode::OK,
+            Json(
+                json!({"dry_run": true, "contract": plan.contract, "contacts": contacts,
+            "rounds": plan.escalation.rounds}),
+            ),
+        )
+            .into_response());
     }
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
-        return Err(ApiError::invalid("Idempotency-Key", "the key must be 1 to 255 characters"));
+        return Err(ApiError::invalid(
+            "Idempotency-Key",
+            "the key must be 1 to 255 characters",
+        ));
     }
     let (row, created) = match svc.accept(n, key.as_deref(), &body_hash(&body)).await {
         Ok(r) => r,
-        Err(AcceptError::UnknownContract(c)) => return Err(ApiError::invalid("contract", format!("unknown contract {c:?}"))),
+        Err(AcceptError::UnknownContract(c)) => {
+            return Err(ApiError::invalid(
+                "contract",
+                format!("unknown contract {c:?}"),
+            ))
+        }
         Err(AcceptError::KeyMismatch) => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -249,7 +337,11 @@ async fn create_notification(State(svc): Shared, headers: HeaderMap, body: Bytes
             ))
         }
         Err(AcceptError::KeyInProgress) => {
-            return Err(ApiError::new(StatusCode::CONFLICT, "Request in progress", "a request with this Idempotency-Key is still being processed"))
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "Request in progress",
+                "a request with this Idempotency-Key is still being processed",
+            ))
         }
         Err(AcceptError::Store(e)) => return Err(ApiError::internal(e)),
     };
@@ -266,15 +358,19 @@ async fn create_notification(State(svc): Shared, headers: HeaderMap, body: Bytes
 }
 
 async fn notification_json(svc: &Service, id: &str) -> Result<Value, ApiError> {
-    let n = svc
-        .store
-        .get_notification(id)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Not found", format!("no notification {id}")))?;
+    let n = svc.store.get_notification(id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no notification {id}"),
+        )
+    })?;
     let attempts = svc.store.attempts(id).await?;
     let outbox = svc.store.outbox(id).await?;
     let acked_by = match &n.final_state {
-        Some(f) if f["state"] == "acked" => attempts.get(f["attempt"].as_u64().unwrap_or(0) as usize - 1).map(|a| a.contact.clone()),
+        Some(f) if f["state"] == "acked" => attempts
+            .get(f["attempt"].as_u64().unwrap_or(0) as usize - 1)
+            .map(|a| a.contact.clone()),
         _ => None,
     };
     let actions: Vec<&Value> = attempts
@@ -296,8 +392,13 @@ async fn notification_json(svc: &Service, id: &str) -> Result<Value, ApiError> {
     }))
 }
 
-async fn get_notification(State(svc): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    authorize(&svc, &headers, Scope::Notify).or_else(|_| authorize(&svc, &headers, Scope::Operate))?;
+async fn get_notification(
+    State(svc): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&svc, &headers, Scope::Notify)
+        .or_else(|_| authorize(&svc, &headers, Scope::Operate))?;
     Ok(Json(notification_json(&svc, &id).await?))
 }
 
@@ -312,19 +413,33 @@ async fn cancel_notification(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&svc, &headers, Scope::Notify).or_else(|_| authorize(&svc, &headers, Scope::Operate))?;
+    authorize(&svc, &headers, Scope::Notify)
+        .or_else(|_| authorize(&svc, &headers, Scope::Operate))?;
     let reason = if body.is_empty() {
         "cancelled".to_string()
     } else {
-        let b: CancelBody = serde_json::from_slice(&body).map_err(|_| ApiError::invalid("reason", "body must be {\"reason\": \"...\"}"))?;
+        let b: CancelBody = serde_json::from_slice(&body)
+            .map_err(|_| ApiError::invalid("reason", "body must be {\"reason\": \"...\"}"))?;
         b.reason.unwrap_or_else(|| "cancelled".into())
     };
     if svc.store.get_notification(&id).await?.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "Not found", format!("no notification {id}")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no notification {id}"),
+        ));
     }
     let accepted = svc.cancel(&id, &reason).await?;
-    let status = if accepted { StatusCode::ACCEPTED } else { StatusCode::CONFLICT };
-    Ok((status, Json(json!({"id": id, "cancelled": accepted, "reason": reason}))).into_response())
+    let status = if accepted {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CONFLICT
+    };
+    Ok((
+        status,
+        Json(json!({"id": id, "cancelled": accepted, "reason": reason})),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -336,31 +451,51 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn list_notifications(State(svc): Shared, headers: HeaderMap, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+async fn list_notifications(
+    State(svc): Shared,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     authorize(&svc, &headers, Scope::Operate)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let before = match q.cursor.as_deref() {
         Some(c) => {
-            let (ms, id) = c.split_once('.').ok_or_else(|| ApiError::invalid("cursor", "malformed cursor"))?;
-            Some((ms.parse().map_err(|_| ApiError::invalid("cursor", "malformed cursor"))?, id.to_string()))
+            let (ms, id) = c
+                .split_once('.')
+                .ok_or_else(|| ApiError::invalid("cursor", "malformed cursor"))?;
+            Some((
+                ms.parse()
+                    .map_err(|_| ApiError::invalid("cursor", "malformed cursor"))?,
+                id.to_string(),
+            ))
         }
         None => None,
     };
     let rows = svc
         .store
-        .list_notifications(q.contract.as_deref(), q.state.as_deref(), q.since, before, limit)
+        .list_notifications(
+            q.contract.as_deref(),
+            q.state.as_deref(),
+            q.since,
+            before,
+            limit,
+        )
         .await?;
-    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| format!("{}.{}", r.created_ms, r.id))).flatten();
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| format!("{}.{}", r.created_ms, r.id)))
+        .flatten();
     Ok(Json(json!({"items": rows, "next_cursor": next})))
 }
 
-async fn get_call(State(svc): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_call(
+    State(svc): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     authorize(&svc, &headers, Scope::Operate)?;
-    let a = svc
-        .store
-        .attempt_by_id(&id)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Not found", format!("no call {id}")))?;
+    let a = svc.store.attempt_by_id(&id).await?.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "Not found", format!("no call {id}"))
+    })?;
     Ok(Json(json!(a)))
 }
 
@@ -375,12 +510,19 @@ async fn list_contracts(State(svc): Shared, headers: HeaderMap) -> Result<Json<V
     Ok(Json(json!({"items": items})))
 }
 
-async fn get_contract(State(svc): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_contract(
+    State(svc): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     authorize(&svc, &headers, Scope::Operate)?;
-    let p = svc
-        .registry
-        .get(&id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Not found", format!("no contract {id}")))?;
+    let p = svc.registry.get(&id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no contract {id}"),
+        )
+    })?;
     // PinConfig never serialises its code.
     Ok(Json(json!(*p)))
 }
@@ -391,33 +533,63 @@ async fn reload_dialplans(State(svc): Shared, headers: HeaderMap) -> Result<Resp
         Ok(n) => (StatusCode::OK, Json(json!({"reloaded": n}))).into_response(),
         Err(errors) => {
             let e: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-            (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"reloaded": 0, "errors": e, "kept": "the previous dialplans"}))).into_response()
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"reloaded": 0, "errors": e, "kept": "the previous dialplans"})),
+            )
+                .into_response()
         }
     })
 }
 
-async fn validate_dialplan(State(svc): Shared, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn validate_dialplan(
+    State(svc): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     authorize(&svc, &headers, Scope::Operate)?;
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("body", "the dialplan must be UTF-8 text"))?;
-    let r = crate::ivr::dialplan::load_str(text, std::path::Path::new("request.toml"), &svc.config.prompts);
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::invalid("body", "the dialplan must be UTF-8 text"))?;
+    let r = crate::ivr::dialplan::load_str(
+        text,
+        std::path::Path::new("request.toml"),
+        &svc.config.prompts,
+    );
     Ok(Json(match r {
         Ok(p) => json!({"valid": true, "contract": p.contract}),
-        Err(errors) => json!({"valid": false, "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()}),
+        Err(errors) => {
+            json!({"valid": false, "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()})
+        }
     }))
 }
 
 async fn readyz(State(svc): Shared) -> Response {
     let db = svc.store.ping().await;
-    let status = if db { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"database": db, "sip": svc.gateway.sip_addr().to_string()}))).into_response()
+    let status = if db {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"database": db, "sip": svc.gateway.sip_addr().to_string()})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(svc): Shared) -> Response {
     let m = &svc.metrics;
     let mut out = String::new();
     out.push_str("# TYPE callout_calls_total counter\n");
-    for (outcome, n) in m.calls_by_outcome.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        out.push_str(&format!("callout_calls_total{{outcome=\"{outcome}\"}} {n}\n"));
+    for (outcome, n) in m
+        .calls_by_outcome
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        out.push_str(&format!(
+            "callout_calls_total{{outcome=\"{outcome}\"}} {n}\n"
+        ));
     }
     out.push_str(&format!(
         "# TYPE callout_active_calls gauge\ncallout_active_calls {}\n\

@@ -71,7 +71,13 @@ pub fn final_state(f: &Final) -> &'static str {
 }
 
 impl Service {
-    pub fn new(config: Config, store: Store, registry: Registry, gateway: Gateway, tts: Tts) -> Arc<Service> {
+    pub fn new(
+        config: Config,
+        store: Store,
+        registry: Registry,
+        gateway: Gateway,
+        tts: Tts,
+    ) -> Arc<Service> {
         Arc::new(Service {
             config,
             store,
@@ -154,7 +160,12 @@ impl Service {
     }
 
     /// Run one escalation in the background.
-    fn start(self: &Arc<Self>, row: NotificationRow, plan: Arc<crate::ivr::dialplan::Dialplan>, resume: Option<Escalation>) {
+    fn start(
+        self: &Arc<Self>,
+        row: NotificationRow,
+        plan: Arc<crate::ivr::dialplan::Dialplan>,
+        resume: Option<Escalation>,
+    ) {
         let (tx, rx) = watch::channel(row.cancel_reason.clone());
         self.running().insert(row.id.clone(), tx);
         let svc = self.clone();
@@ -238,7 +249,10 @@ impl Service {
 
 /// The SHA-256 of a request body, for idempotency.
 pub fn body_hash(body: &[u8]) -> String {
-    Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Writes each runner event to the store (attempts, outbox) and saves the
@@ -273,15 +287,24 @@ impl StoreObserver {
                     .await
             }
             "call.answered" => {
-                self.svc.metrics.active_calls.fetch_add(1, Ordering::Relaxed);
+                self.svc
+                    .metrics
+                    .active_calls
+                    .fetch_add(1, Ordering::Relaxed);
                 store.answer_attempt(&self.id, attempt, now).await
             }
             "digit" => {
-                let d = v["digit"].as_str().and_then(|s| s.chars().next()).unwrap_or('?');
+                let d = v["digit"]
+                    .as_str()
+                    .and_then(|s| s.chars().next())
+                    .unwrap_or('?');
                 store.add_digit(&self.id, attempt, d).await
             }
             "call.ended" => {
-                let outcome = v["outcome"]["outcome"].as_str().unwrap_or("unknown").to_string();
+                let outcome = v["outcome"]["outcome"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_string();
                 let answered = store
                     .attempts(&self.id)
                     .await
@@ -289,7 +312,10 @@ impl StoreObserver {
                     .and_then(|a| a.into_iter().find(|a| a.attempt == attempt))
                     .is_some_and(|a| a.answered_ms.is_some());
                 if answered {
-                    self.svc.metrics.active_calls.fetch_sub(1, Ordering::Relaxed);
+                    self.svc
+                        .metrics
+                        .active_calls
+                        .fetch_sub(1, Ordering::Relaxed);
                 }
                 *self
                     .svc
@@ -300,7 +326,9 @@ impl StoreObserver {
                     .entry(outcome)
                     .or_default() += 1;
                 let code = v["outcome"]["code"].as_i64();
-                store.end_attempt(&self.id, attempt, &v["outcome"], code, now).await
+                store
+                    .end_attempt(&self.id, attempt, &v["outcome"], code, now)
+                    .await
             }
             _ => Ok(()),
         };
@@ -320,10 +348,19 @@ impl Observer for StoreObserver {
     }
 
     fn checkpoint(&self, esc: &Escalation) -> Fut<'_> {
-        let state = if esc.is_done() { "finishing" } else { "running" };
+        let state = if esc.is_done() {
+            "finishing"
+        } else {
+            "running"
+        };
         let json = serde_json::to_string(esc).unwrap_or_default();
         Box::pin(async move {
-            if let Err(e) = self.svc.store.save_progress(&self.id, state, &json, now_ms()).await {
+            if let Err(e) = self
+                .svc
+                .store
+                .save_progress(&self.id, state, &json, now_ms())
+                .await
+            {
                 tracing::error!(notification = %self.id, error = %e, "cannot save the escalation state");
             }
         })

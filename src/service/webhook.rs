@@ -32,7 +32,10 @@ pub fn sign(secrets: &[String], id: &str, timestamp: i64, body: &str) -> String 
             // HMAC accepts keys of any length; `new_from_slice` cannot fail.
             let mut mac = Hmac::<Sha256>::new_from_slice(&secret_bytes(s)).expect("any key length");
             mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
-            format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+            format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+            )
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -47,7 +50,10 @@ pub fn backoff_ms(tries: i64) -> i64 {
 
 /// Deliver due events until the service stops.
 pub async fn run(svc: Arc<Service>) {
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "webhooks disabled: cannot build the HTTP client");
@@ -66,7 +72,12 @@ pub async fn run(svc: Arc<Service>) {
             }
         };
         for ev in &due {
-            let n = svc.store.get_notification(&ev.notification_id).await.ok().flatten();
+            let n = svc
+                .store
+                .get_notification(&ev.notification_id)
+                .await
+                .ok()
+                .flatten();
             let contract = n.as_ref().map(|n| n.contract.clone()).unwrap_or_default();
             let Some(url) = svc.webhook_url(&contract) else {
                 // No target configured: the event stays in the database
@@ -91,13 +102,20 @@ pub async fn run(svc: Arc<Service>) {
                 .header("webhook-id", &ev.id)
                 .header("webhook-timestamp", ts.to_string());
             if !svc.config.webhooks.secrets.is_empty() {
-                req = req.header("webhook-signature", sign(&svc.config.webhooks.secrets, &ev.id, ts, &body));
+                req = req.header(
+                    "webhook-signature",
+                    sign(&svc.config.webhooks.secrets, &ev.id, ts, &body),
+                );
             }
             let result = req.body(body).send().await;
             let error = match result {
                 Ok(r) if r.status().is_success() => None,
                 Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
-                Err(e) => Some(if e.is_timeout() { "timeout".to_string() } else { "connection failed".to_string() }),
+                Err(e) => Some(if e.is_timeout() {
+                    "timeout".to_string()
+                } else {
+                    "connection failed".to_string()
+                }),
             };
             match error {
                 None => {
@@ -110,7 +128,10 @@ pub async fn run(svc: Arc<Service>) {
                         tracing::error!(event = %ev.id, error = %err, "webhook delivery given up");
                     }
                     svc.metrics.webhook_failures.fetch_add(1, Ordering::Relaxed);
-                    let _ = svc.store.failed(&ev.id, now_ms() + backoff_ms(ev.tries + 1), &err, give_up).await;
+                    let _ = svc
+                        .store
+                        .failed(&ev.id, now_ms() + backoff_ms(ev.tries + 1), &err, give_up)
+                        .await;
                 }
             }
         }
@@ -133,7 +154,12 @@ mod tests {
     #[test]
     fn signature_matches_the_spec_example() {
         let secret = vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()];
-        let sig = sign(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, r#"{"test": 2432232314}"#);
+        let sig = sign(
+            &secret,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+        );
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 

@@ -1,0 +1,537 @@
+//! The REST API over real HTTP against a running service (SQLite store,
+//! real calls to callout softphones and sipp, a real webhook receiver).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use callout::config::{Config, TokenConfig, WebhookConfig};
+use common::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const NOTIFY: &str = "notify-token-for-tests";
+const OPERATE: &str = "operate-token-for-tests";
+const ADMIN: &str = "admin-token-for-tests";
+
+fn token(name: &str, secret: &str, scope: &str) -> TokenConfig {
+    TokenConfig {
+        name: name.into(),
+        sha256: Sha256::digest(secret.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        scopes: vec![scope.into()],
+    }
+}
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn plan_text(contract: &str, uri: &str, ring: &str) -> String {
+    format!(
+        r#"contract = "{contract}"
+name = "API test"
+language = "en"
+[escalation]
+rounds = 1
+ring_timeout = "{ring}"
+between_calls = "1s"
+between_rounds = "1m"
+[[contacts]]
+name = "Oncall"
+uri = "{uri}"
+[message]
+text = "Alert on {{host}}."
+[menu]
+prompt = "Press 1."
+input_timeout = "5s"
+[menu.keys]
+"1" = "ack"
+"#
+    )
+}
+
+fn start(dir: &std::path::Path, plans: &[(&str, String)], webhook: Option<String>) -> Server {
+    let dialplans = dir.join("dialplans");
+    std::fs::create_dir_all(&dialplans).unwrap();
+    for (name, text) in plans {
+        std::fs::write(dialplans.join(format!("{name}.toml")), text).unwrap();
+    }
+    let config = Config {
+        listen: "127.0.0.1:0".into(),
+        sip: "127.0.0.1:0".into(),
+        rtp_ports: format!(
+            "{}-{}",
+            34000 + (std::process::id() % 20) * 100,
+            34099 + (std::process::id() % 20) * 100
+        ),
+        database_url: format!("sqlite://{}/data/callout.db", dir.display()),
+        dialplans,
+        prompts: concat!(env!("CARGO_MANIFEST_DIR"), "/prompts").into(),
+        tts_cache: dir.join("tts"),
+        tokens: vec![
+            token("pipeline", NOTIFY, "notify"),
+            token("ops", OPERATE, "operate"),
+            token("root", ADMIN, "admin"),
+        ],
+        webhooks: WebhookConfig {
+            url: webhook,
+            secrets: vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()],
+            ..WebhookConfig::default()
+        },
+        max_body: 16 * 1024,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = rt.block_on(async {
+        let (svc, listener) = callout::serve::start(config).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, callout::api::router(svc)).await });
+        format!("http://{addr}")
+    });
+    Server {
+        base,
+        client: reqwest::Client::new(),
+        _rt: rt,
+    }
+}
+
+impl Server {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        tok: Option<&str>,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let url = format!("{}{path}", self.base);
+        let c = self.client.clone();
+        let (method, tok, key) = (
+            method.to_string(),
+            tok.map(str::to_string),
+            key.map(str::to_string),
+        );
+        self._rt.block_on(async move {
+            let mut r = match method.as_str() {
+                "POST" => c.post(&url),
+                _ => c.get(&url),
+            };
+            if let Some(t) = tok {
+                r = r.bearer_auth(t);
+            }
+            if let Some(k) = key {
+                r = r.header("Idempotency-Key", k);
+            }
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let text = resp.text().await.unwrap();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                headers,
+            )
+        })
+    }
+
+    fn wait_state(&self, id: &str, states: &[&str], limit: Duration) -> Value {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            let (_, v, _) = self.call(
+                "GET",
+                &format!("/v1/notifications/{id}"),
+                Some(OPERATE),
+                None,
+                None,
+            );
+            if states.contains(&v["state"].as_str().unwrap_or("")) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "state stayed {}: {v:#}",
+                v["state"]
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn body(contract: &str, ticket: &str) -> Value {
+    json!({"contract": contract, "ticket": ticket, "severity": "major", "host": "web-01", "summary": "HTTP down"})
+}
+
+fn softphone(port: u16, rtp: &str) -> std::process::Child {
+    let c = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args([
+            "softphone",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--press",
+            "1",
+            "--after",
+            "1s",
+            "--rtp-ports",
+            rtp,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c
+}
+
+#[test]
+fn auth_validation_idempotency_and_the_happy_path() {
+    require("espeak-ng");
+    let dir = scratch("api-happy");
+    let port = free_port_pair();
+    let mut phone = softphone(port, "35000-35099");
+    let s = start(
+        &dir,
+        &[(
+            "web",
+            plan_text("web", &format!("sip:oncall@127.0.0.1:{port}"), "10s"),
+        )],
+        None,
+    );
+
+    // 401 without or with an unknown token, 403 without the scope.
+    assert_eq!(
+        s.call(
+            "POST",
+            "/v1/notifications",
+            None,
+            Some(body("web", "T1")),
+            None
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        s.call(
+            "POST",
+            "/v1/notifications",
+            Some("wrong"),
+            Some(body("web", "T1")),
+            None
+        )
+        .0,
+        401
+    );
+    let (st, v, h) = s.call("POST", "/v1/dialplans/reload", Some(NOTIFY), None, None);
+    assert_eq!(st, 403, "{v}");
+    assert_eq!(h["content-type"], "application/problem+json");
+    assert_eq!(
+        s.call("POST", "/v1/dialplans/reload", Some(ADMIN), None, None)
+            .0,
+        200
+    );
+
+    // 422 naming the field.
+    let mut missing = body("web", "T1");
+    missing.as_object_mut().unwrap().remove("host");
+    let (st, v, _) = s.call(
+        "POST",
+        "/v1/notifications",
+        Some(NOTIFY),
+        Some(missing),
+        None,
+    );
+    assert_eq!((st, v["field"].as_str()), (422, Some("host")), "{v}");
+    let mut bad = body("web", "T1");
+    bad["severity"] = json!(5);
+    let (st, v, _) = s.call("POST", "/v1/notifications", Some(NOTIFY), Some(bad), None);
+    assert_eq!((st, v["field"].as_str()), (422, Some("severity")), "{v}");
+    let (st, v, _) = s.call(
+        "POST",
+        "/v1/notifications",
+        Some(NOTIFY),
+        Some(body("nope", "T1")),
+        None,
+    );
+    assert_eq!((st, v["field"].as_str()), (422, Some("contract")), "{v}");
+    assert!(!v.to_string().contains("sqlx"), "no internal error text");
+
+    // Accepted, with a Location; the same key and body return the same id.
+    let (st, v, h) = s.call(
+        "POST",
+        "/v1/notifications",
+        Some(NOTIFY),
+        Some(body("web", "T1")),
+        Some("key-1"),
+    );
+    assert_eq!(st, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(h["location"], format!("/v1/notifications/{id}").as_str());
+    let (st, v2, _) = s.call(
+        "POST",
+        "/v1/notifications",
+        Some(NOTIFY),
+        Some(body("web", "T1")),
+        Some("key-1"),
+    );
+    assert_eq!(
+        (st, v2["id"].as_str(), v2["created"].as_bool()),
+        (202, Some(id.as_str()), Some(false))
+    );
+    let (st, _, _) = s.call(
+        "POST",
+        "/v1/notifications",
+        Some(NOTIFY),
+        Some(body("web", "T2")),
+        Some("key-1"),
+    );
+    assert_eq!(st, 422, "same key, different body");
+    // Without a key, the same contract + ticket while active: the same one.
+    let (_, v3, _) = s.call(
+        "POST",
+        "/v1/notifications",
+        Some(NOTIFY),
+        Some(body("web", "T1")),
+        None,
+    );
+    assert_eq!(v3["id"].as_str(), Some(id.as_str()));
+
+    let done = s.wait_state(&id, &["acked", "exhausted"], Duration::from_secs(30));
+    assert_eq!(done["state"], "acked", "{done:#}");
+    assert_eq!(done["acked_by"], "Oncall");
+    let a = &done["attempts"][0];
+    assert_eq!(
+        (a["outcome"]["outcome"].as_str(), a["digits"].as_str()),
+        (Some("acked"), Some("1"))
+    );
+    assert!(a["answered_ms"].as_i64().unwrap() >= a["started_ms"].as_i64().unwrap());
+    let (st, call, _) = s.call(
+        "GET",
+        &format!("/v1/calls/{}", a["id"].as_str().unwrap()),
+        Some(OPERATE),
+        None,
+        None,
+    );
+    assert_eq!((st, call["attempt"].as_i64()), (200, Some(1)));
+    let (_, list, _) = s.call(
+        "GET",
+        "/v1/notifications?contract=web&state=acked",
+        Some(OPERATE),
+        None,
+        None,
+    );
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (_, contracts, _) = s.call("GET", "/v1/contracts", Some(OPERATE), None, None);
+    assert_eq!(contracts["items"][0]["contract"], "web");
+    let (_, m, _) = s.call("GET", "/metrics", None, None, None);
+    assert!(
+        m.as_str()
+            .unwrap()
+            .contains("callout_calls_total{outcome=\"acked\"} 1"),
+        "{m}"
+    );
+    let (st, ready, _) = s.call("GET", "/readyz", None, None, None);
+    assert_eq!((st, ready["database"].as_bool()), (200, Some(true)));
+    let _ = phone.kill();
+    let _ = phone.wait();
+}
+
+#[test]
+fn cancel_while_ringing_sends_cancel_and_ends_cancelled() {
+    let dir = scratch("api-cancel");
+    let sdir = dir.join("sipp");
+    std::fs::create_dir_all(&sdir).unwrap();
+    let mut sipp = Sipp::uas("ring_no_answer.xml", &sdir, &[]);
+    let s = start(
+        &dir,
+        &[("ring", plan_text("ring", &sipp.uri(), "30s"))],
+        None,
+    );
+    let (st, v, _) = s.call(
+        "POST",
+        "/v1/notifications",
+        Some(NOTIFY),
+        Some(body("ring", "R1")),
+        None,
+    );
+    assert_eq!(st, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v, _) = s.call(
+            "GET",
+            &format!("/v1/notifications/{id}"),
+            Some(OPERATE),
+            None,
+            None,
+        );
+        if v["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < until);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (st, v, _) = s.call(
+        "POST",
+        &format!("/v1/notifications/{id}/cancel"),
+        Some(NOTIFY),
+        Some(json!({"reason": "recovered"})),
+        None,
+    );
+    assert_eq!(st, 202, "{v}");
+    let done = s.wait_state(&id, &["cancelled"], Duration::from_secs(10));
+    assert_eq!(done["final"]["reason"], "recovered");
+    assert_eq!(done["attempts"][0]["outcome"]["outcome"], "cancelled");
+    assert!(
+        sipp.wait(Duration::from_secs(10)).success(),
+        "sipp got a CANCEL: {}",
+        sipp.messages()
+    );
+    let (st, _, _) = s.call(
+        "POST",
+        &format!("/v1/notifications/{id}/cancel"),
+        Some(NOTIFY),
+        None,
+        None,
+    );
+    assert_eq!(st, 409, "already ended");
+}
+
+/// A receiver that verifies signatures and fails the first two deliveries.
+#[test]
+fn webhooks_are_signed_retried_and_arrive_once_in_order() {
+    require("espeak-ng");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let got: Arc<Mutex<Vec<(String, Value)>>> = Arc::new(Mutex::new(Vec::new()));
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = {
+        let (got, hits) = (got.clone(), hits.clone());
+        rt.block_on(async move {
+            use axum::{http::HeaderMap, routing::post, Router};
+            let app = Router::new().route(
+                "/hook",
+                post(move |headers: HeaderMap, body: String| {
+                    let (got, hits) = (got.clone(), hits.clone());
+                    async move {
+                        let n = hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let id = headers["webhook-id"].to_str().unwrap().to_string();
+                        let ts: i64 = headers["webhook-timestamp"]
+                            .to_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        let want = callout::service::webhook::sign(
+                            &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()],
+                            &id,
+                            ts,
+                            &body,
+                        );
+                        assert_eq!(
+                            headers["webhook-signature"].to_str().unwrap(),
+                            want,
+                            "signature verifies"
+                        );
+                        assert!(
+                            (ts - chrono::Utc::now().timestamp()).abs() < 300,
+                            "timestamp within tolerance"
+                        );
+                        if n < 2 {
+                            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        let mut g = got.lock().unwrap();
+                        if !g.iter().any(|(i, _)| *i == id) {
+                            g.push((id, serde_json::from_str(&body).unwrap()));
+                        }
+                        axum::http::StatusCode::OK
+                    }
+                }),
+            );
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(l, app).await });
+            addr
+        })
+    };
+    let dir = scratch("api-webhook");
+    let port = free_port_pair();
+    let mut phone = softphone(port, "35100-35199");
+    let s = start(
+        &dir,
+        &[(
+            "hook",
+            plan_text("hook", &format!("sip:oncall@127.0.0.1:{port}"), "10s"),
+        )],
+        Some(format!("http://{addr}/hook")),
+    );
+    let (_, v, _) = s.call(
+        "POST",
+        "/v1/notifications",
+        Some(NOTIFY),
+        Some(body("hook", "W1")),
+        None,
+    );
+    let id = v["id"].as_str().unwrap().to_string();
+    s.wait_state(&id, &["acked"], Duration::from_secs(30));
+    // Retries back off 1-2 s each; wait for the queue to drain.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v, _) = s.call(
+            "GET",
+            &format!("/v1/notifications/{id}"),
+            Some(OPERATE),
+            None,
+            None,
+        );
+        if v["webhooks"]["queued"] == 0 && v["webhooks"]["delivered"].as_i64().unwrap_or(0) > 5 {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "{v:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = got.lock().unwrap();
+    let types: Vec<&str> = got
+        .iter()
+        .map(|(_, b)| b["type"].as_str().unwrap())
+        .collect();
+    let seqs: Vec<i64> = got
+        .iter()
+        .map(|(_, b)| b["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "every event once, in order: {types:?}"
+    );
+    for want in [
+        "notification.started",
+        "call.ringing",
+        "call.answered",
+        "digit",
+        "call.ended",
+        "notification.acked",
+    ] {
+        assert!(types.contains(&want), "{want} delivered: {types:?}");
+    }
+    assert!(
+        hits.load(std::sync::atomic::Ordering::SeqCst) >= seqs.len() + 2,
+        "the failed tries were retried"
+    );
+    let _ = phone.kill();
+    let _ = phone.wait();
+}
