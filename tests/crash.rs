@@ -1,0 +1,199 @@
+//! Crash safety: `callout serve` is killed with SIGKILL while calls ring,
+//! then restarted on the same database. Every accepted notification must
+//! finish, the call that was up is recorded `interrupted`, and nobody is
+//! rung more often than the policy allows.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "crash-test-token";
+
+fn serve(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn http(method: &str, url: &str, body: Option<Value>) -> Option<(u16, Value)> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut r = if method == "POST" {
+        client.post(url)
+    } else {
+        client.get(url)
+    };
+    r = r.bearer_auth(TOKEN);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.json().unwrap_or(Value::Null)))
+}
+
+fn wait_http(base: &str) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while http("GET", &format!("{base}/healthz"), None).is_none() {
+        assert!(Instant::now() < until, "callout serve did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn kill_9_mid_escalation_then_restart_finishes_everything() {
+    require("espeak-ng");
+    let dir = scratch("crash");
+    let sdir = dir.join("sipp");
+    std::fs::create_dir_all(&sdir).unwrap();
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    // Alice rings and never answers; Bob answers and presses 1.
+    let alice = Sipp::uas("ring_no_answer.xml", &sdir, &[]);
+    let bob_port = free_port_pair();
+    let mut bob = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args([
+            "softphone",
+            "--listen",
+            &format!("127.0.0.1:{bob_port}"),
+            "--press",
+            "1",
+            "--after",
+            "1s",
+        ])
+        .args(["--rtp-ports", "36500-36599"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::UdpSocket::bind(("127.0.0.1", bob_port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(
+        dir.join("dialplans/crash.toml"),
+        format!(
+            "contract = \"crash\"\nname = \"Crash\"\nlanguage = \"en\"\n[escalation]\nrounds = 2\nring_timeout = \"20s\"\n\
+             between_calls = \"1s\"\nbetween_rounds = \"1m\"\n[[contacts]]\nname = \"Alice\"\nuri = \"{}\"\n\
+             [[contacts]]\nname = \"Bob\"\nuri = \"sip:bob@127.0.0.1:{bob_port}\"\n[message]\ntext = \"Alert on {{host}}.\"\n\
+             [menu]\nprompt = \"Press 1.\"\n[menu.keys]\n\"1\" = \"ack\"\n",
+            alice.uri()
+        ),
+    )
+    .unwrap();
+    let api_port = free_port_pair();
+    let hash: String = Sha256::digest(TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let config = dir.join("callout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"36000-36499\"\n\
+             database_url = \"sqlite://{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
+             [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n",
+            db = dir.join("data/callout.db").display(),
+            dp = dir.join("dialplans").display(),
+            pr = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
+            tc = dir.join("tts").display(),
+        ),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{api_port}");
+    let mut first = serve(&config, &dir.join("serve1.log"));
+    wait_http(&base);
+    let mut ids = Vec::new();
+    for t in ["C1", "C2", "C3"] {
+        let (st, v) = http(
+            "POST",
+            &format!("{base}/v1/notifications"),
+            Some(json!({"contract": "crash", "ticket": t, "severity": "critical", "host": "db-1", "summary": "down"})),
+        )
+        .unwrap();
+        assert_eq!(st, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    // Wait until all three are ringing Alice, then kill -9.
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ringing = ids
+            .iter()
+            .filter(|id| {
+                http("GET", &format!("{base}/v1/notifications/{id}"), None)
+                    .is_some_and(|(_, v)| v["attempts"].as_array().is_some_and(|a| a.len() == 1))
+            })
+            .count();
+        if ringing == 3 {
+            break;
+        }
+        assert!(Instant::now() < until, "calls did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+
+    let mut second = serve(&config, &dir.join("serve2.log"));
+    wait_http(&base);
+    let until = Instant::now() + Duration::from_secs(40);
+    let mut done = Vec::new();
+    for id in &ids {
+        loop {
+            let (_, v) = http("GET", &format!("{base}/v1/notifications/{id}"), None).unwrap();
+            if v["state"] == "acked" || v["state"] == "exhausted" {
+                done.push(v);
+                break;
+            }
+            assert!(Instant::now() < until, "{id} did not finish: {v:#}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    for v in &done {
+        assert_eq!(v["state"], "acked", "{v:#}");
+        let attempts: Vec<(String, String)> = v["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["contact"].as_str().unwrap().into(),
+                    a["outcome"]["outcome"].as_str().unwrap_or("none").into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            attempts,
+            vec![
+                ("Alice".to_string(), "interrupted".to_string()),
+                ("Bob".to_string(), "acked".to_string())
+            ],
+            "{v:#}"
+        );
+    }
+    // Alice got exactly one INVITE per notification (2 rounds allowed).
+    let msgs = alice.messages();
+    let distinct_calls: std::collections::HashSet<&str> = msgs
+        .lines()
+        .filter(|l| l.starts_with("Call-ID:"))
+        .map(|l| l.trim())
+        .collect();
+    assert_eq!(
+        distinct_calls.len(),
+        3,
+        "one call to Alice per notification"
+    );
+    let _ = second.kill();
+    let _ = second.wait();
+    let _ = bob.kill();
+    let _ = bob.wait();
+}
