@@ -69,10 +69,13 @@ enum Cmd {
         #[arg(long, default_value = "31000-31999")]
         rtp_ports: String,
     },
-    /// A self-contained demo: a call from callout to a local softphone.
+    /// The whole service on embedded defaults with two local softphones:
+    /// a notification through the HTTP API, escalated live.
     Demo {
-        #[arg(long, default_value = "prompts/press-a-key.wav")]
-        prompt: PathBuf,
+        #[arg(long, default_value = "dialplans")]
+        dialplans: PathBuf,
+        #[arg(long, default_value = "prompts")]
+        prompts: PathBuf,
     },
     /// Benchmarks that print measured figures (see docs/benchmarks.md).
     Bench {
@@ -264,8 +267,8 @@ fn main() -> ExitCode {
             out,
             vars,
         } => cli::say(&voice, &text, &out, &vars),
-        Cmd::Demo { prompt } => runtime()
-            .and_then(|rt| rt.block_on(callout::softphone::demo(prompt)))
+        Cmd::Demo { dialplans, prompts } => runtime()
+            .and_then(|rt| rt.block_on(callout::softphone::demo(dialplans, prompts)))
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd: BenchCmd::Tts { repeat },

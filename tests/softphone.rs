@@ -142,20 +142,21 @@ fn callout_calls_the_softphone_which_presses_and_records() {
     );
 }
 
+/// The README's run command: the service on embedded defaults, a
+/// notification over HTTP, two softphones, webhooks.
 #[test]
 fn demo_runs_end_to_end() {
+    require("espeak-ng");
     let out = Command::new(env!("CARGO_BIN_EXE_callout"))
         .arg("demo")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("answered (Pcmu"), "{text}");
-    assert!(text.contains("key 1 pressed (Rfc4733)"), "{text}");
-    assert!(text.contains("call ended: hung up by callout"), "{text}");
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("-> 202 "), "{text}");
+    assert!(text.contains("First on call (presses 2: pass it on) -> passed (keys pressed: \"2\")"), "{text}");
+    assert!(text.contains("Second on call (presses 1: take it) -> acked (keys pressed: \"1\")"), "{text}");
+    assert!(text.contains("acknowledged by Second on call"), "{text}");
+    assert!(text.contains("notification.acked (signed)"), "{text}");
 }
