@@ -138,11 +138,14 @@ pub async fn demo(dialplans: PathBuf, prompts: PathBuf) -> anyhow::Result<()> {
     use std::sync::{Arc, Mutex};
     // The two people on call, where dialplans/demo.toml expects them.
     let mut phones = Vec::new();
-    for (port, key) in [(5071u16, "2"), (5072u16, "1")] {
+    for (i, (port, key)) in [(5071u16, "2"), (5072u16, "1")].into_iter().enumerate() {
         let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let (gw, mut incoming) = Gateway::start_softphone(listen, &format!("{}-{}", 31000 + port * 2, 31100 + port * 2))
+        let rtp = 41000 + i * 200;
+        let (gw, mut incoming) = Gateway::start_softphone(listen, &format!("{rtp}-{}", rtp + 199))
             .await
-            .with_context(|| format!("starting the demo softphone on {listen} (is the port free?)"))?;
+            .with_context(|| {
+                format!("starting the demo softphone on {listen} (is the port free?)")
+            })?;
         let opts = SoftphoneOptions {
             listen,
             press: key.into(),
@@ -153,7 +156,8 @@ pub async fn demo(dialplans: PathBuf, prompts: PathBuf) -> anyhow::Result<()> {
         };
         let who = if key == "2" { "first" } else { "second" };
         phones.push(tokio::spawn(async move {
-            let emit = move |v: serde_json::Value| println!("            [{who} phone] {}", describe(&v));
+            let emit =
+                move |v: serde_json::Value| println!("            [{who} phone] {}", describe(&v));
             let _ = serve(gw, &mut incoming, opts, &emit).await;
         }));
     }
@@ -184,7 +188,9 @@ pub async fn demo(dialplans: PathBuf, prompts: PathBuf) -> anyhow::Result<()> {
         tokio::spawn(async move { axum::serve(l, app).await });
         addr
     };
-    let token: String = (0..32).map(|_| format!("{:x}", rand::random::<u8>() % 16)).collect();
+    let token: String = (0..32)
+        .map(|_| format!("{:x}", rand::random::<u8>() % 16))
+        .collect();
     let config = crate::config::Config {
         listen: "127.0.0.1:0".into(),
         sip: "127.0.0.1:0".into(),
@@ -192,7 +198,10 @@ pub async fn demo(dialplans: PathBuf, prompts: PathBuf) -> anyhow::Result<()> {
         prompts,
         tokens: vec![crate::config::TokenConfig {
             name: "demo".into(),
-            sha256: sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: sha2::Sha256::digest(token.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
             scopes: vec!["admin".into()],
         }],
         webhooks: crate::config::WebhookConfig {
@@ -221,7 +230,10 @@ pub async fn demo(dialplans: PathBuf, prompts: PathBuf) -> anyhow::Result<()> {
     let status = resp.status();
     let accepted: serde_json::Value = resp.json().await?;
     println!("  -> {} {}", status.as_u16(), accepted);
-    let id = accepted["id"].as_str().context("no id in the answer")?.to_string();
+    let id = accepted["id"]
+        .as_str()
+        .context("no id in the answer")?
+        .to_string();
     let started = Instant::now();
     let mut shown_attempts = 0;
     let mut shown_outcomes = std::collections::HashSet::new();
@@ -239,13 +251,22 @@ pub async fn demo(dialplans: PathBuf, prompts: PathBuf) -> anyhow::Result<()> {
         let t = format!("{:>6} ms", started.elapsed().as_millis());
         if let Some(attempts) = v["attempts"].as_array() {
             for a in attempts.iter().skip(shown_attempts) {
-                println!("{t}  calling {} (attempt {}, round {})", a["contact"].as_str().unwrap_or("?"), a["attempt"], a["round"]);
+                println!(
+                    "{t}  calling {} (attempt {}, round {})",
+                    a["contact"].as_str().unwrap_or("?"),
+                    a["attempt"],
+                    a["round"]
+                );
             }
             shown_attempts = shown_attempts.max(attempts.len());
             for a in attempts {
                 if let Some(o) = a["outcome"]["outcome"].as_str() {
                     if shown_outcomes.insert(a["attempt"].to_string()) {
-                        println!("{t}  {} -> {o} (keys pressed: {:?})", a["contact"].as_str().unwrap_or("?"), a["digits"].as_str().unwrap_or(""));
+                        println!(
+                            "{t}  {} -> {o} (keys pressed: {:?})",
+                            a["contact"].as_str().unwrap_or("?"),
+                            a["digits"].as_str().unwrap_or("")
+                        );
                     }
                 }
             }

@@ -153,10 +153,20 @@ fn demo_runs_end_to_end() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("-> 202 "), "{text}");
-    assert!(text.contains("First on call (presses 2: pass it on) -> passed (keys pressed: \"2\")"), "{text}");
-    assert!(text.contains("Second on call (presses 1: take it) -> acked (keys pressed: \"1\")"), "{text}");
+    assert!(
+        text.contains("First on call (presses 2: pass it on) -> passed (keys pressed: \"2\")"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Second on call (presses 1: take it) -> acked (keys pressed: \"1\")"),
+        "{text}"
+    );
     assert!(text.contains("acknowledged by Second on call"), "{text}");
     assert!(text.contains("notification.acked (signed)"), "{text}");
 }
