@@ -177,6 +177,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
         credentials: None,
         ring_timeout: Duration::from_secs(10),
         outbound_proxy: None,
+        extra_headers: Vec::new(),
     };
     let rss_idle = rss_kib();
 
@@ -437,6 +438,128 @@ pub fn tts(repeat: usize) -> anyhow::Result<()> {
             hit.as_secs_f64() * 1000.0
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `callout bench api`: POST notifications at a fixed rate to the service
+/// (in process, real HTTP, SQLite) and time each one from the POST leaving
+/// the client to its INVITE arriving at a UDP callee (matched by the
+/// `X-Callout-Notification` header). The callee answers 486, so every
+/// escalation ends at once.
+pub async fn api(rate: u32, seconds: u32) -> anyhow::Result<()> {
+    use sha2::Digest;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let dir = std::env::temp_dir().join(format!("callout-bench-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("dialplans"))?;
+    // The callee: records when each INVITE arrives, answers 486.
+    let callee = UdpSocket::bind("127.0.0.1:0")?;
+    let callee_addr = callee.local_addr()?;
+    let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    {
+        let arrivals = arrivals.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok((n, from)) = callee.recv_from(&mut buf) {
+                let now = Instant::now();
+                let Ok(crate::sip::message::Message::Request(req)) = crate::sip::message::parse(&buf[..n]) else {
+                    continue;
+                };
+                if req.method != crate::sip::message::Method::Invite {
+                    continue;
+                }
+                if let Some(id) = req.headers.get("X-Callout-Notification") {
+                    arrivals.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_string()).or_insert(now);
+                }
+                let busy = crate::sip::message::Response::for_request(&req, 486, Some("bench"));
+                let _ = callee.send_to(&busy.to_bytes(), from);
+            }
+        });
+    }
+    std::fs::write(
+        dir.join("dialplans/bench.toml"),
+        format!(
+            "contract = \"bench\"\nname = \"Bench\"\nlanguage = \"en\"\n[escalation]\nrounds = 1\nring_timeout = \"10s\"\n\
+             between_calls = \"1s\"\nbetween_rounds = \"1m\"\n[[contacts]]\nname = \"Callee\"\nuri = \"sip:callee@{callee_addr}\"\n\
+             [message]\ntext = \"Alert on {{host}}: {{summary}}.\"\n[menu]\nprompt = \"Press 1.\"\n[menu.keys]\n\"1\" = \"ack\"\n"
+        ),
+    )?;
+    let token = "bench-token";
+    let config = crate::config::Config {
+        listen: "127.0.0.1:0".into(),
+        sip: "127.0.0.1:0".into(),
+        database_url: format!("sqlite://{}/data/callout.db", dir.display()),
+        dialplans: dir.join("dialplans"),
+        tts_cache: dir.join("tts"),
+        tokens: vec![crate::config::TokenConfig {
+            name: "bench".into(),
+            sha256: sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect(),
+            scopes: vec!["admin".into()],
+        }],
+        ..Default::default()
+    };
+    let (svc, listener) = crate::serve::start(config).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, crate::api::router(svc)).await });
+    let client = reqwest::Client::new();
+    // Warm the speech cache: every notification then says the same text.
+    let body = |t: u64| serde_json::json!({"contract": "bench", "ticket": format!("B{t}"), "severity": "major", "host": "web-01", "summary": "down"});
+    let _ = client.post(format!("{base}/v1/notifications")).bearer_auth(token).json(&body(0)).send().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let total = (rate * seconds) as u64;
+    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    let mut posts = Vec::new();
+    let started = Instant::now();
+    for t in 1..=total {
+        interval.tick().await;
+        let (client, base, b) = (client.clone(), base.clone(), body(t));
+        posts.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let r = client.post(format!("{base}/v1/notifications")).bearer_auth(token).json(&b).send().await;
+            let answered = Instant::now();
+            let id = match r {
+                Ok(r) if r.status().as_u16() == 202 => r.json::<serde_json::Value>().await.ok().and_then(|v| v["id"].as_str().map(str::to_string)),
+                _ => None,
+            };
+            (sent, answered, id)
+        }));
+    }
+    let mut results = Vec::new();
+    for p in posts {
+        results.push(p.await?);
+    }
+    let posting = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut api_ms: Vec<f64> = results.iter().map(|(s, a, _)| (*a - *s).as_secs_f64() * 1000.0).collect();
+    let mut invite_ms: Vec<f64> = results
+        .iter()
+        .filter_map(|(s, _, id)| id.as_ref().and_then(|id| arrivals.get(id)).map(|t| (*t - *s).as_secs_f64() * 1000.0))
+        .collect();
+    api_ms.sort_by(f64::total_cmp);
+    invite_ms.sort_by(f64::total_cmp);
+    let accepted = results.iter().filter(|r| r.2.is_some()).count();
+    println!(
+        "api: {accepted}/{total} notifications accepted in {:.2} s ({:.0}/s offered, {:.0}/s accepted)",
+        posting.as_secs_f64(),
+        rate,
+        accepted as f64 / posting.as_secs_f64()
+    );
+    println!(
+        "POST -> 202: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&api_ms, 0.5),
+        percentile(&api_ms, 0.99),
+        api_ms.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "POST -> INVITE at the callee ({} matched): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        invite_ms.len(),
+        percentile(&invite_ms, 0.5),
+        percentile(&invite_ms, 0.99),
+        invite_ms.last().copied().unwrap_or(f64::NAN)
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -240,6 +240,7 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
             credentials,
             ring_timeout: o.timeout,
             outbound_proxy: None,
+            extra_headers: Vec::new(),
         })
         .await?;
     let emit = |v: serde_json::Value| println!("{v}");

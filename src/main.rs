@@ -145,6 +145,13 @@ enum BenchCmd {
         #[arg(long, default_value = "prompts/press-a-key.wav")]
         prompt: PathBuf,
     },
+    /// Notifications per second through the API, and POST -> INVITE latency.
+    Api {
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
     /// Speech synthesis time per second of audio, and cache hit time.
     Tts {
         #[arg(long, default_value_t = 10)]
@@ -269,6 +276,11 @@ fn main() -> ExitCode {
         } => cli::say(&voice, &text, &out, &vars),
         Cmd::Demo { dialplans, prompts } => runtime()
             .and_then(|rt| rt.block_on(callout::softphone::demo(dialplans, prompts)))
+            .map(|_| ExitCode::SUCCESS),
+        Cmd::Bench {
+            cmd: BenchCmd::Api { rate, seconds },
+        } => runtime()
+            .and_then(|rt| rt.block_on(callout::bench::api(rate, seconds)))
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd: BenchCmd::Tts { repeat },

@@ -45,6 +45,8 @@ pub struct Script {
     prompts: HashMap<Say, Arc<Prompt>>,
     /// Phrases that fell back to the recorded prompt (synthesis failed).
     pub fallbacks: Vec<String>,
+    /// Headers every call of this notification carries (tracing).
+    pub call_headers: Vec<(String, String)>,
 }
 
 impl Script {
@@ -113,7 +115,11 @@ impl Script {
             };
             prompts.insert(say, audio);
         }
-        Ok(Script { prompts, fallbacks })
+        Ok(Script {
+            prompts,
+            fallbacks,
+            call_headers: Vec::new(),
+        })
     }
 
     fn get(&self, say: Say) -> Option<Arc<Prompt>> {
@@ -293,6 +299,7 @@ async fn run_call(
             credentials: None,
             ring_timeout: plan.escalation.ring_timeout,
             outbound_proxy: None,
+            extra_headers: script.call_headers.clone(),
         })
         .await
     {

@@ -52,6 +52,8 @@ pub struct DialRequest {
     pub ring_timeout: Duration,
     /// Send the INVITE here instead of the URI's host (a trunk's proxy).
     pub outbound_proxy: Option<SocketAddr>,
+    /// Extra INVITE headers.
+    pub extra_headers: Vec<(String, String)>,
 }
 
 /// The running gateway: one SIP socket, one media clock, an RTP port pool.
@@ -184,6 +186,7 @@ impl Gateway {
             sdp_offer: sdp::offer(SocketAddr::new(self.rtp_ip, rtp_addr.port()), id, 1),
             timers: Timers::default(),
             user_agent: String::new(),
+            extra_headers: req.extra_headers,
         };
         let (sip_tx, sip_rx) = mpsc::unbounded_channel();
         let (media_tx, media_rx) = mpsc::unbounded_channel();

@@ -186,7 +186,11 @@ impl Service {
             let (tts, p2, prompts) = (svc.tts.clone(), plan.clone(), svc.config.prompts.clone());
             let script = tokio::task::spawn_blocking(move || Script::prepare(&p2, &n, &tts, &prompts)).await;
             let script = match script {
-                Ok(Ok(s)) => s,
+                Ok(Ok(mut s)) => {
+                    // Lets a PBX log or a test tie each INVITE to its notification.
+                    s.call_headers.push(("X-Callout-Notification".into(), row.id.clone()));
+                    s
+                }
                 Ok(Err(e)) => {
                     tracing::error!(notification = %row.id, error = %e, "cannot prepare the audio");
                     svc.running().remove(&row.id);

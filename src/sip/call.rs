@@ -37,6 +37,9 @@ pub struct CallConfig {
     pub sdp_offer: Vec<u8>,
     pub timers: Timers,
     pub user_agent: String,
+    /// Extra INVITE headers (e.g. `X-Callout-Notification` for tracing).
+    /// Values with CR or LF are dropped: they could inject headers.
+    pub extra_headers: Vec<(String, String)>,
 }
 
 /// How a call ended, mapped from SIP to terms an escalation engine uses.
@@ -253,6 +256,12 @@ impl Call {
         }
         req.headers.push("Allow", ALLOW);
         req.headers.push("User-Agent", self.cfg.user_agent.clone());
+        for (name, value) in &self.cfg.extra_headers {
+            let safe_name = !name.is_empty() && name.bytes().all(super::message::is_token_byte);
+            if safe_name && !value.contains(['\r', '\n']) {
+                req.headers.push(name, value.clone());
+            }
+        }
         req.headers.push("Content-Type", "application/sdp");
         req.body = self.cfg.sdp_offer.clone();
         let tx = InviteClient::new(now, req, self.cfg.timers);
