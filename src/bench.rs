@@ -464,14 +464,20 @@ pub async fn api(rate: u32, seconds: u32) -> anyhow::Result<()> {
             let mut buf = [0u8; 65536];
             while let Ok((n, from)) = callee.recv_from(&mut buf) {
                 let now = Instant::now();
-                let Ok(crate::sip::message::Message::Request(req)) = crate::sip::message::parse(&buf[..n]) else {
+                let Ok(crate::sip::message::Message::Request(req)) =
+                    crate::sip::message::parse(&buf[..n])
+                else {
                     continue;
                 };
                 if req.method != crate::sip::message::Method::Invite {
                     continue;
                 }
                 if let Some(id) = req.headers.get("X-Callout-Notification") {
-                    arrivals.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_string()).or_insert(now);
+                    arrivals
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(id.to_string())
+                        .or_insert(now);
                 }
                 let busy = crate::sip::message::Response::for_request(&req, 486, Some("bench"));
                 let _ = callee.send_to(&busy.to_bytes(), from);
@@ -495,7 +501,10 @@ pub async fn api(rate: u32, seconds: u32) -> anyhow::Result<()> {
         tts_cache: dir.join("tts"),
         tokens: vec![crate::config::TokenConfig {
             name: "bench".into(),
-            sha256: sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: sha2::Sha256::digest(token.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
             scopes: vec!["admin".into()],
         }],
         ..Default::default()
@@ -506,7 +515,12 @@ pub async fn api(rate: u32, seconds: u32) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     // Warm the speech cache: every notification then says the same text.
     let body = |t: u64| serde_json::json!({"contract": "bench", "ticket": format!("B{t}"), "severity": "major", "host": "web-01", "summary": "down"});
-    let _ = client.post(format!("{base}/v1/notifications")).bearer_auth(token).json(&body(0)).send().await?;
+    let _ = client
+        .post(format!("{base}/v1/notifications"))
+        .bearer_auth(token)
+        .json(&body(0))
+        .send()
+        .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let total = (rate * seconds) as u64;
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
@@ -517,10 +531,19 @@ pub async fn api(rate: u32, seconds: u32) -> anyhow::Result<()> {
         let (client, base, b) = (client.clone(), base.clone(), body(t));
         posts.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let r = client.post(format!("{base}/v1/notifications")).bearer_auth(token).json(&b).send().await;
+            let r = client
+                .post(format!("{base}/v1/notifications"))
+                .bearer_auth(token)
+                .json(&b)
+                .send()
+                .await;
             let answered = Instant::now();
             let id = match r {
-                Ok(r) if r.status().as_u16() == 202 => r.json::<serde_json::Value>().await.ok().and_then(|v| v["id"].as_str().map(str::to_string)),
+                Ok(r) if r.status().as_u16() == 202 => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(str::to_string)),
                 _ => None,
             };
             (sent, answered, id)
@@ -533,10 +556,17 @@ pub async fn api(rate: u32, seconds: u32) -> anyhow::Result<()> {
     let posting = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut api_ms: Vec<f64> = results.iter().map(|(s, a, _)| (*a - *s).as_secs_f64() * 1000.0).collect();
+    let mut api_ms: Vec<f64> = results
+        .iter()
+        .map(|(s, a, _)| (*a - *s).as_secs_f64() * 1000.0)
+        .collect();
     let mut invite_ms: Vec<f64> = results
         .iter()
-        .filter_map(|(s, _, id)| id.as_ref().and_then(|id| arrivals.get(id)).map(|t| (*t - *s).as_secs_f64() * 1000.0))
+        .filter_map(|(s, _, id)| {
+            id.as_ref()
+                .and_then(|id| arrivals.get(id))
+                .map(|t| (*t - *s).as_secs_f64() * 1000.0)
+        })
         .collect();
     api_ms.sort_by(f64::total_cmp);
     invite_ms.sort_by(f64::total_cmp);

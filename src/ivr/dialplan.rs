@@ -115,6 +115,17 @@ pub struct MenuConfig {
     pub inter_digit_timeout: Duration,
     /// Invalid keys plus timeouts before the call gives up.
     pub max_attempts: u32,
+    /// What an answered call without any key counts as.
+    pub silent_answer: SilentAnswer,
+}
+
+/// How a call that was answered but never got a key is recorded. Neither
+/// counts as a person responding; the escalation goes on either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SilentAnswer {
+    AnsweredNoInput,
+    NoAnswer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -295,6 +306,12 @@ struct RawMenu {
     inter_digit_timeout: Spanned<String>,
     #[serde(default = "three")]
     max_attempts: u32,
+    #[serde(default = "silent_default")]
+    silent_answer: SilentAnswer,
+}
+
+fn silent_default() -> SilentAnswer {
+    SilentAnswer::AnsweredNoInput
 }
 
 fn ten_s() -> Spanned<String> {
@@ -724,6 +741,7 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
         input_timeout: c.duration(&raw.menu.input_timeout, "input_timeout"),
         inter_digit_timeout: c.duration(&raw.menu.inter_digit_timeout, "inter_digit_timeout"),
         max_attempts: raw.menu.max_attempts.max(1),
+        silent_answer: raw.menu.silent_answer,
     };
     let mut actions = BTreeMap::new();
     for (name, a) in &raw.actions {

@@ -155,6 +155,8 @@ impl Menu {
     fn no_response_outcome(&self) -> Outcome {
         if self.invalid > 0 {
             Outcome::InvalidInput
+        } else if self.cfg.silent_answer == super::dialplan::SilentAnswer::NoAnswer {
+            Outcome::NoAnswer
         } else {
             Outcome::AnsweredNoInput
         }

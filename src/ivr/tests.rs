@@ -286,6 +286,7 @@ fn menu_cfg() -> MenuConfig {
         input_timeout: Duration::from_secs(10),
         inter_digit_timeout: Duration::from_secs(3),
         max_attempts: 3,
+        silent_answer: super::dialplan::SilentAnswer::AnsweredNoInput,
     }
 }
 
@@ -384,6 +385,15 @@ fn silence_is_answered_no_input_and_hangup_mid_menu_too() {
     m.remote_hangup();
     let outs: Vec<MenuOutput> = std::iter::from_fn(|| m.poll_output()).collect();
     assert!(outs.contains(&MenuOutput::Outcome(Outcome::AnsweredNoInput)));
+
+    // Per contract, silence can count as no answer instead.
+    let mut cfg = menu_cfg();
+    cfg.silent_answer = super::dialplan::SilentAnswer::NoAnswer;
+    let mut m = Menu::new(cfg, None, vec![]);
+    m.start(0);
+    m.remote_hangup();
+    let outs: Vec<MenuOutput> = std::iter::from_fn(|| m.poll_output()).collect();
+    assert!(outs.contains(&MenuOutput::Outcome(Outcome::NoAnswer)));
 }
 
 #[test]

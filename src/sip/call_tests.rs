@@ -47,7 +47,10 @@ impl Harness {
             sdp_offer: sdp::offer("127.0.0.1:20000".parse().unwrap(), 1, 1),
             timers: Timers::default(),
             user_agent: String::new(),
-            extra_headers: vec![("X-Test".into(), "ok".into()), ("X-Bad".into(), "a\r\nInjected: 1".into())],
+            extra_headers: vec![
+                ("X-Test".into(), "ok".into()),
+                ("X-Bad".into(), "a\r\nInjected: 1".into()),
+            ],
         };
         let h = self.ep.start_call(self.now, cfg);
         self.drain();
@@ -155,7 +158,10 @@ fn invite_is_retransmitted_by_timer_a_then_timer_b_gives_unreachable() {
     h.dial(Duration::from_secs(60), None);
     let inv = h.last(Method::Invite);
     assert_eq!(inv.headers.get("X-Test"), Some("ok"));
-    assert!(inv.headers.get("X-Bad").is_none() && inv.headers.get("Injected").is_none(), "no header injection");
+    assert!(
+        inv.headers.get("X-Bad").is_none() && inv.headers.get("Injected").is_none(),
+        "no header injection"
+    );
     h.at(40_000);
     let invites: Vec<u128> = h
         .sent_methods()
