@@ -26,7 +26,16 @@ pub fn dtmf_detect(file: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// `callout dialplan check PATH`: exit 0 when every file is valid.
-pub fn dialplan_check(path: &Path, prompts: &Path, with_tts: bool) -> ExitCode {
+pub fn dialplan_check(
+    path: &Path,
+    prompts: &Path,
+    with_tts: bool,
+    config: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let voices = match config {
+        Some(c) => crate::config::Config::load(c)?.voices,
+        None => Default::default(),
+    };
     use crate::ivr::dialplan;
     let result = if path.is_dir() {
         dialplan::load_dir(path, prompts)
@@ -39,7 +48,11 @@ pub fn dialplan_check(path: &Path, prompts: &Path, with_tts: bool) -> ExitCode {
         }
         // Rendering the fixed phrases proves the voice works and fills the
         // cache, so the first call does not wait for synthesis.
-        let tts = crate::tts::Tts::new(&crate::tts::TtsConfig::default()).map_err(|e| {
+        let tts = crate::tts::Tts::new(&crate::tts::TtsConfig {
+            voices,
+            ..crate::tts::TtsConfig::default()
+        })
+        .map_err(|e| {
             vec![crate::ivr::dialplan::DialplanError {
                 file: path.to_path_buf(),
                 line: 0,
@@ -56,7 +69,11 @@ pub fn dialplan_check(path: &Path, prompts: &Path, with_tts: bool) -> ExitCode {
                         file: p.source.clone(),
                         line: 1,
                         column: 1,
-                        message: format!("voice for language {:?} is unavailable: {e}", p.language),
+                        message: format!(
+                            "voice {:?} (language {:?}) is unavailable: {e}",
+                            p.voice.as_deref().unwrap_or("default"),
+                            p.language
+                        ),
                     })
             })
             .collect();
@@ -78,14 +95,14 @@ pub fn dialplan_check(path: &Path, prompts: &Path, with_tts: bool) -> ExitCode {
                     p.menu.keys.len()
                 );
             }
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
             for e in &errors {
                 println!("{e}");
             }
             eprintln!("callout: {} problem(s) found", errors.len());
-            ExitCode::from(1)
+            Ok(ExitCode::from(1))
         }
     }
 }

@@ -68,6 +68,8 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     /// Largest accepted request body, bytes.
     pub max_body: usize,
+    /// Site-defined voices, selected by a dialplan's `voice`.
+    pub voices: BTreeMap<String, crate::tts::VoiceConfig>,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             tokens: Vec::new(),
             webhooks: WebhookConfig::default(),
             max_body: 64 * 1024,
+            voices: BTreeMap::new(),
         }
     }
 }

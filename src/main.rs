@@ -178,6 +178,9 @@ enum DialplanCmd {
         /// Skip rendering the fixed phrases with the speech engines.
         #[arg(long)]
         no_tts: bool,
+        /// Service configuration, for site-defined voices.
+        #[arg(long, env = "CALLOUT_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -243,8 +246,9 @@ fn main() -> ExitCode {
                     path,
                     prompts,
                     no_tts,
+                    config,
                 },
-        } => Ok(cli::dialplan_check(&path, &prompts, !no_tts)),
+        } => cli::dialplan_check(&path, &prompts, !no_tts, config.as_deref()),
         Cmd::Escalate {
             dialplan,
             ticket,

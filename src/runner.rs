@@ -103,7 +103,7 @@ impl Script {
                 Phrase::Recorded(path) => Prompt::load(path)?,
                 Phrase::Text(t) => {
                     let text = crate::ivr::dialplan::render(t, &vars);
-                    match tts.render(lang, &text) {
+                    match tts.render_voice(lang, plan.voice.as_deref(), &text) {
                         Ok(p) => p,
                         Err(e) => {
                             tracing::error!(error = %e, phrase = ?say, "synthesis failed; using the recorded fallback");

@@ -52,6 +52,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
     .await?;
     let tts = Tts::new(&TtsConfig {
         cache_dir: config.tts_cache.clone(),
+        voices: config.voices.clone(),
         ..TtsConfig::default()
     })?;
     let listener = tokio::net::TcpListener::bind(&config.listen)

@@ -347,3 +347,158 @@ fn synthesis_failure_falls_back_to_the_recorded_prompt() {
     let mut phone = phone;
     let _ = phone.wait();
 }
+
+/// Site voices: a command-line engine (espeak-ng's German voice through
+/// the generic argv backend) and an engine server with a VOICEVOX-style
+/// API (here a local server that answers the two calls of that API with
+/// espeak-ng audio, standing in for VOICEVOX, which is not packaged).
+#[test]
+fn command_and_http_voices() {
+    require("espeak-ng");
+    let dir = scratch("tts-voices");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let addr = {
+        let seen = seen.clone();
+        let wav_dir = dir.clone();
+        rt.block_on(async move {
+            use axum::extract::Query;
+            use axum::routing::post;
+            use std::collections::HashMap;
+            let s1 = seen.clone();
+            let app = axum::Router::new()
+                .route(
+                    "/audio_query",
+                    post(move |Query(q): Query<HashMap<String, String>>| {
+                        let s1 = s1.clone();
+                        async move {
+                            s1.lock()
+                                .unwrap()
+                                .push(format!("query speaker={} text={}", q["speaker"], q["text"]));
+                            axum::Json(serde_json::json!({"text": q["text"], "speedScale": 1.0}))
+                        }
+                    }),
+                )
+                .route(
+                    "/synthesis",
+                    post(
+                        move |Query(q): Query<HashMap<String, String>>, body: String| {
+                            let (seen, wav_dir) = (seen.clone(), wav_dir.clone());
+                            async move {
+                                let query: serde_json::Value = serde_json::from_str(&body).unwrap();
+                                seen.lock()
+                                    .unwrap()
+                                    .push(format!("synthesis speaker={}", q["speaker"]));
+                                let out = wav_dir.join("server.wav");
+                                std::process::Command::new("espeak-ng")
+                                    .args(["-v", "en-gb", "-w"])
+                                    .arg(&out)
+                                    .arg(query["text"].as_str().unwrap())
+                                    .status()
+                                    .unwrap();
+                                std::fs::read(&out).unwrap()
+                            }
+                        },
+                    ),
+                );
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(l, app).await });
+            addr
+        })
+    };
+    let mut voices = std::collections::BTreeMap::new();
+    voices.insert(
+        "german".to_string(),
+        callout::tts::VoiceConfig::Command {
+            argv: ["espeak-ng", "-v", "de", "-w", "{out}", "{text}"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        },
+    );
+    voices.insert(
+        "server".to_string(),
+        callout::tts::VoiceConfig::Http {
+            url: format!("http://{addr}"),
+            speaker: 3,
+        },
+    );
+    let t = Tts::new(&TtsConfig {
+        cache_dir: dir.join("cache"),
+        voices,
+        ..TtsConfig::default()
+    })
+    .unwrap();
+    let de = t
+        .render_voice(Language::En, Some("german"), "Der Server antwortet nicht.")
+        .unwrap();
+    assert!(de.duration_ms() > 1000 && de.pcm.iter().any(|s| s.unsigned_abs() > 5000));
+    let http = t
+        .render_voice(Language::En, Some("server"), "The database is down.")
+        .unwrap();
+    assert!(http.duration_ms() > 1000, "{} ms", http.duration_ms());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            "query speaker=3 text=The database is down.".to_string(),
+            "synthesis speaker=3".to_string()
+        ]
+    );
+    // The same text in two voices is two cache entries.
+    let en = t
+        .render_voice(Language::En, None, "The database is down.")
+        .unwrap();
+    assert!(en.pcm != http.pcm);
+    let misses = t.stats.misses.load(std::sync::atomic::Ordering::Relaxed);
+    t.render_voice(Language::En, Some("server"), "The database is down.")
+        .unwrap();
+    assert_eq!(
+        t.stats.misses.load(std::sync::atomic::Ordering::Relaxed),
+        misses,
+        "cached per voice"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "a cache hit does not call the server"
+    );
+    let err = t
+        .render_voice(Language::En, Some("nosuch"), "x")
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("unknown voice \"nosuch\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn dialplan_check_reports_an_unusable_voice() {
+    let dir = scratch("tts-badvoice");
+    let plan = dir.join("v.toml");
+    std::fs::write(
+        &plan,
+        "contract = \"v\"\nname = \"V\"\nlanguage = \"en\"\nvoice = \"nosuch\"\n[escalation]\nrounds = 1\nring_timeout = \"5s\"\n\
+         between_calls = \"1s\"\nbetween_rounds = \"1m\"\n[[contacts]]\nname = \"P\"\nuri = \"sip:p@127.0.0.1\"\n\
+         [message]\ntext = \"x\"\n[menu]\nprompt = \"Press 1.\"\n[menu.keys]\n\"1\" = \"ack\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["dialplan", "check"])
+        .arg(&plan)
+        .args(["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")])
+        .env("CALLOUT_TTS_CACHE", dir.join("cache"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("voice \"nosuch\" (language En) is unavailable: unknown voice \"nosuch\""),
+        "{text}"
+    );
+}

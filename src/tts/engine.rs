@@ -271,3 +271,55 @@ impl Engine for CommandEngine {
         read_output(&self.name, &out)
     }
 }
+
+/// An engine server with a VOICEVOX-style API: `POST /audio_query?text=…
+/// &speaker=N` returns a query, `POST /synthesis?speaker=N` with that query
+/// returns a WAV.
+pub struct HttpEngine {
+    pub name: String,
+    pub url: String,
+    pub speaker: u32,
+}
+
+impl Engine for HttpEngine {
+    fn id(&self) -> String {
+        format!("http|{}|{}|{}", self.name, self.url, self.speaker)
+    }
+
+    fn synthesize(&self, text: &str) -> Result<Audio, TtsError> {
+        let engine = || self.name.clone();
+        let client = reqwest::blocking::Client::builder()
+            .timeout(LIMIT)
+            .build()
+            .map_err(|e| TtsError::Unavailable(format!("{}: {e}", self.name)))?;
+        let base = self.url.trim_end_matches('/');
+        let speaker = self.speaker.to_string();
+        let query = client
+            .post(format!("{base}/audio_query"))
+            .query(&[("text", text), ("speaker", speaker.as_str())])
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.bytes())
+            .map_err(|e| TtsError::Failed {
+                engine: engine(),
+                status: "audio_query".into(),
+                stderr: e.to_string(),
+            })?;
+        let wav = client
+            .post(format!("{base}/synthesis"))
+            .query(&[("speaker", speaker.as_str())])
+            .header("content-type", "application/json")
+            .body(query)
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.bytes())
+            .map_err(|e| TtsError::Failed {
+                engine: engine(),
+                status: "synthesis".into(),
+                stderr: e.to_string(),
+            })?;
+        let out = scratch("http", "wav");
+        std::fs::write(&out, &wav)?;
+        read_output(&self.name, &out)
+    }
+}

@@ -4,14 +4,30 @@ pub mod cache;
 pub mod engine;
 pub mod readers;
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::ivr::dialplan::Language;
 use crate::media::audio::{resample, to_i16, write_wav, Prompt, RATE};
 use cache::Cache;
-use engine::{Engine, Espeak, OpenJtalk, TtsError};
+use engine::{CommandEngine, Engine, Espeak, HttpEngine, OpenJtalk, TtsError};
+
+/// A site-defined voice, selected by a dialplan's `voice = "NAME"`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VoiceConfig {
+    /// Any engine with a command line that writes a WAV: `argv` with
+    /// `{text}` and `{out}` placeholders, run without a shell.
+    Command { argv: Vec<String> },
+    /// An engine server with a VOICEVOX-style API.
+    Http {
+        url: String,
+        #[serde(default)]
+        speaker: u32,
+    },
+}
 
 /// Target loudness, as RMS relative to full scale (about -18 dBFS).
 const TARGET_RMS: f32 = 0.125;
@@ -34,6 +50,8 @@ pub struct TtsConfig {
     pub jtalk_dictionary: PathBuf,
     pub jtalk_voice: PathBuf,
     pub espeak_voice_en: String,
+    /// Site-defined voices by name.
+    pub voices: BTreeMap<String, VoiceConfig>,
 }
 
 impl Default for TtsConfig {
@@ -48,6 +66,7 @@ impl Default for TtsConfig {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("voices/mei_normal.htsvoice")),
             espeak_voice_en: "en-us".into(),
+            voices: BTreeMap::new(),
         }
     }
 }
@@ -56,39 +75,66 @@ impl Default for TtsConfig {
 /// cache, and returns phone-ready prompts.
 pub struct Tts {
     cache: Cache,
-    ja: Result<Box<dyn Engine>, String>,
-    en: Box<dyn Engine>,
+    ja: Result<Arc<dyn Engine>, String>,
+    en: Arc<dyn Engine>,
+    /// Site voices and espeak-ng voices asked for as `espeak:NAME`.
+    voices: Mutex<HashMap<String, Arc<dyn Engine>>>,
     pub stats: TtsStats,
 }
 
 impl Tts {
     pub fn new(cfg: &TtsConfig) -> std::io::Result<Tts> {
         let ja = OpenJtalk::new(&cfg.jtalk_dictionary, &cfg.jtalk_voice)
-            .map(|e| Box::new(e) as Box<dyn Engine>)
+            .map(|e| Arc::new(e) as Arc<dyn Engine>)
             .map_err(|e| e.to_string());
+        let mut voices: HashMap<String, Arc<dyn Engine>> = HashMap::new();
+        for (name, v) in &cfg.voices {
+            let engine: Arc<dyn Engine> = match v {
+                VoiceConfig::Command { argv } => Arc::new(CommandEngine {
+                    name: name.clone(),
+                    argv: argv.clone(),
+                }),
+                VoiceConfig::Http { url, speaker } => Arc::new(HttpEngine {
+                    name: name.clone(),
+                    url: url.clone(),
+                    speaker: *speaker,
+                }),
+            };
+            voices.insert(name.clone(), engine);
+        }
         Ok(Tts {
             cache: Cache::new(&cfg.cache_dir, cfg.cache_max_bytes)?,
             ja,
-            en: Box::new(Espeak::new(&cfg.espeak_voice_en)),
+            en: Arc::new(Espeak::new(&cfg.espeak_voice_en)),
+            voices: Mutex::new(voices),
             stats: TtsStats::default(),
         })
     }
 
-    /// Is a voice for `lang` usable (for `dialplan check`)?
-    pub fn available(&self, lang: Language) -> Result<(), String> {
-        match lang {
-            Language::Ja => self.ja.as_ref().map(|_| ()).map_err(|e| e.clone()),
-            Language::En => Ok(()),
-        }
-    }
-
-    fn engine(&self, lang: Language) -> Result<&dyn Engine, TtsError> {
-        match lang {
-            Language::Ja => self
-                .ja
-                .as_deref()
-                .map_err(|e| TtsError::Unavailable(e.clone())),
-            Language::En => Ok(self.en.as_ref()),
+    /// The engine for a dialplan: its `voice` when set (`ja`, `en`,
+    /// `espeak:NAME`, or a site voice), else the language's default.
+    fn engine(&self, lang: Language, voice: Option<&str>) -> Result<Arc<dyn Engine>, TtsError> {
+        match (voice, lang) {
+            (None | Some("ja"), Language::Ja) | (Some("ja"), _) => {
+                self.ja.clone().map_err(TtsError::Unavailable)
+            }
+            (None | Some("en"), _) => Ok(self.en.clone()),
+            (Some(name), _) => {
+                let mut voices = self.voices.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(e) = voices.get(name) {
+                    return Ok(e.clone());
+                }
+                match name.strip_prefix("espeak:") {
+                    Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_+".contains(&b)) => {
+                        let e: Arc<dyn Engine> = Arc::new(Espeak::new(v));
+                        voices.insert(name.to_string(), e.clone());
+                        Ok(e)
+                    }
+                    _ => Err(TtsError::Unavailable(format!(
+                        "unknown voice {name:?} (use ja, en, espeak:NAME, or a voice defined in callout.toml)"
+                    ))),
+                }
+            }
         }
     }
 
@@ -96,7 +142,17 @@ impl Tts {
     /// from the cache when it is there. Blocking: run it off the async
     /// workers (`spawn_blocking`).
     pub fn render(&self, lang: Language, text: &str) -> Result<Arc<Prompt>, TtsError> {
-        let engine = self.engine(lang)?;
+        self.render_voice(lang, None, text)
+    }
+
+    /// As [`Tts::render`], with a dialplan's voice.
+    pub fn render_voice(
+        &self,
+        lang: Language,
+        voice: Option<&str>,
+        text: &str,
+    ) -> Result<Arc<Prompt>, TtsError> {
+        let engine = self.engine(lang, voice)?;
         let key = Cache::key(&engine.id(), text);
         if let Some(path) = self.cache.get(&key) {
             if let Ok(p) = Prompt::load(&path) {
@@ -149,7 +205,7 @@ impl Tts {
             if let Phrase::Text(t) = phrase {
                 // Phrases with variables depend on the notification.
                 if template_variables(t).is_empty() {
-                    self.render(plan.language, t)?;
+                    self.render_voice(plan.language, plan.voice.as_deref(), t)?;
                     n += 1;
                 }
             }
