@@ -85,6 +85,7 @@ fn start(dir: &std::path::Path, plans: &[(&str, String)], webhook: Option<String
             ..WebhookConfig::default()
         },
         max_body: 16 * 1024,
+        voices: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
