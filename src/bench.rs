@@ -447,7 +447,19 @@ pub fn tts(repeat: usize) -> anyhow::Result<()> {
 /// the client to its INVITE arriving at a UDP callee (matched by the
 /// `X-Callout-Notification` header). The callee answers 486, so every
 /// escalation ends at once.
-pub async fn api(rate: u32, seconds: u32) -> anyhow::Result<()> {
+///
+/// With `fresh`, every notification names a new host, so its message is
+/// synthesised after the POST: POST -> INVITE then includes "audio ready".
+pub async fn api(rate: u32, seconds: u32, language: &str, fresh: bool) -> anyhow::Result<()> {
+    let (lang, message, menu) = match language {
+        "ja" => (
+            "ja",
+            "ホスト{host}で{summary}。",
+            "対応する場合は1を押してください。",
+        ),
+        "en" => ("en", "Alert on {host}: {summary}.", "Press 1."),
+        other => bail!("unknown language {other:?}: use en or ja"),
+    };
     use sha2::Digest;
     use std::collections::HashMap;
     use std::sync::Mutex;
@@ -487,9 +499,9 @@ pub async fn api(rate: u32, seconds: u32) -> anyhow::Result<()> {
     std::fs::write(
         dir.join("dialplans/bench.toml"),
         format!(
-            "contract = \"bench\"\nname = \"Bench\"\nlanguage = \"en\"\n[escalation]\nrounds = 1\nring_timeout = \"10s\"\n\
+            "contract = \"bench\"\nname = \"Bench\"\nlanguage = \"{lang}\"\n[escalation]\nrounds = 1\nring_timeout = \"10s\"\n\
              between_calls = \"1s\"\nbetween_rounds = \"1m\"\n[[contacts]]\nname = \"Callee\"\nuri = \"sip:callee@{callee_addr}\"\n\
-             [message]\ntext = \"Alert on {{host}}: {{summary}}.\"\n[menu]\nprompt = \"Press 1.\"\n[menu.keys]\n\"1\" = \"ack\"\n"
+             [message]\ntext = \"{message}\"\n[menu]\nprompt = \"{menu}\"\n[menu.keys]\n\"1\" = \"ack\"\n"
         ),
     )?;
     let token = "bench-token";
@@ -514,7 +526,14 @@ pub async fn api(rate: u32, seconds: u32) -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, crate::api::router(svc)).await });
     let client = reqwest::Client::new();
     // Warm the speech cache: every notification then says the same text.
-    let body = |t: u64| serde_json::json!({"contract": "bench", "ticket": format!("B{t}"), "severity": "major", "host": "web-01", "summary": "down"});
+    let body = move |t: u64| {
+        let host = if fresh {
+            format!("web-{t}")
+        } else {
+            "web-01".into()
+        };
+        serde_json::json!({"contract": "bench", "ticket": format!("B{t}"), "severity": "major", "host": host, "summary": "down"})
+    };
     let _ = client
         .post(format!("{base}/v1/notifications"))
         .bearer_auth(token)
@@ -572,7 +591,8 @@ pub async fn api(rate: u32, seconds: u32) -> anyhow::Result<()> {
     invite_ms.sort_by(f64::total_cmp);
     let accepted = results.iter().filter(|r| r.2.is_some()).count();
     println!(
-        "api: {accepted}/{total} notifications accepted in {:.2} s ({:.0}/s offered, {:.0}/s accepted)",
+        "api ({language}, {}): {accepted}/{total} notifications accepted in {:.2} s ({:.0}/s offered, {:.0}/s accepted)",
+        if fresh { "a new message each" } else { "cached message" },
         posting.as_secs_f64(),
         rate,
         accepted as f64 / posting.as_secs_f64()

@@ -151,6 +151,12 @@ enum BenchCmd {
         rate: u32,
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// Contract language: en or ja.
+        #[arg(long, default_value = "en")]
+        language: String,
+        /// A new host in every notification, so each message is synthesised.
+        #[arg(long)]
+        fresh_text: bool,
     },
     /// Speech synthesis time per second of audio, and cache hit time.
     Tts {
@@ -282,9 +288,15 @@ fn main() -> ExitCode {
             .and_then(|rt| rt.block_on(callout::softphone::demo(dialplans, prompts)))
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
-            cmd: BenchCmd::Api { rate, seconds },
+            cmd:
+                BenchCmd::Api {
+                    rate,
+                    seconds,
+                    language,
+                    fresh_text,
+                },
         } => runtime()
-            .and_then(|rt| rt.block_on(callout::bench::api(rate, seconds)))
+            .and_then(|rt| rt.block_on(callout::bench::api(rate, seconds, &language, fresh_text)))
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd: BenchCmd::Tts { repeat },

@@ -64,6 +64,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
         tracing::warn!(resumed, "resumed unfinished notifications");
     }
     svc.tasks.spawn(crate::service::webhook::run(svc.clone()));
+    svc.prewarm();
     Ok((svc, listener))
 }
 
@@ -91,7 +92,10 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         };
         while hup.recv().await.is_some() {
             match reload.registry.reload() {
-                Ok(n) => tracing::warn!(dialplans = n, "reloaded dialplans"),
+                Ok(n) => {
+                    tracing::warn!(dialplans = n, "reloaded dialplans");
+                    reload.prewarm();
+                }
                 Err(errors) => {
                     for e in errors {
                         tracing::error!("reload rejected, previous dialplans kept: {e}");

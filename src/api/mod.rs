@@ -530,7 +530,10 @@ async fn get_contract(
 async fn reload_dialplans(State(svc): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&svc, &headers, Scope::Admin)?;
     Ok(match svc.registry.reload() {
-        Ok(n) => (StatusCode::OK, Json(json!({"reloaded": n}))).into_response(),
+        Ok(n) => {
+            svc.prewarm();
+            (StatusCode::OK, Json(json!({"reloaded": n}))).into_response()
+        }
         Err(errors) => {
             let e: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             (

@@ -246,6 +246,30 @@ impl Service {
         Ok(n)
     }
 
+    /// Render every dialplan's fixed phrases into the cache, off the
+    /// async workers, so the first call of each contract does not wait for
+    /// synthesis. Run at start and after each reload.
+    pub fn prewarm(self: &Arc<Self>) {
+        let svc = self.clone();
+        self.tasks.spawn(async move {
+            let plans = svc.registry.snapshot();
+            let tts = svc.tts.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                plans
+                    .values()
+                    .map(|p| (p.contract.clone(), tts.prewarm(p)))
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            for (contract, result) in r.unwrap_or_default() {
+                match result {
+                    Ok(n) => tracing::info!(%contract, phrases = n, "fixed phrases ready"),
+                    Err(e) => tracing::error!(%contract, error = %e, "the contract's voice does not work; calls will use the recorded fallback"),
+                }
+            }
+        });
+    }
+
     pub fn active_escalations(&self) -> usize {
         self.running().len()
     }
