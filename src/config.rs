@@ -31,6 +31,10 @@ pub struct WebhookConfig {
     /// Give up on a delivery this long after the event (e.g. "24h").
     #[serde(default = "day")]
     pub give_up_after: String,
+    /// Extra CA certificate (PEM) to trust for HTTPS targets, for ticket
+    /// systems behind a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn day() -> String {
@@ -44,6 +48,7 @@ impl Default for WebhookConfig {
             contracts: BTreeMap::new(),
             secrets: Vec::new(),
             give_up_after: day(),
+            ca_file: None,
         }
     }
 }

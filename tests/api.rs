@@ -57,6 +57,15 @@ input_timeout = "5s"
 }
 
 fn start(dir: &std::path::Path, plans: &[(&str, String)], webhook: Option<String>) -> Server {
+    start_with_ca(dir, plans, webhook, None)
+}
+
+fn start_with_ca(
+    dir: &std::path::Path,
+    plans: &[(&str, String)],
+    webhook: Option<String>,
+    ca: Option<std::path::PathBuf>,
+) -> Server {
     let dialplans = dir.join("dialplans");
     std::fs::create_dir_all(&dialplans).unwrap();
     for (name, text) in plans {
@@ -82,6 +91,7 @@ fn start(dir: &std::path::Path, plans: &[(&str, String)], webhook: Option<String
         webhooks: WebhookConfig {
             url: webhook,
             secrets: vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()],
+            ca_file: ca,
             ..WebhookConfig::default()
         },
         max_body: 16 * 1024,
@@ -533,6 +543,111 @@ fn webhooks_are_signed_retried_and_arrive_once_in_order() {
         hits.load(std::sync::atomic::Ordering::SeqCst) >= seqs.len() + 2,
         "the failed tries were retried"
     );
+    let _ = phone.kill();
+    let _ = phone.wait();
+}
+
+/// Webhooks over HTTPS: a real TLS connection (rustls with one crypto
+/// provider, ring) to a receiver whose certificate comes from a private CA
+/// given in `webhooks.ca_file`.
+#[test]
+fn webhooks_over_https_with_a_private_ca() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    require("espeak-ng");
+    let dir = scratch("api-https");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let got: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let port = {
+        let got = got.clone();
+        rt.block_on(async move {
+            let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.cert.der().clone()], key)
+                .unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((tcp, _)) = l.accept().await else { return };
+                    let (acceptor, got) = (acceptor.clone(), got.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        loop {
+                            let Ok(n) = tls.read(&mut chunk).await else { return };
+                            if n == 0 {
+                                return;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                            let text = String::from_utf8_lossy(&buf).to_string();
+                            if let Some(h) = text.find("\r\n\r\n") {
+                                let len: usize = text[..h]
+                                    .lines()
+                                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                                    .unwrap_or(0);
+                                if buf.len() >= h + 4 + len {
+                                    let body: Value = serde_json::from_slice(&buf[h + 4..h + 4 + len]).unwrap_or_default();
+                                    got.lock().unwrap().push(body["type"].as_str().unwrap_or("?").to_string());
+                                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                                    let _ = tls.shutdown().await;
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            port
+        })
+    };
+    let phone_port = free_port_pair();
+    let mut phone = softphone(phone_port, "35200-35299");
+    let s = start_with_ca(
+        &dir,
+        &[(
+            "tls",
+            plan_text("tls", &format!("sip:oncall@127.0.0.1:{phone_port}"), "10s"),
+        )],
+        Some(format!("https://localhost:{port}/hook")),
+        Some(ca),
+    );
+    let (_, v, _) = s.call(
+        "POST",
+        "/v1/notifications",
+        Some(NOTIFY),
+        Some(body("tls", "S1")),
+        None,
+    );
+    let id = v["id"].as_str().unwrap().to_string();
+    s.wait_state(&id, &["acked"], Duration::from_secs(30));
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !got
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|t| t == "notification.acked")
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "over HTTPS: {:?}",
+            got.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(got.lock().unwrap().contains(&"call.answered".to_string()));
     let _ = phone.kill();
     let _ = phone.wait();
 }

@@ -127,21 +127,7 @@ impl Gateway {
             &inc.offer,
         );
         self.sip.answer(inc.handle, answer);
-        let (media_tx, media_rx) = mpsc::unbounded_channel();
-        Ok(ActiveCall {
-            id,
-            handle: inc.handle,
-            sip: self.sip.clone(),
-            media: self.media.clone(),
-            socket: Some(Arc::new(socket)),
-            sip_rx: inc.events,
-            media_rx,
-            media_tx,
-            media_added: false,
-            sip_done: false,
-            next_prompt: 1,
-            record: false,
-        })
+        Ok(self.active_call(id, inc.handle, socket, inc.events))
     }
 
     /// Place a call. Returns once the INVITE is queued.
@@ -189,9 +175,19 @@ impl Gateway {
             extra_headers: req.extra_headers,
         };
         let (sip_tx, sip_rx) = mpsc::unbounded_channel();
-        let (media_tx, media_rx) = mpsc::unbounded_channel();
         let handle = self.sip.dial(cfg, sip_tx).await?;
-        Ok(ActiveCall {
+        Ok(self.active_call(id, handle, socket, sip_rx))
+    }
+
+    fn active_call(
+        &self,
+        id: u64,
+        handle: CallHandle,
+        socket: UdpSocket,
+        sip_rx: mpsc::UnboundedReceiver<CallEvent>,
+    ) -> ActiveCall {
+        let (media_tx, media_rx) = mpsc::unbounded_channel();
+        ActiveCall {
             id,
             handle,
             sip: self.sip.clone(),
@@ -204,7 +200,7 @@ impl Gateway {
             sip_done: false,
             next_prompt: 1,
             record: false,
-        })
+        }
     }
 }
 

@@ -50,10 +50,19 @@ pub fn backoff_ms(tries: i64) -> i64 {
 
 /// Deliver due events until the service stops.
 pub async fn run(svc: Arc<Service>) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    if let Some(ca) = &svc.config.webhooks.ca_file {
+        match std::fs::read(ca).map(|pem| reqwest::Certificate::from_pem(&pem)) {
+            Ok(Ok(cert)) => builder = builder.add_root_certificate(cert),
+            Ok(Err(e)) => {
+                tracing::error!(file = %ca.display(), error = %e, "webhook CA file is not a PEM certificate")
+            }
+            Err(e) => {
+                tracing::error!(file = %ca.display(), error = %e, "cannot read the webhook CA file")
+            }
+        }
+    }
+    let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "webhooks disabled: cannot build the HTTP client");
