@@ -651,3 +651,48 @@ fn webhooks_over_https_with_a_private_ca() {
     let _ = phone.kill();
     let _ = phone.wait();
 }
+
+/// The OpenAPI document is generated from the handlers: every route the
+/// router serves is in it, and every documented path and method is served.
+#[test]
+fn openapi_document_matches_the_router() {
+    let dir = scratch("api-openapi");
+    let s = start(
+        &dir,
+        &[("doc", plan_text("doc", "sip:x@127.0.0.1:5999", "10s"))],
+        None,
+    );
+    let (st, doc, _) = s.call("GET", "/openapi.json", None, None, None);
+    assert_eq!(st, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths: std::collections::BTreeSet<String> =
+        doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let want: std::collections::BTreeSet<String> = [
+        "/v1/notifications",
+        "/v1/notifications/{id}",
+        "/v1/notifications/{id}/cancel",
+        "/v1/calls/{id}",
+        "/v1/contracts",
+        "/v1/contracts/{id}",
+        "/v1/dialplans/reload",
+        "/v1/dialplans/validate",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(paths, want);
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let concrete = path.replace("{id}", "nope");
+            let (st, _, _) = s.call(&method.to_uppercase(), &concrete, None, None, None);
+            assert!(st != 404 && st != 405, "{method} {path} is served: {st}");
+        }
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    assert!(schemas.contains_key("NotificationRequest") && schemas.contains_key("Problem"));
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}

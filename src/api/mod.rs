@@ -18,6 +18,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+pub mod openapi;
+
 use crate::runner::Notification;
 use crate::service::{body_hash, AcceptError, Service};
 
@@ -156,12 +158,24 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/contracts/{id}", get(get_contract))
         .route("/v1/dialplans/reload", post(reload_dialplans))
         .route("/v1/dialplans/validate", post(validate_dialplan))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi_json))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(svc.clone(), timing))
         .with_state(svc)
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "this document")))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi;
+    Json(openapi::ApiDoc::openapi())
 }
 
 async fn timing(State(svc): Shared, req: Request, next: Next) -> Response {
@@ -272,6 +286,12 @@ fn parse_notification(body: &[u8]) -> Result<(Notification, bool), ApiError> {
     Ok((n, dry_run))
 }
 
+#[utoipa::path(post, path = "/v1/notifications", request_body = openapi::NotificationRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe key")),
+    responses((status = 202, body = openapi::Accepted), (status = 200, description = "dry run"),
+        (status = 401, body = openapi::Problem), (status = 403, body = openapi::Problem),
+        (status = 409, body = openapi::Problem), (status = 422, body = openapi::Problem)),
+    security(("bearer" = ["notify"])))]
 async fn create_notification(
     State(svc): Shared,
     headers: HeaderMap,
@@ -392,6 +412,9 @@ async fn notification_json(svc: &Service, id: &str) -> Result<Value, ApiError> {
     }))
 }
 
+#[utoipa::path(get, path = "/v1/notifications/{id}", params(("id" = String, Path)),
+    responses((status = 200, description = "state, attempts, actions, webhooks"), (status = 404, body = openapi::Problem)),
+    security(("bearer" = ["notify", "operate"])))]
 async fn get_notification(
     State(svc): Shared,
     headers: HeaderMap,
@@ -407,6 +430,10 @@ struct CancelBody {
     reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/notifications/{id}/cancel", params(("id" = String, Path)),
+    request_body = openapi::CancelRequest,
+    responses((status = 202, description = "cancelling"), (status = 409, description = "already ended"), (status = 404, body = openapi::Problem)),
+    security(("bearer" = ["notify", "operate"])))]
 async fn cancel_notification(
     State(svc): Shared,
     headers: HeaderMap,
@@ -451,6 +478,10 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/notifications",
+    params(("contract" = Option<String>, Query), ("state" = Option<String>, Query), ("since" = Option<i64>, Query),
+        ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, description = "items and next_cursor")), security(("bearer" = ["operate"])))]
 async fn list_notifications(
     State(svc): Shared,
     headers: HeaderMap,
@@ -487,6 +518,8 @@ async fn list_notifications(
     Ok(Json(json!({"items": rows, "next_cursor": next})))
 }
 
+#[utoipa::path(get, path = "/v1/calls/{id}", params(("id" = String, Path)),
+    responses((status = 200, description = "one attempt"), (status = 404, body = openapi::Problem)), security(("bearer" = ["operate"])))]
 async fn get_call(
     State(svc): Shared,
     headers: HeaderMap,
@@ -499,6 +532,7 @@ async fn get_call(
     Ok(Json(json!(a)))
 }
 
+#[utoipa::path(get, path = "/v1/contracts", responses((status = 200, description = "loaded contracts")), security(("bearer" = ["operate"])))]
 async fn list_contracts(State(svc): Shared, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&svc, &headers, Scope::Operate)?;
     let items: Vec<Value> = svc
@@ -510,6 +544,8 @@ async fn list_contracts(State(svc): Shared, headers: HeaderMap) -> Result<Json<V
     Ok(Json(json!({"items": items})))
 }
 
+#[utoipa::path(get, path = "/v1/contracts/{id}", params(("id" = String, Path)),
+    responses((status = 200, description = "the dialplan, PIN never shown"), (status = 404, body = openapi::Problem)), security(("bearer" = ["operate"])))]
 async fn get_contract(
     State(svc): Shared,
     headers: HeaderMap,
@@ -527,6 +563,8 @@ async fn get_contract(
     Ok(Json(json!(*p)))
 }
 
+#[utoipa::path(post, path = "/v1/dialplans/reload",
+    responses((status = 200, description = "reloaded"), (status = 422, description = "errors; previous dialplans kept")), security(("bearer" = ["admin"])))]
 async fn reload_dialplans(State(svc): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&svc, &headers, Scope::Admin)?;
     Ok(match svc.registry.reload() {
@@ -545,6 +583,8 @@ async fn reload_dialplans(State(svc): Shared, headers: HeaderMap) -> Result<Resp
     })
 }
 
+#[utoipa::path(post, path = "/v1/dialplans/validate", request_body(content = String, content_type = "application/toml"),
+    responses((status = 200, description = "valid, or the errors as file:line:column")), security(("bearer" = ["operate"])))]
 async fn validate_dialplan(
     State(svc): Shared,
     headers: HeaderMap,
@@ -566,6 +606,7 @@ async fn validate_dialplan(
     }))
 }
 
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "database and SIP ready"), (status = 503, description = "not ready")))]
 async fn readyz(State(svc): Shared) -> Response {
     let db = svc.store.ping().await;
     let status = if db {
@@ -580,6 +621,7 @@ async fn readyz(State(svc): Shared) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 async fn metrics(State(svc): Shared) -> Response {
     let m = &svc.metrics;
     let mut out = String::new();

@@ -1,0 +1,89 @@
+//! The OpenAPI document, generated from the handlers' annotations and the
+//! schema types below, served at `/openapi.json`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// `POST /v1/notifications` body.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct NotificationRequest {
+    /// Contract id of a loaded dialplan.
+    contract: String,
+    /// The ticket in the alert pipeline.
+    ticket: String,
+    severity: String,
+    host: String,
+    summary: String,
+    /// Custom template variables the dialplan declares.
+    variables: Option<std::collections::BTreeMap<String, String>>,
+    /// Validate and show the contacts without calling.
+    dry_run: Option<bool>,
+}
+
+/// `202 Accepted` answer.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Accepted {
+    id: String,
+    state: String,
+    /// False when an earlier request (same Idempotency-Key, or the same
+    /// active contract + ticket) is returned.
+    created: bool,
+    location: String,
+}
+
+/// `POST /v1/notifications/{id}/cancel` body.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CancelRequest {
+    reason: Option<String>,
+}
+
+/// An RFC 9457 problem document.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Problem {
+    #[schema(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    detail: String,
+    /// The offending field, for validation errors.
+    field: Option<String>,
+}
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "callout", description = "Telephony escalation gateway: notifications in, calls out, events back to the ticket."),
+    paths(
+        super::create_notification,
+        super::list_notifications,
+        super::get_notification,
+        super::cancel_notification,
+        super::get_call,
+        super::list_contracts,
+        super::get_contract,
+        super::reload_dialplans,
+        super::validate_dialplan,
+        super::healthz,
+        super::readyz,
+        super::metrics,
+        super::openapi_json,
+    ),
+    components(schemas(NotificationRequest, Accepted, CancelRequest, Problem)),
+    modifiers(&Bearer)
+)]
+pub struct ApiDoc;
