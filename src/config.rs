@@ -16,6 +16,18 @@ pub struct TokenConfig {
     pub scopes: Vec<String>,
 }
 
+/// A SIP trunk: where calls of the dialplans naming it are sent, and the
+/// digest credentials, read from environment variables named here (never
+/// written in the file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Outbound proxy `host:port`; without it calls go to the URI's host.
+    pub proxy: Option<String>,
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+}
+
 /// Where ticket events go.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +87,8 @@ pub struct Config {
     pub max_body: usize,
     /// Site-defined voices, selected by a dialplan's `voice`.
     pub voices: BTreeMap<String, crate::tts::VoiceConfig>,
+    /// SIP trunks by name, selected by a dialplan's `trunk`.
+    pub trunks: BTreeMap<String, TrunkConfig>,
 }
 
 impl Default for Config {
@@ -91,6 +105,7 @@ impl Default for Config {
             webhooks: WebhookConfig::default(),
             max_body: 64 * 1024,
             voices: BTreeMap::new(),
+            trunks: BTreeMap::new(),
         }
     }
 }

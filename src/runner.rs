@@ -47,6 +47,10 @@ pub struct Script {
     pub fallbacks: Vec<String>,
     /// Headers every call of this notification carries (tracing).
     pub call_headers: Vec<(String, String)>,
+    /// The trunk's outbound proxy, when the dialplan's trunk has one.
+    pub outbound_proxy: Option<std::net::SocketAddr>,
+    /// The trunk's digest credentials.
+    pub credentials: Option<crate::sip::auth::Credentials>,
 }
 
 impl Script {
@@ -119,6 +123,8 @@ impl Script {
             prompts,
             fallbacks,
             call_headers: Vec::new(),
+            outbound_proxy: None,
+            credentials: None,
         })
     }
 
@@ -296,9 +302,9 @@ async fn run_call(
             uri: c.uri.clone(),
             from_uri: plan.caller_id.clone(),
             from_display: Some(plan.name.clone()),
-            credentials: None,
+            credentials: script.credentials.clone(),
             ring_timeout: plan.escalation.ring_timeout,
-            outbound_proxy: None,
+            outbound_proxy: script.outbound_proxy,
             extra_headers: script.call_headers.clone(),
         })
         .await

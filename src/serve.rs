@@ -45,6 +45,16 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             config.dialplans.display()
         )
     })?;
+    for plan in registry.snapshot().values() {
+        if plan.trunk != "default" && !config.trunks.contains_key(&plan.trunk) {
+            anyhow::bail!(
+                "{}: trunk {:?} is not configured (add [trunks.{}] to the configuration)",
+                plan.source.display(),
+                plan.trunk,
+                plan.trunk
+            );
+        }
+    }
     let gateway = Gateway::start(
         config.sip.parse().context("sip address")?,
         &config.rtp_ports,

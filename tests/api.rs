@@ -66,6 +66,16 @@ fn start_with_ca(
     webhook: Option<String>,
     ca: Option<std::path::PathBuf>,
 ) -> Server {
+    start_full(dir, plans, webhook, ca, Default::default())
+}
+
+fn start_full(
+    dir: &std::path::Path,
+    plans: &[(&str, String)],
+    webhook: Option<String>,
+    ca: Option<std::path::PathBuf>,
+    trunks: std::collections::BTreeMap<String, callout::config::TrunkConfig>,
+) -> Server {
     let dialplans = dir.join("dialplans");
     std::fs::create_dir_all(&dialplans).unwrap();
     for (name, text) in plans {
@@ -96,6 +106,7 @@ fn start_with_ca(
         },
         max_body: 16 * 1024,
         voices: Default::default(),
+        trunks,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -695,4 +706,65 @@ fn openapi_document_matches_the_router() {
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     assert!(schemas.contains_key("NotificationRequest") && schemas.contains_key("Problem"));
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+/// A dialplan's trunk: calls go to the trunk's outbound proxy (sipp here,
+/// the contact's own host does not even resolve) and answer its digest
+/// challenge with credentials taken from environment variables.
+#[test]
+fn calls_go_through_the_trunk_proxy_with_its_credentials() {
+    require("espeak-ng");
+    let dir = scratch("api-trunk");
+    let sdir = dir.join("sipp");
+    std::fs::create_dir_all(&sdir).unwrap();
+    rfc4733_pcap(&sdir.join("digits.pcap"), &[('9', 1500, 120)], false);
+    std::fs::write(sdir.join("auth.csv"), "SEQUENTIAL\nMD5;trunk-secret\n").unwrap();
+    let mut proxy = Sipp::uas("auth_answer.xml", &sdir, &["-inf", "auth.csv"]);
+    // Unique names: the test process shares its environment.
+    std::env::set_var("CALLOUT_TEST_TRUNK_USER", "alice");
+    std::env::set_var("CALLOUT_TEST_TRUNK_PASS", "trunk-secret");
+    let mut trunks = std::collections::BTreeMap::new();
+    trunks.insert(
+        "carrier".to_string(),
+        callout::config::TrunkConfig {
+            proxy: Some(format!("127.0.0.1:{}", proxy.port)),
+            username_env: Some("CALLOUT_TEST_TRUNK_USER".into()),
+            password_env: Some("CALLOUT_TEST_TRUNK_PASS".into()),
+        },
+    );
+    let plan = plan_text("carrier", "sip:+81312345678@pbx.invalid", "10s")
+        .replace(
+            "language = \"en\"",
+            "language = \"en\"\ntrunk = \"carrier\"",
+        )
+        .replace("\"1\" = \"ack\"", "\"9\" = \"ack\"");
+    let s = start_full(&dir, &[("carrier", plan)], None, None, trunks);
+    let (st, v, _) = s.call(
+        "POST",
+        "/v1/notifications",
+        Some(NOTIFY),
+        Some(body("carrier", "K1")),
+        None,
+    );
+    assert_eq!(st, 202, "{v}");
+    let done = s.wait_state(
+        v["id"].as_str().unwrap(),
+        &["acked", "exhausted"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(done["state"], "acked", "{done:#}\n{}", proxy.messages());
+    assert!(
+        proxy.wait(Duration::from_secs(10)).success(),
+        "{}",
+        proxy.messages()
+    );
+    let msgs = proxy.messages();
+    assert!(
+        msgs.contains("INVITE sip:+81312345678@pbx.invalid SIP/2.0"),
+        "sent to the proxy with the contact's URI"
+    );
+    assert!(
+        !msgs.contains("trunk-secret"),
+        "the password never goes on the wire"
+    );
 }

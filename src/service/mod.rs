@@ -189,6 +189,13 @@ impl Service {
                 Ok(Ok(mut s)) => {
                     // Lets a PBX log or a test tie each INVITE to its notification.
                     s.call_headers.push(("X-Callout-Notification".into(), row.id.clone()));
+                    match svc.trunk(&plan.trunk).await {
+                        Ok((proxy, credentials)) => {
+                            s.outbound_proxy = proxy;
+                            s.credentials = credentials;
+                        }
+                        Err(e) => tracing::error!(notification = %row.id, trunk = %plan.trunk, "{e}; dialling directly"),
+                    }
                     s
                 }
                 Ok(Err(e)) => {
@@ -214,6 +221,52 @@ impl Service {
             svc.running().remove(&row.id);
             svc.outbox_kick.notify_one();
         });
+    }
+
+    /// The proxy address and credentials of a trunk. `default` without a
+    /// configuration means dialling the URI's host directly.
+    pub async fn trunk(
+        &self,
+        name: &str,
+    ) -> Result<
+        (
+            Option<std::net::SocketAddr>,
+            Option<crate::sip::auth::Credentials>,
+        ),
+        String,
+    > {
+        let Some(t) = self.config.trunks.get(name) else {
+            return if name == "default" {
+                Ok((None, None))
+            } else {
+                Err(format!("trunk {name:?} is not configured"))
+            };
+        };
+        let proxy = match &t.proxy {
+            Some(p) => Some(
+                tokio::net::lookup_host(p.as_str())
+                    .await
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| format!("cannot resolve trunk proxy {p}"))?,
+            ),
+            None => None,
+        };
+        let env = |v: &Option<String>| v.as_ref().and_then(|name| std::env::var(name).ok());
+        let credentials = match (env(&t.username_env), env(&t.password_env)) {
+            (Some(username), Some(password)) => Some(crate::sip::auth::Credentials {
+                username,
+                password,
+                realm: None,
+            }),
+            (None, None) if t.username_env.is_none() => None,
+            _ => {
+                return Err(format!(
+                    "trunk {name:?}: credentials environment variables are not set"
+                ))
+            }
+        };
+        Ok((proxy, credentials))
     }
 
     /// Cancel an escalation; `Ok(false)` when it had already ended.
