@@ -210,7 +210,7 @@ pub async fn escalate(o: EscalateOptions) -> anyhow::Result<ExitCode> {
     )
     .await;
     Ok(match fin {
-        Final::Acked { .. } | Final::ActionRequested { .. } => ExitCode::SUCCESS,
+        Some(Final::Acked { .. } | Final::ActionRequested { .. }) => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
 }

@@ -51,6 +51,10 @@ pub struct Script {
     pub outbound_proxy: Option<std::net::SocketAddr>,
     /// The trunk's digest credentials.
     pub credentials: Option<crate::sip::auth::Credentials>,
+    /// Cancelled when the process shuts down: a ringing call is cancelled,
+    /// an answered one hears the end of its current prompt, and the
+    /// escalation stops where it is (it resumes at the next start).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Script {
@@ -125,6 +129,7 @@ impl Script {
             call_headers: Vec::new(),
             outbound_proxy: None,
             credentials: None,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -168,7 +173,7 @@ pub async fn escalate(
     mut cancel: watch::Receiver<Option<String>>,
     obs: &dyn Observer,
     resume: Option<Escalation>,
-) -> Final {
+) -> Option<Final> {
     let started = now_ms();
     let mut esc = match resume {
         Some(mut esc) => {
@@ -198,6 +203,11 @@ pub async fn escalate(
     obs.checkpoint(&esc).await;
     let mut pin_locked = false;
     loop {
+        if script.shutdown.is_cancelled() {
+            obs.event(json!({"event": "notification.suspended", "at_ms": now_ms() - started}))
+                .await;
+            return None;
+        }
         while let Some(out) = esc.poll_output() {
             match out {
                 EscalationOutput::Dial {
@@ -233,6 +243,15 @@ pub async fn escalate(
                         "outcome": outcome, "at_ms": now_ms() - started}),
                     )
                     .await;
+                    if outcome == Outcome::Interrupted && script.shutdown.is_cancelled() {
+                        // The stored state still says this attempt is up;
+                        // the next start records it interrupted and goes on.
+                        obs.event(
+                            json!({"event": "notification.suspended", "at_ms": now_ms() - started}),
+                        )
+                        .await;
+                        return None;
+                    }
                     esc.call_ended(attempt, outcome, now_ms());
                     obs.checkpoint(&esc).await;
                 }
@@ -258,7 +277,7 @@ pub async fn escalate(
                     obs.checkpoint(&esc).await;
                     obs.event(json!({"event": name, "final": f, "attempts": esc.attempts(), "at_ms": now_ms() - started}))
                         .await;
-                    return f;
+                    return Some(f);
                 }
             }
         }
@@ -270,6 +289,7 @@ pub async fn escalate(
         };
         let wait = Duration::from_millis((wake - now_ms()).max(0) as u64);
         tokio::select! {
+            _ = script.shutdown.cancelled() => continue,
             _ = tokio::time::sleep(wait) => esc.handle_timeout(now_ms()),
             r = cancel.changed() => {
                 let reason = if r.is_ok() { cancel.borrow().clone() } else { None };
@@ -332,6 +352,7 @@ async fn run_call(
     // media prompt id -> menu prompt id
     let mut ids: HashMap<u64, u64> = HashMap::new();
     let mut cancelled = false;
+    let mut stopping = false;
     let mut amd_pending = false;
     let mut machine_message: Option<u64> = None;
     let a = &plan.amd;
@@ -417,6 +438,7 @@ async fn run_call(
                         obs.event(json!({"event": "call.message_left", "attempt": attempt, "at_ms": at()})).await;
                         call.hangup();
                     }
+                    CallUpdate::Media(MediaEvent::PromptFinished { .. }) if stopping => call.hangup(),
                     CallUpdate::Media(MediaEvent::PromptFinished { id }) => {
                         if let Some(mid) = ids.remove(&id) {
                             menu.prompt_finished(mid, since(answered_at));
@@ -425,7 +447,17 @@ async fn run_call(
                     _ => {}
                 }
             }
-            _ = timer => menu.handle_timeout(since(answered_at)),
+            _ = timer, if !stopping => menu.handle_timeout(since(answered_at)),
+            _ = script.shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                outcome = Some(Outcome::Interrupted);
+                if answered_at.is_some() && !ids.is_empty() {
+                    // Finish the sentence being spoken, then hang up.
+                    call.clear_queue();
+                } else {
+                    call.hangup();
+                }
+            }
             r = cancel.changed(), if !cancelled => {
                 if r.is_ok() && cancel.borrow().is_some() {
                     cancelled = true;
@@ -438,6 +470,9 @@ async fn run_call(
             }
         }
         while let Some(o) = menu.poll_output() {
+            if stopping {
+                continue;
+            }
             match o {
                 MenuOutput::Play { id, say } => {
                     if let Some(p) = script.get(say) {

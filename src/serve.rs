@@ -132,6 +132,15 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
             shutdown.cancel();
         })
         .await?;
+    // Answered calls finish the sentence they are hearing and are hung
+    // up; ringing ones are cancelled; everything is already stored.
+    svc.tasks.close();
+    if tokio::time::timeout(std::time::Duration::from_secs(30), svc.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some calls did not end within 30 s of the shutdown");
+    }
     eprintln!("callout: stopped; unfinished notifications resume at the next start");
     Ok(())
 }

@@ -197,3 +197,116 @@ fn kill_9_mid_escalation_then_restart_finishes_everything() {
     let _ = bob.kill();
     let _ = bob.wait();
 }
+
+/// SIGTERM while a call is answered: the callee hears the end of the
+/// current sentence and gets a BYE, the process exits cleanly, and the
+/// next start records the call interrupted and carries on.
+#[test]
+fn sigterm_lets_the_answered_call_finish_its_sentence() {
+    require("espeak-ng");
+    let dir = scratch("sigterm");
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    let phone_port = free_port_pair();
+    let phone = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args([
+            "softphone",
+            "--listen",
+            &format!("127.0.0.1:{phone_port}"),
+            "--calls",
+            "1",
+        ])
+        .args(["--rtp-ports", "36600-36699"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while std::net::UdpSocket::bind(("127.0.0.1", phone_port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(
+        dir.join("dialplans/term.toml"),
+        format!(
+            "contract = \"term\"\nname = \"Term\"\nlanguage = \"en\"\n[escalation]\nrounds = 1\nring_timeout = \"10s\"\n\
+             between_calls = \"1s\"\nbetween_rounds = \"1m\"\n[[contacts]]\nname = \"Phone\"\nuri = \"sip:p@127.0.0.1:{phone_port}\"\n\
+             [message]\ntext = \"This is a long alert message about host {{host}}, which is not responding to any of the checks we run every minute.\"\n\
+             [menu]\nprompt = \"Press 1.\"\n[menu.keys]\n\"1\" = \"ack\"\n"
+        ),
+    )
+    .unwrap();
+    let api_port = free_port_pair();
+    let hash: String = Sha256::digest(TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let config = dir.join("callout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"36700-36799\"\n\
+             database_url = \"sqlite://{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
+             [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n",
+            db = dir.join("data/callout.db").display(),
+            dp = dir.join("dialplans").display(),
+            pr = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
+            tc = dir.join("tts").display(),
+        ),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{api_port}");
+    let mut first = serve(&config, &dir.join("serve1.log"));
+    wait_http(&base);
+    let (_, v) = http(
+        "POST",
+        &format!("{base}/v1/notifications"),
+        Some(json!({"contract": "term", "ticket": "T", "severity": "major", "host": "db-1", "summary": "down"})),
+    )
+    .unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v) = http("GET", &format!("{base}/v1/notifications/{id}"), None).unwrap();
+        if v["attempts"][0]["answered_ms"].is_i64() {
+            break;
+        }
+        assert!(Instant::now() < until, "not answered: {v:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let term_at = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(first.id() as i32, libc::SIGTERM);
+    }
+    let status = first.wait().unwrap();
+    let took = term_at.elapsed();
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "stopped within the sentence: {took:?}"
+    );
+    let out = phone.wait_with_output().unwrap();
+    let phone_log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        phone_log.contains("\"outcome\":\"remote_hangup\""),
+        "callout sent BYE: {phone_log}"
+    );
+
+    let mut second = serve(&config, &dir.join("serve2.log"));
+    wait_http(&base);
+    let until = Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let (_, v) = http("GET", &format!("{base}/v1/notifications/{id}"), None).unwrap();
+        if v["state"] == "exhausted" {
+            break v;
+        }
+        assert!(Instant::now() < until, "{v:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        v["attempts"].as_array().unwrap().len(),
+        1,
+        "nobody rung again beyond the policy: {v:#}"
+    );
+    assert_eq!(v["attempts"][0]["outcome"]["outcome"], "interrupted");
+    let _ = second.kill();
+    let _ = second.wait();
+}

@@ -31,6 +31,7 @@ pub enum MediaCommand {
     Play(u64, u64, Arc<Prompt>),
     Silence(u64, u64),
     Stop(u64),
+    ClearQueue(u64),
     SendDigit(u64, char, u16),
     StartAmd(u64, crate::media::amd::AmdParams),
     InfoDigit(u64, char),
@@ -159,6 +160,7 @@ fn handle(
         MediaCommand::Play(id, pid, p) => with(calls, id, |s| s.play(pid, p)),
         MediaCommand::Silence(id, ms) => with(calls, id, |s| s.play_silence(ms)),
         MediaCommand::Stop(id) => with(calls, id, |s| s.stop()),
+        MediaCommand::ClearQueue(id) => with(calls, id, |s| s.clear_queue()),
         MediaCommand::StartAmd(id, p) => with(calls, id, |s| s.start_amd(p)),
         MediaCommand::SendDigit(id, d, ms) => with(calls, id, |s| {
             s.send_digit(d, ms);

@@ -309,6 +309,11 @@ impl ActiveCall {
         self.media.send(MediaCommand::StartAmd(self.id, p));
     }
 
+    /// Let the current prompt finish, drop the queued ones.
+    pub fn clear_queue(&self) {
+        self.media.send(MediaCommand::ClearQueue(self.id));
+    }
+
     pub fn stop_audio(&self) {
         self.media.send(MediaCommand::Stop(self.id));
     }

@@ -228,6 +228,11 @@ impl MediaSession {
         self.silence_left = 0;
     }
 
+    /// Drop what is queued but let the current prompt finish.
+    pub fn clear_queue(&mut self) {
+        self.queue.clear();
+    }
+
     /// Is anything playing or queued?
     pub fn is_playing(&self) -> bool {
         self.current.is_some() || !self.queue.is_empty() || self.silence_left > 0

@@ -213,11 +213,16 @@ impl Service {
                 svc.metrics.tts_fallbacks.fetch_add(1, Ordering::Relaxed);
             }
             obs.event(json!({"event": "audio.ready", "fallbacks": script.fallbacks})).await;
+            let mut script = script;
+            script.shutdown = svc.shutdown.child_token();
             let fin = crate::runner::escalate(&svc.gateway, plan, Arc::new(script), rx, &obs, resume).await;
-            let _ = svc
-                .store
-                .finish(&row.id, final_state(&fin), &serde_json::to_value(&fin).unwrap_or_default(), now_ms())
-                .await;
+            // None: stopped by shutdown; the stored state resumes it later.
+            if let Some(fin) = fin {
+                let _ = svc
+                    .store
+                    .finish(&row.id, final_state(&fin), &serde_json::to_value(&fin).unwrap_or_default(), now_ms())
+                    .await;
+            }
             svc.running().remove(&row.id);
             svc.outbox_kick.notify_one();
         });
