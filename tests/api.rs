@@ -288,6 +288,22 @@ fn auth_validation_idempotency_and_the_happy_path() {
     );
     assert_eq!((st, v["field"].as_str()), (422, Some("contract")), "{v}");
     assert!(!v.to_string().contains("sqlx"), "no internal error text");
+    // Bodies over the limit are refused before they are read.
+    let mut huge = body("web", "T1");
+    huge["summary"] = json!("x".repeat(20 * 1024));
+    assert_eq!(
+        s.call("POST", "/v1/notifications", Some(NOTIFY), Some(huge), None)
+            .0,
+        413
+    );
+    let (st, v, _) = s.call(
+        "POST",
+        "/v1/notifications",
+        Some(NOTIFY),
+        Some(json!(["not", "an", "object"])),
+        None,
+    );
+    assert_eq!(st, 422, "{v}");
 
     // Accepted, with a Location; the same key and body return the same id.
     let (st, v, h) = s.call(

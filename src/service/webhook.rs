@@ -172,6 +172,33 @@ mod tests {
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
+    /// While a secret is rotated, both sign: receivers holding either one
+    /// can verify.
+    #[test]
+    fn rotation_signs_with_every_secret() {
+        let secrets = vec![
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string(),
+            "whsec_bmV3LXNlY3JldA==".to_string(),
+        ];
+        let header = sign(
+            &secrets,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+        );
+        let parts: Vec<&str> = header.split(' ').collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0], "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        let only_new = sign(
+            &secrets[1..],
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+        );
+        assert_eq!(parts[1], only_new);
+        assert_ne!(parts[0], parts[1]);
+    }
+
     #[test]
     fn backoff_grows_and_is_capped() {
         assert!((1000..=1200 * 2).contains(&backoff_ms(0)));
