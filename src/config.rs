@@ -26,6 +26,12 @@ pub struct TrunkConfig {
     pub proxy: Option<String>,
     pub username_env: Option<String>,
     pub password_env: Option<String>,
+    /// Registrar `host:port`: callout registers `aor` there and keeps the
+    /// registration refreshed.
+    pub registrar: Option<String>,
+    pub aor: Option<String>,
+    /// Requested registration time, seconds (default 600).
+    pub register_expires: Option<u32>,
 }
 
 /// Where ticket events go.

@@ -69,6 +69,31 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
         .await
         .with_context(|| format!("binding the API on {}", config.listen))?;
     let svc = Service::new(config, store, registry, gateway, tts);
+    for (name, t) in &svc.config.trunks {
+        let Some(registrar) = &t.registrar else {
+            continue;
+        };
+        let aor = t.aor.clone().with_context(|| {
+            format!("trunk {name:?}: a registrar needs aor = \"sip:user@domain\"")
+        })?;
+        let destination = tokio::net::lookup_host(registrar.as_str())
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .with_context(|| format!("trunk {name:?}: cannot resolve registrar {registrar}"))?;
+        let (_, credentials) = svc.trunk(name).await.map_err(|e| anyhow::anyhow!(e))?;
+        svc.gateway
+            .sip()
+            .register(crate::sip::register::RegistrationConfig {
+                registrar_uri: format!("sip:{registrar}"),
+                aor,
+                destination,
+                local: svc.gateway.sip_addr(),
+                credentials,
+                expires: t.register_expires.unwrap_or(600),
+                timers: Default::default(),
+            });
+    }
     let resumed = svc.resume_all().await?;
     if resumed > 0 {
         tracing::warn!(resumed, "resumed unfinished notifications");

@@ -746,6 +746,9 @@ fn calls_go_through_the_trunk_proxy_with_its_credentials() {
             proxy: Some(format!("127.0.0.1:{}", proxy.port)),
             username_env: Some("CALLOUT_TEST_TRUNK_USER".into()),
             password_env: Some("CALLOUT_TEST_TRUNK_PASS".into()),
+            registrar: None,
+            aor: None,
+            register_expires: None,
         },
     );
     let plan = plan_text("carrier", "sip:+81312345678@pbx.invalid", "10s")
@@ -783,4 +786,57 @@ fn calls_go_through_the_trunk_proxy_with_its_credentials() {
         !msgs.contains("trunk-secret"),
         "the password never goes on the wire"
     );
+}
+
+/// A trunk with a registrar: callout registers (answering the digest
+/// challenge with the trunk's credentials) and refreshes before the
+/// granted 2 s run out; sipp plays the registrar.
+#[test]
+fn trunk_registration_is_made_and_refreshed() {
+    let dir = scratch("api-register");
+    let sdir = dir.join("sipp");
+    std::fs::create_dir_all(&sdir).unwrap();
+    std::fs::write(sdir.join("auth.csv"), "SEQUENTIAL\nMD5;reg-secret\n").unwrap();
+    let mut registrar = Sipp::uas("registrar.xml", &sdir, &["-inf", "auth.csv"]);
+    std::env::set_var("CALLOUT_TEST_REG_USER", "alice");
+    std::env::set_var("CALLOUT_TEST_REG_PASS", "reg-secret");
+    let mut trunks = std::collections::BTreeMap::new();
+    trunks.insert(
+        "carrier".to_string(),
+        callout::config::TrunkConfig {
+            proxy: None,
+            username_env: Some("CALLOUT_TEST_REG_USER".into()),
+            password_env: Some("CALLOUT_TEST_REG_PASS".into()),
+            registrar: Some(format!("127.0.0.1:{}", registrar.port)),
+            aor: Some("sip:alice@127.0.0.1".into()),
+            register_expires: Some(60),
+        },
+    );
+    let s = start_full(
+        &dir,
+        &[("reg", plan_text("reg", "sip:x@127.0.0.1:5999", "10s"))],
+        None,
+        None,
+        trunks,
+    );
+    assert!(
+        registrar.wait(Duration::from_secs(15)).success(),
+        "registered and refreshed: {}",
+        registrar.messages()
+    );
+    let (_, ready, _) = s.call("GET", "/readyz", None, None, None);
+    assert!(
+        ready["registrations"]["sip:alice@127.0.0.1"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("registered for 2 s"),
+        "{ready}"
+    );
+    let msgs = registrar.messages();
+    assert_eq!(
+        msgs.matches("REGISTER sip:127.0.0.1:").count(),
+        3,
+        "first, challenged retry, refresh"
+    );
+    assert!(!msgs.contains("reg-secret"));
 }

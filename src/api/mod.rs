@@ -616,7 +616,10 @@ async fn readyz(State(svc): Shared) -> Response {
     };
     (
         status,
-        Json(json!({"database": db, "sip": svc.gateway.sip_addr().to_string()})),
+        Json(
+            json!({"database": db, "sip": svc.gateway.sip_addr().to_string(),
+            "registrations": svc.gateway.sip().registrations()}),
+        ),
     )
         .into_response()
 }

@@ -20,6 +20,7 @@ pub enum SipCommand {
     },
     Hangup(CallHandle),
     Answer(CallHandle, Vec<u8>),
+    Register(Box<crate::sip::register::RegistrationConfig>),
     Stats(oneshot::Sender<Stats>),
 }
 
@@ -28,6 +29,7 @@ pub enum SipCommand {
 pub struct SipHandle {
     tx: mpsc::UnboundedSender<SipCommand>,
     local: SocketAddr,
+    registered: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 /// The SIP task has stopped.
@@ -54,6 +56,20 @@ impl SipHandle {
             })
             .map_err(|_| SipGone)?;
         rx.await.map_err(|_| SipGone)
+    }
+
+    /// Register with a registrar; progress is logged and kept in
+    /// [`SipHandle::registrations`].
+    pub fn register(&self, cfg: crate::sip::register::RegistrationConfig) {
+        let _ = self.tx.send(SipCommand::Register(Box::new(cfg)));
+    }
+
+    /// The last event of each registration, by address of record.
+    pub fn registrations(&self) -> std::collections::BTreeMap<String, String> {
+        self.registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Accept an incoming call with our SDP answer.
@@ -96,8 +112,13 @@ pub async fn spawn(
     let seed = rand::random();
     let mut ep = Endpoint::new(local, seed);
     ep.set_accept_incoming(incoming.is_some());
-    tokio::spawn(run(socket, ep, rx, incoming));
-    Ok(SipHandle { tx, local })
+    let registered = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    tokio::spawn(run(socket, ep, rx, incoming, registered.clone()));
+    Ok(SipHandle {
+        tx,
+        local,
+        registered,
+    })
 }
 
 async fn run(
@@ -105,7 +126,9 @@ async fn run(
     mut ep: Endpoint,
     mut rx: mpsc::UnboundedReceiver<SipCommand>,
     incoming: Option<mpsc::UnboundedSender<Incoming>>,
+    registered: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 ) {
+    let mut aors: HashMap<String, String> = HashMap::new();
     let mut subscribers: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -131,6 +154,11 @@ async fn run(
                 }
                 Some(SipCommand::Hangup(h)) => ep.hangup(Instant::now(), h),
                 Some(SipCommand::Answer(h, sdp)) => ep.answer(Instant::now(), h, sdp),
+                Some(SipCommand::Register(cfg)) => {
+                    let aor = cfg.aor.clone();
+                    let cid = ep.start_registration(Instant::now(), *cfg);
+                    aors.insert(cid, aor);
+                }
                 Some(SipCommand::Stats(reply)) => { let _ = reply.send(ep.stats()); }
                 None => return,
             },
@@ -140,6 +168,26 @@ async fn run(
             if let Err(e) = socket.send_to(&t.bytes, t.dest).await {
                 tracing::warn!(error = %e, dest = %t.dest, "sip send failed");
             }
+        }
+        while let Some((cid, ev)) = ep.poll_reg_event() {
+            let aor = aors.get(&cid).cloned().unwrap_or_default();
+            let state = match ev {
+                crate::sip::register::RegEvent::Registered { expires } => {
+                    tracing::info!(%aor, expires, "registered");
+                    format!("registered for {expires} s")
+                }
+                crate::sip::register::RegEvent::Failed { code } => {
+                    tracing::error!(%aor, ?code, "registration failed; retrying in 30 s");
+                    format!(
+                        "failed ({})",
+                        code.map_or("no response".to_string(), |c| c.to_string())
+                    )
+                }
+            };
+            registered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(aor, state);
         }
         while let Some((h, ev)) = ep.poll_event() {
             if let (CallEvent::Offered(offer), Some(inc)) = (&ev, &incoming) {

@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use super::call::{Call, CallConfig, CallEvent, ALLOW};
 use super::header::Via;
 use super::message::{self, Message, Method, Request, Response};
+use super::register::{RegEvent, Registration, RegistrationConfig};
 use super::transaction::Timers;
 use super::uas::IncomingCall;
 use super::validate::{salvage, validate_request};
@@ -118,6 +119,9 @@ pub struct Endpoint {
     calls: HashMap<CallHandle, Leg>,
     /// Take incoming INVITEs (softphone) instead of refusing them.
     accept_incoming: bool,
+    /// Registrations with trunks, by Call-ID.
+    registrations: HashMap<String, Registration>,
+    reg_events: VecDeque<(String, RegEvent)>,
     by_call_id: HashMap<String, CallHandle>,
     /// Responses already sent to out-of-dialog requests, by
     /// (branch, sent-by, method).
@@ -138,6 +142,8 @@ impl Endpoint {
             next_handle: 1,
             calls: HashMap::new(),
             accept_incoming: false,
+            registrations: HashMap::new(),
+            reg_events: VecDeque::new(),
             by_call_id: HashMap::new(),
             answered: HashMap::new(),
             transmit: VecDeque::new(),
@@ -151,6 +157,34 @@ impl Endpoint {
     /// refusing them with 403.
     pub fn set_accept_incoming(&mut self, on: bool) {
         self.accept_incoming = on;
+    }
+
+    /// Register with a trunk's registrar and keep the registration
+    /// refreshed. Returns its Call-ID, which names it in events.
+    pub fn start_registration(&mut self, now: Instant, mut cfg: RegistrationConfig) -> String {
+        cfg.local = self.local;
+        let call_id = format!("{}@callout", self.token(20));
+        let (tag, seed) = (self.token(12), self.token(10));
+        let r = Registration::new(now, cfg, call_id.clone(), tag, seed);
+        self.registrations.insert(call_id.clone(), r);
+        self.drain_registration(&call_id);
+        call_id
+    }
+
+    fn drain_registration(&mut self, call_id: &str) {
+        if let Some(r) = self.registrations.get_mut(call_id) {
+            while let Some(t) = r.poll_transmit() {
+                self.transmit.push_back(t);
+            }
+            while let Some(e) = r.poll_event() {
+                self.reg_events.push_back((call_id.to_string(), e));
+            }
+        }
+    }
+
+    /// Registration outcomes: (Call-ID, event).
+    pub fn poll_reg_event(&mut self) -> Option<(String, RegEvent)> {
+        self.reg_events.pop_front()
     }
 
     /// Accept an incoming call with our SDP answer.
@@ -253,6 +287,12 @@ impl Endpoint {
     }
 
     fn on_response(&mut self, now: Instant, resp: Response) {
+        let cid = resp.headers.get("Call-ID").unwrap_or_default().to_string();
+        if let Some(r) = self.registrations.get_mut(&cid) {
+            r.handle_response(now, resp);
+            self.drain_registration(&cid);
+            return;
+        }
         let handle = resp
             .headers
             .get("Call-ID")
@@ -403,6 +443,18 @@ impl Endpoint {
             self.drain(h, now);
         }
         self.answered.retain(|_, (until, _)| *until > now);
+        let due: Vec<String> = self
+            .registrations
+            .iter()
+            .filter(|(_, r)| r.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for cid in due {
+            if let Some(r) = self.registrations.get_mut(&cid) {
+                r.handle_timeout(now);
+            }
+            self.drain_registration(&cid);
+        }
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -416,6 +468,11 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let calls = self.calls.values().filter_map(|c| c.poll_timeout()).min();
         let answered = self.answered.values().map(|(t, _)| *t).min();
-        [calls, answered].into_iter().flatten().min()
+        let regs = self
+            .registrations
+            .values()
+            .filter_map(|r| r.poll_timeout())
+            .min();
+        [calls, answered, regs].into_iter().flatten().min()
     }
 }

@@ -8,6 +8,7 @@ mod call_tests;
 pub mod endpoint;
 pub mod header;
 pub mod message;
+pub mod register;
 pub mod sdp;
 pub mod transaction;
 pub mod uas;
