@@ -317,3 +317,29 @@ async fn postgres_store() {
         .await
         .unwrap();
 }
+
+/// Two racing inserts for the same active contract + ticket: the database
+/// lets only one in.
+#[tokio::test]
+async fn one_active_notification_per_ticket() {
+    let dir = std::env::temp_dir().join(format!("callout-store-race-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::connect(&format!("sqlite://{}/db", dir.display()))
+        .await
+        .unwrap();
+    store
+        .insert_notification(&notification("n_a", "SAME", 1), None)
+        .await
+        .unwrap();
+    assert!(store
+        .insert_notification(&notification("n_b", "SAME", 2), None)
+        .await
+        .is_err());
+    // Once the first has ended, a new one for the same ticket is allowed.
+    store.finish("n_a", "acked", &json!({}), 3).await.unwrap();
+    store
+        .insert_notification(&notification("n_c", "SAME", 4), None)
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

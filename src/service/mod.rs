@@ -153,8 +153,18 @@ impl Service {
             created_ms: now,
             updated_ms: now,
         };
-        // Committed before the caller answers 202.
-        self.store.insert_notification(&row, key).await?;
+        // Committed before the caller answers 202. A racing request for the
+        // same active contract + ticket loses on the unique index and gets
+        // the winner's notification.
+        if let Err(e) = self.store.insert_notification(&row, key).await {
+            if let Some(active) = self.store.find_active(&n.contract, &n.ticket).await? {
+                if let Some(k) = key {
+                    self.store.release_key(k).await?;
+                }
+                return Ok((active, false));
+            }
+            return Err(e.into());
+        }
         self.start(row.clone(), plan, None);
         Ok((row, true))
     }
