@@ -796,12 +796,10 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
     let needs_pin = actions.values().any(|a| a.pin);
     match (&raw.pin, needs_pin) {
         (None, true) => {
-            let (name, a) = raw
-                .actions
-                .iter()
-                .find(|(_, a)| a.get_ref().pin)
-                .expect("needs_pin");
-            c.err(a.span(), format!("action {name:?} requires a PIN but there is no [pin] section (or set pin = false)"));
+            // `needs_pin` was computed from these same actions.
+            if let Some((name, a)) = raw.actions.iter().find(|(_, a)| a.get_ref().pin) {
+                c.err(a.span(), format!("action {name:?} requires a PIN but there is no [pin] section (or set pin = false)"));
+            }
         }
         (Some(p), false) => c.err(
             p.span(),
