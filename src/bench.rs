@@ -344,7 +344,14 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
             "-rp",
             "1000",
         ])
-        .args(["-timeout", "120s", "-max_socket", "4096", "-buff_size", "8388608"])
+        .args([
+            "-timeout",
+            "120s",
+            "-max_socket",
+            "4096",
+            "-buff_size",
+            "8388608",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
