@@ -168,6 +168,19 @@ impl Server {
         })
     }
 
+    /// POST a notification that must be accepted; its id.
+    fn notify(&self, contract: &str, ticket: &str) -> String {
+        let (st, v, _) = self.call(
+            "POST",
+            "/v1/notifications",
+            Some(NOTIFY),
+            Some(body(contract, ticket)),
+            None,
+        );
+        assert_eq!(st, 202, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
     fn wait_state(&self, id: &str, states: &[&str], limit: Duration) -> Value {
         let until = std::time::Instant::now() + limit;
         loop {
@@ -517,14 +530,7 @@ fn webhooks_are_signed_retried_and_arrive_once_in_order() {
         )],
         Some(format!("http://{addr}/hook")),
     );
-    let (_, v, _) = s.call(
-        "POST",
-        "/v1/notifications",
-        Some(NOTIFY),
-        Some(body("hook", "W1")),
-        None,
-    );
-    let id = v["id"].as_str().unwrap().to_string();
+    let id = s.notify("hook", "W1");
     s.wait_state(&id, &["acked"], Duration::from_secs(30));
     // Retries back off 1-2 s each; wait for the queue to drain.
     let until = std::time::Instant::now() + Duration::from_secs(30);
@@ -651,14 +657,7 @@ fn webhooks_over_https_with_a_private_ca() {
         Some(format!("https://localhost:{port}/hook")),
         Some(ca),
     );
-    let (_, v, _) = s.call(
-        "POST",
-        "/v1/notifications",
-        Some(NOTIFY),
-        Some(body("tls", "S1")),
-        None,
-    );
-    let id = v["id"].as_str().unwrap().to_string();
+    let id = s.notify("tls", "S1");
     s.wait_state(&id, &["acked"], Duration::from_secs(30));
     let until = std::time::Instant::now() + Duration::from_secs(20);
     while !got

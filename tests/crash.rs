@@ -44,6 +44,31 @@ fn http(method: &str, url: &str, body: Option<Value>) -> Option<(u16, Value)> {
     Some((status, resp.json().unwrap_or(Value::Null)))
 }
 
+/// `callout.toml` in `dir` with a free API port, the given RTP range, and
+/// the test token; returns its path and the API port.
+fn write_config(dir: &std::path::Path, rtp_ports: &str) -> (std::path::PathBuf, u16) {
+    let api_port = free_port_pair();
+    let hash: String = Sha256::digest(TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let config = dir.join("callout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"{rtp_ports}\"\n\
+             database_url = \"sqlite://{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
+             [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n",
+            db = dir.join("data/callout.db").display(),
+            dp = dir.join("dialplans").display(),
+            pr = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
+            tc = dir.join("tts").display(),
+        ),
+    )
+    .unwrap();
+    (config, api_port)
+}
+
 fn wait_http(base: &str) {
     let until = Instant::now() + Duration::from_secs(20);
     while http("GET", &format!("{base}/healthz"), None).is_none() {
@@ -90,25 +115,7 @@ fn kill_9_mid_escalation_then_restart_finishes_everything() {
         ),
     )
     .unwrap();
-    let api_port = free_port_pair();
-    let hash: String = Sha256::digest(TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let config = dir.join("callout.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"36000-36499\"\n\
-             database_url = \"sqlite://{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
-             [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n",
-            db = dir.join("data/callout.db").display(),
-            dp = dir.join("dialplans").display(),
-            pr = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
-            tc = dir.join("tts").display(),
-        ),
-    )
-    .unwrap();
+    let (config, api_port) = write_config(&dir, "36000-36499");
     let base = format!("http://127.0.0.1:{api_port}");
     let mut first = serve(&config, &dir.join("serve1.log"));
     wait_http(&base);
@@ -232,25 +239,7 @@ fn sigterm_lets_the_answered_call_finish_its_sentence() {
         ),
     )
     .unwrap();
-    let api_port = free_port_pair();
-    let hash: String = Sha256::digest(TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let config = dir.join("callout.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"36700-36799\"\n\
-             database_url = \"sqlite://{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
-             [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n",
-            db = dir.join("data/callout.db").display(),
-            dp = dir.join("dialplans").display(),
-            pr = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
-            tc = dir.join("tts").display(),
-        ),
-    )
-    .unwrap();
+    let (config, api_port) = write_config(&dir, "36700-36799");
     let base = format!("http://127.0.0.1:{api_port}");
     let mut first = serve(&config, &dir.join("serve1.log"));
     wait_http(&base);
