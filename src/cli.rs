@@ -210,7 +210,7 @@ pub async fn escalate(o: EscalateOptions) -> anyhow::Result<ExitCode> {
     )
     .await;
     Ok(match fin {
-        Some(Final::Acked { .. } | Final::ActionRequested { .. }) => ExitCode::SUCCESS,
+        Some(Final::Acked { .. } | Final::Action { .. }) => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
 }
@@ -365,4 +365,74 @@ pub fn describe(r: &EndReason) -> String {
         EndReason::LocalHangup => "hung up by callout".into(),
         EndReason::RemoteHangup => "hung up by the callee".into(),
     }
+}
+
+/// What `callout action run` is asked.
+pub struct ActionRunOpts {
+    pub flow: String,
+    pub contract: String,
+    pub action: Option<String>,
+    pub params: Vec<String>,
+    pub dry_run: bool,
+    pub dialplans: PathBuf,
+    pub prompts: PathBuf,
+}
+
+/// `callout action run FLOW --contract C --param k=v [--dry-run]`: resolve
+/// the contract's action for FLOW from the dialplan folder and print what
+/// would run, or run it here and print each event as a JSON line. Exit 0
+/// when fixed (or nothing to fix), 1 when the run failed, 2 when the
+/// request is invalid.
+pub async fn action_run(o: ActionRunOpts) -> anyhow::Result<ExitCode> {
+    use crate::action::{action_for_flow, plan::resolve, Actions, Requester, RunMeta};
+    let mut given = std::collections::BTreeMap::new();
+    for p in &o.params {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--param {p:?}: write NAME=VALUE"))?;
+        given.insert(k.to_string(), v.to_string());
+    }
+    let plans = crate::ivr::dialplan::load_dir(&o.dialplans, &o.prompts).map_err(|errs| {
+        anyhow::anyhow!(
+            "the dialplans do not load:\n{}",
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let plan = plans
+        .iter()
+        .find(|p| p.contract == o.contract)
+        .with_context(|| format!("no contract {:?} in {}", o.contract, o.dialplans.display()))?;
+    let action = action_for_flow(plan, &o.flow, o.action.as_deref())?;
+    let rp = resolve(
+        &plan.contract,
+        &plan.inventory,
+        action,
+        &Default::default(),
+        &given,
+    )?;
+    if o.dry_run {
+        print!("{}", rp.describe());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let actions = std::sync::Arc::new(Actions::default());
+    let _lock = actions.lock(&rp)?;
+    let meta = RunMeta {
+        run_id: crate::store::new_id("run"),
+        requested_by: Requester::Cli {
+            user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+        },
+        notification: None,
+        ticket: None,
+    };
+    let rec = actions
+        .execute(&rp, &meta, &crate::runner::PrintObserver, None)
+        .await;
+    Ok(if rec.result.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

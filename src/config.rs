@@ -12,7 +12,7 @@ use serde::Deserialize;
 pub struct TokenConfig {
     pub name: String,
     pub sha256: String,
-    /// `notify`, `operate`, `admin`.
+    /// `notify`, `operate`, `actions` (run maintenance actions), `admin`.
     pub scopes: Vec<String>,
 }
 

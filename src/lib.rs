@@ -3,6 +3,7 @@
 //! `sip` and `media` are sans-IO state machines; `driver` runs them on
 //! tokio sockets and timers.
 
+pub mod action;
 pub mod api;
 pub mod bench;
 pub mod cli;

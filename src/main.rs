@@ -127,6 +127,35 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DtmfCmd,
     },
+    /// Maintenance actions.
+    Action {
+        #[command(subcommand)]
+        cmd: ActionCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActionCmd {
+    /// Run (or dry-run) a contract's maintenance flow from here.
+    Run {
+        /// The flow's name (a file in dialplans/flows/).
+        flow: String,
+        #[arg(long)]
+        contract: String,
+        /// Which of the contract's actions, when several use the flow.
+        #[arg(long)]
+        action: Option<String>,
+        /// A value for a parameter the dialplan takes from the alert.
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Print exactly what would run, run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value = "dialplans")]
+        dialplans: PathBuf,
+        #[arg(long, default_value = "prompts")]
+        prompts: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -246,6 +275,28 @@ fn main() -> ExitCode {
             runtime()?.block_on(callout::softphone::run(opts, |v| println!("{v}")))?;
             Ok(ExitCode::SUCCESS)
         })(),
+        Cmd::Action {
+            cmd:
+                ActionCmd::Run {
+                    flow,
+                    contract,
+                    action,
+                    params,
+                    dry_run,
+                    dialplans,
+                    prompts,
+                },
+        } => runtime().and_then(|rt| {
+            rt.block_on(cli::action_run(cli::ActionRunOpts {
+                flow,
+                contract,
+                action,
+                params,
+                dry_run,
+                dialplans,
+                prompts,
+            }))
+        }),
         Cmd::Dialplan {
             cmd:
                 DialplanCmd::Check {

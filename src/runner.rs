@@ -9,10 +9,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::action::engine::RunResult;
+use crate::action::flow::Phase;
+use crate::action::{Actions, Requester, RunLock, RunMeta, RunRecord};
 use crate::driver::{CallUpdate, DialRequest, Gateway};
-use crate::ivr::dialplan::{Dialplan, Language, Phrase};
+use crate::ivr::dialplan::{ActionSay, Dialplan, Language, Phrase};
 use crate::ivr::escalation::{Escalation, EscalationOutput, Final};
 use crate::ivr::menu::{Menu, MenuOutput, PinCheck, Say};
+use crate::ivr::outcome::ActionEnd;
 use crate::ivr::outcome::Outcome;
 use crate::media::audio::Prompt;
 use crate::media::session::MediaEvent;
@@ -43,6 +47,15 @@ pub fn now_ms() -> i64 {
 /// callee hears the message the moment they answer.
 pub struct Script {
     prompts: HashMap<Say, Arc<Prompt>>,
+    /// Per-action phrases that replace the defaults.
+    action_prompts: HashMap<(String, ActionSay), Arc<Prompt>>,
+    /// Runs maintenance actions (shared by the whole service, so one run
+    /// per contract, host and flow holds across notifications).
+    pub actions: Arc<Actions>,
+    /// The alert's fields and variables, for action parameters.
+    pub alert: BTreeMap<String, String>,
+    pub ticket: String,
+    pub notification_id: Option<String>,
     /// Phrases that fell back to the recorded prompt (synthesis failed).
     pub fallbacks: Vec<String>,
     /// Headers every call of this notification carries (tracing).
@@ -89,7 +102,7 @@ impl Script {
             Language::En => "fallback-en.wav",
         });
         let p = &plan.phrases;
-        let all: [(Say, &Phrase); 13] = [
+        let mut all: Vec<(Say, &Phrase)> = vec![
             (Say::Message, &plan.message),
             (Say::Menu, &plan.menu.prompt),
             (Say::InvalidKey, &p.invalid_key),
@@ -104,10 +117,15 @@ impl Script {
             (Say::Locked, &p.locked),
             (Say::ActionRequested, &p.action_requested),
         ];
+        for s in crate::ivr::dialplan::ACTION_SAYS {
+            all.push((Say::Action(s), p.action(s)));
+        }
         let mut prompts = HashMap::new();
         let mut fallbacks = Vec::new();
-        for (say, phrase) in all {
-            let audio = match phrase {
+        let mut render = |say: &dyn std::fmt::Debug,
+                          phrase: &Phrase|
+         -> anyhow::Result<Arc<Prompt>> {
+            Ok(match phrase {
                 Phrase::Recorded(path) => Prompt::load(path)?,
                 Phrase::Text(t) => {
                     let text = crate::ivr::dialplan::render(t, &vars);
@@ -120,11 +138,24 @@ impl Script {
                         }
                     }
                 }
-            };
-            prompts.insert(say, audio);
+            })
+        };
+        for (say, phrase) in all {
+            prompts.insert(say, render(&say, phrase)?);
+        }
+        let mut action_prompts = HashMap::new();
+        for a in plan.actions.values() {
+            for (say, phrase) in &a.phrases {
+                action_prompts.insert((a.name.clone(), *say), render(&(&a.name, say), phrase)?);
+            }
         }
         Ok(Script {
             prompts,
+            action_prompts,
+            actions: Arc::new(Actions::default()),
+            alert: crate::action::alert_values(n),
+            ticket: n.ticket.clone(),
+            notification_id: None,
             fallbacks,
             call_headers: Vec::new(),
             outbound_proxy: None,
@@ -135,6 +166,16 @@ impl Script {
 
     fn get(&self, say: Say) -> Option<Arc<Prompt>> {
         self.prompts.get(&say).cloned()
+    }
+
+    /// A prompt, with the running action's own phrase where it has one.
+    fn get_for(&self, action: Option<&str>, say: Say) -> Option<Arc<Prompt>> {
+        if let (Some(a), Say::Action(s)) = (action, say) {
+            if let Some(p) = self.action_prompts.get(&(a.to_string(), s)) {
+                return Some(p.clone());
+            }
+        }
+        self.get(say)
     }
 }
 
@@ -270,7 +311,7 @@ pub async fn escalate(
                 EscalationOutput::Finished(f) => {
                     let name = match &f {
                         Final::Acked { .. } => "notification.acked",
-                        Final::ActionRequested { .. } => "action.requested",
+                        Final::Action { .. } => "notification.action_taken",
                         Final::Exhausted { .. } => "notification.exhausted",
                         Final::Cancelled { .. } => "notification.cancelled",
                     };
@@ -298,6 +339,43 @@ pub async fn escalate(
         }
         obs.checkpoint(&esc).await;
     }
+}
+
+/// An action running inside a call, with its (contract, host, flow) slot.
+struct ActionRun<'a> {
+    fut: std::pin::Pin<Box<dyn std::future::Future<Output = RunRecord> + Send + 'a>>,
+    _lock: RunLock,
+}
+
+/// Resolve the action for this alert, take its slot and start it.
+fn start_action<'a>(
+    plan: &'a Dialplan,
+    script: &'a Script,
+    action: &str,
+    meta: RunMeta,
+    obs: &'a dyn Observer,
+    progress: tokio::sync::mpsc::UnboundedSender<Phase>,
+) -> Result<ActionRun<'a>, crate::action::ActionError> {
+    let a = plan
+        .actions
+        .get(action)
+        .ok_or_else(|| crate::action::ActionError::UnknownAction {
+            contract: plan.contract.clone(),
+            action: action.to_string(),
+        })?;
+    let rp = crate::action::plan::resolve(
+        &plan.contract,
+        &plan.inventory,
+        a,
+        &script.alert,
+        &BTreeMap::new(),
+    )?;
+    let lock = script.actions.lock(&rp)?;
+    let actions = script.actions.clone();
+    Ok(ActionRun {
+        fut: Box::pin(async move { actions.execute(&rp, &meta, obs, Some(&progress)).await }),
+        _lock: lock,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -366,7 +444,14 @@ async fn run_call(
         maximum_words: a.maximum_words,
         ..Default::default()
     };
+    let mut call_gone = false;
+    let mut running_action: Option<String> = None;
+    let mut action_run: Option<ActionRun<'_>> = None;
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<Phase>();
     loop {
+        if call_gone && action_run.is_none() {
+            break;
+        }
         let menu_wake = match (menu.poll_timeout(), answered_at) {
             (Some(ms), Some(t0)) => Some(t0 + Duration::from_millis(ms)),
             _ => None,
@@ -380,8 +465,13 @@ async fn run_call(
         let since =
             |t0: Option<tokio::time::Instant>| t0.map_or(0, |t| t.elapsed().as_millis() as u64);
         tokio::select! {
-            ev = call.next() => {
-                let Some(ev) = ev else { break };
+            ev = call.next(), if !call_gone => {
+                let Some(ev) = ev else {
+                    // The call is gone; a running action still ends first.
+                    call_gone = true;
+                    menu.remote_hangup();
+                    continue;
+                };
                 match ev {
                     CallUpdate::Sip(CallEvent::Ringing) => {
                         obs.event(json!({"event": "call.ringing", "attempt": attempt, "at_ms": at()})).await;
@@ -447,11 +537,42 @@ async fn run_call(
                     _ => {}
                 }
             }
+            Some(ph) = progress_rx.recv(), if running_action.is_some() => {
+                menu.action_phase(match ph {
+                    Phase::Check => ActionSay::Checking,
+                    Phase::Execute => ActionSay::Executing,
+                    Phase::Verify => ActionSay::Verifying,
+                });
+            }
+            rec = async {
+                match action_run.as_mut() {
+                    Some(r) => (&mut r.fut).await,
+                    None => std::future::pending().await,
+                }
+            }, if action_run.is_some() => {
+                action_run = None;
+                running_action = None;
+                // Phases reported before the end are not worth saying now.
+                while progress_rx.try_recv().is_ok() {}
+                let end = match rec.result {
+                    RunResult::Succeeded => ActionEnd::Succeeded,
+                    RunResult::NotNeeded => ActionEnd::NotNeeded,
+                    RunResult::Failed { .. } => ActionEnd::Failed,
+                    RunResult::Refused { .. } => ActionEnd::Refused,
+                };
+                menu.action_finished(end);
+                if stopping {
+                    outcome = Some(Outcome::Action { action: rec.action.clone(), result: end });
+                    call.hangup();
+                }
+            }
             _ = timer, if !stopping => menu.handle_timeout(since(answered_at)),
             _ = script.shutdown.cancelled(), if !stopping => {
                 stopping = true;
                 outcome = Some(Outcome::Interrupted);
-                if answered_at.is_some() && !ids.is_empty() {
+                if action_run.is_some() {
+                    // A fix half-done is worse than a late stop: let it end.
+                } else if answered_at.is_some() && !ids.is_empty() {
                     // Finish the sentence being spoken, then hang up.
                     call.clear_queue();
                 } else {
@@ -475,7 +596,7 @@ async fn run_call(
             }
             match o {
                 MenuOutput::Play { id, say } => {
-                    if let Some(p) = script.get(say) {
+                    if let Some(p) = script.get_for(running_action.as_deref(), say) {
                         let media_id = call.play(p);
                         ids.insert(media_id, id);
                     }
@@ -491,6 +612,49 @@ async fn run_call(
                 MenuOutput::PinFailed { locked } => {
                     *pin_locked |= locked;
                     obs.event(json!({"event": "pin.failed", "attempt": attempt, "locked": locked, "at_ms": at()})).await;
+                }
+                MenuOutput::RunAction { action } => {
+                    let meta = RunMeta {
+                        run_id: crate::store::new_id("run"),
+                        requested_by: Requester::Call {
+                            contact: c.name.clone(),
+                            uri: c.uri.clone(),
+                            attempt,
+                        },
+                        notification: script.notification_id.clone(),
+                        ticket: Some(script.ticket.clone()),
+                    };
+                    obs.event(
+                        json!({"event": "action.requested", "attempt": attempt, "action": action,
+                        "run_id": meta.run_id, "at_ms": at()}),
+                    )
+                    .await;
+                    running_action = Some(action.clone());
+                    match start_action(
+                        plan,
+                        script,
+                        &action,
+                        meta.clone(),
+                        obs,
+                        progress_tx.clone(),
+                    ) {
+                        Ok(run) => action_run = Some(run),
+                        Err(e) => {
+                            tracing::warn!(action = %action, error = %e, "action refused");
+                            let flow = plan.actions.get(&action).map_or("", |a| a.flow.as_str());
+                            Actions::refused(
+                                &meta,
+                                &plan.contract,
+                                &action,
+                                flow,
+                                &e.to_string(),
+                                obs,
+                            )
+                            .await;
+                            running_action = None;
+                            menu.action_finished(ActionEnd::Refused);
+                        }
+                    }
                 }
             }
         }

@@ -3,6 +3,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = callout::ivr::dialplan::load_str(text, std::path::Path::new("fuzz.toml"), std::path::Path::new("prompts"));
+        let _ = callout::ivr::dialplan::load_str(text, std::path::Path::new("fuzz.toml"), std::path::Path::new("prompts"), &Default::default());
     }
 });

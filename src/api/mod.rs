@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+mod actions;
 pub mod openapi;
 
 use crate::runner::Notification;
@@ -93,6 +94,8 @@ impl From<crate::store::StoreError> for ApiError {
 pub enum Scope {
     Notify,
     Operate,
+    /// Run maintenance actions for real.
+    Actions,
     Admin,
 }
 
@@ -101,6 +104,7 @@ impl Scope {
         match self {
             Scope::Notify => "notify",
             Scope::Operate => "operate",
+            Scope::Actions => "actions",
             Scope::Admin => "admin",
         }
     }
@@ -157,6 +161,8 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/contracts", get(list_contracts))
         .route("/v1/contracts/{id}", get(get_contract))
         .route("/v1/dialplans/reload", post(reload_dialplans))
+        .route("/v1/actions/{flow}/run", post(actions::run_flow))
+        .route("/v1/actions/runs/{id}", get(actions::get_run))
         .route("/v1/dialplans/validate", post(validate_dialplan))
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_json))
@@ -393,11 +399,7 @@ async fn notification_json(svc: &Service, id: &str) -> Result<Value, ApiError> {
             .map(|a| a.contact.clone()),
         _ => None,
     };
-    let actions: Vec<&Value> = attempts
-        .iter()
-        .filter_map(|a| a.outcome.as_ref())
-        .filter(|o| o["outcome"] == "action_requested")
-        .collect();
+    let actions = svc.store.runs_of(id).await?;
     Ok(json!({
         "id": n.id, "contract": n.contract, "ticket": n.ticket, "severity": n.severity, "host": n.host,
         "summary": n.summary, "variables": n.variables, "state": n.state, "final": n.final_state,
@@ -597,6 +599,7 @@ async fn validate_dialplan(
         text,
         std::path::Path::new("request.toml"),
         &svc.config.prompts,
+        &svc.registry.flows(),
     );
     Ok(Json(match r {
         Ok(p) => json!({"valid": true, "contract": p.contract}),

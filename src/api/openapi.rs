@@ -77,13 +77,21 @@ impl Modify for Bearer {
         super::list_contracts,
         super::get_contract,
         super::reload_dialplans,
+        super::actions::run_flow,
+        super::actions::get_run,
         super::validate_dialplan,
         super::healthz,
         super::readyz,
         super::metrics,
         super::openapi_json,
     ),
-    components(schemas(NotificationRequest, Accepted, CancelRequest, Problem)),
+    components(schemas(
+        NotificationRequest,
+        Accepted,
+        CancelRequest,
+        Problem,
+        crate::service::RunRequest
+    )),
     modifiers(&Bearer)
 )]
 pub struct ApiDoc;

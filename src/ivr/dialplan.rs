@@ -13,7 +13,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::window::Window;
+use crate::action::flow::{parse_step, Errors, Flow, Flows, RawStep, Step};
+use crate::action::inventory::{Inventory, RawInventory};
+use crate::action::plan::ParamSource;
 use crate::util::parse_duration;
+use std::sync::Arc;
 
 /// One problem in a dialplan file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +109,18 @@ pub struct Policy {
     pub between_rounds: Duration,
     pub stop_on_ack: bool,
     pub on_machine: OnMachine,
+    /// After a maintenance action fails: call the next contact or stop.
+    pub on_action_failure: OnActionFailure,
+}
+
+/// What the escalation does after a caller's action fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnActionFailure {
+    /// Go on with the next contact: an engineer must still be reached.
+    Continue,
+    /// End the escalation; the ticket has the failed run.
+    End,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -133,8 +149,45 @@ pub struct Action {
     pub name: String,
     pub flow: String,
     pub description: String,
-    pub params: BTreeMap<String, String>,
+    pub params: BTreeMap<String, ParamSource>,
     pub pin: bool,
+    /// Steps of the shared flow this contract replaces, by step name.
+    pub overrides: BTreeMap<String, Step>,
+    /// Phrases for this action that replace the contract's defaults.
+    pub phrases: BTreeMap<ActionSay, Phrase>,
+    /// The flow with the overrides in place, set when the folder's flows
+    /// are linked.
+    #[serde(skip)]
+    pub flow_def: Option<Arc<Flow>>,
+    /// Where the action is declared (for link errors).
+    #[serde(skip)]
+    pub line: usize,
+    #[serde(skip)]
+    pub column: usize,
+}
+
+/// Every [`ActionSay`].
+pub const ACTION_SAYS: [ActionSay; 7] = [
+    ActionSay::Checking,
+    ActionSay::Executing,
+    ActionSay::Verifying,
+    ActionSay::Succeeded,
+    ActionSay::NotNeeded,
+    ActionSay::Failed,
+    ActionSay::Refused,
+];
+
+/// What a caller hears while an action runs and when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionSay {
+    Checking,
+    Executing,
+    Verifying,
+    Succeeded,
+    NotNeeded,
+    Failed,
+    Refused,
 }
 
 #[derive(Clone, PartialEq, Eq, serde::Serialize)]
@@ -169,6 +222,27 @@ pub struct Phrases {
     pub wrong_pin: Phrase,
     pub locked: Phrase,
     pub action_requested: Phrase,
+    pub action_checking: Phrase,
+    pub action_executing: Phrase,
+    pub action_verifying: Phrase,
+    pub action_succeeded: Phrase,
+    pub action_not_needed: Phrase,
+    pub action_failed: Phrase,
+    pub action_refused: Phrase,
+}
+
+impl Phrases {
+    pub fn action(&self, say: ActionSay) -> &Phrase {
+        match say {
+            ActionSay::Checking => &self.action_checking,
+            ActionSay::Executing => &self.action_executing,
+            ActionSay::Verifying => &self.action_verifying,
+            ActionSay::Succeeded => &self.action_succeeded,
+            ActionSay::NotNeeded => &self.action_not_needed,
+            ActionSay::Failed => &self.action_failed,
+            ActionSay::Refused => &self.action_refused,
+        }
+    }
 }
 
 /// Answering-machine detection settings (after Asterisk's AMD).
@@ -202,6 +276,7 @@ pub struct Dialplan {
     pub message: Phrase,
     pub menu: MenuConfig,
     pub actions: BTreeMap<String, Action>,
+    pub inventory: Inventory,
     pub pin: Option<PinConfig>,
     pub phrases: Phrases,
     pub amd: AmdConfig,
@@ -233,6 +308,8 @@ struct RawDialplan {
     menu: RawMenu,
     #[serde(default)]
     actions: BTreeMap<String, Spanned<RawAction>>,
+    #[serde(default)]
+    inventory: RawInventory,
     pin: Option<Spanned<RawPin>>,
     #[serde(default)]
     phrases: RawPhrases,
@@ -259,6 +336,12 @@ struct RawEscalation {
     stop_on_ack: bool,
     #[serde(default = "on_machine_default")]
     on_machine: OnMachine,
+    #[serde(default = "continue_after_failure")]
+    on_action_failure: OnActionFailure,
+}
+
+fn continue_after_failure() -> OnActionFailure {
+    OnActionFailure::Continue
 }
 
 fn yes() -> bool {
@@ -341,6 +424,22 @@ struct RawAction {
     params: BTreeMap<String, String>,
     #[serde(default = "yes")]
     pin: bool,
+    #[serde(default, rename = "override")]
+    overrides: BTreeMap<String, Spanned<RawStep>>,
+    #[serde(default)]
+    phrases: RawActionPhrases,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawActionPhrases {
+    checking: Option<Spanned<RawPhrase>>,
+    executing: Option<Spanned<RawPhrase>>,
+    verifying: Option<Spanned<RawPhrase>>,
+    succeeded: Option<Spanned<RawPhrase>>,
+    not_needed: Option<Spanned<RawPhrase>>,
+    failed: Option<Spanned<RawPhrase>>,
+    refused: Option<Spanned<RawPhrase>>,
 }
 
 #[derive(Deserialize)]
@@ -372,6 +471,13 @@ struct RawPhrases {
     wrong_pin: Option<Spanned<RawPhrase>>,
     locked: Option<Spanned<RawPhrase>>,
     action_requested: Option<Spanned<RawPhrase>>,
+    action_checking: Option<Spanned<RawPhrase>>,
+    action_executing: Option<Spanned<RawPhrase>>,
+    action_verifying: Option<Spanned<RawPhrase>>,
+    action_succeeded: Option<Spanned<RawPhrase>>,
+    action_not_needed: Option<Spanned<RawPhrase>>,
+    action_failed: Option<Spanned<RawPhrase>>,
+    action_refused: Option<Spanned<RawPhrase>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -521,7 +627,7 @@ pub fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-fn default_phrases(lang: Language) -> [&'static str; 11] {
+fn default_phrases(lang: Language) -> [&'static str; 18] {
     match lang {
         Language::En => [
             "That key is not valid.",
@@ -534,7 +640,14 @@ fn default_phrases(lang: Language) -> [&'static str; 11] {
             "Please enter your PIN, then press the hash key.",
             "That PIN is not correct.",
             "Too many wrong PINs. Actions are locked for now.",
-            "The action has been requested.",
+            "The action is starting. Please stay on the line.",
+            "Running the check.",
+            "Running the fix.",
+            "Verifying the result.",
+            "The action succeeded and the check now passes. Goodbye.",
+            "The check found no problem, so nothing was changed. Goodbye.",
+            "The action failed. An engineer will be contacted.",
+            "The action cannot be run now. An engineer will be contacted.",
         ],
         Language::Ja => [
             "そのキーは無効です。",
@@ -547,14 +660,26 @@ fn default_phrases(lang: Language) -> [&'static str; 11] {
             "暗証番号を入力し、最後にシャープを押してください。",
             "暗証番号が違います。",
             "暗証番号の誤りが続いたため、操作を一時的に停止しました。",
-            "操作を受け付けました。",
+            "操作を開始します。このままお待ちください。",
+            "状態を確認しています。",
+            "復旧操作を実行しています。",
+            "結果を確認しています。",
+            "操作は成功し、正常に動作しています。失礼します。",
+            "確認の結果、異常はありませんでした。何も変更していません。失礼します。",
+            "操作に失敗しました。担当のエンジニアに連絡します。",
+            "現在この操作は実行できません。担当のエンジニアに連絡します。",
         ],
     }
 }
 
 /// Parse and validate one dialplan. `prompts` is the folder recorded
 /// prompts are resolved in.
-pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec<DialplanError>> {
+pub fn load_str(
+    text: &str,
+    file: &Path,
+    prompts: &Path,
+    flows: &Flows,
+) -> Result<Dialplan, Vec<DialplanError>> {
     let mut c = Checker {
         file,
         text,
@@ -634,6 +759,7 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
         between_rounds: c.duration(&e.between_rounds, "between_rounds"),
         stop_on_ack: e.stop_on_ack,
         on_machine: e.on_machine,
+        on_action_failure: e.on_action_failure,
     };
     if escalation.ring_timeout != Duration::ZERO && escalation.ring_timeout < Duration::from_secs(2)
     {
@@ -752,14 +878,55 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
             );
         }
         let ra = a.get_ref();
+        let mut overrides = BTreeMap::new();
+        for (step, raw) in &ra.overrides {
+            let mut e = Errors {
+                file,
+                text,
+                list: Vec::new(),
+            };
+            // The phase is the replaced step's, set when linking.
+            if let Some(s) =
+                parse_step(raw, crate::action::flow::Phase::Execute, Some(step), &mut e)
+            {
+                overrides.insert(step.clone(), s);
+            }
+            c.errors.append(&mut e.list);
+        }
+        let rp = &ra.phrases;
+        let mut phrases = BTreeMap::new();
+        for (say, v, what) in [
+            (ActionSay::Checking, &rp.checking, "checking"),
+            (ActionSay::Executing, &rp.executing, "executing"),
+            (ActionSay::Verifying, &rp.verifying, "verifying"),
+            (ActionSay::Succeeded, &rp.succeeded, "succeeded"),
+            (ActionSay::NotNeeded, &rp.not_needed, "not_needed"),
+            (ActionSay::Failed, &rp.failed, "failed"),
+            (ActionSay::Refused, &rp.refused, "refused"),
+        ] {
+            if let Some(v) = v {
+                let ph = c.phrase(v, &vars, &format!("actions.{name}.phrases.{what}"));
+                phrases.insert(say, ph);
+            }
+        }
+        let (line, column) = c.pos(a.span().start);
         actions.insert(
             name.clone(),
             Action {
                 name: name.clone(),
                 flow: ra.flow.clone(),
                 description: ra.description.clone(),
-                params: ra.params.clone(),
+                params: ra
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), ParamSource::parse(v)))
+                    .collect(),
                 pin: ra.pin,
+                overrides,
+                phrases,
+                flow_def: None,
+                line,
+                column,
             },
         );
     }
@@ -793,6 +960,33 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
             lockout: c.duration(&rp.lockout, "lockout"),
         }
     });
+    let inventory = {
+        let mut e = Errors {
+            file,
+            text,
+            list: Vec::new(),
+        };
+        let base = file.parent().unwrap_or(Path::new("."));
+        let inv = crate::action::inventory::parse(&raw.inventory, base, &mut e);
+        c.errors.append(&mut e.list);
+        inv
+    };
+    let custom_vars: Vec<String> = raw.variables.iter().map(|v| v.get_ref().clone()).collect();
+    for a in actions.values_mut() {
+        match crate::action::plan::link(a, &inventory, &custom_vars, flows) {
+            Ok(f) => a.flow_def = Some(f),
+            Err(msgs) => {
+                for m in msgs {
+                    c.errors.push(DialplanError {
+                        file: file.to_path_buf(),
+                        line: a.line,
+                        column: a.column,
+                        message: m,
+                    });
+                }
+            }
+        }
+    }
     let needs_pin = actions.values().any(|a| a.pin);
     match (&raw.pin, needs_pin) {
         (None, true) => {
@@ -825,6 +1019,13 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
         wrong_pin: ph(&p.wrong_pin, d[8], "phrases.wrong_pin"),
         locked: ph(&p.locked, d[9], "phrases.locked"),
         action_requested: ph(&p.action_requested, d[10], "phrases.action_requested"),
+        action_checking: ph(&p.action_checking, d[11], "phrases.action_checking"),
+        action_executing: ph(&p.action_executing, d[12], "phrases.action_executing"),
+        action_verifying: ph(&p.action_verifying, d[13], "phrases.action_verifying"),
+        action_succeeded: ph(&p.action_succeeded, d[14], "phrases.action_succeeded"),
+        action_not_needed: ph(&p.action_not_needed, d[15], "phrases.action_not_needed"),
+        action_failed: ph(&p.action_failed, d[16], "phrases.action_failed"),
+        action_refused: ph(&p.action_refused, d[17], "phrases.action_refused"),
     };
     let a = &raw.amd;
     let amd = AmdConfig {
@@ -887,6 +1088,7 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
         message,
         menu,
         actions,
+        inventory,
         pin,
         phrases,
         amd,
@@ -894,10 +1096,19 @@ pub fn load_str(text: &str, file: &Path, prompts: &Path) -> Result<Dialplan, Vec
     })
 }
 
-/// Load one file.
+/// Load one file, with the flows of its folder.
 pub fn load_file(path: &Path, prompts: &Path) -> Result<Dialplan, Vec<DialplanError>> {
+    let flows = crate::action::flow::load_dir(path.parent().unwrap_or(Path::new(".")))?;
+    load_file_with(path, prompts, &flows)
+}
+
+fn load_file_with(
+    path: &Path,
+    prompts: &Path,
+    flows: &Flows,
+) -> Result<Dialplan, Vec<DialplanError>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&text, path, prompts),
+        Ok(text) => load_str(&text, path, prompts, flows),
         Err(e) => Err(vec![DialplanError {
             file: path.to_path_buf(),
             line: 0,
@@ -911,6 +1122,15 @@ pub fn load_file(path: &Path, prompts: &Path) -> Result<Dialplan, Vec<DialplanEr
 /// All errors of all files are returned; a contract id used twice is an
 /// error on the second file.
 pub fn load_dir(dir: &Path, prompts: &Path) -> Result<Vec<Dialplan>, Vec<DialplanError>> {
+    Ok(load_dir_with_flows(dir, prompts)?.0)
+}
+
+/// Load the flows in `dir/flows`, then every dialplan linked to them.
+pub fn load_dir_with_flows(
+    dir: &Path,
+    prompts: &Path,
+) -> Result<(Vec<Dialplan>, Flows), Vec<DialplanError>> {
+    let flows = crate::action::flow::load_dir(dir)?;
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .flatten()
@@ -930,7 +1150,7 @@ pub fn load_dir(dir: &Path, prompts: &Path) -> Result<Vec<Dialplan>, Vec<Dialpla
     let mut plans: Vec<Dialplan> = Vec::new();
     let mut errors = Vec::new();
     for f in files {
-        match load_file(&f, prompts) {
+        match load_file_with(&f, prompts, &flows) {
             Ok(p) => {
                 if let Some(other) = plans.iter().find(|o| o.contract == p.contract) {
                     errors.push(DialplanError {
@@ -951,7 +1171,7 @@ pub fn load_dir(dir: &Path, prompts: &Path) -> Result<Vec<Dialplan>, Vec<Dialpla
         }
     }
     if errors.is_empty() {
-        Ok(plans)
+        Ok((plans, flows))
     } else {
         Err(errors)
     }

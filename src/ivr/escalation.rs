@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::dialplan::{Dialplan, Policy};
-use super::outcome::Outcome;
+use super::dialplan::{Dialplan, OnActionFailure, Policy};
+use super::outcome::{ActionEnd, Outcome};
 use super::window;
 
 /// What the scheduler asks for or reports.
@@ -55,10 +55,13 @@ pub enum Final {
         attempt: u32,
         at_ms: i64,
     },
-    ActionRequested {
+    /// A callee's maintenance action ended it: it fixed the problem (or
+    /// found none), or it failed and the contract says to stop.
+    Action {
         contact: usize,
         attempt: u32,
         action: String,
+        result: ActionEnd,
         at_ms: i64,
     },
     /// Every round was tried and nobody responded.
@@ -117,6 +120,8 @@ pub struct Escalation {
     between_calls_ms: i64,
     between_rounds_ms: i64,
     stop_on_ack: bool,
+    #[serde(default)]
+    end_on_action_failure: bool,
     holidays: Vec<NaiveDate>,
     contacts: Vec<ContactSlot>,
     round: u32,
@@ -155,6 +160,7 @@ impl Escalation {
             ring_timeout_ms: p.ring_timeout.as_millis() as i64,
             between_calls_ms: p.between_calls.as_millis() as i64,
             between_rounds_ms: p.between_rounds.as_millis() as i64,
+            end_on_action_failure: p.on_action_failure == OnActionFailure::End,
             stop_on_ack: p.stop_on_ack,
             holidays,
             contacts,
@@ -298,14 +304,19 @@ impl Escalation {
                     at_ms: now_ms,
                 });
             }
-            Outcome::ActionRequested { action } => {
-                self.finish(Final::ActionRequested {
+            Outcome::Action { action, result }
+                if result.is_success() || self.end_on_action_failure =>
+            {
+                self.finish(Final::Action {
                     contact,
                     attempt,
                     action,
+                    result,
                     at_ms: now_ms,
                 });
             }
+            // A failed action still needs an engineer: ring the next one now.
+            Outcome::Action { .. } => self.scan(now_ms),
             Outcome::Cancelled => self.finish(Final::Cancelled {
                 at_ms: now_ms,
                 reason: "cancelled".into(),

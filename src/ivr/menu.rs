@@ -9,8 +9,8 @@
 
 use std::collections::VecDeque;
 
-use super::dialplan::{KeyAction, MenuConfig};
-use super::outcome::Outcome;
+use super::dialplan::{ActionSay, KeyAction, MenuConfig};
+use super::outcome::{ActionEnd, Outcome};
 
 /// What to play.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -28,7 +28,10 @@ pub enum Say {
     EnterPin,
     WrongPin,
     Locked,
+    /// "The action is starting."
     ActionRequested,
+    /// Progress and result of a running action.
+    Action(ActionSay),
 }
 
 /// What the menu asks its driver to do, or reports.
@@ -47,6 +50,11 @@ pub enum MenuOutput {
     PinFailed {
         locked: bool,
     },
+    /// Confirmed (and PIN checked): run this action, then report with
+    /// [`Menu::action_phase`] and [`Menu::action_finished`].
+    RunAction {
+        action: String,
+    },
 }
 
 /// PIN settings the menu needs.
@@ -62,7 +70,12 @@ pub struct PinCheck {
 enum State {
     Main,
     Confirm(String),
-    Pin { action: String, entered: String },
+    Pin {
+        action: String,
+        entered: String,
+    },
+    /// An action runs; keys are ignored until it ends.
+    Running(String),
     Closing,
     Done,
 }
@@ -83,6 +96,7 @@ pub struct Menu {
     timeouts: u32,
     pin_failures: u32,
     outcome_sent: bool,
+    hung_up: bool,
     out: VecDeque<MenuOutput>,
 }
 
@@ -102,6 +116,7 @@ impl Menu {
             timeouts: 0,
             pin_failures: 0,
             outcome_sent: false,
+            hung_up: false,
             out: VecDeque::new(),
         }
     }
@@ -147,7 +162,7 @@ impl Menu {
             State::Pin { .. } => {
                 self.deadline = Some(now_ms + self.cfg.inter_digit_timeout.as_millis() as u64)
             }
-            State::Done => {}
+            State::Done | State::Running(_) => {}
             _ => self.deadline = Some(now_ms + self.cfg.input_timeout.as_millis() as u64),
         }
     }
@@ -167,7 +182,7 @@ impl Menu {
     }
 
     pub fn digit(&mut self, d: char, now_ms: u64) {
-        if matches!(self.state, State::Closing | State::Done) {
+        if matches!(self.state, State::Closing | State::Done | State::Running(_)) {
             return;
         }
         if self.playing {
@@ -211,7 +226,7 @@ impl Menu {
                     };
                     self.play(&[Say::EnterPin]);
                 } else {
-                    self.close(Outcome::ActionRequested { action }, Say::ActionRequested);
+                    self.run_action(action);
                 }
             }
             State::Pin {
@@ -229,8 +244,47 @@ impl Menu {
                     self.deadline = Some(now_ms + self.cfg.inter_digit_timeout.as_millis() as u64);
                 }
             }
-            State::Closing | State::Done => {}
+            State::Closing | State::Done | State::Running(_) => {}
         }
+    }
+
+    fn run_action(&mut self, action: String) {
+        self.out.push_back(MenuOutput::RunAction {
+            action: action.clone(),
+        });
+        self.state = State::Running(action);
+        self.play(&[Say::ActionRequested]);
+    }
+
+    /// The running action entered a phase: tell the caller.
+    pub fn action_phase(&mut self, say: ActionSay) {
+        if matches!(self.state, State::Running(_)) {
+            self.play(&[Say::Action(say)]);
+        }
+    }
+
+    /// The running action ended: the result is the call's outcome. The
+    /// caller hears it, then the call ends.
+    pub fn action_finished(&mut self, result: ActionEnd) {
+        let State::Running(action) = std::mem::replace(&mut self.state, State::Done) else {
+            return;
+        };
+        let say = match result {
+            ActionEnd::Succeeded => ActionSay::Succeeded,
+            ActionEnd::NotNeeded => ActionSay::NotNeeded,
+            ActionEnd::Failed => ActionSay::Failed,
+            ActionEnd::Refused => ActionSay::Refused,
+        };
+        if self.hung_up {
+            self.outcome(Outcome::Action { action, result });
+            return;
+        }
+        self.close(Outcome::Action { action, result }, Say::Action(say));
+    }
+
+    /// An action is running (the call must wait for its end).
+    pub fn action_running(&self) -> bool {
+        matches!(self.state, State::Running(_))
     }
 
     fn check_pin(&mut self, action: String, entered: &str, _now_ms: u64) {
@@ -238,7 +292,7 @@ impl Menu {
             return;
         };
         if constant_time_eq(entered.as_bytes(), pin.code.as_bytes()) {
-            self.close(Outcome::ActionRequested { action }, Say::ActionRequested);
+            self.run_action(action);
             return;
         }
         self.pin_failures += 1;
@@ -278,12 +332,18 @@ impl Menu {
                     self.close(o, Say::Goodbye);
                 }
             }
-            State::Closing | State::Done => {}
+            State::Closing | State::Done | State::Running(_) => {}
         }
     }
 
     /// The callee hung up.
     pub fn remote_hangup(&mut self) {
+        if matches!(self.state, State::Running(_)) {
+            // The action goes on; its result is still the outcome.
+            self.hung_up = true;
+            self.deadline = None;
+            return;
+        }
         let o = self.no_response_outcome();
         self.outcome(o);
         self.state = State::Done;
@@ -292,7 +352,8 @@ impl Menu {
 
     /// The notification was cancelled while the callee listens.
     pub fn cancel(&mut self) {
-        if matches!(self.state, State::Done) {
+        // A running action is not interrupted half-way; its result ends the call.
+        if matches!(self.state, State::Done | State::Running(_)) {
             return;
         }
         if self.playing {

@@ -19,12 +19,31 @@ pub enum Outcome {
     Acked,
     Passed,
     Left,
-    ActionRequested {
+    /// The callee ran a maintenance action; the call ended with its result.
+    Action {
         action: String,
+        result: ActionEnd,
     },
     Cancelled,
     /// The process stopped while the call was up (set on restart).
     Interrupted,
+}
+
+/// How a maintenance action run from a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionEnd {
+    Succeeded,
+    NotNeeded,
+    Failed,
+    Refused,
+}
+
+impl ActionEnd {
+    /// The problem is gone (fixed, or found absent).
+    pub fn is_success(self) -> bool {
+        matches!(self, ActionEnd::Succeeded | ActionEnd::NotNeeded)
+    }
 }
 
 impl Outcome {
@@ -32,7 +51,7 @@ impl Outcome {
     pub fn is_human_response(&self) -> bool {
         matches!(
             self,
-            Outcome::Acked | Outcome::Passed | Outcome::Left | Outcome::ActionRequested { .. }
+            Outcome::Acked | Outcome::Passed | Outcome::Left | Outcome::Action { .. }
         )
     }
 

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::dialplan::{KeyAction, MenuConfig, OnMachine, Phrase, Policy};
+use super::dialplan::{ActionSay, KeyAction, MenuConfig, OnMachine, Phrase, Policy};
 use super::escalation::{ContactSlot, Escalation, EscalationOutput, Final, SkipReason};
 use super::menu::{Menu, MenuOutput, PinCheck, Say};
-use super::outcome::Outcome;
+use super::outcome::{ActionEnd, Outcome};
 
 fn policy(rounds: u32) -> Policy {
     Policy {
@@ -16,6 +16,7 @@ fn policy(rounds: u32) -> Policy {
         between_rounds: Duration::from_secs(120),
         stop_on_ack: true,
         on_machine: OnMachine::Continue,
+        on_action_failure: crate::ivr::dialplan::OnActionFailure::Continue,
     }
 }
 
@@ -467,8 +468,49 @@ fn correct_pin_requests_the_action_and_cancel_says_resolved() {
     let said = finish_prompts(&mut m, 11_000, &mut log);
     assert_eq!(said, vec![Say::ActionRequested]);
     assert!(
-        log.contains(&"Outcome(ActionRequested { action: \"restart-web\" })".to_string()),
+        log.contains(&"RunAction { action: \"restart-web\" }".to_string()),
         "{log:?}"
+    );
+    // While it runs: keys do nothing, no timeout ends the call, and the
+    // caller hears each phase.
+    assert!(m.action_running());
+    m.digit('1', 12_000);
+    m.handle_timeout(100_000);
+    m.action_phase(ActionSay::Executing);
+    assert_eq!(
+        finish_prompts(&mut m, 101_000, &mut log),
+        vec![Say::Action(ActionSay::Executing)]
+    );
+    assert!(!log.iter().any(|l| l.starts_with("Outcome")), "{log:?}");
+    m.action_finished(ActionEnd::Failed);
+    assert_eq!(
+        finish_prompts(&mut m, 102_000, &mut log),
+        vec![Say::Action(ActionSay::Failed)]
+    );
+    assert!(
+        log.contains(&"Outcome(Action { action: \"restart-web\", result: Failed })".to_string()),
+        "{log:?}"
+    );
+    assert_eq!(log.last().map(String::as_str), Some("Hangup"));
+
+    // The callee hangs up while it runs: the result is still the outcome.
+    let mut m = Menu::new(menu_cfg(), None, vec![]);
+    m.start(0);
+    finish_prompts(&mut m, 1000, &mut log);
+    m.digit('5', 2000);
+    finish_prompts(&mut m, 3000, &mut log);
+    m.digit('1', 4000);
+    finish_prompts(&mut m, 5000, &mut log);
+    m.remote_hangup();
+    assert!(std::iter::from_fn(|| m.poll_output()).next().is_none());
+    m.action_finished(ActionEnd::Succeeded);
+    let outs: Vec<MenuOutput> = std::iter::from_fn(|| m.poll_output()).collect();
+    assert_eq!(
+        outs,
+        vec![MenuOutput::Outcome(Outcome::Action {
+            action: "restart-web".into(),
+            result: ActionEnd::Succeeded
+        })]
     );
 
     let mut m = Menu::new(menu_cfg(), None, vec![]);
@@ -485,4 +527,43 @@ fn correct_pin_requests_the_action_and_cancel_says_resolved() {
             ..
         }
     ));
+}
+
+#[test]
+fn action_results_end_or_continue_the_escalation_by_policy() {
+    let act = |result| Outcome::Action {
+        action: "restart-web".into(),
+        result,
+    };
+    // Fixed: the escalation is over.
+    let mut esc = Escalation::from_policy(
+        &policy(1),
+        vec![],
+        vec![contact("a", &[]), contact("b", &[])],
+    );
+    let log = run(&mut esc, WED_10_JST, |_| {
+        (act(ActionEnd::Succeeded), 40_000)
+    });
+    assert!(log[2].1.starts_with("finished Action"), "{log:?}");
+    // Failed, policy continue: the next contact is rung at once.
+    let mut esc = Escalation::from_policy(
+        &policy(1),
+        vec![],
+        vec![contact("a", &[]), contact("b", &[])],
+    );
+    let log = run(&mut esc, WED_10_JST, |c| match c {
+        0 => (act(ActionEnd::Failed), 40_000),
+        _ => (Outcome::Acked, 10_000),
+    });
+    assert_eq!(log[2], (40_000, "dial 1 r1".to_string()), "{log:?}");
+    assert!(log[4].1.starts_with("finished Acked"), "{log:?}");
+    // Failed, policy end: over, with the failure as the final state.
+    let mut p = policy(1);
+    p.on_action_failure = crate::ivr::dialplan::OnActionFailure::End;
+    let mut esc = Escalation::from_policy(&p, vec![], vec![contact("a", &[]), contact("b", &[])]);
+    let log = run(&mut esc, WED_10_JST, |_| (act(ActionEnd::Refused), 40_000));
+    assert!(
+        log[2].1.starts_with("finished Action") && log[2].1.contains("Refused"),
+        "{log:?}"
+    );
 }

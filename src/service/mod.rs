@@ -2,6 +2,8 @@
 //! runs each escalation, persists every step, resumes after a restart, and
 //! feeds the webhook outbox.
 
+mod actions;
+pub use actions::{RunError, RunReply, RunRequest};
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -54,6 +56,8 @@ pub struct Service {
     pub gateway: Gateway,
     pub tts: Arc<Tts>,
     pub metrics: Metrics,
+    /// Runs maintenance actions, one per contract, host and flow.
+    pub actions: Arc<crate::action::Actions>,
     running: Mutex<HashMap<String, watch::Sender<Option<String>>>>,
     pub outbox_kick: Notify,
     pub shutdown: CancellationToken,
@@ -64,7 +68,7 @@ pub struct Service {
 pub fn final_state(f: &Final) -> &'static str {
     match f {
         Final::Acked { .. } => "acked",
-        Final::ActionRequested { .. } => "action_requested",
+        Final::Action { .. } => "action_taken",
         Final::Exhausted { .. } => "exhausted",
         Final::Cancelled { .. } => "cancelled",
     }
@@ -85,6 +89,7 @@ impl Service {
             gateway,
             tts: Arc::new(tts),
             metrics: Metrics::default(),
+            actions: Arc::new(crate::action::Actions::default()),
             running: Mutex::new(HashMap::new()),
             outbox_kick: Notify::new(),
             shutdown: CancellationToken::new(),
@@ -199,6 +204,8 @@ impl Service {
                 Ok(Ok(mut s)) => {
                     // Lets a PBX log or a test tie each INVITE to its notification.
                     s.call_headers.push(("X-Callout-Notification".into(), row.id.clone()));
+                    s.actions = svc.actions.clone();
+                    s.notification_id = Some(row.id.clone());
                     match svc.trunk(&plan.trunk).await {
                         Ok((proxy, credentials)) => {
                             s.outbound_proxy = proxy;
@@ -297,6 +304,7 @@ impl Service {
 
     /// After a start: continue every notification that was not finished.
     pub async fn resume_all(self: &Arc<Self>) -> Result<usize, StoreError> {
+        actions::recover(self).await;
         let mut n = 0;
         for row in self.store.unfinished().await? {
             let Some(plan) = self.registry.get(&row.contract) else {
@@ -425,6 +433,10 @@ impl StoreObserver {
                 store
                     .end_attempt(&self.id, attempt, &v["outcome"], code, now)
                     .await
+            }
+            "action.started" | "action.finished" => {
+                self.svc.record_run_event(&v).await;
+                Ok(())
             }
             _ => Ok(()),
         };

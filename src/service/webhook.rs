@@ -87,7 +87,20 @@ pub async fn run(svc: Arc<Service>) {
                 .await
                 .ok()
                 .flatten();
-            let contract = n.as_ref().map(|n| n.contract.clone()).unwrap_or_default();
+            // An operator's run without a notification has its own stream.
+            let run = match &n {
+                Some(_) => None,
+                None => svc.store.get_run(&ev.notification_id).await.ok().flatten(),
+            };
+            let contract = n
+                .as_ref()
+                .map(|n| n.contract.clone())
+                .or_else(|| run.as_ref().map(|r| r.contract.clone()))
+                .unwrap_or_default();
+            let ticket = n
+                .as_ref()
+                .map(|n| n.ticket.clone())
+                .or_else(|| run.as_ref().and_then(|r| r.ticket.clone()));
             let Some(url) = svc.webhook_url(&contract) else {
                 // No target configured: the event stays in the database
                 // (visible in the API) and counts as delivered nowhere.
@@ -100,7 +113,7 @@ pub async fn run(svc: Arc<Service>) {
                 "timestamp": ev.created_ms,
                 "notification": ev.notification_id,
                 "contract": contract,
-                "ticket": n.as_ref().map(|n| n.ticket.clone()),
+                "ticket": ticket,
                 "seq": ev.seq,
                 "data": serde_json::from_str::<serde_json::Value>(&ev.payload).unwrap_or_default(),
             })

@@ -8,6 +8,9 @@ use rand::Rng;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod runs;
+pub use runs::RunRow;
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,7 +34,7 @@ pub struct NotificationRow {
     pub host: String,
     pub summary: String,
     pub variables: serde_json::Value,
-    /// `pending`, `running`, `acked`, `action_requested`, `exhausted`, `cancelled`.
+    /// `pending`, `running`, `acked`, `action_taken`, `exhausted`, `cancelled`.
     pub state: String,
     pub final_state: Option<serde_json::Value>,
     /// The serialised escalation engine, for resuming after a restart.
@@ -87,7 +90,13 @@ pub enum KeyClaim {
 }
 
 /// States that end a notification.
-pub const FINAL_STATES: &[&str] = &["acked", "action_requested", "exhausted", "cancelled"];
+pub const FINAL_STATES: &[&str] = &[
+    "acked",
+    "action_requested",
+    "action_taken",
+    "exhausted",
+    "cancelled",
+];
 
 /// The store.
 #[derive(Debug, Clone)]
@@ -293,7 +302,7 @@ impl Store {
     ) -> Result<Option<NotificationRow>, StoreError> {
         let row = sqlx::query(
             "SELECT * FROM notifications WHERE contract = $1 AND ticket = $2 \
-             AND state NOT IN ('acked', 'action_requested', 'exhausted', 'cancelled') ORDER BY created_ms LIMIT 1",
+             AND state NOT IN ('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled') ORDER BY created_ms LIMIT 1",
         )
         .bind(contract)
         .bind(ticket)
@@ -332,7 +341,7 @@ impl Store {
     /// Notifications that were accepted but not finished (for resuming).
     pub async fn unfinished(&self) -> Result<Vec<NotificationRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM notifications WHERE state NOT IN ('acked', 'action_requested', 'exhausted', 'cancelled') \
+            "SELECT * FROM notifications WHERE state NOT IN ('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled') \
              ORDER BY created_ms",
         )
         .fetch_all(&self.pool)
@@ -388,7 +397,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let n = sqlx::query(
             "UPDATE notifications SET cancel_reason = $1, updated_ms = $2 WHERE id = $3 \
-             AND state NOT IN ('acked', 'action_requested', 'exhausted', 'cancelled')",
+             AND state NOT IN ('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled')",
         )
         .bind(reason)
         .bind(now_ms)

@@ -201,7 +201,15 @@ impl Tts {
             &p.wrong_pin,
             &p.locked,
             &p.action_requested,
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            crate::ivr::dialplan::ACTION_SAYS
+                .iter()
+                .map(|&s| p.action(s)),
+        )
+        .chain(plan.actions.values().flat_map(|a| a.phrases.values()))
+        {
             if let Phrase::Text(t) = phrase {
                 // Phrases with variables depend on the notification.
                 if template_variables(t).is_empty() {
