@@ -1,6 +1,8 @@
 //! Helpers for tests that start real peers (sipp, baresip) on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use std::io::Write;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,415 @@
+//! Maintenance flows against a real OpenSSH server on loopback: state
+//! really changes on the "host", failures and timeouts are reported, bad
+//! values never reach it, and the dry run says exactly what would run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::sshd::Sshd;
+use common::*;
+use serde_json::Value;
+
+const PLAN: &str = r#"contract = "ops"
+name = "Ops test"
+language = "en"
+variables = ["service"]
+
+[escalation]
+rounds = 1
+ring_timeout = "10s"
+between_calls = "1s"
+between_rounds = "1m"
+
+[[contacts]]
+name = "Oncall"
+uri = "sip:oncall@127.0.0.1:5999"
+
+[message]
+text = "Alert on {host}."
+
+[menu]
+prompt = "Press 1 to acknowledge, 5 to restart."
+input_timeout = "5s"
+
+[menu.keys]
+"1" = "ack"
+"5" = { action = "restart" }
+
+[actions.restart]
+flow = "fake-restart"
+params = { host = "{host}", service = "{service}" }
+
+[pin]
+code = "2468"
+"#;
+
+/// A dialplan folder for contract `ops` using sshd as host `web01`.
+fn dialplans(dir: &Path, sshd: &Sshd, execute_timeout: &str) -> PathBuf {
+    let d = dir.join("dialplans");
+    std::fs::create_dir_all(d.join("flows")).unwrap();
+    std::fs::write(
+        d.join("ops.toml"),
+        format!("{PLAN}\n{}", sshd.inventory(&["app", "broken", "slow"])),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("flows/fake-restart.toml"),
+        sshd.flow(execute_timeout),
+    )
+    .unwrap();
+    d
+}
+
+fn run(d: &Path, args: &[&str]) -> (i32, Vec<Value>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["action", "run", "fake-restart", "--contract", "ops"])
+        .args(["--dialplans", d.to_str().unwrap()])
+        .args(["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or(Value::String(l.into())))
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn steps(lines: &[Value]) -> Vec<(String, String, u64)> {
+    events(lines, "action.step")
+        .iter()
+        .map(|e| {
+            let s = &e["step"];
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["outcome"].as_str().unwrap().to_string(),
+                s["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn finished(lines: &[Value]) -> &Value {
+    let f = events(lines, "action.finished");
+    assert_eq!(f.len(), 1, "{lines:#?}");
+    &f[0]["record"]
+}
+
+#[test]
+fn check_execute_verify_changes_real_state_over_ssh() {
+    let dir = scratch("action-ssh");
+    let sshd = Sshd::start(&dir.join("host"));
+    let d = dialplans(&dir, &sshd, "20s");
+    assert!(!sshd.running("app"));
+
+    let (code, lines, err) = run(&d, &["--param", "host=web01", "--param", "service=app"]);
+    assert_eq!(code, 0, "{err}\n{lines:#?}\n{}", sshd.log());
+    assert_eq!(
+        steps(&lines),
+        [
+            ("running".into(), "failed".into(), 1),
+            ("restart".into(), "ok".into(), 1),
+            ("running-again".into(), "ok".into(), 1),
+        ]
+    );
+    // The fix really happened on the host, through sshd, as this user.
+    assert!(sshd.running("app"), "the service process runs");
+    assert_eq!(sshd.calls(), ["status app", "restart app", "status app"]);
+    assert!(sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+    let rec = finished(&lines);
+    assert_eq!(rec["result"], "succeeded");
+    assert_eq!(rec["requested_by"]["via"], "cli");
+    let check = &rec["steps"][0];
+    assert_eq!(check["exit_code"], 3);
+    assert_eq!(check["stdout"], "app is stopped\n");
+    assert_eq!(check["op"]["kind"], "ssh");
+    assert_eq!(check["op"]["argv"][0], "ssh");
+    assert_eq!(
+        check["op"]["remote"],
+        serde_json::json!([sshd.fakesvc.to_str().unwrap(), "status", "app"])
+    );
+    assert_eq!(rec["steps"][1]["stdout"], "restarted app\n");
+    assert!(rec["steps"][1]["duration_ms"].as_u64().is_some());
+
+    // Healthy now: the check says so and nothing is changed.
+    let (code, lines, err) = run(&d, &["--param", "host=web01", "--param", "service=app"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(steps(&lines), [("running".into(), "ok".into(), 1)]);
+    assert_eq!(finished(&lines)["result"], "not_needed");
+    assert_eq!(sshd.calls().len(), 4, "only one more status call");
+}
+
+#[test]
+fn a_verify_that_keeps_failing_is_a_failed_run() {
+    let dir = scratch("action-verify");
+    let sshd = Sshd::start(&dir.join("host"));
+    let d = dialplans(&dir, &sshd, "20s");
+    let (code, lines, err) = run(&d, &["--param", "host=web01", "--param", "service=broken"]);
+    assert_eq!(code, 1, "{err}\n{lines:#?}");
+    assert_eq!(
+        steps(&lines),
+        [
+            ("running".into(), "failed".into(), 1),
+            ("restart".into(), "ok".into(), 1),
+            ("running-again".into(), "failed".into(), 1),
+            ("running-again".into(), "failed".into(), 2),
+            ("running-again".into(), "failed".into(), 3),
+        ]
+    );
+    let rec = finished(&lines);
+    assert_eq!(rec["result"], "failed");
+    assert_eq!(rec["phase"], "verify");
+    assert_eq!(rec["step"], "running-again");
+    assert!(!sshd.running("broken"));
+}
+
+#[test]
+fn a_hung_step_is_killed_at_its_timeout() {
+    let dir = scratch("action-timeout");
+    let sshd = Sshd::start(&dir.join("host"));
+    let d = dialplans(&dir, &sshd, "2s");
+    let t = std::time::Instant::now();
+    let (code, lines, err) = run(&d, &["--param", "host=web01", "--param", "service=slow"]);
+    assert_eq!(code, 1, "{err}\n{lines:#?}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        t.elapsed()
+    );
+    let rec = finished(&lines);
+    assert_eq!(rec["result"], "failed");
+    assert_eq!(rec["phase"], "execute");
+    assert_eq!(rec["outcome"], "timeout");
+    let step = &rec["steps"][1];
+    assert_eq!(step["outcome"], "timeout");
+    assert!(
+        step["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 2s; killed"),
+        "{step}"
+    );
+    let ms = step["duration_ms"].as_u64().unwrap();
+    assert!((1900..6000).contains(&ms), "{ms} ms");
+    // Verify did not run after a failed fix.
+    assert_eq!(rec["steps"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn injection_attempts_are_refused_before_anything_runs() {
+    let dir = scratch("action-inject");
+    let sshd = Sshd::start(&dir.join("host"));
+    let d = dialplans(&dir, &sshd, "20s");
+    let pwned = dir.join("pwned");
+    let bad = [
+        "web01; rm -rf /".to_string(),
+        "web01' || true '".to_string(),
+        "\"web01\"".to_string(),
+        "web01\nrm -rf /".to_string(),
+        format!("$(touch {})", pwned.display()),
+        format!("`touch {}`", pwned.display()),
+        "web01 && id".to_string(),
+        "-oProxyCommand=touch /tmp/x".to_string(),
+        "../../etc/passwd".to_string(),
+    ];
+    for v in &bad {
+        for (param, other) in [("host", "service=app"), ("service", "host=web01")] {
+            let p = format!("{param}={v}");
+            let (code, lines, err) = run(&d, &["--param", &p, "--param", other]);
+            assert_eq!(code, 2, "{param}={v:?} must be refused: {lines:#?}");
+            assert!(
+                err.contains(&format!("parameter \"{param}\"")),
+                "the error names the parameter: {err}"
+            );
+            assert!(lines.is_empty(), "nothing ran: {lines:#?}");
+        }
+    }
+    // Names that pass the pattern but are not in the inventory.
+    for p in ["host=web02", "host=localhost"] {
+        let (code, _, err) = run(&d, &["--param", p, "--param", "service=app"]);
+        assert_eq!(code, 2);
+        assert!(
+            err.contains("not one of the contract's inventory hosts"),
+            "{err}"
+        );
+    }
+    let (code, _, err) = run(&d, &["--param", "host=web01", "--param", "service=sshd"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("inventory services"), "{err}");
+    assert!(
+        sshd.calls().is_empty(),
+        "the host saw nothing: {:?}",
+        sshd.calls()
+    );
+    assert!(!sshd.log().contains("Accepted"), "no SSH login happened");
+    assert!(!pwned.exists());
+}
+
+#[test]
+fn dry_run_prints_exactly_what_would_run() {
+    let dir = scratch("action-dry");
+    let sshd = Sshd::start(&dir.join("host"));
+    let d = dialplans(&dir, &sshd, "20s");
+    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args([
+            "action",
+            "run",
+            "fake-restart",
+            "--contract",
+            "ops",
+            "--dry-run",
+        ])
+        .args(["--param", "host=web01", "--param", "service=app"])
+        .args(["--dialplans", d.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ssh = |remote: &str| {
+        serde_json::to_string(&[
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-T",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            &format!("UserKnownHostsFile={}", sshd.known_hosts.display()),
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            &format!("IdentityFile={}", sshd.key.display()),
+            "-o",
+            "ConnectTimeout=3",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=2",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+            &sshd.port.to_string(),
+            "-l",
+            &sshd.user,
+            "--",
+            "127.0.0.1",
+            &format!("{} {remote} app", sshd.fakesvc.display()),
+        ])
+        .unwrap()
+    };
+    let svc = sshd.fakesvc.display();
+    let target = format!("{}@127.0.0.1:{}", sshd.user, sshd.port);
+    let want = format!(
+        "flow fake-restart for contract ops (action restart)\n\
+         params: host=web01 service=app\n\
+         1. check running: ssh, timeout 10s\n   \
+            host: web01 ({target}, os debian-12)\n   \
+            remote argv: [\"{svc}\",\"status\",\"app\"]\n   \
+            argv: {}\n\
+         2. execute restart: ssh, timeout 20s\n   \
+            host: web01 ({target}, os debian-12)\n   \
+            remote argv: [\"{svc}\",\"restart\",\"app\"]\n   \
+            argv: {}\n\
+         3. verify running-again: ssh, timeout 10s, 2 retries every 300ms\n   \
+            host: web01 ({target}, os debian-12)\n   \
+            remote argv: [\"{svc}\",\"status\",\"app\"]\n   \
+            argv: {}\n\
+         dry run: nothing was executed\n",
+        ssh("status"),
+        ssh("restart"),
+        ssh("status")
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    assert!(sshd.calls().is_empty(), "a dry run runs nothing");
+    // The same validation as a real run.
+    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args([
+            "action",
+            "run",
+            "fake-restart",
+            "--contract",
+            "ops",
+            "--dry-run",
+        ])
+        .args(["--param", "host=web01;id", "--param", "service=app"])
+        .args(["--dialplans", d.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "callout: parameter \"host\": value \"web01;id\" contains ';': only letters, digits and . _ : @ + - are allowed\n"
+    );
+}
+
+#[test]
+fn flows_naming_hosts_outside_the_inventory_do_not_load() {
+    let dir = scratch("action-load");
+    let sshd = Sshd::start(&dir.join("host"));
+    let d = dialplans(&dir, &sshd, "20s");
+    // A step that probes a host the contract does not list.
+    std::fs::write(
+        d.join("flows/probe-db.toml"),
+        "[params]\nhost = { kind = \"host\" }\n\n[[execute]]\nname = \"db-port\"\ntcp_check = { host = \"db-9\", port = 5432 }\n",
+    )
+    .unwrap();
+    let plan = std::fs::read_to_string(d.join("ops.toml")).unwrap();
+    let plan = plan
+        .replace(
+            "\"5\" = { action = \"restart\" }",
+            "\"5\" = { action = \"restart\" }\n\"6\" = { action = \"probe\" }\n\"7\" = { action = \"fixed\" }",
+        )
+        .replace(
+            "[pin]",
+            "[actions.probe]\nflow = \"probe-db\"\nparams = { host = \"web01\" }\n\n\
+             [actions.fixed]\nflow = \"fake-restart\"\nparams = { host = \"mail-1\", service = \"app\" }\n\
+             [actions.fixed.override.reboot]\nssh = { argv = [\"reboot\"] }\n\n[pin]",
+        );
+    std::fs::write(d.join("ops.toml"), &plan).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["dialplan", "check", "--no-tts", d.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let line_of = |needle: &str| plan.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let file = d.join("ops.toml");
+    for (line, msg) in [
+        (
+            line_of("[actions.fixed]"),
+            "action \"fixed\": parameter \"host\": \"mail-1\" is not one of the contract's inventory hosts",
+        ),
+        (
+            line_of("[actions.fixed]"),
+            "action \"fixed\": override of step \"reboot\", which flow \"fake-restart\" does not have (steps: running, restart, running-again)",
+        ),
+        (
+            line_of("[actions.probe]"),
+            "names host \"db-9\", which is not in the contract's inventory",
+        ),
+    ] {
+        let prefix = format!("{}:{line}:", file.display());
+        assert!(
+            text.lines().any(|l| l.starts_with(&prefix) && l.contains(msg)),
+            "want {prefix} ... {msg}\n{text}"
+        );
+    }
+    // The service keeps its plans when a reload meets these errors: the
+    // registry rejects the folder as a whole.
+    assert!(callout::ivr::registry::Registry::load(&d, Path::new("prompts")).is_err());
+}
