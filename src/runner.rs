@@ -341,6 +341,9 @@ pub async fn escalate(
     }
 }
 
+/// Silence between the last phrase and the BYE.
+const HANGUP_TAIL: Duration = Duration::from_millis(400);
+
 /// An action running inside a call, with its (contract, host, flow) slot.
 struct ActionRun<'a> {
     fut: std::pin::Pin<Box<dyn std::future::Future<Output = RunRecord> + Send + 'a>>,
@@ -445,6 +448,7 @@ async fn run_call(
         ..Default::default()
     };
     let mut call_gone = false;
+    let mut hangup_at: Option<tokio::time::Instant> = None;
     let mut running_action: Option<String> = None;
     let mut action_run: Option<ActionRun<'_>> = None;
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<Phase>();
@@ -566,6 +570,15 @@ async fn run_call(
                     call.hangup();
                 }
             }
+            _ = async {
+                match hangup_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            }, if hangup_at.is_some() => {
+                hangup_at = None;
+                call.hangup();
+            }
             _ = timer, if !stopping => menu.handle_timeout(since(answered_at)),
             _ = script.shutdown.cancelled(), if !stopping => {
                 stopping = true;
@@ -605,7 +618,12 @@ async fn run_call(
                     call.stop_audio();
                     ids.clear();
                 }
-                MenuOutput::Hangup => call.hangup(),
+                MenuOutput::Hangup => {
+                    // Let the far end's jitter buffer play out the last
+                    // word before the BYE makes it drop what it holds.
+                    call.play_silence(HANGUP_TAIL.as_millis() as u64);
+                    hangup_at = Some(tokio::time::Instant::now() + HANGUP_TAIL);
+                }
                 MenuOutput::Outcome(o) => {
                     outcome.get_or_insert(o);
                 }

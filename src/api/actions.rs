@@ -64,6 +64,9 @@ pub(super) async fn run_flow(
     Path(flow): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // Who may look at all, before reading the body.
+    authorize(&svc, &headers, Scope::Actions)
+        .or_else(|_| authorize(&svc, &headers, Scope::Operate))?;
     let req: RunRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
