@@ -374,17 +374,29 @@ pub struct ActionRunOpts {
     pub action: Option<String>,
     pub params: Vec<String>,
     pub dry_run: bool,
-    pub dialplans: PathBuf,
-    pub prompts: PathBuf,
+    pub ticket: Option<String>,
+    pub config: Option<PathBuf>,
+    pub database: Option<String>,
+    pub dialplans: Option<PathBuf>,
+    pub prompts: Option<PathBuf>,
 }
 
 /// `callout action run FLOW --contract C --param k=v [--dry-run]`: resolve
 /// the contract's action for FLOW from the dialplan folder and print what
-/// would run, or run it here and print each event as a JSON line. Exit 0
+/// would run, or run it here and print each event as a JSON line. A run
+/// takes its slot in the service's database (so it cannot overlap a run
+/// of the service or of another operator), is recorded there, and its
+/// events wait in the webhook outbox for the service to deliver. Exit 0
 /// when fixed (or nothing to fix), 1 when the run failed, 2 when the
-/// request is invalid.
+/// request is invalid or the flow is already running.
 pub async fn action_run(o: ActionRunOpts) -> anyhow::Result<ExitCode> {
     use crate::action::{action_for_flow, plan::resolve, Actions, Requester, RunMeta};
+    let config = match &o.config {
+        Some(c) => crate::config::Config::load(c)?,
+        None => crate::config::Config::default(),
+    };
+    let dialplans = o.dialplans.unwrap_or(config.dialplans.clone());
+    let prompts = o.prompts.unwrap_or(config.prompts.clone());
     let mut given = std::collections::BTreeMap::new();
     for p in &o.params {
         let (k, v) = p
@@ -392,7 +404,7 @@ pub async fn action_run(o: ActionRunOpts) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--param {p:?}: write NAME=VALUE"))?;
         given.insert(k.to_string(), v.to_string());
     }
-    let plans = crate::ivr::dialplan::load_dir(&o.dialplans, &o.prompts).map_err(|errs| {
+    let plans = crate::ivr::dialplan::load_dir(&dialplans, &prompts).map_err(|errs| {
         anyhow::anyhow!(
             "the dialplans do not load:\n{}",
             errs.iter()
@@ -404,7 +416,7 @@ pub async fn action_run(o: ActionRunOpts) -> anyhow::Result<ExitCode> {
     let plan = plans
         .iter()
         .find(|p| p.contract == o.contract)
-        .with_context(|| format!("no contract {:?} in {}", o.contract, o.dialplans.display()))?;
+        .with_context(|| format!("no contract {:?} in {}", o.contract, dialplans.display()))?;
     let action = action_for_flow(plan, &o.flow, o.action.as_deref())?;
     let rp = resolve(
         &plan.contract,
@@ -417,22 +429,51 @@ pub async fn action_run(o: ActionRunOpts) -> anyhow::Result<ExitCode> {
         print!("{}", rp.describe());
         return Ok(ExitCode::SUCCESS);
     }
-    let actions = std::sync::Arc::new(Actions::default());
-    let _lock = actions.lock(&rp)?;
+    let url = o.database.unwrap_or(config.database_url.clone());
+    let store = crate::store::Store::connect(&url)
+        .await
+        .with_context(|| format!("cannot open the database {url} where runs are recorded"))?;
+    let actions = std::sync::Arc::new(Actions::with_store(store.clone()));
     let meta = RunMeta {
         run_id: crate::store::new_id("run"),
         requested_by: Requester::Cli {
             user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
         },
         notification: None,
-        ticket: None,
+        ticket: o.ticket.clone(),
     };
-    let rec = actions
-        .execute(&rp, &meta, &crate::runner::PrintObserver, None)
-        .await;
+    let _lock = actions.claim(&rp, &meta).await?;
+    let obs = OutboxObserver {
+        store,
+        stream: meta.run_id.clone(),
+    };
+    let rec = actions.execute(&rp, &meta, &obs, None).await;
     Ok(if rec.result.is_success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Prints each event and queues it for the service's webhook sender.
+struct OutboxObserver {
+    store: crate::store::Store,
+    stream: String,
+}
+
+impl crate::runner::Observer for OutboxObserver {
+    fn event(&self, v: serde_json::Value) -> crate::runner::Fut<'_> {
+        Box::pin(async move {
+            println!("{v}");
+            let event = v["event"].as_str().unwrap_or("").to_string();
+            let now = crate::runner::now_ms();
+            if let Err(e) = self.store.enqueue(&self.stream, &event, &v, now).await {
+                tracing::error!(error = %e, "cannot queue webhook {event}");
+            }
+        })
+    }
+
+    fn checkpoint(&self, _esc: &crate::ivr::escalation::Escalation) -> crate::runner::Fut<'_> {
+        Box::pin(async {})
+    }
 }

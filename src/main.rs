@@ -151,10 +151,22 @@ enum ActionCmd {
         /// Print exactly what would run, run nothing.
         #[arg(long)]
         dry_run: bool,
-        #[arg(long, default_value = "dialplans")]
-        dialplans: PathBuf,
-        #[arg(long, default_value = "prompts")]
-        prompts: PathBuf,
+        /// The ticket the run is for (in its record and webhooks).
+        #[arg(long)]
+        ticket: Option<String>,
+        /// The service's config: its dialplans, prompts and database.
+        #[arg(long, env = "CALLOUT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where the run is recorded and its slot taken (default: the
+        /// config's, else sqlite://data/callout.db, as `callout serve`).
+        #[arg(long, env = "CALLOUT_DATABASE_URL")]
+        database: Option<String>,
+        /// Default: the config's, else dialplans/.
+        #[arg(long)]
+        dialplans: Option<PathBuf>,
+        /// Default: the config's, else prompts/.
+        #[arg(long)]
+        prompts: Option<PathBuf>,
     },
 }
 
@@ -283,6 +295,9 @@ fn main() -> ExitCode {
                     action,
                     params,
                     dry_run,
+                    ticket,
+                    config,
+                    database,
                     dialplans,
                     prompts,
                 },
@@ -293,6 +308,9 @@ fn main() -> ExitCode {
                 action,
                 params,
                 dry_run,
+                ticket,
+                config,
+                database,
                 dialplans,
                 prompts,
             }))

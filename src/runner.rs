@@ -351,7 +351,7 @@ struct ActionRun<'a> {
 }
 
 /// Resolve the action for this alert, take its slot and start it.
-fn start_action<'a>(
+async fn start_action<'a>(
     plan: &'a Dialplan,
     script: &'a Script,
     action: &str,
@@ -373,7 +373,7 @@ fn start_action<'a>(
         &script.alert,
         &BTreeMap::new(),
     )?;
-    let lock = script.actions.lock(&rp)?;
+    let lock = script.actions.claim(&rp, &meta).await?;
     let actions = script.actions.clone();
     Ok(ActionRun {
         fut: Box::pin(async move { actions.execute(&rp, &meta, obs, Some(&progress)).await }),
@@ -655,20 +655,17 @@ async fn run_call(
                         meta.clone(),
                         obs,
                         progress_tx.clone(),
-                    ) {
+                    )
+                    .await
+                    {
                         Ok(run) => action_run = Some(run),
                         Err(e) => {
                             tracing::warn!(action = %action, error = %e, "action refused");
                             let flow = plan.actions.get(&action).map_or("", |a| a.flow.as_str());
-                            Actions::refused(
-                                &meta,
-                                &plan.contract,
-                                &action,
-                                flow,
-                                &e.to_string(),
-                                obs,
-                            )
-                            .await;
+                            script
+                                .actions
+                                .refused(&meta, &plan.contract, &action, flow, &e.to_string(), obs)
+                                .await;
                             running_action = None;
                             menu.action_finished(ActionEnd::Refused);
                         }

@@ -62,14 +62,25 @@ fn dialplans(dir: &Path, sshd: &Sshd, execute_timeout: &str) -> PathBuf {
     d
 }
 
-fn run(d: &Path, args: &[&str]) -> (i32, Vec<Value>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args(["action", "run", "fake-restart", "--contract", "ops"])
+/// `callout action run fake-restart` on the test's own database.
+fn cli(d: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_callout"));
+    c.args(["action", "run", "fake-restart", "--contract", "ops"])
         .args(["--dialplans", d.to_str().unwrap()])
         .args(["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")])
+        .args(["--database", &database(d)])
         .args(args)
-        .output()
-        .unwrap();
+        .env_remove("CALLOUT_CONFIG")
+        .current_dir(d.parent().unwrap());
+    c
+}
+
+fn database(d: &Path) -> String {
+    format!("sqlite://{}/data/callout.db", d.parent().unwrap().display())
+}
+
+fn run(d: &Path, args: &[&str]) -> (i32, Vec<Value>, String) {
+    let out = cli(d, args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines = stdout
         .lines()
@@ -200,6 +211,110 @@ fn a_hung_step_is_killed_at_its_timeout() {
     assert!((1900..6000).contains(&ms), "{ms} ms");
     // Verify did not run after a failed fix.
     assert_eq!(rec["steps"].as_array().unwrap().len(), 2);
+}
+
+/// The same slot and record as the service's, through the database: a
+/// second run is refused while one is running in another process, and a
+/// slot whose process was killed is taken over at once, the dead run
+/// marked interrupted.
+#[test]
+fn runs_share_one_slot_across_processes_and_are_recorded() {
+    use callout::store::Store;
+    let dir = scratch("action-slot");
+    let sshd = Sshd::start(&dir.join("host"));
+    let d = dialplans(&dir, &sshd, "30s");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut first = cli(
+        &d,
+        &[
+            "--param",
+            "host=web01",
+            "--param",
+            "service=slow",
+            "--ticket",
+            "INC-1",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let store = rt.block_on(Store::connect(&database(&d))).unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let held = loop {
+        let r = rt.block_on(store.running_runs()).unwrap();
+        if let Some(r) = r.into_iter().next() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the first run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(
+        held.owner.as_deref().unwrap().rsplit_once(':').unwrap().1,
+        first.id().to_string()
+    );
+    assert_eq!(held.ticket.as_deref(), Some("INC-1"));
+    // Wait for the hung restart, so the slot is held mid-run.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sshd.calls().contains(&"restart slow".to_string()) {
+        assert!(std::time::Instant::now() < until, "{:?}", sshd.calls());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // Another process, other values, same contract, host and flow.
+    let (code, lines, err) = run(&d, &["--param", "host=web01", "--param", "service=app"]);
+    assert_eq!(code, 2, "{lines:#?}");
+    assert!(
+        err.contains(&format!(
+            "flow \"fake-restart\" is already running for contract \"ops\" on host \"web01\" (run {}, started by ",
+            held.id
+        )) && err.contains("with callout action run); wait for it to finish"),
+        "{err}"
+    );
+    assert!(lines.is_empty());
+    assert!(!sshd.calls().contains(&"status app".to_string()));
+
+    // The first process dies mid-run: its slot is taken over at once.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (code, lines, err) = run(&d, &["--param", "host=web01", "--param", "service=app"]);
+    assert_eq!(code, 0, "{err}\n{lines:#?}");
+    assert!(sshd.running("app"));
+    let dead = rt.block_on(store.get_run(&held.id)).unwrap().unwrap();
+    assert_eq!(dead.state, "interrupted");
+    assert!(dead.finished_ms.is_some());
+    // The new run's full record is in the database, and its events wait
+    // in the outbox for the service's webhook sender.
+    let run_id = finished(&lines)["run_id"].as_str().unwrap().to_string();
+    let row = rt.block_on(store.get_run(&run_id)).unwrap().unwrap();
+    assert_eq!(row.state, "succeeded");
+    assert_eq!(row.requested_by["via"], "cli");
+    let rec = row.record.unwrap();
+    assert_eq!(rec["steps"].as_array().unwrap().len(), 3);
+    assert_eq!(rec["steps"][1]["op"]["remote"][2], "app");
+    let events: Vec<String> = rt
+        .block_on(store.outbox(&run_id))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "action.started",
+            "action.step",
+            "action.step",
+            "action.step",
+            "action.finished"
+        ]
+    );
+    assert!(rt.block_on(store.running_runs()).unwrap().is_empty());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! and drops its own database); without it the PostgreSQL half says so
 //! loudly and is skipped. `.ci/run` sets it.
 
-use callout::store::{AttemptRow, KeyClaim, NotificationRow, Store};
+use callout::store::{AttemptRow, KeyClaim, NotificationRow, RunRow, Store};
 use serde_json::json;
 
 fn notification(id: &str, ticket: &str, created: i64) -> NotificationRow {
@@ -262,6 +262,115 @@ async fn exercise(store: &Store) {
         vec![2, 1, 0]
     );
     assert!(store.ping().await);
+    exercise_runs(store).await;
+}
+
+fn run(id: &str, owner: &str, now: i64) -> RunRow {
+    RunRow {
+        id: id.into(),
+        contract: "acme-web".into(),
+        action: "restart".into(),
+        flow: "restart-service".into(),
+        host: "web-01".into(),
+        notification_id: Some("n_1".into()),
+        ticket: Some("T-1".into()),
+        requested_by: json!({"via": "api", "token": "ops"}),
+        state: "running".into(),
+        record: None,
+        started_ms: now,
+        finished_ms: None,
+        owner: Some(owner.into()),
+        heartbeat_ms: Some(now),
+    }
+}
+
+/// Action runs: the running row is the (contract, host, flow) slot.
+async fn exercise_runs(store: &Store) {
+    assert!(store.start_run(&run("run_1", "a:1", 1000)).await.unwrap());
+    // Same slot from another process: refused by the database.
+    assert!(!store.start_run(&run("run_2", "b:2", 1001)).await.unwrap());
+    // Another host is another slot.
+    let mut other = run("run_3", "b:2", 1002);
+    other.host = "web-02".into();
+    assert!(store.start_run(&other).await.unwrap());
+    let held = store
+        .running_run("acme-web", "web-01", "restart-service")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.id, "run_1");
+    assert_eq!(held.owner.as_deref(), Some("a:1"));
+    store.beat_run("run_1", 6000).await.unwrap();
+    assert_eq!(
+        store.get_run("run_1").await.unwrap().unwrap().heartbeat_ms,
+        Some(6000)
+    );
+    // Its owner died: interrupted once, and the slot is free.
+    assert!(store.interrupt_run("run_1", 7000).await.unwrap());
+    assert!(!store.interrupt_run("run_1", 7001).await.unwrap());
+    assert!(store.start_run(&run("run_2", "b:2", 7002)).await.unwrap());
+    let mut done = run("run_2", "b:2", 7002);
+    done.state = "succeeded".into();
+    done.record = Some(json!({"steps": [{"name": "restart", "exit_code": 0}]}));
+    done.finished_ms = Some(9000);
+    store.finish_run(&done).await.unwrap();
+    // A beat after the end changes nothing.
+    store.beat_run("run_2", 9500).await.unwrap();
+    let got = store.get_run("run_2").await.unwrap().unwrap();
+    assert_eq!(got.state, "succeeded");
+    assert_eq!(got.heartbeat_ms, Some(7002));
+    assert_eq!(got.record.unwrap()["steps"][0]["exit_code"], 0);
+    // A refusal is recorded without a start.
+    let mut refused = run("run_4", "b:2", 9600);
+    refused.state = "refused".into();
+    refused.finished_ms = Some(9600);
+    store.finish_run(&refused).await.unwrap();
+    let states: Vec<(String, String)> = store
+        .runs_of("n_1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("run_1".to_string(), "interrupted".to_string()),
+            ("run_3".into(), "running".into()),
+            ("run_2".into(), "succeeded".into()),
+            ("run_4".into(), "refused".into()),
+        ]
+    );
+    let running: Vec<String> = store
+        .running_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(running, ["run_3"]);
+}
+
+/// A service and `callout action run` starting together on a new SQLite
+/// file: each migrates, neither fails on the other's half-done schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_starts_racing_on_one_sqlite_file_all_succeed() {
+    let dir = std::env::temp_dir().join(format!("callout-store-mig-{}", std::process::id()));
+    for round in 0..5 {
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = format!("sqlite://{}/callout.db", dir.display());
+        let tries: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { Store::connect(&url).await })
+            })
+            .collect();
+        for t in tries {
+            let store = t.await.unwrap();
+            assert!(store.is_ok(), "round {round}: {:?}", store.err());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod flow;
 pub mod inventory;
 pub mod plan;
+pub mod slot;
 pub mod validate;
 
 use std::collections::{BTreeMap, HashSet};
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::runner::{now_ms, Observer};
+use crate::store::{RunRow, Store};
 use engine::{EngineOutput, FlowEngine, RunResult, StepInfo};
 use exec::StepReport;
 use flow::Phase;
@@ -76,6 +78,16 @@ pub enum ActionError {
         host: String,
         flow: String,
     },
+    #[error("flow {flow:?} is already running for contract {contract:?} on host {host:?} (run {run}, started by {by}); wait for it to finish")]
+    BusyElsewhere {
+        contract: String,
+        host: String,
+        flow: String,
+        run: String,
+        by: String,
+    },
+    #[error("the run cannot be recorded, so it was not started: {0}")]
+    Store(String),
 }
 
 /// Who asked for a run.
@@ -135,10 +147,13 @@ pub struct RunRecord {
     pub steps: Vec<StepRecord>,
 }
 
-/// Runs actions; one per (contract, host, flow) at a time.
+/// Runs actions; one per (contract, host, flow) at a time. With a store,
+/// the slot holds across processes and every run is recorded there.
 pub struct Actions {
     running: Mutex<HashSet<(String, String, String)>>,
     http: reqwest::Client,
+    store: Option<Store>,
+    owner: String,
 }
 
 impl Default for Actions {
@@ -149,11 +164,14 @@ impl Default for Actions {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
+            store: None,
+            owner: slot::this_owner(),
         }
     }
 }
 
-/// Held while a run is in progress; dropping it frees the slot.
+/// Held while a run is in progress; dropping it frees the slot in this
+/// process (the database row is ended by the run's record).
 pub struct RunLock {
     actions: Arc<Actions>,
     key: (String, String, String),
@@ -165,14 +183,40 @@ impl Drop for RunLock {
     }
 }
 
+/// Renews a run's heartbeat until dropped.
+struct Heartbeat(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
+
 impl Actions {
+    /// Runs recorded in `store`, whose rows are the slots shared with
+    /// every other process on the same database.
+    pub fn with_store(store: Store) -> Actions {
+        Actions {
+            store: Some(store),
+            ..Actions::default()
+        }
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String, String)>> {
         // A poisoned lock only means a holder panicked; the set is intact.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Take the (contract, host, flow) slot or say who holds it.
-    pub fn lock(self: &Arc<Self>, p: &RunPlan) -> Result<RunLock, ActionError> {
+    /// Take the (contract, host, flow) slot for the run `meta` or say who
+    /// holds it. With a store, the run's row is written here, before
+    /// anything runs: a run that cannot be recorded does not start.
+    pub async fn claim(
+        self: &Arc<Self>,
+        p: &RunPlan,
+        meta: &RunMeta,
+    ) -> Result<RunLock, ActionError> {
         let key = (
             p.contract.clone(),
             p.host.clone().unwrap_or_else(|| "-".into()),
@@ -185,10 +229,133 @@ impl Actions {
                 flow: key.2,
             });
         }
-        Ok(RunLock {
+        let lock = RunLock {
             actions: self.clone(),
             key,
+        };
+        if let Some(store) = &self.store {
+            self.claim_row(store, p, meta).await?;
+        }
+        Ok(lock)
+    }
+
+    async fn claim_row(
+        &self,
+        store: &Store,
+        p: &RunPlan,
+        meta: &RunMeta,
+    ) -> Result<(), ActionError> {
+        let db = |e: crate::store::StoreError| ActionError::Store(e.to_string());
+        let now = now_ms();
+        let row = RunRow {
+            id: meta.run_id.clone(),
+            contract: p.contract.clone(),
+            action: p.action.clone(),
+            flow: p.flow.clone(),
+            host: p.host.clone().unwrap_or_else(|| "-".into()),
+            notification_id: meta.notification.clone(),
+            ticket: meta.ticket.clone(),
+            requested_by: serde_json::to_value(&meta.requested_by).unwrap_or_default(),
+            state: "running".into(),
+            record: None,
+            started_ms: now,
+            finished_ms: None,
+            owner: Some(self.owner.clone()),
+            heartbeat_ms: Some(now),
+        };
+        // Twice at most: a slot whose owner is gone is taken over once.
+        for _ in 0..2 {
+            if store.start_run(&row).await.map_err(db)? {
+                return Ok(());
+            }
+            let Some(held) = store
+                .running_run(&row.contract, &row.host, &row.flow)
+                .await
+                .map_err(db)?
+            else {
+                continue;
+            };
+            let beat = held.heartbeat_ms.unwrap_or(held.started_ms);
+            if slot::abandoned(held.owner.as_deref(), beat, now_ms(), &self.owner) {
+                tracing::warn!(run = %held.id, owner = ?held.owner, "action run abandoned by its process; marked interrupted");
+                store.interrupt_run(&held.id, now_ms()).await.map_err(db)?;
+                continue;
+            }
+            return Err(ActionError::BusyElsewhere {
+                contract: row.contract,
+                host: row.host,
+                flow: row.flow,
+                run: held.id,
+                by: describe_requester(&held.requested_by),
+            });
+        }
+        Err(ActionError::Busy {
+            contract: row.contract,
+            host: row.host,
+            flow: row.flow,
         })
+    }
+
+    /// Free the slots of runs whose process is gone (at a service start).
+    pub async fn recover(&self) -> Result<u64, crate::store::StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for r in store.running_runs().await? {
+            let beat = r.heartbeat_ms.unwrap_or(r.started_ms);
+            // Rows from before owners were recorded belong to a stopped
+            // service: this start is the only one that could resume them.
+            let gone = r.owner.is_none()
+                || slot::abandoned(r.owner.as_deref(), beat, now_ms(), &self.owner);
+            if gone && store.interrupt_run(&r.id, now_ms()).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn heartbeat(&self, run_id: &str) -> Heartbeat {
+        let Some(store) = self.store.clone() else {
+            return Heartbeat(None);
+        };
+        let id = run_id.to_string();
+        Heartbeat(Some(tokio::spawn(async move {
+            let period = Duration::from_millis(slot::HEARTBEAT_MS as u64);
+            loop {
+                tokio::time::sleep(period).await;
+                if let Err(e) = store.beat_run(&id, now_ms()).await {
+                    tracing::warn!(run = %id, error = %e, "cannot renew the action run's heartbeat");
+                }
+            }
+        })))
+    }
+
+    /// Store a run's end (inserting it when it was refused before it
+    /// started). A failure is logged: the run has happened either way.
+    async fn store_end(&self, rec: &RunRecord) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let row = RunRow {
+            id: rec.meta.run_id.clone(),
+            contract: rec.contract.clone(),
+            action: rec.action.clone(),
+            flow: rec.flow.clone(),
+            host: rec.host.clone().unwrap_or_else(|| "-".into()),
+            notification_id: rec.meta.notification.clone(),
+            ticket: rec.meta.ticket.clone(),
+            requested_by: serde_json::to_value(&rec.meta.requested_by).unwrap_or_default(),
+            state: rec.result.name().into(),
+            record: serde_json::to_value(rec).ok(),
+            started_ms: rec.started_ms,
+            finished_ms: Some(rec.finished_ms),
+            owner: Some(self.owner.clone()),
+            heartbeat_ms: Some(rec.finished_ms),
+        };
+        if let Err(e) = store.finish_run(&row).await {
+            tracing::error!(run = %rec.meta.run_id, error = %e, "cannot record the action run's end");
+        }
     }
 
     pub fn started_event(p: &RunPlan, meta: &RunMeta) -> Value {
@@ -215,6 +382,7 @@ impl Actions {
         progress: Option<&tokio::sync::mpsc::UnboundedSender<Phase>>,
     ) -> RunRecord {
         let started_ms = now_ms();
+        let _beat = self.heartbeat(&meta.run_id);
         obs.event(Self::started_event(p, meta)).await;
         let t0 = Instant::now();
         let ms = || t0.elapsed().as_millis() as u64;
@@ -294,6 +462,7 @@ impl Actions {
             result,
             steps,
         };
+        self.store_end(&rec).await;
         obs.event(json!({"event": "action.finished", "run_id": meta.run_id, "result": rec.result.name(), "record": rec}))
             .await;
         rec
@@ -301,6 +470,7 @@ impl Actions {
 
     /// Record a request that was refused before anything ran.
     pub async fn refused(
+        &self,
         meta: &RunMeta,
         contract: &str,
         action: &str,
@@ -324,9 +494,21 @@ impl Actions {
             },
             steps: Vec::new(),
         };
+        self.store_end(&rec).await;
         obs.event(json!({"event": "action.finished", "run_id": meta.run_id, "result": "refused", "record": rec}))
             .await;
         rec
+    }
+}
+
+/// "the API token ops", "Oncall by phone", for a busy slot's message.
+fn describe_requester(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+    match v["via"].as_str() {
+        Some("call") => format!("{} by phone", s("contact")),
+        Some("api") => format!("API token {}", s("token")),
+        Some("cli") => format!("{} with callout action run", s("user")),
+        _ => "another process".into(),
     }
 }
 

@@ -33,9 +33,14 @@ fn action_error(e: RunError) -> ApiError {
                 | ActionError::NotInInventory { param, .. } => {
                     ApiError::invalid(&format!("params.{param}"), detail)
                 }
-                ActionError::Busy { .. } => {
+                ActionError::Busy { .. } | ActionError::BusyElsewhere { .. } => {
                     ApiError::new(StatusCode::CONFLICT, "Already running", detail)
                 }
+                ActionError::Store(_) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Cannot record the run",
+                    detail,
+                ),
                 ActionError::NoArgv { .. }
                 | ActionError::MissingSecret(_)
                 | ActionError::Config(_)

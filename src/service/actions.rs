@@ -12,7 +12,7 @@ use crate::action::plan::{resolve, RunPlan};
 use crate::action::{action_for_flow, ActionError, Requester, RunMeta, RunRecord};
 use crate::ivr::escalation::Escalation;
 use crate::runner::{now_ms, Fut, Observer};
-use crate::store::{new_id, RunRow};
+use crate::store::new_id;
 
 /// An operator's request to run (or dry-run) a flow for a contract.
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
@@ -92,22 +92,13 @@ impl Service {
         if req.dry_run {
             return Ok(RunReply::DryRun(rp));
         }
-        let lock = self.actions.lock(&rp)?;
         let meta = RunMeta {
             run_id: new_id("run"),
             requested_by,
             notification: req.notification.clone(),
             ticket,
         };
-        // The database row is the slot across processes.
-        if !self.store.start_run(&run_row(&rp, &meta)).await? {
-            return Err(ActionError::Busy {
-                contract: rp.contract.clone(),
-                host: rp.host.clone().unwrap_or_else(|| "-".into()),
-                flow: rp.flow.clone(),
-            }
-            .into());
-        }
+        let lock = self.actions.claim(&rp, &meta).await?;
         let svc = self.clone();
         let run_id = meta.run_id.clone();
         let task = self.tasks.spawn(async move {
@@ -130,70 +121,6 @@ impl Service {
         }
         Ok(RunReply::Started(run_id))
     }
-
-    /// Store an `action.*` event's run state. Called for every event of
-    /// a notification's or a run's stream.
-    pub(super) async fn record_run_event(&self, v: &Value) {
-        let r = match v["event"].as_str() {
-            Some("action.started") => {
-                let row = RunRow {
-                    id: v["run"]["run_id"].as_str().unwrap_or_default().into(),
-                    contract: v["contract"].as_str().unwrap_or_default().into(),
-                    action: v["action"].as_str().unwrap_or_default().into(),
-                    flow: v["flow"].as_str().unwrap_or_default().into(),
-                    host: v["host"].as_str().unwrap_or("-").into(),
-                    notification_id: v["run"]["notification"].as_str().map(Into::into),
-                    ticket: v["run"]["ticket"].as_str().map(Into::into),
-                    requested_by: v["run"]["requested_by"].clone(),
-                    state: "running".into(),
-                    record: None,
-                    started_ms: now_ms(),
-                    finished_ms: None,
-                };
-                // Already there when the API took the slot first.
-                self.store.start_run(&row).await.map(|_| ())
-            }
-            Some("action.finished") => {
-                let rec = &v["record"];
-                let row = RunRow {
-                    id: rec["run_id"].as_str().unwrap_or_default().into(),
-                    contract: rec["contract"].as_str().unwrap_or_default().into(),
-                    action: rec["action"].as_str().unwrap_or_default().into(),
-                    flow: rec["flow"].as_str().unwrap_or_default().into(),
-                    host: rec["host"].as_str().unwrap_or("-").into(),
-                    notification_id: rec["notification"].as_str().map(Into::into),
-                    ticket: rec["ticket"].as_str().map(Into::into),
-                    requested_by: rec["requested_by"].clone(),
-                    state: rec["result"].as_str().unwrap_or("failed").into(),
-                    record: Some(rec.clone()),
-                    started_ms: rec["started_ms"].as_i64().unwrap_or_else(now_ms),
-                    finished_ms: Some(rec["finished_ms"].as_i64().unwrap_or_else(now_ms)),
-                };
-                self.store.finish_run(&row).await
-            }
-            _ => return,
-        };
-        if let Err(e) = r {
-            tracing::error!(error = %e, "cannot record the action run");
-        }
-    }
-}
-
-fn run_row(p: &RunPlan, meta: &RunMeta) -> RunRow {
-    RunRow {
-        id: meta.run_id.clone(),
-        contract: p.contract.clone(),
-        action: p.action.clone(),
-        flow: p.flow.clone(),
-        host: p.host.clone().unwrap_or_else(|| "-".into()),
-        notification_id: meta.notification.clone(),
-        ticket: meta.ticket.clone(),
-        requested_by: serde_json::to_value(&meta.requested_by).unwrap_or_default(),
-        state: "running".into(),
-        record: None,
-        started_ms: now_ms(),
-        finished_ms: None,
-    }
 }
 
 /// Records an operator's run and queues its events on the ticket's
@@ -206,7 +133,6 @@ struct RunObserver {
 impl Observer for RunObserver {
     fn event(&self, v: Value) -> Fut<'_> {
         Box::pin(async move {
-            self.svc.record_run_event(&v).await;
             let event = v["event"].as_str().unwrap_or("").to_string();
             if let Err(e) = self
                 .svc
@@ -227,11 +153,11 @@ impl Observer for RunObserver {
 
 /// Free slots left `running` by a process that died mid-run.
 pub async fn recover(svc: &Service) {
-    match svc.store.interrupt_runs(now_ms()).await {
+    match svc.actions.recover().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
             runs = n,
-            "action runs were cut off by a restart; marked interrupted"
+            "action runs were cut off by a process that stopped; marked interrupted"
         ),
         Err(e) => tracing::error!(error = %e, "cannot mark interrupted action runs"),
     }

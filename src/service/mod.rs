@@ -82,6 +82,7 @@ impl Service {
         gateway: Gateway,
         tts: Tts,
     ) -> Arc<Service> {
+        let actions = Arc::new(crate::action::Actions::with_store(store.clone()));
         Arc::new(Service {
             config,
             store,
@@ -89,7 +90,7 @@ impl Service {
             gateway,
             tts: Arc::new(tts),
             metrics: Metrics::default(),
-            actions: Arc::new(crate::action::Actions::default()),
+            actions,
             running: Mutex::new(HashMap::new()),
             outbox_kick: Notify::new(),
             shutdown: CancellationToken::new(),
@@ -433,10 +434,6 @@ impl StoreObserver {
                 store
                     .end_attempt(&self.id, attempt, &v["outcome"], code, now)
                     .await
-            }
-            "action.started" | "action.finished" => {
-                self.svc.record_run_event(&v).await;
-                Ok(())
             }
             _ => Ok(()),
         };

@@ -20,7 +20,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored JSON is corrupt: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("cannot create the database folder: {0}")]
+    #[error("database file: {0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -119,23 +119,46 @@ fn json_col(row: &AnyRow, col: &str) -> Result<Option<serde_json::Value>, StoreE
     })
 }
 
+/// An exclusive lock on `DB.migrate-lock`, released when dropped (and by
+/// the kernel when the process dies).
+async fn migration_lock(db: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    use std::os::fd::AsRawFd;
+    let mut name = db.as_os_str().to_owned();
+    name.push(".migrate-lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::path::PathBuf::from(name))?;
+    tokio::task::spawn_blocking(move || {
+        // SAFETY: flock on a descriptor this closure owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(f)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+    .map_err(StoreError::Io)
+}
+
 impl Store {
     /// Connect and migrate. `sqlite://path` (created when missing, WAL
     /// mode) or `postgres://…`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
+        let file = url
+            .strip_prefix("sqlite://")
+            .or(url.strip_prefix("sqlite:"))
+            .map(|p| p.split('?').next().unwrap_or(p))
+            .filter(|p| !p.contains(":memory:") && !p.is_empty())
+            .map(std::path::PathBuf::from);
         let url = if sqlite && !url.contains("mode=") && !url.contains(":memory:") {
             // Create the file on first start; make its folder too.
-            if let Some(path) = url
-                .strip_prefix("sqlite://")
-                .or(url.strip_prefix("sqlite:"))
-            {
-                let path = path.split('?').next().unwrap_or(path);
-                if let Some(dir) = std::path::Path::new(path).parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir)?;
-                    }
+            if let Some(dir) = file.as_deref().and_then(std::path::Path::parent) {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)?;
                 }
             }
             format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
@@ -162,6 +185,14 @@ impl Store {
             .connect(&url)
             .await?;
         let store = Store { pool, sqlite };
+        // sqlx takes an advisory lock for PostgreSQL but none for SQLite:
+        // a service and `callout action run` starting together would both
+        // apply the same migration. A lock file beside the database
+        // serialises them.
+        let _guard = match &file {
+            Some(f) if sqlite => Some(migration_lock(f).await?),
+            _ => None,
+        };
         sqlx::migrate!("./migrations").run(&store.pool).await?;
         Ok(store)
     }

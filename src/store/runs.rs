@@ -21,6 +21,10 @@ pub struct RunRow {
     pub record: Option<serde_json::Value>,
     pub started_ms: i64,
     pub finished_ms: Option<i64>,
+    /// `host:pid` of the process running it.
+    pub owner: Option<String>,
+    /// When the owner last said it still runs.
+    pub heartbeat_ms: Option<i64>,
 }
 
 impl Store {
@@ -29,7 +33,8 @@ impl Store {
     pub async fn start_run(&self, r: &RunRow) -> Result<bool, StoreError> {
         let res = sqlx::query(
             "INSERT INTO action_runs (id, contract, action, flow, host, notification_id, ticket, requested_by, \
-             state, record, started_ms, finished_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             state, record, started_ms, finished_ms, owner, heartbeat_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&r.id)
         .bind(&r.contract)
@@ -43,6 +48,8 @@ impl Store {
         .bind(r.record.as_ref().map(|v| v.to_string()))
         .bind(r.started_ms)
         .bind(r.finished_ms)
+        .bind(&r.owner)
+        .bind(r.heartbeat_ms)
         .execute(&self.pool)
         .await;
         match res {
@@ -90,16 +97,56 @@ impl Store {
             .collect()
     }
 
-    /// Runs left `running` by a process that stopped: they are not
-    /// running any more, and their slot must be free again.
-    pub async fn interrupt_runs(&self, now_ms: i64) -> Result<u64, StoreError> {
+    /// The run holding the (contract, host, flow) slot, if any.
+    pub async fn running_run(
+        &self,
+        contract: &str,
+        host: &str,
+        flow: &str,
+    ) -> Result<Option<RunRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM action_runs WHERE contract = $1 AND host = $2 AND flow = $3 AND state = 'running'",
+        )
+        .bind(contract)
+        .bind(host)
+        .bind(flow)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Self::run_row(&r)).transpose()
+    }
+
+    /// Every run that is `running`, by the database's word.
+    pub async fn running_runs(&self) -> Result<Vec<RunRow>, StoreError> {
+        sqlx::query("SELECT * FROM action_runs WHERE state = 'running' ORDER BY started_ms")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(Self::run_row)
+            .collect()
+    }
+
+    /// The owner of a running run says it still runs.
+    pub async fn beat_run(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE action_runs SET heartbeat_ms = $1 WHERE id = $2 AND state = 'running'")
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Mark a run whose owner is gone `interrupted`, freeing its slot.
+    /// False when it had ended meanwhile.
+    pub async fn interrupt_run(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         Ok(sqlx::query(
-            "UPDATE action_runs SET state = 'interrupted', finished_ms = $1 WHERE state = 'running'",
+            "UPDATE action_runs SET state = 'interrupted', finished_ms = $1 WHERE id = $2 AND state = 'running'",
         )
         .bind(now_ms)
+        .bind(id)
         .execute(&self.pool)
         .await?
-        .rows_affected())
+        .rows_affected()
+            == 1)
     }
 
     fn run_row(r: &AnyRow) -> Result<RunRow, StoreError> {
@@ -116,6 +163,8 @@ impl Store {
             record: json_col(r, "record")?,
             started_ms: r.try_get("started_ms")?,
             finished_ms: r.try_get("finished_ms")?,
+            owner: r.try_get("owner")?,
+            heartbeat_ms: r.try_get("heartbeat_ms")?,
         })
     }
 }

@@ -425,6 +425,30 @@ pub fn envelope(pcm: &[i16]) -> Vec<f64> {
         .collect()
 }
 
+/// Where `said` best matches inside `heard`: (correlation of the 50 ms
+/// envelopes, offset in ms). The envelopes of `heard` are taken at five
+/// phases 10 ms apart, since a recording that starts half a window off
+/// the prompt's grid scores well below its true match.
+#[allow(dead_code)]
+pub fn best_match(said: &[i16], heard: &[i16]) -> (f64, usize) {
+    let mut es = envelope(said);
+    // The prompt's trailing silence may be cut by the hangup.
+    while es.last().is_some_and(|&e| e < 50.0) {
+        es.pop();
+    }
+    let mut best = (f64::MIN, 0);
+    for phase in (0..400).step_by(80) {
+        let eh = envelope(heard.get(phase..).unwrap_or_default());
+        for lag in 0..eh.len().saturating_sub(es.len()) {
+            let c = correlation(&es, &eh[lag..lag + es.len()]);
+            if c > best.0 {
+                best = (c, lag * 50 + phase / 8);
+            }
+        }
+    }
+    best
+}
+
 /// Pearson correlation of two sequences over their common length.
 pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
