@@ -64,8 +64,12 @@ fn dialplans(dir: &Path, sshd: &Sshd, execute_timeout: &str) -> PathBuf {
 
 /// `callout action run fake-restart` on the test's own database.
 fn cli(d: &Path, args: &[&str]) -> Command {
+    cli_flow(d, "fake-restart", args)
+}
+
+fn cli_flow(d: &Path, flow: &str, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_callout"));
-    c.args(["action", "run", "fake-restart", "--contract", "ops"])
+    c.args(["action", "run", flow, "--contract", "ops"])
         .args(["--dialplans", d.to_str().unwrap()])
         .args(["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")])
         .args(["--database", &database(d)])
@@ -527,4 +531,305 @@ fn flows_naming_hosts_outside_the_inventory_do_not_load() {
     // The service keeps its plans when a reload meets these errors: the
     // registry rejects the folder as a whole.
     assert!(callout::ivr::registry::Registry::load(&d, Path::new("prompts")).is_err());
+}
+
+/// A local stand-in for an automation tool's API (the AWX job-launch
+/// shape): records each launch; `/healthz` says "healthy" once a job has
+/// been launched; template 13 fails with 500.
+struct Runbook {
+    _rt: tokio::runtime::Runtime,
+    port: u16,
+    launches: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Runbook {
+    fn start() -> Runbook {
+        use axum::extract::{Path as UrlPath, State};
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::{get, post};
+        type Launches = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let launches: Launches = Default::default();
+        let app = axum::Router::new()
+            .route(
+                "/api/v2/job_templates/{id}/launch/",
+                post(
+                    |State(l): State<Launches>,
+                     UrlPath(id): UrlPath<String>,
+                     h: HeaderMap,
+                     body: String| async move {
+                        let auth = h
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        l.lock().unwrap().push(serde_json::json!({
+                            "template": id, "authorization": auth,
+                            "content_type": h.get("content-type").and_then(|v| v.to_str().ok()),
+                            "body": serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+                        }));
+                        if id == "13" {
+                            (
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "template 13 is broken".to_string(),
+                            )
+                        } else {
+                            // Echoes the credential, as careless tools do.
+                            (
+                                StatusCode::CREATED,
+                                format!("{{\"job\": 99, \"auth\": \"{auth}\"}}"),
+                            )
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/healthz",
+                get(|State(l): State<Launches>| async move {
+                    if l.lock().unwrap().iter().any(|x| x["template"] != "13") {
+                        (StatusCode::OK, "all healthy")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "down")
+                    }
+                }),
+            )
+            .with_state(launches.clone());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        rt.spawn(async move { axum::serve(listener, app).await });
+        Runbook {
+            _rt: rt,
+            port,
+            launches,
+        }
+    }
+}
+
+/// The non-SSH step kinds against real sockets: an `http` launch with a
+/// secret header and a JSON body, `http_check` and `tcp_check` probes, and
+/// a contract that overrides the launch with a local `command` while
+/// keeping the rest of the shared flow.
+#[test]
+fn runbook_api_probes_and_a_contract_override_run_for_real() {
+    let dir = scratch("action-http");
+    let sshd = Sshd::start(&dir.join("host"));
+    let d = dialplans(&dir, &sshd, "20s");
+    let api = Runbook::start();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let port = api.port;
+    std::fs::write(
+        d.join("flows/launch-job.toml"),
+        format!(
+            r#"description = "Launch a job, then probe"
+
+[params]
+host = {{ kind = "host" }}
+template = {{ kind = "value", pattern = "[0-9]{{1,6}}" }}
+
+[[check]]
+name = "healthy"
+timeout = "5s"
+http_check = {{ url = "http://{{address}}:{port}/healthz", contains = "healthy" }}
+
+[[execute]]
+name = "launch"
+timeout = "5s"
+http = {{ url = "http://{{address}}:{port}/api/v2/job_templates/{{template}}/launch/", headers = {{ Authorization = "Bearer {{env:CALLOUT_TEST_RUNBOOK_TOKEN}}" }}, body = {{ limit = "{{host}}", extra_vars = {{ template = "{{template}}", force = true }} }}, expect_status = [201] }}
+
+[[verify]]
+name = "port-open"
+timeout = "2s"
+tcp_check = {{ port = {port} }}
+
+[[verify]]
+name = "healthy-again"
+timeout = "5s"
+http_check = {{ url = "http://{{address}}:{port}/healthz", contains = "healthy" }}
+"#
+        ),
+    )
+    .unwrap();
+    let marker = dir.join("launched-locally");
+    let plan = std::fs::read_to_string(d.join("ops.toml"))
+        .unwrap()
+        .replace(
+            "variables = [\"service\"]",
+            "variables = [\"service\", \"template\"]",
+        )
+        .replace(
+            "\"5\" = { action = \"restart\" }",
+            "\"5\" = { action = \"restart\" }\n\"6\" = { action = \"launch\" }\n\"7\" = { action = \"local\" }",
+        )
+        .replace(
+            "[pin]",
+            &format!(
+                "[actions.launch]\nflow = \"launch-job\"\nparams = {{ host = \"{{host}}\", template = \"{{template}}\" }}\n\n\
+                 [actions.local]\nflow = \"launch-job\"\nparams = {{ host = \"{{host}}\", template = \"7\" }}\n\
+                 [actions.local.override.launch]\ncommand = {{ argv = [\"touch\", \"{}\"] }}\n\
+                 [actions.local.override.port-open]\ntcp_check = {{ port = {closed} }}\n\n[pin]",
+                marker.display()
+            ),
+        );
+    std::fs::write(d.join("ops.toml"), &plan).unwrap();
+    let secret = "sekr3t-runbook-token";
+    let run_flow = |args: &[&str]| {
+        let mut a = vec!["--param", "host=web01"];
+        a.extend_from_slice(args);
+        let out = cli_flow(&d, "launch-job", &a)
+            .env("CALLOUT_TEST_RUNBOOK_TOKEN", secret)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (
+            out.status.code().unwrap(),
+            lines,
+            stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // Without the secret in the environment the run does not start.
+    let out = cli_flow(
+        &d,
+        "launch-job",
+        &[
+            "--action",
+            "launch",
+            "--param",
+            "host=web01",
+            "--param",
+            "template=42",
+        ],
+    )
+    .env_remove("CALLOUT_TEST_RUNBOOK_TOKEN")
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "callout: the secret environment variable CALLOUT_TEST_RUNBOOK_TOKEN is not set\n"
+    );
+    assert!(api.launches.lock().unwrap().is_empty());
+
+    // A failing launch: the check confirms the problem, the API says 500.
+    let (code, lines, _, err) = run_flow(&["--action", "launch", "--param", "template=13"]);
+    assert_eq!(code, 1, "{err}\n{lines:#?}");
+    let rec = finished(&lines);
+    assert_eq!(rec["result"], "failed", "{rec:#}");
+    assert_eq!(rec["phase"], "execute");
+    assert_eq!(rec["steps"][0]["http_status"], 503);
+    assert_eq!(rec["steps"][1]["http_status"], 500);
+    assert_eq!(rec["steps"][1]["stdout"], "template 13 is broken");
+
+    // The contract's override: a local command instead of the API call and
+    // a probe of a closed port; the rest of the shared flow unchanged.
+    let (code, lines, _, err) = run_flow(&["--action", "local"]);
+    assert_eq!(code, 1, "{err}\n{lines:#?}");
+    assert!(marker.exists(), "the overriding command ran");
+    assert_eq!(api.launches.lock().unwrap().len(), 1, "no API call");
+    assert_eq!(
+        steps(&lines),
+        [
+            ("healthy".into(), "failed".into(), 1),
+            ("launch".into(), "ok".into(), 1),
+            ("port-open".into(), "failed".into(), 1),
+        ]
+    );
+    let rec = finished(&lines);
+    assert_eq!(rec["phase"], "verify");
+    assert_eq!(rec["steps"][1]["op"]["kind"], "command");
+    assert_eq!(rec["steps"][1]["exit_code"], 0);
+    assert!(
+        rec["steps"][2]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("connect 127.0.0.1:{closed}: ")),
+        "{rec:#}"
+    );
+    let out = cli_flow(
+        &d,
+        "launch-job",
+        &["--action", "local", "--param", "host=web01", "--dry-run"],
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "2. execute launch: command, timeout 5s (contract override)\n   argv: [\"touch\",\"{}\"]\n",
+            marker.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "3. verify port-open: tcp_check, timeout 2s (contract override)\n   connect: web01 (127.0.0.1:{closed})\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("4. verify healthy-again: http_check, timeout 5s\n"),
+        "{text}"
+    );
+
+    // The launch that works: the right request, the secret only on the wire.
+    let (code, lines, stdout, err) = run_flow(&["--action", "launch", "--param", "template=42"]);
+    assert_eq!(code, 0, "{err}\n{lines:#?}");
+    let got = api.launches.lock().unwrap().last().unwrap().clone();
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "template": "42",
+            "authorization": format!("Bearer {secret}"),
+            "content_type": "application/json",
+            "body": {"limit": "web01", "extra_vars": {"template": "42", "force": true}},
+        })
+    );
+    assert_eq!(
+        steps(&lines),
+        [
+            ("healthy".into(), "failed".into(), 1),
+            ("launch".into(), "ok".into(), 1),
+            ("port-open".into(), "ok".into(), 1),
+            ("healthy-again".into(), "ok".into(), 1),
+        ]
+    );
+    let rec = finished(&lines);
+    assert_eq!(rec["result"], "succeeded");
+    let launch = &rec["steps"][1];
+    assert_eq!(launch["http_status"], 201);
+    assert_eq!(launch["op"]["kind"], "http");
+    assert_eq!(
+        launch["op"]["url"],
+        format!("http://127.0.0.1:{port}/api/v2/job_templates/42/launch/")
+    );
+    assert_eq!(
+        launch["op"]["headers"]["Authorization"],
+        "Bearer {env:CALLOUT_TEST_RUNBOOK_TOKEN}"
+    );
+    assert_eq!(
+        launch["stdout"],
+        "{\"job\": 99, \"auth\": \"Bearer [redacted]\"}"
+    );
+    assert_eq!(rec["steps"][2]["op"]["address"], "127.0.0.1");
+    assert!(!stdout.contains(secret), "the secret leaked: {stdout}");
+    // Healthy now: the next request finds nothing to fix.
+    let (code, lines, _, _) = run_flow(&["--action", "launch", "--param", "template=42"]);
+    assert_eq!(code, 0);
+    assert_eq!(finished(&lines)["result"], "not_needed");
+    assert_eq!(api.launches.lock().unwrap().len(), 2);
+    drop(api);
 }

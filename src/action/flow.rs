@@ -162,6 +162,17 @@ pub struct Step {
     /// Where the step is defined (file:line), for error messages.
     #[serde(skip)]
     pub origin: String,
+    /// Which of timeout, retries and interval were written; a contract's
+    /// override takes the others from the step it replaces.
+    #[serde(skip)]
+    pub written: Written,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    pub timeout: bool,
+    pub retries: bool,
+    pub interval: bool,
 }
 
 /// A validated flow.
@@ -254,8 +265,7 @@ struct RawParam {
 pub struct RawStep {
     name: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
-    #[serde(default)]
-    retries: u32,
+    retries: Option<u32>,
     interval: Option<Spanned<String>>,
     ssh: Option<RawSsh>,
     command: Option<RawCommand>,
@@ -408,7 +418,8 @@ pub fn parse_step(
         );
     }
     let interval = e.duration(&r.interval, "interval", Duration::from_secs(2));
-    if r.retries > 100 {
+    let retries = r.retries.unwrap_or(0);
+    if retries > 100 {
         e.err(span.clone(), format!("step {name:?}: at most 100 retries"));
     }
     let mut kinds = Vec::new();
@@ -506,10 +517,15 @@ pub fn parse_step(
         name,
         phase,
         timeout,
-        retries: r.retries,
+        retries,
         interval,
         kind: kinds.remove(0),
         origin: format!("{}:{line}", e.file.display()),
+        written: Written {
+            timeout: r.timeout.is_some(),
+            retries: r.retries.is_some(),
+            interval: r.interval.is_some(),
+        },
     })
 }
 

@@ -121,6 +121,15 @@ pub fn link(
                 let mut s = over.clone();
                 s.name = name.clone();
                 s.phase = step.phase;
+                if !s.written.timeout {
+                    s.timeout = step.timeout;
+                }
+                if !s.written.retries {
+                    s.retries = step.retries;
+                }
+                if !s.written.interval {
+                    s.interval = step.interval;
+                }
                 check_placeholders(&s.kind, &flow.params, name, &mut |m| {
                     errs.push(format!("action {a:?}: override: {m}"))
                 });
