@@ -620,3 +620,125 @@ pub async fn api(rate: u32, seconds: u32, language: &str, fresh: bool) -> anyhow
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// Observes nothing: the benchmark times the run, not the printing.
+struct Quiet;
+
+impl crate::runner::Observer for Quiet {
+    fn event(&self, _v: serde_json::Value) -> crate::runner::Fut<'_> {
+        Box::pin(async {})
+    }
+
+    fn checkpoint(&self, _esc: &crate::ivr::escalation::Escalation) -> crate::runner::Fut<'_> {
+        Box::pin(async {})
+    }
+}
+
+/// `callout bench actions`: what running a flow costs beyond the commands
+/// it runs. The peer is the same commands spawned directly (tokio, no
+/// shell, output piped), in the same run; then the same work as a flow
+/// of `steps` command steps without a store, and with a SQLite store (the
+/// slot row written before, the record after, as `callout serve` does).
+pub async fn actions(runs: usize, steps: usize) -> anyhow::Result<()> {
+    use crate::action::engine::StepOutcome;
+    use crate::action::flow::Phase;
+    use crate::action::plan::{Op, PlannedStep, RunPlan};
+    use crate::action::{Actions, Requester, RunMeta};
+    let argv = vec!["true".to_string()];
+    let plan = RunPlan {
+        contract: "bench".into(),
+        action: "noop".into(),
+        flow: "noop".into(),
+        host: Some("web-01".into()),
+        params: Default::default(),
+        skip_check: true,
+        steps: (0..steps)
+            .map(|i| PlannedStep {
+                phase: Phase::Execute,
+                name: format!("step-{i}"),
+                timeout_ms: 10_000,
+                retries: 0,
+                interval_ms: 0,
+                overridden: false,
+                op: Op::Command {
+                    argv: argv.clone(),
+                    expect_exit: vec![0],
+                },
+            })
+            .collect(),
+        secrets: Vec::new(),
+    };
+    let meta = |i: usize| RunMeta {
+        run_id: format!("run_bench_{}_{i}", std::process::id()),
+        requested_by: Requester::Cli {
+            user: "bench".into(),
+        },
+        notification: None,
+        ticket: None,
+    };
+    let total = runs * steps;
+
+    // The peer: the same processes, spawned and reaped directly.
+    let started = Instant::now();
+    for _ in 0..total {
+        let out = tokio::process::Command::new(&argv[0])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await?;
+        anyhow::ensure!(out.status.success(), "true failed");
+    }
+    let direct = started.elapsed();
+
+    let no_store = Arc::new(Actions::default());
+    let started = Instant::now();
+    for i in 0..runs {
+        let m = meta(i);
+        let _lock = no_store.claim(&plan, &m).await?;
+        let rec = no_store.execute(&plan, &m, &Quiet, None).await;
+        anyhow::ensure!(rec.result.is_success(), "run failed: {:?}", rec.result);
+        anyhow::ensure!(rec
+            .steps
+            .iter()
+            .all(|s| s.report.outcome == Some(StepOutcome::Ok)));
+    }
+    let bare = started.elapsed();
+
+    let dir = std::env::temp_dir().join(format!("callout-bench-actions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store =
+        crate::store::Store::connect(&format!("sqlite://{}/callout.db", dir.display())).await?;
+    let stored = Arc::new(Actions::with_store(store));
+    let started = Instant::now();
+    for i in 0..runs {
+        let m = meta(i);
+        let _lock = stored.claim(&plan, &m).await?;
+        let rec = stored.execute(&plan, &m, &Quiet, None).await;
+        anyhow::ensure!(rec.result.is_success(), "run failed: {:?}", rec.result);
+    }
+    let with_store = started.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let per_step = |d: Duration| d.as_secs_f64() * 1e6 / total as f64;
+    let per_run = |d: Duration| d.as_secs_f64() * 1e3 / runs as f64;
+    println!("{runs} runs x {steps} command steps ({total} processes of `true`)");
+    println!(
+        "direct spawn (peer): {:.0} us per process",
+        per_step(direct)
+    );
+    println!(
+        "flow, no store:      {:.0} us per step ({:.2}x the peer), {:.2} ms per run",
+        per_step(bare),
+        bare.as_secs_f64() / direct.as_secs_f64(),
+        per_run(bare)
+    );
+    println!(
+        "flow, SQLite store:  {:.0} us per step ({:.2}x the peer), {:.2} ms per run; recording adds {:.2} ms per run",
+        per_step(with_store),
+        with_store.as_secs_f64() / direct.as_secs_f64(),
+        per_run(with_store),
+        per_run(with_store) - per_run(bare)
+    );
+    Ok(())
+}

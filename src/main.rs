@@ -204,6 +204,14 @@ enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         repeat: usize,
     },
+    /// The cost of running a flow beyond its commands, beside spawning
+    /// the same commands directly.
+    Actions {
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
     /// In-band detector throughput on a WAV file.
     Dtmf {
         file: PathBuf,
@@ -366,6 +374,11 @@ fn main() -> ExitCode {
                 },
         } => runtime()
             .and_then(|rt| rt.block_on(callout::bench::api(rate, seconds, &language, fresh_text)))
+            .map(|_| ExitCode::SUCCESS),
+        Cmd::Bench {
+            cmd: BenchCmd::Actions { runs, steps },
+        } => runtime()
+            .and_then(|rt| rt.block_on(callout::bench::actions(runs, steps)))
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd: BenchCmd::Tts { repeat },
