@@ -69,7 +69,7 @@ params = {{ host = "{{host}}", service = "{{service}}" }}
 code = "2468"
 
 {}"#,
-        sshd.inventory(&["app", "slow"])
+        sshd.inventory(&["app", "slow", "sluggish"])
     )
 }
 
@@ -223,7 +223,7 @@ fn a_callee_runs_the_restart_from_the_phone_and_hears_the_result() {
     std::fs::create_dir_all(&phone_dir).unwrap();
     let bs = Baresip::start(&phone_dir, &src);
     let s = start(&dir, &plan(&bs.uri(), &sshd), &sshd, "20s");
-    assert!(!sshd.running("app"));
+    assert!(!sshd.running("sluggish"));
 
     let (st, v) = s.call(
         "POST",
@@ -231,7 +231,7 @@ fn a_callee_runs_the_restart_from_the_phone_and_hears_the_result() {
         NOTIFY,
         Some(
             json!({"contract": "ops", "ticket": "INC-7", "severity": "critical",
-            "host": "web01", "summary": "app down", "variables": {"service": "app"}}),
+            "host": "web01", "summary": "app down", "variables": {"service": "sluggish"}}),
         ),
     );
     assert_eq!(st, 202, "{v}");
@@ -257,8 +257,14 @@ fn a_callee_runs_the_restart_from_the_phone_and_hears_the_result() {
     let fin = s.wait_hook("action.finished", Duration::from_secs(30));
     let rec = &fin["data"]["record"];
     assert_eq!(rec["result"], "succeeded", "{fin:#}");
-    assert!(sshd.running("app"), "the service runs again on the host");
-    assert_eq!(sshd.calls(), ["status app", "restart app", "status app"]);
+    assert!(
+        sshd.running("sluggish"),
+        "the service runs again on the host"
+    );
+    assert_eq!(
+        sshd.calls(),
+        ["status sluggish", "restart sluggish", "status sluggish"]
+    );
     // The record names who asked, the notification and ticket, each step.
     assert_eq!(fin["ticket"], "INC-7");
     assert_eq!(fin["notification"], id.as_str());
@@ -306,12 +312,14 @@ fn a_callee_runs_the_restart_from_the_phone_and_hears_the_result() {
         ..Default::default()
     })
     .unwrap();
-    let said = tts
-        .render(
-            callout::ivr::dialplan::Language::En,
-            "The action succeeded and the check now passes. Goodbye.",
-        )
-        .unwrap();
+    let said = |text: &str| {
+        tts.render(callout::ivr::dialplan::Language::En, text)
+            .unwrap()
+            .pcm
+            .clone()
+    };
+    let result = said("The action succeeded and the check now passes. Goodbye.");
+    let fixing = said("Running the fix.");
     let until = Instant::now() + Duration::from_secs(10);
     let heard = loop {
         if let Some(h) = bs.heard() {
@@ -323,10 +331,23 @@ fn a_callee_runs_the_restart_from_the_phone_and_hears_the_result() {
     std::thread::sleep(Duration::from_millis(500));
     let (h, rate) = read_wav_mono(&heard).unwrap();
     let heard = to_i16(&resample(&h, rate, 8000));
-    let best = best_match(&said.pcm, &heard);
+    // While the 4 s restart ran, the callee heard that the fix was running;
+    // then the result, at the end of the call, after the keys.
+    let progress = best_match(&fixing, &heard);
+    assert!(progress.0 > 0.9, "progress phrase correlation {progress:?}");
+    let best = best_match(&result, &heard);
     assert!(best.0 > 0.9, "result phrase correlation {best:?}");
-    // It came at the end of the call, after the keys.
     assert!(best.1 > 4000, "heard at {} ms", best.1);
+    // The matcher tells phrases apart: the failure phrase was not said.
+    let failed = said("The action failed. An engineer will be contacted.");
+    let not_said = best_match(&failed, &heard);
+    assert!(not_said.0 < 0.7, "failure phrase matched {not_said:?}");
+    assert!(
+        progress.1 + 1000 < best.1,
+        "progress at {} ms, result at {} ms",
+        progress.1,
+        best.1
+    );
 }
 
 #[test]

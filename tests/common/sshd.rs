@@ -195,7 +195,8 @@ impl Drop for Sshd {
 
 /// A stand-in service manager. `status NAME` exits 0 when NAME's process
 /// lives, 3 when not; `restart NAME` starts a fresh process. Service
-/// `broken` never stays up, `slow` hangs in restart.
+/// `broken` never stays up, `slow` hangs in restart, `sluggish` takes 4 s
+/// to restart.
 fn write_fakesvc(path: &Path) {
     let script = r#"#!/bin/sh
 set -u
@@ -213,6 +214,7 @@ restart)
     case "$2" in
     broken) echo "started $2"; exit 0 ;;
     slow) sleep 30 ;;
+    sluggish) sleep 4 ;;
     esac
     setsid sleep 3600 </dev/null >/dev/null 2>&1 &
     echo $! > "$pidf"
