@@ -296,7 +296,8 @@ impl Actions {
         })
     }
 
-    /// Free the slots of runs whose process is gone (at a service start).
+    /// Free the slots of runs whose process is gone. Called at a service
+    /// start, before this process runs anything of its own.
     pub async fn recover(&self) -> Result<u64, crate::store::StoreError> {
         let Some(store) = &self.store else {
             return Ok(0);

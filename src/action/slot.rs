@@ -26,8 +26,9 @@ fn hostname() -> String {
 
 /// Whether a running run's owner is gone: its heartbeat is stale, or it ran
 /// on this host in a process that no longer exists. `this` is the caller's
-/// own owner string; a run of this very process is never abandoned (its
-/// in-memory slot decides).
+/// own owner string. The caller holds the slot in its own memory, so a
+/// row naming this very process was left by an earlier process with the
+/// same pid (pid 1 in a container restarted after a crash): gone too.
 pub fn abandoned(owner: Option<&str>, heartbeat_ms: i64, now_ms: i64, this: &str) -> bool {
     if now_ms - heartbeat_ms > STALE_MS {
         return true;
@@ -36,7 +37,7 @@ pub fn abandoned(owner: Option<&str>, heartbeat_ms: i64, now_ms: i64, this: &str
         return false;
     };
     if owner == this {
-        return false;
+        return true;
     }
     let (Some((host, pid)), Some((this_host, _))) = (owner.rsplit_once(':'), this.rsplit_once(':'))
     else {
@@ -60,8 +61,8 @@ mod tests {
         let me = this_owner();
         let host = me.rsplit_once(':').unwrap().0;
         let now = 1_000_000;
-        // Fresh heartbeat, this very process: held.
-        assert!(!abandoned(Some(&me), now - 1000, now, &me));
+        // Fresh heartbeat, this very process: an earlier one with our pid.
+        assert!(abandoned(Some(&me), now - 1000, now, &me));
         // Fresh heartbeat, a live process on this host (pid 1): held.
         assert!(!abandoned(Some(&format!("{host}:1")), now, now, &me));
         // Fresh heartbeat, a pid that cannot exist: gone.
