@@ -833,3 +833,74 @@ http_check = {{ url = "http://{{address}}:{port}/healthz", contains = "healthy" 
     assert_eq!(api.launches.lock().unwrap().len(), 2);
     drop(api);
 }
+
+/// At a service start, runs left `running` by processes that are gone are
+/// marked interrupted; a run of a live process elsewhere keeps its slot.
+#[test]
+fn a_start_frees_only_the_slots_of_dead_processes() {
+    use callout::action::slot::{this_owner, STALE_MS};
+    use callout::action::Actions;
+    use callout::store::{RunRow, Store};
+    let dir = scratch("action-recover");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt
+        .block_on(Store::connect(&format!(
+            "sqlite://{}/callout.db",
+            dir.display()
+        )))
+        .unwrap();
+    let me = this_owner();
+    let host = me.rsplit_once(':').unwrap().0.to_string();
+    let now = callout::runner::now_ms();
+    let row = |id: &str, flow: &str, owner: Option<String>, beat: i64| RunRow {
+        id: id.into(),
+        contract: "ops".into(),
+        action: "restart".into(),
+        flow: flow.into(),
+        host: "web01".into(),
+        notification_id: None,
+        ticket: None,
+        requested_by: serde_json::json!({"via": "cli", "user": "op"}),
+        state: "running".into(),
+        record: None,
+        started_ms: beat,
+        finished_ms: None,
+        owner,
+        heartbeat_ms: Some(beat),
+    };
+    // A process that exited: spawn one and reap it, so its pid is free.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let rows = [
+        row("run_dead", "a", Some(format!("{host}:{gone_pid}")), now),
+        row(
+            "run_silent",
+            "b",
+            Some("elsewhere:42".into()),
+            now - STALE_MS - 5_000,
+        ),
+        row("run_old", "c", None, now),
+        row("run_live", "d", Some("elsewhere:42".into()), now),
+    ];
+    for r in &rows {
+        assert!(rt.block_on(store.start_run(r)).unwrap());
+    }
+    let actions = Actions::with_store(store.clone());
+    assert_eq!(rt.block_on(actions.recover()).unwrap(), 3);
+    for (id, state) in [
+        ("run_dead", "interrupted"),
+        ("run_silent", "interrupted"),
+        ("run_old", "interrupted"),
+        ("run_live", "running"),
+    ] {
+        assert_eq!(
+            rt.block_on(store.get_run(id)).unwrap().unwrap().state,
+            state,
+            "{id}"
+        );
+    }
+}
