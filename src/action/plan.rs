@@ -737,3 +737,84 @@ impl RunPlan {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_for_the_host_os_version_then_family_then_default() {
+        let default = vec!["systemctl".to_string(), "restart".into(), "x".into()];
+        let mut os = BTreeMap::new();
+        os.insert("freebsd".to_string(), vec!["service".to_string()]);
+        os.insert("debian-9".to_string(), vec!["invoke-rc.d".to_string()]);
+        let pick = |o: Option<&str>| pick_argv(&default, &os, o).map(|a| a[0].clone());
+        assert_eq!(pick(Some("debian-9")).as_deref(), Some("invoke-rc.d"));
+        assert_eq!(pick(Some("debian-12")).as_deref(), Some("systemctl"));
+        assert_eq!(pick(Some("freebsd-14")).as_deref(), Some("service"));
+        assert_eq!(pick(Some("freebsd")).as_deref(), Some("service"));
+        assert_eq!(pick(None).as_deref(), Some("systemctl"));
+        // No default and no match: nothing, which linking reports.
+        assert_eq!(pick_argv(&[], &os, Some("alpine-3")), None);
+    }
+
+    /// What the remote login shell makes of the quoted command line is
+    /// exactly the argv written in the flow, whatever it contains.
+    #[test]
+    fn the_remote_shell_gets_each_element_as_one_word() {
+        let argv: Vec<String> = [
+            "printf",
+            "%s\\0",
+            "plain",
+            "two words",
+            "it's",
+            "$(touch /tmp/callout-pwned)",
+            "`id`",
+            "a;b|c&d>e",
+            "line\nbreak",
+            "",
+            "*",
+            "ünïcode",
+            "'",
+            "\\",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let line = argv
+            .iter()
+            .map(|a| sh_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &line])
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}");
+        let words: Vec<String> = out
+            .stdout
+            .split(|&b| b == 0)
+            .map(|w| String::from_utf8(w.to_vec()).unwrap())
+            .collect();
+        // printf's output: one NUL-terminated word per argument after the
+        // format, so the last split is empty.
+        assert_eq!(&words[..words.len() - 1], &argv[2..]);
+        assert!(!std::path::Path::new("/tmp/callout-pwned").exists());
+        // Plain words stay readable in the dry run.
+        assert_eq!(sh_quote("nginx"), "nginx");
+        assert_eq!(sh_quote("php8.2-fpm"), "php8.2-fpm");
+    }
+
+    #[test]
+    fn values_in_urls_cannot_change_their_structure() {
+        let mut vars = BTreeMap::new();
+        vars.insert("host".to_string(), "web01".to_string());
+        vars.insert("user".to_string(), "evil@attacker:80".to_string());
+        vars.insert("address".to_string(), "192.0.2.1:8443".to_string());
+        assert_eq!(
+            render_url("https://{address}/api/{host}?u={user}", &vars),
+            "https://192.0.2.1:8443/api/web01?u=evil%40attacker%3A80"
+        );
+    }
+}
