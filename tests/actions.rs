@@ -904,3 +904,73 @@ fn a_start_frees_only_the_slots_of_dead_processes() {
         );
     }
 }
+
+/// Strict host key checking: a host whose key is not the one in
+/// known_hosts (a man in the middle, a reinstalled box) gets no command,
+/// and the run says why. A host that does not answer fails fast.
+#[test]
+fn a_host_with_the_wrong_key_or_no_sshd_gets_nothing() {
+    let dir = scratch("action-hostkey");
+    let sshd = Sshd::start(&dir.join("host"));
+    let d = dialplans(&dir, &sshd, "20s");
+    let good = std::fs::read_to_string(&sshd.known_hosts).unwrap();
+    let other = dir.join("other_key");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let other_pub = std::fs::read_to_string(dir.join("other_key.pub")).unwrap();
+    let mut words = other_pub.split_whitespace();
+    std::fs::write(
+        &sshd.known_hosts,
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            sshd.port,
+            words.next().unwrap(),
+            words.next().unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, lines, err) = run(&d, &["--param", "host=web01", "--param", "service=app"]);
+    assert_eq!(code, 1, "{err}\n{lines:#?}");
+    let rec = finished(&lines);
+    assert_eq!(rec["result"], "failed");
+    assert_eq!(rec["phase"], "check");
+    assert_eq!(rec["outcome"], "error");
+    let step = &rec["steps"][0];
+    assert_eq!(step["exit_code"], 255);
+    let why = step["error"].as_str().unwrap();
+    assert!(
+        why.starts_with("ssh could not run the command: ")
+            && why.contains("Host key verification failed"),
+        "{why}"
+    );
+    assert!(sshd.calls().is_empty(), "{:?}", sshd.calls());
+    assert!(!sshd.log().contains("Accepted"), "{}", sshd.log());
+
+    // The right key again, but nothing listens on the port.
+    std::fs::write(&sshd.known_hosts, good).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let plan = std::fs::read_to_string(d.join("ops.toml"))
+        .unwrap()
+        .replace(
+            &format!("port = {}", sshd.port),
+            &format!("port = {closed}"),
+        );
+    std::fs::write(d.join("ops.toml"), plan).unwrap();
+    let t = std::time::Instant::now();
+    let (code, lines, err) = run(&d, &["--param", "host=web01", "--param", "service=app"]);
+    assert_eq!(code, 1, "{err}\n{lines:#?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    let rec = finished(&lines);
+    assert_eq!(rec["outcome"], "error");
+    let why = rec["steps"][0]["error"].as_str().unwrap();
+    assert!(why.contains("Connection refused"), "{why}");
+    assert!(sshd.calls().is_empty());
+}
