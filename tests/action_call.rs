@@ -69,7 +69,7 @@ params = {{ host = "{{host}}", service = "{{service}}" }}
 code = "2468"
 
 {}"#,
-        sshd.inventory(&["app", "slow", "sluggish"])
+        sshd.inventory(&["app", "slow", "sluggish", "broken"])
     )
 }
 
@@ -485,4 +485,132 @@ fn cli_run(dir: &Path, args: &[&str]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A fix that fails from the phone: the callee hears that it failed, the
+/// ticket gets the failed run, and the escalation goes on to the next
+/// person (`on_action_failure = "continue"`, the default).
+#[test]
+fn a_failed_fix_is_said_and_the_next_person_is_called() {
+    require("espeak-ng");
+    require("sox");
+    let dir = scratch("action-call-fail");
+    let sshd = Sshd::start(&dir.join("host"));
+    let src = dir.join("callee-mic.wav");
+    let st = std::process::Command::new("sox")
+        .args(["-n", "-r", "8000", "-b", "16", "-c", "1"])
+        .arg(&src)
+        .args(["synth", "60", "sine", "440", "vol", "0.02"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let phone_dir = dir.join("phone");
+    std::fs::create_dir_all(&phone_dir).unwrap();
+    let bs = Baresip::start(&phone_dir, &src);
+    let sipp_dir = dir.join("sipp");
+    std::fs::create_dir_all(&sipp_dir).unwrap();
+    let mut backup = Sipp::uas("busy.xml", &sipp_dir, &[]);
+    let plan = plan(&bs.uri(), &sshd).replace(
+        "[message]",
+        &format!(
+            "[[contacts]]\nname = \"Backup\"\nuri = \"{}\"\n\n[message]",
+            backup.uri()
+        ),
+    );
+    let s = start(&dir, &plan, &sshd, "20s");
+
+    let (st, v) = s.call(
+        "POST",
+        "/v1/notifications",
+        NOTIFY,
+        Some(
+            json!({"contract": "ops", "ticket": "INC-8", "severity": "critical",
+            "host": "web01", "summary": "app down", "variables": {"service": "broken"}}),
+        ),
+    );
+    assert_eq!(st, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, n) = s.call("GET", &format!("/v1/notifications/{id}"), OPERATE, None);
+        if n["attempts"][0]["answered_ms"].is_i64() {
+            break;
+        }
+        assert!(Instant::now() < until, "not answered: {n:#}\n{}", bs.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    for (keys, pause) in [("5", 1200), ("1", 1200), ("2468", 0)] {
+        let reply = bs.command("sndcode", keys);
+        assert!(reply.contains("\"ok\":true"), "baresip: {reply}");
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+
+    let fin = s.wait_hook("action.finished", Duration::from_secs(30));
+    let rec = &fin["data"]["record"];
+    assert_eq!(rec["result"], "failed", "{fin:#}");
+    assert_eq!(rec["phase"], "verify");
+    assert_eq!(rec["step"], "running-again");
+    assert_eq!(fin["ticket"], "INC-8");
+    assert!(!sshd.running("broken"));
+
+    // The escalation went on: the backup was rung (and was busy).
+    let status = backup.wait(Duration::from_secs(30));
+    assert!(status.success(), "{}", backup.messages());
+    let until = Instant::now() + Duration::from_secs(20);
+    let n = loop {
+        let (_, n) = s.call("GET", &format!("/v1/notifications/{id}"), OPERATE, None);
+        if n["state"] == "exhausted" {
+            break n;
+        }
+        assert!(Instant::now() < until, "{n:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let attempts: Vec<(String, String)> = n["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["contact"].as_str().unwrap().into(),
+                a["outcome"]["outcome"].as_str().unwrap_or("none").into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            ("Oncall".to_string(), "action".to_string()),
+            ("Backup".into(), "busy".into())
+        ],
+        "{n:#}"
+    );
+    assert_eq!(n["attempts"][0]["outcome"]["result"], "failed", "{n:#}");
+    assert_eq!(n["actions"][0]["state"], "failed");
+
+    // The first callee heard that it failed, not that it worked.
+    let tts = callout::tts::Tts::new(&callout::tts::TtsConfig {
+        cache_dir: s.tts_cache.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let said = |text: &str| {
+        tts.render(callout::ivr::dialplan::Language::En, text)
+            .unwrap()
+            .pcm
+            .clone()
+    };
+    let heard = bs.heard().expect("baresip recorded the call");
+    let (h, rate) = read_wav_mono(&heard).unwrap();
+    let heard = to_i16(&resample(&h, rate, 8000));
+    let failed = best_match(
+        &said("The action failed. An engineer will be contacted."),
+        &heard,
+    );
+    assert!(failed.0 > 0.9, "failure phrase {failed:?}");
+    let fixed = best_match(
+        &said("The action succeeded and the check now passes. Goodbye."),
+        &heard,
+    );
+    assert!(fixed.0 < 0.7, "success phrase matched {fixed:?}");
 }
