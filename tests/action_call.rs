@@ -179,6 +179,54 @@ impl Server {
         })
     }
 
+    /// A critical alert for web01 whose action works on `service`.
+    fn notify(&self, ticket: &str, service: &str) -> String {
+        let (st, v) = self.call(
+            "POST",
+            "/v1/notifications",
+            NOTIFY,
+            Some(
+                json!({"contract": "ops", "ticket": ticket, "severity": "critical",
+                "host": "web01", "summary": "app down", "variables": {"service": service}}),
+            ),
+        );
+        assert_eq!(st, 202, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Once baresip has answered: the action key (barging into the
+    /// message), confirmation, PIN.
+    fn press_action_keys(&self, id: &str, bs: &Baresip) {
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, n) = self.call("GET", &format!("/v1/notifications/{id}"), OPERATE, None);
+            if n["attempts"][0]["answered_ms"].is_i64() {
+                break;
+            }
+            assert!(Instant::now() < until, "not answered: {n:#}\n{}", bs.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        for (keys, pause) in [("5", 1200), ("1", 1200), ("2468", 0)] {
+            let reply = bs.command("sndcode", keys);
+            assert!(reply.contains("\"ok\":true"), "baresip: {reply}");
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+    }
+
+    /// An English phrase as the service renders it (from its cache).
+    fn phrase(&self, text: &str) -> Vec<i16> {
+        let tts = callout::tts::Tts::new(&callout::tts::TtsConfig {
+            cache_dir: self.tts_cache.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        tts.render(callout::ivr::dialplan::Language::En, text)
+            .unwrap()
+            .pcm
+            .clone()
+    }
+
     fn hooks_of(&self, event: &str) -> Vec<Value> {
         self.hooks
             .lock()
@@ -205,12 +253,8 @@ impl Server {
     }
 }
 
-#[test]
-fn a_callee_runs_the_restart_from_the_phone_and_hears_the_result() {
-    require("espeak-ng");
-    require("sox");
-    let dir = scratch("action-call");
-    let sshd = Sshd::start(&dir.join("host"));
+/// baresip answering every call, its microphone a faint tone.
+fn callee(dir: &Path) -> Baresip {
     let src = dir.join("callee-mic.wav");
     let st = std::process::Command::new("sox")
         .args(["-n", "-r", "8000", "-b", "16", "-c", "1"])
@@ -221,38 +265,37 @@ fn a_callee_runs_the_restart_from_the_phone_and_hears_the_result() {
     assert!(st.success());
     let phone_dir = dir.join("phone");
     std::fs::create_dir_all(&phone_dir).unwrap();
-    let bs = Baresip::start(&phone_dir, &src);
+    Baresip::start(&phone_dir, &src)
+}
+
+/// What baresip recorded of its call, at 8 kHz.
+fn heard(bs: &Baresip) -> Vec<i16> {
+    let until = Instant::now() + Duration::from_secs(10);
+    let file = loop {
+        if let Some(h) = bs.heard() {
+            break h;
+        }
+        assert!(Instant::now() < until, "baresip recorded nothing");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Let baresip finish writing the end of the call.
+    std::thread::sleep(Duration::from_millis(500));
+    let (h, rate) = read_wav_mono(&file).unwrap();
+    to_i16(&resample(&h, rate, 8000))
+}
+
+#[test]
+fn a_callee_runs_the_restart_from_the_phone_and_hears_the_result() {
+    require("espeak-ng");
+    require("sox");
+    let dir = scratch("action-call");
+    let sshd = Sshd::start(&dir.join("host"));
+    let bs = callee(&dir);
     let s = start(&dir, &plan(&bs.uri(), &sshd), &sshd, "20s");
     assert!(!sshd.running("sluggish"));
 
-    let (st, v) = s.call(
-        "POST",
-        "/v1/notifications",
-        NOTIFY,
-        Some(
-            json!({"contract": "ops", "ticket": "INC-7", "severity": "critical",
-            "host": "web01", "summary": "app down", "variables": {"service": "sluggish"}}),
-        ),
-    );
-    assert_eq!(st, 202, "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
-    // Wait until baresip has answered.
-    let until = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, n) = s.call("GET", &format!("/v1/notifications/{id}"), OPERATE, None);
-        if n["attempts"][0]["answered_ms"].is_i64() {
-            break;
-        }
-        assert!(Instant::now() < until, "not answered: {n:#}\n{}", bs.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // Action key (barging into the message), confirm, PIN.
-    std::thread::sleep(Duration::from_millis(1500));
-    for (keys, pause) in [("5", 1200), ("1", 1200), ("2468", 0)] {
-        let reply = bs.command("sndcode", keys);
-        assert!(reply.contains("\"ok\":true"), "baresip: {reply}");
-        std::thread::sleep(Duration::from_millis(pause));
-    }
+    let id = s.notify("INC-7", "sluggish");
+    s.press_action_keys(&id, &bs);
 
     let fin = s.wait_hook("action.finished", Duration::from_secs(30));
     let rec = &fin["data"]["record"];
@@ -307,30 +350,10 @@ fn a_callee_runs_the_restart_from_the_phone_and_hears_the_result() {
     assert_eq!(run["record"]["result"], "succeeded");
 
     // The callee heard the result phrase: find it in baresip's recording.
-    let tts = callout::tts::Tts::new(&callout::tts::TtsConfig {
-        cache_dir: s.tts_cache.clone(),
-        ..Default::default()
-    })
-    .unwrap();
-    let said = |text: &str| {
-        tts.render(callout::ivr::dialplan::Language::En, text)
-            .unwrap()
-            .pcm
-            .clone()
-    };
+    let said = |text: &str| s.phrase(text);
     let result = said("The action succeeded and the check now passes. Goodbye.");
     let fixing = said("Running the fix.");
-    let until = Instant::now() + Duration::from_secs(10);
-    let heard = loop {
-        if let Some(h) = bs.heard() {
-            break h;
-        }
-        assert!(Instant::now() < until, "baresip recorded nothing");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    std::thread::sleep(Duration::from_millis(500));
-    let (h, rate) = read_wav_mono(&heard).unwrap();
-    let heard = to_i16(&resample(&h, rate, 8000));
+    let heard = heard(&bs);
     // While the 4 s restart ran, the callee heard that the fix was running;
     // then the result, at the end of the call, after the keys.
     let progress = best_match(&fixing, &heard);
@@ -496,17 +519,7 @@ fn a_failed_fix_is_said_and_the_next_person_is_called() {
     require("sox");
     let dir = scratch("action-call-fail");
     let sshd = Sshd::start(&dir.join("host"));
-    let src = dir.join("callee-mic.wav");
-    let st = std::process::Command::new("sox")
-        .args(["-n", "-r", "8000", "-b", "16", "-c", "1"])
-        .arg(&src)
-        .args(["synth", "60", "sine", "440", "vol", "0.02"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let phone_dir = dir.join("phone");
-    std::fs::create_dir_all(&phone_dir).unwrap();
-    let bs = Baresip::start(&phone_dir, &src);
+    let bs = callee(&dir);
     let sipp_dir = dir.join("sipp");
     std::fs::create_dir_all(&sipp_dir).unwrap();
     let mut backup = Sipp::uas("busy.xml", &sipp_dir, &[]);
@@ -519,32 +532,8 @@ fn a_failed_fix_is_said_and_the_next_person_is_called() {
     );
     let s = start(&dir, &plan, &sshd, "20s");
 
-    let (st, v) = s.call(
-        "POST",
-        "/v1/notifications",
-        NOTIFY,
-        Some(
-            json!({"contract": "ops", "ticket": "INC-8", "severity": "critical",
-            "host": "web01", "summary": "app down", "variables": {"service": "broken"}}),
-        ),
-    );
-    assert_eq!(st, 202, "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
-    let until = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, n) = s.call("GET", &format!("/v1/notifications/{id}"), OPERATE, None);
-        if n["attempts"][0]["answered_ms"].is_i64() {
-            break;
-        }
-        assert!(Instant::now() < until, "not answered: {n:#}\n{}", bs.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    for (keys, pause) in [("5", 1200), ("1", 1200), ("2468", 0)] {
-        let reply = bs.command("sndcode", keys);
-        assert!(reply.contains("\"ok\":true"), "baresip: {reply}");
-        std::thread::sleep(Duration::from_millis(pause));
-    }
+    let id = s.notify("INC-8", "broken");
+    s.press_action_keys(&id, &bs);
 
     let fin = s.wait_hook("action.finished", Duration::from_secs(30));
     let rec = &fin["data"]["record"];
@@ -566,17 +555,7 @@ fn a_failed_fix_is_said_and_the_next_person_is_called() {
         assert!(Instant::now() < until, "{n:#}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let attempts: Vec<(String, String)> = n["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["contact"].as_str().unwrap().into(),
-                a["outcome"]["outcome"].as_str().unwrap_or("none").into(),
-            )
-        })
-        .collect();
+    let attempts = attempt_outcomes(&n);
     assert_eq!(
         attempts,
         [
@@ -589,20 +568,8 @@ fn a_failed_fix_is_said_and_the_next_person_is_called() {
     assert_eq!(n["actions"][0]["state"], "failed");
 
     // The first callee heard that it failed, not that it worked.
-    let tts = callout::tts::Tts::new(&callout::tts::TtsConfig {
-        cache_dir: s.tts_cache.clone(),
-        ..Default::default()
-    })
-    .unwrap();
-    let said = |text: &str| {
-        tts.render(callout::ivr::dialplan::Language::En, text)
-            .unwrap()
-            .pcm
-            .clone()
-    };
-    let heard = bs.heard().expect("baresip recorded the call");
-    let (h, rate) = read_wav_mono(&heard).unwrap();
-    let heard = to_i16(&resample(&h, rate, 8000));
+    let said = |text: &str| s.phrase(text);
+    let heard = heard(&bs);
     let failed = best_match(
         &said("The action failed. An engineer will be contacted."),
         &heard,

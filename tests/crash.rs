@@ -167,17 +167,7 @@ fn kill_9_mid_escalation_then_restart_finishes_everything() {
     }
     for v in &done {
         assert_eq!(v["state"], "acked", "{v:#}");
-        let attempts: Vec<(String, String)> = v["attempts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                (
-                    a["contact"].as_str().unwrap().into(),
-                    a["outcome"]["outcome"].as_str().unwrap_or("none").into(),
-                )
-            })
-            .collect();
+        let attempts = attempt_outcomes(v);
         assert_eq!(
             attempts,
             vec![

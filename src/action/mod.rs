@@ -246,23 +246,14 @@ impl Actions {
         meta: &RunMeta,
     ) -> Result<(), ActionError> {
         let db = |e: crate::store::StoreError| ActionError::Store(e.to_string());
-        let now = now_ms();
-        let row = RunRow {
-            id: meta.run_id.clone(),
-            contract: p.contract.clone(),
-            action: p.action.clone(),
-            flow: p.flow.clone(),
-            host: p.host.clone().unwrap_or_else(|| "-".into()),
-            notification_id: meta.notification.clone(),
-            ticket: meta.ticket.clone(),
-            requested_by: serde_json::to_value(&meta.requested_by).unwrap_or_default(),
-            state: "running".into(),
-            record: None,
-            started_ms: now,
-            finished_ms: None,
-            owner: Some(self.owner.clone()),
-            heartbeat_ms: Some(now),
-        };
+        let row = self.row(
+            meta,
+            &p.contract,
+            &p.action,
+            &p.flow,
+            p.host.as_deref(),
+            now_ms(),
+        );
         // Twice at most: a slot whose owner is gone is taken over once.
         for _ in 0..2 {
             if store.start_run(&row).await.map_err(db)? {
@@ -275,8 +266,7 @@ impl Actions {
             else {
                 continue;
             };
-            let beat = held.heartbeat_ms.unwrap_or(held.started_ms);
-            if slot::abandoned(held.owner.as_deref(), beat, now_ms(), &self.owner) {
+            if self.abandoned(&held) {
                 tracing::warn!(run = %held.id, owner = ?held.owner, "action run abandoned by its process; marked interrupted");
                 store.interrupt_run(&held.id, now_ms()).await.map_err(db)?;
                 continue;
@@ -296,6 +286,39 @@ impl Actions {
         })
     }
 
+    /// A running row of `meta`'s run, owned by this process as of `now`.
+    fn row(
+        &self,
+        meta: &RunMeta,
+        contract: &str,
+        action: &str,
+        flow: &str,
+        host: Option<&str>,
+        now: i64,
+    ) -> RunRow {
+        RunRow {
+            id: meta.run_id.clone(),
+            contract: contract.into(),
+            action: action.into(),
+            flow: flow.into(),
+            host: host.unwrap_or("-").into(),
+            notification_id: meta.notification.clone(),
+            ticket: meta.ticket.clone(),
+            requested_by: serde_json::to_value(&meta.requested_by).unwrap_or_default(),
+            state: "running".into(),
+            record: None,
+            started_ms: now,
+            finished_ms: None,
+            owner: Some(self.owner.clone()),
+            heartbeat_ms: Some(now),
+        }
+    }
+
+    fn abandoned(&self, r: &RunRow) -> bool {
+        let beat = r.heartbeat_ms.unwrap_or(r.started_ms);
+        slot::abandoned(r.owner.as_deref(), beat, now_ms(), &self.owner)
+    }
+
     /// Free the slots of runs whose process is gone. Called at a service
     /// start, before this process runs anything of its own.
     pub async fn recover(&self) -> Result<u64, crate::store::StoreError> {
@@ -304,12 +327,11 @@ impl Actions {
         };
         let mut n = 0;
         for r in store.running_runs().await? {
-            let beat = r.heartbeat_ms.unwrap_or(r.started_ms);
             // Rows from before owners were recorded belong to a stopped
             // service: this start is the only one that could resume them.
-            let gone = r.owner.is_none()
-                || slot::abandoned(r.owner.as_deref(), beat, now_ms(), &self.owner);
-            if gone && store.interrupt_run(&r.id, now_ms()).await? {
+            if (r.owner.is_none() || self.abandoned(&r))
+                && store.interrupt_run(&r.id, now_ms()).await?
+            {
                 n += 1;
             }
         }
@@ -339,20 +361,18 @@ impl Actions {
             return;
         };
         let row = RunRow {
-            id: rec.meta.run_id.clone(),
-            contract: rec.contract.clone(),
-            action: rec.action.clone(),
-            flow: rec.flow.clone(),
-            host: rec.host.clone().unwrap_or_else(|| "-".into()),
-            notification_id: rec.meta.notification.clone(),
-            ticket: rec.meta.ticket.clone(),
-            requested_by: serde_json::to_value(&rec.meta.requested_by).unwrap_or_default(),
             state: rec.result.name().into(),
             record: serde_json::to_value(rec).ok(),
             started_ms: rec.started_ms,
             finished_ms: Some(rec.finished_ms),
-            owner: Some(self.owner.clone()),
-            heartbeat_ms: Some(rec.finished_ms),
+            ..self.row(
+                &rec.meta,
+                &rec.contract,
+                &rec.action,
+                &rec.flow,
+                rec.host.as_deref(),
+                rec.finished_ms,
+            )
         };
         if let Err(e) = store.finish_run(&row).await {
             tracing::error!(run = %rec.meta.run_id, error = %e, "cannot record the action run's end");

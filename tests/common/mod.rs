@@ -449,6 +449,23 @@ pub fn best_match(said: &[i16], heard: &[i16]) -> (f64, usize) {
     best
 }
 
+/// (contact, outcome) of each attempt of a notification, as the API shows it.
+#[allow(dead_code)]
+pub fn attempt_outcomes(n: &serde_json::Value) -> Vec<(String, String)> {
+    n["attempts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            (
+                a["contact"].as_str().unwrap_or("?").into(),
+                a["outcome"]["outcome"].as_str().unwrap_or("none").into(),
+            )
+        })
+        .collect()
+}
+
 /// Pearson correlation of two sequences over their common length.
 pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
