@@ -178,6 +178,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
         ring_timeout: Duration::from_secs(10),
         outbound_proxy: None,
         extra_headers: Vec::new(),
+        media: Default::default(),
     };
     let rss_idle = rss_kib();
 

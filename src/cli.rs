@@ -227,6 +227,7 @@ pub struct CallOptions {
     pub user: Option<String>,
     pub password: Option<String>,
     pub from: String,
+    pub media: crate::media::session::MediaPolicy,
 }
 
 /// `callout call`: ring, play the prompt until input or timeout, print
@@ -258,6 +259,7 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
             ring_timeout: o.timeout,
             outbound_proxy: None,
             extra_headers: Vec::new(),
+            media: o.media,
         })
         .await?;
     let emit = |v: serde_json::Value| println!("{v}");

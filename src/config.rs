@@ -32,6 +32,12 @@ pub struct TrunkConfig {
     pub aor: Option<String>,
     /// Requested registration time, seconds (default 600).
     pub register_expires: Option<u32>,
+    /// The trunk's media comes from behind NAT, from another address than
+    /// its SDP names: take the first valid RTP packet's source as the peer
+    /// (once per call). Off by default: media is accepted only from the
+    /// address the answer names.
+    #[serde(default)]
+    pub symmetric_rtp: bool,
 }
 
 /// Where ticket events go.

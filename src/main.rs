@@ -43,6 +43,12 @@ enum Cmd {
         /// Caller identity for From.
         #[arg(long, default_value = "sip:callout@localhost")]
         from: String,
+        /// DTMF paths: both, rfc4733 or inband.
+        #[arg(long, default_value = "both")]
+        dtmf: callout::media::session::DtmfMode,
+        /// Take the first RTP source as the peer (a callee behind NAT).
+        #[arg(long)]
+        symmetric_rtp: bool,
     },
     /// Run the service: REST API, store, escalations, webhooks.
     Serve {
@@ -414,6 +420,8 @@ fn main() -> ExitCode {
             rtp_ports,
             user,
             from,
+            dtmf,
+            symmetric_rtp,
         } => (|| {
             let rt = runtime()?;
             let opts = cli::CallOptions {
@@ -426,6 +434,10 @@ fn main() -> ExitCode {
                 user,
                 password: std::env::var("CALLOUT_SIP_PASSWORD").ok(),
                 from,
+                media: callout::media::session::MediaPolicy {
+                    dtmf,
+                    symmetric_rtp,
+                },
             };
             rt.block_on(cli::call(opts))
         })(),

@@ -64,6 +64,8 @@ pub struct Script {
     pub outbound_proxy: Option<std::net::SocketAddr>,
     /// The trunk's digest credentials.
     pub credentials: Option<crate::sip::auth::Credentials>,
+    /// The trunk's peers sit behind NAT: latch onto their RTP source.
+    pub symmetric_rtp: bool,
     /// Cancelled when the process shuts down: a ringing call is cancelled,
     /// an answered one hears the end of its current prompt, and the
     /// escalation stops where it is (it resumes at the next start).
@@ -160,6 +162,7 @@ impl Script {
             call_headers: Vec::new(),
             outbound_proxy: None,
             credentials: None,
+            symmetric_rtp: false,
             shutdown: tokio_util::sync::CancellationToken::new(),
         })
     }
@@ -407,6 +410,10 @@ async fn run_call(
             ring_timeout: plan.escalation.ring_timeout,
             outbound_proxy: script.outbound_proxy,
             extra_headers: script.call_headers.clone(),
+            media: crate::media::session::MediaPolicy {
+                dtmf: plan.dtmf,
+                symmetric_rtp: script.symmetric_rtp,
+            },
         })
         .await
     {

@@ -750,6 +750,7 @@ fn calls_go_through_the_trunk_proxy_with_its_credentials() {
             registrar: None,
             aor: None,
             register_expires: None,
+            symmetric_rtp: false,
         },
     );
     let plan = plan_text("carrier", "sip:+81312345678@pbx.invalid", "10s")
@@ -811,6 +812,7 @@ fn trunk_registration_is_made_and_refreshed() {
             registrar: Some(format!("127.0.0.1:{}", registrar.port)),
             aor: Some("sip:alice@127.0.0.1".into()),
             register_expires: Some(60),
+            symmetric_rtp: false,
         },
     );
     let s = start_full(

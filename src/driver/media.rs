@@ -245,9 +245,12 @@ impl PortPool {
         })
     }
 
-    /// Bind the next free even port, trying each at most once.
+    /// Bind a free even port, trying each at most once from a random
+    /// place in the range: ports handed out in order let anyone who saw
+    /// one call's port aim at the next call's.
     pub async fn bind(&mut self) -> std::io::Result<UdpSocket> {
-        let slots = ((self.end - self.start) / 2 + 1) as usize;
+        let slots = (self.end - self.start) / 2 + 1;
+        self.next = self.start + 2 * rand::Rng::gen_range(&mut rand::thread_rng(), 0..slots);
         for _ in 0..slots {
             let port = self.next;
             self.next = if self.next + 2 > self.end {

@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Mutex};
 
 use crate::media::audio::Prompt;
-use crate::media::session::{MediaEvent, MediaSession};
+use crate::media::session::{MediaEvent, MediaPolicy, MediaSession};
 use crate::sip::auth::Credentials;
 use crate::sip::call::{CallConfig, CallEvent};
 use crate::sip::endpoint::CallHandle;
@@ -54,6 +54,8 @@ pub struct DialRequest {
     pub outbound_proxy: Option<SocketAddr>,
     /// Extra INVITE headers.
     pub extra_headers: Vec<(String, String)>,
+    /// DTMF paths and whom media is accepted from.
+    pub media: MediaPolicy,
 }
 
 /// The running gateway: one SIP socket, one media clock, an RTP port pool.
@@ -176,7 +178,9 @@ impl Gateway {
         };
         let (sip_tx, sip_rx) = mpsc::unbounded_channel();
         let handle = self.sip.dial(cfg, sip_tx).await?;
-        Ok(self.active_call(id, handle, socket, sip_rx))
+        let mut call = self.active_call(id, handle, socket, sip_rx);
+        call.policy = req.media;
+        Ok(call)
     }
 
     fn active_call(
@@ -200,6 +204,7 @@ impl Gateway {
             sip_done: false,
             next_prompt: 1,
             record: false,
+            policy: MediaPolicy::default(),
         }
     }
 }
@@ -226,6 +231,7 @@ pub struct ActiveCall {
     sip_done: bool,
     next_prompt: u64,
     record: bool,
+    policy: MediaPolicy,
 }
 
 impl ActiveCall {
@@ -270,6 +276,7 @@ impl ActiveCall {
             return;
         };
         let mut session = MediaSession::new(neg, rand::random(), rand::random(), rand::random());
+        session.set_policy(self.policy);
         if self.record {
             session.record();
         }

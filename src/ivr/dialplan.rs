@@ -266,6 +266,8 @@ pub struct Dialplan {
     pub language: Language,
     pub voice: Option<String>,
     pub trunk: String,
+    /// Which DTMF paths calls listen to (`both`, `rfc4733`, `inband`).
+    pub dtmf: crate::media::session::DtmfMode,
     pub caller_id: String,
     pub timezone: String,
     #[serde(skip)]
@@ -294,6 +296,8 @@ struct RawDialplan {
     voice: Option<String>,
     #[serde(default = "default_trunk")]
     trunk: String,
+    #[serde(default)]
+    dtmf: crate::media::session::DtmfMode,
     caller_id: Option<Spanned<String>>,
     #[serde(default = "default_tz")]
     timezone: Spanned<String>,
@@ -1079,6 +1083,7 @@ pub fn load_str(
         language: raw.language,
         voice: raw.voice,
         trunk: raw.trunk,
+        dtmf: raw.dtmf,
         caller_id,
         timezone: raw.timezone.get_ref().clone(),
         holidays,

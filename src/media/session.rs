@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 use super::amd::{Amd, AmdCause, AmdParams, AmdResult};
 use super::audio::{Prompt, FRAME};
+
+/// Milliseconds per packet.
+const FRAME_MS: u64 = 20;
 use super::g711;
 use super::inband;
 use super::rfc4733::{self, EventPayload, EventReceiver};
@@ -54,6 +57,45 @@ pub enum MediaEvent {
         result: AmdResult,
         cause: AmdCause,
     },
+}
+
+/// Which DTMF paths a call listens to (a dialplan's `dtmf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtmfMode {
+    /// RFC 4733 events and in-band tones; once the far end has sent an
+    /// event, in-band detections on that call are dropped: a carrier that
+    /// relays keys as events is never exposed to talk-off.
+    #[default]
+    Both,
+    /// Events only (and SIP INFO): in-band audio is never analysed.
+    Rfc4733,
+    /// In-band tones only (and SIP INFO), for carriers whose events are
+    /// unreliable.
+    Inband,
+}
+
+impl std::str::FromStr for DtmfMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "both" => Ok(DtmfMode::Both),
+            "rfc4733" => Ok(DtmfMode::Rfc4733),
+            "inband" => Ok(DtmfMode::Inband),
+            _ => Err(format!("{s:?}: use both, rfc4733 or inband")),
+        }
+    }
+}
+
+/// What a session accepts from the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaPolicy {
+    pub dtmf: DtmfMode,
+    /// Symmetric RTP for peers behind NAT: the source of the first valid
+    /// packet becomes the peer, once, instead of the address the SDP
+    /// names. Off unless a trunk asks for it.
+    pub symmetric_rtp: bool,
 }
 
 /// Merges the three DTMF paths into one stream: the same key reported by
@@ -100,7 +142,21 @@ pub struct MediaStats {
     pub sent: u64,
     pub received: u64,
     pub malformed: u64,
+    /// Dropped: not from the negotiated (or latched) peer address.
+    pub wrong_source: u64,
+    /// Dropped: from the peer's address but another SSRC.
+    pub wrong_ssrc: u64,
+    /// Dropped: a payload type the answer did not negotiate.
+    pub wrong_payload_type: u64,
+    /// In-band digits dropped as the echo of our own prompt.
+    pub echo_digits: u64,
+    /// In-band digits dropped because the far end sends RFC 4733 events.
+    pub inband_ignored: u64,
 }
+
+/// How long after we sent audio its echo may come back: round trip plus
+/// the far end's hybrid or speakerphone.
+const ECHO_SPAN_MS: u64 = 800;
 
 /// One call's RTP session.
 pub struct MediaSession {
@@ -110,7 +166,15 @@ pub struct MediaSession {
     codec: Codec,
     remote_dtmf_pt: Option<u8>,
     remote: SocketAddr,
+    policy: MediaPolicy,
+    /// The peer's address is settled (SDP-named, or latched once).
     latched: bool,
+    /// The peer's SSRC, from its first accepted packet.
+    peer_ssrc: Option<u32>,
+    /// The far end has sent an RFC 4733 event on this call.
+    events_seen: bool,
+    /// Looks at what we send: which keys our own audio resembles, and when.
+    echo: EchoGuard,
     queue: VecDeque<Item>,
     current: Option<(u64, Arc<Prompt>, usize)>,
     silence_left: usize,
@@ -130,6 +194,8 @@ pub struct MediaSession {
     frame: [u8; FRAME],
     decoded: Vec<i16>,
     found: Vec<inband::Detected>,
+    /// Session time of the next packet we send (20 ms per tick).
+    ticks_ms: u64,
     amd: Option<Amd>,
     /// A received frame reached the detector since the last tick.
     amd_fed: bool,
@@ -144,7 +210,11 @@ impl MediaSession {
             codec: media.codec,
             remote_dtmf_pt: media.dtmf_pt,
             remote: media.remote,
+            policy: MediaPolicy::default(),
             latched: false,
+            peer_ssrc: None,
+            events_seen: false,
+            echo: EchoGuard::default(),
             queue: VecDeque::new(),
             current: None,
             silence_left: 0,
@@ -163,6 +233,7 @@ impl MediaSession {
             frame: [0; FRAME],
             decoded: Vec::with_capacity(FRAME),
             found: Vec::new(),
+            ticks_ms: 0,
             amd: None,
             amd_fed: false,
         }
@@ -199,6 +270,12 @@ impl MediaSession {
     /// Switch in-band detection on or off (on by default).
     pub fn set_inband(&mut self, on: bool) {
         self.inband = on.then(inband::Detector::default);
+    }
+
+    /// Apply a contract's and trunk's policy (before the first packet).
+    pub fn set_policy(&mut self, policy: MediaPolicy) {
+        self.policy = policy;
+        self.set_inband(policy.dtmf != DtmfMode::Rfc4733);
     }
 
     /// Keep every decoded received sample (for `softphone --record`).
@@ -288,15 +365,23 @@ impl MediaSession {
                     self.marker = true;
                 }
             }
+            self.ticks_ms += FRAME_MS;
             return self.build(pt, first, ev_ts, payload.as_ref());
         }
-        self.fill_frame();
+        let playing = self.fill_frame();
+        if self.inband.is_some() {
+            self.echo
+                .sent(self.ticks_ms, playing, &self.frame, self.codec);
+        }
+        self.ticks_ms += FRAME_MS;
         let marker = std::mem::take(&mut self.marker);
         let frame = self.frame;
         self.build(self.codec.payload_type(), marker, ts, &frame)
     }
 
-    fn fill_frame(&mut self) {
+    /// Fill the next frame; `true` when any of it is prompt audio.
+    fn fill_frame(&mut self) -> bool {
+        let mut playing = false;
         let silence = match self.codec {
             Codec::Pcmu => g711::ULAW_SILENCE,
             Codec::Pcma => g711::ALAW_SILENCE,
@@ -315,6 +400,7 @@ impl MediaSession {
                 let data = prompt.encoded(self.codec);
                 let n = (data.len() - *pos).min(FRAME - filled);
                 self.frame[filled..filled + n].copy_from_slice(&data[*pos..*pos + n]);
+                playing = true;
                 *pos += n;
                 filled += n;
                 if *pos >= data.len() {
@@ -343,6 +429,7 @@ impl MediaSession {
                 }
             }
         }
+        playing
     }
 
     fn build(&mut self, pt: u8, marker: bool, ts: u32, payload: &[u8]) -> &[u8] {
@@ -359,6 +446,12 @@ impl MediaSession {
     }
 
     /// Feed a received datagram at `now_ms` (ms since session start).
+    ///
+    /// Media is accepted only from the peer: the address the answer's SDP
+    /// names (or, with symmetric RTP, the source of the first valid
+    /// packet, settled once), with the SSRC of its first packet, in a
+    /// negotiated payload type. Everything else is dropped and counted, so
+    /// nobody else can inject keys or take the audio.
     pub fn handle_packet(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) {
         let Ok(pkt) = rtp_rs::RtpReader::new(bytes) else {
             self.stats.malformed += 1;
@@ -368,26 +461,45 @@ impl MediaSession {
             self.stats.malformed += 1;
             return;
         }
+        if from != self.remote && (self.latched || !self.policy.symmetric_rtp) {
+            self.stats.wrong_source += 1;
+            return;
+        }
+        let pt = pkt.payload_type();
+        if Some(pt) != self.remote_dtmf_pt && pt != self.codec.payload_type() {
+            // Comfort noise and the like: not ours to decode, and an
+            // unknown type must not settle who the peer is.
+            self.stats.wrong_payload_type += 1;
+            return;
+        }
+        match self.peer_ssrc {
+            Some(ssrc) if ssrc != pkt.ssrc() => {
+                self.stats.wrong_ssrc += 1;
+                return;
+            }
+            Some(_) => {}
+            None => self.peer_ssrc = Some(pkt.ssrc()),
+        }
         self.stats.received += 1;
         if !self.latched {
             self.latched = true;
-            if from != self.remote {
-                self.remote = from;
-            }
+            self.remote = from;
             self.events.push_back(MediaEvent::Latched(from));
         }
-        let pt = pkt.payload_type();
         let payload = pkt.payload();
         if Some(pt) == self.remote_dtmf_pt {
+            if self.policy.dtmf == DtmfMode::Inband {
+                return;
+            }
             if let Some(d) = self.events_rx.handle(now_ms, pkt.timestamp(), payload) {
+                self.events_seen = true;
                 self.push_digit(d.digit, DigitSource::Rfc4733, d.at_ms);
             }
             return;
         }
-        let decode: fn(u8) -> i16 = match pt {
-            0 => g711::ulaw_to_linear,
-            8 => g711::alaw_to_linear,
-            _ => return,
+        let decode: fn(u8) -> i16 = match self.codec {
+            Codec::Pcmu => g711::ulaw_to_linear,
+            Codec::Pcma => g711::alaw_to_linear,
         };
         self.decoded.clear();
         self.decoded.extend(payload.iter().map(|&b| decode(b)));
@@ -409,7 +521,14 @@ impl MediaSession {
             self.inband_fed_ms += (self.decoded.len() / 8) as u64;
             let found = std::mem::take(&mut self.found);
             for d in &found {
-                self.push_digit(d.digit, DigitSource::Inband, base + d.start_ms);
+                let at_ms = base + d.start_ms;
+                if self.events_seen && self.policy.dtmf == DtmfMode::Both {
+                    self.stats.inband_ignored += 1;
+                } else if self.echo.explains(d.digit, at_ms) {
+                    self.stats.echo_digits += 1;
+                } else {
+                    self.push_digit(d.digit, DigitSource::Inband, at_ms);
+                }
             }
             self.found = found;
         }
@@ -433,6 +552,93 @@ impl MediaSession {
 
     pub fn poll_event(&mut self) -> Option<MediaEvent> {
         self.events.pop_front()
+    }
+}
+
+/// Remembers which keys our own outgoing audio resembled, and when, so a
+/// key that the far end only "presses" by echoing our prompt back is not
+/// taken. Checked with thresholds far looser than the receiving
+/// detector's (half the energy in the pair, any twist within 15 dB, down
+/// to −51 dBm0): an echo path filters and attenuates, and a near miss in
+/// what we sent can come back looking cleaner. On generated speech this
+/// marks a given key for about 0.6 % of the time, so a real press is
+/// almost never mistaken for echo.
+struct EchoGuard {
+    detector: inband::Detector,
+    /// Session time of the detector's first sample.
+    base_ms: u64,
+    /// Samples fed since `base_ms`.
+    fed: u64,
+    /// When our audio last resembled each key (index in `KEYS`).
+    last_seen: [Option<u64>; 16],
+    decoded: [i16; FRAME],
+}
+
+const EVENT_KEYS: &str = "0123456789*#ABCD";
+
+impl Default for EchoGuard {
+    fn default() -> Self {
+        EchoGuard {
+            detector: inband::Detector::new(Self::thresholds()),
+            base_ms: 0,
+            fed: 0,
+            last_seen: [None; 16],
+            decoded: [0; FRAME],
+        }
+    }
+}
+
+impl EchoGuard {
+    fn thresholds() -> inband::Thresholds {
+        inband::Thresholds {
+            min_tone_power: 2000.0,
+            max_twist_db: 15.0,
+            max_reverse_twist_db: 15.0,
+            min_purity: 0.5,
+            max_freq_offset: 0.03,
+            ..inband::Thresholds::default()
+        }
+    }
+
+    /// One frame we are about to send at session time `at_ms`. Only
+    /// prompt audio is analysed; after a silent stretch the analysis
+    /// restarts at the new frame's time.
+    fn sent(&mut self, at_ms: u64, playing: bool, frame: &[u8; FRAME], codec: Codec) {
+        if !playing {
+            self.fed = 0;
+            return;
+        }
+        if self.fed == 0 {
+            self.detector = inband::Detector::new(Self::thresholds());
+            self.base_ms = at_ms;
+        }
+        let decode: fn(u8) -> i16 = match codec {
+            Codec::Pcmu => g711::ulaw_to_linear,
+            Codec::Pcma => g711::alaw_to_linear,
+        };
+        for (o, &b) in self.decoded.iter_mut().zip(frame) {
+            *o = decode(b);
+        }
+        let (base, last_seen) = (self.base_ms, &mut self.last_seen);
+        self.detector.windows(&self.decoded, |key, start_ms| {
+            if let Some(i) = EVENT_KEYS.find(key) {
+                // The window's end: its echo can start no earlier.
+                last_seen[i] = Some(base + start_ms + 20);
+            }
+        });
+        self.fed += FRAME as u64;
+    }
+
+    /// Is a `digit` heard starting at `at_ms` explained by our own audio?
+    fn explains(&self, digit: char, at_ms: u64) -> bool {
+        let Some(i) = EVENT_KEYS.find(digit) else {
+            return false;
+        };
+        self.last_seen[i].is_some_and(|sent| {
+            // Sent before the digit began (allowing for the two clocks'
+            // 20 ms granularity), and recently enough to be its echo.
+            sent <= at_ms + 40 && at_ms <= sent + ECHO_SPAN_MS
+        })
     }
 }
 
@@ -504,6 +710,10 @@ mod tests {
     #[test]
     fn rfc4733_and_inband_for_one_press_give_one_digit_and_latching_works() {
         let mut s = MediaSession::new(&media(), 7, 0, 0);
+        s.set_policy(MediaPolicy {
+            symmetric_rtp: true,
+            ..MediaPolicy::default()
+        });
         let src: SocketAddr = "127.0.0.1:41000".parse().unwrap();
         let (r, c) = key_freqs('7').unwrap();
         let mut seq = 0;
@@ -569,5 +779,215 @@ mod tests {
         assert!(evs.iter().all(|e| e.1 == evs[0].1 && e.2.event == 11));
         assert_eq!(evs.iter().filter(|e| e.2.end).count(), 3);
         assert_eq!(evs.last().unwrap().2.duration, 800);
+    }
+
+    const PEER: &str = "127.0.0.1:40000";
+
+    fn event(key: u8, n: u16, end: bool) -> Vec<u8> {
+        rfc4733::build_payload(EventPayload {
+            event: key,
+            end,
+            volume: 10,
+            duration: n * 160,
+        })
+        .as_ref()
+        .to_vec()
+    }
+
+    fn rtp_from(ssrc: u32, pt: u8, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+        rtp_rs::RtpPacketBuilder::new()
+            .payload_type(pt)
+            .sequence(rtp_rs::Seq::from(seq))
+            .timestamp(ts)
+            .ssrc(ssrc)
+            .payload(payload)
+            .build()
+            .unwrap()
+    }
+
+    /// A press of `key` as RFC 4733 packets from `from` with `ssrc`.
+    fn press_events(s: &mut MediaSession, from: &str, ssrc: u32, key: u8, t0: u64) {
+        for i in 0..6u16 {
+            let p = rtp_from(
+                ssrc,
+                101,
+                t0 as u16 + i,
+                t0 as u32 * 8,
+                &event(key, i + 1, i == 5),
+            );
+            s.handle_packet(t0 + i as u64 * 20, from.parse().unwrap(), &p);
+        }
+    }
+
+    fn digits(s: &mut MediaSession) -> String {
+        std::iter::from_fn(|| s.poll_event())
+            .filter_map(|e| match e {
+                MediaEvent::Digit(d) => Some(d.digit),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn media_from_another_address_or_ssrc_is_dropped_and_counted() {
+        let mut s = MediaSession::new(&media(), 7, 0, 0);
+        // An attacker sprays events before and during the call.
+        press_events(&mut s, "127.0.0.1:41000", 5, 1, 0);
+        press_events(&mut s, "127.0.0.1:40000", 99, 5, 200);
+        press_events(&mut s, "127.0.0.1:41000", 99, 1, 400);
+        // Right address, another SSRC: spoofed source or a second stream.
+        press_events(&mut s, "127.0.0.1:40000", 77, 3, 600);
+        assert_eq!(digits(&mut s), "5");
+        assert_eq!(s.remote(), PEER.parse().unwrap());
+        let st = s.stats();
+        assert_eq!((st.wrong_source, st.wrong_ssrc, st.received), (12, 6, 6));
+        // Audio from elsewhere is not heard either.
+        let p = rtp_from(99, 0, 1, 0, &[0u8; 160]);
+        s.handle_packet(900, "127.0.0.1:41000".parse().unwrap(), &p);
+        assert_eq!(s.stats().wrong_source, 13);
+        // A payload type nobody negotiated is dropped without a decode.
+        let p = rtp_from(99, 13, 2, 0, &[0u8; 1]);
+        s.handle_packet(920, PEER.parse().unwrap(), &p);
+        assert_eq!(s.stats().wrong_payload_type, 1);
+    }
+
+    #[test]
+    fn symmetric_rtp_latches_once_and_never_moves() {
+        let mut s = MediaSession::new(&media(), 7, 0, 0);
+        s.set_policy(MediaPolicy {
+            symmetric_rtp: true,
+            ..MediaPolicy::default()
+        });
+        // An unknown payload type must not choose the peer.
+        let p = rtp_from(1, 13, 0, 0, &[0u8; 1]);
+        s.handle_packet(0, "127.0.0.1:45000".parse().unwrap(), &p);
+        press_events(&mut s, "10.0.0.7:41000", 99, 2, 100);
+        press_events(&mut s, "127.0.0.1:42000", 99, 1, 300);
+        assert_eq!(digits(&mut s), "2");
+        assert_eq!(s.remote(), "10.0.0.7:41000".parse().unwrap());
+        assert_eq!(s.stats().wrong_source, 6);
+    }
+
+    fn tone_frames(key: char, ms: u64, codec: Codec) -> Vec<[u8; FRAME]> {
+        let (r, c) = key_freqs(key).unwrap();
+        (0..ms / 20)
+            .map(|f| {
+                let mut out = [0u8; FRAME];
+                for (n, o) in out.iter_mut().enumerate() {
+                    let t = (f as f32 * 160.0 + n as f32) / 8000.0;
+                    let w = 2.0 * std::f32::consts::PI * t;
+                    let v = (6000.0 * ((w * r).sin() + (w * c).sin())) as i16;
+                    *o = match codec {
+                        Codec::Pcmu => g711::linear_to_ulaw(v),
+                        Codec::Pcma => g711::linear_to_alaw(v),
+                    };
+                }
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dtmf_mode_selects_the_paths() {
+        let inband = |s: &mut MediaSession, key: char, t0: u64, seq: u16| {
+            for (i, f) in tone_frames(key, 100, Codec::Pcmu).iter().enumerate() {
+                let p = rtp_from(99, 0, seq + i as u16, 0, f);
+                s.handle_packet(t0 + i as u64 * 20, PEER.parse().unwrap(), &p);
+            }
+        };
+        let mut only_events = MediaSession::new(&media(), 7, 0, 0);
+        only_events.set_policy(MediaPolicy {
+            dtmf: DtmfMode::Rfc4733,
+            ..MediaPolicy::default()
+        });
+        inband(&mut only_events, '4', 0, 0);
+        press_events(&mut only_events, PEER, 99, 1, 500);
+        assert_eq!(digits(&mut only_events), "1");
+
+        let mut only_tones = MediaSession::new(&media(), 7, 0, 0);
+        only_tones.set_policy(MediaPolicy {
+            dtmf: DtmfMode::Inband,
+            ..MediaPolicy::default()
+        });
+        press_events(&mut only_tones, PEER, 99, 1, 0);
+        inband(&mut only_tones, '4', 500, 10);
+        assert_eq!(digits(&mut only_tones), "4");
+
+        // Both: tones count until the far end shows it sends events.
+        let mut both = MediaSession::new(&media(), 7, 0, 0);
+        inband(&mut both, '4', 0, 0);
+        press_events(&mut both, PEER, 99, 1, 500);
+        inband(&mut both, '7', 1000, 10);
+        assert_eq!(digits(&mut both), "41");
+        assert_eq!(both.stats().inband_ignored, 1);
+    }
+
+    /// Our prompt comes back as echo `delay` packets later, at half
+    /// amplitude; `press` is sent by the callee from `press_at` packets on.
+    fn echo_call(
+        prompt: Vec<i16>,
+        delay: usize,
+        press: Option<(char, usize)>,
+    ) -> (String, MediaStats) {
+        let mut s = MediaSession::new(&media(), 7, 0, 0);
+        s.set_policy(MediaPolicy {
+            dtmf: DtmfMode::Inband,
+            ..MediaPolicy::default()
+        });
+        s.play(1, Prompt::from_pcm("alert", prompt));
+        let press_frames = press.map(|(k, _)| tone_frames(k, 120, Codec::Pcmu));
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        for tick in 0..150usize {
+            let pkt = s.tick().to_vec();
+            sent.push(pkt[12..].to_vec());
+            let mut heard = [0i16; FRAME];
+            if tick >= delay {
+                for (h, &b) in heard.iter_mut().zip(&sent[tick - delay]) {
+                    *h = g711::ulaw_to_linear(b) / 2;
+                }
+            }
+            if let (Some((_, at)), Some(frames)) = (press, &press_frames) {
+                if tick >= at && tick - at < frames.len() {
+                    for (h, &b) in heard.iter_mut().zip(&frames[tick - at]) {
+                        *h = h.saturating_add(g711::ulaw_to_linear(b));
+                    }
+                }
+            }
+            let payload: Vec<u8> = heard.iter().map(|&x| g711::linear_to_ulaw(x)).collect();
+            let p = rtp_from(99, 0, tick as u16, tick as u32 * 160, &payload);
+            s.handle_packet(tick as u64 * 20, PEER.parse().unwrap(), &p);
+        }
+        (digits(&mut s), s.stats())
+    }
+
+    fn key_prompt(key: char) -> Vec<i16> {
+        // A prompt that itself holds a key's two tones for 200 ms, amid
+        // silence: the worst case of talk-off in our own audio.
+        let mut pcm = vec![0i16; 8000];
+        for f in tone_frames(key, 200, Codec::Pcmu) {
+            pcm.extend(f.iter().map(|&b| g711::ulaw_to_linear(b)));
+        }
+        pcm.extend(std::iter::repeat_n(0, 8000));
+        pcm
+    }
+
+    #[test]
+    fn a_key_heard_only_as_the_echo_of_our_prompt_is_not_a_press() {
+        for delay in [1, 5, 15, 30] {
+            let (got, st) = echo_call(key_prompt('4'), delay, None);
+            assert_eq!(got, "", "echo delay {} ms", delay * 20);
+            assert_eq!(st.echo_digits, 1, "echo delay {} ms", delay * 20);
+        }
+    }
+
+    #[test]
+    fn a_real_press_during_or_after_the_prompt_is_heard() {
+        // Another key right after the echo of '4' (a press on top of a
+        // louder echo of another key is not a clean pair for anyone).
+        let (got, _) = echo_call(key_prompt('4'), 5, Some(('8', 66)));
+        assert_eq!(got, "8");
+        // The same key, long after its echo could have come back.
+        let (got, _) = echo_call(key_prompt('4'), 5, Some(('4', 120)));
+        assert_eq!(got, "4");
     }
 }

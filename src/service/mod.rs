@@ -207,6 +207,7 @@ impl Service {
                     s.call_headers.push(("X-Callout-Notification".into(), row.id.clone()));
                     s.actions = svc.actions.clone();
                     s.notification_id = Some(row.id.clone());
+                    s.symmetric_rtp = svc.config.trunks.get(&plan.trunk).is_some_and(|t| t.symmetric_rtp);
                     match svc.trunk(&plan.trunk).await {
                         Ok((proxy, credentials)) => {
                             s.outbound_proxy = proxy;
