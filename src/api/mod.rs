@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 mod actions;
 pub mod openapi;
+mod pin_lock;
 
 use crate::runner::Notification;
 use crate::service::{body_hash, AcceptError, Service};
@@ -160,6 +161,10 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/calls/{id}", get(get_call))
         .route("/v1/contracts", get(list_contracts))
         .route("/v1/contracts/{id}", get(get_contract))
+        .route(
+            "/v1/contracts/{id}/pin-lock",
+            get(pin_lock::get_pin_lock).delete(pin_lock::clear_pin_lock),
+        )
         .route("/v1/dialplans/reload", post(reload_dialplans))
         .route("/v1/actions/{flow}/run", post(actions::run_flow))
         .route("/v1/actions/runs/{id}", get(actions::get_run))

@@ -206,6 +206,7 @@ impl Service {
                     // Lets a PBX log or a test tie each INVITE to its notification.
                     s.call_headers.push(("X-Callout-Notification".into(), row.id.clone()));
                     s.actions = svc.actions.clone();
+                    s.pins = Arc::new(svc.store.clone());
                     s.notification_id = Some(row.id.clone());
                     match svc.trunk(&plan.trunk).await {
                         Ok((proxy, credentials)) => {

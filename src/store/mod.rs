@@ -8,7 +8,9 @@ use rand::Rng;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod pins;
 mod runs;
+pub use pins::{ContactFailures, PinFailure};
 pub use runs::RunRow;
 
 /// Why the store failed.
@@ -22,6 +24,8 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("database file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}: too many concurrent writers, gave up")]
+    Contended(&'static str),
 }
 
 /// A notification as stored.
