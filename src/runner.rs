@@ -124,22 +124,38 @@ impl Script {
         }
         let mut prompts = HashMap::new();
         let mut fallbacks = Vec::new();
+        // Whatever cannot be made (synthesis fails, a recorded prompt was
+        // deleted or broken since the dialplan was loaded) says the recorded
+        // fallback instead, so the call still goes out. Only a missing
+        // fallback stops the notification.
         let mut render = |say: &dyn std::fmt::Debug,
                           phrase: &Phrase|
          -> anyhow::Result<Arc<Prompt>> {
-            Ok(match phrase {
-                Phrase::Recorded(path) => Prompt::load(path)?,
+            let why = match phrase {
+                Phrase::Recorded(path) => match Prompt::load(path) {
+                    Ok(p) => return Ok(p),
+                    Err(e) => {
+                        tracing::error!(error = %e, phrase = ?say, "recorded prompt unusable; using the recorded fallback");
+                        format!("{say:?}: {e}")
+                    }
+                },
                 Phrase::Text(t) => {
                     let text = crate::ivr::dialplan::render(t, &vars);
                     match tts.render_voice(lang, plan.voice.as_deref(), &text) {
-                        Ok(p) => p,
+                        Ok(p) => return Ok(p),
                         Err(e) => {
                             tracing::error!(error = %e, phrase = ?say, "synthesis failed; using the recorded fallback");
-                            fallbacks.push(format!("{say:?}: {e}"));
-                            Prompt::load(&fallback_file)?
+                            format!("{say:?}: {e}")
                         }
                     }
                 }
+            };
+            fallbacks.push(why);
+            Prompt::load(&fallback_file).map_err(|e| {
+                anyhow::anyhow!(
+                    "the recorded fallback {} is unusable: {e}",
+                    fallback_file.display()
+                )
             })
         };
         for (say, phrase) in all {

@@ -614,10 +614,13 @@ async fn validate_dialplan(
     }))
 }
 
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "database and SIP ready"), (status = 503, description = "not ready")))]
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "database and SIP ready"),
+    (status = 503, description = "not ready: the database, or `undialable` names contracts whose trunk is unusable and why")))]
 async fn readyz(State(svc): Shared) -> Response {
     let db = svc.store.ping().await;
-    let status = if db {
+    // A contract whose trunk is unusable cannot page anyone: not ready.
+    let undialable = svc.undialable_contracts().await;
+    let status = if db && undialable.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -626,7 +629,7 @@ async fn readyz(State(svc): Shared) -> Response {
         status,
         Json(
             json!({"database": db, "sip": svc.gateway.sip_addr().to_string(),
-            "registrations": svc.gateway.sip().registrations()}),
+            "registrations": svc.gateway.sip().registrations(), "undialable": undialable}),
         ),
     )
         .into_response()
