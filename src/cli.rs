@@ -32,8 +32,11 @@ pub fn dialplan_check(
     with_tts: bool,
     config: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let voices = match config {
-        Some(c) => crate::config::Config::load(c)?.voices,
+    let (voices, trunks) = match config {
+        Some(c) => {
+            let c = crate::config::Config::load(c)?;
+            (c.voices, Some(c.trunks))
+        }
         None => Default::default(),
     };
     use crate::ivr::dialplan;
@@ -42,6 +45,7 @@ pub fn dialplan_check(
     } else {
         dialplan::load_file(path, prompts).map(|p| vec![p])
     };
+    let result = result.and_then(|plans| check_trunks(plans, trunks.as_ref()));
     let result = result.and_then(|plans| {
         if !with_tts {
             return Ok(plans);
@@ -104,6 +108,49 @@ pub fn dialplan_check(
             eprintln!("callout: {} problem(s) found", errors.len());
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// Each plan's trunk must be usable as `callout serve` would use it: the
+/// proxy resolves and the credential variables are set. Without a
+/// configuration, a trunk other than `default` cannot be checked and is
+/// reported, since serve would refuse it.
+fn check_trunks(
+    plans: Vec<crate::ivr::dialplan::Dialplan>,
+    trunks: Option<&std::collections::BTreeMap<String, crate::config::TrunkConfig>>,
+) -> Result<Vec<crate::ivr::dialplan::Dialplan>, Vec<crate::ivr::dialplan::DialplanError>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let errors: Vec<_> = plans
+        .iter()
+        .filter_map(|p| {
+            let message = match (&rt, trunks) {
+                (_, None) if p.trunk != "default" => format!(
+                    "trunk {:?} cannot be checked without --config (the service's configuration)",
+                    p.trunk
+                ),
+                (_, None) => return None,
+                (Err(e), _) => format!("cannot check trunk {:?}: {e}", p.trunk),
+                (Ok(rt), Some(t)) => {
+                    let e = rt
+                        .block_on(crate::service::trunk::resolve(&p.trunk, t))
+                        .err()?;
+                    format!("{e}: the contract would not dial")
+                }
+            };
+            Some(crate::ivr::dialplan::DialplanError {
+                file: p.source.clone(),
+                line: 1,
+                column: 1,
+                message,
+            })
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(plans)
+    } else {
+        Err(errors)
     }
 }
 

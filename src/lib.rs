@@ -11,6 +11,7 @@ pub mod config;
 pub mod driver;
 pub mod ivr;
 pub mod media;
+pub mod pin_store;
 pub mod runner;
 pub mod serve;
 pub mod service;

@@ -70,6 +70,8 @@ pub struct Script {
     /// an answered one hears the end of its current prompt, and the
     /// escalation stops where it is (it resumes at the next start).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The contract's PIN lockout (the database in the service).
+    pub pins: Arc<dyn crate::pin_store::PinStore>,
 }
 
 impl Script {
@@ -124,22 +126,38 @@ impl Script {
         }
         let mut prompts = HashMap::new();
         let mut fallbacks = Vec::new();
+        // Whatever cannot be made (synthesis fails, a recorded prompt was
+        // deleted or broken since the dialplan was loaded) says the recorded
+        // fallback instead, so the call still goes out. Only a missing
+        // fallback stops the notification.
         let mut render = |say: &dyn std::fmt::Debug,
                           phrase: &Phrase|
          -> anyhow::Result<Arc<Prompt>> {
-            Ok(match phrase {
-                Phrase::Recorded(path) => Prompt::load(path)?,
+            let why = match phrase {
+                Phrase::Recorded(path) => match Prompt::load(path) {
+                    Ok(p) => return Ok(p),
+                    Err(e) => {
+                        tracing::error!(error = %e, phrase = ?say, "recorded prompt unusable; using the recorded fallback");
+                        format!("{say:?}: {e}")
+                    }
+                },
                 Phrase::Text(t) => {
                     let text = crate::ivr::dialplan::render(t, &vars);
                     match tts.render_voice(lang, plan.voice.as_deref(), &text) {
-                        Ok(p) => p,
+                        Ok(p) => return Ok(p),
                         Err(e) => {
                             tracing::error!(error = %e, phrase = ?say, "synthesis failed; using the recorded fallback");
-                            fallbacks.push(format!("{say:?}: {e}"));
-                            Prompt::load(&fallback_file)?
+                            format!("{say:?}: {e}")
                         }
                     }
                 }
+            };
+            fallbacks.push(why);
+            Prompt::load(&fallback_file).map_err(|e| {
+                anyhow::anyhow!(
+                    "the recorded fallback {} is unusable: {e}",
+                    fallback_file.display()
+                )
             })
         };
         for (say, phrase) in all {
@@ -164,6 +182,7 @@ impl Script {
             credentials: None,
             symmetric_rtp: false,
             shutdown: tokio_util::sync::CancellationToken::new(),
+            pins: Arc::new(crate::pin_store::MemoryPins::default()),
         })
     }
 
@@ -245,7 +264,6 @@ pub async fn escalate(
         esc.cancel(now_ms(), &reason);
     }
     obs.checkpoint(&esc).await;
-    let mut pin_locked = false;
     loop {
         if script.shutdown.is_cancelled() {
             obs.event(json!({"event": "notification.suspended", "at_ms": now_ms() - started}))
@@ -272,7 +290,6 @@ pub async fn escalate(
                         attempt,
                         contact,
                         &mut cancel,
-                        &mut pin_locked,
                         started,
                         obs,
                     )
@@ -384,6 +401,73 @@ async fn start_action<'a>(
     })
 }
 
+/// The contract's PIN state for the menu of the next call. A store that
+/// cannot be read keeps actions locked: no PIN can be guessed while
+/// failures cannot be counted.
+async fn pin_check(plan: &Dialplan, script: &Script) -> Option<PinCheck> {
+    let p = plan.pin.as_ref()?;
+    let now = now_ms();
+    let (locked, failures) = match script.pins.state(&plan.contract).await {
+        Ok(l) => (l.is_locked(now), l.failures_at(now, p.lockout)),
+        Err(e) => {
+            tracing::error!(contract = %plan.contract, error = %e, "cannot read the PIN lock; actions stay locked for this call");
+            (true, 0)
+        }
+    };
+    Some(PinCheck {
+        code: p.code.clone(),
+        max_attempts: p.max_attempts,
+        failures,
+        locked,
+    })
+}
+
+/// Count a wrong PIN for the contract and report it (`pin.failed`, and
+/// `pin.locked` when this one locked it). Returns whether actions are now
+/// locked: the store's word, which counts other calls' failures too; the
+/// menu's own count (`menu_locked`) if the store cannot be written, and
+/// then locked, since failures that cannot be counted must not go on.
+async fn pin_failed(
+    plan: &Dialplan,
+    script: &Script,
+    attempt: u32,
+    contact: &str,
+    menu_locked: bool,
+    started: i64,
+    obs: &dyn Observer,
+) -> bool {
+    let Some(p) = &plan.pin else {
+        return menu_locked;
+    };
+    let now = now_ms();
+    let f = crate::store::PinFailure {
+        contract: &plan.contract,
+        contact,
+        notification_id: script.notification_id.as_deref(),
+        attempt: Some(i64::from(attempt)),
+        at_ms: now,
+    };
+    let (locked, newly, lock) = match script.pins.failed(f, p.max_attempts, p.lockout).await {
+        Ok((lock, r)) => (r.locked, r.newly_locked, Some(lock)),
+        Err(e) => {
+            tracing::error!(contract = %plan.contract, error = %e, "cannot record a wrong PIN; actions locked for this call");
+            (true, menu_locked, None)
+        }
+    };
+    let failures = lock.map(|l| l.failures);
+    obs.event(
+        json!({"event": "pin.failed", "attempt": attempt, "contact": contact, "locked": locked,
+        "failures": failures, "at_ms": now - started}),
+    )
+    .await;
+    if newly {
+        obs.event(json!({"event": "pin.locked", "attempt": attempt, "contact": contact, "contract": plan.contract,
+            "failures": failures, "locked_until_ms": lock.and_then(|l| l.locked_until_ms), "at_ms": now - started}))
+        .await;
+    }
+    locked
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_call(
     gw: &Gateway,
@@ -392,7 +476,6 @@ async fn run_call(
     attempt: u32,
     contact: usize,
     cancel: &mut watch::Receiver<Option<String>>,
-    pin_locked: &mut bool,
     started: i64,
     obs: &dyn Observer,
 ) -> Outcome {
@@ -401,6 +484,8 @@ async fn run_call(
     if cancel.borrow().is_some() {
         return Outcome::Cancelled;
     }
+    // Read before dialling, so the answered call never waits for it.
+    let pin = pin_check(plan, script).await;
     let mut call = match gw
         .dial(DialRequest {
             uri: c.uri.clone(),
@@ -423,11 +508,6 @@ async fn run_call(
             return Outcome::Failed { code: 0 };
         }
     };
-    let pin = plan.pin.as_ref().map(|p| PinCheck {
-        code: p.code.clone(),
-        max_attempts: p.max_attempts,
-        locked: *pin_locked,
-    });
     let need_pin: Vec<String> = plan
         .actions
         .values()
@@ -635,8 +715,21 @@ async fn run_call(
                     outcome.get_or_insert(o);
                 }
                 MenuOutput::PinFailed { locked } => {
-                    *pin_locked |= locked;
-                    obs.event(json!({"event": "pin.failed", "attempt": attempt, "locked": locked, "at_ms": at()})).await;
+                    let locked =
+                        pin_failed(plan, script, attempt, &c.name, locked, started, obs).await;
+                    menu.pin_lock_changed(locked);
+                }
+                MenuOutput::PinAccepted => {
+                    if let Err(e) = script.pins.accepted(&plan.contract, now_ms()).await {
+                        tracing::error!(contract = %plan.contract, error = %e, "cannot record the right PIN");
+                    }
+                }
+                MenuOutput::ActionLocked { action } => {
+                    obs.event(
+                        json!({"event": "action.locked", "attempt": attempt, "contact": c.name,
+                        "action": action, "at_ms": at()}),
+                    )
+                    .await;
                 }
                 MenuOutput::RunAction { action } => {
                     let meta = RunMeta {

@@ -81,7 +81,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             .ok()
             .and_then(|mut a| a.next())
             .with_context(|| format!("trunk {name:?}: cannot resolve registrar {registrar}"))?;
-        let (_, credentials) = svc.trunk(name).await.map_err(|e| anyhow::anyhow!(e))?;
+        let credentials = svc.trunk(name).await?.credentials;
         svc.gateway
             .sip()
             .register(crate::sip::register::RegistrationConfig {
@@ -99,6 +99,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
         tracing::warn!(resumed, "resumed unfinished notifications");
     }
     svc.tasks.spawn(crate::service::webhook::run(svc.clone()));
+    svc.tasks.spawn(crate::service::sweeper::run(
+        svc.clone(),
+        crate::service::sweeper::INTERVAL,
+    ));
     svc.prewarm();
     Ok((svc, listener))
 }

@@ -145,6 +145,7 @@ impl Server {
         self._rt.block_on(async move {
             let mut r = match method.as_str() {
                 "POST" => c.post(&url),
+                "DELETE" => c.delete(&url),
                 _ => c.get(&url),
             };
             if let Some(t) = tok {
@@ -700,6 +701,7 @@ fn openapi_document_matches_the_router() {
         "/v1/calls/{id}",
         "/v1/contracts",
         "/v1/contracts/{id}",
+        "/v1/contracts/{id}/pin-lock",
         "/v1/dialplans/reload",
         "/v1/dialplans/validate",
         "/v1/actions/{flow}/run",

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 mod actions;
 pub mod openapi;
+mod pin_lock;
 
 use crate::runner::Notification;
 use crate::service::{body_hash, AcceptError, Service};
@@ -160,6 +161,10 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/calls/{id}", get(get_call))
         .route("/v1/contracts", get(list_contracts))
         .route("/v1/contracts/{id}", get(get_contract))
+        .route(
+            "/v1/contracts/{id}/pin-lock",
+            get(pin_lock::get_pin_lock).delete(pin_lock::clear_pin_lock),
+        )
         .route("/v1/dialplans/reload", post(reload_dialplans))
         .route("/v1/actions/{flow}/run", post(actions::run_flow))
         .route("/v1/actions/runs/{id}", get(actions::get_run))
@@ -609,10 +614,13 @@ async fn validate_dialplan(
     }))
 }
 
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "database and SIP ready"), (status = 503, description = "not ready")))]
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "database and SIP ready"),
+    (status = 503, description = "not ready: the database, or `undialable` names contracts whose trunk is unusable and why")))]
 async fn readyz(State(svc): Shared) -> Response {
     let db = svc.store.ping().await;
-    let status = if db {
+    // A contract whose trunk is unusable cannot page anyone: not ready.
+    let undialable = svc.undialable_contracts().await;
+    let status = if db && undialable.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -621,7 +629,7 @@ async fn readyz(State(svc): Shared) -> Response {
         status,
         Json(
             json!({"database": db, "sip": svc.gateway.sip_addr().to_string(),
-            "registrations": svc.gateway.sip().registrations()}),
+            "registrations": svc.gateway.sip().registrations(), "undialable": undialable}),
         ),
     )
         .into_response()

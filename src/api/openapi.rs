@@ -53,6 +53,35 @@ pub struct Problem {
     field: Option<String>,
 }
 
+/// A contract's PIN lockout (`GET /v1/contracts/{id}/pin-lock`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PinLockState {
+    contract: String,
+    /// The contract has a `[pin]`.
+    pin: bool,
+    /// Actions that need the PIN are refused (the callee hears "locked").
+    locked: bool,
+    locked_at_ms: Option<i64>,
+    locked_until_ms: Option<i64>,
+    /// Wrong PINs that count now, across calls and notifications.
+    failures: u32,
+    max_attempts: Option<u32>,
+    lockout_ms: Option<u64>,
+    last_failure_ms: Option<i64>,
+    /// The same failures by contact.
+    contacts: Vec<ContactFailures>,
+}
+
+/// Wrong PINs of one contact.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ContactFailures {
+    contact: String,
+    failures: i64,
+    last_ms: i64,
+}
+
 struct Bearer;
 
 impl Modify for Bearer {
@@ -76,6 +105,8 @@ impl Modify for Bearer {
         super::get_call,
         super::list_contracts,
         super::get_contract,
+        super::pin_lock::get_pin_lock,
+        super::pin_lock::clear_pin_lock,
         super::reload_dialplans,
         super::actions::run_flow,
         super::actions::get_run,
@@ -90,6 +121,8 @@ impl Modify for Bearer {
         Accepted,
         CancelRequest,
         Problem,
+        PinLockState,
+        ContactFailures,
         crate::service::RunRequest
     )),
     modifiers(&Bearer)

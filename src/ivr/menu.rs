@@ -6,6 +6,12 @@
 //! [`Menu::handle_timeout`], [`Menu::remote_hangup`] and [`Menu::cancel`]
 //! with the time in ms since the call was answered; drain
 //! [`Menu::poll_output`] after each and wake at [`Menu::poll_timeout`].
+//!
+//! The PIN lockout is the contract's, not the call's: the driver passes the
+//! stored lock and earlier failures in [`PinCheck`], persists every
+//! [`MenuOutput::PinFailed`] / [`MenuOutput::PinAccepted`], and feeds the
+//! stored result back with [`Menu::pin_lock_changed`] (another call of the
+//! same contract may have locked it meanwhile).
 
 use std::collections::VecDeque;
 
@@ -50,6 +56,13 @@ pub enum MenuOutput {
     PinFailed {
         locked: bool,
     },
+    /// The right PIN: the contract's series of failures ends.
+    PinAccepted,
+    /// The callee asked for an action while actions are locked; they hear
+    /// "locked" instead of being asked for the PIN.
+    ActionLocked {
+        action: String,
+    },
     /// Confirmed (and PIN checked): run this action, then report with
     /// [`Menu::action_phase`] and [`Menu::action_finished`].
     RunAction {
@@ -62,6 +75,9 @@ pub enum MenuOutput {
 pub struct PinCheck {
     pub code: String,
     pub max_attempts: u32,
+    /// Wrong PINs the contract already has in its current series (other
+    /// calls, other notifications); this call's count starts there.
+    pub failures: u32,
     /// Actions are locked for this contract right now (earlier failures).
     pub locked: bool,
 }
@@ -103,6 +119,7 @@ pub struct Menu {
 impl Menu {
     /// `actions_need_pin`: names of the actions that ask for the PIN.
     pub fn new(cfg: MenuConfig, pin: Option<PinCheck>, actions_need_pin: Vec<String>) -> Menu {
+        let pin_failures = pin.as_ref().map_or(0, |p| p.failures);
         Menu {
             cfg,
             pin,
@@ -114,7 +131,7 @@ impl Menu {
             deadline: None,
             invalid: 0,
             timeouts: 0,
-            pin_failures: 0,
+            pin_failures,
             outcome_sent: false,
             hung_up: false,
             out: VecDeque::new(),
@@ -197,10 +214,8 @@ impl Menu {
                 Some(KeyAction::Leave) => self.close(Outcome::Left, Say::Left),
                 Some(KeyAction::Repeat) => self.play(&[Say::Message, Say::Menu]),
                 Some(KeyAction::Action(name)) => {
-                    if self.pin.as_ref().is_some_and(|p| p.locked)
-                        && self.actions_need_pin.contains(&name)
-                    {
-                        self.play(&[Say::Locked, Say::Menu]);
+                    if self.locked_for(&name) {
+                        self.say_locked(name);
                     } else {
                         self.state = State::Confirm(name);
                         self.play(&[Say::Confirm]);
@@ -219,6 +234,9 @@ impl Menu {
                 if d != '1' {
                     self.state = State::Main;
                     self.play(&[Say::Menu]);
+                } else if self.locked_for(&action) {
+                    // Locked by another call while this one confirmed.
+                    self.say_locked(action);
                 } else if self.pin.is_some() && self.actions_need_pin.contains(&action) {
                     self.state = State::Pin {
                         action,
@@ -246,6 +264,44 @@ impl Menu {
             }
             State::Closing | State::Done | State::Running(_) => {}
         }
+    }
+
+    fn locked_for(&self, action: &str) -> bool {
+        self.pin.as_ref().is_some_and(|p| p.locked)
+            && self.actions_need_pin.iter().any(|a| a == action)
+    }
+
+    fn say_locked(&mut self, action: String) {
+        self.out.push_back(MenuOutput::ActionLocked { action });
+        self.state = State::Main;
+        self.play(&[Say::Locked, Say::Menu]);
+    }
+
+    /// The stored lock changed (this call's failure was recorded, or
+    /// another call of the contract locked it). A callee entering the PIN
+    /// or confirming a PIN action is stopped and hears "locked".
+    pub fn pin_lock_changed(&mut self, locked: bool) {
+        let Some(p) = &mut self.pin else { return };
+        if p.locked == locked {
+            return;
+        }
+        p.locked = locked;
+        if !locked {
+            return;
+        }
+        let action = match &self.state {
+            State::Pin { action, .. } | State::Confirm(action) => action.clone(),
+            _ => return,
+        };
+        if !self.actions_need_pin.contains(&action) {
+            return;
+        }
+        if self.playing {
+            self.out.push_back(MenuOutput::StopPlayback);
+            self.playing = false;
+        }
+        self.deadline = None;
+        self.say_locked(action);
     }
 
     fn run_action(&mut self, action: String) {
@@ -291,7 +347,15 @@ impl Menu {
         let Some(pin) = self.pin.clone() else {
             return;
         };
+        if pin.locked {
+            // Locked between the prompt and the last digit: no check at
+            // all, so a lock cannot be raced with a guess.
+            self.say_locked(action);
+            return;
+        }
         if constant_time_eq(entered.as_bytes(), pin.code.as_bytes()) {
+            self.out.push_back(MenuOutput::PinAccepted);
+            self.pin_failures = 0;
             self.run_action(action);
             return;
         }

@@ -5,6 +5,9 @@ pub mod dialplan;
 pub mod escalation;
 pub mod menu;
 pub mod outcome;
+pub mod pin;
+#[cfg(test)]
+mod pin_menu_tests;
 pub mod registry;
 #[cfg(test)]
 mod tests;

@@ -274,7 +274,7 @@ fn state_survives_serialisation_mid_pause() {
 
 // ---- menu ----------------------------------------------------------------
 
-fn menu_cfg() -> MenuConfig {
+pub(super) fn menu_cfg() -> MenuConfig {
     let mut keys = BTreeMap::new();
     keys.insert('1', KeyAction::Ack);
     keys.insert('2', KeyAction::Next);
@@ -291,16 +291,17 @@ fn menu_cfg() -> MenuConfig {
     }
 }
 
-fn pin(locked: bool) -> Option<PinCheck> {
+pub(super) fn pin(locked: bool) -> Option<PinCheck> {
     Some(PinCheck {
         code: "2468".into(),
         max_attempts: 3,
+        failures: 0,
         locked,
     })
 }
 
 /// Play every queued prompt to its end at `now`; return what was said.
-fn finish_prompts(m: &mut Menu, now: u64, log: &mut Vec<String>) -> Vec<Say> {
+pub(super) fn finish_prompts(m: &mut Menu, now: u64, log: &mut Vec<String>) -> Vec<Say> {
     let mut said = Vec::new();
     let mut last = None;
     while let Some(o) = m.poll_output() {

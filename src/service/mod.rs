@@ -4,6 +4,8 @@
 
 mod actions;
 pub use actions::{RunError, RunReply, RunRequest};
+pub mod sweeper;
+pub mod trunk;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -139,10 +141,19 @@ impl Service {
             }
         }
         if let Some(active) = self.store.find_active(&n.contract, &n.ticket).await? {
-            if let Some(k) = key {
-                self.store.release_key(k).await?;
+            if self.is_owned(&active.id) {
+                if let Some(k) = key {
+                    self.store.release_key(k).await?;
+                }
+                return Ok((active, false));
             }
-            return Ok((active, false));
+            // No task runs it: a retry must not merge into a dead row. It
+            // is ended `failed` (with its event) and the retry starts anew.
+            self.fail_abandoned(
+                &active.id,
+                "a re-sent alert found it with no task running it",
+            )
+            .await;
         }
         let row = NotificationRow {
             id: new_id("ntf"),
@@ -183,9 +194,23 @@ impl Service {
         resume: Option<Escalation>,
     ) {
         let (tx, rx) = watch::channel(row.cancel_reason.clone());
-        self.running().insert(row.id.clone(), tx);
+        {
+            let mut running = self.running();
+            if running.contains_key(&row.id) {
+                // Already owned by a live task (the sweeper and a request
+                // can both find the same row): never two escalations.
+                return;
+            }
+            running.insert(row.id.clone(), tx);
+        }
         let svc = self.clone();
         self.tasks.spawn(async move {
+            // However the task ends (returns, or panics), the row is no
+            // longer owned and the sweeper can see it.
+            let _owned = Owned {
+                svc: svc.clone(),
+                id: row.id.clone(),
+            };
             let n = Notification {
                 contract: row.contract.clone(),
                 ticket: row.ticket.clone(),
@@ -198,6 +223,16 @@ impl Service {
                 svc: svc.clone(),
                 id: row.id.clone(),
             };
+            // Fail closed: an unusable trunk never becomes a direct dial
+            // without its proxy or credentials.
+            let trunk = match svc.trunk(&plan.trunk).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(notification = %row.id, trunk = %plan.trunk, error = %e, "the contract's trunk is unusable; not dialling");
+                    svc.fail(&row.id, &obs, e.code(), &e.to_string()).await;
+                    return;
+                }
+            };
             // Synthesis runs off the async workers, before the first INVITE.
             let (tts, p2, prompts) = (svc.tts.clone(), plan.clone(), svc.config.prompts.clone());
             let script = tokio::task::spawn_blocking(move || Script::prepare(&p2, &n, &tts, &prompts)).await;
@@ -206,25 +241,21 @@ impl Service {
                     // Lets a PBX log or a test tie each INVITE to its notification.
                     s.call_headers.push(("X-Callout-Notification".into(), row.id.clone()));
                     s.actions = svc.actions.clone();
+                    s.pins = Arc::new(svc.store.clone());
                     s.notification_id = Some(row.id.clone());
+                    s.outbound_proxy = trunk.proxy;
+                    s.credentials = trunk.credentials;
                     s.symmetric_rtp = svc.config.trunks.get(&plan.trunk).is_some_and(|t| t.symmetric_rtp);
-                    match svc.trunk(&plan.trunk).await {
-                        Ok((proxy, credentials)) => {
-                            s.outbound_proxy = proxy;
-                            s.credentials = credentials;
-                        }
-                        Err(e) => tracing::error!(notification = %row.id, trunk = %plan.trunk, "{e}; dialling directly"),
-                    }
                     s
                 }
                 Ok(Err(e)) => {
-                    tracing::error!(notification = %row.id, error = %e, "cannot prepare the audio");
-                    svc.running().remove(&row.id);
+                    tracing::error!(notification = %row.id, error = %e, "cannot prepare the audio; not dialling");
+                    svc.fail(&row.id, &obs, "audio_unavailable", &e.to_string()).await;
                     return;
                 }
                 Err(e) => {
-                    tracing::error!(notification = %row.id, error = %e, "audio preparation crashed");
-                    svc.running().remove(&row.id);
+                    tracing::error!(notification = %row.id, error = %e, "audio preparation crashed; not dialling");
+                    svc.fail(&row.id, &obs, "audio_unavailable", "audio preparation crashed").await;
                     return;
                 }
             };
@@ -242,55 +273,68 @@ impl Service {
                     .finish(&row.id, final_state(&fin), &serde_json::to_value(&fin).unwrap_or_default(), now_ms())
                     .await;
             }
-            svc.running().remove(&row.id);
             svc.outbox_kick.notify_one();
         });
     }
 
-    /// The proxy address and credentials of a trunk. `default` without a
-    /// configuration means dialling the URI's host directly.
-    pub async fn trunk(
-        &self,
-        name: &str,
-    ) -> Result<
-        (
-            Option<std::net::SocketAddr>,
-            Option<crate::sip::auth::Credentials>,
-        ),
-        String,
-    > {
-        let Some(t) = self.config.trunks.get(name) else {
-            return if name == "default" {
-                Ok((None, None))
-            } else {
-                Err(format!("trunk {name:?} is not configured"))
-            };
-        };
-        let proxy = match &t.proxy {
-            Some(p) => Some(
-                tokio::net::lookup_host(p.as_str())
-                    .await
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| format!("cannot resolve trunk proxy {p}"))?,
-            ),
-            None => None,
-        };
-        let env = |v: &Option<String>| v.as_ref().and_then(|name| std::env::var(name).ok());
-        let credentials = match (env(&t.username_env), env(&t.password_env)) {
-            (Some(username), Some(password)) => Some(crate::sip::auth::Credentials {
-                username,
-                password,
-                realm: None,
-            }),
-            (None, None) if t.username_env.is_none() => None,
-            _ => {
-                return Err(format!(
-                    "trunk {name:?}: credentials environment variables are not set"
-                ))
+    /// A live task in this process runs this notification. One service
+    /// per database (as resuming at start already assumes), so a row
+    /// without one here is dead.
+    pub fn is_owned(&self, id: &str) -> bool {
+        self.running().contains_key(id)
+    }
+
+    /// The proxy address and credentials of a trunk, or why it cannot be
+    /// used (then nothing is dialled through it).
+    pub async fn trunk(&self, name: &str) -> Result<trunk::Trunk, trunk::TrunkError> {
+        trunk::resolve(name, &self.config.trunks).await
+    }
+
+    /// Contracts that cannot dial now, with the reason (their trunk is
+    /// unusable), for `/readyz`.
+    pub async fn undialable_contracts(&self) -> std::collections::BTreeMap<String, String> {
+        let mut by_trunk: std::collections::BTreeMap<String, Option<String>> = Default::default();
+        let mut out = std::collections::BTreeMap::new();
+        for plan in self.registry.snapshot().values() {
+            if !by_trunk.contains_key(&plan.trunk) {
+                let r = self.trunk(&plan.trunk).await.err().map(|e| e.to_string());
+                by_trunk.insert(plan.trunk.clone(), r);
             }
+            if let Some(Some(why)) = by_trunk.get(&plan.trunk) {
+                out.insert(plan.contract.clone(), why.clone());
+            }
+        }
+        out
+    }
+
+    /// End a notification no task owns (see [`Service::is_owned`]).
+    pub async fn fail_abandoned(self: &Arc<Self>, id: &str, detail: &str) {
+        tracing::error!(notification = %id, "{detail}; failing it");
+        let obs = StoreObserver {
+            svc: self.clone(),
+            id: id.to_string(),
         };
-        Ok((proxy, credentials))
+        self.fail(id, &obs, "abandoned", detail).await;
+    }
+
+    /// End a notification that cannot be dialled: `notification.failed`
+    /// (stored and sent as a webhook) and the final state `failed`, so it
+    /// neither stays pending nor takes a re-sent alert for its ticket.
+    async fn fail(&self, id: &str, obs: &StoreObserver, reason: &str, detail: &str) {
+        let fin = json!({"state": "failed", "reason": reason, "detail": detail, "at_ms": now_ms()});
+        match self.store.finish_active(id, "failed", &fin, now_ms()).await {
+            Ok(true) => {}
+            // It ended meanwhile: that ending stands.
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(notification = %id, error = %e, "cannot store the failed state")
+            }
+        }
+        obs.event(
+            json!({"event": "notification.failed", "reason": reason, "detail": detail, "at_ms": 0}),
+        )
+        .await;
+        self.outbox_kick.notify_one();
     }
 
     /// Cancel an escalation; `Ok(false)` when it had already ended.
@@ -350,6 +394,18 @@ impl Service {
 
     pub fn active_escalations(&self) -> usize {
         self.running().len()
+    }
+}
+
+/// Removes a notification from the running map when its task ends.
+struct Owned {
+    svc: Arc<Service>,
+    id: String,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.svc.running().remove(&self.id);
     }
 }
 

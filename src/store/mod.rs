@@ -8,7 +8,9 @@ use rand::Rng;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod pins;
 mod runs;
+pub use pins::{ContactFailures, PinFailure};
 pub use runs::RunRow;
 
 /// Why the store failed.
@@ -22,6 +24,8 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("database file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}: too many concurrent writers, gave up")]
+    Contended(&'static str),
 }
 
 /// A notification as stored.
@@ -96,7 +100,16 @@ pub const FINAL_STATES: &[&str] = &[
     "action_taken",
     "exhausted",
     "cancelled",
+    "failed",
 ];
+
+/// [`FINAL_STATES`] as an SQL list, for `state NOT IN` (the partial unique
+/// index of migration 0006 lists the same).
+macro_rules! ended {
+    () => {
+        "('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled', 'failed')"
+    };
+}
 
 /// The store.
 #[derive(Debug, Clone)]
@@ -331,10 +344,11 @@ impl Store {
         contract: &str,
         ticket: &str,
     ) -> Result<Option<NotificationRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT * FROM notifications WHERE contract = $1 AND ticket = $2 \
-             AND state NOT IN ('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled') ORDER BY created_ms LIMIT 1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT * FROM notifications WHERE contract = $1 AND ticket = $2 AND state NOT IN ",
+            ended!(),
+            " ORDER BY created_ms LIMIT 1"
+        ))
         .bind(contract)
         .bind(ticket)
         .fetch_optional(&self.pool)
@@ -371,10 +385,11 @@ impl Store {
 
     /// Notifications that were accepted but not finished (for resuming).
     pub async fn unfinished(&self) -> Result<Vec<NotificationRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM notifications WHERE state NOT IN ('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled') \
-             ORDER BY created_ms",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT * FROM notifications WHERE state NOT IN ",
+            ended!(),
+            " ORDER BY created_ms"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Self::notification).collect()
@@ -419,6 +434,28 @@ impl Store {
         Ok(())
     }
 
+    /// End a notification that has not ended yet; `false` when it had.
+    pub async fn finish_active(
+        &self,
+        id: &str,
+        state: &str,
+        final_json: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(concat!(
+            "UPDATE notifications SET state = $1, final = $2, updated_ms = $3 WHERE id = $4 AND state NOT IN ",
+            ended!()
+        ))
+        .bind(state)
+        .bind(final_json.to_string())
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
     /// Record a cancel request; `false` when the notification had ended.
     pub async fn request_cancel(
         &self,
@@ -426,10 +463,10 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "UPDATE notifications SET cancel_reason = $1, updated_ms = $2 WHERE id = $3 \
-             AND state NOT IN ('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled')",
-        )
+        let n = sqlx::query(concat!(
+            "UPDATE notifications SET cancel_reason = $1, updated_ms = $2 WHERE id = $3 AND state NOT IN ",
+            ended!()
+        ))
         .bind(reason)
         .bind(now_ms)
         .bind(id)

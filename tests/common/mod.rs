@@ -337,6 +337,12 @@ pub struct Baresip {
 
 impl Baresip {
     pub fn start(dir: &Path, source_wav: &Path) -> Baresip {
+        Baresip::start_for(dir, source_wav, 60)
+    }
+
+    /// The same, quitting after `secs` seconds instead of 60 (tests that
+    /// take several calls).
+    pub fn start_for(dir: &Path, source_wav: &Path, secs: u32) -> Baresip {
         require("baresip");
         // baresip also opens TLS on sip_port + 1; keep ctrl_tcp clear of it.
         let sip_port = free_port_pair();
@@ -358,7 +364,7 @@ impl Baresip {
         .unwrap();
         let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
         let child = Command::new("baresip")
-            .args(["-f", dir.to_str().unwrap(), "-t", "60"])
+            .args(["-f", dir.to_str().unwrap(), "-t", &secs.to_string()])
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

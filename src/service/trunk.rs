@@ -1,0 +1,156 @@
+//! A dialplan's trunk made usable: its outbound proxy resolved and its
+//! credentials read from the environment. Fail closed: a trunk that
+//! cannot be made usable is an error, never a reason to dial the contact's
+//! host directly without the proxy or the credentials.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::TrunkConfig;
+use crate::sip::auth::Credentials;
+
+/// A DNS server that does not answer must not hold up a notification or
+/// `/readyz` for long.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a trunk cannot be used. Never carries a credential's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrunkError {
+    #[error("trunk {0:?} is not configured")]
+    NotConfigured(String),
+    #[error("trunk {trunk:?}: cannot resolve its proxy {proxy}")]
+    ProxyUnresolved { trunk: String, proxy: String },
+    #[error("trunk {trunk:?}: credential environment variable {var} is not set")]
+    MissingCredential { trunk: String, var: String },
+    #[error("trunk {0:?}: username_env and password_env must be set together")]
+    IncompleteCredentials(String),
+}
+
+impl TrunkError {
+    /// A short machine-readable reason for events and final states.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TrunkError::NotConfigured(_) => "trunk_not_configured",
+            TrunkError::ProxyUnresolved { .. } => "trunk_proxy_unresolved",
+            TrunkError::MissingCredential { .. } | TrunkError::IncompleteCredentials(_) => {
+                "trunk_credentials_missing"
+            }
+        }
+    }
+}
+
+/// What the calls of a contract go out through.
+#[derive(Debug, Clone, Default)]
+pub struct Trunk {
+    pub proxy: Option<SocketAddr>,
+    pub credentials: Option<Credentials>,
+}
+
+fn env_value(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
+}
+
+/// Resolve trunk `name`. `default` without a section dials each URI's
+/// host directly: that is its configuration, not a fallback.
+pub async fn resolve(
+    name: &str,
+    trunks: &BTreeMap<String, TrunkConfig>,
+) -> Result<Trunk, TrunkError> {
+    let Some(t) = trunks.get(name) else {
+        return if name == "default" {
+            Ok(Trunk::default())
+        } else {
+            Err(TrunkError::NotConfigured(name.to_string()))
+        };
+    };
+    let proxy = match &t.proxy {
+        Some(p) => {
+            let unresolved = || TrunkError::ProxyUnresolved {
+                trunk: name.to_string(),
+                proxy: p.clone(),
+            };
+            let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(p.as_str()))
+                .await
+                .map_err(|_| unresolved())?
+                .map_err(|_| unresolved())?
+                .next()
+                .ok_or_else(unresolved)?;
+            Some(found)
+        }
+        None => None,
+    };
+    let credentials = match (&t.username_env, &t.password_env) {
+        (None, None) => None,
+        (Some(u), Some(p)) => {
+            let missing = |var: &str| TrunkError::MissingCredential {
+                trunk: name.to_string(),
+                var: var.to_string(),
+            };
+            Some(Credentials {
+                username: env_value(u).ok_or_else(|| missing(u))?,
+                password: env_value(p).ok_or_else(|| missing(p))?,
+                realm: None,
+            })
+        }
+        _ => return Err(TrunkError::IncompleteCredentials(name.to_string())),
+    };
+    Ok(Trunk { proxy, credentials })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trunk(proxy: Option<&str>, user: Option<&str>, pass: Option<&str>) -> TrunkConfig {
+        TrunkConfig {
+            proxy: proxy.map(str::to_string),
+            username_env: user.map(str::to_string),
+            password_env: pass.map(str::to_string),
+            registrar: None,
+            aor: None,
+            register_expires: None,
+            symmetric_rtp: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unusable_trunk_is_an_error_never_a_direct_dial() {
+        let mut trunks = BTreeMap::new();
+        trunks.insert(
+            "bad-dns".into(),
+            trunk(Some("proxy.invalid:5060"), None, None),
+        );
+        trunks.insert(
+            "no-env".into(),
+            trunk(
+                Some("127.0.0.1:5060"),
+                Some("CALLOUT_UNIT_TRUNK_USER_UNSET"),
+                Some("CALLOUT_UNIT_TRUNK_PASS_UNSET"),
+            ),
+        );
+        trunks.insert("half".into(), trunk(None, Some("X"), None));
+        trunks.insert("ok".into(), trunk(Some("127.0.0.1:5060"), None, None));
+        assert_eq!(
+            resolve("bad-dns", &trunks).await.unwrap_err().code(),
+            "trunk_proxy_unresolved"
+        );
+        let e = resolve("no-env", &trunks).await.unwrap_err();
+        assert_eq!(e.code(), "trunk_credentials_missing");
+        assert!(
+            e.to_string().contains("CALLOUT_UNIT_TRUNK_USER_UNSET"),
+            "{e}"
+        );
+        assert!(matches!(
+            resolve("half", &trunks).await,
+            Err(TrunkError::IncompleteCredentials(_))
+        ));
+        assert!(matches!(
+            resolve("missing", &trunks).await,
+            Err(TrunkError::NotConfigured(_))
+        ));
+        let ok = resolve("ok", &trunks).await.unwrap();
+        assert_eq!(ok.proxy, Some("127.0.0.1:5060".parse().unwrap()));
+        assert!(resolve("default", &trunks).await.unwrap().proxy.is_none());
+    }
+}
