@@ -309,6 +309,20 @@ mod tests {
     }
 
     #[test]
+    fn built_ins_win_in_what_the_callee_hears() {
+        // A notification stored before these checks existed may still
+        // carry such variables; the renderer never lets them through.
+        let p = plan("");
+        let n = notification(&[("host", "evil-host"), ("contract_name", "Other Corp")]);
+        let values = crate::runner::template_values(&p, &n);
+        let spoken = |name: &str, v: &str| {
+            crate::tts::readers::read_variable(name, v, crate::ivr::dialplan::Language::En)
+        };
+        assert_eq!(values["host"], spoken("host", "db-01"));
+        assert_eq!(values["contract_name"], spoken("contract_name", "C"));
+    }
+
+    #[test]
     fn the_field_behind_a_long_message() {
         let n = notification(&[("region", &"y".repeat(200))]);
         assert_eq!(
