@@ -259,8 +259,9 @@ fn oversized_variables_and_endless_messages_are_refused() {
     // Defaults for the variables; a short message limit keeps synthesis
     // quick.
     let s = serve(&dir, "[limits]\nmax_message = \"12s\"");
-    let many: serde_json::Map<String, Value> =
-        (0..33).map(|i| (format!("v{i}"), json!("x"))).collect();
+    let mut many: serde_json::Map<String, Value> =
+        (0..32).map(|i| (format!("v{i}"), json!("x"))).collect();
+    many.insert("region".into(), json!("London"));
     let r = s.post(
         "/v1/notifications",
         alert("lenient", "L1", Value::Object(many)),
