@@ -105,6 +105,12 @@ fn serve_with(cmd: &mut Command) -> Serve {
     let s2 = stderr.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
+            {
+                let mut s = s2.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+            // After the line is kept, so a test reading it finds it.
             if let Some(rest) = line.split("API on http://").nth(1) {
                 let addr: String = rest
                     .chars()
@@ -112,9 +118,6 @@ fn serve_with(cmd: &mut Command) -> Serve {
                     .collect();
                 let _ = tx.send(addr);
             }
-            let mut s = s2.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
         }
     });
     let addr = match rx.recv_timeout(Duration::from_secs(30)) {
@@ -562,11 +565,8 @@ fn slow_and_silent_clients_are_cut_off_and_the_api_keeps_answering() {
         r.rlim_max.min(1 << 20)
     };
     assert_eq!(soft_nofile(pid), hard, "the soft limit was raised");
-    assert!(
-        s.stderr.lock().unwrap().contains("at most 64 connections"),
-        "{}",
-        s.stderr.lock().unwrap()
-    );
+    let banner = s.stderr.lock().unwrap().clone();
+    assert!(banner.contains("at most 64 connections"), "{banner}");
 
     // 40 slow clients, below the connection limit: the API answers at
     // once while they drip, and each is cut off at the header timeout.
@@ -577,7 +577,7 @@ fn slow_and_silent_clients_are_cut_off_and_the_api_keeps_answering() {
     let r = s.send(client().get(format!("{}/healthz", s.base)));
     assert_eq!(r.status, 200);
     assert!(
-        t.elapsed() < Duration::from_millis(500),
+        t.elapsed() < Duration::from_secs(1),
         "healthz took {:?}",
         t.elapsed()
     );
@@ -588,7 +588,7 @@ fn slow_and_silent_clients_are_cut_off_and_the_api_keeps_answering() {
     );
     assert_eq!(r.status, 202, "{}", r.body);
     assert!(
-        t.elapsed() < Duration::from_secs(3),
+        t.elapsed() < Duration::from_secs(4),
         "notification took {:?}",
         t.elapsed()
     );
