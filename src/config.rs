@@ -149,7 +149,7 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// HTTP API address.
@@ -200,6 +200,31 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             validate_env_prefix: "CALLOUT_".into(),
         }
+    }
+}
+
+/// By hand, so a logged configuration never shows the database password
+/// or the webhook signing secrets.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("sip", &self.sip)
+            .field("rtp_ports", &self.rtp_ports)
+            .field("database_url", &RedactedUrl(&self.database_url))
+            .field("dialplans", &self.dialplans)
+            .field("prompts", &self.prompts)
+            .field("tts_cache", &self.tts_cache)
+            .field("tokens", &self.tokens.len())
+            .field("webhook_url", &self.webhooks.url)
+            .field("webhook_contracts", &self.webhooks.contracts)
+            .field("max_body", &self.max_body)
+            .field("voices", &self.voices.keys().collect::<Vec<_>>())
+            .field("trunks", &self.trunks)
+            .field("http", &self.http)
+            .field("limits", &self.limits)
+            .field("validate_env_prefix", &self.validate_env_prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -307,6 +332,19 @@ mod tests {
         assert_eq!(r("sqlite://data/callout.db"), "sqlite://data/callout.db");
         assert_eq!(r("sqlite:data/x.db?mode=rwc"), "sqlite:data/x.db?mode=rwc");
         assert!(!format!("{:?}", RedactedUrl("postgres://u:pw@h/d")).contains("pw"));
+        let c = Config {
+            database_url: "postgres://u:hunter22@h/d".into(),
+            webhooks: WebhookConfig {
+                secrets: vec!["whsec_c2VjcmV0c2VjcmV0".into()],
+                ..WebhookConfig::default()
+            },
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter22") && !shown.contains("whsec_"),
+            "{shown}"
+        );
     }
 
     #[test]
