@@ -479,9 +479,12 @@ pub async fn action_run(o: ActionRunOpts) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let url = o.database.unwrap_or(config.database_url.clone());
-    let store = crate::store::Store::connect(&url)
-        .await
-        .with_context(|| format!("cannot open the database {url} where runs are recorded"))?;
+    let store = crate::store::Store::connect(&url).await.with_context(|| {
+        format!(
+            "cannot open the database {} where runs are recorded",
+            crate::config::RedactedUrl(&url)
+        )
+    })?;
     let actions = std::sync::Arc::new(Actions::with_store(store.clone()));
     let meta = RunMeta {
         run_id: crate::store::new_id("run"),

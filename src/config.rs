@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -77,8 +78,84 @@ impl Default for WebhookConfig {
     }
 }
 
-/// The whole configuration.
+/// How long the HTTP API waits for a client, and how many clients it
+/// holds at once. Without these, slow or silent connections stay open
+/// until the process runs out of file descriptors.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// From a connection's start (or the end of its previous response) to
+    /// the end of the request headers.
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// From the end of the headers to the end of the request body.
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
+    /// A connection with no request being handled and no byte moving in
+    /// either direction for this long is closed (a client that stopped
+    /// reading its response, or one that went silent).
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen queue.
+    /// Default: a quarter of the open-file limit, at most 1024. Always
+    /// kept below the limit so the rest of the service can open files
+    /// and sockets.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: None,
+        }
+    }
+}
+
+/// Bounds on what one notification may carry, so a request cannot turn
+/// into an hour of speech or megabytes of memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Entries in `variables`.
+    pub max_variables: usize,
+    /// Characters in a variable's name.
+    pub max_variable_name: usize,
+    /// Characters in a variable's value.
+    pub max_variable_value: usize,
+    /// Longest rendered phrase (the message, or any phrase with
+    /// variables in it).
+    #[serde(deserialize_with = "duration")]
+    pub max_message: Duration,
+    /// Characters in a cancel `reason`.
+    pub max_cancel_reason: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_variables: 32,
+            max_variable_name: 64,
+            max_variable_value: 256,
+            max_message: Duration::from_secs(60),
+            max_cancel_reason: 500,
+        }
+    }
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    let v = crate::util::parse_duration(&s).map_err(serde::de::Error::custom)?;
+    if v.is_zero() {
+        return Err(serde::de::Error::custom("the duration must be more than 0"));
+    }
+    Ok(v)
+}
+
+/// The whole configuration.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// HTTP API address.
@@ -101,6 +178,13 @@ pub struct Config {
     pub voices: BTreeMap<String, crate::tts::VoiceConfig>,
     /// SIP trunks by name, selected by a dialplan's `trunk`.
     pub trunks: BTreeMap<String, TrunkConfig>,
+    /// HTTP timeouts and the connection limit.
+    pub http: HttpConfig,
+    /// Bounds on a notification's variables and message.
+    pub limits: LimitsConfig,
+    /// The only environment variables `POST /v1/dialplans/validate` reads
+    /// (a dialplan's `code_env`): names starting with this prefix.
+    pub validate_env_prefix: String,
 }
 
 impl Default for Config {
@@ -118,7 +202,35 @@ impl Default for Config {
             max_body: 64 * 1024,
             voices: BTreeMap::new(),
             trunks: BTreeMap::new(),
+            http: HttpConfig::default(),
+            limits: LimitsConfig::default(),
+            validate_env_prefix: "CALLOUT_".into(),
         }
+    }
+}
+
+/// By hand, so a logged configuration never shows the database password
+/// or the webhook signing secrets.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("sip", &self.sip)
+            .field("rtp_ports", &self.rtp_ports)
+            .field("database_url", &RedactedUrl(&self.database_url))
+            .field("dialplans", &self.dialplans)
+            .field("prompts", &self.prompts)
+            .field("tts_cache", &self.tts_cache)
+            .field("tokens", &self.tokens.len())
+            .field("webhook_url", &self.webhooks.url)
+            .field("webhook_contracts", &self.webhooks.contracts)
+            .field("max_body", &self.max_body)
+            .field("voices", &self.voices.keys().collect::<Vec<_>>())
+            .field("trunks", &self.trunks)
+            .field("http", &self.http)
+            .field("limits", &self.limits)
+            .field("validate_env_prefix", &self.validate_env_prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -151,5 +263,108 @@ impl Config {
                 message: format!("line {line}: {}", e.message()),
             }
         })
+    }
+}
+
+/// A database URL fit for printing: the password (in the authority or as
+/// a `password=` parameter) is replaced by `***`. Everything that shows a
+/// URL (start-up banner, error context, logs) goes through this.
+#[derive(Clone, Copy)]
+pub struct RedactedUrl<'a>(pub &'a str);
+
+impl std::fmt::Display for RedactedUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.0;
+        let (head, query) = match url.split_once('?') {
+            Some((h, q)) => (h, Some(q)),
+            None => (url, None),
+        };
+        // The authority runs from "://" to the next '/'; its userinfo ends
+        // at the last '@' (a password may itself contain '@').
+        match head.split_once("://") {
+            Some((scheme, rest)) => {
+                let end = rest.find('/').unwrap_or(rest.len());
+                let (authority, path) = rest.split_at(end);
+                match authority.rsplit_once('@') {
+                    Some((userinfo, host)) => {
+                        let user = userinfo.split(':').next().unwrap_or("");
+                        if userinfo.contains(':') {
+                            write!(f, "{scheme}://{user}:***@{host}{path}")?;
+                        } else {
+                            write!(f, "{scheme}://{user}@{host}{path}")?;
+                        }
+                    }
+                    None => write!(f, "{head}")?,
+                }
+            }
+            None => write!(f, "{head}")?,
+        }
+        if let Some(q) = query {
+            let params: Vec<String> = q
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            write!(f, "?{}", params.join("&"))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for RedactedUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_print() {
+        let r = |u: &str| RedactedUrl(u).to_string();
+        assert_eq!(
+            r("postgres://callout:s3cr@t@db.example:5432/callout"),
+            "postgres://callout:***@db.example:5432/callout"
+        );
+        assert_eq!(
+            r("postgres://db.example/callout?user=c&password=s3cret&sslmode=require"),
+            "postgres://db.example/callout?user=c&password=***&sslmode=require"
+        );
+        assert_eq!(r("postgres://callout@db/x"), "postgres://callout@db/x");
+        assert_eq!(r("sqlite://data/callout.db"), "sqlite://data/callout.db");
+        assert_eq!(r("sqlite:data/x.db?mode=rwc"), "sqlite:data/x.db?mode=rwc");
+        assert!(!format!("{:?}", RedactedUrl("postgres://u:pw@h/d")).contains("pw"));
+        let c = Config {
+            database_url: "postgres://u:hunter22@h/d".into(),
+            webhooks: WebhookConfig {
+                secrets: vec!["whsec_c2VjcmV0c2VjcmV0".into()],
+                ..WebhookConfig::default()
+            },
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter22") && !shown.contains("whsec_"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn limits_and_timeouts_from_the_file() {
+        let c: Config = toml::from_str(
+            "[http]\nheader_timeout = \"1s\"\nmax_connections = 50\n[limits]\nmax_variables = 4\nmax_message = \"20s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.header_timeout, Duration::from_secs(1));
+        assert_eq!(c.http.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.http.max_connections, Some(50));
+        assert_eq!(c.limits.max_variables, 4);
+        assert_eq!(c.limits.max_message, Duration::from_secs(20));
+        assert!(toml::from_str::<Config>("[http]\nidle_timeout = \"soon\"\n").is_err());
+        assert!(toml::from_str::<Config>("[http]\nidle_timeout = \"0s\"\n").is_err());
     }
 }

@@ -43,6 +43,31 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// What a template's `{name}` placeholders say, through the readers. The
+/// built-in fields come last so a variable of the same name can never
+/// change what the callee hears about host, ticket or contract.
+pub fn template_values(plan: &Dialplan, n: &Notification) -> BTreeMap<String, String> {
+    let lang = plan.language;
+    n.variables
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .chain([
+            ("host", &n.host),
+            ("summary", &n.summary),
+            ("severity", &n.severity),
+            ("ticket", &n.ticket),
+            ("contract", &n.contract),
+            ("contract_name", &plan.name),
+        ])
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                crate::tts::readers::read_variable(k, v, lang),
+            )
+        })
+        .collect()
+}
+
 /// The audio of one notification, rendered before the first INVITE so the
 /// callee hears the message the moment they answer.
 pub struct Script {
@@ -84,23 +109,7 @@ impl Script {
         prompts_dir: &std::path::Path,
     ) -> anyhow::Result<Script> {
         let lang = plan.language;
-        let mut vars = BTreeMap::new();
-        for (k, v) in [
-            ("host", &n.host),
-            ("summary", &n.summary),
-            ("severity", &n.severity),
-            ("ticket", &n.ticket),
-            ("contract", &n.contract),
-            ("contract_name", &plan.name),
-        ]
-        .into_iter()
-        .chain(n.variables.iter().map(|(k, v)| (k.as_str(), v)))
-        {
-            vars.insert(
-                k.to_string(),
-                crate::tts::readers::read_variable(k, v, lang),
-            );
-        }
+        let vars = template_values(plan, n);
         let fallback_file = prompts_dir.join(match lang {
             Language::Ja => "fallback-ja.wav",
             Language::En => "fallback-en.wav",

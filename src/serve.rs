@@ -7,7 +7,7 @@ use anyhow::Context;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, TokenConfig};
+use crate::config::{Config, RedactedUrl, TokenConfig};
 use crate::driver::Gateway;
 use crate::ivr::registry::Registry;
 use crate::service::Service;
@@ -34,7 +34,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
     }
     let store = Store::connect(&config.database_url)
         .await
-        .with_context(|| format!("opening the database {}", config.database_url))?;
+        .with_context(|| format!("opening the database {}", RedactedUrl(&config.database_url)))?;
     let registry = Registry::load(&config.dialplans, &config.prompts).map_err(|errors| {
         for e in &errors {
             eprintln!("{e}");
@@ -115,12 +115,17 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
+    // Before anything opens a file: many connections, calls and speech
+    // children each take a descriptor.
+    let open_files = crate::api::server::raise_nofile_limit().unwrap_or(1024);
     let (svc, listener) = start(config).await?;
+    let max_connections =
+        crate::api::server::connection_limit(svc.config.http.max_connections, open_files);
     eprintln!(
-        "callout: API on http://{}, SIP on {}, database {}",
+        "callout: API on http://{} (at most {max_connections} connections), SIP on {}, database {}",
         listener.local_addr()?,
         svc.gateway.sip_addr(),
-        svc.config.database_url
+        RedactedUrl(&svc.config.database_url)
     );
     // SIGHUP reloads the dialplans; a broken file keeps the old ones.
     let reload = svc.clone();
@@ -145,22 +150,29 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     });
     let app = crate::api::router(svc.clone());
     let shutdown = svc.shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let term = async {
-                if let Ok(mut s) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                {
-                    s.recv().await;
-                }
-            };
-            tokio::select! {
-                _ = term => {}
-                _ = tokio::signal::ctrl_c() => {}
+    tokio::spawn(async move {
+        let term = async {
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                s.recv().await;
             }
-            shutdown.cancel();
-        })
-        .await?;
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        shutdown.cancel();
+    });
+    crate::api::server::serve(
+        listener,
+        app,
+        svc.config.http.clone(),
+        max_connections,
+        svc.shutdown.clone(),
+        std::time::Duration::from_secs(30),
+    )
+    .await;
     // Answered calls finish the sentence they are hearing and are hung
     // up; ringing ones are cancelled; everything is already stored.
     svc.tasks.close();

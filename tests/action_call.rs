@@ -139,6 +139,7 @@ fn start(dir: &Path, plan: &str, sshd: &Sshd, execute_timeout: &str) -> Server {
         max_body: 16 * 1024,
         voices: Default::default(),
         trunks: Default::default(),
+        ..Config::default()
     };
     let base = rt.block_on(async {
         let (svc, listener) = callout::serve::start(config).await.unwrap();

@@ -107,6 +107,7 @@ fn start_full(
         max_body: 16 * 1024,
         voices: Default::default(),
         trunks,
+        ..Config::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,13 +1,12 @@
 //! `/v1/actions`: operators run or dry-run a contract's maintenance flow,
 //! and read run records.
 
-use axum::body::Bytes;
-use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::error::{ApiPath as Path, RawBody};
 use super::{authorize, ApiError, Scope, Shared};
 use crate::action::{ActionError, Requester};
 use crate::service::{RunError, RunReply, RunRequest};
@@ -67,7 +66,7 @@ pub(super) async fn run_flow(
     axum::extract::State(svc): Shared,
     headers: HeaderMap,
     Path(flow): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     // Who may look at all, before reading the body.
     authorize(&svc, &headers, Scope::Actions)

@@ -7,8 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,76 +18,16 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 mod actions;
+mod error;
 pub mod openapi;
 mod pin_lock;
+pub mod server;
+
+pub use error::ApiError;
+use error::{ApiPath as Path, ApiQuery as Query, RawBody};
 
 use crate::runner::Notification;
 use crate::service::{body_hash, AcceptError, Service};
-
-/// An API error as a problem document.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    title: &'static str,
-    detail: String,
-    field: Option<String>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            title,
-            detail: detail.into(),
-            field: None,
-        }
-    }
-
-    fn invalid(field: &str, detail: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            title: "Invalid request",
-            detail: detail.into(),
-            field: Some(field.to_string()),
-        }
-    }
-
-    fn internal(e: impl std::fmt::Display) -> ApiError {
-        tracing::error!(error = %e, "internal error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal error",
-            "the request could not be completed",
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = json!({
-            "type": "about:blank",
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        if let Some(f) = self.field {
-            body["field"] = json!(f);
-            body["errors"] = json!([{"field": f, "detail": self.detail}]);
-        }
-        let mut r = (self.status, Json(body)).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        r
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e)
-    }
-}
 
 /// What a bearer token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,20 +50,25 @@ impl Scope {
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header. The scheme is
+/// case-insensitive (RFC 9110 section 11.1), so `bearer` works too.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = v.split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Check the bearer token: 401 without a valid one, 403 without the scope
 /// (`admin` implies every scope).
 fn authorize(svc: &Service, headers: &HeaderMap, scope: Scope) -> Result<String, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "a bearer token is required",
-            )
-        })?;
+    let token = bearer(headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "a bearer token is required",
+        )
+    })?;
     let hash: String = Sha256::digest(token.trim().as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -151,6 +95,7 @@ type Shared = State<Arc<Service>>;
 /// The router; tested with `tower::ServiceExt::oneshot` or over a socket.
 pub fn router(svc: Arc<Service>) -> Router {
     let max_body = svc.config.max_body;
+    let body_timeout = svc.config.http.body_timeout;
     Router::new()
         .route(
             "/v1/notifications",
@@ -173,8 +118,13 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(move |req, next| {
+            error::read_body(max_body, body_timeout, req, next)
+        }))
         .layer(middleware::from_fn_with_state(svc.clone(), timing))
+        .layer(middleware::from_fn(error::problem_net))
         .with_state(svc)
 }
 
@@ -306,16 +256,20 @@ fn parse_notification(body: &[u8]) -> Result<(Notification, bool), ApiError> {
 async fn create_notification(
     State(svc): Shared,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     authorize(&svc, &headers, Scope::Notify)?;
-    let (n, dry_run) = parse_notification(&body)?;
+    let (mut n, dry_run) = parse_notification(&body)?;
     let Some(plan) = svc.registry.get(&n.contract) else {
         return Err(ApiError::invalid(
             "contract",
             format!("unknown contract {:?}", n.contract),
         ));
     };
+    let ignored = svc
+        .check_input(&plan, &mut n)
+        .await
+        .map_err(|e| ApiError::invalid(&e.field, e.detail))?;
     for name in crate::ivr::dialplan::template_variables(&match &plan.message {
         crate::ivr::dialplan::Phrase::Text(t) => t.clone(),
         _ => String::new(),
@@ -337,7 +291,7 @@ async fn create_notification(
             StatusCode::OK,
             Json(
                 json!({"dry_run": true, "contract": plan.contract, "contacts": contacts,
-            "rounds": plan.escalation.rounds}),
+            "rounds": plan.escalation.rounds, "ignored_variables": ignored}),
             ),
         )
             .into_response());
@@ -379,7 +333,10 @@ async fn create_notification(
     let location = format!("/v1/notifications/{}", row.id);
     let mut r = (
         StatusCode::ACCEPTED,
-        Json(json!({"id": row.id, "state": row.state, "created": created, "location": location})),
+        Json(
+            json!({"id": row.id, "state": row.state, "created": created, "location": location,
+                "ignored_variables": ignored}),
+        ),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -445,7 +402,7 @@ async fn cancel_notification(
     State(svc): Shared,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     authorize(&svc, &headers, Scope::Notify)
         .or_else(|_| authorize(&svc, &headers, Scope::Operate))?;
@@ -456,6 +413,14 @@ async fn cancel_notification(
             .map_err(|_| ApiError::invalid("reason", "body must be {\"reason\": \"...\"}"))?;
         b.reason.unwrap_or_else(|| "cancelled".into())
     };
+    // The reason is stored, sent in every webhook and shown to operators.
+    let max = svc.config.limits.max_cancel_reason;
+    if reason.chars().count() > max {
+        return Err(ApiError::invalid(
+            "reason",
+            format!("reason is longer than {max} characters"),
+        ));
+    }
     if svc.store.get_notification(&id).await?.is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -476,13 +441,33 @@ async fn cancel_notification(
         .into_response())
 }
 
+/// Numbers are read by hand so a bad one is a 422 naming its parameter.
 #[derive(Deserialize)]
 struct ListQuery {
     contract: Option<String>,
     state: Option<String>,
-    since: Option<i64>,
-    limit: Option<i64>,
+    since: Option<String>,
+    limit: Option<String>,
     cursor: Option<String>,
+}
+
+fn query_int(
+    name: &str,
+    v: Option<&str>,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<Option<i64>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    match v.trim().parse::<i64>() {
+        Ok(n) if range.contains(&n) => Ok(Some(n)),
+        _ => Err(ApiError::invalid(
+            name,
+            format!(
+                "{name} must be a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/notifications",
@@ -495,7 +480,8 @@ async fn list_notifications(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&svc, &headers, Scope::Operate)?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let limit = query_int("limit", q.limit.as_deref(), 1..=500)?.unwrap_or(50);
+    let since = query_int("since", q.since.as_deref(), 0..=i64::MAX)?;
     let before = match q.cursor.as_deref() {
         Some(c) => {
             let (ms, id) = c
@@ -514,7 +500,7 @@ async fn list_notifications(
         .list_notifications(
             q.contract.as_deref(),
             q.state.as_deref(),
-            q.since,
+            since,
             before,
             limit,
         )
@@ -595,16 +581,20 @@ async fn reload_dialplans(State(svc): Shared, headers: HeaderMap) -> Result<Resp
 async fn validate_dialplan(
     State(svc): Shared,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&svc, &headers, Scope::Operate)?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid("body", "the dialplan must be UTF-8 text"))?;
-    let r = crate::ivr::dialplan::load_str(
+    // An operate token must not learn what the service's environment
+    // holds: only prefixed variables are read, and errors stay vague.
+    let env = crate::ivr::inputs::EnvAccess::Prefixed(svc.config.validate_env_prefix.clone());
+    let r = crate::ivr::dialplan::load_str_env(
         text,
         std::path::Path::new("request.toml"),
         &svc.config.prompts,
         &svc.registry.flows(),
+        &env,
     );
     Ok(Json(match r {
         Ok(p) => json!({"valid": true, "contract": p.contract}),

@@ -12,6 +12,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::inputs::{EnvAccess, Undeclared};
 use super::window::Window;
 use crate::action::flow::{parse_step, Errors, Flow, Flows, RawStep, Step};
 use crate::action::inventory::{Inventory, RawInventory};
@@ -273,6 +274,8 @@ pub struct Dialplan {
     #[serde(skip)]
     pub holidays: Vec<NaiveDate>,
     pub variables: Vec<String>,
+    /// What a notification variable not in `variables` does.
+    pub undeclared_variables: Undeclared,
     pub escalation: Policy,
     pub contacts: Vec<Contact>,
     pub message: Phrase,
@@ -305,6 +308,8 @@ struct RawDialplan {
     holidays: Vec<Spanned<String>>,
     #[serde(default)]
     variables: Vec<Spanned<String>>,
+    #[serde(default)]
+    undeclared_variables: Undeclared,
     escalation: RawEscalation,
     #[serde(default)]
     contacts: Vec<RawContact>,
@@ -505,6 +510,7 @@ struct Checker<'a> {
     file: &'a Path,
     text: &'a str,
     prompts: &'a Path,
+    env: &'a EnvAccess,
     errors: Vec<DialplanError>,
 }
 
@@ -684,10 +690,23 @@ pub fn load_str(
     prompts: &Path,
     flows: &Flows,
 ) -> Result<Dialplan, Vec<DialplanError>> {
+    load_str_env(text, file, prompts, flows, &EnvAccess::Process)
+}
+
+/// As [`load_str`], reading the environment only as `env` allows (a
+/// dialplan sent over the API).
+pub fn load_str_env(
+    text: &str,
+    file: &Path,
+    prompts: &Path,
+    flows: &Flows,
+    env: &EnvAccess,
+) -> Result<Dialplan, Vec<DialplanError>> {
     let mut c = Checker {
         file,
         text,
         prompts,
+        env,
         errors: Vec::new(),
     };
     let raw: RawDialplan = match toml::from_str(text) {
@@ -746,6 +765,15 @@ pub fn load_str(
                 v.span(),
                 format!(
                     "variable name {:?} must be letters, digits or '_'",
+                    v.get_ref()
+                ),
+            );
+        }
+        if BUILTIN_VARIABLES.contains(&v.get_ref().as_str()) {
+            c.err(
+                v.span(),
+                format!(
+                    "variable {:?} is a built-in field; the alert sets it, not `variables`",
                     v.get_ref()
                 ),
             );
@@ -938,13 +966,10 @@ pub fn load_str(
         let rp = p.get_ref();
         let code = match (&rp.code, &rp.code_env) {
             (Some(code), None) => Some((code.get_ref().clone(), code.span())),
-            (None, Some(env)) => match std::env::var(env.get_ref()) {
+            (None, Some(env)) => match c.env.pin(env.get_ref()) {
                 Ok(v) => Some((v, env.span())),
-                Err(_) => {
-                    c.err(
-                        env.span(),
-                        format!("PIN environment variable {} is not set", env.get_ref()),
-                    );
+                Err(e) => {
+                    c.err(env.span(), e);
                     None
                 }
             },
@@ -1088,6 +1113,7 @@ pub fn load_str(
         timezone: raw.timezone.get_ref().clone(),
         holidays,
         variables: raw.variables.iter().map(|v| v.get_ref().clone()).collect(),
+        undeclared_variables: raw.undeclared_variables,
         escalation,
         contacts,
         message,

@@ -3,6 +3,7 @@
 
 pub mod dialplan;
 pub mod escalation;
+pub mod inputs;
 pub mod menu;
 pub mod outcome;
 pub mod pin;

@@ -6,6 +6,7 @@ mod actions;
 pub use actions::{RunError, RunReply, RunRequest};
 pub mod sweeper;
 pub mod trunk;
+pub mod input;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -184,6 +185,31 @@ impl Service {
         }
         self.start(row.clone(), plan, None);
         Ok((row, true))
+    }
+
+    /// Check a notification's variables and spoken length against the
+    /// limits and its contract (see [`input`]); drops the variables the
+    /// contract ignores and returns their names.
+    pub async fn check_input(
+        &self,
+        plan: &Arc<crate::ivr::dialplan::Dialplan>,
+        n: &mut Notification,
+    ) -> Result<Vec<String>, input::InputError> {
+        let ignored = input::check_variables(plan, n, &self.config.limits)?;
+        let (plan, n2, tts, limits) = (
+            plan.clone(),
+            n.clone(),
+            self.tts.clone(),
+            self.config.limits.clone(),
+        );
+        match tokio::task::spawn_blocking(move || input::check_speech(&plan, &n2, &tts, &limits))
+            .await
+        {
+            Ok(r) => r?,
+            // A crash while measuring is no reason to lose the page.
+            Err(e) => tracing::error!(error = %e, "measuring the message crashed"),
+        }
+        Ok(ignored)
     }
 
     /// Run one escalation in the background.
