@@ -296,16 +296,18 @@ async fn create_notification(
         )
             .into_response());
     }
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
-        return Err(ApiError::invalid(
-            "Idempotency-Key",
-            "the key must be 1 to 255 characters",
-        ));
-    }
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k.to_string()),
+        // Silently dropping a key the client sent would turn its retries
+        // into duplicate pages.
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Idempotency-Key",
+                "the key must be 1 to 255 visible ASCII characters",
+            ))
+        }
+    };
     let (row, created) = match svc.accept(n, key.as_deref(), &body_hash(&body)).await {
         Ok(r) => r,
         Err(AcceptError::UnknownContract(c)) => {

@@ -141,6 +141,26 @@ impl Service {
                 KeyClaim::InProgress => return Err(AcceptError::KeyInProgress),
             }
         }
+        let result = self.accept_claimed(n, plan, key, now).await;
+        if result.is_err() {
+            // A claimed key must not stay "in progress" after a failure:
+            // the client's retry would get 409 for a minute.
+            if let Some(k) = key {
+                if let Err(e) = self.store.release_key(k).await {
+                    tracing::warn!(error = %e, "cannot release an idempotency key; it frees itself in a minute");
+                }
+            }
+        }
+        result
+    }
+
+    async fn accept_claimed(
+        self: &Arc<Self>,
+        n: Notification,
+        plan: Arc<crate::ivr::dialplan::Dialplan>,
+        key: Option<&str>,
+        now: i64,
+    ) -> Result<(NotificationRow, bool), AcceptError> {
         if let Some(active) = self.store.find_active(&n.contract, &n.ticket).await? {
             if self.is_owned(&active.id) {
                 if let Some(k) = key {
