@@ -131,6 +131,9 @@ pub struct LimitsConfig {
     pub max_message: Duration,
     /// Characters in a cancel `reason`.
     pub max_cancel_reason: usize,
+    /// Escalations that prepare audio and dial at once on this node; the
+    /// rest wait `pending`, most severe first (none is refused).
+    pub max_dialling: usize,
 }
 
 impl Default for LimitsConfig {
@@ -141,6 +144,7 @@ impl Default for LimitsConfig {
             max_variable_value: 256,
             max_message: Duration::from_secs(60),
             max_cancel_reason: 500,
+            max_dialling: 64,
         }
     }
 }

@@ -645,6 +645,8 @@ async fn metrics(State(svc): Shared) -> Response {
     out.push_str(&format!(
         "# TYPE callout_active_calls gauge\ncallout_active_calls {}\n\
          # TYPE callout_active_escalations gauge\ncallout_active_escalations {}\n\
+         # TYPE callout_dialling_escalations gauge\ncallout_dialling_escalations {}\n\
+         # TYPE callout_queued_escalations gauge\ncallout_queued_escalations {}\n\
          # TYPE callout_webhook_failures_total counter\ncallout_webhook_failures_total {}\n\
          # TYPE callout_webhook_given_up_total counter\ncallout_webhook_given_up_total {}\n\
          # TYPE callout_tts_fallbacks_total counter\ncallout_tts_fallbacks_total {}\n\
@@ -652,6 +654,8 @@ async fn metrics(State(svc): Shared) -> Response {
          # TYPE callout_api_latency_seconds_sum counter\ncallout_api_latency_seconds_sum {:.6}\n",
         m.active_calls.load(Ordering::Relaxed),
         svc.active_escalations(),
+        svc.slots.counts().0,
+        svc.slots.counts().1,
         m.webhook_failures.load(Ordering::Relaxed),
         m.webhook_gave_up.load(Ordering::Relaxed),
         m.tts_fallbacks.load(Ordering::Relaxed),

@@ -3,6 +3,7 @@
 //! feeds the webhook outbox.
 
 mod actions;
+pub mod admission;
 pub use actions::{RunError, RunReply, RunRequest};
 pub mod input;
 pub mod sweeper;
@@ -65,6 +66,8 @@ pub struct Service {
     pub outbox_kick: Notify,
     pub shutdown: CancellationToken,
     pub tasks: tokio_util::task::TaskTracker,
+    /// Bounds how many escalations dial at once (see [`admission`]).
+    pub slots: admission::Slots,
 }
 
 /// State names stored for each ending.
@@ -86,6 +89,7 @@ impl Service {
         tts: Tts,
     ) -> Arc<Service> {
         let actions = Arc::new(crate::action::Actions::with_store(store.clone()));
+        let slots = admission::Slots::new(config.limits.max_dialling);
         Arc::new(Service {
             config,
             store,
@@ -98,6 +102,7 @@ impl Service {
             outbox_kick: Notify::new(),
             shutdown: CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
+            slots,
         })
     }
 
@@ -256,6 +261,12 @@ impl Service {
             let _owned = Owned {
                 svc: svc.clone(),
                 id: row.id.clone(),
+            };
+            let mut rx = rx;
+            // Wait for a dialling slot before anything costly; the row
+            // stays `pending` meanwhile. Held until the task ends.
+            let Some(_slot) = admission::wait(&svc, &row, &mut rx).await else {
+                return;
             };
             let n = Notification {
                 contract: row.contract.clone(),
