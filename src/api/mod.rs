@@ -607,24 +607,32 @@ async fn validate_dialplan(
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "database and SIP ready"),
     (status = 503, description = "not ready: the database (`store: failing` while writes fail), or `undialable` names contracts whose trunk is unusable and why")))]
 async fn readyz(State(svc): Shared) -> Response {
-    let db = svc.store.ping().await;
+    // A probe must answer within its own timeout, not the pool's 10 s.
+    let db = tokio::time::timeout(std::time::Duration::from_secs(2), svc.store.ping())
+        .await
+        .unwrap_or(false);
     // Reads can work while writes fail (a full disk): the writer knows.
     let w = svc.writer.status();
     let store = if db && !w.failing { "ok" } else { "failing" };
     // A contract whose trunk is unusable cannot page anyone: not ready.
     let undialable = svc.undialable_contracts().await;
-    let status = if store == "ok" && undialable.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let ready = store == "ok" && undialable.is_empty();
+    let mut body = json!({"database": db, "store": store, "pending_writes": w.pending,
+        "journaled_writes": w.in_journal, "sip": svc.gateway.sip_addr().to_string(),
+        "registrations": svc.gateway.sip().registrations(), "undialable": undialable});
+    if ready {
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    // A problem document (as every rejection is), its details as
+    // extension members.
+    body["type"] = json!("about:blank");
+    body["title"] = json!("Service Unavailable");
+    body["status"] = json!(503);
+    body["detail"] = json!("not ready");
     (
-        status,
-        Json(
-            json!({"database": db, "store": store, "pending_writes": w.pending,
-            "journaled_writes": w.in_journal, "sip": svc.gateway.sip_addr().to_string(),
-            "registrations": svc.gateway.sip().registrations(), "undialable": undialable}),
-        ),
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONTENT_TYPE, error::PROBLEM_JSON)],
+        body.to_string(),
     )
         .into_response()
 }
