@@ -46,10 +46,8 @@ impl StoreObserver {
         let m = &self.svc.metrics;
         let mut answered = self.answered.lock().unwrap_or_else(|e| e.into_inner());
         match event.as_str() {
-            "call.answered" => {
-                if answered.insert(attempt) {
-                    m.active_calls.fetch_add(1, Ordering::Relaxed);
-                }
+            "call.answered" if answered.insert(attempt) => {
+                m.active_calls.fetch_add(1, Ordering::Relaxed);
             }
             "call.ended" => {
                 if answered.remove(&attempt) {
