@@ -203,10 +203,7 @@ pub async fn wait(
     if let Admit::Queued { ahead } = admit {
         let (dialling, waiting) = svc.slots.counts();
         tracing::info!(notification = %row.id, ahead, dialling, waiting, "every dialling slot is taken; queued");
-        let obs = StoreObserver {
-            svc: svc.clone(),
-            id: row.id.clone(),
-        };
+        let obs = StoreObserver::new(svc.clone(), &row.id);
         obs.event(serde_json::json!({"event": "notification.queued", "ahead": ahead, "dialling": dialling}))
             .await;
     }
