@@ -1,0 +1,178 @@
+//! A real `callout serve` on SQLite for tests that drive it over HTTP and
+//! read what it stored.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::free_port_pair;
+
+pub const TOKEN: &str = "dial-failures-token";
+
+pub struct Serve {
+    pub child: Child,
+    pub base: String,
+    pub config: PathBuf,
+    pub db: String,
+}
+
+impl Serve {
+    pub fn start(dir: &Path, extra: &str, rtp: &str) -> Serve {
+        let api_port = free_port_pair();
+        let hash: String = Sha256::digest(TOKEN.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let db = format!("sqlite://{}", dir.join("data/callout.db").display());
+        let config = dir.join("callout.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"{rtp}\"\n\
+                 database_url = \"{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
+                 [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n{extra}",
+                dp = dir.join("dialplans").display(),
+                pr = dir.join("prompts").display(),
+                tc = dir.join("tts").display(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_callout"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("CALLOUT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let s = Serve {
+            child,
+            base: format!("http://127.0.0.1:{api_port}"),
+            config,
+            db,
+        };
+        let until = Instant::now() + Duration::from_secs(30);
+        while s.http("GET", "/healthz", None).is_none() {
+            assert!(Instant::now() < until, "callout serve did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    pub fn http(&self, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
+        let c = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .unwrap();
+        let url = format!("{}{path}", self.base);
+        let mut r = if method == "POST" {
+            c.post(url)
+        } else {
+            c.get(url)
+        }
+        .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.json().unwrap_or(Value::Null)))
+    }
+
+    /// A text resource (e.g. `/metrics`).
+    pub fn text(&self, path: &str) -> String {
+        reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    }
+
+    pub fn notify(&self, contract: &str, ticket: &str) -> Value {
+        self.notify_with(contract, ticket, "critical")
+    }
+
+    pub fn notify_with(&self, contract: &str, ticket: &str, severity: &str) -> Value {
+        let (st, v) = self
+            .http(
+                "POST",
+                "/v1/notifications",
+                Some(
+                    json!({"contract": contract, "ticket": ticket, "severity": severity,
+                    "host": "db-1", "summary": "down"}),
+                ),
+            )
+            .unwrap();
+        assert_eq!(st, 202, "{v}");
+        v
+    }
+
+    pub fn wait_state(&self, id: &str, states: &[&str], limit: Duration) -> Value {
+        let until = Instant::now() + limit;
+        loop {
+            let (_, v) = self
+                .http("GET", &format!("/v1/notifications/{id}"), None)
+                .unwrap();
+            if states.contains(&v["state"].as_str().unwrap_or("")) {
+                return v;
+            }
+            assert!(
+                Instant::now() < until,
+                "{id} never reached {states:?}: {v:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The events stored for a notification (its webhook outbox).
+    pub fn events(&self, id: &str) -> Vec<(String, Value)> {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = callout::store::Store::connect(&self.db).await.unwrap();
+            store
+                .outbox(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| (o.event, serde_json::from_str(&o.payload).unwrap()))
+                .collect()
+        })
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn plan(contract: &str, uri: &str, trunk: Option<&str>, message: &str) -> String {
+    format!(
+        "contract = \"{contract}\"\nname = \"{contract}\"\nlanguage = \"en\"\n{trunk}\
+         [escalation]\nrounds = 1\nring_timeout = \"10s\"\nbetween_calls = \"1s\"\nbetween_rounds = \"1m\"\n\
+         [[contacts]]\nname = \"Bob\"\nuri = \"{uri}\"\n[message]\n{message}\n\
+         [menu]\nprompt = \"Press 1.\"\n[menu.keys]\n\"1\" = \"ack\"\n",
+        trunk = trunk.map_or(String::new(), |t| format!("trunk = \"{t}\"\n")),
+    )
+}
+
+pub fn copy_prompts(dir: &Path) {
+    let p = dir.join("prompts");
+    std::fs::create_dir_all(&p).unwrap();
+    for f in ["fallback-en.wav", "press-a-key.wav"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("prompts")
+                .join(f),
+            p.join(f),
+        )
+        .unwrap();
+    }
+}
