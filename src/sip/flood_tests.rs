@@ -129,6 +129,7 @@ fn remembered_answers_cost_nothing_per_loop_pass() {
         ep.handle_timeout(now);
     }
     let took = started.elapsed();
+    eprintln!("20,000 passes over 10,000 remembered answers: {took:?}");
     assert!(
         took < Duration::from_millis(200),
         "20,000 passes took {took:?}"
