@@ -76,12 +76,9 @@ async fn a_real_call_is_answered_within_50ms_under_an_options_flood() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(4.0);
     let lo = 41000 + (std::process::id() % 20) * 40;
-    let gw = Gateway::start(
-        "127.0.0.1:0".parse().unwrap(),
-        &format!("{lo}-{}", lo + 39),
-    )
-    .await
-    .unwrap();
+    let gw = Gateway::start("127.0.0.1:0".parse().unwrap(), &format!("{lo}-{}", lo + 39))
+        .await
+        .unwrap();
     let dir = scratch("sip-flood");
     for sub in ["quiet", "flood"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -116,7 +113,10 @@ async fn a_real_call_is_answered_within_50ms_under_an_options_flood() {
         under_flood < Duration::from_millis(50),
         "answered in {under_flood:?} under the flood (quiet: {baseline:?})"
     );
-    assert_eq!(stats.sources_banned, 1, "the flooding address is banned: {stats:?}");
+    assert_eq!(
+        stats.sources_banned, 1,
+        "the flooding address is banned: {stats:?}"
+    );
     assert!(
         stats.flood_dropped as f64 > sent as f64 * 0.95,
         "its requests are dropped unparsed: {stats:?}"
