@@ -374,6 +374,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sip_flood_section_parses_into_a_policy() {
+        let c: Config = toml::from_str(
+            "[sip_flood]\nwindow = \"1s\"\nmax_requests = 5\nban = \"10m\"\ntrusted = [\"192.0.2.1\"]\n",
+        )
+        .unwrap();
+        let p = c.sip_flood.policy();
+        assert_eq!(
+            (p.window, p.max_requests, p.ban),
+            (Duration::from_secs(1), 5, Duration::from_secs(600))
+        );
+        assert!(p.enabled);
+        assert_eq!(
+            c.sip_flood.trusted,
+            vec!["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            Config::default().sip_flood.policy(),
+            crate::sip::limiter::FloodPolicy::default()
+        );
+        assert!(toml::from_str::<Config>("[sip_flood]\nmax_request = 5\n").is_err());
+        assert!(toml::from_str::<Config>("[sip_flood]\nban = \"0s\"\n").is_err());
+    }
+
+    #[test]
     fn passwords_never_print() {
         let r = |u: &str| RedactedUrl(u).to_string();
         assert_eq!(
