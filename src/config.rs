@@ -149,6 +149,52 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Per-source limits on what reaches the SIP port from addresses that are
+/// neither a configured trunk nor the peer of a call in progress
+/// (`[sip_flood]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipFloodConfig {
+    pub enabled: bool,
+    /// Counting window.
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// Datagrams one source IP may send per window before it is banned.
+    pub max_requests: u32,
+    /// How long a banned source is ignored (again at once if it is still
+    /// flooding when the ban ends).
+    #[serde(deserialize_with = "duration")]
+    pub ban: Duration,
+    /// More addresses never limited, besides trunks' proxies and
+    /// registrars (e.g. a monitoring probe).
+    pub trusted: Vec<std::net::IpAddr>,
+}
+
+impl Default for SipFloodConfig {
+    fn default() -> Self {
+        let p = crate::sip::limiter::FloodPolicy::default();
+        SipFloodConfig {
+            enabled: p.enabled,
+            window: p.window,
+            max_requests: p.max_requests,
+            ban: p.ban,
+            trusted: Vec::new(),
+        }
+    }
+}
+
+impl SipFloodConfig {
+    pub fn policy(&self) -> crate::sip::limiter::FloodPolicy {
+        crate::sip::limiter::FloodPolicy {
+            enabled: self.enabled,
+            window: self.window,
+            max_requests: self.max_requests,
+            ban: self.ban,
+            ..Default::default()
+        }
+    }
+}
+
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     let v = crate::util::parse_duration(&s).map_err(serde::de::Error::custom)?;
@@ -186,6 +232,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Bounds on a notification's variables and message.
     pub limits: LimitsConfig,
+    /// Rate limiting and bans on the SIP port.
+    pub sip_flood: SipFloodConfig,
     /// The only environment variables `POST /v1/dialplans/validate` reads
     /// (a dialplan's `code_env`): names starting with this prefix.
     pub validate_env_prefix: String,
@@ -211,6 +259,7 @@ impl Default for Config {
             trunks: BTreeMap::new(),
             http: HttpConfig::default(),
             limits: LimitsConfig::default(),
+            sip_flood: SipFloodConfig::default(),
             validate_env_prefix: "CALLOUT_".into(),
             journal_dir: None,
         }
@@ -237,6 +286,7 @@ impl std::fmt::Debug for Config {
             .field("trunks", &self.trunks)
             .field("http", &self.http)
             .field("limits", &self.limits)
+            .field("sip_flood", &self.sip_flood)
             .field("validate_env_prefix", &self.validate_env_prefix)
             .field("journal_dir", &self.journal_dir)
             .finish_non_exhaustive()
@@ -345,6 +395,30 @@ impl std::fmt::Debug for RedactedUrl<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sip_flood_section_parses_into_a_policy() {
+        let c: Config = toml::from_str(
+            "[sip_flood]\nwindow = \"1s\"\nmax_requests = 5\nban = \"10m\"\ntrusted = [\"192.0.2.1\"]\n",
+        )
+        .unwrap();
+        let p = c.sip_flood.policy();
+        assert_eq!(
+            (p.window, p.max_requests, p.ban),
+            (Duration::from_secs(1), 5, Duration::from_secs(600))
+        );
+        assert!(p.enabled);
+        assert_eq!(
+            c.sip_flood.trusted,
+            vec!["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            Config::default().sip_flood.policy(),
+            crate::sip::limiter::FloodPolicy::default()
+        );
+        assert!(toml::from_str::<Config>("[sip_flood]\nmax_request = 5\n").is_err());
+        assert!(toml::from_str::<Config>("[sip_flood]\nban = \"0s\"\n").is_err());
+    }
 
     #[test]
     fn passwords_never_print() {

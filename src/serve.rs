@@ -64,6 +64,21 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
         &config.rtp_ports,
     )
     .await?;
+    gateway.sip().set_flood_policy(config.sip_flood.policy());
+    for ip in &config.sip_flood.trusted {
+        gateway.sip().trust(*ip);
+    }
+    // Trunks are never banned, whatever they send (the registrar is
+    // trusted when its registration starts).
+    for t in config.trunks.values() {
+        let Some(proxy) = &t.proxy else { continue };
+        match tokio::net::lookup_host(proxy.as_str()).await {
+            Ok(addrs) => addrs.for_each(|a| gateway.sip().trust(a.ip())),
+            Err(e) => {
+                tracing::warn!(%proxy, error = %e, "cannot resolve a trunk proxy to trust it")
+            }
+        }
+    }
     let tts = Tts::new(&TtsConfig {
         cache_dir: config.tts_cache.clone(),
         voices: config.voices.clone(),

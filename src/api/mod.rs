@@ -685,5 +685,25 @@ async fn metrics(State(svc): Shared) -> Response {
         w.failures_total,
         w.journal_failures_total,
     ));
+    // The SIP task answers between datagrams, so even under a flood this
+    // waits for one datagram at most; a stopped task just omits the lines.
+    if let Ok(s) = svc.gateway.sip().stats().await {
+        out.push_str(&format!(
+            "# TYPE callout_sip_received_total counter\ncallout_sip_received_total {}\n\
+             # TYPE callout_sip_rejected_total counter\ncallout_sip_rejected_total {}\n\
+             # TYPE callout_sip_malformed_dropped_total counter\ncallout_sip_malformed_dropped_total {}\n\
+             # TYPE callout_sip_flood_dropped_total counter\ncallout_sip_flood_dropped_total {}\n\
+             # TYPE callout_sip_sources_banned_total counter\ncallout_sip_sources_banned_total {}\n\
+             # TYPE callout_sip_sources_banned gauge\ncallout_sip_sources_banned {}\n\
+             # TYPE callout_sip_remembered_answers gauge\ncallout_sip_remembered_answers {}\n",
+            s.received,
+            s.rejected,
+            s.dropped_malformed,
+            s.flood_dropped,
+            s.sources_banned,
+            s.banned_now,
+            s.remembered,
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -22,6 +22,8 @@ pub enum SipCommand {
     Answer(CallHandle, Vec<u8>),
     Register(Box<crate::sip::register::RegistrationConfig>),
     Stats(oneshot::Sender<Stats>),
+    Flood(crate::sip::limiter::FloodPolicy),
+    Trust(std::net::IpAddr),
 }
 
 /// Cloneable handle to the SIP task.
@@ -79,6 +81,17 @@ impl SipHandle {
 
     pub fn hangup(&self, h: CallHandle) {
         let _ = self.tx.send(SipCommand::Hangup(h));
+    }
+
+    /// Limits on requests from untrusted sources (default:
+    /// [`crate::sip::limiter::FloodPolicy::default`]).
+    pub fn set_flood_policy(&self, policy: crate::sip::limiter::FloodPolicy) {
+        let _ = self.tx.send(SipCommand::Flood(policy));
+    }
+
+    /// Never rate-limit or ban `ip` (a trunk, proxy or registrar).
+    pub fn trust(&self, ip: std::net::IpAddr) {
+        let _ = self.tx.send(SipCommand::Trust(ip));
     }
 
     pub async fn stats(&self) -> Result<Stats, SipGone> {
@@ -160,6 +173,8 @@ async fn run(
                     aors.insert(cid, aor);
                 }
                 Some(SipCommand::Stats(reply)) => { let _ = reply.send(ep.stats()); }
+                Some(SipCommand::Flood(policy)) => ep.set_flood_policy(policy),
+                Some(SipCommand::Trust(ip)) => ep.trust(ip),
                 None => return,
             },
             _ = sleep => ep.handle_timeout(Instant::now()),
@@ -168,6 +183,9 @@ async fn run(
             if let Err(e) = socket.send_to(&t.bytes, t.dest).await {
                 tracing::warn!(error = %e, dest = %t.dest, "sip send failed");
             }
+        }
+        while let Some(ip) = ep.poll_ban() {
+            tracing::warn!(source = %ip, "SIP flood: source banned");
         }
         while let Some((cid, ev)) = ep.poll_reg_event() {
             let aor = aors.get(&cid).cloned().unwrap_or_default();

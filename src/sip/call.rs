@@ -205,6 +205,11 @@ impl Call {
         matches!(self.phase, Phase::Confirmed | Phase::Terminating)
     }
 
+    /// Where the INVITE went (the proxy, or the callee itself).
+    pub fn destination(&self) -> SocketAddr {
+        self.cfg.destination
+    }
+
     /// True when the call has ended and no retransmission can still need
     /// an answer from it.
     pub fn is_finished(&self, now: Instant) -> bool {

@@ -8,7 +8,7 @@
 //! sleep until [`Endpoint::poll_timeout`].
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -16,8 +16,10 @@ use rand::{Rng, SeedableRng};
 
 use super::call::{Call, CallConfig, CallEvent, ALLOW};
 use super::header::Via;
+use super::limiter::{FloodPolicy, Limiter, Verdict};
 use super::message::{self, Message, Method, Request, Response};
 use super::register::{RegEvent, Registration, RegistrationConfig};
+use super::timers::TimerHeap;
 use super::transaction::Timers;
 use super::uas::IncomingCall;
 use super::validate::{salvage, validate_request};
@@ -37,6 +39,14 @@ pub struct Stats {
     pub stray_responses: u64,
     /// Requests answered with an error code.
     pub rejected: u64,
+    /// Datagrams dropped unparsed because their source was banned.
+    pub flood_dropped: u64,
+    /// Bans imposed on flooding sources since start.
+    pub sources_banned: u64,
+    /// Sources banned as of the last input.
+    pub banned_now: u64,
+    /// Out-of-dialog responses remembered for retransmissions.
+    pub remembered: u64,
 }
 
 /// A call either way: placed by callout, or received (softphone).
@@ -106,11 +116,34 @@ impl Leg {
             Leg::In(c) => c.is_finished(now),
         }
     }
+    /// The address the dialog's requests and responses come from: the
+    /// callee or proxy we sent the INVITE to, or the caller.
+    fn peer_ip(&self) -> IpAddr {
+        match self {
+            Leg::Out(c) => c.destination().ip(),
+            Leg::In(c) => c.peer().ip(),
+        }
+    }
 }
+
+/// What the endpoint must wake up for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Wake {
+    Call(CallHandle),
+    Registration(String),
+}
+
+/// Key of a remembered out-of-dialog response: (branch, sent-by, method).
+type AnsweredKey = (String, String, String);
 
 /// How long answered out-of-dialog requests are remembered so that a
 /// retransmission gets the same response (Timer J, 64*T1).
 const SERVER_MEMORY: Duration = Duration::from_secs(32);
+
+/// Remembered out-of-dialog responses at most; beyond that the oldest is
+/// forgotten (its retransmission gets a fresh, equal answer), so sources
+/// the limiter does not catch (spoofed, many) cannot grow memory.
+const MAX_ANSWERED: usize = 10_000;
 
 /// The SIP endpoint state machine.
 pub struct Endpoint {
@@ -126,7 +159,13 @@ pub struct Endpoint {
     by_call_id: HashMap<String, CallHandle>,
     /// Responses already sent to out-of-dialog requests, by
     /// (branch, sent-by, method).
-    answered: HashMap<(String, String, String), (Instant, Response)>,
+    answered: HashMap<AnsweredKey, Response>,
+    answered_expiry: TimerHeap<AnsweredKey>,
+    /// Next wake-up of every call and registration.
+    wakes: TimerHeap<Wake>,
+    limiter: Limiter,
+    bans: VecDeque<IpAddr>,
+    last_now: Option<Instant>,
     transmit: VecDeque<Transmit>,
     events: VecDeque<(CallHandle, CallEvent)>,
     stats: Stats,
@@ -147,6 +186,11 @@ impl Endpoint {
             reg_events: VecDeque::new(),
             by_call_id: HashMap::new(),
             answered: HashMap::new(),
+            answered_expiry: TimerHeap::new(),
+            wakes: TimerHeap::new(),
+            limiter: Limiter::new(FloodPolicy::default()),
+            bans: VecDeque::new(),
+            last_now: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -160,12 +204,28 @@ impl Endpoint {
         self.accept_incoming = on;
     }
 
+    /// Limits on requests from untrusted sources.
+    pub fn set_flood_policy(&mut self, policy: FloodPolicy) {
+        self.limiter.set_policy(policy);
+    }
+
+    /// Never limit `ip`: a configured trunk, proxy or registrar.
+    pub fn trust(&mut self, ip: IpAddr) {
+        self.limiter.trust(ip);
+    }
+
+    /// Sources banned since the last call, for the log.
+    pub fn poll_ban(&mut self) -> Option<IpAddr> {
+        self.bans.pop_front()
+    }
+
     /// Register with a trunk's registrar and keep the registration
     /// refreshed. Returns its Call-ID, which names it in events.
     pub fn start_registration(&mut self, now: Instant, mut cfg: RegistrationConfig) -> String {
         cfg.local = self.local;
         let call_id = format!("{}@callout", self.token(20));
         let (tag, seed) = (self.token(12), self.token(10));
+        self.limiter.trust(cfg.destination.ip());
         let r = Registration::new(now, cfg, call_id.clone(), tag, seed);
         self.registrations.insert(call_id.clone(), r);
         self.drain_registration(&call_id);
@@ -180,6 +240,8 @@ impl Endpoint {
             while let Some(e) = r.poll_event() {
                 self.reg_events.push_back((call_id.to_string(), e));
             }
+            self.wakes
+                .set(Wake::Registration(call_id.to_string()), r.poll_timeout());
         }
     }
 
@@ -201,7 +263,17 @@ impl Endpoint {
     }
 
     pub fn stats(&self) -> Stats {
-        self.stats
+        let flood = self
+            .last_now
+            .map(|now| self.limiter.stats(now))
+            .unwrap_or_default();
+        Stats {
+            flood_dropped: flood.dropped,
+            sources_banned: flood.bans,
+            banned_now: flood.banned_now,
+            remembered: self.answered.len() as u64,
+            ..self.stats
+        }
     }
 
     pub fn active_calls(&self) -> usize {
@@ -231,6 +303,7 @@ impl Endpoint {
         let handle = CallHandle(self.next_handle);
         self.next_handle += 1;
         let call = Call::new(now, cfg, call_id.clone(), tag, seed);
+        self.limiter.add_peer(call.destination().ip());
         self.by_call_id.insert(call_id, handle);
         self.calls.insert(handle, Leg::Out(Box::new(call)));
         self.drain(handle, now);
@@ -254,6 +327,16 @@ impl Endpoint {
     /// Feed one received datagram. Never panics, whatever the bytes.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.stats.received += 1;
+        self.last_now = Some(now);
+        // Before parsing: a banned source's flood costs one lookup each.
+        match self.limiter.check(now, from.ip()) {
+            Verdict::Pass => {}
+            Verdict::Drop => return,
+            Verdict::Banned => {
+                self.bans.push_back(from.ip());
+                return;
+            }
+        }
         // Keep-alives (RFC 5626 CRLF) are not messages.
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return;
@@ -355,7 +438,7 @@ impl Endpoint {
             format!("{}:{:?}", via.host, via.port),
             req.method.to_string(),
         );
-        if let Some((_, resp)) = self.answered.get(&key) {
+        if let Some(resp) = self.answered.get(&key) {
             let resp = resp.clone();
             self.send(from, resp);
             return;
@@ -373,6 +456,7 @@ impl Endpoint {
                 let seed = self.token(10);
                 match IncomingCall::new(now, req, from, self.local, tag, seed, Timers::default()) {
                     Ok(call) => {
+                        self.limiter.add_peer(from.ip());
                         let handle = CallHandle(self.next_handle);
                         self.next_handle += 1;
                         self.by_call_id.insert(call_id, handle);
@@ -398,8 +482,14 @@ impl Endpoint {
         if resp.code >= 300 {
             self.stats.rejected += 1;
         }
-        self.answered
-            .insert(key, (now + SERVER_MEMORY, resp.clone()));
+        if self.answered.len() >= MAX_ANSWERED && !self.answered.contains_key(&key) {
+            if let Some((oldest, _)) = self.answered_expiry.pop_earliest() {
+                self.answered.remove(&oldest);
+            }
+        }
+        self.answered_expiry
+            .set(key.clone(), Some(now + SERVER_MEMORY));
+        self.answered.insert(key, resp.clone());
         self.send(from, resp);
     }
 
@@ -425,36 +515,42 @@ impl Endpoint {
         }
         if call.is_finished(now) {
             let cid = call.call_id().to_string();
+            self.limiter.remove_peer(call.peer_ip());
             self.calls.remove(&handle);
             self.by_call_id.remove(&cid);
+            self.wakes.clear(&Wake::Call(handle));
+        } else {
+            self.wakes.set(Wake::Call(handle), call.poll_timeout());
         }
     }
 
+    /// Runs only what is due: O(due × log n), whatever is pending.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<CallHandle> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(h, _)| *h)
-            .collect();
-        for h in due {
-            if let Some(call) = self.calls.get_mut(&h) {
-                call.handle_timeout(now);
-            }
-            self.drain(h, now);
+        self.last_now = Some(now);
+        // Collected first: draining re-arms a woken key, possibly already
+        // due again at `now`, which must wait for the next pass.
+        let mut due = Vec::new();
+        while let Some((w, _)) = self.wakes.pop_due(now) {
+            due.push(w);
         }
-        self.answered.retain(|_, (until, _)| *until > now);
-        let due: Vec<String> = self
-            .registrations
-            .iter()
-            .filter(|(_, r)| r.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for cid in due {
-            if let Some(r) = self.registrations.get_mut(&cid) {
-                r.handle_timeout(now);
+        for w in due {
+            match w {
+                Wake::Call(h) => {
+                    if let Some(call) = self.calls.get_mut(&h) {
+                        call.handle_timeout(now);
+                    }
+                    self.drain(h, now);
+                }
+                Wake::Registration(cid) => {
+                    if let Some(r) = self.registrations.get_mut(&cid) {
+                        r.handle_timeout(now);
+                    }
+                    self.drain_registration(&cid);
+                }
             }
-            self.drain_registration(&cid);
+        }
+        while let Some((key, _)) = self.answered_expiry.pop_due(now) {
+            self.answered.remove(&key);
         }
     }
 
@@ -466,14 +562,11 @@ impl Endpoint {
         self.events.pop_front()
     }
 
+    /// O(1): the earliest of two heaps' tops.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let calls = self.calls.values().filter_map(|c| c.poll_timeout()).min();
-        let answered = self.answered.values().map(|(t, _)| *t).min();
-        let regs = self
-            .registrations
-            .values()
-            .filter_map(|r| r.poll_timeout())
-            .min();
-        [calls, answered, regs].into_iter().flatten().min()
+        [self.wakes.next(), self.answered_expiry.next()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

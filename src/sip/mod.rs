@@ -6,10 +6,14 @@ pub mod call;
 #[cfg(test)]
 mod call_tests;
 pub mod endpoint;
+#[cfg(test)]
+mod flood_tests;
 pub mod header;
+pub mod limiter;
 pub mod message;
 pub mod register;
 pub mod sdp;
+pub mod timers;
 pub mod transaction;
 pub mod uas;
 pub mod validate;

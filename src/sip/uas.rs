@@ -127,6 +127,11 @@ impl IncomingCall {
         self.invite.headers.get("Call-ID").unwrap_or_default()
     }
 
+    /// The address the INVITE came from.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// Who is calling (the From URI).
     pub fn caller(&self) -> String {
         self.invite
