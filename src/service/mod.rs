@@ -4,9 +4,9 @@
 
 mod actions;
 pub use actions::{RunError, RunReply, RunRequest};
+pub mod input;
 pub mod sweeper;
 pub mod trunk;
-pub mod input;
 pub mod webhook;
 
 use std::collections::HashMap;
