@@ -131,7 +131,8 @@ pub fn rtp_session(data: &[u8]) -> bool {
 }
 
 /// A WAV file, read as `callout dtmf detect` does (mono, resampled to
-/// 8 kHz, in-band detector) and as a recorded prompt is loaded.
+/// 8 kHz, in-band detector) and as a recorded prompt is loaded. The
+/// audio must not grow out of proportion to the file.
 pub fn wav(data: &[u8]) -> bool {
     // hound reads from a path here as in production; a file per thread
     // keeps parallel runs apart.
@@ -148,6 +149,14 @@ pub fn wav(data: &[u8]) -> bool {
         }
         match Prompt::load(path) {
             Ok(p) => {
+                // At most 8 kHz out per 1 kHz in, and a sample takes at
+                // least a byte: more means the resampler ran away.
+                assert!(
+                    p.pcm.len() <= 8 * data.len() + 64,
+                    "{} samples from a {}-byte file",
+                    p.pcm.len(),
+                    data.len()
+                );
                 let _ = detect_all(&p.pcm);
                 assert_eq!(p.pcm.len(), p.ulaw.len());
                 true
