@@ -131,6 +131,9 @@ pub struct LimitsConfig {
     pub max_message: Duration,
     /// Characters in a cancel `reason`.
     pub max_cancel_reason: usize,
+    /// Escalations that prepare audio and dial at once on this node; the
+    /// rest wait `pending`, most severe first (none is refused).
+    pub max_dialling: usize,
 }
 
 impl Default for LimitsConfig {
@@ -141,6 +144,7 @@ impl Default for LimitsConfig {
             max_variable_value: 256,
             max_message: Duration::from_secs(60),
             max_cancel_reason: 500,
+            max_dialling: 64,
         }
     }
 }
@@ -185,6 +189,9 @@ pub struct Config {
     /// The only environment variables `POST /v1/dialplans/validate` reads
     /// (a dialplan's `code_env`): names starting with this prefix.
     pub validate_env_prefix: String,
+    /// Where store writes wait while the database cannot take them
+    /// (default: `journal/` beside an SQLite file, else `data/journal`).
+    pub journal_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -205,6 +212,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             limits: LimitsConfig::default(),
             validate_env_prefix: "CALLOUT_".into(),
+            journal_dir: None,
         }
     }
 }
@@ -230,6 +238,7 @@ impl std::fmt::Debug for Config {
             .field("http", &self.http)
             .field("limits", &self.limits)
             .field("validate_env_prefix", &self.validate_env_prefix)
+            .field("journal_dir", &self.journal_dir)
             .finish_non_exhaustive()
     }
 }
@@ -248,6 +257,20 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The store writer's journal folder (see `journal_dir`).
+    pub fn journal_dir(&self) -> PathBuf {
+        if let Some(d) = &self.journal_dir {
+            return d.clone();
+        }
+        let url = &self.database_url;
+        url.strip_prefix("sqlite://")
+            .or(url.strip_prefix("sqlite:"))
+            .map(|p| p.split('?').next().unwrap_or(p))
+            .filter(|p| !p.contains(":memory:") && !p.is_empty())
+            .and_then(|p| Path::new(p).parent().map(|d| d.join("journal")))
+            .unwrap_or_else(|| PathBuf::from("data/journal"))
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),

@@ -14,6 +14,10 @@ use crate::service::Service;
 use crate::store::Store;
 use crate::tts::{Tts, TtsConfig};
 
+/// How long the start waits for the store to take a journal left by the
+/// last run.
+const REPLAY_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Start everything; returns the service and the bound HTTP address.
 pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::net::TcpListener)> {
     if config.tokens.is_empty() {
@@ -68,7 +72,19 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding the API on {}", config.listen))?;
-    let svc = Service::new(config, store, registry, gateway, tts);
+    let journal = config.journal_dir();
+    let writer = crate::service::writer::Writer::open(&journal)
+        .with_context(|| format!("opening the store journal in {}", journal.display()))?;
+    let svc = Service::new(config, store, registry, gateway, tts, writer);
+    crate::service::writer::Writer::spawn(&svc);
+    // Writes a crashed run could not store come before anything resumes:
+    // resuming from an older state would ring people again.
+    if !svc.writer.replayed(REPLAY_WITHIN).await {
+        anyhow::bail!(
+            "the store did not take the writes journaled in {} within {REPLAY_WITHIN:?}",
+            journal.display()
+        );
+    }
     for (name, t) in &svc.config.trunks {
         let Some(registrar) = &t.registrar else {
             continue;
@@ -182,6 +198,8 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     {
         tracing::warn!("some calls did not end within 30 s of the shutdown");
     }
+    // Their last events and final states, written or journaled.
+    svc.writer.close(std::time::Duration::from_secs(10)).await;
     eprintln!("callout: stopped; unfinished notifications resume at the next start");
     Ok(())
 }

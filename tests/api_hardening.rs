@@ -689,3 +689,84 @@ fn slow_and_silent_clients_are_cut_off_and_the_api_keeps_answering() {
         200
     );
 }
+
+/// A raw HTTP/1.1 request, for header bytes a client library refuses.
+fn raw_post(addr: &str, path: &str, extra_header: &[u8], body: &str) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(extra_header);
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(body.as_bytes());
+    c.write_all(&req).unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn an_idempotency_key_is_never_dropped_or_left_stuck() {
+    require("espeak-ng");
+    require("python3");
+    let dir = scratch("hardening-idempotency");
+    let s = serve(&dir, "");
+    let body = alert("strict", "K1", json!({"region": "London"})).to_string();
+    // A key with bytes outside visible ASCII is refused, not ignored (an
+    // ignored key turns the client's retries into duplicate pages).
+    let (status, text) = raw_post(
+        &s.addr,
+        "/v1/notifications",
+        b"Idempotency-Key: caf\xc3\xa9-4711",
+        &body,
+    );
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("Idempotency-Key"), "{text}");
+
+    // The store refuses the insert once (as on a full disk), then works.
+    let db = dir.join("data/callout.db");
+    let sql = |q: &str| {
+        let st = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=10); c.execute(sys.argv[2]); c.commit()",
+            ])
+            .arg(&db)
+            .arg(q)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{q}");
+    };
+    sql("CREATE TRIGGER refuse BEFORE INSERT ON notifications BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+    let keyed = |s: &Serve| {
+        s.send(
+            client()
+                .post(format!("{}/v1/notifications", s.base))
+                .bearer_auth(TOKEN)
+                .header("Idempotency-Key", "alert-K1")
+                .header("Content-Type", "application/json")
+                .body(body.clone()),
+        )
+    };
+    let r = keyed(&s);
+    assert_eq!(r.status, 500, "{}", r.body);
+    sql("DROP TRIGGER refuse");
+    // The client's retry, at once: accepted, not "still in progress".
+    let r = keyed(&s);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let again = keyed(&s);
+    assert_eq!(
+        again.body["id"], r.body["id"],
+        "the same key is the same page"
+    );
+}

@@ -171,15 +171,16 @@ pub async fn not_found() -> ApiError {
 /// The outermost layer: an error response that is not already a problem
 /// document (an extractor rejection someone forgot to wrap, a 405 from
 /// the method router, a layer's own answer) becomes one, so a client
-/// never has to parse two error formats.
+/// never has to parse two error formats. A handler's own JSON document
+/// (`/readyz` saying what is not ready) is an answer, not a rejection, and
+/// passes untouched.
 pub async fn problem_net(req: Request, next: Next) -> Response {
     let r = next.run(req).await;
     let status = r.status();
-    let is_problem = r
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    let is_json = r.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes() == PROBLEM_JSON.as_bytes() || v.as_bytes().starts_with(b"application/json")
+    });
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return r;
     }
     let (parts, body) = r.into_parts();

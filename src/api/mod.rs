@@ -249,17 +249,16 @@ pub(crate) fn parse_notification(body: &[u8]) -> Result<(Notification, bool), Ap
 
 /// The request's Idempotency-Key, if it sent one.
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
-        return Err(ApiError::invalid(
+    match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Ok(Some(k.to_string())),
+        // Silently dropping a key the client sent would turn its retries
+        // into duplicate pages.
+        Some(_) => Err(ApiError::invalid(
             "Idempotency-Key",
-            "the key must be 1 to 255 characters",
-        ));
+            "the key must be 1 to 255 visible ASCII characters",
+        )),
     }
-    Ok(key)
 }
 
 #[utoipa::path(post, path = "/v1/notifications", request_body = openapi::NotificationRequest,
@@ -611,22 +610,34 @@ async fn validate_dialplan(
 }
 
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "database and SIP ready"),
-    (status = 503, description = "not ready: the database, or `undialable` names contracts whose trunk is unusable and why")))]
+    (status = 503, description = "not ready: the database (`store: failing` while writes fail), or `undialable` names contracts whose trunk is unusable and why")))]
 async fn readyz(State(svc): Shared) -> Response {
-    let db = svc.store.ping().await;
+    // A probe must answer within its own timeout, not the pool's 10 s.
+    let db = tokio::time::timeout(std::time::Duration::from_secs(2), svc.store.ping())
+        .await
+        .unwrap_or(false);
+    // Reads can work while writes fail (a full disk): the writer knows.
+    let w = svc.writer.status();
+    let store = if db && !w.failing { "ok" } else { "failing" };
     // A contract whose trunk is unusable cannot page anyone: not ready.
     let undialable = svc.undialable_contracts().await;
-    let status = if db && undialable.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let ready = store == "ok" && undialable.is_empty();
+    let mut body = json!({"database": db, "store": store, "pending_writes": w.pending,
+        "journaled_writes": w.in_journal, "sip": svc.gateway.sip_addr().to_string(),
+        "registrations": svc.gateway.sip().registrations(), "undialable": undialable});
+    if ready {
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    // A problem document (as every rejection is), its details as
+    // extension members.
+    body["type"] = json!("about:blank");
+    body["title"] = json!("Service Unavailable");
+    body["status"] = json!(503);
+    body["detail"] = json!("not ready");
     (
-        status,
-        Json(
-            json!({"database": db, "sip": svc.gateway.sip_addr().to_string(),
-            "registrations": svc.gateway.sip().registrations(), "undialable": undialable}),
-        ),
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONTENT_TYPE, error::PROBLEM_JSON)],
+        body.to_string(),
     )
         .into_response()
 }
@@ -634,6 +645,7 @@ async fn readyz(State(svc): Shared) -> Response {
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 async fn metrics(State(svc): Shared) -> Response {
     let m = &svc.metrics;
+    let w = svc.writer.status();
     let mut out = String::new();
     out.push_str("# TYPE callout_calls_total counter\n");
     for (outcome, n) in m
@@ -649,18 +661,32 @@ async fn metrics(State(svc): Shared) -> Response {
     out.push_str(&format!(
         "# TYPE callout_active_calls gauge\ncallout_active_calls {}\n\
          # TYPE callout_active_escalations gauge\ncallout_active_escalations {}\n\
+         # TYPE callout_dialling_escalations gauge\ncallout_dialling_escalations {}\n\
+         # TYPE callout_queued_escalations gauge\ncallout_queued_escalations {}\n\
          # TYPE callout_webhook_failures_total counter\ncallout_webhook_failures_total {}\n\
          # TYPE callout_webhook_given_up_total counter\ncallout_webhook_given_up_total {}\n\
          # TYPE callout_tts_fallbacks_total counter\ncallout_tts_fallbacks_total {}\n\
          # TYPE callout_api_requests_total counter\ncallout_api_requests_total {}\n\
-         # TYPE callout_api_latency_seconds_sum counter\ncallout_api_latency_seconds_sum {:.6}\n",
+         # TYPE callout_api_latency_seconds_sum counter\ncallout_api_latency_seconds_sum {:.6}\n\
+         # TYPE callout_store_failing gauge\ncallout_store_failing {}\n\
+         # TYPE callout_store_pending_writes gauge\ncallout_store_pending_writes {}\n\
+         # TYPE callout_store_journaled_writes gauge\ncallout_store_journaled_writes {}\n\
+         # TYPE callout_store_write_failures_total counter\ncallout_store_write_failures_total {}\n\
+         # TYPE callout_store_journal_failures_total counter\ncallout_store_journal_failures_total {}\n",
         m.active_calls.load(Ordering::Relaxed),
         svc.active_escalations(),
+        svc.slots.counts().0,
+        svc.slots.counts().1,
         m.webhook_failures.load(Ordering::Relaxed),
         m.webhook_gave_up.load(Ordering::Relaxed),
         m.tts_fallbacks.load(Ordering::Relaxed),
         m.api_requests.load(Ordering::Relaxed),
         m.api_latency_us_total.load(Ordering::Relaxed) as f64 / 1e6,
+        u8::from(w.failing),
+        w.pending,
+        w.in_journal,
+        w.failures_total,
+        w.journal_failures_total,
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -3,17 +3,24 @@
 //! feeds the webhook outbox.
 
 mod actions;
+pub mod admission;
 pub use actions::{RunError, RunReply, RunRequest};
 pub mod input;
+pub mod journal;
+mod observer;
 pub mod sweeper;
 pub mod trunk;
 pub mod webhook;
+pub mod write_queue;
+pub mod writer;
+
+use observer::StoreObserver;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -22,8 +29,8 @@ use crate::config::Config;
 use crate::driver::Gateway;
 use crate::ivr::escalation::{Escalation, Final};
 use crate::ivr::registry::Registry;
-use crate::runner::{now_ms, Fut, Notification, Observer, Script};
-use crate::store::{new_id, AttemptRow, KeyClaim, NotificationRow, Store, StoreError};
+use crate::runner::{now_ms, Notification, Observer, Script};
+use crate::store::{new_id, KeyClaim, NotificationRow, Store, StoreError};
 use crate::tts::Tts;
 
 /// Counters for `/metrics`.
@@ -59,12 +66,16 @@ pub struct Service {
     pub gateway: Gateway,
     pub tts: Arc<Tts>,
     pub metrics: Metrics,
+    /// Writes what escalations report, in order, without making them wait.
+    pub writer: writer::Writer,
     /// Runs maintenance actions, one per contract, host and flow.
     pub actions: Arc<crate::action::Actions>,
     running: Mutex<HashMap<String, watch::Sender<Option<String>>>>,
     pub outbox_kick: Notify,
     pub shutdown: CancellationToken,
     pub tasks: tokio_util::task::TaskTracker,
+    /// Bounds how many escalations dial at once (see [`admission`]).
+    pub slots: admission::Slots,
 }
 
 /// State names stored for each ending.
@@ -84,8 +95,10 @@ impl Service {
         registry: Registry,
         gateway: Gateway,
         tts: Tts,
+        writer: writer::Writer,
     ) -> Arc<Service> {
         let actions = Arc::new(crate::action::Actions::with_store(store.clone()));
+        let slots = admission::Slots::new(config.limits.max_dialling);
         Arc::new(Service {
             config,
             store,
@@ -93,11 +106,13 @@ impl Service {
             gateway,
             tts: Arc::new(tts),
             metrics: Metrics::default(),
+            writer,
             actions,
             running: Mutex::new(HashMap::new()),
             outbox_kick: Notify::new(),
             shutdown: CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
+            slots,
         })
     }
 
@@ -141,6 +156,26 @@ impl Service {
                 KeyClaim::InProgress => return Err(AcceptError::KeyInProgress),
             }
         }
+        let result = self.accept_claimed(n, plan, key, now).await;
+        if result.is_err() {
+            // A claimed key must not stay "in progress" after a failure:
+            // the client's retry would get 409 for a minute.
+            if let Some(k) = key {
+                if let Err(e) = self.store.release_key(k).await {
+                    tracing::warn!(error = %e, "cannot release an idempotency key; it frees itself in a minute");
+                }
+            }
+        }
+        result
+    }
+
+    async fn accept_claimed(
+        self: &Arc<Self>,
+        n: Notification,
+        plan: Arc<crate::ivr::dialplan::Dialplan>,
+        key: Option<&str>,
+        now: i64,
+    ) -> Result<(NotificationRow, bool), AcceptError> {
         if let Some(active) = self.store.find_active(&n.contract, &n.ticket).await? {
             if self.is_owned(&active.id) {
                 if let Some(k) = key {
@@ -237,6 +272,12 @@ impl Service {
                 svc: svc.clone(),
                 id: row.id.clone(),
             };
+            let mut rx = rx;
+            // Wait for a dialling slot before anything costly; the row
+            // stays `pending` meanwhile. Held until the task ends.
+            let Some(_slot) = admission::wait(&svc, &row, &mut rx).await else {
+                return;
+            };
             let n = Notification {
                 contract: row.contract.clone(),
                 ticket: row.ticket.clone(),
@@ -245,10 +286,7 @@ impl Service {
                 summary: row.summary.clone(),
                 variables: serde_json::from_value(row.variables.clone()).unwrap_or_default(),
             };
-            let obs = StoreObserver {
-                svc: svc.clone(),
-                id: row.id.clone(),
-            };
+            let obs = StoreObserver::new(svc.clone(), &row.id);
             // Fail closed: an unusable trunk never becomes a direct dial
             // without its proxy or credentials.
             let trunk = match svc.trunk(&plan.trunk).await {
@@ -293,21 +331,20 @@ impl Service {
             script.shutdown = svc.shutdown.child_token();
             let fin = crate::runner::escalate(&svc.gateway, plan, Arc::new(script), rx, &obs, resume).await;
             // None: stopped by shutdown; the stored state resumes it later.
+            // The final state queues behind the events, so it can never be
+            // stored without them.
             if let Some(fin) = fin {
-                let _ = svc
-                    .store
-                    .finish(&row.id, final_state(&fin), &serde_json::to_value(&fin).unwrap_or_default(), now_ms())
-                    .await;
+                obs.finish(&fin);
             }
-            svc.outbox_kick.notify_one();
         });
     }
 
-    /// A live task in this process runs this notification. One service
-    /// per database (as resuming at start already assumes), so a row
-    /// without one here is dead.
+    /// A live task in this process runs this notification, or its last
+    /// writes are still on their way to the store. One service per
+    /// database (as resuming at start already assumes), so a row without
+    /// either here is dead.
     pub fn is_owned(&self, id: &str) -> bool {
-        self.running().contains_key(id)
+        self.running().contains_key(id) || self.writer.owns(id)
     }
 
     /// The proxy address and credentials of a trunk, or why it cannot be
@@ -336,10 +373,7 @@ impl Service {
     /// End a notification no task owns (see [`Service::is_owned`]).
     pub async fn fail_abandoned(self: &Arc<Self>, id: &str, detail: &str) {
         tracing::error!(notification = %id, "{detail}; failing it");
-        let obs = StoreObserver {
-            svc: self.clone(),
-            id: id.to_string(),
-        };
+        let obs = StoreObserver::new(self.clone(), id);
         self.fail(id, &obs, "abandoned", detail).await;
     }
 
@@ -441,116 +475,4 @@ pub fn body_hash(body: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Writes each runner event to the store (attempts, outbox) and saves the
-/// escalation state at every checkpoint.
-struct StoreObserver {
-    svc: Arc<Service>,
-    id: String,
-}
-
-impl StoreObserver {
-    async fn handle(&self, v: Value) {
-        let store = &self.svc.store;
-        let now = now_ms();
-        let attempt = v["attempt"].as_i64().unwrap_or(0);
-        let event = v["event"].as_str().unwrap_or("").to_string();
-        let r = match event.as_str() {
-            "call.dialing" => {
-                store
-                    .start_attempt(&AttemptRow {
-                        id: new_id("call"),
-                        notification_id: self.id.clone(),
-                        attempt,
-                        contact: v["contact"].as_str().unwrap_or("").into(),
-                        round: v["round"].as_i64().unwrap_or(0),
-                        started_ms: now,
-                        answered_ms: None,
-                        ended_ms: None,
-                        outcome: None,
-                        sip_code: None,
-                        digits: String::new(),
-                    })
-                    .await
-            }
-            "call.answered" => {
-                self.svc
-                    .metrics
-                    .active_calls
-                    .fetch_add(1, Ordering::Relaxed);
-                store.answer_attempt(&self.id, attempt, now).await
-            }
-            "digit" => {
-                let d = v["digit"]
-                    .as_str()
-                    .and_then(|s| s.chars().next())
-                    .unwrap_or('?');
-                store.add_digit(&self.id, attempt, d).await
-            }
-            "call.ended" => {
-                let outcome = v["outcome"]["outcome"]
-                    .as_str()
-                    .unwrap_or("unknown")
-                    .to_string();
-                let answered = store
-                    .attempts(&self.id)
-                    .await
-                    .ok()
-                    .and_then(|a| a.into_iter().find(|a| a.attempt == attempt))
-                    .is_some_and(|a| a.answered_ms.is_some());
-                if answered {
-                    self.svc
-                        .metrics
-                        .active_calls
-                        .fetch_sub(1, Ordering::Relaxed);
-                }
-                *self
-                    .svc
-                    .metrics
-                    .calls_by_outcome
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(outcome)
-                    .or_default() += 1;
-                let code = v["outcome"]["code"].as_i64();
-                store
-                    .end_attempt(&self.id, attempt, &v["outcome"], code, now)
-                    .await
-            }
-            _ => Ok(()),
-        };
-        if let Err(e) = r {
-            tracing::error!(notification = %self.id, error = %e, "cannot record {event}");
-        }
-        if let Err(e) = store.enqueue(&self.id, &event, &v, now).await {
-            tracing::error!(notification = %self.id, error = %e, "cannot queue webhook {event}");
-        }
-        self.svc.outbox_kick.notify_one();
-    }
-}
-
-impl Observer for StoreObserver {
-    fn event(&self, v: Value) -> Fut<'_> {
-        Box::pin(self.handle(v))
-    }
-
-    fn checkpoint(&self, esc: &Escalation) -> Fut<'_> {
-        let state = if esc.is_done() {
-            "finishing"
-        } else {
-            "running"
-        };
-        let json = serde_json::to_string(esc).unwrap_or_default();
-        Box::pin(async move {
-            if let Err(e) = self
-                .svc
-                .store
-                .save_progress(&self.id, state, &json, now_ms())
-                .await
-            {
-                tracing::error!(notification = %self.id, error = %e, "cannot save the escalation state");
-            }
-        })
-    }
 }

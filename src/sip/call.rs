@@ -124,6 +124,8 @@ pub struct Call {
     cancel_guard: Option<Instant>,
     remote_tag: Option<String>,
     remote_target: Option<String>,
+    /// In-dialog requests refused: wrong tags or not from the peer.
+    stats_foreign_requests: u64,
     route_set: Vec<String>,
     /// ACK for the 2xx, resent on each retransmitted 2xx until `ack_until`.
     ack: Option<(Vec<u8>, SocketAddr)>,
@@ -168,6 +170,7 @@ impl Call {
             cancel_guard: None,
             remote_tag: None,
             remote_target: None,
+            stats_foreign_requests: 0,
             route_set: Vec::new(),
             ack: None,
             ack_until: None,
@@ -642,18 +645,40 @@ impl Call {
         true
     }
 
-    /// An in-dialog request (Call-ID is ours). Returns the response to send
-    /// back to the request's source; `None` for ACK.
-    pub fn handle_request(&mut self, now: Instant, req: &Request, cseq: &CSeq) -> Option<Response> {
+    /// In-dialog requests refused because of their tags or source.
+    pub fn foreign_requests(&self) -> u64 {
+        self.stats_foreign_requests
+    }
+
+    /// An in-dialog request (Call-ID is ours) from `source`. Returns the
+    /// response to send back to the request's source; `None` for ACK.
+    ///
+    /// A request belongs to the dialog only when both tags match and it
+    /// comes from where the dialog's requests go (the proxy or the remote
+    /// target): knowing a Call-ID is not enough to press keys (INFO) or
+    /// hang up (BYE) someone else's call.
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        req: &Request,
+        cseq: &CSeq,
+    ) -> Option<Response> {
         if req.method == Method::Ack {
             return None;
         }
-        let to_tag_ok = req
-            .headers
-            .get("To")
-            .and_then(|t| NameAddr::parse(t).ok())
-            .is_some_and(|a| a.tag() == Some(self.local_tag.as_str()));
-        if !to_tag_ok || self.remote_tag.is_none() {
+        let tag = |name: &str| {
+            req.headers
+                .get(name)
+                .and_then(|t| NameAddr::parse(t).ok())
+                .and_then(|a| a.tag().map(str::to_string))
+        };
+        let tags_ok = tag("To").as_deref() == Some(self.local_tag.as_str())
+            && self.remote_tag.is_some()
+            && tag("From") == self.remote_tag;
+        let source_ok = source == self.cfg.destination || source == self.dialog_destination();
+        if !tags_ok || !source_ok {
+            self.stats_foreign_requests += 1;
             return Some(Response::for_request(req, 481, None));
         }
         if let Some((seq, method, resp)) = &self.last_served {

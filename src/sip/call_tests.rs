@@ -109,8 +109,12 @@ impl Harness {
     }
 
     fn request(&mut self, bytes: &[u8]) -> Option<Response> {
+        self.request_from(PEER, bytes)
+    }
+
+    fn request_from(&mut self, source: &str, bytes: &[u8]) -> Option<Response> {
         self.ep
-            .handle_datagram(self.now, PEER.parse().unwrap(), bytes);
+            .handle_datagram(self.now, source.parse().unwrap(), bytes);
         let mut resp = None;
         while let Some(t) = self.ep.poll_transmit() {
             if let Ok(Message::Response(r)) = parse(&t.bytes) {
@@ -306,6 +310,50 @@ fn local_hangup_sends_bye_with_timer_e_until_answered() {
     assert_eq!(h.ended(), None, "not over until the BYE is answered");
     h.respond(&bye, 200, Some("b3"), b"", &[]);
     assert_eq!(h.ended(), Some(&EndReason::LocalHangup));
+}
+
+#[test]
+fn info_and_bye_need_both_tags_and_the_peer_as_source() {
+    let mut h = Harness::new();
+    h.dial(Duration::from_secs(30), None);
+    let inv = h.last(Method::Invite);
+    h.respond(&inv, 200, Some("b4"), &answer_sdp(), &[]);
+    let from = inv.headers.get("From").unwrap().to_string();
+    let cid = inv.headers.get("Call-ID").unwrap().to_string();
+    let req = |method: &str, cseq: u32, remote_tag: &str| {
+        let body = "Signal=1\r\nDuration=100\r\n";
+        format!(
+            "{method} sip:callout@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PEER};branch=z9hG4bK{method}{cseq}\r\n\
+             From: <sip:bob@{PEER}>;tag={remote_tag}\r\nTo: {from}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\n\
+             Max-Forwards: 70\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Someone who learnt the Call-ID and both tags, from elsewhere.
+    let stranger = "127.0.0.1:6666";
+    let r = h
+        .request_from(stranger, req("INFO", 1, "b4").as_bytes())
+        .unwrap();
+    assert_eq!(r.code, 481);
+    let r = h
+        .request_from(stranger, req("BYE", 2, "b4").as_bytes())
+        .unwrap();
+    assert_eq!(r.code, 481);
+    // From the peer's address but with a guessed From tag.
+    let r = h.request(req("INFO", 3, "guess").as_bytes()).unwrap();
+    assert_eq!(r.code, 481);
+    assert!(!h
+        .events
+        .iter()
+        .any(|e| matches!(e, CallEvent::InfoDigit { .. })));
+    assert_eq!(h.ended(), None);
+    // The peer itself.
+    let r = h.request(req("INFO", 4, "b4").as_bytes()).unwrap();
+    assert_eq!(r.code, 200);
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, CallEvent::InfoDigit { digit: '1', .. })));
 }
 
 #[test]

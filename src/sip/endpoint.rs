@@ -73,12 +73,13 @@ impl Leg {
     fn handle_request(
         &mut self,
         now: Instant,
+        source: SocketAddr,
         req: &Request,
         cseq: &super::header::CSeq,
     ) -> Option<Response> {
         match self {
-            Leg::Out(c) => c.handle_request(now, req, cseq),
-            Leg::In(c) => c.handle_request(now, req, cseq),
+            Leg::Out(c) => c.handle_request(now, source, req, cseq),
+            Leg::In(c) => c.handle_request(now, source, req, cseq),
         }
     }
     fn hangup(&mut self, now: Instant) {
@@ -341,7 +342,7 @@ impl Endpoint {
         let call_id = req.headers.get("Call-ID").unwrap_or_default().to_string();
         if let Some(&handle) = self.by_call_id.get(&call_id) {
             if let Some(call) = self.calls.get_mut(&handle) {
-                if let Some(resp) = call.handle_request(now, &req, &cseq) {
+                if let Some(resp) = call.handle_request(now, from, &req, &cseq) {
                     self.send(from, resp);
                 }
             }

@@ -241,8 +241,20 @@ impl IncomingCall {
         self.phase == Phase::Ended && self.linger_until.is_none_or(|t| now >= t)
     }
 
-    /// A request with this call's Call-ID. Returns the response to send.
-    pub fn handle_request(&mut self, now: Instant, req: &Request, cseq: &CSeq) -> Option<Response> {
+    /// A request with this call's Call-ID from `source`. Returns the
+    /// response to send. Only the caller (the INVITE's source) speaks in
+    /// this dialog.
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        req: &Request,
+        cseq: &CSeq,
+    ) -> Option<Response> {
+        if source != self.peer {
+            return (req.method != Method::Ack)
+                .then(|| Response::for_request(req, 481, Some(&self.local_tag)));
+        }
         let branch = req
             .headers
             .get("Via")

@@ -8,6 +8,7 @@ use rand::Rng;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod events;
 mod pins;
 mod runs;
 pub use pins::{ContactFailures, PinFailure};

@@ -1,0 +1,111 @@
+//! A runner event as one idempotent transaction: the attempt row it
+//! changes and its webhook outbox entry, keyed by the event's id. The
+//! store writer may apply the same event twice (a try that timed out after
+//! committing, or a journal replayed after a crash); the second time
+//! changes nothing.
+
+use sqlx::Row;
+
+use super::{new_id, Store, StoreError};
+
+impl Store {
+    /// Record event `id` (`event` with its JSON `payload`, as the runner
+    /// reports it, at `at_ms`) for a notification. `Ok(false)` when it was
+    /// already recorded.
+    pub async fn record_event(
+        &self,
+        id: &str,
+        notification_id: &str,
+        event: &str,
+        payload: &serde_json::Value,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let seen = sqlx::query("SELECT 1 AS x FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if seen.is_some() {
+            return Ok(false);
+        }
+        let attempt = payload["attempt"].as_i64().unwrap_or(0);
+        match event {
+            "call.dialing" => {
+                sqlx::query(
+                    "INSERT INTO attempts (id, notification_id, attempt, contact, round, started_ms, answered_ms, \
+                     ended_ms, outcome, sip_code, digits) VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, NULL, NULL, '') \
+                     ON CONFLICT (notification_id, attempt) DO NOTHING",
+                )
+                .bind(new_id("call"))
+                .bind(notification_id)
+                .bind(attempt)
+                .bind(payload["contact"].as_str().unwrap_or(""))
+                .bind(payload["round"].as_i64().unwrap_or(0))
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            "call.answered" => {
+                sqlx::query(
+                    "UPDATE attempts SET answered_ms = $1 WHERE notification_id = $2 AND attempt = $3",
+                )
+                .bind(at_ms)
+                .bind(notification_id)
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await?;
+            }
+            "digit" => {
+                let d: String = payload["digit"]
+                    .as_str()
+                    .and_then(|s| s.chars().next())
+                    .unwrap_or('?')
+                    .to_string();
+                sqlx::query(
+                    "UPDATE attempts SET digits = digits || $1 WHERE notification_id = $2 AND attempt = $3",
+                )
+                .bind(d)
+                .bind(notification_id)
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await?;
+            }
+            "call.ended" => {
+                sqlx::query(
+                    "UPDATE attempts SET ended_ms = $1, outcome = $2, sip_code = $3 WHERE notification_id = $4 \
+                     AND attempt = $5 AND ended_ms IS NULL",
+                )
+                .bind(at_ms)
+                .bind(payload["outcome"].to_string())
+                .bind(payload["outcome"]["code"].as_i64())
+                .bind(notification_id)
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => {}
+        }
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM outbox WHERE notification_id = $1")
+                .bind(notification_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let seq: i64 = row.try_get::<i64, _>("m")? + 1;
+        sqlx::query(
+            "INSERT INTO outbox (id, notification_id, seq, event, payload, created_ms, delivered_ms, tries, next_try_ms, \
+             last_error, gave_up) VALUES ($1, $2, $3, $4, $5, $6, NULL, 0, $7, NULL, 0)",
+        )
+        .bind(id)
+        .bind(notification_id)
+        .bind(seq)
+        .bind(event)
+        .bind(payload.to_string())
+        .bind(at_ms)
+        // Due from `at_ms`: an event written late is due at once.
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
