@@ -9,6 +9,9 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod driver;
+// Fuzz target bodies for `fuzz/` and `tests/fuzz_corpus.rs`; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ivr;
 pub mod media;
 pub mod pin_store;

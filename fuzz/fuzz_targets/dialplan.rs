@@ -1,8 +1,7 @@
 #![no_main]
+//! Body in callout::fuzzing::dialplan (shared with tests/fuzz_corpus.rs).
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = callout::ivr::dialplan::load_str(text, std::path::Path::new("fuzz.toml"), std::path::Path::new("prompts"), &Default::default());
-    }
+    callout::fuzzing::dialplan(data);
 });

@@ -1,8 +1,7 @@
 #![no_main]
+//! Body in callout::fuzzing::flow (shared with tests/fuzz_corpus.rs).
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = callout::action::flow::load_str(text, std::path::Path::new("flows/fuzz.toml"));
-    }
+    callout::fuzzing::flow(data);
 });

@@ -1,6 +1,7 @@
 #![no_main]
+//! Body in callout::fuzzing::sdp (shared with tests/fuzz_corpus.rs).
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = callout::sip::sdp::parse_answer(data);
+    callout::fuzzing::sdp(data);
 });

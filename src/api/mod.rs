@@ -52,7 +52,7 @@ impl Scope {
 
 /// The token of an `Authorization: Bearer TOKEN` header. The scheme is
 /// case-insensitive (RFC 9110 section 11.1), so `bearer` works too.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = v.split_once([' ', '\t'])?;
     let token = token.trim();
@@ -168,7 +168,7 @@ fn field_str(v: &Value, name: &str, required: bool) -> Result<Option<String>, Ap
 
 /// Read and check the notification body by hand, so every problem names
 /// its field.
-fn parse_notification(body: &[u8]) -> Result<(Notification, bool), ApiError> {
+pub(crate) fn parse_notification(body: &[u8]) -> Result<(Notification, bool), ApiError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -247,6 +247,20 @@ fn parse_notification(body: &[u8]) -> Result<(Notification, bool), ApiError> {
     Ok((n, dry_run))
 }
 
+/// The request's Idempotency-Key, if it sent one.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Ok(Some(k.to_string())),
+        // Silently dropping a key the client sent would turn its retries
+        // into duplicate pages.
+        Some(_) => Err(ApiError::invalid(
+            "Idempotency-Key",
+            "the key must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
 #[utoipa::path(post, path = "/v1/notifications", request_body = openapi::NotificationRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe key")),
     responses((status = 202, body = openapi::Accepted), (status = 200, description = "dry run"),
@@ -296,18 +310,7 @@ async fn create_notification(
         )
             .into_response());
     }
-    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k.to_string()),
-        // Silently dropping a key the client sent would turn its retries
-        // into duplicate pages.
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "Idempotency-Key",
-                "the key must be 1 to 255 visible ASCII characters",
-            ))
-        }
-    };
+    let key = idempotency_key(&headers)?;
     let (row, created) = match svc.accept(n, key.as_deref(), &body_hash(&body)).await {
         Ok(r) => r,
         Err(AcceptError::UnknownContract(c)) => {

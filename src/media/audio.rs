@@ -85,6 +85,14 @@ pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), AudioError> {
         source,
     })?;
     let spec = reader.spec();
+    // The resampler's work grows with 8000 / rate: a 2 KB file that
+    // claims 1 Hz would take minutes and gigabytes.
+    if !(1000..=768_000).contains(&spec.sample_rate) {
+        return Err(AudioError::Format {
+            path: p,
+            detail: format!("sample rate {} Hz", spec.sample_rate),
+        });
+    }
     let channels = spec.channels.max(1) as usize;
     let mut interleaved: Vec<f32> = Vec::new();
     // espeak-ng's --stdout header claims ~1e9 frames; a short read at the

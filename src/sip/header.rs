@@ -276,7 +276,9 @@ impl NameAddr {
             let after = &v[lt + 1..];
             let gt = after.find('>').ok_or(HeaderError::Address)?;
             let uri = &after[..gt];
-            if uri.is_empty() || uri.contains(char::is_whitespace) {
+            // `<<>` or `<x>` would otherwise become a remote target that
+            // makes our own ACK and BYE unparseable.
+            if !uri.contains(':') || uri.contains(['<', '"']) || uri.contains(char::is_whitespace) {
                 return Err(HeaderError::Address);
             }
             let tail = after[gt + 1..].trim();

@@ -440,6 +440,16 @@ fn split_head(head: &str) -> Result<(String, Vec<(String, String)>), ParseError>
         if raw.is_empty() {
             continue;
         }
+        // A bare CR is no part of any SIP header (RFC 3261 25.1), and a
+        // peer that reads it as a line end would see a value we copy
+        // (a realm, a Contact) become headers of our own.
+        if raw.contains('\r') {
+            return Err(if lines.is_empty() {
+                ParseError::BadStartLine
+            } else {
+                ParseError::BadHeader(lines.len() + 1)
+            });
+        }
         if raw.starts_with(' ') || raw.starts_with('\t') {
             // Folding onto the start line is not allowed.
             if lines.len() < 2 {
@@ -642,6 +652,12 @@ mod tests {
         let msg = b"\r\nSIP/2.0 200 OK\r\nl: 3\r\n\r\nabcSIP/2.0";
         assert_eq!(frame_len(msg), Ok(29));
         assert_eq!(frame_len(&msg[..10]), Err(ParseError::Incomplete));
+    }
+
+    #[test]
+    fn a_bare_cr_in_a_header_is_refused() {
+        let msg = b"SIP/2.0 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"a\rInjected: 1\", nonce=\"n\"\r\n\r\n";
+        assert_eq!(parse(msg), Err(ParseError::BadHeader(2)));
     }
 
     #[test]

@@ -130,6 +130,13 @@ pub fn salvage(buf: &[u8], error: ParseError) -> Option<Salvaged> {
     let mut lines: Vec<String> = Vec::new();
     for raw in head.split('\n') {
         let raw = raw.trim_end_matches('\r');
+        // Never echo a bare CR back in our 400 (see `message::parse`).
+        if raw.contains('\r') {
+            if lines.is_empty() {
+                return None;
+            }
+            continue;
+        }
         if raw.starts_with([' ', '\t']) {
             if let Some(prev) = lines.last_mut() {
                 prev.push(' ');

@@ -1,0 +1,167 @@
+//! Media targets: SDP answers, RTP datagrams into a live session, and WAV
+//! files as `callout dtmf detect` and prompt loading read them.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use crate::media::audio::{Prompt, FRAME};
+use crate::media::inband::detect_all;
+use crate::media::session::{DtmfMode, MediaEvent, MediaPolicy, MediaSession};
+use crate::sip::sdp::{self, Codec, Negotiated};
+
+/// An SDP answer: parse it; if callout would use it, the answer callout
+/// builds from the result must parse back to the same choice.
+pub fn sdp(data: &[u8]) -> bool {
+    let Ok(n) = sdp::parse_answer(data) else {
+        return false;
+    };
+    let again = sdp::answer(n.remote, 1, &n);
+    match sdp::parse_answer(&again) {
+        Ok(back) => assert_eq!(back, n, "our answer to this SDP means something else"),
+        Err(e) => panic!("our answer to this SDP does not parse: {e}"),
+    }
+    true
+}
+
+const PEER: &str = "127.0.0.1:4000";
+const STRANGER: &str = "127.0.0.1:4001";
+const SSRC: u32 = 0x1234_5678;
+
+/// A short DTMF "1" as our own prompt, so the echo guard has work to do.
+fn prompt() -> Arc<Prompt> {
+    static P: OnceLock<Arc<Prompt>> = OnceLock::new();
+    P.get_or_init(|| {
+        let pcm = (0..1600)
+            .map(|i| {
+                let t = i as f32 / 8000.0;
+                let s = (2.0 * std::f32::consts::PI * 697.0 * t).sin()
+                    + (2.0 * std::f32::consts::PI * 1209.0 * t).sin();
+                (s * 8000.0) as i16
+            })
+            .collect();
+        Prompt::from_pcm("fuzz", pcm)
+    })
+    .clone()
+}
+
+/// Datagrams into one call's media session while it plays a prompt and
+/// sends a key. Byte 0 picks the setup: bits 0-1 the DTMF mode, bit 2
+/// symmetric RTP, bit 3 PCMA, bit 4 no telephone-event. Then records of
+/// `[step, len, len bytes]`: bit 0 of `step` sends from a stranger's
+/// address, the rest is the time since the previous datagram in 2 ms
+/// units; the session ticks every 20 ms in between.
+///
+/// Invariants: what the session sends is RTP with our SSRC and
+/// consecutive sequence numbers; every datagram is counted exactly once
+/// (taken or dropped for one reason); without symmetric RTP a stranger's
+/// datagram never yields a key or moves the peer.
+pub fn rtp_session(data: &[u8]) -> bool {
+    let Some((&setup, mut rest)) = data.split_first() else {
+        return false;
+    };
+    let dtmf = match setup & 3 {
+        1 => DtmfMode::Rfc4733,
+        2 => DtmfMode::Inband,
+        _ => DtmfMode::Both,
+    };
+    let symmetric = setup & 4 != 0;
+    let peer: SocketAddr = PEER.parse().expect("constant address");
+    let stranger: SocketAddr = STRANGER.parse().expect("constant address");
+    let negotiated = Negotiated {
+        remote: peer,
+        codec: if setup & 8 != 0 {
+            Codec::Pcma
+        } else {
+            Codec::Pcmu
+        },
+        dtmf_pt: (setup & 16 == 0).then_some(101),
+    };
+    let mut s = MediaSession::new(&negotiated, SSRC, 100, 1000);
+    s.set_policy(MediaPolicy {
+        dtmf,
+        symmetric_rtp: symmetric,
+    });
+    s.start_amd(Default::default());
+    s.play(1, prompt());
+    s.send_digit('5', 100);
+    let (mut now_ms, mut ticked_ms, mut fed) = (0u64, 0u64, 0u64);
+    let mut next_seq: u16 = 100;
+    let mut took_any = false;
+    while rest.len() >= 2 {
+        let (step, len) = (rest[0], rest[1] as usize);
+        let end = (2 + len).min(rest.len());
+        let packet = &rest[2..end];
+        rest = &rest[end..];
+        now_ms += u64::from(step >> 1) * 2;
+        while ticked_ms + 20 <= now_ms {
+            ticked_ms += 20;
+            let out = s.tick();
+            let rtp = rtp_rs::RtpReader::new(out).expect("we send valid RTP");
+            assert_eq!(rtp.ssrc(), SSRC);
+            assert_eq!(u16::from(rtp.sequence_number()), next_seq);
+            next_seq = next_seq.wrapping_add(1);
+            assert!(out.len() <= 12 + FRAME);
+            while s.poll_event().is_some() {}
+        }
+        let from_stranger = step & 1 != 0;
+        let before = s.remote();
+        let received = s.stats().received;
+        s.handle_packet(now_ms, if from_stranger { stranger } else { peer }, packet);
+        fed += 1;
+        took_any |= s.stats().received > received;
+        while let Some(e) = s.poll_event() {
+            if from_stranger && !symmetric {
+                panic!("a datagram from a stranger produced {e:?}");
+            }
+            if let MediaEvent::Digit(d) = e {
+                assert!("0123456789*#ABCD".contains(d.digit), "digit {d:?}");
+            }
+        }
+        if from_stranger && !symmetric {
+            assert_eq!(s.remote(), before, "a stranger moved the peer");
+        }
+        let st = s.stats();
+        assert_eq!(
+            st.received + st.malformed + st.wrong_source + st.wrong_ssrc + st.wrong_payload_type,
+            fed,
+            "a datagram was not counted exactly once: {st:?}"
+        );
+    }
+    took_any
+}
+
+/// A WAV file, read as `callout dtmf detect` does (mono, resampled to
+/// 8 kHz, in-band detector) and as a recorded prompt is loaded. The
+/// audio must not grow out of proportion to the file.
+pub fn wav(data: &[u8]) -> bool {
+    // hound reads from a path here as in production; a file per thread
+    // keeps parallel runs apart.
+    thread_local! {
+        static PATH: std::path::PathBuf = std::env::temp_dir().join(format!(
+            "callout-fuzz-{}-{:?}.wav",
+            std::process::id(),
+            std::thread::current().id()
+        ).replace(['(', ')'], ""));
+    }
+    PATH.with(|path| {
+        if std::fs::write(path, data).is_err() {
+            return false;
+        }
+        match Prompt::load(path) {
+            Ok(p) => {
+                // At most 8 kHz out per 1 kHz in, and a sample takes at
+                // least a byte: more means the resampler ran away.
+                assert!(
+                    p.pcm.len() <= 8 * data.len() + 64,
+                    "{} samples from a {}-byte file",
+                    p.pcm.len(),
+                    data.len()
+                );
+                let _ = detect_all(&p.pcm);
+                assert_eq!(p.pcm.len(), p.ulaw.len());
+                true
+            }
+            Err(_) => false,
+        }
+    })
+}
