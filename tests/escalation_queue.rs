@@ -34,19 +34,21 @@ fn a_storm_is_queued_by_severity_never_refused() {
     let dir = scratch("escalation-queue");
     copy_prompts(&dir);
     let bob_port = free_port_pair();
-    let mut bob = Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args(["softphone", "--listen", &format!("127.0.0.1:{bob_port}")])
-        .args([
-            "--press",
-            "1",
-            "--after",
-            "1s",
-            "--rtp-ports",
-            "37800-37899",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _bob = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_callout"))
+            .args(["softphone", "--listen", &format!("127.0.0.1:{bob_port}")])
+            .args([
+                "--press",
+                "1",
+                "--after",
+                "1s",
+                "--rtp-ports",
+                "37800-37899",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     while std::net::UdpSocket::bind(("127.0.0.1", bob_port)).is_ok() {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -125,6 +127,4 @@ fn a_storm_is_queued_by_severity_never_refused() {
     let m = s.text("/metrics");
     assert!(metric(&m, "callout_queued_escalations") >= 190, "{m}");
     assert!(per < 64.0, "{per:.1} KiB per waiting notification");
-    let _ = bob.kill();
-    let _ = bob.wait();
 }

@@ -268,3 +268,32 @@ impl PortPool {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ports_are_drawn_at_random_and_never_twice_while_bound() {
+        let mut pool = PortPool::parse("127.0.0.1".parse().unwrap(), "45000-45199").unwrap();
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            held.push(pool.bind().await.unwrap());
+        }
+        let ports: Vec<u16> = held
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
+        assert!(
+            ports
+                .iter()
+                .all(|p| p % 2 == 0 && (45000..=45199).contains(p)),
+            "{ports:?}"
+        );
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        // Handed out in order, most would be the last one plus two.
+        let in_order = ports.windows(2).filter(|w| w[1] == w[0] + 2).count();
+        assert!(in_order < 6, "ports follow each other: {ports:?}");
+    }
+}

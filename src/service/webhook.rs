@@ -2,6 +2,7 @@
 //! `webhook-id`, `webhook-timestamp`, and `webhook-signature: v1,<base64
 //! HMAC-SHA256 of "id.timestamp.body">`, one signature per valid secret.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,11 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
 
+use tokio::task::JoinSet;
+
 use super::Service;
 use crate::runner::now_ms;
+use crate::store::OutboxRow;
 
 /// Decode a `whsec_<base64>` secret (or raw text without the prefix).
 pub fn secret_bytes(secret: &str) -> Vec<u8> {
@@ -72,7 +76,18 @@ pub async fn run(svc: Arc<Service>) {
     let give_up_ms = crate::util::parse_duration(&svc.config.webhooks.give_up_after)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(86_400_000);
+    // Deliveries run side by side, one per notification at a time (`due`
+    // hands out only each notification's oldest undelivered event, and
+    // one in flight is skipped), so a slow or dead receiver holds up its
+    // own stream and nobody else's.
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut deliveries: JoinSet<String> = JoinSet::new();
     loop {
+        while let Some(done) = deliveries.try_join_next() {
+            if let Ok(id) = done {
+                in_flight.remove(&id);
+            }
+        }
         let due = match svc.store.due(now_ms(), 50).await {
             Ok(d) => d,
             Err(e) => {
@@ -80,90 +95,114 @@ pub async fn run(svc: Arc<Service>) {
                 Vec::new()
             }
         };
-        for ev in &due {
-            let n = svc
-                .store
-                .get_notification(&ev.notification_id)
-                .await
-                .ok()
-                .flatten();
-            // An operator's run without a notification has its own stream.
-            let run = match &n {
-                Some(_) => None,
-                None => svc.store.get_run(&ev.notification_id).await.ok().flatten(),
-            };
-            let contract = n
-                .as_ref()
-                .map(|n| n.contract.clone())
-                .or_else(|| run.as_ref().map(|r| r.contract.clone()))
-                .unwrap_or_default();
-            let ticket = n
-                .as_ref()
-                .map(|n| n.ticket.clone())
-                .or_else(|| run.as_ref().and_then(|r| r.ticket.clone()));
-            let Some(url) = svc.webhook_url(&contract) else {
-                // No target configured: the event stays in the database
-                // (visible in the API) and counts as delivered nowhere.
-                let _ = svc.store.delivered(&ev.id, now_ms()).await;
+        for ev in due {
+            if in_flight.len() >= MAX_IN_FLIGHT {
+                break;
+            }
+            if !in_flight.insert(ev.notification_id.clone()) {
                 continue;
-            };
-            let ts = now_ms() / 1000;
-            let body = serde_json::json!({
-                "type": ev.event,
-                "timestamp": ev.created_ms,
-                "notification": ev.notification_id,
-                "contract": contract,
-                "ticket": ticket,
-                "seq": ev.seq,
-                "data": serde_json::from_str::<serde_json::Value>(&ev.payload).unwrap_or_default(),
-            })
-            .to_string();
-            let mut req = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("webhook-id", &ev.id)
-                .header("webhook-timestamp", ts.to_string());
-            if !svc.config.webhooks.secrets.is_empty() {
-                req = req.header(
-                    "webhook-signature",
-                    sign(&svc.config.webhooks.secrets, &ev.id, ts, &body),
-                );
             }
-            let result = req.body(body).send().await;
-            let error = match result {
-                Ok(r) if r.status().is_success() => None,
-                Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
-                Err(e) => Some(if e.is_timeout() {
-                    "timeout".to_string()
-                } else {
-                    "connection failed".to_string()
-                }),
-            };
-            match error {
-                None => {
-                    let _ = svc.store.delivered(&ev.id, now_ms()).await;
-                }
-                Some(err) => {
-                    let give_up = now_ms() - ev.created_ms > give_up_ms;
-                    if give_up {
-                        svc.metrics.webhook_gave_up.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(event = %ev.id, error = %err, "webhook delivery given up");
-                    }
-                    svc.metrics.webhook_failures.fetch_add(1, Ordering::Relaxed);
-                    let _ = svc
-                        .store
-                        .failed(&ev.id, now_ms() + backoff_ms(ev.tries + 1), &err, give_up)
-                        .await;
-                }
-            }
+            let (svc, client) = (svc.clone(), client.clone());
+            deliveries.spawn(async move {
+                deliver(&svc, &client, &ev, give_up_ms).await;
+                ev.notification_id
+            });
         }
-        // Wake when the next delivery is due, or soon after new events.
+        // Wake when the next delivery is due, soon after new events, or
+        // when a delivery ends (its stream's next event may be due).
         let next = svc.store.next_due_ms().await.ok().flatten();
         let wait = next.map_or(500, |t| (t - now_ms()).clamp(20, 500)) as u64;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
             _ = svc.outbox_kick.notified() => {}
+            Some(done) = deliveries.join_next() => {
+                if let Ok(id) = done {
+                    in_flight.remove(&id);
+                }
+            }
             _ = svc.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Deliveries in flight at once (each has the client's 10 s timeout).
+const MAX_IN_FLIGHT: usize = 32;
+
+/// Send one event and record the result.
+async fn deliver(svc: &Arc<Service>, client: &reqwest::Client, ev: &OutboxRow, give_up_ms: i64) {
+    let n = svc
+        .store
+        .get_notification(&ev.notification_id)
+        .await
+        .ok()
+        .flatten();
+    // An operator's run without a notification has its own stream.
+    let run = match &n {
+        Some(_) => None,
+        None => svc.store.get_run(&ev.notification_id).await.ok().flatten(),
+    };
+    let contract = n
+        .as_ref()
+        .map(|n| n.contract.clone())
+        .or_else(|| run.as_ref().map(|r| r.contract.clone()))
+        .unwrap_or_default();
+    let ticket = n
+        .as_ref()
+        .map(|n| n.ticket.clone())
+        .or_else(|| run.as_ref().and_then(|r| r.ticket.clone()));
+    let Some(url) = svc.webhook_url(&contract) else {
+        // No target configured: the event stays in the database
+        // (visible in the API) and counts as delivered nowhere.
+        let _ = svc.store.delivered(&ev.id, now_ms()).await;
+        return;
+    };
+    let ts = now_ms() / 1000;
+    let body = serde_json::json!({
+        "type": ev.event,
+        "timestamp": ev.created_ms,
+        "notification": ev.notification_id,
+        "contract": contract,
+        "ticket": ticket,
+        "seq": ev.seq,
+        "data": serde_json::from_str::<serde_json::Value>(&ev.payload).unwrap_or_default(),
+    })
+    .to_string();
+    let mut req = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &ev.id)
+        .header("webhook-timestamp", ts.to_string());
+    if !svc.config.webhooks.secrets.is_empty() {
+        req = req.header(
+            "webhook-signature",
+            sign(&svc.config.webhooks.secrets, &ev.id, ts, &body),
+        );
+    }
+    let result = req.body(body).send().await;
+    let error = match result {
+        Ok(r) if r.status().is_success() => None,
+        Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
+        Err(e) => Some(if e.is_timeout() {
+            "timeout".to_string()
+        } else {
+            "connection failed".to_string()
+        }),
+    };
+    match error {
+        None => {
+            let _ = svc.store.delivered(&ev.id, now_ms()).await;
+        }
+        Some(err) => {
+            let give_up = now_ms() - ev.created_ms > give_up_ms;
+            if give_up {
+                svc.metrics.webhook_gave_up.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(event = %ev.id, error = %err, "webhook delivery given up");
+            }
+            svc.metrics.webhook_failures.fetch_add(1, Ordering::Relaxed);
+            let _ = svc
+                .store
+                .failed(&ev.id, now_ms() + backoff_ms(ev.tries + 1), &err, give_up)
+                .await;
         }
     }
 }

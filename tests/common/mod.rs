@@ -143,6 +143,16 @@ impl Drop for Sipp {
     }
 }
 
+/// A child process killed when the test ends, failed or not.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Run `callout` with arguments; return exit status, JSON lines, stderr.
 pub fn callout(args: &[&str]) -> (ExitStatus, Vec<serde_json::Value>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_callout"))
