@@ -25,9 +25,24 @@ pub trait PinStore: Send + Sync {
     fn accepted<'a>(&'a self, contract: &'a str, now_ms: i64) -> PinFut<'a, ()>;
 }
 
+/// How long a call waits on the database for its PIN state. The call is
+/// live: past this it goes on as if the store had failed (PIN actions
+/// stay locked for this call, fail closed) rather than leave the callee
+/// in silence while a database is down.
+const CALL_WAIT: Duration = Duration::from_secs(1);
+
+async fn bounded<T>(
+    what: &'static str,
+    f: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(CALL_WAIT, f)
+        .await
+        .unwrap_or(Err(StoreError::Timeout(what)))
+}
+
 impl PinStore for Store {
     fn state<'a>(&'a self, contract: &'a str) -> PinFut<'a, PinLock> {
-        Box::pin(self.pin_lock(contract))
+        Box::pin(bounded("PIN lock", self.pin_lock(contract)))
     }
 
     fn failed<'a>(
@@ -36,11 +51,20 @@ impl PinStore for Store {
         max_attempts: u32,
         lockout: Duration,
     ) -> PinFut<'a, (PinLock, FailureResult)> {
-        Box::pin(async move { self.record_pin_failure(&f, max_attempts, lockout).await })
+        Box::pin(async move {
+            bounded(
+                "PIN failure",
+                self.record_pin_failure(&f, max_attempts, lockout),
+            )
+            .await
+        })
     }
 
     fn accepted<'a>(&'a self, contract: &'a str, now_ms: i64) -> PinFut<'a, ()> {
-        Box::pin(self.record_pin_success(contract, now_ms))
+        Box::pin(bounded(
+            "PIN success",
+            self.record_pin_success(contract, now_ms),
+        ))
     }
 }
 

@@ -12,6 +12,9 @@ pub mod flow;
 pub mod inventory;
 pub mod plan;
 pub mod slot;
+
+/// How long claiming a run's slot may wait on the database.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 pub mod validate;
 
 use std::collections::{BTreeMap, HashSet};
@@ -234,7 +237,12 @@ impl Actions {
             key,
         };
         if let Some(store) = &self.store {
-            self.claim_row(store, p, meta).await?;
+            // A call may be waiting on this (a fix run from the phone):
+            // a database that does not answer is a refusal within seconds,
+            // not silence on the line.
+            tokio::time::timeout(CLAIM_WAIT, self.claim_row(store, p, meta))
+                .await
+                .map_err(|_| ActionError::Store("the database did not answer in time".into()))??;
         }
         Ok(lock)
     }

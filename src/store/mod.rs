@@ -27,6 +27,8 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("{0}: too many concurrent writers, gave up")]
     Contended(&'static str),
+    #[error("{0}: the database did not answer in time")]
+    Timeout(&'static str),
 }
 
 /// A notification as stored.
