@@ -355,9 +355,36 @@ impl Baresip {
     /// take several calls).
     pub fn start_for(dir: &Path, source_wav: &Path, secs: u32) -> Baresip {
         require("baresip");
-        // baresip also opens TLS on sip_port + 1; keep ctrl_tcp clear of it.
-        let sip_port = free_port_pair();
-        let ctrl_port = free_port_pair();
+        // free_port_pair checks UDP only; baresip also binds SIP over TCP
+        // and TLS (sip_port + 1) and exits when one is taken, so ports are
+        // checked for TCP too and a start that dies is retried.
+        let tcp_free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        for _ in 0..5 {
+            let sip_port = free_port_pair();
+            let ctrl_port = free_port_pair();
+            if ![sip_port, sip_port + 1, ctrl_port]
+                .into_iter()
+                .all(tcp_free)
+            {
+                continue;
+            }
+            if let Some(b) = Self::try_start(dir, source_wav, secs, sip_port, ctrl_port) {
+                return b;
+            }
+        }
+        panic!(
+            "baresip would not start: {}",
+            std::fs::read_to_string(dir.join("baresip.log")).unwrap_or_default()
+        );
+    }
+
+    fn try_start(
+        dir: &Path,
+        source_wav: &Path,
+        secs: u32,
+        sip_port: u16,
+        ctrl_port: u16,
+    ) -> Option<Baresip> {
         let config = format!(
             "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n\
              audio_player aubridge,nil\naudio_source aufile,{src}\naudio_alert aubridge,nil\n\
@@ -374,7 +401,7 @@ impl Baresip {
         )
         .unwrap();
         let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
-        let child = Command::new("baresip")
+        let mut child = Command::new("baresip")
             .args(["-f", dir.to_str().unwrap(), "-t", &secs.to_string()])
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -383,17 +410,31 @@ impl Baresip {
             .spawn()
             .expect("start baresip");
         let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until
-            && std::net::TcpStream::connect(("127.0.0.1", ctrl_port)).is_err()
-        {
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", ctrl_port)).is_ok() {
+                break;
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Baresip {
+        // Up, but a transport that failed to bind stops it a moment later.
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        Some(Baresip {
             child,
             sip_port,
             ctrl_port,
             dir: dir.to_path_buf(),
-        }
+        })
     }
 
     pub fn uri(&self) -> String {
