@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::serve::*;
@@ -33,34 +32,11 @@ fn a_storm_is_queued_by_severity_never_refused() {
     require("espeak-ng");
     let dir = scratch("escalation-queue");
     copy_prompts(&dir);
-    let bob_port = free_port_pair();
-    let _bob = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_callout"))
-            .args(["softphone", "--listen", &format!("127.0.0.1:{bob_port}")])
-            .args([
-                "--press",
-                "1",
-                "--after",
-                "1s",
-                "--rtp-ports",
-                "37800-37899",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    while std::net::UdpSocket::bind(("127.0.0.1", bob_port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_bob, bob_uri) = pressing_callee("37800-37899");
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
     std::fs::write(
         dir.join("dialplans/storm.toml"),
-        plan(
-            "storm",
-            &format!("sip:bob@127.0.0.1:{bob_port}"),
-            None,
-            "text = \"Alert.\"",
-        ),
+        plan("storm", &bob_uri, None, "text = \"Alert.\""),
     )
     .unwrap();
     let s = Serve::start(&dir, "[limits]\nmax_dialling = 1\n", "37700-37799");

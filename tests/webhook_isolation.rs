@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,37 +75,14 @@ fn a_slow_ticket_system_delays_only_its_own_events() {
     require("espeak-ng");
     let dir = scratch("webhook-isolation");
     copy_prompts(&dir);
-    let bob_port = free_port_pair();
-    let _bob = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_callout"))
-            .args(["softphone", "--listen", &format!("127.0.0.1:{bob_port}")])
-            .args([
-                "--press",
-                "1",
-                "--after",
-                "1s",
-                "--rtp-ports",
-                "38900-38999",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    while std::net::UdpSocket::bind(("127.0.0.1", bob_port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_bob, bob_uri) = pressing_callee("38900-38999");
     let (slow_port, slow) = receiver(Duration::from_secs(8));
     let (fast_port, fast) = receiver(Duration::ZERO);
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
     for c in ["slow", "fast"] {
         std::fs::write(
             dir.join(format!("dialplans/{c}.toml")),
-            plan(
-                c,
-                &format!("sip:bob@127.0.0.1:{bob_port}"),
-                None,
-                "text = \"Alert.\"",
-            ),
+            plan(c, &bob_uri, None, "text = \"Alert.\""),
         )
         .unwrap();
     }

@@ -176,3 +176,22 @@ pub fn copy_prompts(dir: &Path) {
         .unwrap();
     }
 }
+
+/// A `callout softphone` that answers every call and presses 1 after a
+/// second; killed when dropped. Returns it and its SIP URI.
+pub fn pressing_callee(rtp_ports: &str) -> (super::KillOnDrop, String) {
+    let port = free_port_pair();
+    let child = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["softphone", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--press", "1", "--after", "1s", "--rtp-ports", rtp_ports])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (
+        super::KillOnDrop(child),
+        format!("sip:bob@127.0.0.1:{port}"),
+    )
+}
