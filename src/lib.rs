@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod ivr;
 pub mod media;
 pub mod pin_store;
+pub mod pipeline;
 pub mod runner;
 pub mod serve;
 pub mod service;

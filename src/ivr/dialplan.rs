@@ -285,6 +285,8 @@ pub struct Dialplan {
     pub pin: Option<PinConfig>,
     pub phrases: Phrases,
     pub amd: AmdConfig,
+    /// The alert pipeline's rules for this contract (`[pipeline]`).
+    pub pipeline: Option<crate::pipeline::config::Shared>,
     pub source: PathBuf,
 }
 
@@ -324,6 +326,9 @@ struct RawDialplan {
     phrases: RawPhrases,
     #[serde(default)]
     amd: RawAmd,
+    /// Read by `pipeline::config`, which keeps its own spans.
+    #[allow(dead_code)]
+    pipeline: Option<toml::Value>,
 }
 
 fn default_trunk() -> String {
@@ -1099,6 +1104,13 @@ pub fn load_str_env(
         }
         None => "sip:callout@localhost".into(),
     };
+    let pipeline = match crate::pipeline::config::load(text, file) {
+        Ok(p) => p.map(|p| crate::pipeline::config::Shared(std::sync::Arc::new(p))),
+        Err(e) => {
+            c.errors.extend(e);
+            None
+        }
+    };
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
@@ -1123,6 +1135,7 @@ pub fn load_str_env(
         pin,
         phrases,
         amd,
+        pipeline,
         source: file.to_path_buf(),
     })
 }
