@@ -712,14 +712,14 @@ action = "call"
             d("HostDown", Severity::Critical),
             Decision::Call {
                 wait_ms: 0,
-                rule_line: Some(9)
+                rule_line: Some(8)
             }
         );
         assert_eq!(
             d("HostDown", Severity::Minor),
             Decision::Call {
                 wait_ms: 30_000,
-                rule_line: Some(14)
+                rule_line: Some(13)
             }
         );
     }
