@@ -195,6 +195,41 @@ impl SipFloodConfig {
     }
 }
 
+/// The alert pipeline's service settings (`[pipeline]` in callout.toml;
+/// each contract's rules are in its dialplan).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSettings {
+    /// Run the pipeline in this process: `auto` (when a dialplan has a
+    /// `[pipeline]` section), `on` or `off`.
+    pub run: String,
+    /// A remote gateway's base URL (`http://gw:8080`); this process's own
+    /// API when absent.
+    pub gateway_url: Option<String>,
+    /// The environment variable holding the remote gateway's `notify`
+    /// token.
+    pub gateway_token_env: Option<String>,
+    /// An incident whose calls ended and that hears nothing for this long
+    /// closes as expired.
+    #[serde(deserialize_with = "duration")]
+    pub expire: Duration,
+    /// How far a webhook's timestamp may be from now.
+    #[serde(deserialize_with = "duration")]
+    pub webhook_tolerance: Duration,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        PipelineSettings {
+            run: "auto".into(),
+            gateway_url: None,
+            gateway_token_env: None,
+            expire: Duration::from_secs(7 * 86_400),
+            webhook_tolerance: Duration::from_secs(300),
+        }
+    }
+}
+
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     let v = crate::util::parse_duration(&s).map_err(serde::de::Error::custom)?;
@@ -240,6 +275,8 @@ pub struct Config {
     /// Where store writes wait while the database cannot take them
     /// (default: `journal/` beside an SQLite file, else `data/journal`).
     pub journal_dir: Option<PathBuf>,
+    /// The alert pipeline in front of the gateway.
+    pub pipeline: PipelineSettings,
 }
 
 impl Default for Config {
@@ -262,6 +299,7 @@ impl Default for Config {
             sip_flood: SipFloodConfig::default(),
             validate_env_prefix: "CALLOUT_".into(),
             journal_dir: None,
+            pipeline: PipelineSettings::default(),
         }
     }
 }
@@ -289,6 +327,7 @@ impl std::fmt::Debug for Config {
             .field("sip_flood", &self.sip_flood)
             .field("validate_env_prefix", &self.validate_env_prefix)
             .field("journal_dir", &self.journal_dir)
+            .field("pipeline", &self.pipeline)
             .finish_non_exhaustive()
     }
 }

@@ -87,6 +87,45 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding the API on {}", config.listen))?;
+    // The pipeline in this process calls this process's API with a token
+    // of its own, and checks the webhooks it gets back with a secret.
+    let run_pipeline = match config.pipeline.run.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => registry.snapshot().values().any(|p| p.pipeline.is_some()),
+    };
+    let mut pipeline_token = None;
+    if run_pipeline {
+        if config.pipeline.gateway_url.is_none() {
+            let token: String = (0..48)
+                .map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16)))
+                .collect();
+            config.tokens.push(TokenConfig {
+                name: "pipeline".into(),
+                sha256: Sha256::digest(token.as_bytes())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+                scopes: vec!["notify".into()],
+            });
+            pipeline_token = Some(token);
+        } else {
+            let var = config.pipeline.gateway_token_env.clone().context(
+                "[pipeline] gateway_url needs gateway_token_env (the variable holding the gateway's notify token)",
+            )?;
+            pipeline_token = Some(std::env::var(&var).with_context(|| {
+                format!("[pipeline] gateway_token_env: the variable {var} is not set")
+            })?);
+        }
+        if config.webhooks.secrets.is_empty() {
+            use base64::Engine as _;
+            let key: [u8; 32] = rand::thread_rng().gen();
+            config.webhooks.secrets.push(format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(key)
+            ));
+        }
+    }
     let journal = config.journal_dir();
     let writer = crate::service::writer::Writer::open(&journal)
         .with_context(|| format!("opening the store journal in {}", journal.display()))?;
@@ -124,6 +163,41 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
                 expires: t.register_expires.unwrap_or(600),
                 timers: Default::default(),
             });
+    }
+    if let Some(token) = pipeline_token {
+        let own = listener.local_addr()?;
+        let own = if own.ip().is_unspecified() {
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), own.port())
+        } else {
+            own
+        };
+        let local = format!("http://{own}");
+        let url = svc
+            .config
+            .pipeline
+            .gateway_url
+            .clone()
+            .unwrap_or(local.clone());
+        let weak = Arc::downgrade(&svc);
+        let plans: crate::pipeline::driver::Plans = Arc::new(move || {
+            weak.upgrade()
+                .map(|s| s.registry.snapshot())
+                .unwrap_or_default()
+        });
+        let p = crate::pipeline::driver::start(
+            svc.store.clone(),
+            plans,
+            crate::pipeline::gateway::GatewayClient::new(&url, token),
+            svc.config.webhooks.secrets.clone(),
+            svc.config.pipeline.expire.as_millis() as i64,
+            svc.shutdown.clone(),
+        )
+        .await?;
+        let _ = svc.pipeline.set(p);
+        let _ = svc
+            .pipeline_webhook
+            .set(format!("{local}/v1/pipeline/webhook"));
+        tracing::info!(gateway = %url, "alert pipeline running");
     }
     let resumed = svc.resume_all().await?;
     if resumed > 0 {
@@ -170,6 +244,9 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
                 Ok(n) => {
                     tracing::warn!(dialplans = n, "reloaded dialplans");
                     reload.prewarm();
+                    if let Some(p) = reload.pipeline.get() {
+                        p.send(crate::pipeline::driver::Input::Reload);
+                    }
                 }
                 Err(errors) => {
                     for e in errors {

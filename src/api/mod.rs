@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 mod actions;
 mod error;
+mod incidents;
 pub mod openapi;
 mod pin_lock;
 pub mod server;
@@ -33,6 +34,8 @@ use crate::service::{body_hash, AcceptError, Service};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Notify,
+    /// Post alerts to the pipeline's intake.
+    Intake,
     Operate,
     /// Run maintenance actions for real.
     Actions,
@@ -43,6 +46,7 @@ impl Scope {
     fn name(self) -> &'static str {
         match self {
             Scope::Notify => "notify",
+            Scope::Intake => "intake",
             Scope::Operate => "operate",
             Scope::Actions => "actions",
             Scope::Admin => "admin",
@@ -114,6 +118,19 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/actions/{flow}/run", post(actions::run_flow))
         .route("/v1/actions/runs/{id}", get(actions::get_run))
         .route("/v1/dialplans/validate", post(validate_dialplan))
+        .route("/v1/pipeline/webhook", post(incidents::gateway_webhook))
+        .route("/v1/incidents", get(incidents::list_incidents))
+        .route("/v1/incidents/{id}", get(incidents::get_incident))
+        .route("/v1/incidents/{id}/close", post(incidents::close_incident))
+        .route(
+            "/v1/silences",
+            post(incidents::create_silence).get(incidents::list_silences),
+        )
+        .route(
+            "/v1/silences/{id}",
+            axum::routing::delete(incidents::delete_silence),
+        )
+        .route("/v1/mails", get(incidents::list_mails))
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_json))
         .route("/readyz", get(readyz))
@@ -568,6 +585,9 @@ async fn reload_dialplans(State(svc): Shared, headers: HeaderMap) -> Result<Resp
     Ok(match svc.registry.reload() {
         Ok(n) => {
             svc.prewarm();
+            if let Some(p) = svc.pipeline.get() {
+                p.send(crate::pipeline::driver::Input::Reload);
+            }
             (StatusCode::OK, Json(json!({"reloaded": n}))).into_response()
         }
         Err(errors) => {
@@ -707,6 +727,9 @@ async fn metrics(State(svc): Shared) -> Response {
             s.banned_now,
             s.remembered,
         ));
+    }
+    if let Some(p) = svc.pipeline.get() {
+        out.push_str(&incidents::metrics_text(p));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

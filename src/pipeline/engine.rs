@@ -117,6 +117,10 @@ pub struct Incident {
     pub notify_pending: bool,
     /// The running notification is the recovery notice.
     pub recovery_notice: bool,
+    /// A recovery notice waits for the cancelled escalation to end (the
+    /// gateway keeps one notification per ticket at a time).
+    #[serde(default)]
+    pub recovery_wanted: bool,
     pub escalation_done: bool,
     pub acked_by: Option<String>,
     pub closed_ms: Option<i64>,
@@ -377,6 +381,10 @@ impl Engine {
         v
     }
 
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty() || self.heartbeats_dirty
+    }
+
     pub fn take_heartbeats_dirty(&mut self) -> Option<Vec<HeartbeatState>> {
         std::mem::take(&mut self.heartbeats_dirty)
             .then(|| self.heartbeats.values().cloned().collect())
@@ -548,6 +556,7 @@ impl Engine {
             notification: None,
             notify_pending: false,
             recovery_notice: false,
+            recovery_wanted: false,
             escalation_done: false,
             acked_by: None,
             closed_ms: None,
@@ -1036,7 +1045,11 @@ impl Engine {
                     );
                 }
                 self.set_state(now, id, State::Recovered, "the recovery alert arrived");
-                if notice == RecoveryNotice::Call && called {
+                if notice == RecoveryNotice::Call && called && running {
+                    if let Some(inc) = self.incidents.get_mut(id) {
+                        inc.recovery_wanted = true;
+                    }
+                } else if notice == RecoveryNotice::Call && called {
                     self.notify(now, id, true);
                 } else {
                     self.close(now, id, "recovered");
@@ -1346,8 +1359,13 @@ impl Engine {
         inc.notify_pending = false;
         inc.notification = Some(notification.to_string());
         inc.escalation_done = true;
-        let (state, recovery) = (inc.state, inc.recovery_notice);
+        let (state, recovery, wanted) = (inc.state, inc.recovery_notice, inc.recovery_wanted);
+        inc.recovery_wanted = false;
         self.dirty.insert(incident.to_string());
+        if wanted && !recovery {
+            self.notify(now, incident, true);
+            return;
+        }
         if recovery {
             self.close(now, incident, "recovered; recovery notice done");
             return;

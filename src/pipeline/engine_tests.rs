@@ -12,7 +12,11 @@ const S: i64 = 1_000;
 
 fn cfg(extra: &str) -> Arc<PipelineConfig> {
     let text = format!("contract = \"acme\"\n[pipeline]\nwait = \"60s\"\n{extra}");
-    Arc::new(config::load(&text, Path::new("acme.toml")).unwrap().unwrap())
+    Arc::new(
+        config::load(&text, Path::new("acme.toml"))
+            .unwrap()
+            .unwrap(),
+    )
 }
 
 fn engine(extra: &str) -> Engine {
@@ -90,7 +94,10 @@ fn nothing_is_called_before_the_window_ends_and_one_host_is_one_incident() {
     let id = ids[0].clone();
     assert!(notifies(&out).is_empty());
     assert_eq!(e.poll_timeout(), Some(60 * S));
-    e.handle_alert(30 * S, &f.alert(30 * S, "web-01", "HighLatency", Status::Firing));
+    e.handle_alert(
+        30 * S,
+        &f.alert(30 * S, "web-01", "HighLatency", Status::Firing),
+    );
     let out = drain(&mut e);
     assert!(opened(&out).is_empty(), "same host joins: {out:?}");
     assert_eq!(e.incident(&id).unwrap().keys.len(), 2);
@@ -98,9 +105,15 @@ fn nothing_is_called_before_the_window_ends_and_one_host_is_one_incident() {
     let out = run_to(&mut e, 60 * S);
     assert_eq!(notifies(&out), vec![id.clone()]);
     assert_eq!(state(&e, &id), State::Notifying);
-    assert_eq!(e.incident(&id).unwrap().idempotency_key(), format!("incident:{id}:1"));
+    assert_eq!(
+        e.incident(&id).unwrap().idempotency_key(),
+        format!("incident:{id}:1")
+    );
     // Another host is another incident.
-    e.handle_alert(61 * S, &f.alert(61 * S, "db-01", "HostDown", Status::Firing));
+    e.handle_alert(
+        61 * S,
+        &f.alert(61 * S, "db-01", "HostDown", Status::Firing),
+    );
     assert_eq!(opened(&drain(&mut e)).len(), 1);
 }
 
@@ -110,9 +123,17 @@ fn a_recovery_inside_the_window_is_a_flap_and_nobody_is_called() {
     let mut f = Feed { n: 0 };
     e.handle_alert(0, &f.alert(0, "web-01", "HostDown", Status::Firing));
     let id = opened(&drain(&mut e))[0].clone();
-    e.handle_alert(20 * S, &f.alert(20 * S, "web-01", "HostDown", Status::Resolved));
+    e.handle_alert(
+        20 * S,
+        &f.alert(20 * S, "web-01", "HostDown", Status::Resolved),
+    );
     let out = drain(&mut e);
-    assert!(out.contains(&Output::Closed { incident: id.clone() }), "{out:?}");
+    assert!(
+        out.contains(&Output::Closed {
+            incident: id.clone()
+        }),
+        "{out:?}"
+    );
     let dirty = e.take_dirty();
     let inc = dirty.iter().find(|i| i.id == id).unwrap();
     assert_eq!(inc.state, State::Closed);
@@ -129,22 +150,39 @@ fn a_recovery_needs_every_key_and_cancels_a_running_escalation() {
     let id = opened(&drain(&mut e))[0].clone();
     run_to(&mut e, 60 * S);
     e.handle_notified(61 * S, &id, "n_1");
-    e.handle_alert(70 * S, &f.alert(70 * S, "web-01", "HostDown", Status::Resolved));
+    e.handle_alert(
+        70 * S,
+        &f.alert(70 * S, "web-01", "HostDown", Status::Resolved),
+    );
     let out = drain(&mut e);
-    assert!(!out.iter().any(|o| matches!(o, Output::Cancel { .. })), "DiskFull still fires");
-    e.handle_alert(80 * S, &f.alert(80 * S, "web-01", "DiskFull", Status::Resolved));
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Cancel { .. })),
+        "DiskFull still fires"
+    );
+    e.handle_alert(
+        80 * S,
+        &f.alert(80 * S, "web-01", "DiskFull", Status::Resolved),
+    );
     let out = drain(&mut e);
     assert!(out.contains(&Output::Cancel {
         incident: id.clone(),
         notification: Some("n_1".into()),
         reason: "recovered".into()
     }));
-    assert!(out.contains(&Output::Closed { incident: id.clone() }));
+    assert!(out.contains(&Output::Closed {
+        incident: id.clone()
+    }));
     // A recovery nobody asked about is only recorded.
-    e.handle_alert(90 * S, &f.alert(90 * S, "web-01", "DiskFull", Status::Resolved));
+    e.handle_alert(
+        90 * S,
+        &f.alert(90 * S, "web-01", "DiskFull", Status::Resolved),
+    );
     assert!(matches!(
         drain(&mut e)[..],
-        [Output::Alert { disposition: Disposition::Recorded { .. }, .. }]
+        [Output::Alert {
+            disposition: Disposition::Recorded { .. },
+            ..
+        }]
     ));
 }
 
@@ -156,21 +194,50 @@ fn acknowledgement_then_recovery_sends_a_recovery_notice_when_asked() {
     let id = opened(&drain(&mut e))[0].clone();
     run_to(&mut e, 60 * S);
     e.handle_notified(60 * S, &id, "n_1");
-    e.handle_outcome(90 * S, &id, "n_1", GatewayOutcome::Acked { by: Some("Tanaka".into()) });
+    e.handle_outcome(
+        90 * S,
+        &id,
+        "n_1",
+        GatewayOutcome::Acked {
+            by: Some("Tanaka".into()),
+        },
+    );
     assert_eq!(state(&e, &id), State::Acknowledged);
-    e.handle_alert(300 * S, &f.alert(300 * S, "web-01", "HostDown", Status::Resolved));
+    e.handle_alert(
+        300 * S,
+        &f.alert(300 * S, "web-01", "HostDown", Status::Resolved),
+    );
     let out = drain(&mut e);
-    assert!(!out.iter().any(|o| matches!(o, Output::Cancel { .. })), "the escalation had ended");
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Cancel { .. })),
+        "the escalation had ended"
+    );
     assert_eq!(notifies(&out), vec![id.clone()], "recovery notice");
     let inc = e.incident(&id).unwrap();
     assert!(inc.recovery_notice && inc.notifications == 2);
     assert_eq!(state(&e, &id), State::Recovered);
     e.handle_notified(301 * S, &id, "n_2");
     // A late word from the first notification changes nothing.
-    e.handle_outcome(302 * S, &id, "n_1", GatewayOutcome::Ended { state: "cancelled".into() });
+    e.handle_outcome(
+        302 * S,
+        &id,
+        "n_1",
+        GatewayOutcome::Ended {
+            state: "cancelled".into(),
+        },
+    );
     assert_eq!(state(&e, &id), State::Recovered);
-    e.handle_outcome(320 * S, &id, "n_2", GatewayOutcome::Ended { state: "exhausted".into() });
-    assert!(drain(&mut e).contains(&Output::Closed { incident: id.clone() }));
+    e.handle_outcome(
+        320 * S,
+        &id,
+        "n_2",
+        GatewayOutcome::Ended {
+            state: "exhausted".into(),
+        },
+    );
+    assert!(drain(&mut e).contains(&Output::Closed {
+        incident: id.clone()
+    }));
 }
 
 #[test]
@@ -192,20 +259,38 @@ fn many_hosts_in_one_window_are_one_monitoring_path_incident_for_the_centre() {
         .id
         .clone();
     assert_eq!(e.incident(&path).unwrap().holds.len(), 3);
-    assert_eq!(e.incident(&path).unwrap().notify_contract.as_deref(), Some("noc"));
+    assert_eq!(
+        e.incident(&path).unwrap().notify_contract.as_deref(),
+        Some("noc")
+    );
     // Later hosts join it directly.
     e.handle_alert(10 * S, &f.alert(10 * S, "d", "HostDown", Status::Firing));
-    assert!(drain(&mut e).iter().any(|o| matches!(o, Output::Alert { disposition: Disposition::Suppressed { .. }, .. })));
+    assert!(drain(&mut e).iter().any(|o| matches!(
+        o,
+        Output::Alert {
+            disposition: Disposition::Suppressed { .. },
+            ..
+        }
+    )));
     let out = run_to(&mut e, 120 * S);
-    assert_eq!(notifies(&out), vec![path.clone()], "only the centre is called");
+    assert_eq!(
+        notifies(&out),
+        vec![path.clone()],
+        "only the centre is called"
+    );
     // Every host recovers: the path incident closes too.
     for h in ["a", "b", "c", "d"] {
         e.handle_alert(200 * S, &f.alert(200 * S, h, "HostDown", Status::Resolved));
     }
     let out = drain(&mut e);
-    let closed = out.iter().filter(|o| matches!(o, Output::Closed { .. })).count();
+    let closed = out
+        .iter()
+        .filter(|o| matches!(o, Output::Closed { .. }))
+        .count();
     assert_eq!(closed, 5, "{out:?}");
-    assert!(out.iter().any(|o| matches!(o, Output::Cancel { incident, .. } if incident == &path)));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Cancel { incident, .. } if incident == &path)));
 }
 
 #[test]
@@ -218,13 +303,23 @@ fn an_alert_storm_calls_nobody_at_the_customer_and_records_every_alert() {
     for round in 0..10 {
         for h in 0..500 {
             let now = (round * 500 + h) as i64 * 10; // 50 s in all
-            e.handle_alert(now, &f.alert(now, &format!("host-{h:03}"), &format!("Alert{round}"), Status::Firing));
+            e.handle_alert(
+                now,
+                &f.alert(
+                    now,
+                    &format!("host-{h:03}"),
+                    &format!("Alert{round}"),
+                    Status::Firing,
+                ),
+            );
             alerts += 1;
             for o in run_to(&mut e, now) {
                 match o {
                     Output::Alert { .. } => dispositions += 1,
                     Output::Notify { incident } => {
-                        let c = e.incident(&incident).and_then(|i| i.notify_contract.clone());
+                        let c = e
+                            .incident(&incident)
+                            .and_then(|i| i.notify_contract.clone());
                         if c.as_deref() == Some("acme") {
                             customer_calls += 1;
                         }
@@ -238,7 +333,10 @@ fn an_alert_storm_calls_nobody_at_the_customer_and_records_every_alert() {
     assert_eq!(dispositions, alerts, "every alert has a fate");
     assert_eq!(customer_calls, 0);
     assert_eq!(notifies(&out).len(), 1, "one call, to the centre");
-    let paths = e.incidents().filter(|i| matches!(i.kind, Kind::MonitoringPath { .. })).count();
+    let paths = e
+        .incidents()
+        .filter(|i| matches!(i.kind, Kind::MonitoringPath { .. }))
+        .count();
     assert_eq!(paths, 1);
 }
 
@@ -283,7 +381,10 @@ fn a_silent_heartbeat_raises_an_incident_for_the_centre_and_its_return_closes_it
         e.handle_alert(t * S, &f.alert(t * S, "", "Watchdog", Status::Firing));
         assert!(matches!(
             drain(&mut e)[..],
-            [Output::Alert { disposition: Disposition::Heartbeat { .. }, .. }]
+            [Output::Alert {
+                disposition: Disposition::Heartbeat { .. },
+                ..
+            }]
         ));
     }
     assert_eq!(e.poll_timeout(), Some(480 * S));
@@ -291,12 +392,20 @@ fn a_silent_heartbeat_raises_an_incident_for_the_centre_and_its_return_closes_it
     let out = run_to(&mut e, 480 * S);
     let id = opened(&out)[0].clone();
     assert_eq!(notifies(&out), vec![id.clone()], "called at once");
-    assert_eq!(e.incident(&id).unwrap().notify_contract.as_deref(), Some("noc"));
+    assert_eq!(
+        e.incident(&id).unwrap().notify_contract.as_deref(),
+        Some("noc")
+    );
     assert!(run_to(&mut e, 900 * S).is_empty(), "raised once");
     e.handle_notified(481 * S, &id, "n_1");
     e.handle_alert(1000 * S, &f.alert(1000 * S, "", "Watchdog", Status::Firing));
     let out = drain(&mut e);
-    assert!(out.contains(&Output::Closed { incident: id.clone() }), "{out:?}");
+    assert!(
+        out.contains(&Output::Closed {
+            incident: id.clone()
+        }),
+        "{out:?}"
+    );
     assert!(out.iter().any(|o| matches!(o, Output::Cancel { .. })));
     assert_eq!(e.poll_timeout(), Some(1300 * S));
 }
@@ -309,7 +418,10 @@ fn a_new_occurrence_inside_the_reopen_window_reopens_the_ticket() {
     let id = opened(&drain(&mut e))[0].clone();
     run_to(&mut e, 60 * S);
     e.handle_notified(60 * S, &id, "n_1");
-    e.handle_alert(100 * S, &f.alert(100 * S, "web-01", "HostDown", Status::Resolved));
+    e.handle_alert(
+        100 * S,
+        &f.alert(100 * S, "web-01", "HostDown", Status::Resolved),
+    );
     drain(&mut e);
     let stored = e.take_dirty();
     assert!(e.incident(&id).is_none(), "closed incidents leave memory");
@@ -324,9 +436,15 @@ fn a_new_occurrence_inside_the_reopen_window_reopens_the_ticket() {
     assert_eq!(e.incident(&id).unwrap().reopened, 1);
     let out = run_to(&mut e, 260 * S);
     assert_eq!(notifies(&out), vec![id.clone()]);
-    assert_eq!(e.incident(&id).unwrap().idempotency_key(), format!("incident:{id}:2"));
+    assert_eq!(
+        e.incident(&id).unwrap().idempotency_key(),
+        format!("incident:{id}:2")
+    );
     // Past the window: a new incident.
-    e.handle_alert(300 * S, &f.alert(300 * S, "web-01", "HostDown", Status::Resolved));
+    e.handle_alert(
+        300 * S,
+        &f.alert(300 * S, "web-01", "HostDown", Status::Resolved),
+    );
     drain(&mut e);
     e.take_dirty();
     let late = f.alert(2000 * S, "web-01", "HostDown", Status::Firing);
@@ -349,14 +467,26 @@ fn silences_record_and_expire() {
         comment: "maintenance".into(),
     })
     .unwrap();
-    e.handle_alert(10 * S, &f.alert(10 * S, "web-01", "HostDown", Status::Firing));
+    e.handle_alert(
+        10 * S,
+        &f.alert(10 * S, "web-01", "HostDown", Status::Firing),
+    );
     assert!(matches!(
         drain(&mut e)[..],
-        [Output::Alert { disposition: Disposition::Silenced { .. }, .. }]
+        [Output::Alert {
+            disposition: Disposition::Silenced { .. },
+            ..
+        }]
     ));
-    e.handle_alert(10 * S, &f.alert(10 * S, "db-01", "HostDown", Status::Firing));
+    e.handle_alert(
+        10 * S,
+        &f.alert(10 * S, "db-01", "HostDown", Status::Firing),
+    );
     assert_eq!(opened(&drain(&mut e)).len(), 1);
-    e.handle_alert(700 * S, &f.alert(700 * S, "web-01", "HostDown", Status::Firing));
+    e.handle_alert(
+        700 * S,
+        &f.alert(700 * S, "web-01", "HostDown", Status::Firing),
+    );
     assert_eq!(opened(&drain(&mut e)).len(), 1, "the silence ended");
     assert!(e.remove_silence("si_1") && !e.remove_silence("si_1"));
     assert!(e
@@ -436,10 +566,19 @@ fn an_incident_with_no_news_after_its_calls_expires() {
     let id = opened(&drain(&mut e))[0].clone();
     run_to(&mut e, 60 * S);
     e.handle_notified(60 * S, &id, "n_1");
-    e.handle_outcome(200 * S, &id, "n_1", GatewayOutcome::Ended { state: "exhausted".into() });
+    e.handle_outcome(
+        200 * S,
+        &id,
+        "n_1",
+        GatewayOutcome::Ended {
+            state: "exhausted".into(),
+        },
+    );
     assert_eq!(state(&e, &id), State::Notifying);
     let out = run_to(&mut e, 3_600 * S);
-    assert!(out.contains(&Output::Closed { incident: id.clone() }));
+    assert!(out.contains(&Output::Closed {
+        incident: id.clone()
+    }));
     let inc = e.take_dirty().into_iter().find(|i| i.id == id).unwrap();
     assert_eq!(inc.state, State::Expired);
 }
@@ -455,6 +594,38 @@ fn a_person_closing_it_cancels_the_calls() {
     assert!(e.handle_close(70 * S, &id, "operator"));
     let out = drain(&mut e);
     assert!(out.iter().any(|o| matches!(o, Output::Cancel { .. })));
-    assert!(out.contains(&Output::Closed { incident: id.clone() }));
+    assert!(out.contains(&Output::Closed {
+        incident: id.clone()
+    }));
     assert!(!e.handle_close(71 * S, &id, "operator"));
+}
+
+#[test]
+fn a_recovery_notice_waits_for_the_cancelled_escalation_to_end() {
+    let mut e = engine("recovery = \"call\"\n");
+    let mut f = Feed { n: 0 };
+    e.handle_alert(0, &f.alert(0, "web-01", "HostDown", Status::Firing));
+    let id = opened(&drain(&mut e))[0].clone();
+    run_to(&mut e, 60 * S);
+    e.handle_notified(60 * S, &id, "n_1");
+    e.handle_alert(
+        90 * S,
+        &f.alert(90 * S, "web-01", "HostDown", Status::Resolved),
+    );
+    let out = drain(&mut e);
+    assert!(out.iter().any(|o| matches!(o, Output::Cancel { .. })));
+    assert!(notifies(&out).is_empty(), "not while the escalation runs");
+    e.handle_outcome(
+        91 * S,
+        &id,
+        "n_1",
+        GatewayOutcome::Ended {
+            state: "cancelled".into(),
+        },
+    );
+    assert_eq!(notifies(&drain(&mut e)), vec![id.clone()]);
+    assert!(e.incident(&id).unwrap().recovery_notice);
+    e.handle_notified(92 * S, &id, "n_2");
+    e.handle_outcome(99 * S, &id, "n_2", GatewayOutcome::Acked { by: None });
+    assert!(drain(&mut e).contains(&Output::Closed { incident: id }));
 }

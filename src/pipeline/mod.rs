@@ -10,4 +10,6 @@
 
 pub mod alert;
 pub mod config;
+pub mod driver;
 pub mod engine;
+pub mod gateway;

@@ -76,6 +76,10 @@ pub struct Service {
     pub tasks: tokio_util::task::TaskTracker,
     /// Bounds how many escalations dial at once (see [`admission`]).
     pub slots: admission::Slots,
+    /// The alert pipeline in this process, when it runs here.
+    pub pipeline: std::sync::OnceLock<Arc<crate::pipeline::driver::Pipeline>>,
+    /// Where this process's pipeline takes the gateway's webhooks.
+    pub pipeline_webhook: std::sync::OnceLock<String>,
 }
 
 /// State names stored for each ending.
@@ -113,16 +117,29 @@ impl Service {
             shutdown: CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
             slots,
+            pipeline: std::sync::OnceLock::new(),
+            pipeline_webhook: std::sync::OnceLock::new(),
         })
     }
 
+    /// A contract's own target, else this process's pipeline for the
+    /// contracts it calls, else the default target.
     pub fn webhook_url(&self, contract: &str) -> Option<String> {
-        self.config
-            .webhooks
-            .contracts
-            .get(contract)
-            .cloned()
-            .or_else(|| self.config.webhooks.url.clone())
+        if let Some(u) = self.config.webhooks.contracts.get(contract) {
+            return Some(u.clone());
+        }
+        if let Some(u) = self.pipeline_webhook.get() {
+            let snapshot = self.registry.snapshot();
+            let called_by_pipeline = snapshot.values().any(|p| {
+                p.pipeline.as_ref().is_some_and(|c| {
+                    p.contract == contract || c.monitoring_contract.as_deref() == Some(contract)
+                })
+            });
+            if called_by_pipeline {
+                return Some(u.clone());
+            }
+        }
+        self.config.webhooks.url.clone()
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Option<String>>>> {

@@ -9,6 +9,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 mod events;
+mod incidents;
+pub use incidents::{AlertRow, IncidentFilter, IncidentRow, MailRow, PipelineWrite, TimelineRow};
 mod pins;
 mod runs;
 pub use pins::{ContactFailures, PinFailure};

@@ -1,0 +1,485 @@
+//! The pipeline's tokio side: one task owns the [`Engine`], feeds it the
+//! stored alerts, the clock and the gateway's word, writes what it
+//! decided in one transaction per step, then carries out the calls and
+//! cancels through the gateway's REST API.
+//!
+//! Order of things, so a crash loses nothing and calls nobody twice: an
+//! alert is in the database before its sender hears 2xx/250; the engine
+//! reads alerts from the database (never from the request); a step's
+//! incidents, dispositions, tickets and timeline are committed before any
+//! call is asked for; a call is asked for with an Idempotency-Key fixed
+//! by the incident, and an unconfirmed one is asked again after a
+//! restart (the gateway answers with the same notification).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Engine, GatewayOutcome, Incident, Output, Silence};
+use super::gateway::{GatewayClient, NotifyResult};
+use crate::ivr::dialplan::Dialplan;
+use crate::runner::now_ms;
+use crate::store::{new_id, PipelineWrite, Store, TimelineRow};
+
+/// The loaded dialplans, as the registry has them now (the pipeline's
+/// rules live in them and change with a reload).
+pub type Plans =
+    Arc<dyn Fn() -> Arc<std::collections::BTreeMap<String, Arc<Dialplan>>> + Send + Sync>;
+
+/// What reaches the engine task besides stored alerts and the clock.
+pub enum Input {
+    Notified {
+        incident: String,
+        result: NotifyResult,
+    },
+    Outcome {
+        incident: String,
+        notification: String,
+        outcome: GatewayOutcome,
+    },
+    Close {
+        incident: String,
+        by: String,
+        reply: oneshot::Sender<bool>,
+    },
+    SilenceAdded(Silence),
+    SilenceRemoved(String),
+    Reload,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub alerts_accepted: AtomicU64,
+    pub alerts_handled: AtomicU64,
+    pub incidents_opened: AtomicU64,
+    pub notifies: AtomicU64,
+    pub store_retries: AtomicU64,
+}
+
+/// The running pipeline, as the API sees it.
+pub struct Pipeline {
+    pub store: Store,
+    pub plans: Plans,
+    /// Secrets the gateway's webhooks are signed with.
+    pub secrets: Vec<String>,
+    pub metrics: Metrics,
+    inputs: mpsc::UnboundedSender<Input>,
+    kick: Notify,
+    seq: AtomicI64,
+}
+
+impl Pipeline {
+    /// Alerts were stored: look at them now rather than at the next poll.
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    pub fn send(&self, i: Input) {
+        let _ = self.inputs.send(i);
+    }
+
+    /// The next timeline position (shared by the engine task and the
+    /// webhook receiver, so lines sort in the order they happened).
+    pub fn next_seq(&self) -> i64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Contract → pipeline rules, from the loaded dialplans.
+    pub fn contracts(&self) -> HashMap<String, Arc<super::config::PipelineConfig>> {
+        contracts(&self.plans)
+    }
+
+    pub fn plan(&self, contract: &str) -> Option<Arc<Dialplan>> {
+        (self.plans)().get(contract).cloned()
+    }
+}
+
+fn contracts(plans: &Plans) -> HashMap<String, Arc<super::config::PipelineConfig>> {
+    plans()
+        .values()
+        .filter_map(|p| {
+            p.pipeline
+                .as_ref()
+                .map(|c| (p.contract.clone(), c.0.clone()))
+        })
+        .collect()
+}
+
+/// The ticket number prefix of an incident: its called contract in
+/// capitals (`acme-web` → `ACME-WEB-000123`).
+fn ticket_prefix(inc: &Incident) -> String {
+    inc.notify_contract
+        .as_deref()
+        .unwrap_or(&inc.contract)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// Start the pipeline task. `gateway` is this process's own API or a
+/// remote one.
+pub async fn start(
+    store: Store,
+    plans: Plans,
+    gateway: GatewayClient,
+    secrets: Vec<String>,
+    expire_ms: i64,
+    shutdown: CancellationToken,
+) -> Result<Arc<Pipeline>, crate::store::StoreError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let seq = store.max_timeline_seq().await? + 1;
+    let p = Arc::new(Pipeline {
+        store,
+        plans,
+        secrets,
+        metrics: Metrics::default(),
+        inputs: tx,
+        kick: Notify::new(),
+        seq: AtomicI64::new(seq),
+    });
+    let mut engine = Engine::new();
+    engine.set_expire_ms(expire_ms);
+    let now = now_ms();
+    let cfgs = p.contracts();
+    let max_reopen = cfgs.values().map(|c| c.reopen_ms).max().unwrap_or(0);
+    engine.set_contracts(now, cfgs);
+    for h in p.store.heartbeats().await? {
+        engine.restore_heartbeat(h);
+    }
+    let mut tickets = HashMap::new();
+    if max_reopen > 0 {
+        for r in p.store.recently_closed(now - max_reopen).await? {
+            engine.restore(r.incident);
+        }
+    }
+    for r in p.store.open_incidents().await? {
+        if let Some(t) = r.ticket {
+            tickets.insert(r.incident.id.clone(), t);
+        }
+        engine.restore(r.incident);
+    }
+    for s in p.store.silences(now).await? {
+        let _ = engine.add_silence(s);
+    }
+    let task = Task {
+        p: p.clone(),
+        engine,
+        gateway,
+        tickets,
+        cancel_on_confirm: HashSet::new(),
+        snapshot: HashMap::new(),
+    };
+    tokio::spawn(task.run(rx, shutdown));
+    Ok(p)
+}
+
+struct Task {
+    p: Arc<Pipeline>,
+    engine: Engine,
+    gateway: GatewayClient,
+    tickets: HashMap<String, String>,
+    /// Incidents whose call must be cancelled once the gateway names it.
+    cancel_on_confirm: HashSet<String>,
+    /// The incidents of the current step, for the calls it asks for.
+    snapshot: HashMap<String, Incident>,
+}
+
+enum Effect {
+    Notify(Incident),
+    Cancel(String, String),
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, shutdown: CancellationToken) {
+        // Restored incidents may have asked for calls again.
+        self.flush().await;
+        loop {
+            // Stored alerts first, in arrival order.
+            match self.p.store.unhandled_alerts(500).await {
+                Ok(alerts) if !alerts.is_empty() => {
+                    let n = alerts.len();
+                    for a in alerts {
+                        let now = now_ms();
+                        if let Some(old) = self.engine.needs_reopen(now, &a) {
+                            if let Ok(Some(r)) = self.p.store.get_incident(&old).await {
+                                if let Some(t) = r.ticket {
+                                    self.tickets.insert(old.clone(), t);
+                                }
+                                self.engine.restore_closed(r.incident);
+                            }
+                        }
+                        self.engine.handle_alert(now, &a);
+                    }
+                    self.p
+                        .metrics
+                        .alerts_handled
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    self.flush().await;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "pipeline: reading alerts failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            let now = now_ms();
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
+                self.flush().await;
+                continue;
+            }
+            let wait = self
+                .engine
+                .poll_timeout()
+                .map_or(1_000, |t| (t - now).clamp(1, 1_000)) as u64;
+            tokio::select! {
+                _ = self.p.kick.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                Some(i) = rx.recv() => {
+                    self.input(i);
+                    while let Ok(i) = rx.try_recv() {
+                        self.input(i);
+                    }
+                    self.flush().await;
+                }
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    fn input(&mut self, i: Input) {
+        let now = now_ms();
+        match i {
+            Input::Notified { incident, result } => match result {
+                NotifyResult::Accepted(n) => {
+                    self.engine.handle_notified(now, &incident, &n);
+                    if self.cancel_on_confirm.remove(&incident) {
+                        let g = self.gateway.clone();
+                        tokio::spawn(async move { g.cancel(&n, "recovered").await });
+                    }
+                }
+                NotifyResult::Refused(why) => {
+                    self.engine.handle_notify_refused(now, &incident, &why)
+                }
+            },
+            Input::Outcome {
+                incident,
+                notification,
+                outcome,
+            } => self
+                .engine
+                .handle_outcome(now, &incident, &notification, outcome),
+            Input::Close {
+                incident,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.engine.handle_close(now, &incident, &by));
+            }
+            Input::SilenceAdded(s) => {
+                let _ = self.engine.add_silence(s);
+            }
+            Input::SilenceRemoved(id) => {
+                self.engine.remove_silence(&id);
+            }
+            Input::Reload => self.engine.set_contracts(now, contracts(&self.p.plans)),
+        }
+    }
+
+    /// Write what the engine decided, then ask the gateway.
+    async fn flush(&mut self) {
+        let now = now_ms();
+        let mut w = PipelineWrite {
+            now_ms: now,
+            ..Default::default()
+        };
+        let mut outputs = Vec::new();
+        while let Some(o) = self.engine.poll_output() {
+            outputs.push(o);
+        }
+        if outputs.is_empty() && !self.engine.has_dirty() {
+            return;
+        }
+        w.incidents = self.engine.take_dirty();
+        w.heartbeats = self.engine.take_heartbeats_dirty();
+        self.snapshot = w
+            .incidents
+            .iter()
+            .map(|i| (i.id.clone(), i.clone()))
+            .collect();
+        let mut effects = Vec::new();
+        for o in outputs {
+            match o {
+                Output::Alert { alert, disposition } => w.dispositions.push((alert, disposition)),
+                Output::Opened { incident } => {
+                    if let Some(inc) = self.snapshot.get(&incident) {
+                        w.new_tickets.push((incident.clone(), ticket_prefix(inc)));
+                        self.p
+                            .metrics
+                            .incidents_opened
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Output::Timeline {
+                    incident,
+                    at_ms,
+                    kind,
+                    text,
+                    alert,
+                } => w.timeline.push((
+                    incident,
+                    TimelineRow {
+                        id: new_id("tl"),
+                        seq: self.p.next_seq(),
+                        at_ms,
+                        kind: kind.to_string(),
+                        text,
+                        alert,
+                        data: None,
+                    },
+                )),
+                Output::Notify { incident } => {
+                    let inc = self
+                        .snapshot
+                        .get(&incident)
+                        .cloned()
+                        .or_else(|| self.engine.incident(&incident).cloned());
+                    if let Some(inc) = inc {
+                        effects.push(Effect::Notify(inc));
+                    }
+                }
+                Output::Cancel {
+                    incident,
+                    notification,
+                    reason,
+                } => match notification {
+                    Some(n) => effects.push(Effect::Cancel(n, reason)),
+                    None => {
+                        self.cancel_on_confirm.insert(incident);
+                    }
+                },
+                Output::Closed { incident } => {
+                    w.timeline.push((
+                        incident.clone(),
+                        TimelineRow {
+                            id: new_id("tl"),
+                            seq: self.p.next_seq(),
+                            at_ms: now,
+                            kind: "ticket".into(),
+                            text: format!(
+                                "ticket {} closed and released",
+                                self.tickets.get(&incident).map_or("?", String::as_str)
+                            ),
+                            alert: None,
+                            data: None,
+                        },
+                    ));
+                }
+            }
+        }
+        // The ticket line of each new incident, in the same write.
+        let mut wait = Duration::from_millis(100);
+        let taken = loop {
+            match self.p.store.apply_pipeline(&w).await {
+                Ok(t) => break t,
+                Err(e) => {
+                    self.p.metrics.store_retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "pipeline: the store did not take a step; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        for (incident, ticket) in taken {
+            let row = TimelineRow {
+                id: new_id("tl"),
+                seq: self.p.next_seq(),
+                at_ms: now,
+                kind: "ticket".into(),
+                text: format!("ticket {ticket} opened"),
+                alert: None,
+                data: None,
+            };
+            let _ = self.p.store.add_timeline(&incident, &row).await;
+            self.tickets.insert(incident, ticket);
+        }
+        for inc in &w.incidents {
+            if !inc.state.is_open() {
+                self.tickets.remove(&inc.id);
+            }
+        }
+        for e in effects {
+            match e {
+                Effect::Notify(inc) => self.notify(inc),
+                Effect::Cancel(n, reason) => {
+                    let g = self.gateway.clone();
+                    tokio::spawn(async move { g.cancel(&n, &reason).await });
+                }
+            }
+        }
+    }
+
+    fn notify(&self, inc: Incident) {
+        let Some(contract) = inc.notify_contract.clone() else {
+            return;
+        };
+        let ticket = self
+            .tickets
+            .get(&inc.id)
+            .cloned()
+            .unwrap_or_else(|| inc.id.clone());
+        let plan = self.p.plan(&contract);
+        // Only the variables the called contract's dialplan declares: the
+        // gateway refuses others.
+        let mut variables = serde_json::Map::new();
+        if let Some(plan) = &plan {
+            for v in &plan.variables {
+                if let Some(val) = inc.labels.get(v) {
+                    variables.insert(v.clone(), Value::String(val.chars().take(256).collect()));
+                }
+            }
+        }
+        let japanese = plan
+            .as_ref()
+            .is_some_and(|p| p.language == crate::ivr::dialplan::Language::Ja);
+        let summary = if inc.recovery_notice {
+            if japanese {
+                format!("復旧しました。{}", inc.summary)
+            } else {
+                format!("Recovered: {}", inc.summary)
+            }
+        } else {
+            inc.summary.clone()
+        };
+        let body = json!({
+            "contract": contract,
+            "ticket": ticket,
+            "severity": if inc.recovery_notice { "info" } else { inc.severity.as_str() },
+            "host": if inc.host.is_empty() { "-" } else { inc.host.as_str() },
+            "summary": summary.chars().take(500).collect::<String>(),
+            "variables": variables,
+        });
+        let key = inc.idempotency_key();
+        let (g, p) = (self.gateway.clone(), self.p.clone());
+        p.metrics.notifies.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let result = g.notify(&body, &key, Duration::from_secs(600)).await;
+            p.send(Input::Notified {
+                incident: inc.id,
+                result,
+            });
+        });
+    }
+}
