@@ -138,6 +138,53 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ActionCmd,
     },
+    /// The alert pipeline's incidents, from the database.
+    Incidents {
+        #[command(subcommand)]
+        cmd: IncidentsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentsCmd {
+    /// Newest first.
+    List {
+        #[arg(long)]
+        contract: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        /// pending, notifying, acknowledged, recovered, closed, suppressed, expired
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// The service's config (for its database).
+        #[arg(long, env = "CALLOUT_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "CALLOUT_DATABASE_URL")]
+        database: Option<String>,
+    },
+    /// One incident (by id or ticket number): its alerts and timeline.
+    Show {
+        id: String,
+        #[arg(long, env = "CALLOUT_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "CALLOUT_DATABASE_URL")]
+        database: Option<String>,
+    },
+}
+
+fn database_of(
+    config: Option<&std::path::Path>,
+    database: Option<String>,
+) -> anyhow::Result<String> {
+    if let Some(d) = database {
+        return Ok(d);
+    }
+    Ok(match config {
+        Some(p) => callout::config::Config::load(p)?.database_url,
+        None => callout::config::Config::default().database_url,
+    })
 }
 
 #[derive(Subcommand)]
@@ -329,6 +376,37 @@ fn main() -> ExitCode {
                 prompts,
             }))
         }),
+        Cmd::Incidents {
+            cmd:
+                IncidentsCmd::List {
+                    contract,
+                    host,
+                    state,
+                    limit,
+                    config,
+                    database,
+                },
+        } => database_of(config.as_deref(), database)
+            .and_then(|db| {
+                runtime().and_then(|rt| {
+                    rt.block_on(callout::pipeline::cli::list(
+                        &db, contract, host, state, limit,
+                    ))
+                })
+            })
+            .map(|_| ExitCode::SUCCESS),
+        Cmd::Incidents {
+            cmd:
+                IncidentsCmd::Show {
+                    id,
+                    config,
+                    database,
+                },
+        } => database_of(config.as_deref(), database)
+            .and_then(|db| {
+                runtime().and_then(|rt| rt.block_on(callout::pipeline::cli::show(&db, &id)))
+            })
+            .map(|_| ExitCode::SUCCESS),
         Cmd::Dialplan {
             cmd:
                 DialplanCmd::Check {

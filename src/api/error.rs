@@ -22,6 +22,8 @@ pub struct ApiError {
     pub(super) title: &'static str,
     pub(super) detail: String,
     pub(super) field: Option<String>,
+    /// Every problem, when there are several (a batch of alerts).
+    pub(super) errors: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -35,6 +37,7 @@ impl ApiError {
             title,
             detail: detail.into(),
             field: None,
+            errors: None,
         }
     }
 
@@ -44,7 +47,14 @@ impl ApiError {
             title: "Invalid request",
             detail: detail.into(),
             field: Some(field.to_string()),
+            errors: None,
         }
+    }
+
+    /// List every problem of a batch in `errors`.
+    pub(super) fn with_errors(mut self, errors: serde_json::Value) -> ApiError {
+        self.errors = Some(errors);
+        self
     }
 
     pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -93,6 +103,9 @@ impl IntoResponse for ApiError {
         if let Some(f) = self.field {
             body["field"] = json!(f);
             body["errors"] = json!([{"field": f, "detail": self.detail}]);
+        }
+        if let Some(e) = self.errors {
+            body["errors"] = e;
         }
         let mut r = (self.status, Json(body)).into_response();
         r.headers_mut()

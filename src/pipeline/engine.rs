@@ -426,6 +426,34 @@ impl Engine {
             });
             return;
         }
+        if alert.labels.get("event_action").map(String::as_str) == Some("acknowledge") {
+            // The sender's own acknowledgement: news for the ticket, not
+            // a reason to open or close anything.
+            match self
+                .by_host
+                .get(&(alert.contract.clone(), alert.host.clone()))
+                .cloned()
+            {
+                Some(id) => {
+                    self.timeline(
+                        &id,
+                        now,
+                        "alert",
+                        format!("the sender acknowledged {}: {}", alert.name, alert.summary),
+                        Some(&alert.id),
+                    );
+                    self.out.push_back(Output::Alert {
+                        alert: alert.id.clone(),
+                        disposition: Disposition::Incident { incident: id },
+                    });
+                }
+                None => self.record(
+                    alert,
+                    "an acknowledgement with no open incident for the host",
+                ),
+            }
+            return;
+        }
         if let Some(hb) = cfg.heartbeat_for(alert) {
             let name = hb.name.clone();
             self.heartbeat_seen(now, &alert.contract, &name, alert);

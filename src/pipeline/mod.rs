@@ -9,6 +9,7 @@
 //! clock reads); the drivers feed them and carry out what they decide.
 
 pub mod alert;
+pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod engine;
