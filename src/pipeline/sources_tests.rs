@@ -544,7 +544,7 @@ fn event_contracts_and_errors() {
     let e = events(br#"{"hello":1}"#, NOW, None).unwrap_err();
     assert_eq!(e.field, "event_action");
     let e = events(b"{\"event_action\": trigger}", NOW, None).unwrap_err();
-    assert!(e.detail.contains("line 1, column 18"), "{}", e.detail);
+    assert!(e.detail.contains("line 1, column 20"), "{}", e.detail);
 }
 
 #[test]
