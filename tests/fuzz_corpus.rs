@@ -38,7 +38,8 @@ fuzz_tests!(
     wav,
     dialplan,
     flow,
-    api
+    api,
+    intake
 );
 
 #[test]
@@ -52,6 +53,7 @@ fn every_target_has_a_test_and_a_corpus() {
         "dialplan",
         "flow",
         "api",
+        "intake",
     ];
     for (name, _) in fuzzing::TARGETS {
         assert!(tested.contains(name), "no test runs target {name}");
@@ -59,6 +61,16 @@ fn every_target_has_a_test_and_a_corpus() {
         let bin =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fuzz/fuzz_targets/{name}.rs"));
         assert!(bin.exists(), "no cargo-fuzz target {}", bin.display());
+    }
+}
+
+/// A target's share of `CALLOUT_FUZZ_SECS`. The JSON intake parsers are
+/// small and fast (a few hundred thousand inputs a second), so a fifth of
+/// the budget covers them and keeps CI time for the SIP and media targets.
+fn share(name: &str) -> f64 {
+    match name {
+        "intake" => 0.2,
+        _ => 1.0,
     }
 }
 
@@ -139,7 +151,7 @@ fn run(name: &str) {
             );
         }
     }
-    let budget = env_secs("CALLOUT_FUZZ_SECS", 15.0);
+    let budget = env_secs("CALLOUT_FUZZ_SECS", 15.0).mul_f64(share(name));
     let seed = std::env::var("CALLOUT_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -651,6 +663,43 @@ fn dictionary(name: &str) -> &'static [&'static [u8]] {
             b"\\n",
             b"\xff",
             b"\xe3\x81\x82",
+        ],
+        "intake" => &[
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b"null",
+            b"\"\"",
+            b"\"version\":\"4\",",
+            b"\"version\":\"1\",",
+            b"\"alerts\":[",
+            b"\"events\":[",
+            b"\"labels\":{",
+            b"\"annotations\":{",
+            b"\"commonLabels\":{",
+            b"\"contract\":",
+            b"\"instance\":\"[::1]:9100\"",
+            b"\"instance\":\"https://u@h:1/p\"",
+            b"\"status\":\"resolved\"",
+            b"\"status\":\"firing\"",
+            b"\"startsAt\":\"0001-01-01T00:00:00Z\"",
+            b"\"2024-05-01T19:00:00.5+09:00\"",
+            b"\"2015-07-17T08:42:58.315+0000\"",
+            b"\"fingerprint\":",
+            b"\"values\":{\"B\":1e308}",
+            b"\"event_action\":\"trigger\"",
+            b"\"event_action\":\"acknowledge\"",
+            b"\"event_action\":\"resolve\"",
+            b"\"dedup_key\":",
+            b"\"routing_key\":",
+            b"\"payload\":{",
+            b"\"summary\":",
+            b"\"custom_details\":{",
+            b"\\u0000",
+            b"\\ud800",
+            b"\xe3\x81\x82",
+            b"\xff",
         ],
         _ => &[],
     }

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 mod actions;
 mod error;
 mod incidents;
+mod intake;
 pub mod openapi;
 mod pin_lock;
 pub mod server;
@@ -118,6 +119,9 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/actions/{flow}/run", post(actions::run_flow))
         .route("/v1/actions/runs/{id}", get(actions::get_run))
         .route("/v1/dialplans/validate", post(validate_dialplan))
+        .route("/v1/intake/alertmanager", post(intake::alertmanager))
+        .route("/v1/intake/grafana", post(intake::grafana))
+        .route("/v1/intake/events", post(intake::events))
         .route("/v1/pipeline/webhook", post(incidents::gateway_webhook))
         .route("/v1/incidents", get(incidents::list_incidents))
         .route("/v1/incidents/{id}", get(incidents::get_incident))

@@ -14,3 +14,4 @@ pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod gateway;
+pub mod sources;
