@@ -560,6 +560,8 @@ pub fn load(text: &str, file: &Path) -> Result<Option<PipelineConfig>, Vec<Dialp
         });
     }
     let mut mail = MailConfig::default();
+    let default_recovery =
+        Regex::new("(?i)^(?:recovery|recovered|resolved|ok|up|復旧)$").expect("fixed regex");
     if let Some(m) = &p.mail {
         for to in &m.to {
             let a = to.get_ref().trim().to_ascii_lowercase();
@@ -600,8 +602,7 @@ pub fn load(text: &str, file: &Path) -> Result<Option<PipelineConfig>, Vec<Dialp
                         continue;
                     }
                 },
-                None => Regex::new("(?i)^(?:recovery|recovered|resolved|ok|up|復旧)$")
-                    .expect("fixed regex"),
+                None => default_recovery.clone(),
             };
             mail.rules.push(MailRule {
                 from: r

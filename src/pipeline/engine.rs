@@ -987,7 +987,25 @@ impl Engine {
     fn resolved(&mut self, now: i64, cfg: &PipelineConfig, alert: &Alert) {
         let host_key = (alert.contract.clone(), alert.host.clone());
         let key = cfg.dedupe_key(alert);
-        let Some(id) = self.by_host.get(&host_key).cloned() else {
+        // By host; a sender that resolves by key alone (an event with a
+        // dedup_key and no source) is found by the key.
+        let by_key = || {
+            let mut ids: Vec<&Incident> = self
+                .incidents
+                .values()
+                .filter(|i| i.contract == alert.contract && i.kind == Kind::Host && i.state.is_open())
+                .filter(|i| i.keys.get(&key).is_some_and(|k| k.firing))
+                .collect();
+            ids.sort_by(|a, b| a.id.cmp(&b.id));
+            ids.first().map(|i| i.id.clone())
+        };
+        let Some(id) = self
+            .by_host
+            .get(&host_key)
+            .filter(|id| self.incidents.get(*id).is_some_and(|i| i.keys.contains_key(&key)))
+            .cloned()
+            .or_else(by_key)
+        else {
             self.record(alert, "a recovery with no open incident for the host");
             return;
         };

@@ -629,3 +629,15 @@ fn a_recovery_notice_waits_for_the_cancelled_escalation_to_end() {
     e.handle_outcome(99 * S, &id, "n_2", GatewayOutcome::Acked { by: None });
     assert!(drain(&mut e).contains(&Output::Closed { incident: id }));
 }
+
+#[test]
+fn a_recovery_by_key_alone_finds_its_incident() {
+    let mut e = engine("");
+    let mut f = Feed { n: 0 };
+    e.handle_alert(0, &f.alert(0, "web-01", "HostDown", Status::Firing));
+    let id = opened(&drain(&mut e))[0].clone();
+    let mut r = f.alert(10 * S, "", "HostDown", Status::Resolved);
+    r.key = "web-01/HostDown".into();
+    e.handle_alert(10 * S, &r);
+    assert!(drain(&mut e).contains(&Output::Closed { incident: id }));
+}
