@@ -11,3 +11,4 @@
 pub mod alert;
 pub mod config;
 pub mod engine;
+pub mod mail;
