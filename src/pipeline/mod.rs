@@ -12,3 +12,4 @@ pub mod alert;
 pub mod config;
 pub mod engine;
 pub mod mail;
+pub mod smtp_session;
