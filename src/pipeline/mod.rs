@@ -12,4 +12,5 @@ pub mod alert;
 pub mod config;
 pub mod engine;
 pub mod mail;
+pub mod smtp;
 pub mod smtp_session;
