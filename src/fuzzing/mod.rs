@@ -13,11 +13,13 @@
 //! coverage feedback.
 
 mod api;
+mod mail;
 mod media;
 mod sip;
 mod text;
 
 pub use api::api;
+pub use mail::mail;
 pub use media::{rtp_session, sdp, wav};
 pub use sip::{sip_dialog, sip_message};
 pub use text::{dialplan, flow};
@@ -36,6 +38,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dialplan", dialplan),
     ("flow", flow),
     ("api", api),
+    ("mail", mail),
 ];
 
 /// The target called `name`.

@@ -426,7 +426,7 @@ fn push_text(out: &mut String, text: &str) {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
-        let end = rest[..rest.len().min(12)].find(';');
+        let end = cut(rest, 12).find(';');
         let decoded = end.and_then(|e| {
             let ent = &rest[1..e];
             let ch = match ent {

@@ -430,10 +430,11 @@ impl Session {
 /// `FROM:<addr> params` → (addr, params). Accepts a space after the
 /// colon and a bare address without brackets, as many clients send.
 fn path_arg<'a>(arg: &'a str, prefix: &str) -> Option<(String, &'a str)> {
-    if arg.len() < prefix.len() || !arg[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    let head = arg.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
         return None;
     }
-    let rest = arg[prefix.len()..].trim_start();
+    let rest = arg.get(prefix.len()..)?.trim_start();
     let (addr, params) = if let Some(r) = rest.strip_prefix('<') {
         let end = r.find('>')?;
         (&r[..end], &r[end + 1..])
