@@ -577,6 +577,8 @@ pub fn load(text: &str, file: &Path) -> Result<Option<PipelineConfig>, Vec<Dialp
                 );
             }
         }
+        let default_recovery =
+            Regex::new("(?i)^(?:recovery|recovered|resolved|ok|up|復旧)$").expect("fixed regex");
         for r in &m.rules {
             let line = c.line(r.span().start);
             let r = r.get_ref();
@@ -600,8 +602,7 @@ pub fn load(text: &str, file: &Path) -> Result<Option<PipelineConfig>, Vec<Dialp
                         continue;
                     }
                 },
-                None => Regex::new("(?i)^(?:recovery|recovered|resolved|ok|up|復旧)$")
-                    .expect("fixed regex"),
+                None => default_recovery.clone(),
             };
             mail.rules.push(MailRule {
                 from: r

@@ -409,10 +409,10 @@ fn html_to_text(html: &str) -> String {
                 })
             }
             "br" | "p" | "div" | "tr" | "li" | "table" | "h1" | "h2" | "h3" | "h4" | "h5"
-            | "h6" | "pre" | "blockquote" | "hr" => {
-                if !out.ends_with('\n') && !out.is_empty() {
-                    out.push('\n');
-                }
+            | "h6" | "pre" | "blockquote" | "hr"
+                if !out.ends_with('\n') && !out.is_empty() =>
+            {
+                out.push('\n')
             }
             "td" | "th" if !closing => out.push(' '),
             _ => {}
