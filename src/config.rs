@@ -277,6 +277,15 @@ pub struct Config {
     pub journal_dir: Option<PathBuf>,
     /// The alert pipeline in front of the gateway.
     pub pipeline: PipelineSettings,
+    /// Alert intake besides HTTP (`[intake.smtp]`).
+    pub intake: IntakeConfig,
+}
+
+/// `[intake]`: the SMTP listener for alert mails (off unless configured).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeConfig {
+    pub smtp: Option<crate::pipeline::smtp::SmtpConfig>,
 }
 
 impl Default for Config {
@@ -300,6 +309,7 @@ impl Default for Config {
             validate_env_prefix: "CALLOUT_".into(),
             journal_dir: None,
             pipeline: PipelineSettings::default(),
+            intake: IntakeConfig::default(),
         }
     }
 }
@@ -328,6 +338,7 @@ impl std::fmt::Debug for Config {
             .field("validate_env_prefix", &self.validate_env_prefix)
             .field("journal_dir", &self.journal_dir)
             .field("pipeline", &self.pipeline)
+            .field("intake", &self.intake)
             .finish_non_exhaustive()
     }
 }

@@ -193,6 +193,19 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             svc.shutdown.clone(),
         )
         .await?;
+        if let Some(smtp) = svc.config.intake.smtp.clone() {
+            let l = tokio::net::TcpListener::bind(&smtp.listen)
+                .await
+                .with_context(|| format!("binding the SMTP intake on {}", smtp.listen))?;
+            tracing::info!(listen = %l.local_addr()?, "SMTP intake listening");
+            let sink: Arc<dyn crate::pipeline::smtp::MailSink> = p.clone();
+            svc.tasks.spawn(crate::pipeline::smtp::serve(
+                l,
+                smtp,
+                sink,
+                svc.shutdown.clone(),
+            ));
+        }
         let _ = svc.pipeline.set(p);
         let _ = svc
             .pipeline_webhook

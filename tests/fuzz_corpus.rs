@@ -39,7 +39,8 @@ fuzz_tests!(
     dialplan,
     flow,
     api,
-    intake
+    intake,
+    mail
 );
 
 #[test]
@@ -54,6 +55,7 @@ fn every_target_has_a_test_and_a_corpus() {
         "flow",
         "api",
         "intake",
+        "mail",
     ];
     for (name, _) in fuzzing::TARGETS {
         assert!(tested.contains(name), "no test runs target {name}");
@@ -70,6 +72,7 @@ fn every_target_has_a_test_and_a_corpus() {
 fn share(name: &str) -> f64 {
     match name {
         "intake" => 0.2,
+        "mail" => 1.0 / 3.0,
         _ => 1.0,
     }
 }
@@ -700,6 +703,41 @@ fn dictionary(name: &str) -> &'static [&'static [u8]] {
             b"\\ud800",
             b"\xe3\x81\x82",
             b"\xff",
+        ],
+        "mail" => &[
+            b"\r\n",
+            b"\r\n\r\n",
+            b"\r\n.\r\n",
+            b"\n.",
+            b"Content-Type: multipart/mixed; boundary=b\r\n",
+            b"Content-Type: text/plain; charset=",
+            b"Content-Type: message/rfc822\r\n",
+            b"Content-Transfer-Encoding: base64\r\n",
+            b"Content-Transfer-Encoding: quoted-printable\r\n",
+            b"--b\r\n",
+            b"--b--\r\n",
+            b"iso-2022-jp",
+            b"shift_jis",
+            b"euc-jp",
+            b"=?iso-2022-jp?B?",
+            b"=?utf-8?q?",
+            b"?=",
+            b"\x1b$B",
+            b"\x1b(B",
+            b"=\r\n",
+            b"=E3=81",
+            b"Subject: [PROBLEM] ",
+            b"Subject: [RECOVERY] ",
+            b"<br>",
+            b"&amp;",
+            b"&#x",
+            b"<script>",
+            b"EHLO x\r\n",
+            b"MAIL FROM:<a@b> SIZE=99999999999\r\n",
+            b"RCPT TO:<alerts@acme.example>\r\n",
+            b"DATA\r\n",
+            b"STARTTLS\r\n",
+            b"RSET\r\n",
         ],
         _ => &[],
     }

@@ -8,8 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::serve::{copy_prompts, pressing_callee, Serve};
 use common::scratch;
+use common::serve::{copy_prompts, pressing_callee, Serve};
 use serde_json::{json, Value};
 
 fn plan(contract: &str, uri: &str, pipeline: &str) -> String {
@@ -38,14 +38,22 @@ fn am_batch(contract: &str, alerts: &[(String, String)], status: &str) -> Value 
 
 fn incidents(s: &Serve, contract: &str) -> Vec<Value> {
     let (_, v) = s
-        .http("GET", &format!("/v1/incidents?contract={contract}&limit=500"), None)
+        .http(
+            "GET",
+            &format!("/v1/incidents?contract={contract}&limit=500"),
+            None,
+        )
         .unwrap();
     v["items"].as_array().cloned().unwrap_or_default()
 }
 
 fn notifications(s: &Serve, contract: &str) -> Vec<Value> {
     let (_, v) = s
-        .http("GET", &format!("/v1/notifications?contract={contract}"), None)
+        .http(
+            "GET",
+            &format!("/v1/notifications?contract={contract}"),
+            None,
+        )
         .unwrap();
     v["items"].as_array().cloned().unwrap_or_default()
 }
@@ -83,7 +91,11 @@ fn an_alert_storm_is_one_monitoring_path_incident_and_no_customer_call() {
                 .map(|h| (format!("host-{h:03}"), format!("Check{round}")))
                 .collect();
             let (st, v) = s
-                .http("POST", "/v1/intake/alertmanager", Some(am_batch("acme", &alerts, "firing")))
+                .http(
+                    "POST",
+                    "/v1/intake/alertmanager",
+                    Some(am_batch("acme", &alerts, "firing")),
+                )
                 .unwrap();
             assert_eq!(st, 202, "{v}");
             accepted += v["accepted"].as_array().unwrap().len();
@@ -91,7 +103,10 @@ fn an_alert_storm_is_one_monitoring_path_incident_and_no_customer_call() {
     }
     let took = started.elapsed();
     assert_eq!(accepted, 5000);
-    assert!(took < Duration::from_secs(60), "the storm took {took:?} to post");
+    assert!(
+        took < Duration::from_secs(60),
+        "the storm took {took:?} to post"
+    );
     // Every alert handled; one path incident called at the centre.
     let until = Instant::now() + Duration::from_secs(60);
     loop {
@@ -100,7 +115,11 @@ fn an_alert_storm_is_one_monitoring_path_incident_and_no_customer_call() {
         if n == 5000 && unhandled == 0 && !noc.is_empty() {
             break;
         }
-        assert!(Instant::now() < until, "alerts {n}, unhandled {unhandled}, noc calls {}", noc.len());
+        assert!(
+            Instant::now() < until,
+            "alerts {n}, unhandled {unhandled}, noc calls {}",
+            noc.len()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let incs = incidents(&s, "acme");
@@ -108,7 +127,12 @@ fn an_alert_storm_is_one_monitoring_path_incident_and_no_customer_call() {
         .iter()
         .filter(|i| i["kind"]["kind"] == "monitoring_path" || i["kind"] == "monitoring_path")
         .collect();
-    assert_eq!(paths.len(), 1, "{:#?}", incs.iter().take(3).collect::<Vec<_>>());
+    assert_eq!(
+        paths.len(),
+        1,
+        "{:#?}",
+        incs.iter().take(3).collect::<Vec<_>>()
+    );
     let path = paths[0];
     assert_eq!(path["notify_contract"], "noc");
     assert_eq!(path["holds"].as_array().unwrap().len(), 500);
@@ -119,7 +143,10 @@ fn an_alert_storm_is_one_monitoring_path_incident_and_no_customer_call() {
         .count();
     assert_eq!(called_hosts, 0);
     std::thread::sleep(Duration::from_secs(2));
-    assert!(notifications(&s, "acme").is_empty(), "the customer was called");
+    assert!(
+        notifications(&s, "acme").is_empty(),
+        "the customer was called"
+    );
     assert_eq!(notifications(&s, "noc").len(), 1, "the centre once");
 }
 
@@ -140,7 +167,11 @@ fn kill_9_after_a_202_and_during_the_window_loses_nothing_and_calls_once() {
         .http(
             "POST",
             "/v1/intake/alertmanager",
-            Some(am_batch("acme", &[("web-01".into(), "HostDown".into())], "firing")),
+            Some(am_batch(
+                "acme",
+                &[("web-01".into(), "HostDown".into())],
+                "firing",
+            )),
         )
         .unwrap();
     assert_eq!(st, 202, "{v}");
@@ -171,7 +202,10 @@ fn kill_9_after_a_202_and_during_the_window_loses_nothing_and_calls_once() {
         assert!(Instant::now() < until, "{:#}", i[0]);
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(called >= Duration::from_secs(6), "called before the window ended ({called:?})");
+    assert!(
+        called >= Duration::from_secs(6),
+        "called before the window ended ({called:?})"
+    );
     assert_eq!(incidents(&s, "acme").len(), 1, "one incident");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(notifications(&s, "acme").len(), 1, "one call");

@@ -35,7 +35,10 @@ async fn intake(
     let p = pipeline(svc)?;
     if let Some(c) = &default_contract {
         if c.is_empty() || c.len() > 200 {
-            return Err(ApiError::invalid("contract", "contract must be 1 to 200 characters"));
+            return Err(ApiError::invalid(
+                "contract",
+                "contract must be 1 to 200 characters",
+            ));
         }
     }
     let now = now_ms();

@@ -60,7 +60,10 @@ fn check(batch: &Batch, default: Option<&str>) {
 }
 
 fn check_alert(a: &Alert, default: Option<&str>) {
-    assert!(!a.contract.is_empty() && a.contract.len() <= MAX_VALUE, "{a:?}");
+    assert!(
+        !a.contract.is_empty() && a.contract.len() <= MAX_VALUE,
+        "{a:?}"
+    );
     assert_eq!(a.contract.trim(), a.contract);
     if default.is_none() {
         assert_ne!(a.contract, "fallback", "a default appeared from nowhere");
@@ -71,9 +74,16 @@ fn check_alert(a: &Alert, default: Option<&str>) {
     assert!(a.id.starts_with("al_"));
     // Sources' own labels and annotations are bounded; callout adds at
     // most a handful of its own (event fields, meta links).
-    assert!(a.labels.len() <= MAX_LABELS + 12, "{} labels", a.labels.len());
+    assert!(
+        a.labels.len() <= MAX_LABELS + 12,
+        "{} labels",
+        a.labels.len()
+    );
     for (k, v) in &a.labels {
-        assert!(!k.is_empty() && k.len() <= 128 + "annotation.".len(), "{k:?}");
+        assert!(
+            !k.is_empty() && k.len() <= 128 + "annotation.".len(),
+            "{k:?}"
+        );
         assert!(v.len() <= MAX_TEXT, "{k}: {} bytes", v.len());
     }
     let json = serde_json::to_string(a).expect("an alert serialises");

@@ -14,12 +14,14 @@
 
 mod api;
 mod intake;
+mod mail;
 mod media;
 mod sip;
 mod text;
 
 pub use api::api;
 pub use intake::intake;
+pub use mail::mail;
 pub use media::{rtp_session, sdp, wav};
 pub use sip::{sip_dialog, sip_message};
 pub use text::{dialplan, flow};
@@ -39,6 +41,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("flow", flow),
     ("api", api),
     ("intake", intake),
+    ("mail", mail),
 ];
 
 /// The target called `name`.

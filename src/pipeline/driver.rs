@@ -483,3 +483,79 @@ impl Task {
         });
     }
 }
+
+/// Alert mails: a recipient names its contract (`[pipeline.mail] to`);
+/// a mail is stored (raw, and the alert read from it, or the reason no
+/// rule could) before the SMTP 250.
+impl super::smtp::MailSink for Pipeline {
+    fn contract_for(&self, rcpt: &str) -> Option<String> {
+        let rcpt = rcpt.trim().to_ascii_lowercase();
+        self.contracts()
+            .into_iter()
+            .find(|(_, c)| c.mail.to.iter().any(|t| *t == rcpt))
+            .map(|(name, _)| name)
+    }
+
+    fn deliver(&self, mail: super::smtp::InboundMail) -> super::smtp::DeliverFuture<'_> {
+        Box::pin(async move {
+            let cfgs = self.contracts();
+            let mut any = false;
+            // One record per contract addressed (two contracts' addresses
+            // on one mail are two alerts).
+            let mut seen = HashSet::new();
+            for (rcpt, contract) in &mail.rcpts {
+                if !seen.insert(contract.clone()) {
+                    continue;
+                }
+                let Some(cfg) = cfgs.get(contract) else {
+                    continue;
+                };
+                let id = super::alert::new_id(mail.received_ms);
+                let read =
+                    super::mail::read_mail(&mail.raw, contract, &cfg.mail, id, mail.received_ms);
+                let (alert, reason, subject, from) = match read {
+                    super::mail::MailRead::Alert(a) => {
+                        let subject = a.labels.get("mail_subject").cloned().unwrap_or_default();
+                        let from = a.labels.get("mail_from").cloned().unwrap_or_default();
+                        (Some(a), None, subject, from)
+                    }
+                    super::mail::MailRead::Unparsed {
+                        reason,
+                        subject,
+                        from,
+                    } => (None, Some(reason), subject, from),
+                };
+                let row = crate::store::MailRow {
+                    id: new_id("ml"),
+                    contract: contract.clone(),
+                    from: if from.is_empty() {
+                        mail.from.clone()
+                    } else {
+                        from
+                    },
+                    rcpt: rcpt.clone(),
+                    subject,
+                    raw: mail.raw.clone(),
+                    received_ms: mail.received_ms,
+                    alert_id: alert.as_ref().map(|a| a.id.clone()),
+                    reason: reason.clone(),
+                };
+                if let Some(r) = &reason {
+                    tracing::warn!(contract = %contract, reason = %r, "alert mail kept unparsed");
+                }
+                self.store
+                    .insert_mail(&row, alert.as_ref())
+                    .await
+                    .map_err(|e| format!("the database did not take the mail: {e}"))?;
+                if alert.is_some() {
+                    any = true;
+                    self.metrics.alerts_accepted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if any {
+                self.kick();
+            }
+            Ok(())
+        })
+    }
+}

@@ -993,7 +993,9 @@ impl Engine {
             let mut ids: Vec<&Incident> = self
                 .incidents
                 .values()
-                .filter(|i| i.contract == alert.contract && i.kind == Kind::Host && i.state.is_open())
+                .filter(|i| {
+                    i.contract == alert.contract && i.kind == Kind::Host && i.state.is_open()
+                })
                 .filter(|i| i.keys.get(&key).is_some_and(|k| k.firing))
                 .collect();
             ids.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1002,7 +1004,11 @@ impl Engine {
         let Some(id) = self
             .by_host
             .get(&host_key)
-            .filter(|id| self.incidents.get(*id).is_some_and(|i| i.keys.contains_key(&key)))
+            .filter(|id| {
+                self.incidents
+                    .get(*id)
+                    .is_some_and(|i| i.keys.contains_key(&key))
+            })
             .cloned()
             .or_else(by_key)
         else {

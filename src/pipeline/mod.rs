@@ -14,4 +14,7 @@ pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod gateway;
+pub mod mail;
+pub mod smtp;
+pub mod smtp_session;
 pub mod sources;

@@ -211,7 +211,9 @@ pub fn events(
             for (i, ev) in list.iter().enumerate() {
                 let path = format!("events[{i}]");
                 match ev {
-                    Value::Object(m) => one_event(&mut batch, i, m, &path, now_ms, default_contract),
+                    Value::Object(m) => {
+                        one_event(&mut batch, i, m, &path, now_ms, default_contract)
+                    }
                     other => batch.items.push(Err(ItemError {
                         index: i,
                         field: path,
@@ -380,10 +382,7 @@ fn group_alert(g: &Group, a: &Value, path: &str) -> Result<Alert, Fault> {
     .unwrap_or_default();
     let key = match str_field(a, path, "fingerprint")? {
         Some(f) if !f.trim().is_empty() => bounded(path, "fingerprint", f.trim(), MAX_VALUE)?,
-        _ => format!(
-            "lh-{}",
-            digest(labels.iter().flat_map(|(k, v)| [*k, *v]))
-        ),
+        _ => format!("lh-{}", digest(labels.iter().flat_map(|(k, v)| [*k, *v]))),
     };
     let starts_ms = time_field(a, path, "startsAt")?;
     let ends_ms = time_field(a, path, "endsAt")?;
@@ -804,10 +803,7 @@ fn check_name(field: &str, name: &str) -> Result<(), Fault> {
     if name.len() > MAX_NAME {
         return Err(Fault::new(
             field.into(),
-            format!(
-                "label name of {} bytes, more than {MAX_NAME}",
-                name.len()
-            ),
+            format!("label name of {} bytes, more than {MAX_NAME}", name.len()),
         ));
     }
     Ok(())
@@ -882,11 +878,7 @@ pub fn instance_host(instance: &str) -> &str {
         return rest.split_once(']').map_or(s, |(h, _)| h);
     }
     match s.split_once(':') {
-        Some((h, port))
-            if !port.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            h
-        }
+        Some((h, port)) if !port.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => s,
     }
 }

@@ -203,20 +203,32 @@ fn wrong_types_name_the_field() {
     assert_eq!(
         fields,
         [
-            ("alerts[0].labels.severity", "expected a string, got a number"),
-            ("alerts[1].labels", "expected an object of strings, got an array"),
+            (
+                "alerts[0].labels.severity",
+                "expected a string, got a number"
+            ),
+            (
+                "alerts[1].labels",
+                "expected an object of strings, got an array"
+            ),
             ("alerts[2]", "expected an object, got a string"),
             (
                 "alerts[3].status",
                 "\"burning\" is neither \"firing\" nor \"resolved\""
             ),
-            ("alerts[4].startsAt", "\"yesterday\" is not an RFC 3339 time"),
+            (
+                "alerts[4].startsAt",
+                "\"yesterday\" is not an RFC 3339 time"
+            ),
             ("alerts[5].fingerprint", "expected a string, got a number"),
             (
                 "alerts[6].labels[\"app.kubernetes.io/name\"]",
                 "expected a string, got a number"
             ),
-            ("alerts[7].annotations.summary", "expected a string, got null"),
+            (
+                "alerts[7].annotations.summary",
+                "expected a string, got null"
+            ),
         ]
     );
     assert_eq!(
@@ -286,7 +298,9 @@ fn japanese_text_survives() {
 fn label_bounds() {
     let labels: Vec<String> = (0..MAX_LABELS).map(|i| format!("\"l{i}\":\"v\"")).collect();
     let body = |labels: &str| {
-        format!(r#"{{"version":"4","status":"firing","alerts":[{{"labels":{{"contract":"c",{labels}}}}},{{"labels":{{"contract":"c"}}}}]}}"#)
+        format!(
+            r#"{{"version":"4","status":"firing","alerts":[{{"labels":{{"contract":"c",{labels}}}}},{{"labels":{{"contract":"c"}}}}]}}"#
+        )
     };
     // 64 of its own plus the contract: refused; the other alert passes.
     let b = am(&body(&labels.join(",")));
@@ -441,7 +455,10 @@ fn pagerduty_trigger_then_resolve() {
     assert_eq!(a.host, "prod-datapipe03.example.com");
     assert_eq!(a.name, "disk");
     assert_eq!(a.severity, Severity::Critical);
-    assert_eq!(a.summary, "DISK at 99% on machine prod-datapipe03.example.com");
+    assert_eq!(
+        a.summary,
+        "DISK at 99% on machine prod-datapipe03.example.com"
+    );
     assert_eq!(a.starts_ms, Some(1_437_122_578_315));
     assert_eq!(a.labels["component"], "mysql");
     assert_eq!(a.labels["service"], "mysql");
@@ -483,12 +500,10 @@ fn events_without_dedup_key() {
 
 #[test]
 fn acknowledge_is_not_an_alert() {
-    let b = ev(
-        r#"{"events":[
+    let b = ev(r#"{"events":[
           {"routing_key":"acme","event_action":"trigger","dedup_key":"k1","payload":{"summary":"s","source":"h","severity":"warning"}},
           {"routing_key":"acme","event_action":"acknowledge","dedup_key":"k1"},
-          {"routing_key":"acme","event_action":"resolve","dedup_key":"k1"}]}"#,
-    );
+          {"routing_key":"acme","event_action":"resolve","dedup_key":"k1"}]}"#);
     assert_eq!(b.items.len(), 2);
     assert_eq!(ok(&b, 0).status, Status::Firing);
     assert_eq!(ok(&b, 1).status, Status::Resolved);
@@ -504,7 +519,9 @@ fn acknowledge_is_not_an_alert() {
 #[test]
 fn event_contracts_and_errors() {
     // custom_details.contract beats routing_key; default fills in.
-    let b = ev(r#"{"routing_key":"rk","event_action":"trigger","payload":{"summary":"s","custom_details":{"contract":"globex","instance":"db:5432"}}}"#);
+    let b = ev(
+        r#"{"routing_key":"rk","event_action":"trigger","payload":{"summary":"s","custom_details":{"contract":"globex","instance":"db:5432"}}}"#,
+    );
     assert_eq!(ok(&b, 0).contract, "globex");
     assert_eq!(ok(&b, 0).host, "db");
     let body = r#"{"event_action":"trigger","payload":{"summary":"s","source":"h"}}"#;
@@ -513,8 +530,7 @@ fn event_contracts_and_errors() {
     let b = events(body.as_bytes(), NOW, Some("acme")).unwrap();
     assert_eq!(ok(&b, 0).contract, "acme");
 
-    let b = ev(
-        r#"{"events":[
+    let b = ev(r#"{"events":[
           {"routing_key":"acme","event_action":"trigger"},
           {"routing_key":"acme","event_action":"trigger","payload":{"source":"h"}},
           {"routing_key":"acme","event_action":"page","payload":{"summary":"s"}},
@@ -522,8 +538,7 @@ fn event_contracts_and_errors() {
           {"routing_key":"acme","event_action":"trigger","payload":{"summary":"s","timestamp":"17 July"}},
           {"routing_key":"acme","event_action":"trigger","payload":"down"},
           7,
-          {"routing_key":"acme","event_action":"trigger","payload":{"summary":"fine"}}]}"#,
-    );
+          {"routing_key":"acme","event_action":"trigger","payload":{"summary":"fine"}}]}"#);
     let got: Vec<(usize, &str)> = b.errors().map(|e| (e.index, e.field.as_str())).collect();
     assert_eq!(
         got,
