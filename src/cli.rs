@@ -98,6 +98,19 @@ pub fn dialplan_check(
                     p.escalation.rounds,
                     p.menu.keys.len()
                 );
+                if let Some(c) = &p.pipeline {
+                    println!(
+                        "    pipeline: wait {} s, {} rule(s), {} heartbeat(s), mail to [{}]{}",
+                        c.wait_ms / 1000,
+                        c.rules.len(),
+                        c.heartbeats.len(),
+                        c.mail.to.join(", "),
+                        c.monitoring_contract
+                            .as_ref()
+                            .map(|m| format!(", monitoring path to {m}"))
+                            .unwrap_or_default()
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -446,7 +446,7 @@ fn main() -> ExitCode {
             vars,
         } => cli::say(&voice, &text, &out, &vars),
         Cmd::Demo { dialplans, prompts } => runtime()
-            .and_then(|rt| rt.block_on(callout::softphone::demo(dialplans, prompts)))
+            .and_then(|rt| rt.block_on(callout::demo::run(dialplans, prompts)))
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd:

@@ -1,5 +1,5 @@
-//! `callout softphone` and `callout demo`: a small SIP callee on the same
-//! stack, for trying callout without a phone.
+//! `callout softphone`: a small SIP callee on the same stack, for trying
+//! callout without a phone (and the demo's people on call).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,7 +37,7 @@ pub async fn run(
     serve(gw, &mut incoming, o, &emit).await
 }
 
-async fn serve(
+pub(crate) async fn serve(
     gw: Gateway,
     incoming: &mut mpsc::UnboundedReceiver<Incoming>,
     o: SoftphoneOptions,
@@ -128,184 +128,8 @@ async fn one_call(
     Ok(())
 }
 
-/// `callout demo`: the whole service on embedded defaults (SQLite, the
-/// sample dialplans), two local softphones as the contract's on-call
-/// people, a notification posted through the real HTTP API, and the
-/// escalation and its webhook deliveries printed as they happen.
-pub async fn demo(dialplans: PathBuf, prompts: PathBuf) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use sha2::Digest;
-    use std::sync::{Arc, Mutex};
-    // The two people on call, where dialplans/demo.toml expects them.
-    let mut phones = Vec::new();
-    for (i, (port, key)) in [(5071u16, "2"), (5072u16, "1")].into_iter().enumerate() {
-        let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let rtp = 41000 + i * 200;
-        let (gw, mut incoming) = Gateway::start_softphone(listen, &format!("{rtp}-{}", rtp + 199))
-            .await
-            .with_context(|| {
-                format!("starting the demo softphone on {listen} (is the port free?)")
-            })?;
-        let opts = SoftphoneOptions {
-            listen,
-            press: key.into(),
-            after: Duration::from_millis(3500),
-            record: None,
-            calls: 0,
-            rtp_ports: String::new(),
-        };
-        let who = if key == "2" { "first" } else { "second" };
-        phones.push(tokio::spawn(async move {
-            let emit =
-                move |v: serde_json::Value| println!("            [{who} phone] {}", describe(&v));
-            let _ = serve(gw, &mut incoming, opts, &emit).await;
-        }));
-    }
-    // A webhook receiver standing in for the ticket system.
-    let deliveries: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-    let hook_addr = {
-        use axum::{http::HeaderMap, routing::post, Router};
-        let d = deliveries.clone();
-        let app = Router::new().route(
-            "/ticket-events",
-            post(move |headers: HeaderMap, body: String| {
-                let d = d.clone();
-                async move {
-                    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                    let signed = headers.contains_key("webhook-signature");
-                    d.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
-                        "#{} {}{}",
-                        v["seq"],
-                        v["type"].as_str().unwrap_or("?"),
-                        if signed { " (signed)" } else { "" }
-                    ));
-                    axum::http::StatusCode::NO_CONTENT
-                }
-            }),
-        );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = l.local_addr()?;
-        tokio::spawn(async move { axum::serve(l, app).await });
-        addr
-    };
-    let token: String = (0..32)
-        .map(|_| format!("{:x}", rand::random::<u8>() % 16))
-        .collect();
-    let config = crate::config::Config {
-        listen: "127.0.0.1:0".into(),
-        sip: "127.0.0.1:0".into(),
-        dialplans,
-        prompts,
-        tokens: vec![crate::config::TokenConfig {
-            name: "demo".into(),
-            sha256: sha2::Sha256::digest(token.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-            scopes: vec!["admin".into()],
-        }],
-        webhooks: crate::config::WebhookConfig {
-            url: Some(format!("http://{hook_addr}/ticket-events")),
-            secrets: vec!["whsec_ZGVtby1zZWNyZXQtbm90LWZvci1wcm9kdWN0aW9u".into()],
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let db = config.database_url.clone();
-    let (svc, listener) = crate::serve::start(config).await?;
-    let api = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, crate::api::router(svc)).await });
-    println!("callout demo: API on {api}, database {db}, dialplans/demo.toml, webhooks to http://{hook_addr}/ticket-events");
-    let client = reqwest::Client::new();
-    let ticket = format!("DEMO-{}", crate::runner::now_ms() % 100_000);
-    let body = serde_json::json!({"contract": "demo", "ticket": ticket, "severity": "critical",
-        "host": "web-01.example.com", "summary": "HTTP checks failing"});
-    println!("POST {api}/v1/notifications {body}");
-    let resp = client
-        .post(format!("{api}/v1/notifications"))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await?;
-    let status = resp.status();
-    let accepted: serde_json::Value = resp.json().await?;
-    println!("  -> {} {}", status.as_u16(), accepted);
-    let id = accepted["id"]
-        .as_str()
-        .context("no id in the answer")?
-        .to_string();
-    let started = Instant::now();
-    let mut shown_attempts = 0;
-    let mut shown_outcomes = std::collections::HashSet::new();
-    let mut shown_hooks = 0;
-    let mut final_seen: Option<serde_json::Value> = None;
-    let mut settle = 0;
-    loop {
-        let v: serde_json::Value = client
-            .get(format!("{api}/v1/notifications/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await?
-            .json()
-            .await?;
-        let t = format!("{:>6} ms", started.elapsed().as_millis());
-        if let Some(attempts) = v["attempts"].as_array() {
-            for a in attempts.iter().skip(shown_attempts) {
-                println!(
-                    "{t}  calling {} (attempt {}, round {})",
-                    a["contact"].as_str().unwrap_or("?"),
-                    a["attempt"],
-                    a["round"]
-                );
-            }
-            shown_attempts = shown_attempts.max(attempts.len());
-            for a in attempts {
-                if let Some(o) = a["outcome"]["outcome"].as_str() {
-                    if shown_outcomes.insert(a["attempt"].to_string()) {
-                        println!(
-                            "{t}  {} -> {o} (keys pressed: {:?})",
-                            a["contact"].as_str().unwrap_or("?"),
-                            a["digits"].as_str().unwrap_or("")
-                        );
-                    }
-                }
-            }
-        }
-        {
-            let d = deliveries.lock().unwrap_or_else(|e| e.into_inner());
-            for line in d.iter().skip(shown_hooks) {
-                println!("{t}  webhook delivered: {line}");
-            }
-            shown_hooks = d.len();
-        }
-        let state = v["state"].as_str().unwrap_or("");
-        if crate::store::FINAL_STATES.contains(&state) && final_seen.is_none() {
-            println!("{t}  notification {state}: {}", v["final"]);
-            if let Some(by) = v["acked_by"].as_str() {
-                println!("{t}  acknowledged by {by}");
-            }
-            final_seen = Some(v.clone());
-        }
-        if final_seen.is_some() {
-            settle += 1;
-            // Let the last webhook deliveries arrive.
-            if settle > 8 && v["webhooks"]["queued"] == 0 {
-                break;
-            }
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            anyhow::bail!("the demo escalation did not finish within two minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    println!("done: GET {api}/v1/notifications/{id} has the whole history; `callout serve` runs this as a service");
-    for p in phones {
-        p.abort();
-    }
-    Ok(())
-}
-
-fn describe(v: &serde_json::Value) -> String {
+/// What a softphone event looks like in the demo's output.
+pub(crate) fn describe(v: &serde_json::Value) -> String {
     match v["event"].as_str() {
         Some("incoming") => "incoming call".into(),
         Some("answered") => "answered".into(),

@@ -18,6 +18,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("duplicate_key", "23:1: duplicate key `1` in table `menu.keys`"),
     ("no_ack", "21:1: no key is mapped to \"ack\""),
     ("no_contacts", "1:1: no contacts"),
+    ("pipeline_mail_regex", "31:11: pipeline.mail.rules.subject: bad regular expression: regex parse error:"),
+    ("pipeline_matcher", "28:10: pipeline.rules.match: matcher \"alertname~\\\"HostDown\\\"\": expected =, !=, =~ or !~ after \"alertname\""),
     ("not_a_key", "23:1: \"10\" is not a phone key (0-9, * or #)"),
     ("undefined_action", "23:7: key \"5\": undefined action \"reboot\""),
     ("unknown_field", "7:1: unknown field `ringtimeout`"),

@@ -142,8 +142,9 @@ fn callout_calls_the_softphone_which_presses_and_records() {
     );
 }
 
-/// The README's run command: the service on embedded defaults, a
-/// notification over HTTP, two softphones, webhooks.
+/// The README's run command: the service on embedded defaults, an
+/// Alertmanager webhook and a Japanese alert mail through the pipeline,
+/// two softphones, incidents opened, called, acknowledged and closed.
 #[test]
 fn demo_runs_end_to_end() {
     require("espeak-ng");
@@ -158,15 +159,35 @@ fn demo_runs_end_to_end() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("-> 202 "), "{text}");
     assert!(
-        text.contains("First on call (presses 2: pass it on) -> passed (keys pressed: \"2\")"),
+        text.contains("POST /v1/intake/alertmanager -> 202 "),
         "{text}"
     );
-    assert!(
-        text.contains("Second on call (presses 1: take it) -> acked (keys pressed: \"1\")"),
-        "{text}"
-    );
+    for (contract, ticket) in [("demo", "DEMO-0"), ("demo-ja", "DEMO-JA-0")] {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(&format!("[{ticket}")))
+            .collect();
+        let story = lines.join("\n");
+        for want in [
+            "ticket opened",
+            "pending → notifying: the wait window ended",
+            "key 2 pressed (attempt 1)",
+            "call ended: passed (attempt 1)",
+            "key 1 pressed (attempt 2)",
+            "notifying → acknowledged",
+            "recovered → closed",
+            "closed and released",
+        ] {
+            let want = want.replace("ticket opened", "opened");
+            assert!(
+                story.contains(&want),
+                "{contract}: no {want:?} in\n{story}\n\n{text}"
+            );
+        }
+    }
+    assert!(text.contains("opened by mail HTTP応答なし"), "{text}");
+    assert!(text.contains("SMTP  <- 250 2.0.0"), "{text}");
+    assert!(text.contains("acknowledged by 二次担当"), "{text}");
     assert!(text.contains("acknowledged by Second on call"), "{text}");
-    assert!(text.contains("notification.acked (signed)"), "{text}");
 }

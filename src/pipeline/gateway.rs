@@ -183,6 +183,7 @@ pub fn describe(
         "call.failed" => format!("call failed: {}{attempt}", s("error")),
         "contact.skipped" => format!("skipped {}", s("contact")),
         "notification.queued" => "queued at the gateway".into(),
+        "audio.ready" => "the message is rendered".into(),
         "notification.started" => "the escalation started".into(),
         "notification.acked" | "notification.action_taken" => {
             let who = d["final"]["contact"].as_u64().and_then(contact_name);
