@@ -173,6 +173,10 @@ pub fn say(voice: &str, text: &str, out: &Path, vars: &[String]) -> anyhow::Resu
         );
     }
     let spoken = crate::ivr::dialplan::render(text, &values);
+    if lang == Language::Ja {
+        // Say where the voice was looked for, not only that synthesis failed.
+        crate::paths::jtalk_voice(None)?;
+    }
     let tts = crate::tts::Tts::new(&crate::tts::TtsConfig::default())?;
     let started = Instant::now();
     let p = crate::tts::say_to_file(&tts, lang, &spoken, out)?;

@@ -240,6 +240,9 @@ pub struct Config {
     /// Where store writes wait while the database cannot take them
     /// (default: `journal/` beside an SQLite file, else `data/journal`).
     pub journal_dir: Option<PathBuf>,
+    /// The Open JTalk voice (`.htsvoice`); default: the shipped Mei voice,
+    /// looked for as `crate::paths` says.
+    pub jtalk_voice: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -262,6 +265,7 @@ impl Default for Config {
             sip_flood: SipFloodConfig::default(),
             validate_env_prefix: "CALLOUT_".into(),
             journal_dir: None,
+            jtalk_voice: None,
         }
     }
 }
@@ -289,6 +293,7 @@ impl std::fmt::Debug for Config {
             .field("sip_flood", &self.sip_flood)
             .field("validate_env_prefix", &self.validate_env_prefix)
             .field("journal_dir", &self.journal_dir)
+            .field("jtalk_voice", &self.jtalk_voice)
             .finish_non_exhaustive()
     }
 }

@@ -36,8 +36,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             scopes: vec!["admin".into()],
         });
     }
+    // Shipped files are found wherever the service starts (crate::paths).
+    crate::paths::resolve_config(&mut config)?;
     let store = Store::connect(&config.database_url)
         .await
+        .map_err(crate::schema::explain)
         .with_context(|| format!("opening the database {}", RedactedUrl(&config.database_url)))?;
     let registry = Registry::load(&config.dialplans, &config.prompts).map_err(|errors| {
         for e in &errors {
@@ -82,6 +85,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
     let tts = Tts::new(&TtsConfig {
         cache_dir: config.tts_cache.clone(),
         voices: config.voices.clone(),
+        jtalk_voice: crate::paths::service_voice(&config, &registry)?,
         ..TtsConfig::default()
     })?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
