@@ -8,6 +8,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod driver;
 // Fuzz target bodies for `fuzz/` and `tests/fuzz_corpus.rs`; not an API.
 #[doc(hidden)]

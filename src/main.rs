@@ -56,6 +56,16 @@ enum Cmd {
         #[arg(long, env = "CALLOUT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Check everything an alert depends on (configuration, dialplans,
+    /// database, trunks, addresses, voices, clock, limits); one line per
+    /// check, exit 1 when any failed.
+    Doctor {
+        #[arg(long, env = "CALLOUT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Also place a test call: answer, audio out, a key read back.
+        #[arg(long, value_name = "URI")]
+        call: Option<String>,
+    },
     /// A small SIP callee: answers, records what it hears, presses keys.
     Softphone {
         #[arg(long, default_value = "127.0.0.1:5070")]
@@ -279,6 +289,9 @@ fn main() -> ExitCode {
         Cmd::Serve { config } => runtime()
             .and_then(|rt| rt.block_on(callout::serve::serve(config.as_deref())))
             .map(|_| ExitCode::SUCCESS),
+        Cmd::Doctor { config, call } => runtime().map(|rt| {
+            rt.block_on(callout::doctor::main(callout::doctor::Options { config, call }))
+        }),
         Cmd::Softphone {
             listen,
             press,
