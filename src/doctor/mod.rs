@@ -127,6 +127,20 @@ pub async fn run(o: &Options, report: &mut dyn FnMut(&Verdict)) -> Vec<Verdict> 
     }
     let plans = if folders_ok {
         match crate::ivr::dialplan::load_dir(&config.dialplans, &config.prompts) {
+            Ok(plans) if plans.is_empty() => {
+                say(
+                    Verdict::new(
+                        Level::Warn,
+                        "dialplans",
+                        format!(
+                            "none in {}: nobody would be called; copy and edit a sample (/usr/share/doc/callout/examples/dialplans in the package, dialplans/ in the source)",
+                            config.dialplans.display()
+                        ),
+                    ),
+                    &mut all,
+                );
+                plans
+            }
             Ok(plans) => {
                 say(
                     Verdict::new(
@@ -166,6 +180,16 @@ pub async fn run(o: &Options, report: &mut dyn FnMut(&Verdict)) -> Vec<Verdict> 
     } else {
         Vec::new()
     };
+    if config.tokens.is_empty() {
+        say(
+            Verdict::new(
+                Level::Warn,
+                "api tokens",
+                "none configured: each start prints a random admin token; add [[tokens]] (configuration.md)",
+            ),
+            &mut all,
+        );
+    }
     say(database(&config.database_url).await, &mut all);
     for v in trunks(&config, &plans).await {
         say(v, &mut all);
@@ -390,11 +414,19 @@ async fn voices(config: &Config, plans: &[Dialplan]) -> Vec<Verdict> {
     let mut out = Vec::new();
     let needs_jtalk = plans.iter().any(crate::paths::uses_jtalk);
     let jtalk = crate::paths::jtalk_voice(config.jtalk_voice.as_deref());
-    if let Err(e) = &jtalk {
-        if needs_jtalk {
-            out.push(Verdict::new(Level::Fail, "voice file", e.to_string()));
-        }
-    }
+    out.push(match &jtalk {
+        Ok(p) => Verdict::new(
+            Level::Ok,
+            "voice file",
+            crate::paths::absolute(p.clone()).display().to_string(),
+        ),
+        Err(e) if needs_jtalk => Verdict::new(Level::Fail, "voice file", e.to_string()),
+        Err(e) => Verdict::new(
+            Level::Warn,
+            "voice file",
+            format!("{e} (no contract speaks Japanese yet)"),
+        ),
+    });
     if by_voice.is_empty() {
         return out;
     }
