@@ -14,6 +14,7 @@ pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ivr;
+pub mod logging;
 pub mod media;
 pub mod paths;
 pub mod pin_store;

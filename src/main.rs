@@ -12,6 +12,10 @@ use callout::cli;
 #[derive(Parser)]
 #[command(name = "callout", version, about = "Telephony escalation gateway")]
 struct Cli {
+    /// Log lines on stderr: plain (journald-friendly) or json (one object
+    /// per line). Level: CALLOUT_LOG (default warn).
+    #[arg(long, global = true, env = "CALLOUT_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: callout::logging::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -274,14 +278,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CALLOUT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    callout::logging::init(cli.log_format);
     let result = match cli.cmd {
         Cmd::Dtmf {
             cmd: DtmfCmd::Detect { file },
