@@ -101,11 +101,15 @@ impl std::fmt::Display for Redacted<'_> {
             _ => ("", s, ""),
         };
         let shown = match inner.split_once(':') {
-            Some((scheme, rest)) if ["sip", "sips", "tel"].contains(&scheme.to_ascii_lowercase().as_str()) => {
+            Some((scheme, rest))
+                if ["sip", "sips", "tel"].contains(&scheme.to_ascii_lowercase().as_str()) =>
+            {
                 match rest.split_once('@') {
                     Some((user, host)) => format!("{scheme}:{}@{host}", hide(user)),
                     None if scheme.eq_ignore_ascii_case("tel") => {
-                        let (num, params) = rest.split_once(';').map_or((rest, None), |(n, p)| (n, Some(p)));
+                        let (num, params) = rest
+                            .split_once(';')
+                            .map_or((rest, None), |(n, p)| (n, Some(p)));
                         match params {
                             Some(p) => format!("{scheme}:{};{p}", hide(num)),
                             None => format!("{scheme}:{}", hide(num)),
@@ -114,7 +118,13 @@ impl std::fmt::Display for Redacted<'_> {
                     None => inner.to_string(),
                 }
             }
-            _ if inner.chars().any(|c| c.is_ascii_digit()) && inner.chars().all(|c| c.is_ascii_digit() || "+-() ".contains(c)) => hide(inner),
+            _ if inner.chars().any(|c| c.is_ascii_digit())
+                && inner
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || "+-() ".contains(c)) =>
+            {
+                hide(inner)
+            }
             _ => inner.to_string(),
         };
         write!(f, "{open}{shown}{close}")
@@ -134,12 +144,18 @@ mod tests {
     #[test]
     fn numbers_and_sip_users_are_hidden_but_for_two_characters() {
         let r = |s: &str| Redacted(s).to_string();
-        assert_eq!(r("sip:0312345678@carrier.example"), "sip:…78@carrier.example");
+        assert_eq!(
+            r("sip:0312345678@carrier.example"),
+            "sip:…78@carrier.example"
+        );
         assert_eq!(
             r("\"Bob\" <sip:bob@127.0.0.1:5070>;tag=1"),
             "\"Bob\" <sip:…ob@127.0.0.1:5070>;tag=1"
         );
-        assert_eq!(r("tel:+81-3-1234-5678;phone-context=x"), "tel:…78;phone-context=x");
+        assert_eq!(
+            r("tel:+81-3-1234-5678;phone-context=x"),
+            "tel:…78;phone-context=x"
+        );
         assert_eq!(r("+81 3 1234 5678"), "…78");
         assert_eq!(r("sip:carrier.example"), "sip:carrier.example");
         assert_eq!(r("web-01"), "web-01");

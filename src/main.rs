@@ -14,7 +14,13 @@ use callout::cli;
 struct Cli {
     /// Log lines on stderr: plain (journald-friendly) or json (one object
     /// per line). Level: CALLOUT_LOG (default warn).
-    #[arg(long, global = true, env = "CALLOUT_LOG_FORMAT", value_enum, default_value_t)]
+    #[arg(
+        long,
+        global = true,
+        env = "CALLOUT_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
     log_format: callout::logging::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
@@ -288,7 +294,10 @@ fn main() -> ExitCode {
             .and_then(|rt| rt.block_on(callout::serve::serve(config.as_deref())))
             .map(|_| ExitCode::SUCCESS),
         Cmd::Doctor { config, call } => runtime().map(|rt| {
-            rt.block_on(callout::doctor::main(callout::doctor::Options { config, call }))
+            rt.block_on(callout::doctor::main(callout::doctor::Options {
+                config,
+                call,
+            }))
         }),
         Cmd::Softphone {
             listen,

@@ -181,9 +181,8 @@ mod tests {
             c.last().unwrap(),
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts")
         );
-        assert!(candidates(Path::new("dialplans")).contains(&PathBuf::from(
-            "/usr/share/doc/callout/examples/dialplans"
-        )));
+        assert!(candidates(Path::new("dialplans"))
+            .contains(&PathBuf::from("/usr/share/doc/callout/examples/dialplans")));
         assert_eq!(
             candidates(Path::new("/srv/voice.htsvoice")),
             vec![PathBuf::from("/srv/voice.htsvoice")]

@@ -104,10 +104,9 @@ pub async fn status(url: &str) -> Result<SchemaStatus, SchemaError> {
         .collect();
     let version = applied.iter().copied().max();
     Ok(match version {
-        Some(v) if applied.iter().any(|a| !known.contains(a)) => SchemaStatus::Newer {
-            version: v,
-            latest,
-        },
+        Some(v) if applied.iter().any(|a| !known.contains(a)) => {
+            SchemaStatus::Newer { version: v, latest }
+        }
         Some(v) if known.iter().all(|k| applied.contains(k)) => {
             SchemaStatus::Current { version: v }
         }

@@ -126,7 +126,8 @@ fn check_package(deb: &Path, root: &Path) {
         std::fs::read(Path::new(MANIFEST).join("voices/mei_normal.htsvoice")).unwrap(),
         "the shipped voice"
     );
-    let unit = std::fs::read_to_string(root.join("usr/lib/systemd/system/callout.service")).unwrap();
+    let unit =
+        std::fs::read_to_string(root.join("usr/lib/systemd/system/callout.service")).unwrap();
     for line in [
         "User=callout",
         "ExecStart=/usr/bin/callout serve --config /etc/callout/callout.toml",
@@ -140,10 +141,16 @@ fn check_package(deb: &Path, root: &Path) {
         "AmbientCapabilities=CAP_SYS_NICE",
         "LimitNOFILE=65536",
     ] {
-        assert!(unit.lines().any(|l| l == line), "{line} in the unit:\n{unit}");
+        assert!(
+            unit.lines().any(|l| l == line),
+            "{line} in the unit:\n{unit}"
+        );
     }
     let config = std::fs::read_to_string(root.join("etc/callout/callout.toml")).unwrap();
-    assert!(config.contains("sqlite:///var/lib/callout/callout.db"), "{config}");
+    assert!(
+        config.contains("sqlite:///var/lib/callout/callout.db"),
+        "{config}"
+    );
     // The unpacked binary finds its data beside itself (../share/callout),
     // from anywhere, when nothing is installed at the prefix.
     let doctor = Command::new(root.join("usr/bin/callout"))
@@ -180,8 +187,8 @@ fn installed() -> bool {
 fn child_of(pid: u32) -> Option<i32> {
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         if let Some(c) = children.split_whitespace().next() {
             return c.parse().ok();
         }
@@ -222,9 +229,17 @@ fn install_for_real(deb: &Path) {
     run(Command::new("dpkg").arg("-i").arg(deb));
     eprintln!("dpkg -i: {:?}", started.elapsed());
     run(Command::new("id").arg("callout"));
-    let owner = text(&run(Command::new("stat").args(["-c", "%U:%G %a", "/var/lib/callout"])));
+    let owner = text(&run(Command::new("stat").args([
+        "-c",
+        "%U:%G %a",
+        "/var/lib/callout",
+    ])));
     assert_eq!(owner.trim(), "callout:callout 750");
-    let conf = text(&run(Command::new("stat").args(["-c", "%U:%G %a", "/etc/callout/callout.toml"])));
+    let conf = text(&run(Command::new("stat").args([
+        "-c",
+        "%U:%G %a",
+        "/etc/callout/callout.toml",
+    ])));
     assert_eq!(conf.trim(), "root:callout 640");
 
     // Configure it as an operator would: ports, a token, one contract.
@@ -260,7 +275,14 @@ fn install_for_real(deb: &Path) {
     let report = text(
         &Command::new("runuser")
             .current_dir("/")
-            .args(["-u", "callout", "--", "/usr/bin/callout", "doctor", "--config"])
+            .args([
+                "-u",
+                "callout",
+                "--",
+                "/usr/bin/callout",
+                "doctor",
+                "--config",
+            ])
             .arg("/etc/callout/callout.toml")
             .output()
             .unwrap(),

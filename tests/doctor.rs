@@ -128,7 +128,9 @@ fn a_working_setup_is_all_green_with_a_test_call() {
         "call: key: 1",
     ] {
         assert!(
-            lines_of(&text, "ok").iter().any(|l| l[6..].starts_with(check)),
+            lines_of(&text, "ok")
+                .iter()
+                .any(|l| l[6..].starts_with(check)),
             "no ok line {check:?}:\n{text}"
         );
     }
@@ -204,7 +206,9 @@ fn database_down() {
         .lines()
         .map(|l| {
             if l.starts_with("database_url") {
-                format!("database_url = \"postgres://callout:pw-secret@127.0.0.1:{closed}/callout\"")
+                format!(
+                    "database_url = \"postgres://callout:pw-secret@127.0.0.1:{closed}/callout\""
+                )
             } else {
                 l.to_string()
             }
@@ -217,7 +221,11 @@ fn database_down() {
         &out,
         &text,
         "database",
-        &[&format!("127.0.0.1:{closed}"), "unreachable", "is the server running"],
+        &[
+            &format!("127.0.0.1:{closed}"),
+            "unreachable",
+            "is the server running",
+        ],
     );
     assert!(!text.contains("pw-secret"), "never the password: {text}");
 }
@@ -321,7 +329,12 @@ fn upgrade_from_the_previous_schema_and_a_refused_downgrade() {
         pool.close().await;
     });
     let (out, text) = doctor(&dir, &[], &[]);
-    assert_red(&out, &text, "database", &["newer callout", "schema version 9999"]);
+    assert_red(
+        &out,
+        &text,
+        "database",
+        &["newer callout", "schema version 9999"],
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_callout"))
         .current_dir("/")
         .args(["serve", "--config"])

@@ -66,7 +66,10 @@ fn json_lines_with_notification_and_call_ids_and_numbers_redacted() {
         .collect();
     assert!(
         lines.iter().any(|l| l["notice"] == true
-            && l["message"].as_str().unwrap_or("").starts_with("API on http://")),
+            && l["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("API on http://")),
         "{log}"
     );
     let dialling = lines
@@ -75,17 +78,22 @@ fn json_lines_with_notification_and_call_ids_and_numbers_redacted() {
         .unwrap_or_else(|| panic!("no dialling line: {log}"));
     let spans = dialling["spans"].as_array().unwrap();
     assert!(
+        spans.iter().any(|s| s["name"] == "notification"
+            && s["id"] == id.as_str()
+            && s["contract"] == "en"),
+        "{dialling}"
+    );
+    assert!(
         spans
             .iter()
-            .any(|s| s["name"] == "notification" && s["id"] == id.as_str() && s["contract"] == "en"),
+            .any(|s| s["name"] == "call" && s["attempt"] == 1),
         "{dialling}"
     );
     assert!(
-        spans.iter().any(|s| s["name"] == "call" && s["attempt"] == 1),
-        "{dialling}"
-    );
-    assert!(
-        dialling["uri"].as_str().unwrap().starts_with("sip:…78@127.0.0.1:"),
+        dialling["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("sip:…78@127.0.0.1:"),
         "{dialling}"
     );
     assert!(!log.contains("0312345678"), "the number is redacted: {log}");
@@ -97,7 +105,10 @@ fn plain_lines_show_numbers_only_when_asked() {
         "logs-plain",
         ("34900-34949", "34950-34999"),
         &[],
-        &[("CALLOUT_LOG_NUMBERS", "show"), ("JOURNAL_STREAM", "8:1234")],
+        &[
+            ("CALLOUT_LOG_NUMBERS", "show"),
+            ("JOURNAL_STREAM", "8:1234"),
+        ],
     );
     let line = log
         .lines()

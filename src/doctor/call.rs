@@ -21,7 +21,12 @@ pub async fn test_call(config: &Config, uri: &str) -> Vec<Verdict> {
     let prompt_file = config.prompts.join("press-a-key.wav");
     let prompt = match crate::media::audio::Prompt::load(&prompt_file) {
         Ok(p) => p,
-        Err(e) => return fail("call", format!("cannot load {}: {e}", prompt_file.display())),
+        Err(e) => {
+            return fail(
+                "call",
+                format!("cannot load {}: {e}", prompt_file.display()),
+            )
+        }
     };
     let trunk = match crate::service::trunk::resolve("default", &config.trunks).await {
         Ok(t) => t,

@@ -85,7 +85,11 @@ pub async fn run(o: &Options, report: &mut dyn FnMut(&Verdict)) -> Vec<Verdict> 
             }
             Err(e) => {
                 say(
-                    Verdict::new(Level::Fail, "configuration", format!("{e}: fix the file; nothing else can be checked")),
+                    Verdict::new(
+                        Level::Fail,
+                        "configuration",
+                        format!("{e}: fix the file; nothing else can be checked"),
+                    ),
                     &mut all,
                 );
                 return all;
@@ -107,12 +111,18 @@ pub async fn run(o: &Options, report: &mut dyn FnMut(&Verdict)) -> Vec<Verdict> 
     let mut folders_ok = true;
     for (check, found) in [
         ("prompts", crate::paths::prompts(&config.prompts)),
-        ("dialplans folder", crate::paths::dialplans(&config.dialplans)),
+        (
+            "dialplans folder",
+            crate::paths::dialplans(&config.dialplans),
+        ),
     ] {
         match found {
             Ok(p) => {
                 let p = crate::paths::absolute(p);
-                say(Verdict::new(Level::Ok, check, p.display().to_string()), &mut all);
+                say(
+                    Verdict::new(Level::Ok, check, p.display().to_string()),
+                    &mut all,
+                );
                 if check == "prompts" {
                     config.prompts = p;
                 } else {
@@ -253,7 +263,11 @@ async fn database(url: &str) -> Verdict {
 }
 
 async fn lookup(hostport: &str) -> Option<SocketAddr> {
-    let with_port = if hostport.parse::<SocketAddr>().is_ok() || hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let with_port = if hostport.parse::<SocketAddr>().is_ok()
+        || hostport
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         hostport.to_string()
     } else {
         format!("{hostport}:5060")
@@ -290,7 +304,11 @@ async fn trunks(config: &Config, plans: &[Dialplan]) -> Vec<Verdict> {
         let trunk = match crate::service::trunk::resolve(name, &config.trunks).await {
             Ok(tr) => tr,
             Err(e) => {
-                out.push(Verdict::new(Level::Fail, check, format!("{e}: calls through it would fail")));
+                out.push(Verdict::new(
+                    Level::Fail,
+                    check,
+                    format!("{e}: calls through it would fail"),
+                ));
                 continue;
             }
         };
@@ -318,11 +336,19 @@ async fn trunks(config: &Config, plans: &[Dialplan]) -> Vec<Verdict> {
         if let Some(registrar) = &t.registrar {
             let check = format!("{check}: register");
             let Some(addr) = lookup(registrar).await else {
-                out.push(Verdict::new(Level::Fail, check, format!("cannot resolve registrar {registrar}: check the name and DNS")));
+                out.push(Verdict::new(
+                    Level::Fail,
+                    check,
+                    format!("cannot resolve registrar {registrar}: check the name and DNS"),
+                ));
                 continue;
             };
             let Some(aor) = t.aor.clone() else {
-                out.push(Verdict::new(Level::Fail, check, "a registrar needs aor = \"sip:user@domain\""));
+                out.push(Verdict::new(
+                    Level::Fail,
+                    check,
+                    "a registrar needs aor = \"sip:user@domain\"",
+                ));
                 continue;
             };
             let r = sip::register(
@@ -374,7 +400,13 @@ async fn remote_peers(config: &Config, plans: &[Dialplan]) -> Vec<String> {
         .flat_map(|t| [t.proxy.clone(), t.registrar.clone()])
         .flatten()
         .collect();
-    for p in plans.iter().filter(|p| p.trunk == "default" || config.trunks.get(&p.trunk).is_some_and(|t| t.proxy.is_none())) {
+    for p in plans.iter().filter(|p| {
+        p.trunk == "default"
+            || config
+                .trunks
+                .get(&p.trunk)
+                .is_some_and(|t| t.proxy.is_none())
+    }) {
         for c in &p.contacts {
             hosts.push(uri_hostport(&c.uri).to_string());
         }
@@ -497,7 +529,10 @@ mod tests {
     #[test]
     fn host_of_a_contact_uri() {
         assert_eq!(uri_hostport("sip:bob@127.0.0.1:5070"), "127.0.0.1:5070");
-        assert_eq!(uri_hostport("sip:bob@pbx.example;transport=udp"), "pbx.example");
+        assert_eq!(
+            uri_hostport("sip:bob@pbx.example;transport=udp"),
+            "pbx.example"
+        );
         assert_eq!(uri_hostport("sip:pbx.example"), "pbx.example");
     }
 }

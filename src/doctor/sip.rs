@@ -82,7 +82,8 @@ pub async fn options(
     req.headers
         .push("From", format!("<sip:callout@{local}>;tag={}", token()));
     req.headers.push("To", format!("<sip:{target}>"));
-    req.headers.push("Call-ID", format!("{}@callout-doctor", token()));
+    req.headers
+        .push("Call-ID", format!("{}@callout-doctor", token()));
     req.headers.push("CSeq", "1 OPTIONS");
     req.headers.push("Accept", "application/sdp");
     let started = Instant::now();
@@ -174,9 +175,7 @@ pub async fn register(
                 (RegEvent::Failed { code: Some(code) }, None) => {
                     return Ok(RegisterOutcome::Refused { code })
                 }
-                (RegEvent::Failed { code: None }, None) => {
-                    return Err(ProbeError::NoAnswer(limit))
-                }
+                (RegEvent::Failed { code: None }, None) => return Err(ProbeError::NoAnswer(limit)),
             }
         }
         while let Some(t) = reg.poll_transmit() {

@@ -37,7 +37,9 @@ pub fn clock() -> Verdict {
         return Verdict::new(
             Level::Warn,
             check,
-            format!("cannot tell whether it is synchronised (no timedatectl, adjtimex failed): {fix}"),
+            format!(
+                "cannot tell whether it is synchronised (no timedatectl, adjtimex failed): {fix}"
+            ),
         );
     }
     if state == libc::TIME_ERROR || tx.status & libc::STA_UNSYNC != 0 {
@@ -50,10 +52,7 @@ pub fn clock() -> Verdict {
         Verdict::new(
             Level::Ok,
             check,
-            format!(
-                "synchronised (kernel; estimated error {} µs)",
-                tx.esterror
-            ),
+            format!("synchronised (kernel; estimated error {} µs)", tx.esterror),
         )
     }
 }
@@ -72,7 +71,11 @@ pub fn nofile() -> Verdict {
     let detail = format!("the service can raise its limit to {hard}");
     let fix = "raise it (LimitNOFILE=65536 in the systemd unit, or `ulimit -Hn`)";
     if hard < 1024 {
-        Verdict::new(Level::Fail, "open files", format!("{detail}: too few; {fix}"))
+        Verdict::new(
+            Level::Fail,
+            "open files",
+            format!("{detail}: too few; {fix}"),
+        )
     } else if hard < 8192 {
         Verdict::new(
             Level::Warn,
