@@ -357,7 +357,12 @@ fn main() -> ExitCode {
                     no_tts,
                     config,
                 },
-        } => cli::dialplan_check(&path, &prompts, !no_tts, config.as_deref()),
+        } => cli::dialplan_check(
+            &path,
+            &callout::paths::prompts(&prompts).unwrap_or(prompts),
+            !no_tts,
+            config.as_deref(),
+        ),
         Cmd::Escalate {
             dialplan,
             ticket,
@@ -376,7 +381,7 @@ fn main() -> ExitCode {
                 summary,
                 severity,
                 vars,
-                prompts,
+                prompts: callout::paths::prompts(&prompts).unwrap_or(prompts),
                 bind,
                 rtp_ports,
             }))
@@ -388,7 +393,12 @@ fn main() -> ExitCode {
             vars,
         } => cli::say(&voice, &text, &out, &vars),
         Cmd::Demo { dialplans, prompts } => runtime()
-            .and_then(|rt| rt.block_on(callout::softphone::demo(dialplans, prompts)))
+            .and_then(|rt| {
+                // The shipped samples, wherever the demo is started.
+                let dialplans = callout::paths::dialplans(&dialplans)?;
+                let prompts = callout::paths::prompts(&prompts)?;
+                rt.block_on(callout::softphone::demo(dialplans, prompts))
+            })
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd:
