@@ -94,6 +94,7 @@ fn check_package(deb: &Path, root: &Path) {
         "espeak-ng",
         "openssh-client",
         "adduser",
+        "procps",
     ] {
         assert!(depends.contains(d), "{d} in {depends}");
     }
@@ -145,6 +146,30 @@ fn check_package(deb: &Path, root: &Path) {
             unit.lines().any(|l| l == line),
             "{line} in the unit:\n{unit}"
         );
+    }
+    // systemd's own verdict on the sandbox (offline: no systemd needed).
+    match Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(root.join("usr/lib/systemd/system/callout.service"))
+        .output()
+    {
+        Ok(o) => {
+            let report = text(&o);
+            let level: f32 = report
+                .lines()
+                .find_map(|l| {
+                    l.split("Overall exposure level for callout.service: ")
+                        .nth(1)
+                })
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no exposure level: {report}"));
+            eprintln!("systemd-analyze security: exposure {level}");
+            assert!(
+                level <= 5.0,
+                "exposure {level} (at most 5, \"OK\"):\n{report}"
+            );
+        }
+        Err(_) => eprintln!("SKIPPED systemd-analyze security: not installed"),
     }
     let config = std::fs::read_to_string(root.join("etc/callout/callout.toml")).unwrap();
     assert!(

@@ -94,14 +94,18 @@ fn a_working_setup_is_all_green_with_a_test_call() {
     let mut registrar = Sipp::uas("registrar.xml", &sdir, &["-inf", "auth.csv"]);
     // The callee's softphone answers OPTIONS: it stands in for the proxy.
     let proxy = uri.rsplit_once('@').unwrap().1;
+    // A ticket system's intake (only connected to, never posted to).
+    let tickets = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = setup(
         "doctor-green",
         &uri,
         "",
         &format!(
             "[trunks.carrier]\nproxy = \"{proxy}\"\nregistrar = \"127.0.0.1:{}\"\naor = \"sip:alice@127.0.0.1\"\n\
-             username_env = \"DOCTOR_USER\"\npassword_env = \"DOCTOR_PASS\"\n",
-            registrar.port
+             username_env = \"DOCTOR_USER\"\npassword_env = \"DOCTOR_PASS\"\n\
+             [webhooks]\nurl = \"http://{}/tickets\"\n",
+            registrar.port,
+            tickets.local_addr().unwrap()
         ),
     );
     let (out, text) = doctor(
@@ -116,6 +120,7 @@ fn a_working_setup_is_all_green_with_a_test_call() {
         "prompts:",
         "dialplans: 2 contract(s) load",
         "database:",
+        "webhooks http://127.0.0.1:",
         "trunk carrier: options: proxy",
         "trunk carrier: register: sip:alice@127.0.0.1 registered",
         "sip address:",

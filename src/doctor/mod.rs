@@ -204,6 +204,9 @@ pub async fn run(o: &Options, report: &mut dyn FnMut(&Verdict)) -> Vec<Verdict> 
     for v in trunks(&config, &plans).await {
         say(v, &mut all);
     }
+    for v in webhooks(&config).await {
+        say(v, &mut all);
+    }
     let remote = remote_peers(&config, &plans).await;
     say(system::sip_address(&config.sip, &remote), &mut all);
     let ip = config
@@ -387,6 +390,53 @@ async fn trunks(config: &Config, plans: &[Dialplan]) -> Vec<Verdict> {
                 ),
             });
         }
+    }
+    out
+}
+
+/// Each webhook target (the ticket system's intake) accepts a connection.
+/// Nothing is posted: a test event would open a ticket.
+async fn webhooks(config: &Config) -> Vec<Verdict> {
+    let mut urls: Vec<&String> = config.webhooks.url.iter().collect();
+    urls.extend(config.webhooks.contracts.values());
+    let mut targets: Vec<(String, String)> = Vec::new();
+    let mut out = Vec::new();
+    for u in urls {
+        match reqwest::Url::parse(u) {
+            Ok(url) => {
+                let hostport = format!(
+                    "{}:{}",
+                    url.host_str().unwrap_or(""),
+                    url.port_or_known_default().unwrap_or(443)
+                );
+                if !targets.iter().any(|(h, _)| *h == hostport) {
+                    targets.push((hostport, format!("{}://{}", url.scheme(), url.authority())));
+                }
+            }
+            Err(e) => out.push(Verdict::new(
+                Level::Fail,
+                "webhooks",
+                format!("{u:?} is not a URL ({e}): fix [webhooks]"),
+            )),
+        }
+    }
+    for (hostport, shown) in targets {
+        let check = format!("webhooks {shown}");
+        let connect =
+            tokio::time::timeout(PROBE, tokio::net::TcpStream::connect(hostport.as_str())).await;
+        out.push(match connect {
+            Ok(Ok(_)) => Verdict::new(Level::Ok, check, "accepts connections (nothing posted)"),
+            Ok(Err(e)) => Verdict::new(
+                Level::Fail,
+                check,
+                format!("{e}: ticket events would wait and retry; check the URL and that the ticket system is up"),
+            ),
+            Err(_) => Verdict::new(
+                Level::Fail,
+                check,
+                format!("no connection within {PROBE:?}: check the URL and the firewall"),
+            ),
+        });
     }
     out
 }
