@@ -218,6 +218,9 @@ pub struct Config {
     pub dialplans: PathBuf,
     pub prompts: PathBuf,
     pub tts_cache: PathBuf,
+    /// The Open JTalk voice (`.htsvoice`); default: the shipped Mei voice,
+    /// looked for as `crate::paths` says.
+    pub jtalk_voice: Option<PathBuf>,
     /// API tokens. With none configured, a development token is printed at
     /// start-up (see `serve`).
     pub tokens: Vec<TokenConfig>,
@@ -240,9 +243,6 @@ pub struct Config {
     /// Where store writes wait while the database cannot take them
     /// (default: `journal/` beside an SQLite file, else `data/journal`).
     pub journal_dir: Option<PathBuf>,
-    /// The Open JTalk voice (`.htsvoice`); default: the shipped Mei voice,
-    /// looked for as `crate::paths` says.
-    pub jtalk_voice: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -255,6 +255,7 @@ impl Default for Config {
             dialplans: "dialplans".into(),
             prompts: "prompts".into(),
             tts_cache: "data/tts-cache".into(),
+            jtalk_voice: None,
             tokens: Vec::new(),
             webhooks: WebhookConfig::default(),
             max_body: 64 * 1024,
@@ -265,7 +266,6 @@ impl Default for Config {
             sip_flood: SipFloodConfig::default(),
             validate_env_prefix: "CALLOUT_".into(),
             journal_dir: None,
-            jtalk_voice: None,
         }
     }
 }
@@ -282,6 +282,7 @@ impl std::fmt::Debug for Config {
             .field("dialplans", &self.dialplans)
             .field("prompts", &self.prompts)
             .field("tts_cache", &self.tts_cache)
+            .field("jtalk_voice", &self.jtalk_voice)
             .field("tokens", &self.tokens.len())
             .field("webhook_url", &self.webhooks.url)
             .field("webhook_contracts", &self.webhooks.contracts)
@@ -293,7 +294,6 @@ impl std::fmt::Debug for Config {
             .field("sip_flood", &self.sip_flood)
             .field("validate_env_prefix", &self.validate_env_prefix)
             .field("journal_dir", &self.journal_dir)
-            .field("jtalk_voice", &self.jtalk_voice)
             .finish_non_exhaustive()
     }
 }
