@@ -354,3 +354,23 @@ fn upgrade_from_the_previous_schema_and_a_refused_downgrade() {
         "{err}"
     );
 }
+
+/// A loopback SIP address with a remote trunk: the trunk could never
+/// reach it.
+#[test]
+fn sip_address_loopback_with_a_remote_trunk() {
+    let dir = setup(
+        "doctor-loopback",
+        "sip:p@127.0.0.1:5999",
+        "",
+        // TEST-NET-1: remote, and never answers.
+        "[trunks.carrier]\nproxy = \"192.0.2.1:5060\"\n",
+    );
+    let (out, text) = doctor(&dir, &[], &[]);
+    assert_red(
+        &out,
+        &text,
+        "sip address",
+        &["127.0.0.1:5060", "loopback", "192.0.2.1:5060"],
+    );
+}
