@@ -108,3 +108,31 @@ fn say_in_another_folder_finds_the_voice() {
     );
     assert!(dir.join("out.wav").metadata().unwrap().len() > 8000);
 }
+
+/// A dialplans folder found nowhere stops the start, naming every place.
+#[test]
+fn a_dialplans_folder_found_nowhere_stops_the_start() {
+    let dir = scratch("paths-nodialplans");
+    std::fs::write(
+        dir.join("callout.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\nsip = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{d}/data/c.db\"\n\
+             dialplans = \"contracts-nowhere\"\ntts_cache = \"{d}/tts\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .current_dir("/")
+        .args(["serve", "--config"])
+        .arg(dir.join("callout.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("the dialplans folder not found; looked in: contracts-nowhere, /usr/share/callout/contracts-nowhere, ")
+            && err.contains(&format!("{}/contracts-nowhere", env!("CARGO_MANIFEST_DIR"))),
+        "{err}"
+    );
+}
