@@ -186,7 +186,21 @@ pub fn say(voice: &str, text: &str, out: &Path, vars: &[String]) -> anyhow::Resu
         );
     }
     let spoken = crate::ivr::dialplan::render(text, &values);
-    let tts = crate::tts::Tts::new(&crate::tts::TtsConfig::default())?;
+    if lang == Language::Ja {
+        // Say where the voice was looked for, not only that synthesis failed.
+        crate::paths::jtalk_voice(None)?;
+    }
+    let mut cfg = crate::tts::TtsConfig::default();
+    // Started where it cannot write (`/`, a system folder): a cache in the
+    // temporary folder rather than a failure.
+    if std::env::var_os("CALLOUT_TTS_CACHE").is_none()
+        && std::fs::create_dir_all(&cfg.cache_dir).is_err()
+    {
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        cfg.cache_dir = std::env::temp_dir().join(format!("callout-tts-cache-{uid}"));
+    }
+    let tts = crate::tts::Tts::new(&cfg)?;
     let started = Instant::now();
     let p = crate::tts::say_to_file(&tts, lang, &spoken, out)?;
     eprintln!(

@@ -253,6 +253,9 @@ pub struct Config {
     pub dialplans: PathBuf,
     pub prompts: PathBuf,
     pub tts_cache: PathBuf,
+    /// The Open JTalk voice (`.htsvoice`); default: the shipped Mei voice,
+    /// looked for as `crate::paths` says.
+    pub jtalk_voice: Option<PathBuf>,
     /// API tokens. With none configured, a development token is printed at
     /// start-up (see `serve`).
     pub tokens: Vec<TokenConfig>,
@@ -298,6 +301,7 @@ impl Default for Config {
             dialplans: "dialplans".into(),
             prompts: "prompts".into(),
             tts_cache: "data/tts-cache".into(),
+            jtalk_voice: None,
             tokens: Vec::new(),
             webhooks: WebhookConfig::default(),
             max_body: 64 * 1024,
@@ -326,6 +330,7 @@ impl std::fmt::Debug for Config {
             .field("dialplans", &self.dialplans)
             .field("prompts", &self.prompts)
             .field("tts_cache", &self.tts_cache)
+            .field("jtalk_voice", &self.jtalk_voice)
             .field("tokens", &self.tokens.len())
             .field("webhook_url", &self.webhooks.url)
             .field("webhook_contracts", &self.webhooks.contracts)

@@ -9,15 +9,19 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod driver;
 // Fuzz target bodies for `fuzz/` and `tests/fuzz_corpus.rs`; not an API.
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ivr;
+pub mod logging;
 pub mod media;
+pub mod paths;
 pub mod pin_store;
 pub mod pipeline;
 pub mod runner;
+pub mod schema;
 pub mod serve;
 pub mod service;
 pub mod sip;

@@ -12,6 +12,16 @@ use callout::cli;
 #[derive(Parser)]
 #[command(name = "callout", version, about = "Telephony escalation gateway")]
 struct Cli {
+    /// Log lines on stderr: plain (journald-friendly) or json (one object
+    /// per line). Level: CALLOUT_LOG (default warn).
+    #[arg(
+        long,
+        global = true,
+        env = "CALLOUT_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: callout::logging::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -55,6 +65,16 @@ enum Cmd {
         /// Configuration file (defaults for everything when absent).
         #[arg(long, env = "CALLOUT_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Check everything an alert depends on (configuration, dialplans,
+    /// database, trunks, addresses, voices, clock, limits); one line per
+    /// check, exit 1 when any failed.
+    Doctor {
+        #[arg(long, env = "CALLOUT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Also place a test call: answer, audio out, a key read back.
+        #[arg(long, value_name = "URI")]
+        call: Option<String>,
     },
     /// A small SIP callee: answers, records what it hears, presses keys.
     Softphone {
@@ -311,14 +331,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CALLOUT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    callout::logging::init(cli.log_format);
     let result = match cli.cmd {
         Cmd::Dtmf {
             cmd: DtmfCmd::Detect { file },
@@ -326,6 +340,12 @@ fn main() -> ExitCode {
         Cmd::Serve { config } => runtime()
             .and_then(|rt| rt.block_on(callout::serve::serve(config.as_deref())))
             .map(|_| ExitCode::SUCCESS),
+        Cmd::Doctor { config, call } => runtime().map(|rt| {
+            rt.block_on(callout::doctor::main(callout::doctor::Options {
+                config,
+                call,
+            }))
+        }),
         Cmd::Softphone {
             listen,
             press,
@@ -415,7 +435,12 @@ fn main() -> ExitCode {
                     no_tts,
                     config,
                 },
-        } => cli::dialplan_check(&path, &prompts, !no_tts, config.as_deref()),
+        } => cli::dialplan_check(
+            &path,
+            &callout::paths::prompts(&prompts).unwrap_or(prompts),
+            !no_tts,
+            config.as_deref(),
+        ),
         Cmd::Escalate {
             dialplan,
             ticket,
@@ -434,7 +459,7 @@ fn main() -> ExitCode {
                 summary,
                 severity,
                 vars,
-                prompts,
+                prompts: callout::paths::prompts(&prompts).unwrap_or(prompts),
                 bind,
                 rtp_ports,
             }))
@@ -446,7 +471,12 @@ fn main() -> ExitCode {
             vars,
         } => cli::say(&voice, &text, &out, &vars),
         Cmd::Demo { dialplans, prompts } => runtime()
-            .and_then(|rt| rt.block_on(callout::demo::run(dialplans, prompts)))
+            .and_then(|rt| {
+                // The shipped samples, wherever the demo is started.
+                let dialplans = callout::paths::dialplans(&dialplans)?;
+                let prompts = callout::paths::prompts(&prompts)?;
+                rt.block_on(callout::demo::run(dialplans, prompts))
+            })
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd:

@@ -292,15 +292,18 @@ pub async fn escalate(
                         "round": round, "at_ms": now_ms() - started}),
                     )
                     .await;
-                    let outcome = run_call(
-                        gw,
-                        &plan,
-                        &script,
-                        attempt,
-                        contact,
-                        &mut cancel,
-                        started,
-                        obs,
+                    let outcome = tracing::Instrument::instrument(
+                        run_call(
+                            gw,
+                            &plan,
+                            &script,
+                            attempt,
+                            contact,
+                            &mut cancel,
+                            started,
+                            obs,
+                        ),
+                        tracing::info_span!("call", attempt),
                     )
                     .await;
                     // A cancel that arrived during the call carries its reason.
@@ -493,6 +496,7 @@ async fn run_call(
     if cancel.borrow().is_some() {
         return Outcome::Cancelled;
     }
+    tracing::info!(contact = %c.name, uri = %crate::logging::Redacted(&c.uri), "dialling");
     // Read before dialling, so the answered call never waits for it.
     let pin = pin_check(plan, script).await;
     let mut call = match gw

@@ -26,7 +26,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
         let token: String = (0..32)
             .map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16)))
             .collect();
-        eprintln!("callout: no API tokens configured; this run's admin token is {token}");
+        crate::logging::notice(&format!(
+            "no API tokens configured; this run's admin token is {token}"
+        ));
         config.tokens.push(TokenConfig {
             name: "startup".into(),
             sha256: Sha256::digest(token.as_bytes())
@@ -36,8 +38,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             scopes: vec!["admin".into()],
         });
     }
+    // Shipped files are found wherever the service starts (crate::paths).
+    crate::paths::resolve_config(&mut config)?;
     let store = Store::connect(&config.database_url)
         .await
+        .map_err(crate::schema::explain)
         .with_context(|| format!("opening the database {}", RedactedUrl(&config.database_url)))?;
     let registry = Registry::load(&config.dialplans, &config.prompts).map_err(|errors| {
         for e in &errors {
@@ -82,6 +87,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
     let tts = Tts::new(&TtsConfig {
         cache_dir: config.tts_cache.clone(),
         voices: config.voices.clone(),
+        jtalk_voice: crate::paths::service_voice(&config, &registry)?,
         ..TtsConfig::default()
     })?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -239,12 +245,12 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let (svc, listener) = start(config).await?;
     let max_connections =
         crate::api::server::connection_limit(svc.config.http.max_connections, open_files);
-    eprintln!(
-        "callout: API on http://{} (at most {max_connections} connections), SIP on {}, database {}",
+    crate::logging::notice(&format!(
+        "API on http://{} (at most {max_connections} connections), SIP on {}, database {}",
         listener.local_addr()?,
         svc.gateway.sip_addr(),
         RedactedUrl(&svc.config.database_url)
-    );
+    ));
     // SIGHUP reloads the dialplans; a broken file keeps the old ones.
     let reload = svc.clone();
     tokio::spawn(async move {
@@ -305,6 +311,6 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     // Their last events and final states, written or journaled.
     svc.writer.close(std::time::Duration::from_secs(10)).await;
-    eprintln!("callout: stopped; unfinished notifications resume at the next start");
+    crate::logging::notice("stopped; unfinished notifications resume at the next start");
     Ok(())
 }

@@ -191,11 +191,11 @@ async fn run(
             let aor = aors.get(&cid).cloned().unwrap_or_default();
             let state = match ev {
                 crate::sip::register::RegEvent::Registered { expires } => {
-                    tracing::info!(%aor, expires, "registered");
+                    tracing::info!(aor = %crate::logging::Redacted(&aor), expires, "registered");
                     format!("registered for {expires} s")
                 }
                 crate::sip::register::RegEvent::Failed { code } => {
-                    tracing::error!(%aor, ?code, "registration failed; retrying in 30 s");
+                    tracing::error!(aor = %crate::logging::Redacted(&aor), ?code, "registration failed; retrying in 30 s");
                     format!(
                         "failed ({})",
                         code.map_or("no response".to_string(), |c| c.to_string())

@@ -282,7 +282,9 @@ impl Service {
             running.insert(row.id.clone(), tx);
         }
         let svc = self.clone();
-        self.tasks.spawn(async move {
+        // Every log line of this escalation carries the notification.
+        let span = tracing::info_span!("notification", id = %row.id, contract = %row.contract);
+        self.tasks.spawn(tracing::Instrument::instrument(async move {
             // However the task ends (returns, or panics), the row is no
             // longer owned and the sweeper can see it.
             let _owned = Owned {
@@ -316,7 +318,8 @@ impl Service {
             };
             // Synthesis runs off the async workers, before the first INVITE.
             let (tts, p2, prompts) = (svc.tts.clone(), plan.clone(), svc.config.prompts.clone());
-            let script = tokio::task::spawn_blocking(move || Script::prepare(&p2, &n, &tts, &prompts)).await;
+            let span = tracing::Span::current();
+            let script = tokio::task::spawn_blocking(move || span.in_scope(|| Script::prepare(&p2, &n, &tts, &prompts))).await;
             let script = match script {
                 Ok(Ok(mut s)) => {
                     // Lets a PBX log or a test tie each INVITE to its notification.
@@ -353,7 +356,7 @@ impl Service {
             if let Some(fin) = fin {
                 obs.finish(&fin);
             }
-        });
+        }, span));
     }
 
     /// A live task in this process runs this notification, or its last

@@ -200,6 +200,14 @@ impl Registration {
         }
     }
 
+    /// Remove the binding: REGISTER with `Expires: 0` on the same Call-ID
+    /// (answering a challenge as usual). Used by `callout doctor`, whose
+    /// test registration must not leave calls routed to its probe socket.
+    pub fn unregister(&mut self, now: Instant) {
+        self.cfg.expires = 0;
+        self.send(now);
+    }
+
     pub fn handle_response(&mut self, now: Instant, r: Response) {
         if let Some(tx) = &mut self.tx {
             tx.handle_response(now, r);

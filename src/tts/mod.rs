@@ -62,9 +62,13 @@ impl Default for TtsConfig {
                 .unwrap_or_else(|| PathBuf::from("data/tts-cache")),
             cache_max_bytes: 256 << 20,
             jtalk_dictionary: PathBuf::from(engine::DEBIAN_DICTIONARY),
-            jtalk_voice: std::env::var_os("CALLOUT_JTALK_VOICE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("voices/mei_normal.htsvoice")),
+            // Found wherever callout runs (crate::paths); when it is
+            // nowhere, the path as asked, so synthesis names it.
+            jtalk_voice: crate::paths::jtalk_voice(None).unwrap_or_else(|_| {
+                std::env::var_os("CALLOUT_JTALK_VOICE")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(crate::paths::JTALK_VOICE))
+            }),
             espeak_voice_en: "en-us".into(),
             voices: BTreeMap::new(),
         }

@@ -22,6 +22,12 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(dir: &Path, extra: &str, rtp: &str) -> Serve {
+        Self::start_in(dir, extra, rtp, None)
+    }
+
+    /// As [`Serve::start`], started in `cwd` (as a service manager starts
+    /// it in `/`).
+    pub fn start_in(dir: &Path, extra: &str, rtp: &str, cwd: Option<&Path>) -> Serve {
         let api_port = free_port_pair();
         let hash: String = Sha256::digest(TOKEN.as_bytes())
             .iter()
@@ -42,7 +48,11 @@ impl Serve {
         )
         .unwrap();
         let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_callout"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_callout"));
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        let child = cmd
             .args(["serve", "--config"])
             .arg(&config)
             .env("CALLOUT_LOG", "info")
