@@ -265,7 +265,11 @@ impl Task {
             Input::Notified { incident, result } => match result {
                 NotifyResult::Accepted(n) => {
                     self.engine.handle_notified(now, &incident, &n);
-                    if self.cancel_on_confirm.remove(&incident) {
+                    // The engine cancels what it still holds; a closed
+                    // incident it forgot is cancelled from here.
+                    if self.cancel_on_confirm.remove(&incident)
+                        && self.engine.incident(&incident).is_none()
+                    {
                         let g = self.gateway.clone();
                         tokio::spawn(async move { g.cancel(&n, "recovered").await });
                     }

@@ -131,6 +131,11 @@ pub struct Incident {
 /// must not grow one row without bound).
 const MAX_ALERT_IDS: usize = 200;
 
+/// Alert keys kept per incident; beyond this the recovered ones are
+/// forgotten (a sender that gives every event its own key, as Zabbix's
+/// event ids do, must not grow one incident without bound).
+const MAX_KEYS: usize = 256;
+
 impl Incident {
     pub fn idempotency_key(&self) -> String {
         format!("incident:{}:{}", self.id, self.notifications)
@@ -620,6 +625,9 @@ impl Engine {
                 summary: alert.summary.clone(),
             },
         );
+        if inc.keys.len() > MAX_KEYS {
+            inc.keys.retain(|k, v| v.firing || k == key);
+        }
         self.dirty.insert(id.to_string());
     }
 
@@ -1353,6 +1361,10 @@ impl Engine {
         } else {
             "escalation"
         };
+        // Recovered before the gateway named the escalation (perhaps
+        // before a restart, which forgets the driver's wish to cancel on
+        // confirmation): it is cancelled now; its end brings the notice.
+        let stale = inc.state == State::Recovered && !inc.recovery_notice;
         self.dirty.insert(incident.to_string());
         self.timeline(
             incident,
@@ -1361,6 +1373,13 @@ impl Engine {
             format!("{what} started: notification {notification}"),
             None,
         );
+        if stale {
+            self.out.push_back(Output::Cancel {
+                incident: incident.to_string(),
+                notification: Some(notification.to_string()),
+                reason: "recovered".into(),
+            });
+        }
     }
 
     /// The gateway refused the notification for good (a 4xx): recorded,
