@@ -1349,10 +1349,13 @@ impl Engine {
 
     // ---- the gateway ------------------------------------------------------------
 
-    /// The gateway accepted the notification (its id).
-    pub fn handle_notified(&mut self, now: i64, incident: &str, notification: &str) {
+    /// The gateway accepted the notification (its id). True when the
+    /// engine asked for it to be cancelled at once (the incident
+    /// recovered or closed while the request was under way); a driver
+    /// cancels on its own only what the engine no longer holds.
+    pub fn handle_notified(&mut self, now: i64, incident: &str, notification: &str) -> bool {
         let Some(inc) = self.incidents.get_mut(incident) else {
-            return;
+            return false;
         };
         inc.notify_pending = false;
         inc.notification = Some(notification.to_string());
@@ -1361,10 +1364,13 @@ impl Engine {
         } else {
             "escalation"
         };
-        // Recovered before the gateway named the escalation (perhaps
-        // before a restart, which forgets the driver's wish to cancel on
-        // confirmation): it is cancelled now; its end brings the notice.
-        let stale = inc.state == State::Recovered && !inc.recovery_notice;
+        // Recovered or closed before the gateway named the escalation
+        // (perhaps before a restart, which forgets the driver's wish to
+        // cancel on confirmation): it is cancelled now; its end brings
+        // the recovery notice, if one is wanted.
+        let state = inc.state;
+        let stale = !inc.recovery_notice
+            && matches!(state, State::Recovered | State::Closed | State::Expired);
         self.dirty.insert(incident.to_string());
         self.timeline(
             incident,
@@ -1377,9 +1383,14 @@ impl Engine {
             self.out.push_back(Output::Cancel {
                 incident: incident.to_string(),
                 notification: Some(notification.to_string()),
-                reason: "recovered".into(),
+                reason: if state == State::Recovered {
+                    "recovered".into()
+                } else {
+                    "closed".into()
+                },
             });
         }
+        stale
     }
 
     /// The gateway refused the notification for good (a 4xx): recorded,

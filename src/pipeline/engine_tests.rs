@@ -725,3 +725,24 @@ fn an_incident_forgets_recovered_keys_beyond_its_cap() {
     assert_eq!(inc.alert_count, 4_001);
     assert_eq!(inc.state, State::Pending);
 }
+
+#[test]
+fn a_close_before_the_gateway_confirmed_the_call_cancels_it() {
+    let mut e = engine("");
+    let mut f = Feed { n: 0 };
+    e.handle_alert(0, &f.alert(0, "web-01", "HostDown", Status::Firing));
+    let id = opened(&drain(&mut e))[0].clone();
+    run_to(&mut e, 60 * S);
+    assert!(e.handle_close(61 * S, &id, "alice"));
+    drain(&mut e);
+    // The gateway's answer arrives before the closed incident was
+    // written and forgotten: the engine still holds it and cancels.
+    assert!(e.handle_notified(62 * S, &id, "n_1"));
+    assert!(drain(&mut e).iter().any(|o| matches!(
+        o,
+        Output::Cancel { notification: Some(n), .. } if n == "n_1"
+    )));
+    // Once forgotten, the engine does not (the driver does).
+    e.take_dirty();
+    assert!(!e.handle_notified(63 * S, &id, "n_1"));
+}
