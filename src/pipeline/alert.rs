@@ -123,12 +123,16 @@ impl Alert {
     }
 }
 
-/// A new alert id: time-ordered (epoch ms in hex, then randomness), so
-/// sorting ids sorts by arrival.
+/// A new alert id: time-ordered (epoch ms in hex, then a counter of this
+/// process, then randomness), so sorting ids sorts by arrival, within
+/// one millisecond too (a batch's trigger and its resolve share one).
 pub fn new_id(now_ms: i64) -> String {
     use rand::Rng;
-    let r: u64 = rand::thread_rng().gen();
-    format!("al_{:012x}{:016x}", now_ms.max(0), r)
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed) & 0xff_ffff_ffff;
+    let r: u32 = rand::thread_rng().gen::<u32>() & 0xff_ffff;
+    format!("al_{:012x}{n:010x}{r:06x}", now_ms.max(0))
 }
 
 #[cfg(test)]
@@ -148,5 +152,13 @@ mod tests {
     fn ids_sort_by_time() {
         assert!(new_id(1_000) < new_id(2_000));
         assert_eq!(new_id(5).len(), 3 + 12 + 16);
+    }
+
+    #[test]
+    fn ids_of_one_millisecond_sort_in_the_order_they_were_made() {
+        let ids: Vec<String> = (0..1_000).map(|_| new_id(5)).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
     }
 }

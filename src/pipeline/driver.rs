@@ -264,8 +264,10 @@ impl Task {
         match i {
             Input::Notified { incident, result } => match result {
                 NotifyResult::Accepted(n) => {
-                    self.engine.handle_notified(now, &incident, &n);
-                    if self.cancel_on_confirm.remove(&incident) {
+                    let asked = self.engine.handle_notified(now, &incident, &n);
+                    // The engine cancels what it still holds; a closed
+                    // incident it forgot is cancelled from here.
+                    if self.cancel_on_confirm.remove(&incident) && !asked {
                         let g = self.gateway.clone();
                         tokio::spawn(async move { g.cancel(&n, "recovered").await });
                     }

@@ -131,6 +131,11 @@ pub struct Incident {
 /// must not grow one row without bound).
 const MAX_ALERT_IDS: usize = 200;
 
+/// Alert keys kept per incident; beyond this the recovered ones are
+/// forgotten (a sender that gives every event its own key, as Zabbix's
+/// event ids do, must not grow one incident without bound).
+const MAX_KEYS: usize = 256;
+
 impl Incident {
     pub fn idempotency_key(&self) -> String {
         format!("incident:{}:{}", self.id, self.notifications)
@@ -620,6 +625,9 @@ impl Engine {
                 summary: alert.summary.clone(),
             },
         );
+        if inc.keys.len() > MAX_KEYS {
+            inc.keys.retain(|k, v| v.firing || k == key);
+        }
         self.dirty.insert(id.to_string());
     }
 
@@ -1341,10 +1349,13 @@ impl Engine {
 
     // ---- the gateway ------------------------------------------------------------
 
-    /// The gateway accepted the notification (its id).
-    pub fn handle_notified(&mut self, now: i64, incident: &str, notification: &str) {
+    /// The gateway accepted the notification (its id). True when the
+    /// engine asked for it to be cancelled at once (the incident
+    /// recovered or closed while the request was under way); a driver
+    /// cancels on its own only what the engine no longer holds.
+    pub fn handle_notified(&mut self, now: i64, incident: &str, notification: &str) -> bool {
         let Some(inc) = self.incidents.get_mut(incident) else {
-            return;
+            return false;
         };
         inc.notify_pending = false;
         inc.notification = Some(notification.to_string());
@@ -1353,6 +1364,13 @@ impl Engine {
         } else {
             "escalation"
         };
+        // Recovered or closed before the gateway named the escalation
+        // (perhaps before a restart, which forgets the driver's wish to
+        // cancel on confirmation): it is cancelled now; its end brings
+        // the recovery notice, if one is wanted.
+        let state = inc.state;
+        let stale = !inc.recovery_notice
+            && matches!(state, State::Recovered | State::Closed | State::Expired);
         self.dirty.insert(incident.to_string());
         self.timeline(
             incident,
@@ -1361,6 +1379,18 @@ impl Engine {
             format!("{what} started: notification {notification}"),
             None,
         );
+        if stale {
+            self.out.push_back(Output::Cancel {
+                incident: incident.to_string(),
+                notification: Some(notification.to_string()),
+                reason: if state == State::Recovered {
+                    "recovered".into()
+                } else {
+                    "closed".into()
+                },
+            });
+        }
+        stale
     }
 
     /// The gateway refused the notification for good (a 4xx): recorded,

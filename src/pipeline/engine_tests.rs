@@ -641,3 +641,108 @@ fn a_recovery_by_key_alone_finds_its_incident() {
     e.handle_alert(10 * S, &r);
     assert!(drain(&mut e).contains(&Output::Closed { incident: id }));
 }
+
+#[test]
+fn a_recovery_before_the_gateway_confirmed_the_call_cancels_it_even_after_a_restart() {
+    let mut e = engine("recovery = \"call\"\n");
+    let mut f = Feed { n: 0 };
+    e.handle_alert(0, &f.alert(0, "web-01", "HostDown", Status::Firing));
+    let id = opened(&drain(&mut e))[0].clone();
+    run_to(&mut e, 60 * S);
+    // The call is asked for; the recovery arrives before the gateway
+    // named the notification: the cancel waits for its id.
+    e.handle_alert(
+        61 * S,
+        &f.alert(61 * S, "web-01", "HostDown", Status::Resolved),
+    );
+    let out = drain(&mut e);
+    assert!(out.contains(&Output::Cancel {
+        incident: id.clone(),
+        notification: None,
+        reason: "recovered".into(),
+    }));
+    let stored = e.take_dirty();
+    // Crash here (the driver's wish to cancel on confirmation is lost);
+    // the restart asks again with the same key and the gateway names the
+    // running notification: it must be cancelled, not left calling.
+    let mut e2 = engine("recovery = \"call\"\n");
+    for i in stored {
+        e2.restore(i);
+    }
+    assert_eq!(notifies(&drain(&mut e2)), vec![id.clone()]);
+    e2.handle_notified(70 * S, &id, "n_1");
+    let out = drain(&mut e2);
+    assert!(
+        out.contains(&Output::Cancel {
+            incident: id.clone(),
+            notification: Some("n_1".into()),
+            reason: "recovered".into(),
+        }),
+        "{out:?}"
+    );
+    // Its end brings the recovery notice, then the close.
+    e2.handle_outcome(
+        71 * S,
+        &id,
+        "n_1",
+        GatewayOutcome::Ended {
+            state: "cancelled".into(),
+        },
+    );
+    assert_eq!(notifies(&drain(&mut e2)), vec![id.clone()]);
+    e2.handle_notified(72 * S, &id, "n_2");
+    assert!(
+        !drain(&mut e2)
+            .iter()
+            .any(|o| matches!(o, Output::Cancel { .. })),
+        "the recovery notice itself is not cancelled"
+    );
+}
+
+#[test]
+fn an_incident_forgets_recovered_keys_beyond_its_cap() {
+    let mut e = engine("");
+    let mut f = Feed { n: 0 };
+    e.handle_alert(0, &f.alert(0, "web-01", "Stays", Status::Firing));
+    let id = opened(&drain(&mut e))[0].clone();
+    // A sender giving every event its own key: each fires and recovers.
+    for i in 0..2_000 {
+        let t = S + i;
+        e.handle_alert(t, &f.alert(t, "web-01", &format!("ev{i}"), Status::Firing));
+        e.handle_alert(
+            t,
+            &f.alert(t, "web-01", &format!("ev{i}"), Status::Resolved),
+        );
+    }
+    drain(&mut e);
+    let inc = e.incident(&id).unwrap();
+    assert!(inc.keys.len() <= MAX_KEYS + 1, "{} keys", inc.keys.len());
+    assert!(
+        inc.keys["web-01/Stays"].firing,
+        "a firing key is never forgotten"
+    );
+    assert_eq!(inc.alerts.len(), MAX_ALERT_IDS);
+    assert_eq!(inc.alert_count, 4_001);
+    assert_eq!(inc.state, State::Pending);
+}
+
+#[test]
+fn a_close_before_the_gateway_confirmed_the_call_cancels_it() {
+    let mut e = engine("");
+    let mut f = Feed { n: 0 };
+    e.handle_alert(0, &f.alert(0, "web-01", "HostDown", Status::Firing));
+    let id = opened(&drain(&mut e))[0].clone();
+    run_to(&mut e, 60 * S);
+    assert!(e.handle_close(61 * S, &id, "alice"));
+    drain(&mut e);
+    // The gateway's answer arrives before the closed incident was
+    // written and forgotten: the engine still holds it and cancels.
+    assert!(e.handle_notified(62 * S, &id, "n_1"));
+    assert!(drain(&mut e).iter().any(|o| matches!(
+        o,
+        Output::Cancel { notification: Some(n), .. } if n == "n_1"
+    )));
+    // Once forgotten, the engine does not (the driver does).
+    e.take_dirty();
+    assert!(!e.handle_notified(63 * S, &id, "n_1"));
+}

@@ -122,7 +122,8 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| "bad webhook-timestamp")?;
-    if (now_s - ts).abs() > tolerance_s {
+    // abs_diff: a timestamp near i64::MIN must not overflow.
+    if now_s.abs_diff(ts) > tolerance_s.unsigned_abs() {
         return Err("webhook-timestamp is too far from now");
     }
     if secrets.is_empty() {
@@ -284,6 +285,10 @@ mod tests {
         .is_err());
         assert!(verify(&[], "ev_1", "1700000000", &sig, body, 1_700_000_010, 300).is_err());
         assert!(verify(&secrets, "ev_1", "x", &sig, body, 1_700_000_010, 300).is_err());
+        // Extreme timestamps are refused, not an overflow.
+        for ts in ["-9223372036854775808", "9223372036854775807"] {
+            assert!(verify(&secrets, "ev_1", ts, &sig, body, 1_700_000_010, 300).is_err());
+        }
     }
 
     #[test]
