@@ -26,6 +26,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::percentile;
 
+/// When each notification's INVITE reached the callee (wall clock, ms).
+type Arrivals = Arc<Mutex<HashMap<String, f64>>>;
+
 const TOKEN: &str = "bench-pipeline-token";
 /// Distinct hosts the load cycles through (each alert name repeats
 /// every `HOSTS` alerts), as a real estate of monitored hosts does.
@@ -560,10 +563,10 @@ async fn smtp_phase(o: &PipelineBench, addr: std::net::SocketAddr) -> anyhow::Re
 
 /// A UDP callee recording when each INVITE arrives (wall clock, ms, by
 /// `X-Callout-Notification`), answering 486 so each escalation ends.
-fn start_callee() -> anyhow::Result<(std::net::SocketAddr, Arc<Mutex<HashMap<String, f64>>>)> {
+fn start_callee() -> anyhow::Result<(std::net::SocketAddr, Arrivals)> {
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     let addr = sock.local_addr()?;
-    let arrivals: Arc<Mutex<HashMap<String, f64>>> = Arc::default();
+    let arrivals: Arrivals = Arc::default();
     let a = arrivals.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 65536];
@@ -630,11 +633,7 @@ async fn drain(client: &reqwest::Client, base: &str, limit: Duration) -> anyhow:
 
 /// Window end -> INVITE: single alerts to `lat` (wait 1 s), new hosts,
 /// spaced 20 ms; each incident's deadline is its `opened_ms` + 1 s.
-async fn latency_phase(
-    o: &PipelineBench,
-    base: &str,
-    arrivals: &Arc<Mutex<HashMap<String, f64>>>,
-) -> anyhow::Result<()> {
+async fn latency_phase(o: &PipelineBench, base: &str, arrivals: &Arrivals) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let post = |host: String| {
         let body = json!({

@@ -196,7 +196,7 @@ struct Task {
 }
 
 enum Effect {
-    Notify(Incident),
+    Notify(Box<Incident>),
     Cancel(String, String),
 }
 
@@ -357,7 +357,7 @@ impl Task {
                         .cloned()
                         .or_else(|| self.engine.incident(&incident).cloned());
                     if let Some(inc) = inc {
-                        effects.push(Effect::Notify(inc));
+                        effects.push(Effect::Notify(Box::new(inc)));
                     }
                 }
                 Output::Cancel {
@@ -422,7 +422,7 @@ impl Task {
         }
         for e in effects {
             match e {
-                Effect::Notify(inc) => self.notify(inc),
+                Effect::Notify(inc) => self.notify(*inc),
                 Effect::Cancel(n, reason) => {
                     let g = self.gateway.clone();
                     tokio::spawn(async move { g.cancel(&n, &reason).await });
@@ -492,7 +492,7 @@ impl super::smtp::MailSink for Pipeline {
         let rcpt = rcpt.trim().to_ascii_lowercase();
         self.contracts()
             .into_iter()
-            .find(|(_, c)| c.mail.to.iter().any(|t| *t == rcpt))
+            .find(|(_, c)| c.mail.to.contains(&rcpt))
             .map(|(name, _)| name)
     }
 

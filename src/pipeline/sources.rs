@@ -851,7 +851,7 @@ fn ms_rfc3339(ms: i64) -> String {
 }
 
 /// The first value that is there and not blank, trimmed.
-fn first<'a, const N: usize>(candidates: [Option<&'a str>; N]) -> Option<&'a str> {
+fn first<const N: usize>(candidates: [Option<&str>; N]) -> Option<&str> {
     candidates
         .into_iter()
         .flatten()
