@@ -9,6 +9,10 @@
 //! lone request is written at once. If a group's transaction fails, each
 //! request of it is written on its own and gets its own result, so one
 //! request cannot fail another.
+//!
+//! SQLite only: PostgreSQL's pool has several connections and the server
+//! groups concurrent commits itself, so one writer there would only
+//! serialise them; its requests write directly.
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,21 +31,32 @@ struct Job {
 /// handle is dropped.
 #[derive(Clone)]
 pub struct GroupCommit {
-    jobs: mpsc::UnboundedSender<Job>,
+    /// `None`: not SQLite, each request commits on its own connection.
+    jobs: Option<mpsc::UnboundedSender<Job>>,
+    store: Store,
 }
 
 impl GroupCommit {
     /// Must be called inside a tokio runtime (spawns the writer task).
     pub fn start(store: Store) -> GroupCommit {
+        if !store.is_sqlite() {
+            return GroupCommit { jobs: None, store };
+        }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, rx));
-        GroupCommit { jobs: tx }
+        tokio::spawn(run(store.clone(), rx));
+        GroupCommit {
+            jobs: Some(tx),
+            store,
+        }
     }
 
     /// Returns once `alerts` are committed (or why they are not).
     pub async fn insert_alerts(&self, alerts: Vec<Alert>) -> Result<(), StoreError> {
+        let Some(jobs) = &self.jobs else {
+            return self.store.insert_alerts(&alerts).await;
+        };
         let (done, rx) = oneshot::channel();
-        if self.jobs.send(Job { alerts, done }).is_err() {
+        if jobs.send(Job { alerts, done }).is_err() {
             return Err(closed());
         }
         rx.await.unwrap_or(Err(closed()))
@@ -67,7 +82,10 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Job>) {
             let _ = j.done.send(r);
             continue;
         }
-        let all: Vec<Alert> = group.iter().flat_map(|j| j.alerts.iter().cloned()).collect();
+        let all: Vec<Alert> = group
+            .iter()
+            .flat_map(|j| j.alerts.iter().cloned())
+            .collect();
         match store.insert_alerts(&all).await {
             Ok(()) => {
                 for j in group {
