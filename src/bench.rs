@@ -15,6 +15,8 @@ use crate::media::audio::{read_wav_mono, resample, to_i16, Prompt, RATE};
 use crate::media::inband::Detector;
 use crate::sip::call::CallEvent;
 
+pub mod pipeline;
+
 /// Options of `callout bench calls`.
 #[derive(Debug, Clone)]
 pub struct CallsBench {
@@ -86,7 +88,7 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -285,6 +285,38 @@ enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         steps: usize,
     },
+    /// The alert pipeline: alerts/s over HTTP (beside a real Alertmanager)
+    /// and SMTP, window end -> INVITE, memory during a storm.
+    Pipeline {
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Seconds per throughput phase.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Alerts per Alertmanager body.
+        #[arg(long, default_value_t = 50)]
+        batch: usize,
+        #[arg(long, default_value_t = 8)]
+        smtp_sessions: usize,
+        /// Incidents timed from window end to INVITE.
+        #[arg(long, default_value_t = 300)]
+        incidents: usize,
+        #[arg(long, default_value_t = 60.0)]
+        storm_secs: f64,
+        /// Alerts per second offered during the storm.
+        #[arg(long, default_value_t = 1000)]
+        storm_rate: u64,
+        /// Admin URL of a PostgreSQL server (…/postgres): the throughput
+        /// phases again on a database made and dropped there.
+        #[arg(long, env = "CALLOUT_BENCH_POSTGRES_URL")]
+        postgres: Option<String>,
+        /// No Alertmanager beside callout.
+        #[arg(long)]
+        no_peer: bool,
+        /// A tiny run (seconds) that only shows the bench still works.
+        #[arg(long)]
+        quick: bool,
+    },
     /// In-band detector throughput on a WAV file.
     Dtmf {
         file: PathBuf,
@@ -494,6 +526,45 @@ fn main() -> ExitCode {
         } => runtime()
             .and_then(|rt| rt.block_on(callout::bench::actions(runs, steps)))
             .map(|_| ExitCode::SUCCESS),
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Pipeline {
+                    clients,
+                    seconds,
+                    batch,
+                    smtp_sessions,
+                    incidents,
+                    storm_secs,
+                    storm_rate,
+                    postgres,
+                    no_peer,
+                    quick,
+                },
+        } => {
+            use callout::bench::pipeline::PipelineBench;
+            let o = if quick {
+                PipelineBench {
+                    postgres,
+                    no_peer,
+                    ..PipelineBench::quick()
+                }
+            } else {
+                PipelineBench {
+                    clients,
+                    seconds,
+                    batch,
+                    smtp_sessions,
+                    incidents,
+                    storm_secs,
+                    storm_rate,
+                    postgres,
+                    no_peer,
+                }
+            };
+            runtime()
+                .and_then(|rt| rt.block_on(callout::bench::pipeline::run(o)))
+                .map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Bench {
             cmd: BenchCmd::Tts { repeat },
         } => callout::bench::tts(repeat).map(|_| ExitCode::SUCCESS),

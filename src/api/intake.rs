@@ -90,11 +90,13 @@ async fn intake(
         err = err.with_errors(json!(rejected));
         return Err(err);
     }
-    // Durable before the answer.
-    p.store.insert_alerts(&accepted).await?;
+    // Durable before the answer (committed, possibly together with
+    // other requests' alerts, before this returns).
+    let n = accepted.len() as u64;
+    p.intake.insert_alerts(accepted).await?;
     p.metrics
         .alerts_accepted
-        .fetch_add(accepted.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     p.kick();
     Ok((
         StatusCode::ACCEPTED,

@@ -68,6 +68,8 @@ pub struct Pipeline {
     /// Secrets the gateway's webhooks are signed with.
     pub secrets: Vec<String>,
     pub metrics: Metrics,
+    /// The intake's writes, grouped into shared commits.
+    pub intake: super::group_commit::GroupCommit,
     inputs: mpsc::UnboundedSender<Input>,
     kick: Notify,
     seq: AtomicI64,
@@ -140,6 +142,7 @@ pub async fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let seq = store.max_timeline_seq().await? + 1;
     let p = Arc::new(Pipeline {
+        intake: super::group_commit::GroupCommit::start(store.clone()),
         store,
         plans,
         secrets,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod gateway;
+pub mod group_commit;
 pub mod mail;
 pub mod smtp;
 pub mod smtp_session;
