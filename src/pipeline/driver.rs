@@ -343,18 +343,25 @@ impl Task {
                     kind,
                     text,
                     alert,
-                } => w.timeline.push((
-                    incident,
-                    TimelineRow {
-                        id: new_id("tl"),
-                        seq: self.p.next_seq(),
-                        at_ms,
-                        kind: kind.to_string(),
-                        text,
-                        alert,
-                        data: None,
-                    },
-                )),
+                } => {
+                    // Each step of an incident's story is a log line with
+                    // its id (a field in JSON logs), not only a row.
+                    if kind != "alert" && kind != "held" {
+                        tracing::info!(incident = %incident, kind, "{text}");
+                    }
+                    w.timeline.push((
+                        incident,
+                        TimelineRow {
+                            id: new_id("tl"),
+                            seq: self.p.next_seq(),
+                            at_ms,
+                            kind: kind.to_string(),
+                            text,
+                            alert,
+                            data: None,
+                        },
+                    ))
+                }
                 Output::Notify { incident } => {
                     let inc = self
                         .snapshot
