@@ -447,6 +447,10 @@ fn bad_input_over_http_is_refused_clearly_and_nothing_is_lost_or_doubled() {
         )
         .unwrap();
     assert_eq!(st, 409);
+    let (st, _) = s
+        .http("POST", "/v1/incidents/in_nosuch/close", Some(json!({})))
+        .unwrap();
+    assert_eq!(st, 404);
     assert_eq!(incidents(&s, "contract=fast")[0]["state"], "closed");
     let (_, n) = s
         .http("GET", &format!("/v1/notifications/{nid}"), None)

@@ -227,6 +227,13 @@ pub(crate) async fn close_incident(
 ) -> Result<Json<Value>, ApiError> {
     let who = authorize(&svc, &headers, Scope::Operate)?;
     let p = pipeline(&svc)?;
+    if p.store.get_incident(&id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no incident {id}"),
+        ));
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     p.send(Input::Close {
         incident: id.clone(),

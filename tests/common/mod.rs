@@ -35,8 +35,11 @@ pub fn free_port_pair() -> u16 {
     loop {
         // sipp uses the media port and the three above it (RTCP, video).
         let p = NEXT_PORT.fetch_add(4, Ordering::Relaxed);
+        // Free for TCP too: the port often becomes a service's API, and
+        // outgoing connections take local ports from the same range.
         if UdpSocket::bind(("127.0.0.1", p)).is_ok()
             && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
         {
             return p;
         }
