@@ -98,29 +98,38 @@ fn disposition_incident(d: &Disposition) -> Option<&str> {
     }
 }
 
+/// One alert row (a replayed id is left as it is).
+async fn insert_alert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    a: &Alert,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO alerts (id, contract, source, status, host, name, severity, body, received_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&a.id)
+    .bind(&a.contract)
+    .bind(a.source.as_str())
+    .bind(match a.status {
+        crate::pipeline::alert::Status::Firing => "firing",
+        crate::pipeline::alert::Status::Resolved => "resolved",
+    })
+    .bind(&a.host)
+    .bind(&a.name)
+    .bind(a.severity.as_str())
+    .bind(serde_json::to_string(a)?)
+    .bind(a.received_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Accept alerts: once this returns they survive a crash.
     pub async fn insert_alerts(&self, alerts: &[Alert]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for a in alerts {
-            sqlx::query(
-                "INSERT INTO alerts (id, contract, source, status, host, name, severity, body, received_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&a.id)
-            .bind(&a.contract)
-            .bind(a.source.as_str())
-            .bind(match a.status {
-                crate::pipeline::alert::Status::Firing => "firing",
-                crate::pipeline::alert::Status::Resolved => "resolved",
-            })
-            .bind(&a.host)
-            .bind(&a.name)
-            .bind(a.severity.as_str())
-            .bind(serde_json::to_string(a)?)
-            .bind(a.received_ms)
-            .execute(&mut *tx)
-            .await?;
+            insert_alert(&mut tx, a).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -146,24 +155,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if let Some(a) = alert {
-            sqlx::query(
-                "INSERT INTO alerts (id, contract, source, status, host, name, severity, body, received_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(&a.id)
-            .bind(&a.contract)
-            .bind(a.source.as_str())
-            .bind(match a.status {
-                crate::pipeline::alert::Status::Firing => "firing",
-                crate::pipeline::alert::Status::Resolved => "resolved",
-            })
-            .bind(&a.host)
-            .bind(&a.name)
-            .bind(a.severity.as_str())
-            .bind(serde_json::to_string(a)?)
-            .bind(a.received_ms)
-            .execute(&mut *tx)
-            .await?;
+            insert_alert(&mut tx, a).await?;
         }
         tx.commit().await?;
         Ok(())
