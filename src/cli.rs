@@ -377,7 +377,9 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
                 call.play(prompt.clone());
                 input_deadline = Some(tokio::time::Instant::now() + o.timeout);
             }
-            CallUpdate::Sip(CallEvent::InfoDigit { .. } | CallEvent::Offered(_)) => {}
+            CallUpdate::Sip(
+                CallEvent::InfoDigit { .. } | CallEvent::Offered(_) | CallEvent::MediaUpdated(_),
+            ) => {}
             CallUpdate::Sip(CallEvent::Ended(reason)) => {
                 emit(json!({"event": "ended", "reason": reason, "at_ms": ms(Instant::now())}));
                 outcome = Some(reason);

@@ -28,6 +28,8 @@ pub enum MediaCommand {
         events: mpsc::UnboundedSender<MediaEvent>,
     },
     Remove(u64),
+    /// A new offer/answer exchange: media follows it.
+    Update(u64, crate::sip::sdp::Negotiated),
     Play(u64, u64, Arc<Prompt>),
     Silence(u64, u64),
     Stop(u64),
@@ -105,7 +107,9 @@ fn run(
                 for e in calls.values_mut() {
                     let remote = e.session.remote();
                     let pkt = e.session.tick();
-                    let _ = e.socket.try_send_to(pkt, remote);
+                    if !pkt.is_empty() {
+                        let _ = e.socket.try_send_to(pkt, remote);
+                    }
                     drain(e);
                 }
             }
@@ -157,6 +161,7 @@ fn handle(
                 drain(e);
             }
         }
+        MediaCommand::Update(id, n) => with(calls, id, |s| s.update(&n)),
         MediaCommand::Play(id, pid, p) => with(calls, id, |s| s.play(pid, p)),
         MediaCommand::Silence(id, ms) => with(calls, id, |s| s.play_silence(ms)),
         MediaCommand::Stop(id) => with(calls, id, |s| s.stop()),

@@ -254,7 +254,9 @@ impl ActiveCall {
                         continue;
                     };
                     match &ev {
-                        CallEvent::Answered(neg) | CallEvent::EarlyMedia(neg) => self.start_media(neg),
+                        CallEvent::Answered(neg)
+                        | CallEvent::EarlyMedia(neg)
+                        | CallEvent::MediaUpdated(neg) => self.start_media(neg),
                         CallEvent::InfoDigit { digit, .. } => {
                             self.media.send(MediaCommand::InfoDigit(self.id, *digit));
                         }
@@ -268,8 +270,11 @@ impl ActiveCall {
         }
     }
 
+    /// Start media on the first SDP; every later one (the 200 after a
+    /// 183, a re-INVITE) moves the running session.
     fn start_media(&mut self, neg: &sdp::Negotiated) {
         if self.media_added {
+            self.media.send(MediaCommand::Update(self.id, neg.clone()));
             return;
         }
         let Some(socket) = self.socket.clone() else {

@@ -165,7 +165,19 @@ pub struct MediaSession {
     ts: u32,
     codec: Codec,
     remote_dtmf_pt: Option<u8>,
+    /// The event type our own SDP named; the far end may use it.
+    local_dtmf_pt: Option<u8>,
     remote: SocketAddr,
+    /// Where the latest SDP says to send; `remote` may differ once latched.
+    sdp_remote: SocketAddr,
+    /// The far end wants media (not holding us).
+    sending: bool,
+    /// 20 ms frames per audio packet (the far end's ptime).
+    frames_per_packet: usize,
+    /// Audio frames gathered for the next packet when ptime > 20 ms.
+    pending_audio: Vec<u8>,
+    pending_ts: u32,
+    pending_marker: bool,
     policy: MediaPolicy,
     /// The peer's address is settled (SDP-named, or latched once).
     latched: bool,
@@ -209,7 +221,14 @@ impl MediaSession {
             ts: initial_ts,
             codec: media.codec,
             remote_dtmf_pt: media.dtmf_pt,
+            local_dtmf_pt: media.local_dtmf_pt,
             remote: media.remote,
+            sdp_remote: media.remote,
+            sending: media.we_send(),
+            frames_per_packet: usize::from(media.send_ptime() / FRAME_MS as u16).max(1),
+            pending_audio: Vec::with_capacity(3 * FRAME),
+            pending_ts: 0,
+            pending_marker: false,
             policy: MediaPolicy::default(),
             latched: false,
             peer_ssrc: None,
@@ -257,6 +276,37 @@ impl MediaSession {
 
     pub fn remote(&self) -> SocketAddr {
         self.remote
+    }
+
+    /// Is the far end taking media (not on hold)?
+    pub fn is_sending(&self) -> bool {
+        self.sending
+    }
+
+    /// Apply a new offer/answer exchange (RFC 3264 8): the 200 after early
+    /// media, or a re-INVITE/UPDATE. Media follows the new address (the
+    /// peer is learnt afresh: a new address usually brings a new SSRC),
+    /// codec, event types, direction (hold stops our RTP) and ptime.
+    /// Sequence numbers and timestamps carry on (RFC 3550 5.1).
+    pub fn update(&mut self, media: &Negotiated) {
+        if media.remote != self.sdp_remote {
+            self.sdp_remote = media.remote;
+            self.remote = media.remote;
+            self.latched = false;
+            self.peer_ssrc = None;
+        }
+        if media.codec != self.codec {
+            self.codec = media.codec;
+            self.marker = true;
+        }
+        self.remote_dtmf_pt = media.dtmf_pt;
+        self.local_dtmf_pt = media.local_dtmf_pt;
+        if self.sending != media.we_send() {
+            self.sending = media.we_send();
+            self.marker = true;
+        }
+        self.frames_per_packet = usize::from(media.send_ptime() / FRAME_MS as u16).max(1);
+        self.pending_audio.clear();
     }
 
     pub fn codec(&self) -> Codec {
@@ -325,15 +375,19 @@ impl MediaSession {
         true
     }
 
-    /// Produce the next 20 ms packet. Always returns one: audio, event or
-    /// silence, so sequence numbers and timestamps advance continuously.
+    /// Advance the clock by 20 ms and return the packet to send, if any:
+    /// audio, event or silence while the far end takes media, so sequence
+    /// numbers and timestamps advance continuously. Empty while the far
+    /// end holds the call, or while a 40/60 ms packet is still gathering
+    /// its frames.
     pub fn tick(&mut self) -> &[u8] {
         if self.amd.is_some() && !std::mem::take(&mut self.amd_fed) {
             self.amd_feed(&[0; FRAME]);
         }
         let ts = self.ts;
         self.ts = self.ts.wrapping_add(FRAME as u32);
-        if self.out_event.is_none() {
+        // A digit waits for a gathering audio packet to go out first.
+        if self.out_event.is_none() && self.pending_audio.is_empty() {
             if let Some((d, dur)) = self.pending_digits.pop_front() {
                 // Digit lookup checked in send_digit.
                 let event = rfc4733::digit_to_event(d).unwrap_or(0);
@@ -366,6 +420,10 @@ impl MediaSession {
                 }
             }
             self.ticks_ms += FRAME_MS;
+            if !self.sending {
+                self.buf.clear();
+                return &self.buf;
+            }
             return self.build(pt, first, ev_ts, payload.as_ref());
         }
         let playing = self.fill_frame();
@@ -374,9 +432,39 @@ impl MediaSession {
                 .sent(self.ticks_ms, playing, &self.frame, self.codec);
         }
         self.ticks_ms += FRAME_MS;
+        if !self.sending {
+            // Held: the prompt runs on (its time passes) but nothing is
+            // sent; resuming starts a talkspurt.
+            self.marker = true;
+            self.buf.clear();
+            return &self.buf;
+        }
         let marker = std::mem::take(&mut self.marker);
         let frame = self.frame;
-        self.build(self.codec.payload_type(), marker, ts, &frame)
+        if self.frames_per_packet <= 1 {
+            return self.build(self.codec.payload_type(), marker, ts, &frame);
+        }
+        if self.pending_audio.is_empty() {
+            self.pending_ts = ts;
+            self.pending_marker = marker;
+        } else {
+            self.pending_marker |= marker;
+        }
+        self.pending_audio.extend_from_slice(&frame);
+        if self.pending_audio.len() < self.frames_per_packet * FRAME {
+            self.buf.clear();
+            return &self.buf;
+        }
+        let payload = std::mem::take(&mut self.pending_audio);
+        let (pt, m, pts) = (
+            self.codec.payload_type(),
+            self.pending_marker,
+            self.pending_ts,
+        );
+        self.write_packet(pt, m, pts, &payload);
+        self.pending_audio = payload;
+        self.pending_audio.clear();
+        &self.buf
     }
 
     /// Fill the next frame; `true` when any of it is prompt audio.
@@ -433,6 +521,11 @@ impl MediaSession {
     }
 
     fn build(&mut self, pt: u8, marker: bool, ts: u32, payload: &[u8]) -> &[u8] {
+        self.write_packet(pt, marker, ts, payload);
+        &self.buf
+    }
+
+    fn write_packet(&mut self, pt: u8, marker: bool, ts: u32, payload: &[u8]) {
         self.buf.clear();
         self.buf.push(0x80);
         self.buf.push(((marker as u8) << 7) | (pt & 0x7F));
@@ -442,7 +535,6 @@ impl MediaSession {
         self.buf.extend_from_slice(payload);
         self.seq = self.seq.wrapping_add(1);
         self.stats.sent += 1;
-        &self.buf
     }
 
     /// Feed a received datagram at `now_ms` (ms since session start).
@@ -466,7 +558,8 @@ impl MediaSession {
             return;
         }
         let pt = pkt.payload_type();
-        if Some(pt) != self.remote_dtmf_pt && pt != self.codec.payload_type() {
+        let is_event = Some(pt) == self.remote_dtmf_pt || Some(pt) == self.local_dtmf_pt;
+        if !is_event && pt != self.codec.payload_type() {
             // Comfort noise and the like: not ours to decode, and an
             // unknown type must not settle who the peer is.
             self.stats.wrong_payload_type += 1;
@@ -487,7 +580,7 @@ impl MediaSession {
             self.events.push_back(MediaEvent::Latched(from));
         }
         let payload = pkt.payload();
-        if Some(pt) == self.remote_dtmf_pt {
+        if is_event {
             if self.policy.dtmf == DtmfMode::Inband {
                 return;
             }
@@ -652,6 +745,9 @@ mod tests {
             remote: "127.0.0.1:40000".parse().unwrap(),
             codec: Codec::Pcmu,
             dtmf_pt: Some(101),
+            local_dtmf_pt: Some(101),
+            direction: Default::default(),
+            ptime: None,
         }
     }
 

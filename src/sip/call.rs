@@ -9,12 +9,16 @@
 //! [`Call::poll_timeout`]. Once [`Call::is_finished`] the owner drops it.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::auth::{Challenge, Credentials};
-use super::header::{CSeq, NameAddr, SipUri, Via};
+use super::fork::ForkedDialog;
+use super::header::{CSeq, NameAddr, Via};
+use super::leg::{self, Leg};
 use super::message::{Method, Request, Response};
+use super::offer_answer::LocalSdp;
+use super::prack::{self, Prack, Provisional};
 use super::sdp::{self, Negotiated};
 use super::transaction::{InviteClient, NonInviteClient, Timers, TxOutput};
 use super::Transmit;
@@ -79,6 +83,9 @@ pub enum CallEvent {
     EarlyMedia(Negotiated),
     /// 2xx: the call is up and ACKed.
     Answered(Negotiated),
+    /// A later offer/answer exchange changed the media (re-INVITE or
+    /// UPDATE from the far end: hold, resume, a new address or codec).
+    MediaUpdated(Negotiated),
     /// An incoming call (softphone side) offers this media; the owner
     /// answers or declines.
     Offered(Negotiated),
@@ -139,6 +146,16 @@ pub struct Call {
     /// Why we sent BYE, when it was not the owner's hang-up.
     bye_reason: Option<EndReason>,
     linger_until: Option<Instant>,
+    /// Our SDP so far, to answer the far end's new offers.
+    local_sdp: Option<LocalSdp>,
+    /// We offered in a 2xx to an offerless re-INVITE: the ACK answers.
+    awaiting_ack_answer: bool,
+    prack: Prack,
+    /// PRACK transactions: where they go and their Via branch.
+    prack_txs: Vec<(NonInviteClient, SocketAddr, String)>,
+    /// The far end answered 421: the INVITE now requires 100rel.
+    require_100rel: bool,
+    forks: Vec<ForkedDialog>,
     transmit: VecDeque<Transmit>,
     events: VecDeque<CallEvent>,
 }
@@ -153,6 +170,7 @@ impl Call {
         branch_seed: String,
     ) -> Call {
         let ring_deadline = Some(now + cfg.ring_timeout);
+        let local_sdp = LocalSdp::from_offer(&cfg.sdp_offer);
         let mut call = Call {
             cfg,
             call_id,
@@ -182,6 +200,12 @@ impl Call {
             end_reason: None,
             bye_reason: None,
             linger_until: None,
+            local_sdp,
+            awaiting_ack_answer: false,
+            prack: Prack::default(),
+            prack_txs: Vec::new(),
+            require_100rel: false,
+            forks: Vec::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -263,6 +287,10 @@ impl Call {
             req.headers.push(name, value.clone());
         }
         req.headers.push("Allow", ALLOW);
+        req.headers.push("Supported", SUPPORTED);
+        if self.require_100rel {
+            req.headers.push("Require", "100rel");
+        }
         req.headers.push("User-Agent", self.cfg.user_agent.clone());
         for (name, value) in &self.cfg.extra_headers {
             let safe_name = !name.is_empty() && name.bytes().all(super::message::is_token_byte);
@@ -351,19 +379,90 @@ impl Call {
     /// target; a host name we cannot resolve here falls back to the
     /// address the INVITE went to (the driver resolved that one).
     fn dialog_destination(&self) -> SocketAddr {
-        let uri = match self.route_set.first() {
-            Some(r) => NameAddr::parse(r).ok().map(|a| a.uri),
-            None => self.remote_target.clone(),
+        leg::destination(
+            &self.route_set,
+            self.remote_target.as_deref(),
+            self.cfg.destination,
+        )
+    }
+
+    /// A request on one dialog (or early dialog) of this INVITE: a PRACK,
+    /// or the ACK and BYE for a fork we do not keep.
+    fn leg_request(&mut self, method: Method, leg: &Leg, seq: u32) -> (Request, String) {
+        let branch = self.next_branch();
+        let target = leg
+            .target
+            .clone()
+            .unwrap_or_else(|| self.cfg.target.clone());
+        let mut req = Request::new(method.clone(), target);
+        req.headers.push("Via", self.via(&branch));
+        req.headers.push("Max-Forwards", "70");
+        for r in &leg.route_set {
+            req.headers.push("Route", r.clone());
+        }
+        req.headers.push("From", self.local_party());
+        req.headers.push(
+            "To",
+            format!("<{}>;tag={}", self.cfg.target, leg.remote_tag),
+        );
+        req.headers.push("Call-ID", self.call_id.clone());
+        req.headers.push("CSeq", format!("{seq} {method}"));
+        (req, branch)
+    }
+
+    /// PRACK a reliable provisional response on its early dialog.
+    fn send_prack(&mut self, now: Instant, resp: &Response, rack: String) {
+        let Some(leg) = Leg::from_response(resp) else {
+            return;
         };
-        uri.and_then(|u| SipUri::parse(&u).ok())
-            .and_then(|u| {
-                let (host, port) = u.target();
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                host.parse::<IpAddr>()
-                    .ok()
-                    .map(|ip| SocketAddr::new(ip, port))
-            })
-            .unwrap_or(self.cfg.destination)
+        self.cseq += 1;
+        let (mut req, branch) = self.leg_request(Method::Prack, &leg, self.cseq);
+        req.headers.push("RAck", rack);
+        let dest = leg.destination(self.cfg.destination);
+        let tx = NonInviteClient::new(now, &req, self.cfg.timers);
+        self.prack_txs.push((tx, dest, branch));
+        self.drain_nict(now);
+    }
+
+    /// A 2xx from a fork other than the one we kept: ACK it on its own
+    /// dialog, then BYE it. Its retransmissions get the same ACK again.
+    fn on_other_fork_2xx(&mut self, now: Instant, resp: &Response, tag: String) {
+        if let Some(f) = self.forks.iter().find(|f| f.remote_tag == tag) {
+            self.transmit.push_back(Transmit {
+                dest: f.dest,
+                bytes: f.ack.clone(),
+            });
+            return;
+        }
+        let Some(leg) = Leg::from_response(resp) else {
+            return;
+        };
+        let seq = resp
+            .headers
+            .get("CSeq")
+            .and_then(|c| CSeq::parse(c).ok())
+            .map_or(self.cseq, |c| c.seq);
+        let dest = leg.destination(self.cfg.destination);
+        let (ack, _) = self.leg_request(Method::Ack, &leg, seq);
+        let ack = ack.to_bytes();
+        self.transmit.push_back(Transmit {
+            dest,
+            bytes: ack.clone(),
+        });
+        // The fork's own CSeq space starts at the INVITE's.
+        let (mut bye, bye_branch) = self.leg_request(Method::Bye, &leg, seq + 1);
+        bye.headers
+            .push("Reason", "SIP;cause=200;text=\"Call completed elsewhere\"");
+        tracing::info!(call_id = %self.call_id, fork_tag = %tag, "second 2xx from a forked INVITE: ACK and BYE");
+        let mut fork = ForkedDialog {
+            remote_tag: tag,
+            ack,
+            dest,
+            bye: NonInviteClient::new(now, &bye, self.cfg.timers),
+            bye_branch,
+        };
+        fork.drain(&mut self.transmit);
+        self.forks.push(fork);
     }
 
     fn end(&mut self, now: Instant, reason: EndReason) {
@@ -410,7 +509,23 @@ impl Call {
                 self.drain_nict(now);
             }
             Method::Bye => {
-                if let Some(tx) = &mut self.bye_tx {
+                if let Some(f) = self
+                    .forks
+                    .iter_mut()
+                    .find(|f| branch.as_deref() == Some(f.bye_branch.as_str()))
+                {
+                    f.bye.handle_response(now, resp);
+                } else if let Some(tx) = &mut self.bye_tx {
+                    tx.handle_response(now, resp);
+                }
+                self.drain_nict(now);
+            }
+            Method::Prack => {
+                if let Some((tx, _, _)) = self
+                    .prack_txs
+                    .iter_mut()
+                    .find(|(_, _, b)| branch.as_deref() == Some(b.as_str()))
+                {
                     tx.handle_response(now, resp);
                 }
                 self.drain_nict(now);
@@ -481,6 +596,16 @@ impl Call {
         if let Some(tx) = &mut self.cancel_tx {
             while tx.poll_output().is_some() {}
         }
+        for (tx, dest, _) in &mut self.prack_txs {
+            while let Some(bytes) = tx.poll_transmit() {
+                self.transmit.push_back(Transmit { dest: *dest, bytes });
+            }
+            while tx.poll_output().is_some() {}
+        }
+        self.prack_txs.retain(|(tx, _, _)| !tx.is_terminated());
+        for f in &mut self.forks {
+            f.drain(&mut self.transmit);
+        }
         if bye_done && self.phase == Phase::Terminating {
             let reason = self.bye_reason.take().unwrap_or(EndReason::LocalHangup);
             self.end(now, reason);
@@ -498,8 +623,22 @@ impl Call {
                 if self.phase != Phase::Inviting {
                     return;
                 }
+                let rack = match self.prack.classify(&resp) {
+                    Provisional::Repeat => return,
+                    Provisional::Acknowledge { rack } => Some(rack),
+                    Provisional::Unreliable => None,
+                };
                 if resp.code > 100 && self.remote_tag.is_none() {
                     self.remote_tag = to_tag;
+                    // The early dialog's target and routes (RFC 3261
+                    // 12.1.2), for PRACK and UPDATE; the 2xx replaces them.
+                    if let Some(l) = Leg::from_response(&resp) {
+                        self.remote_target = l.target;
+                        self.route_set = l.route_set;
+                    }
+                }
+                if let Some(rack) = rack {
+                    self.send_prack(now, &resp, rack);
                 }
                 self.events
                     .push_back(CallEvent::Progress { code: resp.code });
@@ -518,6 +657,15 @@ impl Call {
                 }
             }
             200..=299 => self.on_2xx(now, resp, to_tag),
+            // RFC 3262 4: the far end insists on reliable provisionals.
+            421 if self.phase == Phase::Inviting
+                && !self.require_100rel
+                && prack::lists(&resp.headers, "Require", "100rel") =>
+            {
+                self.require_100rel = true;
+                self.remote_tag = None;
+                self.send_invite(now);
+            }
             401 | 407 if self.phase == Phase::Inviting => {
                 if !self.retry_with_auth(now, &resp) {
                     self.end(
@@ -545,6 +693,10 @@ impl Call {
 
     fn on_2xx(&mut self, now: Instant, resp: Response, to_tag: Option<String>) {
         if self.phase != Phase::Inviting {
+            if let Some(tag) = to_tag.filter(|t| Some(t) != self.remote_tag.as_ref()) {
+                self.on_other_fork_2xx(now, &resp, tag);
+                return;
+            }
             // A retransmitted 2xx: our ACK was lost.
             if let Some((bytes, dest)) = &self.ack {
                 if self.ack_until.is_some_and(|t| now < t) {
@@ -669,9 +821,6 @@ impl Call {
         req: &Request,
         cseq: &CSeq,
     ) -> Option<Response> {
-        if req.method == Method::Ack {
-            return None;
-        }
         let tag = |name: &str| {
             req.headers
                 .get(name)
@@ -682,6 +831,15 @@ impl Call {
             && self.remote_tag.is_some()
             && tag("From") == self.remote_tag;
         let source_ok = source == self.cfg.destination || source == self.dialog_destination();
+        if req.method == Method::Ack {
+            // The answer to the offer we put in a re-INVITE's 2xx.
+            if tags_ok && source_ok && std::mem::take(&mut self.awaiting_ack_answer) {
+                if let Ok(media) = sdp::parse_answer(&req.body) {
+                    self.events.push_back(CallEvent::MediaUpdated(media));
+                }
+            }
+            return None;
+        }
         if !tags_ok || !source_ok {
             self.stats_foreign_requests += 1;
             return Some(Response::for_request(req, 481, None));
@@ -722,15 +880,7 @@ impl Call {
                 r.headers.push("Allow", ALLOW);
                 r
             }
-            Method::Invite => {
-                // A re-INVITE (session refresh, hold): answer with our
-                // unchanged offer, as RFC 3264 8 allows.
-                let mut r = Response::for_request(req, 200, None);
-                r.headers.push("Contact", self.contact());
-                r.headers.push("Content-Type", "application/sdp");
-                r.body = self.cfg.sdp_offer.clone();
-                r
-            }
+            Method::Invite | Method::Update => self.on_session_request(req),
             _ => {
                 let mut r = Response::for_request(req, 405, None);
                 r.headers.push("Allow", ALLOW);
@@ -739,6 +889,52 @@ impl Call {
         };
         self.last_served = Some((cseq.seq, req.method.clone(), resp.clone()));
         Some(resp)
+    }
+
+    /// A re-INVITE or UPDATE from the far end (RFC 3261 14.2, RFC 3311):
+    /// a new offer is answered and media follows it; a re-INVITE without
+    /// one gets our offer (answered in the ACK); an UPDATE without one is
+    /// a session refresh. An offer we cannot take is 488 and changes
+    /// nothing.
+    fn on_session_request(&mut self, req: &Request) -> Response {
+        if let Some(uri) = req
+            .headers
+            .get("Contact")
+            .and_then(|c| NameAddr::parse(c).ok())
+            .map(|a| a.uri)
+        {
+            // Both are target refresh requests (RFC 3261 12.2.2).
+            self.remote_target = Some(uri);
+        }
+        let mut r = Response::for_request(req, 200, None);
+        r.headers.push("Contact", self.contact());
+        r.headers.push("Allow", ALLOW);
+        r.headers.push("Supported", SUPPORTED);
+        let Some(local) = self.local_sdp.as_mut() else {
+            return Response::for_request(req, 488, None);
+        };
+        if req.body.is_empty() {
+            if req.method == Method::Invite {
+                r.headers.push("Content-Type", "application/sdp");
+                r.body = local.reoffer();
+                self.awaiting_ack_answer = true;
+            }
+            return r;
+        }
+        match local.answer_offer(&req.body) {
+            Ok((answer, media)) => {
+                r.headers.push("Content-Type", "application/sdp");
+                r.body = answer;
+                self.events.push_back(CallEvent::MediaUpdated(media));
+                r
+            }
+            Err(e) => {
+                tracing::info!(call_id = %self.call_id, error = %e, "new offer refused");
+                let mut r = Response::for_request(req, 488, None);
+                r.headers.push("Warning", format!("304 callout \"{e}\""));
+                r
+            }
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -767,6 +963,12 @@ impl Call {
             .flatten()
         {
             tx.handle_timeout(now);
+        }
+        for (tx, _, _) in &mut self.prack_txs {
+            tx.handle_timeout(now);
+        }
+        for f in &mut self.forks {
+            f.bye.handle_timeout(now);
         }
         self.drain_nict(now);
         if self.cancel_tx.as_ref().is_some_and(|t| t.is_terminated()) {
@@ -804,12 +1006,21 @@ impl Call {
                 .flatten()
                 .filter_map(|x| x.poll_timeout()),
         );
+        t.extend(
+            self.prack_txs
+                .iter()
+                .filter_map(|(x, _, _)| x.poll_timeout()),
+        );
+        t.extend(self.forks.iter().filter_map(|f| f.poll_timeout()));
         t.into_iter().min()
     }
 }
 
 /// Methods callout answers, for Allow headers.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK";
+
+/// Extensions callout's calls support (RFC 3262 reliable provisionals).
+pub const SUPPORTED: &str = "100rel";
 
 /// Map a final failure code to an outcome (RFC 3261 21.4-21.6).
 pub fn map_failure(code: u16, reason: &str) -> EndReason {

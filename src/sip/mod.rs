@@ -5,12 +5,18 @@ pub mod auth;
 pub mod call;
 #[cfg(test)]
 mod call_tests;
+#[cfg(test)]
+mod dialog_tests;
 pub mod endpoint;
 #[cfg(test)]
 mod flood_tests;
+pub mod fork;
 pub mod header;
+pub mod leg;
 pub mod limiter;
 pub mod message;
+pub mod offer_answer;
+pub mod prack;
 pub mod register;
 pub mod sdp;
 pub mod timers;

@@ -22,6 +22,57 @@ impl Codec {
 /// Payload type callout offers for telephone-event.
 pub const OFFER_DTMF_PT: u8 = 101;
 
+/// Packet times callout can send: whole multiples of its 20 ms clock.
+pub const SUPPORTED_PTIMES: [u16; 3] = [20, 40, 60];
+
+/// Which way media flows, as one side's SDP states it (RFC 3264 5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    /// The direction an answer states for an offer stating `self`
+    /// (RFC 3264 6.1): sendonly is answered recvonly and so on.
+    pub fn answer(self) -> Direction {
+        match self {
+            Direction::SendRecv => Direction::SendRecv,
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            Direction::Inactive => Direction::Inactive,
+        }
+    }
+
+    /// Does the side that wrote this direction want to receive media?
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    fn parse(attr: &str) -> Option<Direction> {
+        Some(match attr {
+            "sendrecv" => Direction::SendRecv,
+            "sendonly" => Direction::SendOnly,
+            "recvonly" => Direction::RecvOnly,
+            "inactive" => Direction::Inactive,
+            _ => return None,
+        })
+    }
+}
+
 /// Why an SDP answer cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
@@ -56,6 +107,18 @@ a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-15\r\na=ptime:20\r\na=se
 /// Build an answer to an offer: the chosen codec, and telephone-event
 /// with the offerer's payload type when it offered one (RFC 3264 6.1).
 pub fn answer(addr: SocketAddr, session_id: u64, chosen: &Negotiated) -> Vec<u8> {
+    answer_versioned(addr, session_id, 1, chosen)
+}
+
+/// [`answer`] with the `o=` version of this SDP (RFC 3264 8: each new SDP
+/// in a session carries the previous version plus one). Direction is the
+/// answer to the offer's; ptime is the offer's when callout can send it.
+pub fn answer_versioned(
+    addr: SocketAddr,
+    session_id: u64,
+    version: u64,
+    chosen: &Negotiated,
+) -> Vec<u8> {
     let ip = addr.ip();
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let (pt, name) = match chosen.codec {
@@ -63,7 +126,7 @@ pub fn answer(addr: SocketAddr, session_id: u64, chosen: &Negotiated) -> Vec<u8>
         Codec::Pcma => (8, "PCMA"),
     };
     let mut s = format!(
-        "v=0\r\no=callout {session_id} 1 IN {family} {ip}\r\ns=callout\r\nc=IN {family} {ip}\r\nt=0 0\r\n"
+        "v=0\r\no=callout {session_id} {version} IN {family} {ip}\r\ns=callout\r\nc=IN {family} {ip}\r\nt=0 0\r\n"
     );
     match chosen.dtmf_pt {
         Some(d) => s.push_str(&format!(
@@ -75,7 +138,11 @@ pub fn answer(addr: SocketAddr, session_id: u64, chosen: &Negotiated) -> Vec<u8>
             port = addr.port()
         )),
     }
-    s.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    s.push_str(&format!(
+        "a=ptime:{}\r\na={}\r\n",
+        chosen.send_ptime(),
+        chosen.direction.answer().attribute()
+    ));
     s.into_bytes()
 }
 
@@ -85,13 +152,52 @@ pub struct Negotiated {
     /// Where to send RTP (until symmetric RTP latches on the real source).
     pub remote: SocketAddr,
     pub codec: Codec,
-    /// The far end's telephone-event payload type, when it accepted one.
+    /// The far end's telephone-event payload type, when it accepted one:
+    /// the type we send events with.
     pub dtmf_pt: Option<u8>,
+    /// The telephone-event type our own SDP told the far end to use: an
+    /// answer may map the event to another number than our offer did
+    /// (RFC 3264 6.1 lets it), and the far end may send with either.
+    pub local_dtmf_pt: Option<u8>,
+    /// The direction the far end's SDP states (`c=0.0.0.0` hold folded in).
+    pub direction: Direction,
+    /// The far end's `a=ptime`, if it gave one.
+    pub ptime: Option<u16>,
 }
 
-/// Parse an answer (or an offer from a peer) and pick the codec: the first
-/// of the answer's formats that is PCMU or PCMA.
+impl Negotiated {
+    /// The packet time callout sends with: the far end's ptime when it is
+    /// one callout's 20 ms clock can make (20, 40, 60), else 20 ms.
+    pub fn send_ptime(&self) -> u16 {
+        self.ptime
+            .filter(|p| SUPPORTED_PTIMES.contains(p))
+            .unwrap_or(20)
+    }
+
+    /// Should we send RTP? Not when the far end holds (sendonly, inactive).
+    pub fn we_send(&self) -> bool {
+        self.direction.receives()
+    }
+}
+
+/// Parse an answer to callout's own offer and pick the codec: the first of
+/// the answer's formats that is PCMU or PCMA. The far end may send events
+/// with our offered type too.
 pub fn parse_answer(body: &[u8]) -> Result<Negotiated, SdpError> {
+    let mut n = parse(body)?;
+    n.local_dtmf_pt = n.dtmf_pt.map(|_| OFFER_DTMF_PT);
+    Ok(n)
+}
+
+/// Parse an offer from a peer: our answer echoes its payload types, so the
+/// type we receive events with is the offer's own.
+pub fn parse_offer(body: &[u8]) -> Result<Negotiated, SdpError> {
+    let mut n = parse(body)?;
+    n.local_dtmf_pt = n.dtmf_pt;
+    Ok(n)
+}
+
+fn parse(body: &[u8]) -> Result<Negotiated, SdpError> {
     let text = std::str::from_utf8(body).map_err(|_| SdpError::NotUtf8)?;
     let mut session_conn: Option<IpAddr> = None;
     let mut media_conn: Option<IpAddr> = None;
@@ -99,6 +205,10 @@ pub fn parse_answer(body: &[u8]) -> Result<Negotiated, SdpError> {
     let mut in_audio = false;
     let mut seen_audio = false;
     let mut rtpmap: Vec<(u8, String)> = Vec::new();
+    let mut session_dir: Option<Direction> = None;
+    let mut media_dir: Option<Direction> = None;
+    let mut ptime: Option<u16> = None;
+    let mut session_level = true;
     for (idx, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.is_empty() {
@@ -121,6 +231,7 @@ pub fn parse_answer(body: &[u8]) -> Result<Negotiated, SdpError> {
             }
             "m" => {
                 in_audio = false;
+                session_level = false;
                 let mut parts = value.split_whitespace();
                 let media = parts.next().ok_or(SdpError::Malformed(idx + 1))?;
                 if media == "audio" && !seen_audio {
@@ -141,8 +252,15 @@ pub fn parse_answer(body: &[u8]) -> Result<Negotiated, SdpError> {
                     seen_audio |= media == "audio";
                 }
             }
+            "a" if session_level => session_dir = Direction::parse(value.trim()).or(session_dir),
             "a" if in_audio => {
-                if let Some(map) = value.strip_prefix("rtpmap:") {
+                if let Some(d) = Direction::parse(value.trim()) {
+                    media_dir = Some(d);
+                } else if let Some(p) = value.strip_prefix("ptime:") {
+                    // Fractional ptimes ("20.0") are in the wild.
+                    let whole = p.trim().split('.').next().unwrap_or_default();
+                    ptime = whole.parse().ok().filter(|&p| p > 0);
+                } else if let Some(map) = value.strip_prefix("rtpmap:") {
                     if let Some((pt, enc)) = map.split_once(' ') {
                         if let Ok(pt) = pt.trim().parse::<u8>() {
                             rtpmap.push((pt, enc.trim().to_ascii_lowercase()));
@@ -178,10 +296,22 @@ pub fn parse_answer(body: &[u8]) -> Result<Negotiated, SdpError> {
         .iter()
         .copied()
         .find(|&pt| name_of(pt).is_some_and(|n| n.starts_with("telephone-event/8000")));
+    let mut direction = media_dir.or(session_dir).unwrap_or_default();
+    // RFC 2543 hold, still sent by some PBXes: an unspecified address
+    // means "do not send to me".
+    if ip.is_unspecified() {
+        direction = match direction {
+            Direction::SendRecv | Direction::SendOnly => Direction::SendOnly,
+            _ => Direction::Inactive,
+        };
+    }
     Ok(Negotiated {
         remote: SocketAddr::new(ip, port),
         codec,
         dtmf_pt,
+        local_dtmf_pt: None,
+        direction,
+        ptime,
     })
 }
 
@@ -203,5 +333,56 @@ mod tests {
         assert_eq!(parse_answer(rejected), Err(SdpError::Rejected));
         let g729 = b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5 RTP/AVP 18\r\n";
         assert_eq!(parse_answer(g729), Err(SdpError::NoCommonCodec));
+    }
+
+    #[test]
+    fn telephone_event_is_mapped_both_ways() {
+        let a = b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/AVP 0 96\r\na=rtpmap:96 telephone-event/8000\r\n";
+        let n = parse_answer(a).unwrap();
+        assert_eq!((n.dtmf_pt, n.local_dtmf_pt), (Some(96), Some(101)));
+        let o = parse_offer(a).unwrap();
+        assert_eq!((o.dtmf_pt, o.local_dtmf_pt), (Some(96), Some(96)));
+        let none = b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/AVP 0\r\n";
+        assert_eq!(parse_answer(none).unwrap().local_dtmf_pt, None);
+    }
+
+    #[test]
+    fn direction_and_ptime() {
+        let base = "v=0\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+        let n = parse_answer(base.as_bytes()).unwrap();
+        assert_eq!(
+            (n.direction, n.ptime, n.send_ptime()),
+            (Direction::SendRecv, None, 20)
+        );
+        assert!(n.we_send());
+        let held = format!("{base}a=sendonly\r\na=ptime:40\r\n");
+        let n = parse_offer(held.as_bytes()).unwrap();
+        assert_eq!((n.direction, n.send_ptime()), (Direction::SendOnly, 40));
+        assert!(!n.we_send());
+        let ans = String::from_utf8(answer_versioned(
+            "127.0.0.1:4000".parse().unwrap(),
+            7,
+            3,
+            &n,
+        ))
+        .unwrap();
+        assert!(
+            ans.contains("a=recvonly\r\n") && ans.contains("a=ptime:40\r\n"),
+            "{ans}"
+        );
+        assert!(ans.contains("o=callout 7 3 IN IP4"), "{ans}");
+        // Session-level direction applies when the media has none.
+        let s = "v=0\r\nc=IN IP4 10.0.0.1\r\na=inactive\r\nt=0 0\r\nm=audio 5000 RTP/AVP 8\r\na=ptime:30\r\n";
+        let n = parse_offer(s.as_bytes()).unwrap();
+        assert_eq!(
+            (n.direction, n.codec, n.send_ptime()),
+            (Direction::Inactive, Codec::Pcma, 20)
+        );
+        // RFC 2543 hold.
+        let old = "v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 5000 RTP/AVP 0\r\n";
+        assert_eq!(
+            parse_offer(old.as_bytes()).unwrap().direction,
+            Direction::SendOnly
+        );
     }
 }

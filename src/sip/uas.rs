@@ -68,7 +68,7 @@ impl IncomingCall {
         branch_seed: String,
         timers: Timers,
     ) -> Result<IncomingCall, Response> {
-        let offer = match sdp::parse_answer(&invite.body) {
+        let offer = match sdp::parse_offer(&invite.body) {
             Ok(o) => o,
             Err(_) => return Err(Response::for_request(&invite, 488, Some(&local_tag))),
         };
