@@ -377,9 +377,11 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
                 call.play(prompt.clone());
                 input_deadline = Some(tokio::time::Instant::now() + o.timeout);
             }
-            CallUpdate::Sip(
-                CallEvent::InfoDigit { .. } | CallEvent::Offered(_) | CallEvent::MediaUpdated(_),
-            ) => {}
+            CallUpdate::Sip(CallEvent::MediaUpdated(neg)) => emit(
+                json!({"event": "media_updated", "codec": neg.codec, "remote_rtp": neg.remote.to_string(),
+                "direction": neg.direction, "at_ms": ms(Instant::now())}),
+            ),
+            CallUpdate::Sip(CallEvent::InfoDigit { .. } | CallEvent::Offered(_)) => {}
             CallUpdate::Sip(CallEvent::Ended(reason)) => {
                 emit(json!({"event": "ended", "reason": reason, "at_ms": ms(Instant::now())}));
                 outcome = Some(reason);
@@ -442,6 +444,7 @@ pub fn describe(r: &EndReason) -> String {
         EndReason::MediaMismatch => "no common codec".into(),
         EndReason::LocalHangup => "hung up by callout".into(),
         EndReason::RemoteHangup => "hung up by the callee".into(),
+        EndReason::SessionExpired => "session timer expired (no refresh)".into(),
     }
 }
 

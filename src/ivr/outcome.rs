@@ -66,7 +66,9 @@ impl Outcome {
             EndReason::Rejected { code, .. } => Outcome::Failed { code: *code },
             EndReason::Cancelled => Outcome::Cancelled,
             EndReason::MediaMismatch => Outcome::Failed { code: 488 },
-            EndReason::LocalHangup | EndReason::RemoteHangup => Outcome::AnsweredNoInput,
+            EndReason::LocalHangup | EndReason::RemoteHangup | EndReason::SessionExpired => {
+                Outcome::AnsweredNoInput
+            }
         }
     }
 }

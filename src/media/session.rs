@@ -854,6 +854,98 @@ mod tests {
         assert_eq!(s.stats().malformed, 1);
     }
 
+    fn press(s: &mut MediaSession, from: SocketAddr, pt: u8, event: u8, ts: u32) -> Vec<char> {
+        for i in 0..4u16 {
+            let ev = rfc4733::build_payload(EventPayload {
+                event,
+                end: i == 3,
+                volume: 10,
+                duration: (i + 1) * 160,
+            });
+            s.handle_packet(
+                u64::from(ts / 8) + u64::from(i) * 20,
+                from,
+                &rtp(pt, ts as u16 + i, ts, &ev),
+            );
+        }
+        std::iter::from_fn(|| s.poll_event())
+            .filter_map(|e| match e {
+                MediaEvent::Digit(d) => Some(d.digit),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_answer_mapping_telephone_event_to_96_is_used_both_ways() {
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let answer = Negotiated {
+            dtmf_pt: Some(96),
+            local_dtmf_pt: Some(101),
+            ..media()
+        };
+        let mut s = MediaSession::new(&answer, 7, 0, 0);
+        // Received with the answer's type and with the type we offered.
+        assert_eq!(press(&mut s, peer, 96, 1, 8000), vec!['1']);
+        assert_eq!(press(&mut s, peer, 101, 2, 16000), vec!['2']);
+        assert_eq!(s.stats().wrong_payload_type, 0);
+        // Sent with the answer's type.
+        assert!(s.send_digit('5', 60));
+        assert_eq!(s.tick()[1] & 0x7f, 96);
+    }
+
+    #[test]
+    fn media_follows_a_new_sdp_hold_and_ptime() {
+        let mut s = MediaSession::new(&media(), 7, 0, 0);
+        let first: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        s.handle_packet(0, first, &rtp(0, 1, 160, &[0xff; 160]));
+        assert_eq!(s.stats().received, 1);
+        // Hold: nothing sent, time still passes.
+        let held = Negotiated {
+            direction: crate::sip::sdp::Direction::SendOnly,
+            ..media()
+        };
+        s.update(&held);
+        assert!(!s.is_sending());
+        assert!((0..5).all(|_| s.tick().is_empty()));
+        // Resume on a new address in PCMA at 40 ms: one 320-byte packet
+        // every other tick, marker set, and the new peer's packets taken.
+        let moved: SocketAddr = "127.0.0.1:40010".parse().unwrap();
+        s.update(&Negotiated {
+            remote: moved,
+            codec: Codec::Pcma,
+            ptime: Some(40),
+            ..media()
+        });
+        assert_eq!(s.remote(), moved);
+        assert!(s.tick().is_empty());
+        let p = s.tick().to_vec();
+        assert_eq!((p.len(), p[1]), (12 + 320, 0x80 | 8), "marker and PCMA");
+        assert!(s.tick().is_empty());
+        assert_eq!(s.tick().len(), 12 + 320);
+        s.handle_packet(100, first, &rtp(8, 2, 320, &[0xd5; 160]));
+        assert_eq!(
+            s.stats().wrong_source,
+            1,
+            "the old address is no longer the peer"
+        );
+        let other_ssrc = rtp_from(1234, 8, 3, 480, &[0xd5; 160]);
+        s.handle_packet(120, moved, &other_ssrc);
+        assert_eq!(
+            s.stats().received,
+            2,
+            "a new SSRC is learnt at the new address"
+        );
+        // An unsupported ptime falls back to 20 ms.
+        s.update(&Negotiated {
+            remote: moved,
+            codec: Codec::Pcma,
+            ptime: Some(30),
+            ..media()
+        });
+        assert_eq!(s.tick().len(), 12 + 160);
+    }
+
     #[test]
     fn sending_a_digit_emits_events_with_three_end_packets() {
         let mut s = MediaSession::new(&media(), 7, 0, 0);

@@ -20,8 +20,14 @@ use super::message::{Method, Request, Response};
 use super::offer_answer::LocalSdp;
 use super::prack::{self, Prack, Provisional};
 use super::sdp::{self, Negotiated};
+use super::session_timer::{SessionTimer, TimerAction};
 use super::transaction::{InviteClient, NonInviteClient, Timers, TxOutput};
 use super::Transmit;
+
+#[path = "call_dialog.rs"]
+mod dialog;
+
+pub(crate) use super::info_dtmf::parse_info_dtmf;
 
 /// Everything needed to place one call.
 #[derive(Debug, Clone)]
@@ -68,6 +74,9 @@ pub enum EndReason {
     LocalHangup,
     /// Answered, then the far end hung up.
     RemoteHangup,
+    /// Answered, then the session timer ran out (RFC 4028): the refresh
+    /// never came, or ours was refused with 408/481. We sent BYE.
+    SessionExpired,
 }
 
 /// What the call reports to its owner.
@@ -156,6 +165,9 @@ pub struct Call {
     /// The far end answered 421: the INVITE now requires 100rel.
     require_100rel: bool,
     forks: Vec<ForkedDialog>,
+    session_timer: Option<SessionTimer>,
+    /// Our session refresh (UPDATE): where it goes and its branch.
+    refresh_tx: Option<(NonInviteClient, SocketAddr, String)>,
     transmit: VecDeque<Transmit>,
     events: VecDeque<CallEvent>,
 }
@@ -206,6 +218,8 @@ impl Call {
             prack_txs: Vec::new(),
             require_100rel: false,
             forks: Vec::new(),
+            session_timer: None,
+            refresh_tx: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -386,85 +400,6 @@ impl Call {
         )
     }
 
-    /// A request on one dialog (or early dialog) of this INVITE: a PRACK,
-    /// or the ACK and BYE for a fork we do not keep.
-    fn leg_request(&mut self, method: Method, leg: &Leg, seq: u32) -> (Request, String) {
-        let branch = self.next_branch();
-        let target = leg
-            .target
-            .clone()
-            .unwrap_or_else(|| self.cfg.target.clone());
-        let mut req = Request::new(method.clone(), target);
-        req.headers.push("Via", self.via(&branch));
-        req.headers.push("Max-Forwards", "70");
-        for r in &leg.route_set {
-            req.headers.push("Route", r.clone());
-        }
-        req.headers.push("From", self.local_party());
-        req.headers.push(
-            "To",
-            format!("<{}>;tag={}", self.cfg.target, leg.remote_tag),
-        );
-        req.headers.push("Call-ID", self.call_id.clone());
-        req.headers.push("CSeq", format!("{seq} {method}"));
-        (req, branch)
-    }
-
-    /// PRACK a reliable provisional response on its early dialog.
-    fn send_prack(&mut self, now: Instant, resp: &Response, rack: String) {
-        let Some(leg) = Leg::from_response(resp) else {
-            return;
-        };
-        self.cseq += 1;
-        let (mut req, branch) = self.leg_request(Method::Prack, &leg, self.cseq);
-        req.headers.push("RAck", rack);
-        let dest = leg.destination(self.cfg.destination);
-        let tx = NonInviteClient::new(now, &req, self.cfg.timers);
-        self.prack_txs.push((tx, dest, branch));
-        self.drain_nict(now);
-    }
-
-    /// A 2xx from a fork other than the one we kept: ACK it on its own
-    /// dialog, then BYE it. Its retransmissions get the same ACK again.
-    fn on_other_fork_2xx(&mut self, now: Instant, resp: &Response, tag: String) {
-        if let Some(f) = self.forks.iter().find(|f| f.remote_tag == tag) {
-            self.transmit.push_back(Transmit {
-                dest: f.dest,
-                bytes: f.ack.clone(),
-            });
-            return;
-        }
-        let Some(leg) = Leg::from_response(resp) else {
-            return;
-        };
-        let seq = resp
-            .headers
-            .get("CSeq")
-            .and_then(|c| CSeq::parse(c).ok())
-            .map_or(self.cseq, |c| c.seq);
-        let dest = leg.destination(self.cfg.destination);
-        let (ack, _) = self.leg_request(Method::Ack, &leg, seq);
-        let ack = ack.to_bytes();
-        self.transmit.push_back(Transmit {
-            dest,
-            bytes: ack.clone(),
-        });
-        // The fork's own CSeq space starts at the INVITE's.
-        let (mut bye, bye_branch) = self.leg_request(Method::Bye, &leg, seq + 1);
-        bye.headers
-            .push("Reason", "SIP;cause=200;text=\"Call completed elsewhere\"");
-        tracing::info!(call_id = %self.call_id, fork_tag = %tag, "second 2xx from a forked INVITE: ACK and BYE");
-        let mut fork = ForkedDialog {
-            remote_tag: tag,
-            ack,
-            dest,
-            bye: NonInviteClient::new(now, &bye, self.cfg.timers),
-            bye_branch,
-        };
-        fork.drain(&mut self.transmit);
-        self.forks.push(fork);
-    }
-
     fn end(&mut self, now: Instant, reason: EndReason) {
         if self.phase == Phase::Ended {
             return;
@@ -517,6 +452,14 @@ impl Call {
                     f.bye.handle_response(now, resp);
                 } else if let Some(tx) = &mut self.bye_tx {
                     tx.handle_response(now, resp);
+                }
+                self.drain_nict(now);
+            }
+            Method::Update => {
+                if let Some((tx, _, b)) = &mut self.refresh_tx {
+                    if branch.as_deref() == Some(b.as_str()) {
+                        tx.handle_response(now, resp);
+                    }
                 }
                 self.drain_nict(now);
             }
@@ -603,6 +546,23 @@ impl Call {
             while tx.poll_output().is_some() {}
         }
         self.prack_txs.retain(|(tx, _, _)| !tx.is_terminated());
+        let mut refresh_result = None;
+        if let Some((tx, dest, _)) = &mut self.refresh_tx {
+            while let Some(bytes) = tx.poll_transmit() {
+                self.transmit.push_back(Transmit { dest: *dest, bytes });
+            }
+            while let Some(out) = tx.poll_output() {
+                match out {
+                    TxOutput::Response(r) if r.code >= 200 => refresh_result = Some(Some(r)),
+                    TxOutput::Response(_) => {}
+                    TxOutput::Timeout => refresh_result = Some(None),
+                }
+            }
+        }
+        if let Some(result) = refresh_result {
+            self.refresh_tx = None;
+            self.on_refresh_result(now, result);
+        }
         for f in &mut self.forks {
             f.drain(&mut self.transmit);
         }
@@ -723,6 +683,7 @@ impl Call {
         self.phase = Phase::Confirmed;
         self.ring_deadline = None;
         self.cancel_guard = None;
+        self.session_timer = SessionTimer::from_answer(now, &resp.headers);
         self.send_ack(now);
         match sdp::parse_answer(&resp.body) {
             Ok(media) => self.events.push_back(CallEvent::Answered(media)),
@@ -880,7 +841,7 @@ impl Call {
                 r.headers.push("Allow", ALLOW);
                 r
             }
-            Method::Invite | Method::Update => self.on_session_request(req),
+            Method::Invite | Method::Update => self.on_session_request(now, req),
             _ => {
                 let mut r = Response::for_request(req, 405, None);
                 r.headers.push("Allow", ALLOW);
@@ -891,53 +852,18 @@ impl Call {
         Some(resp)
     }
 
-    /// A re-INVITE or UPDATE from the far end (RFC 3261 14.2, RFC 3311):
-    /// a new offer is answered and media follows it; a re-INVITE without
-    /// one gets our offer (answered in the ACK); an UPDATE without one is
-    /// a session refresh. An offer we cannot take is 488 and changes
-    /// nothing.
-    fn on_session_request(&mut self, req: &Request) -> Response {
-        if let Some(uri) = req
-            .headers
-            .get("Contact")
-            .and_then(|c| NameAddr::parse(c).ok())
-            .map(|a| a.uri)
-        {
-            // Both are target refresh requests (RFC 3261 12.2.2).
-            self.remote_target = Some(uri);
-        }
-        let mut r = Response::for_request(req, 200, None);
-        r.headers.push("Contact", self.contact());
-        r.headers.push("Allow", ALLOW);
-        r.headers.push("Supported", SUPPORTED);
-        let Some(local) = self.local_sdp.as_mut() else {
-            return Response::for_request(req, 488, None);
-        };
-        if req.body.is_empty() {
-            if req.method == Method::Invite {
-                r.headers.push("Content-Type", "application/sdp");
-                r.body = local.reoffer();
-                self.awaiting_ack_answer = true;
-            }
-            return r;
-        }
-        match local.answer_offer(&req.body) {
-            Ok((answer, media)) => {
-                r.headers.push("Content-Type", "application/sdp");
-                r.body = answer;
-                self.events.push_back(CallEvent::MediaUpdated(media));
-                r
-            }
-            Err(e) => {
-                tracing::info!(call_id = %self.call_id, error = %e, "new offer refused");
-                let mut r = Response::for_request(req, 488, None);
-                r.headers.push("Warning", format!("304 callout \"{e}\""));
-                r
-            }
-        }
-    }
-
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Confirmed {
+            match self
+                .session_timer
+                .as_mut()
+                .and_then(|t| t.handle_timeout(now))
+            {
+                Some(TimerAction::Refresh) => self.send_refresh(now),
+                Some(TimerAction::Expired) => self.expire(now),
+                None => {}
+            }
+        }
         if self.ring_deadline.is_some_and(|t| now >= t) {
             self.ring_deadline = None;
             self.request_cancel(now, CancelCause::RingTimeout);
@@ -969,6 +895,9 @@ impl Call {
         }
         for f in &mut self.forks {
             f.bye.handle_timeout(now);
+        }
+        if let Some((tx, _, _)) = &mut self.refresh_tx {
+            tx.handle_timeout(now);
         }
         self.drain_nict(now);
         if self.cancel_tx.as_ref().is_some_and(|t| t.is_terminated()) {
@@ -1012,6 +941,14 @@ impl Call {
                 .filter_map(|(x, _, _)| x.poll_timeout()),
         );
         t.extend(self.forks.iter().filter_map(|f| f.poll_timeout()));
+        if self.phase == Phase::Confirmed {
+            t.extend(self.session_timer.as_ref().and_then(|s| s.poll_timeout()));
+        }
+        t.extend(
+            self.refresh_tx
+                .as_ref()
+                .and_then(|(x, _, _)| x.poll_timeout()),
+        );
         t.into_iter().min()
     }
 }
@@ -1019,8 +956,9 @@ impl Call {
 /// Methods callout answers, for Allow headers.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK";
 
-/// Extensions callout's calls support (RFC 3262 reliable provisionals).
-pub const SUPPORTED: &str = "100rel";
+/// Extensions callout's calls support: RFC 3262 reliable provisionals and
+/// RFC 4028 session timers.
+pub const SUPPORTED: &str = "100rel, timer";
 
 /// Map a final failure code to an outcome (RFC 3261 21.4-21.6).
 pub fn map_failure(code: u16, reason: &str) -> EndReason {
@@ -1033,51 +971,5 @@ pub fn map_failure(code: u16, reason: &str) -> EndReason {
             code,
             reason: reason.to_string(),
         },
-    }
-}
-
-/// DTMF from an INFO body: `Some(Ok)` a digit, `Some(Err)` a known type with
-/// a bad body, `None` a content type we do not take.
-pub(crate) fn parse_info_dtmf(req: &Request) -> Option<Result<(char, Option<u32>), ()>> {
-    let ctype = req.headers.get("Content-Type")?.to_ascii_lowercase();
-    let ctype = ctype
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let body = std::str::from_utf8(&req.body).ok();
-    let valid = |c: char| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D');
-    match ctype.as_str() {
-        "application/dtmf-relay" => {
-            let body = body?;
-            let mut digit = None;
-            let mut duration = None;
-            for line in body.lines() {
-                let Some((k, v)) = line.split_once('=') else {
-                    continue;
-                };
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "signal" => digit = normalise_digit(v.trim()),
-                    "duration" => duration = v.trim().parse().ok(),
-                    _ => {}
-                }
-            }
-            Some(digit.filter(|c| valid(*c)).map(|d| (d, duration)).ok_or(()))
-        }
-        "application/dtmf" => {
-            let d = body.and_then(|b| normalise_digit(b.trim()));
-            Some(d.filter(|c| valid(*c)).map(|d| (d, None)).ok_or(()))
-        }
-        _ => None,
-    }
-}
-
-fn normalise_digit(s: &str) -> Option<char> {
-    match s {
-        "10" => Some('*'),
-        "11" => Some('#'),
-        s if s.chars().count() == 1 => s.chars().next().map(|c| c.to_ascii_uppercase()),
-        _ => None,
     }
 }

@@ -178,8 +178,9 @@ fn remote(e: &CallEvent) -> (SocketAddr, Codec, Direction) {
 fn media_follows_the_183_then_the_200_and_the_answers_ptime_and_event_type() {
     let mut h = Harness::dial();
     let inv = h.last(Method::Invite);
-    assert_eq!(inv.headers.get("Supported"), Some("100rel"));
-    assert!(inv.headers.get("Allow").unwrap().contains("UPDATE"));
+    assert_eq!(inv.headers.get("Supported"), Some("100rel, timer"));
+    let allow: Vec<&str> = inv.headers.all("Allow").collect();
+    assert!(allow.join(",").contains("UPDATE"), "{allow:?}");
     h.respond(PEER, &inv, 183, "b", &sdp_at(4000, "0 96", ""), &[]);
     h.respond(
         PEER,
@@ -352,4 +353,77 @@ fn a_second_fork_is_acked_and_byed_on_its_own_dialog() {
     // The kept fork's BYE does.
     assert_eq!(h.request(PEER, "BYE", 2, "one", "").unwrap().code, 200);
     assert!(h.events.iter().any(|e| matches!(e, CallEvent::Ended(_))));
+}
+
+#[test]
+fn as_refresher_we_send_update_at_half_the_interval() {
+    let mut h = Harness::dial();
+    let inv = h.last(Method::Invite);
+    let se = [
+        ("Session-Expires", "90;refresher=uac"),
+        ("Require", "timer"),
+    ];
+    h.respond(PEER, &inv, 200, "b", &sdp_at(4000, "0", ""), &se);
+    h.advance(Duration::from_secs(44));
+    assert!(h.all(Method::Update).is_empty());
+    h.advance(Duration::from_secs(1));
+    let ups = h.all(Method::Update);
+    assert_eq!(ups.len(), 1);
+    let up = ups[0].1.clone();
+    assert_eq!(up.headers.get("Session-Expires"), Some("90;refresher=uac"));
+    assert!(up.headers.get("To").unwrap().contains("tag=b"));
+    assert!(up.body.is_empty());
+    h.respond(
+        PEER,
+        &up,
+        200,
+        "b",
+        b"",
+        &[("Session-Expires", "90;refresher=uac")],
+    );
+    // The next refresh 45 s after that one was answered; the call lives on.
+    h.advance(Duration::from_secs(44));
+    assert_eq!(h.all(Method::Update).len(), 1);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.all(Method::Update).len(), 2);
+    let up = h.last(Method::Update);
+    h.respond(PEER, &up, 200, "b", b"", &[]);
+    assert!(!h.events.iter().any(|e| matches!(e, CallEvent::Ended(_))));
+    // A refresh answered 481: the dialog is gone, BYE and a clear reason.
+    h.advance(Duration::from_secs(45));
+    let up = h.last(Method::Update);
+    h.respond(PEER, &up, 481, "b", b"", &[]);
+    let bye = h.last(Method::Bye);
+    h.respond(PEER, &bye, 200, "b", b"", &[]);
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, CallEvent::Ended(super::call::EndReason::SessionExpired))));
+}
+
+#[test]
+fn when_the_callee_refreshes_a_missing_refresh_ends_the_call() {
+    let mut h = Harness::dial();
+    let inv = h.last(Method::Invite);
+    let se = [("Session-Expires", "90;refresher=uas")];
+    h.respond(PEER, &inv, 200, "b", &sdp_at(4000, "0", ""), &se);
+    h.advance(Duration::from_secs(40));
+    // The callee's refresh is answered with the interval and keeps it
+    // refresher.
+    let r = h.request(PEER, "UPDATE", 2, "b", "").unwrap();
+    assert_eq!(r.code, 200);
+    assert_eq!(r.headers.get("Session-Expires"), Some("90;refresher=uac"));
+    h.advance(Duration::from_secs(59));
+    assert!(
+        h.all(Method::Bye).is_empty(),
+        "60 s after the refresh, not before"
+    );
+    assert!(h.all(Method::Update).is_empty(), "we are not the refresher");
+    h.advance(Duration::from_secs(2));
+    let bye = h.last(Method::Bye);
+    h.respond(PEER, &bye, 200, "b", b"", &[]);
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, CallEvent::Ended(super::call::EndReason::SessionExpired))));
 }
