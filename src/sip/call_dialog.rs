@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::{Call, CallEvent, EndReason, ALLOW, SUPPORTED};
+use super::{Call, CallEvent, EndReason, Phase, ALLOW, SUPPORTED};
 use crate::sip::fork::ForkedDialog;
 use crate::sip::header::{CSeq, NameAddr};
 use crate::sip::leg::Leg;

@@ -178,7 +178,8 @@ fn remote(e: &CallEvent) -> (SocketAddr, Codec, Direction) {
 fn media_follows_the_183_then_the_200_and_the_answers_ptime_and_event_type() {
     let mut h = Harness::dial();
     let inv = h.last(Method::Invite);
-    assert_eq!(inv.headers.get("Supported"), Some("100rel, timer"));
+    let supported: Vec<&str> = inv.headers.all("Supported").collect();
+    assert_eq!(supported.join(", "), "100rel, timer");
     let allow: Vec<&str> = inv.headers.all("Allow").collect();
     assert!(allow.join(",").contains("UPDATE"), "{allow:?}");
     h.respond(PEER, &inv, 183, "b", &sdp_at(4000, "0 96", ""), &[]);
