@@ -744,7 +744,13 @@ async fn breakdown(
     for v in [&mut timer, &mut handoff, &mut gateway] {
         v.sort_by(f64::total_cmp);
     }
-    let p = |v: &[f64]| format!("p50 {:.1}, p99 {:.1}", percentile(v, 0.5), percentile(v, 0.99));
+    let p = |v: &[f64]| {
+        format!(
+            "p50 {:.1}, p99 {:.1}",
+            percentile(v, 0.5),
+            percentile(v, 0.99)
+        )
+    };
     println!(
         "  stages (ms): window end -> engine step {}; step -> gateway takes the request {}; gateway -> INVITE {}",
         p(&timer),
