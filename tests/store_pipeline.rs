@@ -109,6 +109,7 @@ async fn exercise(store: &Store, second: &Store) {
             name: "watchdog".into(),
             last_ms: 4000,
             incident: None,
+            grace_until_ms: 0,
         }]),
         // The ticket line of incs[1] only, written with its number.
         ticket_lines: [(incs[1].id.clone(), 0)].into_iter().collect(),

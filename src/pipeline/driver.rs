@@ -158,7 +158,7 @@ pub async fn start(
     let max_reopen = cfgs.values().map(|c| c.reopen_ms).max().unwrap_or(0);
     engine.set_contracts(now, cfgs);
     for h in p.store.heartbeats().await? {
-        engine.restore_heartbeat(h);
+        engine.restore_heartbeat(now, h);
     }
     let mut tickets = HashMap::new();
     if max_reopen > 0 {
