@@ -528,6 +528,7 @@ pub async fn api(rate: u32, seconds: u32, language: &str, fresh: bool) -> anyhow
                 .map(|b| format!("{b:02x}"))
                 .collect(),
             scopes: vec!["admin".into()],
+            contracts: Vec::new(),
         }],
         ..Default::default()
     };

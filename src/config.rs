@@ -13,8 +13,13 @@ use serde::Deserialize;
 pub struct TokenConfig {
     pub name: String,
     pub sha256: String,
-    /// `notify`, `operate`, `actions` (run maintenance actions), `admin`.
+    /// `notify`, `operate`, `actions` (run maintenance actions),
+    /// `intake` (post alerts), `admin`.
     pub scopes: Vec<String>,
+    /// With `intake`: the only contracts this token may post alerts for
+    /// (a customer's monitoring system); empty: any contract.
+    #[serde(default)]
+    pub contracts: Vec<String>,
 }
 
 /// A SIP trunk: where calls of the dialplans naming it are sent, and the

@@ -65,6 +65,7 @@ pub async fn run(dialplans: PathBuf, prompts: PathBuf) -> anyhow::Result<()> {
                 .map(|b| format!("{b:02x}"))
                 .collect(),
             scopes: vec!["admin".into()],
+            contracts: Vec::new(),
         }],
         intake: crate::config::IntakeConfig {
             smtp: Some(crate::pipeline::smtp::SmtpConfig {

@@ -313,6 +313,9 @@ enum BenchCmd {
         /// No Alertmanager beside callout.
         #[arg(long)]
         no_peer: bool,
+        /// Only the window end -> INVITE phase (SQLite).
+        #[arg(long)]
+        latency_only: bool,
         /// A tiny run (seconds) that only shows the bench still works.
         #[arg(long)]
         quick: bool,
@@ -538,6 +541,7 @@ fn main() -> ExitCode {
                     storm_rate,
                     postgres,
                     no_peer,
+                    latency_only,
                     quick,
                 },
         } => {
@@ -546,6 +550,7 @@ fn main() -> ExitCode {
                 PipelineBench {
                     postgres,
                     no_peer,
+                    latency_only,
                     ..PipelineBench::quick()
                 }
             } else {
@@ -559,6 +564,7 @@ fn main() -> ExitCode {
                     storm_rate,
                     postgres,
                     no_peer,
+                    latency_only,
                 }
             };
             runtime()

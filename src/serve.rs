@@ -36,6 +36,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
                 .map(|b| format!("{b:02x}"))
                 .collect(),
             scopes: vec!["admin".into()],
+            contracts: Vec::new(),
         });
     }
     // Shipped files are found wherever the service starts (crate::paths).
@@ -113,6 +114,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
                     .map(|b| format!("{b:02x}"))
                     .collect(),
                 scopes: vec!["notify".into()],
+                contracts: Vec::new(),
             });
             pipeline_token = Some(token);
         } else {

@@ -23,6 +23,7 @@ fn token(name: &str, secret: &str, scope: &str) -> TokenConfig {
             .map(|b| format!("{b:02x}"))
             .collect(),
         scopes: vec![scope.into()],
+        contracts: Vec::new(),
     }
 }
 

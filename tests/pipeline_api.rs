@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 const NOTIFY_ONLY: &str = "notify-only-token";
+/// An intake token bound to contract `acme` (a customer's monitoring).
+const ACME_INTAKE: &str = "acme-intake-token";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn hex(s: &str) -> String {
@@ -126,8 +128,10 @@ fn bad_input_over_http_is_refused_clearly_and_nothing_is_lost_or_doubled() {
         dir,
         &format!(
             "[[tokens]]\nname = \"n\"\nsha256 = \"{}\"\nscopes = [\"notify\"]\n\
+             [[tokens]]\nname = \"acme-monitoring\"\nsha256 = \"{}\"\nscopes = [\"intake\"]\ncontracts = [\"acme\"]\n\
              [webhooks]\nsecrets = [\"{SECRET}\"]\n",
-            hex(NOTIFY_ONLY)
+            hex(NOTIFY_ONLY),
+            hex(ACME_INTAKE)
         ),
         "44100-44199",
     );
@@ -459,5 +463,65 @@ fn bad_input_over_http_is_refused_clearly_and_nothing_is_lost_or_doubled() {
     // The INVITE has had no answer at all, so the call can only end
     // when its transaction times out (Timer B, 32 s).
     s.wait_state(&nid, &["cancelled"], Duration::from_secs(60));
+
+    // An intake token bound to `acme` posts for acme, and for no other
+    // contract: 403 naming it, and nothing of the request is stored (not
+    // even its acme alert).
+    let (st, v) = req(
+        &s,
+        "POST",
+        "/v1/intake/events",
+        Some(ACME_INTAKE),
+        event("acme", "web-10", "k10", "trigger")
+            .to_string()
+            .as_bytes(),
+        &[],
+    );
+    assert_eq!(st, 202, "{v}");
+    wait_for(
+        "the bound token's acme alert",
+        Duration::from_secs(10),
+        || incidents(&s, "contract=acme&host=web-10").len() == 1,
+    );
+    let mixed = json!({"version": "4", "status": "firing", "receiver": "callout", "groupKey": "g",
+        "alerts": [
+            {"status": "firing", "labels": {"alertname": "Down", "instance": "web-11", "contract": "acme"},
+             "annotations": {}, "startsAt": "2026-11-30T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z"},
+            {"status": "firing", "labels": {"alertname": "Down", "instance": "web-12", "contract": "fast"},
+             "annotations": {}, "startsAt": "2026-11-30T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}]});
+    let (st, v) = req(
+        &s,
+        "POST",
+        am,
+        Some(ACME_INTAKE),
+        mixed.to_string().as_bytes(),
+        &[],
+    );
+    assert_eq!(st, 403, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap_or("").contains("\"fast\""),
+        "{v}"
+    );
+    let (st, v) = req(
+        &s,
+        "POST",
+        "/v1/intake/events",
+        Some(ACME_INTAKE),
+        event("fast", "web-13", "k13", "trigger")
+            .to_string()
+            .as_bytes(),
+        &[],
+    );
+    assert_eq!(st, 403, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap_or("").contains("\"fast\""),
+        "{v}"
+    );
+    // The refused requests left nothing behind: the acme alert that came
+    // with them is not stored either.
+    std::thread::sleep(Duration::from_millis(300));
+    for host in ["web-11", "web-12", "web-13"] {
+        assert_eq!(incidents(&s, &format!("host={host}")).len(), 0, "{host}");
+    }
     drop(silent);
 }

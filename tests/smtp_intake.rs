@@ -69,6 +69,14 @@ struct Server {
 
 impl Server {
     fn start(max_size: usize) -> Server {
+        Server::start_with(SmtpConfig {
+            max_size,
+            ..SmtpConfig::default()
+        })
+    }
+
+    /// The listener with `cfg` (its `listen` and `hostname` are set here).
+    fn start_with(cfg: SmtpConfig) -> Server {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -83,8 +91,7 @@ impl Server {
         let cfg = SmtpConfig {
             listen: format!("127.0.0.1:{port}"),
             hostname: "mx.callout.test".into(),
-            max_size,
-            ..SmtpConfig::default()
+            ..cfg
         };
         rt.spawn(serve(listener, cfg, sink.clone(), stop.clone()));
         Server {
@@ -298,4 +305,111 @@ fn broken_mime_is_kept_as_unparsed() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A self-signed certificate for 127.0.0.1 made by `openssl` in `dir`:
+/// (certificate, key).
+fn test_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    require("openssl");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=mx.callout.test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:mx.callout.test"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    (cert, key)
+}
+
+/// STARTTLS with real clients: swaks `-tls` (which refuses to go on
+/// without it) and smtplib's `starttls()` verifying the server against
+/// the test certificate, so the session is encrypted with the configured
+/// certificate; the mail after it is accepted and read. Without a
+/// certificate STARTTLS is not offered and swaks `-tls` gives up.
+#[test]
+fn starttls_with_swaks_and_smtplib() {
+    let dir = std::env::temp_dir().join(format!("callout-smtp-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = test_certificate(&dir);
+    let s = Server::start_with(SmtpConfig {
+        max_size: 1 << 20,
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key),
+        ..SmtpConfig::default()
+    });
+    let o = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{}", s.port)])
+        .args(["--from", "nms@example.co.jp", "--to", "alerts@acme.example"])
+        .args(["--helo", "nms.example.co.jp", "--timeout", "10", "-tls"])
+        .arg("--data")
+        .arg(sample("iso2022jp-problem.eml"))
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("STARTTLS"), "{t}");
+    assert!(t.contains("TLS started"), "{t}");
+    assert!(t.contains("250 2.0.0"), "{t}");
+
+    let script = r#"
+import smtplib, ssl, sys
+port, cafile, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile)
+with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+    s.ehlo("nms.example.co.jp")
+    assert s.has_extn("starttls"), "no STARTTLS in EHLO"
+    s.starttls(context=ctx)
+    s.ehlo("nms.example.co.jp")
+    assert not s.has_extn("starttls"), "STARTTLS offered again inside TLS"
+    s.sendmail("nms@example.co.jp", ["alerts@acme.example"], open(path, "rb").read())
+    print("ok", s.sock.version())
+"#;
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(s.port.to_string())
+        .arg(&cert)
+        .arg(sample("sjis-base64.eml"))
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.starts_with("ok TLSv1."), "{t}");
+
+    let mails = s.mails();
+    assert_eq!(mails.len(), 2);
+    let a = alert(s.read(0));
+    assert_eq!((a.host.as_str(), a.status), ("web-01", Status::Firing));
+    let b = alert(s.read(1));
+    assert_eq!((b.host.as_str(), b.status), ("db-02", Status::Firing));
+    drop(s);
+
+    // No certificate: not offered, and a client that insists gives up
+    // before sending anything.
+    let plain = Server::start(1 << 20);
+    let o = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{}", plain.port)])
+        .args(["--from", "nms@example.co.jp", "--to", "alerts@acme.example"])
+        .args(["--timeout", "10", "-tls"])
+        .arg("--data")
+        .arg(sample("iso2022jp-problem.eml"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("STARTTLS"), "{}", text(&o));
+    assert!(plain.mails().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -109,7 +109,10 @@ async fn exercise(store: &Store, second: &Store) {
             name: "watchdog".into(),
             last_ms: 4000,
             incident: None,
+            grace_until_ms: 0,
         }]),
+        // The ticket line of incs[1] only, written with its number.
+        ticket_lines: [(incs[1].id.clone(), 0)].into_iter().collect(),
         now_ms: 5000,
     };
     let t = store.apply_pipeline(&w).await.unwrap();
@@ -142,6 +145,12 @@ async fn exercise(store: &Store, second: &Store) {
         .collect();
     assert_eq!(tl, ["first", "second", "third"]);
     assert_eq!(store.max_timeline_seq().await.unwrap(), 3);
+    let tl = store.timeline(&incs[1].id).await.unwrap();
+    assert_eq!(tl.len(), 1);
+    assert_eq!(
+        (tl[0].kind.as_str(), tl[0].text.as_str(), tl[0].at_ms),
+        ("ticket", "ticket ACME-000002 opened", 5000)
+    );
     // Heartbeats come back.
     let hb = store.heartbeats().await.unwrap();
     assert_eq!(hb.len(), 1);

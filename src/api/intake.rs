@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiQuery as Query, RawBody};
 use super::incidents::pipeline;
-use super::{authorize, ApiError, Scope, Shared};
+use super::{token_for, ApiError, Scope, Shared};
 use crate::pipeline::alert::Alert;
 use crate::pipeline::sources::{self, Batch, BodyError};
 use crate::runner::now_ms;
@@ -31,7 +31,7 @@ async fn intake(
     body: &[u8],
     parse: Parser,
 ) -> Result<Response, ApiError> {
-    authorize(svc, headers, Scope::Intake)?;
+    let token = token_for(svc, headers, Scope::Intake)?;
     let p = pipeline(svc)?;
     if let Some(c) = &default_contract {
         if c.is_empty() || c.len() > 200 {
@@ -56,6 +56,18 @@ async fn intake(
         .chain(batch.acks.into_iter().map(|a| (a.index, Ok(a.alert), true)));
     for (index, item, ack) in items {
         match item {
+            // A token bound to contracts posts for those only; the whole
+            // request is refused, nothing of it stored.
+            Ok(a) if !token.contracts.is_empty() && !token.contracts.contains(&a.contract) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    format!(
+                        "this token may not post alerts for contract {:?} (alert {index})",
+                        a.contract
+                    ),
+                ));
+            }
             Ok(a) if !contracts.contains_key(&a.contract) => {
                 let why = if svc.registry.get(&a.contract).is_some() {
                     format!("contract {:?} has no [pipeline] section", a.contract)

@@ -67,6 +67,15 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Check the bearer token: 401 without a valid one, 403 without the scope
 /// (`admin` implies every scope).
 fn authorize(svc: &Service, headers: &HeaderMap, scope: Scope) -> Result<String, ApiError> {
+    token_for(svc, headers, scope).map(|t| t.name.clone())
+}
+
+/// The configured token a request carries, if it has `scope`.
+fn token_for<'a>(
+    svc: &'a Service,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<&'a crate::config::TokenConfig, ApiError> {
     let token = bearer(headers).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -85,7 +94,7 @@ fn authorize(svc: &Service, headers: &HeaderMap, scope: Scope) -> Result<String,
         .find(|t| t.sha256.eq_ignore_ascii_case(&hash))
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "unknown token"))?;
     if t.scopes.iter().any(|s| s == scope.name() || s == "admin") {
-        Ok(t.name.clone())
+        Ok(t)
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,

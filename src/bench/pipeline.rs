@@ -55,6 +55,8 @@ pub struct PipelineBench {
     pub postgres: Option<String>,
     /// Skip the Alertmanager peer.
     pub no_peer: bool,
+    /// Only the window end -> INVITE phase (on SQLite).
+    pub latency_only: bool,
 }
 
 impl PipelineBench {
@@ -70,6 +72,7 @@ impl PipelineBench {
             storm_rate: 200,
             postgres: None,
             no_peer: false,
+            latency_only: false,
         }
     }
 }
@@ -696,6 +699,64 @@ async fn latency_phase(o: &PipelineBench, base: &str, arrivals: &Arrivals) -> an
         percentile(&ms, 0.99),
         ms.last().copied().unwrap_or(f64::NAN)
     );
+    breakdown(&client, base, &rows, &got).await
+}
+
+/// Where the time between window end and INVITE went, per stage: the
+/// engine's step (its timeline line `pending → notifying`), the gateway taking the
+/// request (the notification's `created_ms`, read before its commits),
+/// the INVITE at the callee.
+async fn breakdown(
+    client: &reqwest::Client,
+    base: &str,
+    rows: &[Value],
+    got: &HashMap<String, f64>,
+) -> anyhow::Result<()> {
+    let (mut timer, mut handoff, mut gateway) = (Vec::new(), Vec::new(), Vec::new());
+    for i in rows {
+        let (Some(id), Some(n), Some(opened)) = (
+            i["id"].as_str(),
+            i["notification"].as_str(),
+            i["opened_ms"].as_f64(),
+        ) else {
+            continue;
+        };
+        let Some(at) = got.get(n) else { continue };
+        let inc = get_json(client, &format!("{base}/v1/incidents/{id}")).await?;
+        let step = inc["timeline"].as_array().and_then(|t| {
+            t.iter()
+                .find(|l| {
+                    l["kind"] == "state"
+                        && l["text"]
+                            .as_str()
+                            .is_some_and(|t| t.starts_with("pending → notifying"))
+                })
+                .and_then(|l| l["at_ms"].as_f64())
+        });
+        let ntf = get_json(client, &format!("{base}/v1/notifications/{n}")).await?;
+        let (Some(step), Some(created)) = (step, ntf["created_ms"].as_f64()) else {
+            continue;
+        };
+        timer.push(step - (opened + 1000.0));
+        handoff.push(created - step);
+        gateway.push(at - created);
+    }
+    for v in [&mut timer, &mut handoff, &mut gateway] {
+        v.sort_by(f64::total_cmp);
+    }
+    let p = |v: &[f64]| {
+        format!(
+            "p50 {:.1}, p99 {:.1}",
+            percentile(v, 0.5),
+            percentile(v, 0.99)
+        )
+    };
+    println!(
+        "  stages (ms): window end -> engine step {}; step -> gateway takes the request {}; gateway -> INVITE {}",
+        p(&timer),
+        p(&handoff),
+        p(&gateway)
+    );
     Ok(())
 }
 
@@ -812,6 +873,14 @@ pub async fn run(o: PipelineBench) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let client = reqwest::Client::new();
+    if o.latency_only {
+        let db = format!("sqlite://{}/sqlite/callout.db", dir.display());
+        let svc = start_service(&dir, &db).await?;
+        latency_phase(&o, &svc.base, &arrivals).await?;
+        drop(svc);
+        println!("  (the service's log: {})", dir.join("serve.log").display());
+        return Ok(());
+    }
     {
         let db = format!("sqlite://{}/sqlite/callout.db", dir.display());
         let svc = start_service(&dir, &db).await?;

@@ -158,7 +158,7 @@ pub async fn start(
     let max_reopen = cfgs.values().map(|c| c.reopen_ms).max().unwrap_or(0);
     engine.set_contracts(now, cfgs);
     for h in p.store.heartbeats().await? {
-        engine.restore_heartbeat(h);
+        engine.restore_heartbeat(now, h);
     }
     let mut tickets = HashMap::new();
     if max_reopen > 0 {
@@ -208,7 +208,13 @@ impl Task {
         // Restored incidents may have asked for calls again.
         self.flush().await;
         loop {
-            // Stored alerts first, in arrival order.
+            // Stored alerts first, in arrival order (an alert stored
+            // before a window ended, e.g. its recovery, is seen before the
+            // window end), then the window ends that are due, all written
+            // in one step: one commit instead of two, and a backlog of
+            // alerts (a storm) no longer holds a due call back until it
+            // is read to the end.
+            let mut more = false;
             match self.p.store.unhandled_alerts(500).await {
                 Ok(alerts) if !alerts.is_empty() => {
                     let n = alerts.len();
@@ -228,8 +234,7 @@ impl Task {
                         .metrics
                         .alerts_handled
                         .fetch_add(n as u64, Ordering::Relaxed);
-                    self.flush().await;
-                    continue;
+                    more = true;
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -240,7 +245,10 @@ impl Task {
             let now = now_ms();
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
-                self.flush().await;
+            }
+            self.flush().await;
+            let now = now_ms();
+            if more || self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 continue;
             }
             let wait = self
@@ -331,6 +339,7 @@ impl Task {
                 Output::Opened { incident } => {
                     if let Some(inc) = self.snapshot.get(&incident) {
                         w.new_tickets.push((incident.clone(), ticket_prefix(inc)));
+                        w.ticket_lines.insert(incident.clone(), self.p.next_seq());
                         self.p
                             .metrics
                             .incidents_opened
@@ -401,7 +410,9 @@ impl Task {
                 }
             }
         }
-        // The ticket line of each new incident, in the same write.
+        // One commit per step: the ticket line of each new incident is in
+        // it too (a commit is an fsync on the single SQLite connection
+        // the intake and the gateway share).
         let mut wait = Duration::from_millis(100);
         let taken = loop {
             match self.p.store.apply_pipeline(&w).await {
@@ -415,16 +426,6 @@ impl Task {
             }
         };
         for (incident, ticket) in taken {
-            let row = TimelineRow {
-                id: new_id("tl"),
-                seq: self.p.next_seq(),
-                at_ms: now,
-                kind: "ticket".into(),
-                text: format!("ticket {ticket} opened"),
-                alert: None,
-                data: None,
-            };
-            let _ = self.p.store.add_timeline(&incident, &row).await;
             self.tickets.insert(incident, ticket);
         }
         for inc in &w.incidents {

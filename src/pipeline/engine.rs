@@ -221,6 +221,10 @@ pub struct HeartbeatState {
     pub last_ms: i64,
     /// The incident raised for its silence, while open.
     pub incident: Option<String>,
+    /// Not raised before this (epoch ms): after callout itself was down,
+    /// the source gets one interval from the start to be heard again.
+    #[serde(default)]
+    pub grace_until_ms: i64,
 }
 
 /// The gateway's final word on a notification.
@@ -296,6 +300,7 @@ impl Engine {
                             name: h.name.clone(),
                             last_ms: now,
                             incident: None,
+                            grace_until_ms: 0,
                         }
                     });
             }
@@ -334,7 +339,16 @@ impl Engine {
         self.incidents.insert(inc.id.clone(), inc);
     }
 
-    pub fn restore_heartbeat(&mut self, h: HeartbeatState) {
+    /// A stored heartbeat, at start (after [`Engine::set_contracts`]).
+    /// Its source could not reach callout while callout was down, so it
+    /// is not raised before one interval after `now`.
+    pub fn restore_heartbeat(&mut self, now: i64, mut h: HeartbeatState) {
+        let interval = self
+            .contracts
+            .get(&h.contract)
+            .and_then(|p| p.heartbeats.iter().find(|x| x.name == h.name))
+            .map_or(0, |hb| hb.interval_ms);
+        h.grace_until_ms = now.saturating_add(interval);
         self.heartbeats
             .insert((h.contract.clone(), h.name.clone()), h);
     }
@@ -412,7 +426,11 @@ impl Engine {
             }
             let p = self.contracts.get(c)?;
             let hb = p.heartbeats.iter().find(|x| &x.name == n)?;
-            Some(h.last_ms.saturating_add(hb.interval_ms))
+            Some(
+                h.last_ms
+                    .saturating_add(hb.interval_ms)
+                    .max(h.grace_until_ms),
+            )
         });
         windows.chain(beats).min()
     }
@@ -1250,7 +1268,8 @@ impl Engine {
             .filter_map(|((c, n), h)| {
                 let p = self.contracts.get(c)?;
                 let hb = p.heartbeats.iter().find(|x| &x.name == n)?;
-                (now - h.last_ms >= hb.interval_ms).then(|| (c.clone(), n.clone(), h.last_ms))
+                (now - h.last_ms >= hb.interval_ms && now >= h.grace_until_ms)
+                    .then(|| (c.clone(), n.clone(), h.last_ms))
             })
             .collect();
         for (contract, name, last) in silent {
@@ -1320,6 +1339,7 @@ impl Engine {
             name: name.to_string(),
             last_ms: now,
             incident: None,
+            grace_until_ms: 0,
         });
         h.last_ms = now;
         let raised = h.incident.take();

@@ -411,6 +411,38 @@ fn a_silent_heartbeat_raises_an_incident_for_the_centre_and_its_return_closes_it
 }
 
 #[test]
+fn a_heartbeat_is_not_raised_at_once_after_callout_itself_was_down() {
+    let hb = "monitoring_contract = \"noc\"\n[[pipeline.heartbeats]]\nname = \"watchdog\"\nmatch = ['alertname=\"Watchdog\"']\ninterval = \"5m\"\n";
+    let stored = HeartbeatState {
+        contract: "acme".into(),
+        name: "watchdog".into(),
+        last_ms: 60 * S,
+        incident: None,
+        grace_until_ms: 0,
+    };
+    // callout comes back an hour after the last beat: a full interval
+    // of grace from the start, not an incident at once.
+    let start = 3_600 * S;
+    let mut e = engine(hb);
+    e.restore_heartbeat(start, stored.clone());
+    assert_eq!(e.poll_timeout(), Some(start + 300 * S));
+    assert!(run_to(&mut e, start + 299 * S).is_empty());
+    // The source was only waiting for us: a beat inside the grace.
+    let mut f = Feed { n: 0 };
+    let t = start + 30 * S;
+    e.handle_alert(t, &f.alert(t, "", "Watchdog", Status::Firing));
+    drain(&mut e);
+    assert_eq!(e.poll_timeout(), Some(t + 300 * S));
+    assert!(run_to(&mut e, t + 299 * S).is_empty());
+    // Without a beat after the start, it is raised when the grace ends.
+    let mut e = engine(hb);
+    e.restore_heartbeat(start, stored);
+    let out = run_to(&mut e, start + 300 * S);
+    assert_eq!(opened(&out).len(), 1, "{out:?}");
+    assert_eq!(notifies(&out).len(), 1);
+}
+
+#[test]
 fn a_new_occurrence_inside_the_reopen_window_reopens_the_ticket() {
     let mut e = engine("reopen = \"10m\"\n");
     let mut f = Feed { n: 0 };

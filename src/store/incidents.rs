@@ -63,6 +63,9 @@ pub struct PipelineWrite {
     pub dispositions: Vec<(String, Disposition)>,
     pub timeline: Vec<(String, TimelineRow)>,
     pub heartbeats: Option<Vec<HeartbeatState>>,
+    /// The timeline position of each new ticket's `ticket … opened` line
+    /// (by incident), written in the same transaction as the number.
+    pub ticket_lines: std::collections::HashMap<String, i64>,
     pub now_ms: i64,
 }
 
@@ -286,6 +289,22 @@ impl Store {
             .bind(&t.text)
             .bind(&t.alert)
             .bind(t.data.as_ref().map(|d| d.to_string()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (incident, ticket) in &tickets {
+            let Some(seq) = w.ticket_lines.get(incident) else {
+                continue;
+            };
+            sqlx::query(
+                "INSERT INTO incident_timeline (id, incident_id, seq, at_ms, kind, text, alert_id, data) \
+                 VALUES ($1, $2, $3, $4, 'ticket', $5, NULL, NULL)",
+            )
+            .bind(super::new_id("tl"))
+            .bind(incident)
+            .bind(seq)
+            .bind(w.now_ms)
+            .bind(format!("ticket {ticket} opened"))
             .execute(&mut *tx)
             .await?;
         }
