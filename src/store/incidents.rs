@@ -63,6 +63,8 @@ pub struct PipelineWrite {
     pub dispositions: Vec<(String, Disposition)>,
     pub timeline: Vec<(String, TimelineRow)>,
     pub heartbeats: Option<Vec<HeartbeatState>>,
+    /// Customer notices this step causes (the mail outbox).
+    pub mails: Vec<super::OutboxMail>,
     pub now_ms: i64,
 }
 
@@ -301,6 +303,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+        }
+        for m in &w.mails {
+            super::mail_outbox::insert(&mut tx, m, w.now_ms).await?;
         }
         tx.commit().await?;
         Ok(tickets)

@@ -10,6 +10,8 @@ use sqlx::{AnyPool, Row};
 
 mod events;
 mod incidents;
+mod mail_outbox;
+pub use mail_outbox::{MailEnd, OutboxMail, QueuedMail};
 pub use incidents::{AlertRow, IncidentFilter, IncidentRow, MailRow, PipelineWrite, TimelineRow};
 mod pins;
 mod runs;
