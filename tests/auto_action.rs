@@ -16,9 +16,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::scratch;
 use common::serve::{copy_prompts, pressing_callee, Serve};
 use common::sshd::Sshd;
-use common::scratch;
 use serde_json::{json, Value};
 
 fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -118,7 +118,11 @@ fn a_first_level_restart_calls_nobody_when_it_works_and_says_why_when_it_fails()
     let (_callee, uri) = pressing_callee("44300-44349");
     let dialplans = dir.join("dialplans");
     std::fs::create_dir_all(dialplans.join("flows")).unwrap();
-    std::fs::write(dialplans.join("flows/auto-restart.toml"), skip_check_flow(&sshd)).unwrap();
+    std::fs::write(
+        dialplans.join("flows/auto-restart.toml"),
+        skip_check_flow(&sshd),
+    )
+    .unwrap();
     std::fs::write(
         dialplans.join("ops.toml"),
         format!(
@@ -170,17 +174,26 @@ on_success = "mail"
     // 1. The restart works and verifies: nobody is called.
     assert!(!sshd.running("app"));
     alert(&s, "app");
-    let inc = wait_for("the automatic run's decision", Duration::from_secs(30), || {
-        incident_of(&s, "app").filter(|i| has(i, "notify", "nobody is called"))
-    });
+    let inc = wait_for(
+        "the automatic run's decision",
+        Duration::from_secs(30),
+        || incident_of(&s, "app").filter(|i| has(i, "notify", "nobody is called")),
+    );
     assert!(sshd.running("app"), "the restart did not happen");
     assert!(
-        has(&inc, "action", "action restart (flow auto-restart) on web01 succeeded and verified"),
+        has(
+            &inc,
+            "action",
+            "action restart (flow auto-restart) on web01 succeeded and verified"
+        ),
         "{:#?}",
         lines(&inc)
     );
     assert_eq!(
-        sshd.calls().iter().find(|c| c.ends_with(" app")).map(String::as_str),
+        sshd.calls()
+            .iter()
+            .find(|c| c.ends_with(" app"))
+            .map(String::as_str),
         Some("restart app"),
         "skip_check: no status before the restart: {:?}",
         sshd.calls()
@@ -189,7 +202,9 @@ on_success = "mail"
     std::thread::sleep(Duration::from_secs(2));
     let inc = incident_of(&s, "app").unwrap();
     assert!(
-        !lines(&inc).iter().any(|(_, t)| t.contains("escalation started")),
+        !lines(&inc)
+            .iter()
+            .any(|(_, t)| t.contains("escalation started")),
         "{:#?}",
         lines(&inc)
     );
@@ -197,9 +212,11 @@ on_success = "mail"
     // 2. The service never stays up: the verify fails, the escalation
     // starts and the message says what was tried and how it failed.
     alert(&s, "broken");
-    let inc = wait_for("the escalation after the failed run", Duration::from_secs(40), || {
-        incident_of(&s, "broken").filter(|i| has(i, "notify", "escalation started"))
-    });
+    let inc = wait_for(
+        "the escalation after the failed run",
+        Duration::from_secs(40),
+        || incident_of(&s, "broken").filter(|i| has(i, "notify", "escalation started")),
+    );
     assert!(
         has(&inc, "action", "failed at the verify step running-again"),
         "{:#?}",
@@ -208,21 +225,37 @@ on_success = "mail"
     assert!(has(&inc, "notify", "did not fix it: the escalation starts"));
     let nid = lines(&inc)
         .iter()
-        .find_map(|(_, t)| t.strip_prefix("escalation started: notification ").map(String::from))
+        .find_map(|(_, t)| {
+            t.strip_prefix("escalation started: notification ")
+                .map(String::from)
+        })
         .unwrap();
-    let n = s.wait_state(&nid, &["acknowledged", "completed"], Duration::from_secs(60));
+    let n = s.wait_state(
+        &nid,
+        &["acknowledged", "completed"],
+        Duration::from_secs(60),
+    );
     let summary = n["summary"].as_str().unwrap();
     let phrase = "An automatic restart of the service was tried and failed: failed at the verify step running-again";
     assert!(summary.starts_with(phrase), "{n:#}");
     let spoken = callout::ivr::dialplan::render(
         "Alert on {host}: {summary}",
-        &[("host".to_string(), "web01".to_string()), ("summary".to_string(), summary.to_string())].into(),
+        &[
+            ("host".to_string(), "web01".to_string()),
+            ("summary".to_string(), summary.to_string()),
+        ]
+        .into(),
     );
     assert!(spoken.contains(phrase), "{spoken}");
 
     // 3. An operator runs it on the incident: dry run, confirm, run.
-    let path = format!("/v1/incidents/{}/actions/restart", inc["id"].as_str().unwrap());
-    let (st, dry) = s.http("POST", &path, Some(json!({"dry_run": true}))).unwrap();
+    let path = format!(
+        "/v1/incidents/{}/actions/restart",
+        inc["id"].as_str().unwrap()
+    );
+    let (st, dry) = s
+        .http("POST", &path, Some(json!({"dry_run": true})))
+        .unwrap();
     assert_eq!(st, 200, "{dry:#}");
     assert!(dry["text"].as_str().unwrap().contains("restart"), "{dry:#}");
     let confirm = dry["confirm"].as_str().unwrap().to_string();
@@ -236,13 +269,22 @@ on_success = "mail"
     assert_eq!(rec["result"], "failed", "{rec:#}");
     let inc = incident_of(&s, "broken").unwrap();
     assert!(
-        has(&inc, "action", "operator t: action restart (flow auto-restart) on web01 failed"),
+        has(
+            &inc,
+            "action",
+            "operator t: action restart (flow auto-restart) on web01 failed"
+        ),
         "{:#?}",
         lines(&inc)
     );
     // Unknown action: 404 naming it.
-    let bad = format!("/v1/incidents/{}/actions/nosuch", inc["id"].as_str().unwrap());
-    let (st, v) = s.http("POST", &bad, Some(json!({"dry_run": true}))).unwrap();
+    let bad = format!(
+        "/v1/incidents/{}/actions/nosuch",
+        inc["id"].as_str().unwrap()
+    );
+    let (st, v) = s
+        .http("POST", &bad, Some(json!({"dry_run": true})))
+        .unwrap();
     assert_eq!(st, 404, "{v:#}");
     assert!(v.to_string().contains("nosuch"), "{v:#}");
 }

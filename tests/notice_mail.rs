@@ -251,8 +251,10 @@ fn notices_are_threaded_retried_and_given_up_against_a_real_relay() {
         .http(
             "POST",
             "/v1/intake/events",
-            Some(json!({"event_action": "trigger", "dedup_key": "disk-db-01", "routing_key": "acme",
-                    "payload": {"summary": summary, "source": "db-01", "severity": "critical"}})),
+            Some(
+                json!({"event_action": "trigger", "dedup_key": "disk-db-01", "routing_key": "acme",
+                    "payload": {"summary": summary, "source": "db-01", "severity": "critical"}}),
+            ),
         )
         .unwrap();
     assert_eq!(st, 202, "{v}");
@@ -306,7 +308,10 @@ fn notices_are_threaded_retried_and_given_up_against_a_real_relay() {
     let ex = &got[1];
     assert_eq!(ex["rcpt_tos"], json!(["ops@acme.example"]));
     assert!(
-        ex["subject"].as_str().unwrap().contains("担当者が未対応です"),
+        ex["subject"]
+            .as_str()
+            .unwrap()
+            .contains("担当者が未対応です"),
         "{ex:#}"
     );
     let ex_id = ex["message_id"].as_str().unwrap().to_string();
@@ -318,8 +323,10 @@ fn notices_are_threaded_retried_and_given_up_against_a_real_relay() {
         .http(
             "POST",
             "/v1/intake/events",
-            Some(json!({"event_action": "resolve", "dedup_key": "disk-db-01", "routing_key": "acme",
-                    "payload": {"summary": "ok", "source": "db-01", "severity": "critical"}})),
+            Some(
+                json!({"event_action": "resolve", "dedup_key": "disk-db-01", "routing_key": "acme",
+                    "payload": {"summary": "ok", "source": "db-01", "severity": "critical"}}),
+            ),
         )
         .unwrap();
     assert_eq!(st, 202, "{v}");
@@ -345,7 +352,10 @@ fn notices_are_threaded_retried_and_given_up_against_a_real_relay() {
         let l = mail_lines(&s, &id);
         (l.len() == 3).then_some(l)
     });
-    assert!(lines[0].starts_with("occurrence notice mailed to ops@acme.example, boss@acme.example"), "{lines:?}");
+    assert!(
+        lines[0].starts_with("occurrence notice mailed to ops@acme.example, boss@acme.example"),
+        "{lines:?}"
+    );
     assert!(lines[1].starts_with("exhausted notice mailed"), "{lines:?}");
     assert!(lines[2].starts_with("recovery notice mailed"), "{lines:?}");
     assert!(lines[0].contains(&occ_id), "{lines:?}");
@@ -387,7 +397,10 @@ fn notices_are_threaded_retried_and_given_up_against_a_real_relay() {
         let l = mail_lines(&s, &gid);
         (l.len() == 2).then_some(l)
     });
-    assert!(lines[0].starts_with("occurrence notice mailed"), "{lines:?}");
+    assert!(
+        lines[0].starts_with("occurrence notice mailed"),
+        "{lines:?}"
+    );
     assert!(
         lines[1].starts_with("exhausted notice to reject@globex.example given up")
             && lines[1].contains("550"),

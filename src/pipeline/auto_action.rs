@@ -90,7 +90,9 @@ impl Engine {
             now,
             id,
             State::Notifying,
-            &format!("the wait window ended; first-level action {action} runs before anyone is called"),
+            &format!(
+                "the wait window ended; first-level action {action} runs before anyone is called"
+            ),
         );
         self.notice(id, NoticeEvent::Occurrence, String::new());
         self.out.push_back(Output::RunAction {

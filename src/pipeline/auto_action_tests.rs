@@ -18,7 +18,11 @@ fn engine(extra: &str) -> Engine {
          [pipeline.notices.exhausted]\nto = [\"ops@acme.example\"]\n\
          [pipeline.notices.recovery]\nto = [\"ops@acme.example\"]\n{extra}"
     );
-    let cfg = Arc::new(config::load(&text, Path::new("acme.toml")).unwrap().unwrap());
+    let cfg = Arc::new(
+        config::load(&text, Path::new("acme.toml"))
+            .unwrap()
+            .unwrap(),
+    );
     let mut e = Engine::new();
     e.set_contracts(0, HashMap::from([("acme".to_string(), cfg)]));
     e
@@ -211,7 +215,9 @@ fn a_failed_fix_starts_the_escalation_and_a_lost_one_counts_as_failed() {
     e3.lost_first_actions(70 * S);
     let out = drain(&mut e3);
     assert!(notified(&out));
-    assert!(out.iter().any(|o| matches!(o, Output::Timeline { text, .. } if text.contains("lost in a restart"))));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Timeline { text, .. } if text.contains("lost in a restart"))));
 }
 
 #[test]

@@ -491,8 +491,7 @@ impl Task {
         tokio::spawn(async move {
             let report = match p.plan(&inc.contract) {
                 Some(plan) => {
-                    super::action_run::run(&g, &plan, &action, &inc, ticket.as_deref(), true)
-                        .await
+                    super::action_run::run(&g, &plan, &action, &inc, ticket.as_deref(), true).await
                 }
                 None => ActionReport {
                     ok: false,

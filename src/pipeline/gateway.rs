@@ -88,7 +88,12 @@ impl GatewayClient {
     /// API and wait for its record. `Err` carries why it did not run: a
     /// refusal (4xx, with the gateway's detail) at once; a connection
     /// failure or 5xx after a few tries.
-    pub async fn run_action(&self, flow: &str, body: &Value, limit: Duration) -> Result<Value, String> {
+    pub async fn run_action(
+        &self,
+        flow: &str,
+        body: &Value,
+        limit: Duration,
+    ) -> Result<Value, String> {
         let mut wait = Duration::from_millis(200);
         let mut last = String::new();
         for _ in 0..5 {
@@ -102,7 +107,10 @@ impl GatewayClient {
                 .await;
             match r {
                 Ok(r) if r.status().is_success() => {
-                    return r.json().await.map_err(|e| format!("the gateway's answer: {e}"));
+                    return r
+                        .json()
+                        .await
+                        .map_err(|e| format!("the gateway's answer: {e}"));
                 }
                 Ok(r) if r.status().is_client_error() => {
                     let code = r.status().as_u16();

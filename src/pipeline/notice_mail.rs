@@ -232,7 +232,9 @@ pub fn message_id(outbox_id: &str, incident: &str, domain: &str) -> String {
 fn default_subject(lang: Language, e: NoticeEvent) -> &'static str {
     match (lang, e) {
         (Language::En, NoticeEvent::Occurrence) => "Alert: {host} {summary}",
-        (Language::En, NoticeEvent::Exhausted) => "Nobody has taken the alert yet: {host} {summary}",
+        (Language::En, NoticeEvent::Exhausted) => {
+            "Nobody has taken the alert yet: {host} {summary}"
+        }
         (Language::En, NoticeEvent::Action) => "Automatic action on {host}: {detail}",
         (Language::En, NoticeEvent::Recovery) => "Recovered: {host} {summary}",
         (Language::Ja, NoticeEvent::Occurrence) => "障害発生: {host} {summary}",
@@ -367,10 +369,12 @@ fn text_part(text: &str, charset: Charset) -> SinglePart {
             let s = String::from_utf8_lossy(&bytes).into_owned();
             if let Ok(body) = Body::new_with_encoding(s, encoding) {
                 return SinglePart::builder()
-                    .header(ContentType::parse("text/plain; charset=ISO-2022-JP").unwrap_or(
-                        // A fixed, valid content type: the parse cannot fail.
-                        ContentType::TEXT_PLAIN,
-                    ))
+                    .header(
+                        ContentType::parse("text/plain; charset=ISO-2022-JP").unwrap_or(
+                            // A fixed, valid content type: the parse cannot fail.
+                            ContentType::TEXT_PLAIN,
+                        ),
+                    )
                     .body(body);
             }
         }
@@ -436,7 +440,9 @@ mod tests {
         );
         let head = raw.split("\r\n\r\n").next().unwrap();
         assert!(
-            !head.lines().any(|l| l.to_ascii_lowercase().starts_with("bcc")),
+            !head
+                .lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("bcc")),
             "{head}"
         );
         assert!(header_safe(&"x".repeat(500), 10).chars().count() == 10);
@@ -448,13 +454,21 @@ mod tests {
         let raw = build_with(&notice("s"), &cfg(Charset::Utf8), &earlier);
         assert!(raw.contains("In-Reply-To: <b@x>"), "{raw}");
         assert!(raw.contains("References: <a@x> <b@x>"), "{raw}");
-        assert!(raw.contains("Message-ID: <mo_1.in_abc@example.net>"), "{raw}");
+        assert!(
+            raw.contains("Message-ID: <mo_1.in_abc@example.net>"),
+            "{raw}"
+        );
     }
 
     #[test]
     fn iso_2022_jp_when_asked_utf8_when_it_cannot() {
         let raw = build_with(&notice("ディスク"), &cfg(Charset::Iso2022Jp), &[]);
-        assert!(raw.contains("charset=ISO-2022-JP"), "{raw}");
+        assert!(
+            raw.to_ascii_lowercase().contains("charset=iso-2022-jp"),
+            "{raw}"
+        );
+        // 7-bit: the JIS escape sequence is in the body as it is.
+        assert!(raw.contains("\x1b$B"), "{raw}");
         let raw = build_with(&notice("emoji 🔥"), &cfg(Charset::Iso2022Jp), &[]);
         assert!(raw.to_ascii_lowercase().contains("charset=utf-8"), "{raw}");
     }
