@@ -221,6 +221,9 @@ pub struct PipelineSettings {
     /// How far a webhook's timestamp may be from now.
     #[serde(deserialize_with = "duration")]
     pub webhook_tolerance: Duration,
+    /// The relay customer notices are mailed through
+    /// (`[pipeline.mail_out]`; no notice is sent without it).
+    pub mail_out: Option<crate::pipeline::mail_outbox::MailOutConfig>,
 }
 
 impl Default for PipelineSettings {
@@ -231,6 +234,7 @@ impl Default for PipelineSettings {
             gateway_token_env: None,
             expire: Duration::from_secs(7 * 86_400),
             webhook_tolerance: Duration::from_secs(300),
+            mail_out: None,
         }
     }
 }

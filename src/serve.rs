@@ -113,7 +113,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect(),
-                scopes: vec!["notify".into()],
+                // `actions`: first-level actions run through the same API.
+                scopes: vec!["notify".into(), "actions".into()],
                 contracts: Vec::new(),
             });
             pipeline_token = Some(token);
@@ -201,6 +202,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             svc.shutdown.clone(),
         )
         .await?;
+        if let Some(mo) = &svc.config.pipeline.mail_out {
+            let task = crate::pipeline::mail_outbox::start(p.clone(), mo, svc.shutdown.clone())?;
+            svc.tasks.spawn(task);
+            tracing::info!(relay = %mo.host, "mail outbox running");
+        } else if p.contracts().values().any(|c| !c.notices.rules.is_empty()) {
+            tracing::warn!("a contract has [pipeline.notices] but callout.toml has no [pipeline.mail_out]: notices are queued and not sent");
+        }
         if let Some(smtp) = svc.config.intake.smtp.clone() {
             let l = tokio::net::TcpListener::bind(&smtp.listen)
                 .await

@@ -11,7 +11,7 @@ use super::{authorize, ApiError, Scope, Shared};
 use crate::action::{ActionError, Requester};
 use crate::service::{RunError, RunReply, RunRequest};
 
-fn action_error(e: RunError) -> ApiError {
+pub(super) fn action_error(e: RunError) -> ApiError {
     match e {
         RunError::Store(e) => ApiError::internal(e),
         RunError::UnknownNotification(_) => ApiError::invalid("notification", e.to_string()),

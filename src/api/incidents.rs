@@ -124,6 +124,8 @@ fn incident_json(r: &IncidentRow) -> Value {
         "held_by": i.held_by,
         "holds": i.holds,
         "notification": i.notification,
+        "notifications": i.notifications,
+        "first_action": i.first_action,
         "acked_by": i.acked_by,
         "reopened": i.reopened,
     })

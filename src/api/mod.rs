@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 mod actions;
 mod error;
+mod incident_actions;
 mod incidents;
 mod intake;
 pub mod openapi;
@@ -135,6 +136,10 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/incidents", get(incidents::list_incidents))
         .route("/v1/incidents/{id}", get(incidents::get_incident))
         .route("/v1/incidents/{id}/close", post(incidents::close_incident))
+        .route(
+            "/v1/incidents/{id}/actions/{action}",
+            post(incident_actions::run_incident_action),
+        )
         .route(
             "/v1/silences",
             post(incidents::create_silence).get(incidents::list_silences),

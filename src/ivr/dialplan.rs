@@ -1111,6 +1111,19 @@ pub fn load_str_env(
             None
         }
     };
+    for a in pipeline.iter().flat_map(|p| p.auto_actions.iter()) {
+        if !actions.contains_key(&a.action) {
+            c.errors.push(DialplanError {
+                file: file.to_path_buf(),
+                line: a.line,
+                column: 1,
+                message: format!(
+                    "pipeline.auto_actions: action {:?} is not one of this dialplan's [actions]",
+                    a.action
+                ),
+            });
+        }
+    }
     if !c.errors.is_empty() {
         return Err(c.errors);
     }

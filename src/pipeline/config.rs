@@ -143,6 +143,29 @@ pub enum RecoveryNotice {
     Call,
 }
 
+/// After a first-level action fixed the fault and its verify passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSuccess {
+    /// Nobody is called; the customer notices (mail) say what was done.
+    #[default]
+    Mail,
+    /// The contacts are called to be told what was done.
+    Call,
+}
+
+/// `[[pipeline.auto_actions]]`: a new incident whose first alert matches
+/// runs the dialplan's `action` when its wait window ends, before anyone
+/// is called.
+#[derive(Debug, Clone)]
+pub struct AutoAction {
+    pub matchers: Vec<Matcher>,
+    /// A key of the dialplan's `[actions]`.
+    pub action: String,
+    pub on_success: OnSuccess,
+    pub line: usize,
+}
+
 /// How a contract's alert mails are read.
 #[derive(Debug, Clone, Default)]
 pub struct MailConfig {
@@ -191,6 +214,10 @@ pub struct PipelineConfig {
     pub inhibit: Vec<Inhibit>,
     pub heartbeats: Vec<Heartbeat>,
     pub mail: MailConfig,
+    /// E-mail notices to the customer (`[pipeline.notices]`).
+    pub notices: super::notice_mail::NoticeConfig,
+    /// First-level actions run before anyone is called.
+    pub auto_actions: Vec<AutoAction>,
 }
 
 impl Default for PipelineConfig {
@@ -208,6 +235,8 @@ impl Default for PipelineConfig {
             inhibit: Vec::new(),
             heartbeats: Vec::new(),
             mail: MailConfig::default(),
+            notices: Default::default(),
+            auto_actions: Vec::new(),
         }
     }
 }
@@ -350,6 +379,19 @@ struct RawPipeline {
     #[serde(default)]
     heartbeats: Vec<RawHeartbeat>,
     mail: Option<RawMail>,
+    notices: Option<super::notice_mail::RawNotices>,
+    #[serde(default)]
+    auto_actions: Vec<Spanned<RawAutoAction>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoAction {
+    #[serde(rename = "match", default)]
+    matchers: Vec<Spanned<String>>,
+    action: String,
+    #[serde(default)]
+    on_success: OnSuccess,
 }
 
 #[derive(Deserialize)]
@@ -625,6 +667,27 @@ pub fn load(text: &str, file: &Path) -> Result<Option<PipelineConfig>, Vec<Dialp
             });
         }
     }
+    let notices = match p.notices.as_ref().map(super::notice_mail::check) {
+        None => Default::default(),
+        Some(Ok(n)) => n,
+        Some(Err(errs)) => {
+            for (span, m) in errs {
+                c.err(span, m);
+            }
+            Default::default()
+        }
+    };
+    let mut auto_actions = Vec::new();
+    for a in &p.auto_actions {
+        let line = c.line(a.span().start);
+        let r = a.get_ref();
+        auto_actions.push(AutoAction {
+            matchers: c.matchers(&r.matchers, "pipeline.auto_actions.match"),
+            action: r.action.clone(),
+            on_success: r.on_success,
+            line,
+        });
+    }
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
@@ -641,6 +704,8 @@ pub fn load(text: &str, file: &Path) -> Result<Option<PipelineConfig>, Vec<Dialp
         inhibit,
         heartbeats,
         mail,
+        notices,
+        auto_actions,
     }))
 }
 

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Engine, GatewayOutcome, Incident, Output, Silence};
+use super::engine::{ActionReport, Engine, GatewayOutcome, Incident, Output, Silence};
 use super::gateway::{GatewayClient, NotifyResult};
 use crate::ivr::dialplan::Dialplan;
 use crate::runner::now_ms;
@@ -47,6 +47,11 @@ pub enum Input {
         by: String,
         reply: oneshot::Sender<bool>,
     },
+    /// A run on the incident ended (first-level or an operator's).
+    ActionResult {
+        incident: String,
+        report: ActionReport,
+    },
     SilenceAdded(Silence),
     SilenceRemoved(String),
     Reload,
@@ -72,6 +77,8 @@ pub struct Pipeline {
     pub intake: super::group_commit::GroupCommit,
     inputs: mpsc::UnboundedSender<Input>,
     kick: Notify,
+    /// Wakes the mail outbox when a step queued notices.
+    pub mail_wake: Notify,
     seq: AtomicI64,
 }
 
@@ -149,6 +156,7 @@ pub async fn start(
         metrics: Metrics::default(),
         inputs: tx,
         kick: Notify::new(),
+        mail_wake: Notify::new(),
         seq: AtomicI64::new(seq),
     });
     let mut engine = Engine::new();
@@ -175,6 +183,7 @@ pub async fn start(
     for s in p.store.silences(now).await? {
         let _ = engine.add_silence(s);
     }
+    engine.lost_first_actions(now);
     let task = Task {
         p: p.clone(),
         engine,
@@ -200,6 +209,7 @@ struct Task {
 
 enum Effect {
     Notify(Box<Incident>),
+    RunAction(Box<Incident>, String),
     Cancel(String, String),
 }
 
@@ -301,6 +311,9 @@ impl Task {
             } => {
                 let _ = reply.send(self.engine.handle_close(now, &incident, &by));
             }
+            Input::ActionResult { incident, report } => {
+                self.engine.handle_action_result(now, &incident, report)
+            }
             Input::SilenceAdded(s) => {
                 let _ = self.engine.add_silence(s);
             }
@@ -391,6 +404,30 @@ impl Task {
                         self.cancel_on_confirm.insert(incident);
                     }
                 },
+                Output::RunAction { incident, action } => {
+                    let inc = self
+                        .snapshot
+                        .get(&incident)
+                        .cloned()
+                        .or_else(|| self.engine.incident(&incident).cloned());
+                    if let Some(inc) = inc {
+                        effects.push(Effect::RunAction(Box::new(inc), action));
+                    }
+                }
+                Output::Mail {
+                    incident,
+                    event,
+                    detail,
+                } => {
+                    let inc = self
+                        .snapshot
+                        .get(&incident)
+                        .or_else(|| self.engine.incident(&incident));
+                    if let Some(inc) = inc {
+                        w.mails
+                            .push(super::mail_outbox::queue(&self.p, inc, event, detail));
+                    }
+                }
                 Output::Closed { incident } => {
                     w.timeline.push((
                         incident.clone(),
@@ -425,6 +462,9 @@ impl Task {
                 }
             }
         };
+        if !w.mails.is_empty() {
+            self.p.mail_wake.notify_one();
+        }
         for (incident, ticket) in taken {
             self.tickets.insert(incident, ticket);
         }
@@ -436,12 +476,35 @@ impl Task {
         for e in effects {
             match e {
                 Effect::Notify(inc) => self.notify(*inc),
+                Effect::RunAction(inc, action) => self.run_action(*inc, action),
                 Effect::Cancel(n, reason) => {
                     let g = self.gateway.clone();
                     tokio::spawn(async move { g.cancel(&n, &reason).await });
                 }
             }
         }
+    }
+
+    /// A first-level action, through the gateway's action API.
+    fn run_action(&self, inc: Incident, action: String) {
+        let ticket = self.tickets.get(&inc.id).cloned();
+        let (g, p) = (self.gateway.clone(), self.p.clone());
+        tokio::spawn(async move {
+            let report = match p.plan(&inc.contract) {
+                Some(plan) => {
+                    super::action_run::run(&g, &plan, &action, &inc, ticket.as_deref(), true).await
+                }
+                None => ActionReport {
+                    ok: false,
+                    text: format!("contract {} has no dialplan now", inc.contract),
+                    automatic: true,
+                },
+            };
+            p.send(Input::ActionResult {
+                incident: inc.id,
+                report,
+            });
+        });
     }
 
     fn notify(&self, inc: Incident) {
@@ -475,6 +538,20 @@ impl Task {
             }
         } else {
             inc.summary.clone()
+        };
+        // What the first-level action did, before the rest of the message.
+        let summary = match (&inc.first_action, &plan) {
+            (Some(fa), Some(plan)) if fa.result.is_some() && !inc.recovery_notice => {
+                let ok = fa.state == super::engine::FirstActionState::Succeeded;
+                let said = super::action_run::spoken(
+                    plan,
+                    &fa.action,
+                    ok,
+                    fa.result.as_deref().unwrap_or(""),
+                );
+                format!("{said} {summary}")
+            }
+            _ => summary,
         };
         let body = json!({
             "contract": contract,

@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, Severity, Status};
 use super::config::{all_match, Decision, Matcher, PipelineConfig, RecoveryNotice};
+use super::notice_mail::NoticeEvent;
+
+#[path = "auto_action.rs"]
+mod auto_action;
+pub use auto_action::{ActionReport, FirstAction, FirstActionState};
 
 /// An incident's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +130,10 @@ pub struct Incident {
     pub acked_by: Option<String>,
     pub closed_ms: Option<i64>,
     pub reopened: u32,
+    /// The first-level action run before anyone is called, if a rule
+    /// chose one.
+    #[serde(default)]
+    pub first_action: Option<FirstAction>,
 }
 
 /// Alerts kept by id in an incident; beyond this only counted (a storm
@@ -212,6 +221,17 @@ pub enum Output {
     },
     /// The ticket is closed and its number released.
     Closed { incident: String },
+    /// Run the contract's action on the incident (a first-level action,
+    /// before anyone is called); its end comes back through
+    /// [`Engine::handle_action_result`].
+    RunAction { incident: String, action: String },
+    /// Queue a customer notice mail (only when the contract names
+    /// recipients for the event), in the same write as this step.
+    Mail {
+        incident: String,
+        event: NoticeEvent,
+        detail: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -612,6 +632,7 @@ impl Engine {
             acked_by: None,
             closed_ms: None,
             reopened: 0,
+            first_action: None,
         };
         self.incidents.insert(id.clone(), inc);
         self.dirty.insert(id.clone());
@@ -712,6 +733,7 @@ impl Engine {
                             ),
                             Some(&alert.id),
                         );
+                        self.choose_first_action(&id, cfg, alert);
                         id
                     }
                 };
@@ -1123,6 +1145,7 @@ impl Engine {
                     );
                 }
                 self.set_state(now, id, State::Recovered, "the recovery alert arrived");
+                self.notice(id, NoticeEvent::Recovery, String::new());
                 if notice == RecoveryNotice::Call && called && running {
                     if let Some(inc) = self.incidents.get_mut(id) {
                         inc.recovery_wanted = true;
@@ -1221,6 +1244,29 @@ impl Engine {
         });
     }
 
+    /// A customer notice, when the incident is a customer's host and its
+    /// contract names recipients for the event (monitoring-path and
+    /// heartbeat incidents are the centre's own business).
+    fn notice(&mut self, id: &str, event: NoticeEvent, detail: String) {
+        let Some(inc) = self.incidents.get(id) else {
+            return;
+        };
+        if inc.kind != Kind::Host {
+            return;
+        }
+        let wanted = self
+            .contracts
+            .get(&inc.contract)
+            .is_some_and(|c| !c.notices.recipients(event).is_empty());
+        if wanted {
+            self.out.push_back(Output::Mail {
+                incident: id.to_string(),
+                event,
+                detail,
+            });
+        }
+    }
+
     // ---- the clock --------------------------------------------------------------
 
     pub fn handle_timeout(&mut self, now: i64) {
@@ -1232,6 +1278,9 @@ impl Engine {
             .collect();
         due.sort();
         for (_, id) in due {
+            if self.start_first_action(now, &id) {
+                continue;
+            }
             let notify = self
                 .incidents
                 .get(&id)
@@ -1241,6 +1290,7 @@ impl Engine {
                 None => "the wait window ended; no monitoring contract, nobody is called".into(),
             };
             self.set_state(now, &id, State::Notifying, &why);
+            self.notice(&id, NoticeEvent::Occurrence, String::new());
             self.notify(now, &id, false);
             if notify.is_none() {
                 if let Some(inc) = self.incidents.get_mut(&id) {
@@ -1487,6 +1537,7 @@ impl Engine {
             }
             GatewayOutcome::Acked { .. } => {}
             GatewayOutcome::Ended { state: s } => {
+                self.notice(incident, NoticeEvent::Exhausted, format!("escalation {s}"));
                 self.timeline(
                     incident,
                     now,

@@ -84,6 +84,53 @@ impl GatewayClient {
         }
     }
 
+    /// Run (or dry-run) a contract's action through the gateway's action
+    /// API and wait for its record. `Err` carries why it did not run: a
+    /// refusal (4xx, with the gateway's detail) at once; a connection
+    /// failure or 5xx after a few tries.
+    pub async fn run_action(
+        &self,
+        flow: &str,
+        body: &Value,
+        limit: Duration,
+    ) -> Result<Value, String> {
+        let mut wait = Duration::from_millis(200);
+        let mut last = String::new();
+        for _ in 0..5 {
+            let r = self
+                .client
+                .post(format!("{}/v1/actions/{flow}/run", self.url))
+                .bearer_auth(&self.token)
+                .timeout(limit)
+                .json(body)
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status().is_success() => {
+                    return r
+                        .json()
+                        .await
+                        .map_err(|e| format!("the gateway's answer: {e}"));
+                }
+                Ok(r) if r.status().is_client_error() => {
+                    let code = r.status().as_u16();
+                    let v: Value = r.json().await.unwrap_or_default();
+                    return Err(format!(
+                        "refused (HTTP {code}): {}",
+                        v["detail"].as_str().unwrap_or("no detail")
+                    ));
+                }
+                Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
+                // A timeout is not retried: the run may be under way.
+                Err(e) if e.is_timeout() => return Err(format!("no answer in time: {e}")),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+        Err(format!("the gateway did not take it: {last}"))
+    }
+
     /// Ask the gateway to stop a notification. True when it accepted.
     pub async fn cancel(&self, notification: &str, reason: &str) -> bool {
         for _ in 0..5 {

@@ -8,6 +8,7 @@
 //! `config`, `alert`, `sources` and `engine` are pure (no tokio, no
 //! clock reads); the drivers feed them and carry out what they decide.
 
+pub mod action_run;
 pub mod alert;
 pub mod cli;
 pub mod config;
@@ -16,6 +17,8 @@ pub mod engine;
 pub mod gateway;
 pub mod group_commit;
 pub mod mail;
+pub mod mail_outbox;
+pub mod notice_mail;
 pub mod smtp;
 pub mod smtp_session;
 pub mod sources;

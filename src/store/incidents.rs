@@ -66,6 +66,8 @@ pub struct PipelineWrite {
     /// The timeline position of each new ticket's `ticket … opened` line
     /// (by incident), written in the same transaction as the number.
     pub ticket_lines: std::collections::HashMap<String, i64>,
+    /// Customer notices this step causes (the mail outbox).
+    pub mails: Vec<super::OutboxMail>,
     pub now_ms: i64,
 }
 
@@ -320,6 +322,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+        }
+        for m in &w.mails {
+            super::mail_outbox::insert(&mut tx, m, w.now_ms).await?;
         }
         tx.commit().await?;
         Ok(tickets)

@@ -10,7 +10,9 @@ use sqlx::{AnyPool, Row};
 
 mod events;
 mod incidents;
+mod mail_outbox;
 pub use incidents::{AlertRow, IncidentFilter, IncidentRow, MailRow, PipelineWrite, TimelineRow};
+pub use mail_outbox::{MailEnd, OutboxMail, QueuedMail};
 mod pins;
 mod runs;
 pub use pins::{ContactFailures, PinFailure};

@@ -1,0 +1,232 @@
+//! Notices and first-level actions in the engine, by explicit time.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::super::*;
+use crate::pipeline::alert::{Alert, Severity, Source, Status};
+use crate::pipeline::config;
+
+const S: i64 = 1_000;
+
+fn engine(extra: &str) -> Engine {
+    let text = format!(
+        "contract = \"acme\"\n[pipeline]\nwait = \"60s\"\n\
+         [pipeline.notices.occurrence]\nto = [\"ops@acme.example\"]\n\
+         [pipeline.notices.action]\nto = [\"ops@acme.example\"]\n\
+         [pipeline.notices.exhausted]\nto = [\"ops@acme.example\"]\n\
+         [pipeline.notices.recovery]\nto = [\"ops@acme.example\"]\n{extra}"
+    );
+    let cfg = Arc::new(
+        config::load(&text, Path::new("acme.toml"))
+            .unwrap()
+            .unwrap(),
+    );
+    let mut e = Engine::new();
+    e.set_contracts(0, HashMap::from([("acme".to_string(), cfg)]));
+    e
+}
+
+fn alert(now: i64, name: &str, status: Status) -> Alert {
+    Alert {
+        id: format!("al_{now:012x}{:016x}", name.len()),
+        contract: "acme".into(),
+        source: Source::Alertmanager,
+        status,
+        key: format!("web-01/{name}"),
+        host: "web-01".into(),
+        name: name.into(),
+        severity: Severity::Critical,
+        summary: format!("{name} on web-01"),
+        labels: [("service".to_string(), "nginx".to_string())].into(),
+        starts_ms: None,
+        received_ms: now,
+    }
+}
+
+fn drain(e: &mut Engine) -> Vec<Output> {
+    std::iter::from_fn(|| e.poll_output()).collect()
+}
+
+fn mails(out: &[Output]) -> Vec<NoticeEvent> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Mail { event, .. } => Some(*event),
+            _ => None,
+        })
+        .collect()
+}
+
+fn notified(out: &[Output]) -> bool {
+    out.iter().any(|o| matches!(o, Output::Notify { .. }))
+}
+
+fn runs(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::RunAction { action, .. } => Some(action.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+const RULE: &str = "[[pipeline.auto_actions]]\nmatch = ['alertname=\"process_down\"', 'service=\"nginx\"']\naction = \"restart-web\"\n";
+
+fn open(e: &mut Engine) -> (String, Vec<Output>) {
+    e.handle_alert(0, &alert(0, "process_down", Status::Firing));
+    let out = drain(e);
+    let id = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Opened { incident } => Some(incident.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(mails(&out).is_empty(), "nothing mailed inside the window");
+    e.handle_timeout(60 * S);
+    (id, drain(e))
+}
+
+#[test]
+fn a_flap_mails_nobody_and_a_real_incident_mails_each_moment_once() {
+    let mut e = engine("");
+    e.handle_alert(0, &alert(0, "HostDown", Status::Firing));
+    e.handle_alert(10 * S, &alert(10 * S, "HostDown", Status::Resolved));
+    e.handle_timeout(60 * S);
+    assert!(mails(&drain(&mut e)).is_empty());
+
+    let mut e = engine("");
+    let (id, out) = open(&mut e);
+    assert_eq!(mails(&out), vec![NoticeEvent::Occurrence]);
+    assert!(notified(&out));
+    e.handle_notified(61 * S, &id, "nt_1");
+    e.handle_outcome(
+        90 * S,
+        &id,
+        "nt_1",
+        GatewayOutcome::Ended {
+            state: "exhausted".into(),
+        },
+    );
+    assert_eq!(mails(&drain(&mut e)), vec![NoticeEvent::Exhausted]);
+    e.handle_alert(100 * S, &alert(100 * S, "process_down", Status::Resolved));
+    assert_eq!(mails(&drain(&mut e)), vec![NoticeEvent::Recovery]);
+}
+
+#[test]
+fn without_recipients_no_mail_is_asked_for() {
+    let text = "contract = \"acme\"\n[pipeline]\nwait = \"0s\"\n";
+    let cfg = Arc::new(config::load(text, Path::new("a.toml")).unwrap().unwrap());
+    let mut e = Engine::new();
+    e.set_contracts(0, HashMap::from([("acme".to_string(), cfg)]));
+    e.handle_alert(0, &alert(0, "HostDown", Status::Firing));
+    e.handle_timeout(0);
+    let out = drain(&mut e);
+    assert!(notified(&out));
+    assert!(mails(&out).is_empty());
+}
+
+#[test]
+fn a_verified_fix_calls_nobody_when_the_contract_says_mail() {
+    let mut e = engine(RULE);
+    let (id, out) = open(&mut e);
+    assert_eq!(runs(&out), vec!["restart-web".to_string()]);
+    assert!(!notified(&out), "nobody is called while the action runs");
+    assert_eq!(mails(&out), vec![NoticeEvent::Occurrence]);
+    assert_eq!(e.incident(&id).unwrap().state, State::Notifying);
+    e.handle_action_result(
+        65 * S,
+        &id,
+        ActionReport {
+            ok: true,
+            text: "action restart-web succeeded and verified".into(),
+            automatic: true,
+        },
+    );
+    let out = drain(&mut e);
+    assert!(!notified(&out));
+    assert_eq!(mails(&out), vec![NoticeEvent::Action]);
+    let inc = e.incident(&id).unwrap();
+    assert!(inc.escalation_done);
+    assert_eq!(
+        inc.first_action.as_ref().unwrap().state,
+        FirstActionState::Succeeded
+    );
+    // The recovery then closes it without a call.
+    e.handle_alert(70 * S, &alert(70 * S, "process_down", Status::Resolved));
+    let out = drain(&mut e);
+    assert!(!notified(&out));
+    assert!(!e.incident(&id).unwrap().state.is_open());
+    // A late second result changes nothing.
+    e.handle_action_result(
+        80 * S,
+        &id,
+        ActionReport {
+            ok: false,
+            text: "late".into(),
+            automatic: true,
+        },
+    );
+    assert!(!notified(&drain(&mut e)));
+}
+
+#[test]
+fn a_verified_fix_calls_to_inform_when_the_contract_says_call() {
+    let mut e = engine(&format!("{RULE}on_success = \"call\"\n"));
+    let (id, _) = open(&mut e);
+    e.handle_action_result(
+        65 * S,
+        &id,
+        ActionReport {
+            ok: true,
+            text: "ok".into(),
+            automatic: true,
+        },
+    );
+    assert!(notified(&drain(&mut e)));
+}
+
+#[test]
+fn a_failed_fix_starts_the_escalation_and_a_lost_one_counts_as_failed() {
+    let mut e = engine(RULE);
+    let (id, _) = open(&mut e);
+    e.handle_action_result(
+        65 * S,
+        &id,
+        ActionReport {
+            ok: false,
+            text: "failed at the verify step running-again (failed)".into(),
+            automatic: true,
+        },
+    );
+    let out = drain(&mut e);
+    assert!(notified(&out));
+    let fa = e.incident(&id).unwrap().first_action.clone().unwrap();
+    assert_eq!(fa.state, FirstActionState::Failed);
+    assert!(fa.result.unwrap().contains("verify"));
+
+    // A restart while the action ran: the restored incident calls.
+    let mut e2 = engine(RULE);
+    let (id2, _) = open(&mut e2);
+    let inc = e2.incident(&id2).unwrap().clone();
+    let mut e3 = engine(RULE);
+    e3.restore(inc);
+    e3.lost_first_actions(70 * S);
+    let out = drain(&mut e3);
+    assert!(notified(&out));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Timeline { text, .. } if text.contains("lost in a restart"))));
+}
+
+#[test]
+fn an_alert_no_rule_matches_is_called_as_before() {
+    let mut e = engine(RULE);
+    e.handle_alert(0, &alert(0, "HostDown", Status::Firing));
+    drain(&mut e);
+    e.handle_timeout(60 * S);
+    let out = drain(&mut e);
+    assert!(runs(&out).is_empty());
+    assert!(notified(&out));
+}

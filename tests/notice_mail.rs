@@ -1,0 +1,415 @@
+//! Customer notice mails from a real `callout serve` to a real SMTP server
+//! on loopback (Python's `aiosmtpd`, Debian's `python3-aiosmtpd`), read
+//! back with Python's own mail parser:
+//!
+//! - the relay is down when the incident opens: the occurrence notice is
+//!   retried and delivered once the relay is up;
+//! - recipients, the ticket number in the subject, Japanese text decoded
+//!   back intact (UTF-8 and ISO-2022-JP), a hostile summary with CR/LF
+//!   never adding a header;
+//! - occurrence → exhausted → recovery threaded by Message-ID,
+//!   In-Reply-To and References;
+//! - a 4xx is retried, a 5xx is given up with the relay's reason; every
+//!   mail sent or given up is a line on the incident's timeline.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::serve::{copy_prompts, Serve};
+use common::{free_port_pair, scratch, KillOnDrop};
+use serde_json::{json, Value};
+
+/// The SMTP server: `550` for `reject@…`, `451` the first time it sees
+/// `flaky@…`, otherwise each message parsed by Python's `email` package
+/// and written as `NNN.json`.
+const SERVER: &str = r#"
+import asyncio, email, email.policy, json, os, sys, signal
+from aiosmtpd.controller import Controller
+
+port, out = int(sys.argv[1]), sys.argv[2]
+seen = {}
+
+def log(rec):
+    n = len([f for f in os.listdir(out) if f.endswith('.json')])
+    tmp = os.path.join(out, 'tmp')
+    with open(tmp, 'w') as f:
+        json.dump(rec, f, ensure_ascii=False)
+    os.rename(tmp, os.path.join(out, '%03d.json' % n))
+
+class Handler:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith('reject@'):
+            return '550 5.1.1 <%s>: mailbox unavailable' % address
+        if address.startswith('flaky@'):
+            n = seen.get(address, 0)
+            seen[address] = n + 1
+            if n == 0:
+                log({'tempfail': address})
+                return '451 4.3.0 try again later'
+        envelope.rcpt_tos.append(address)
+        return '250 OK'
+
+    async def handle_DATA(self, server, session, envelope):
+        raw = envelope.content
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        body = msg.get_body(preferencelist=('plain',))
+        log({
+            'mail_from': envelope.mail_from,
+            'rcpt_tos': envelope.rcpt_tos,
+            'subject': str(msg['subject']),
+            'message_id': msg['message-id'],
+            'in_reply_to': msg['in-reply-to'],
+            'references': msg['references'],
+            'content_type': body.get_content_type(),
+            'charset': body.get_content_charset(),
+            'text': body.get_content(),
+            'header_names': [k.lower() for k in msg.keys()],
+        })
+        return '250 2.0.0 accepted'
+
+c = Controller(Handler(), hostname='127.0.0.1', port=port)
+c.start()
+print('ready', flush=True)
+signal.sigwait([signal.SIGTERM, signal.SIGINT])
+c.stop()
+"#;
+
+fn python() -> &'static str {
+    // Debian's interpreter, where python3-aiosmtpd lives (a pyenv shim on
+    // PATH would not see it).
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+fn start_smtp(dir: &Path, port: u16) -> KillOnDrop {
+    let script = dir.join("smtpd.py");
+    std::fs::write(&script, SERVER).unwrap();
+    let out = dir.join("mails");
+    std::fs::create_dir_all(&out).unwrap();
+    let child = Command::new(python())
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(&out)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3 with aiosmtpd (apt-get install python3-aiosmtpd)");
+    let until = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < until,
+            "aiosmtpd did not start: is python3-aiosmtpd installed?"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    KillOnDrop(child)
+}
+
+fn mails(dir: &Path) -> Vec<Value> {
+    let out = dir.join("mails");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|f| f.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    files
+        .iter()
+        .map(|f| serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap())
+        .collect()
+}
+
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A SIP callee that answers every INVITE `486 Busy Here`: nobody takes
+/// the call, so the escalation ends at once.
+fn busy_callee() -> String {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uri = format!("sip:bob@{}", sock.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            if !req.starts_with("INVITE ") {
+                continue;
+            }
+            let mut resp = String::from("SIP/2.0 486 Busy Here\r\n");
+            for line in req.split("\r\n") {
+                let lower = line.to_ascii_lowercase();
+                if lower.starts_with("via:")
+                    || lower.starts_with("from:")
+                    || lower.starts_with("call-id:")
+                    || lower.starts_with("cseq:")
+                {
+                    resp.push_str(line);
+                    resp.push_str("\r\n");
+                } else if lower.starts_with("to:") {
+                    resp.push_str(line);
+                    resp.push_str(";tag=busy1\r\n");
+                }
+            }
+            resp.push_str("Content-Length: 0\r\n\r\n");
+            let _ = sock.send_to(resp.as_bytes(), from);
+        }
+    });
+    uri
+}
+
+fn timeline(s: &Serve, id: &str) -> Vec<Value> {
+    let (st, v) = s.http("GET", &format!("/v1/incidents/{id}"), None).unwrap();
+    assert_eq!(st, 200, "{v}");
+    v["timeline"].as_array().cloned().unwrap_or_default()
+}
+
+fn incident(s: &Serve, contract: &str) -> Option<Value> {
+    let (_, v) = s
+        .http("GET", &format!("/v1/incidents?contract={contract}"), None)
+        .unwrap();
+    v["items"].as_array().and_then(|a| a.first().cloned())
+}
+
+fn mail_lines(s: &Serve, id: &str) -> Vec<String> {
+    timeline(s, id)
+        .iter()
+        .filter(|l| l["kind"] == "mail")
+        .map(|l| l["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn dialplan(contract: &str, name: &str, uri: &str, notices: &str) -> String {
+    format!(
+        "contract = \"{contract}\"\nname = \"{name}\"\nlanguage = \"ja\"\n\
+         [escalation]\nrounds = 1\nring_timeout = \"10s\"\nbetween_calls = \"1s\"\nbetween_rounds = \"1m\"\n\
+         [[contacts]]\nname = \"Bob\"\nuri = \"{uri}\"\n[message]\ntext = \"{{host}}で障害です。\"\n\
+         [menu]\nprompt = \"1を押してください。\"\n[menu.keys]\n\"1\" = \"ack\"\n\
+         [pipeline]\nwait = \"0s\"\n{notices}"
+    )
+}
+
+#[test]
+fn notices_are_threaded_retried_and_given_up_against_a_real_relay() {
+    let tmp = scratch("notice-mail");
+    let dir = tmp.as_path();
+    copy_prompts(dir);
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/fallback-ja.wav"),
+        dir.join("prompts/fallback-ja.wav"),
+    )
+    .unwrap();
+    let callee = busy_callee();
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/acme.toml"),
+        dialplan(
+            "acme",
+            "ACME株式会社",
+            &callee,
+            "[pipeline.notices.occurrence]\nto = [\"ops@acme.example\", \"Boss <boss@acme.example>\"]\n\
+             [pipeline.notices.exhausted]\nto = [\"ops@acme.example\"]\n\
+             [pipeline.notices.recovery]\nto = [\"ops@acme.example\"]\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("dialplans/globex.toml"),
+        dialplan(
+            "globex",
+            "グロベックス",
+            &callee,
+            "[pipeline.notices]\ncharset = \"iso-2022-jp\"\n\
+             [pipeline.notices.occurrence]\nto = [\"ops@globex.example\", \"flaky@globex.example\"]\n\
+             [pipeline.notices.exhausted]\nto = [\"reject@globex.example\"]\n",
+        ),
+    )
+    .unwrap();
+    let smtp_port = free_port_pair();
+    // The relay is down when the first incident opens.
+    let s = Serve::start(
+        dir,
+        &format!(
+            "[pipeline.mail_out]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n\
+             from = \"callout <callout@noc.example>\"\ntimeout = \"5s\"\nretry_min = \"1s\"\nretry_max = \"2s\"\n"
+        ),
+        "44200-44299",
+    );
+    let summary = "ディスク使用率が95%です\r\nBcc: evil@attacker.example\r\n\r\n本文";
+    let (st, v) = s
+        .http(
+            "POST",
+            "/v1/intake/events",
+            Some(
+                json!({"event_action": "trigger", "dedup_key": "disk-db-01", "routing_key": "acme",
+                    "payload": {"summary": summary, "source": "db-01", "severity": "critical"}}),
+            ),
+        )
+        .unwrap();
+    assert_eq!(st, 202, "{v}");
+    let inc = wait_for("the acme incident", Duration::from_secs(15), || {
+        incident(&s, "acme")
+    });
+    let id = inc["id"].as_str().unwrap().to_string();
+    // The escalation ends (the callee is busy) while the relay is down:
+    // both notices wait, and the log says the relay was retried.
+    wait_for("the relay retried", Duration::from_secs(20), || {
+        let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+        (log.matches("did not take the").count() >= 2).then_some(())
+    });
+    assert!(mail_lines(&s, &id).is_empty(), "{:?}", mail_lines(&s, &id));
+
+    let _smtp = start_smtp(dir, smtp_port);
+    let got = wait_for("two acme mails", Duration::from_secs(30), || {
+        let m: Vec<Value> = mails(dir)
+            .into_iter()
+            .filter(|m| m["rcpt_tos"].to_string().contains("acme.example"))
+            .collect();
+        (m.len() >= 2).then_some(m)
+    });
+    let ticket = wait_for("the ticket number", Duration::from_secs(5), || {
+        incident(&s, "acme").and_then(|i| i["ticket"].as_str().map(String::from))
+    });
+    let occ = &got[0];
+    assert_eq!(
+        occ["rcpt_tos"],
+        json!(["ops@acme.example", "boss@acme.example"]),
+        "{occ:#}"
+    );
+    assert_eq!(occ["mail_from"], "callout@noc.example");
+    let subject = occ["subject"].as_str().unwrap();
+    assert!(subject.contains(&format!("[{ticket}]")), "{subject}");
+    assert!(subject.contains("障害発生"), "{subject}");
+    assert!(subject.contains("ディスク使用率が95%です"), "{subject}");
+    // The hostile summary is flattened into the subject: no Bcc header,
+    // no recipient added, the body is the body.
+    let names = occ["header_names"].as_array().unwrap();
+    assert!(!names.iter().any(|h| h == "bcc"), "{occ:#}");
+    assert_eq!(occ["charset"], "utf-8", "{occ:#}");
+    let text = occ["text"].as_str().unwrap();
+    assert!(text.contains("ACME株式会社 ご担当者様"), "{text}");
+    assert!(text.contains("ホスト: db-01"), "{text}");
+    assert!(text.contains(&format!("チケット番号: {ticket}")), "{text}");
+    let occ_id = occ["message_id"].as_str().unwrap().to_string();
+    assert!(occ_id.contains(&id), "{occ_id}");
+    assert!(occ["in_reply_to"].is_null(), "{occ:#}");
+
+    let ex = &got[1];
+    assert_eq!(ex["rcpt_tos"], json!(["ops@acme.example"]));
+    assert!(
+        ex["subject"]
+            .as_str()
+            .unwrap()
+            .contains("担当者が未対応です"),
+        "{ex:#}"
+    );
+    let ex_id = ex["message_id"].as_str().unwrap().to_string();
+    assert_eq!(ex["in_reply_to"].as_str(), Some(occ_id.as_str()), "{ex:#}");
+    assert_eq!(ex["references"].as_str(), Some(occ_id.as_str()), "{ex:#}");
+
+    // Recovery: threaded under both.
+    let (st, v) = s
+        .http(
+            "POST",
+            "/v1/intake/events",
+            Some(
+                json!({"event_action": "resolve", "dedup_key": "disk-db-01", "routing_key": "acme",
+                    "payload": {"summary": "ok", "source": "db-01", "severity": "critical"}}),
+            ),
+        )
+        .unwrap();
+    assert_eq!(st, 202, "{v}");
+    let rec = wait_for("the recovery mail", Duration::from_secs(20), || {
+        mails(dir)
+            .into_iter()
+            .find(|m| m["subject"].as_str().is_some_and(|s| s.contains("復旧")))
+    });
+    assert!(
+        rec["subject"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("[{ticket}]")),
+        "{rec:#}"
+    );
+    assert_eq!(rec["in_reply_to"].as_str(), Some(ex_id.as_str()), "{rec:#}");
+    assert_eq!(
+        rec["references"].as_str(),
+        Some(format!("{occ_id} {ex_id}").as_str()),
+        "{rec:#}"
+    );
+    let lines = wait_for("three mail lines", Duration::from_secs(10), || {
+        let l = mail_lines(&s, &id);
+        (l.len() == 3).then_some(l)
+    });
+    assert!(
+        lines[0].starts_with("occurrence notice mailed to ops@acme.example, boss@acme.example"),
+        "{lines:?}"
+    );
+    assert!(lines[1].starts_with("exhausted notice mailed"), "{lines:?}");
+    assert!(lines[2].starts_with("recovery notice mailed"), "{lines:?}");
+    assert!(lines[0].contains(&occ_id), "{lines:?}");
+
+    // ISO-2022-JP, a 4xx retried, a 5xx given up.
+    let (st, v) = s
+        .http(
+            "POST",
+            "/v1/intake/events",
+            Some(json!({"event_action": "trigger", "dedup_key": "web", "routing_key": "globex",
+                    "payload": {"summary": "ウェブサーバ応答なし", "source": "web-02", "severity": "critical"}})),
+        )
+        .unwrap();
+    assert_eq!(st, 202, "{v}");
+    let g = wait_for("the globex mail", Duration::from_secs(30), || {
+        mails(dir)
+            .into_iter()
+            .find(|m| m["rcpt_tos"].to_string().contains("globex.example"))
+    });
+    assert_eq!(g["charset"], "iso-2022-jp", "{g:#}");
+    let text = g["text"].as_str().unwrap();
+    assert!(text.contains("グロベックス ご担当者様"), "{text}");
+    assert!(text.contains("内容: ウェブサーバ応答なし"), "{text}");
+    assert_eq!(
+        g["rcpt_tos"],
+        json!(["ops@globex.example", "flaky@globex.example"])
+    );
+    assert!(
+        mails(dir)
+            .iter()
+            .any(|m| m["tempfail"] == "flaky@globex.example"),
+        "the 451 was never answered"
+    );
+    let gid = incident(&s, "globex").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lines = wait_for("the given-up line", Duration::from_secs(20), || {
+        let l = mail_lines(&s, &gid);
+        (l.len() == 2).then_some(l)
+    });
+    assert!(
+        lines[0].starts_with("occurrence notice mailed"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("exhausted notice to reject@globex.example given up")
+            && lines[1].contains("550"),
+        "{lines:?}"
+    );
+    // Given up is final: no retry reaches the relay again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(mail_lines(&s, &gid).len(), 2);
+    assert!(!mails(dir)
+        .iter()
+        .any(|m| m["rcpt_tos"].to_string().contains("reject@")));
+}
