@@ -181,6 +181,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
         outbound_proxy: None,
         extra_headers: Vec::new(),
         media: Default::default(),
+        advertise: Default::default(),
     };
     let rss_idle = rss_kib();
 

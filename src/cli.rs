@@ -302,6 +302,10 @@ pub struct CallOptions {
     pub password: Option<String>,
     pub from: String,
     pub media: crate::media::session::MediaPolicy,
+    /// `--sip-advertise` / `--rtp-advertise`.
+    pub advertise: crate::sip::advertise::Advertise,
+    /// `--realm`: the only realm a challenge is answered for.
+    pub realm: Option<String>,
 }
 
 /// `callout call`: ring, play the prompt until input or timeout, print
@@ -312,12 +316,13 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
         .bind
         .parse()
         .with_context(|| format!("--bind {:?} is not an address:port", o.bind))?;
-    let gw = Gateway::start(bind, &o.rtp_ports).await?;
+    let mut gw = Gateway::start(bind, &o.rtp_ports).await?;
+    gw.set_advertise(o.advertise);
     let credentials = match (o.user, o.password) {
         (Some(username), Some(password)) => Some(Credentials {
             username,
             password,
-            realm: None,
+            realm: o.realm.clone(),
         }),
         (Some(_), None) => anyhow::bail!("--user given but CALLOUT_SIP_PASSWORD is not set"),
         _ => None,
@@ -334,6 +339,7 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
             outbound_proxy: None,
             extra_headers: Vec::new(),
             media: o.media,
+            advertise: Default::default(),
         })
         .await?;
     let emit = |v: serde_json::Value| println!("{v}");

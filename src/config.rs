@@ -44,6 +44,18 @@ pub struct TrunkConfig {
     /// address the answer names.
     #[serde(default)]
     pub symmetric_rtp: bool,
+    /// Address for Via sent-by and Contact of this trunk's calls and
+    /// registration (`IP`, `IP:port`, `[IPv6]:port`); overrides the
+    /// global `sip_advertise`.
+    pub sip_advertise: Option<String>,
+    /// Address for the SDP `o=`/`c=` lines of this trunk's calls;
+    /// overrides the global `rtp_advertise`.
+    pub rtp_advertise: Option<String>,
+    /// The digest realm the credentials belong to: challenges for any
+    /// other realm are refused (the call ends, no hash is sent). Unset:
+    /// calls answer challenges only when they go through `proxy`, and the
+    /// registrar's challenges are answered (see docs/security.md).
+    pub realm: Option<String>,
 }
 
 /// Where ticket events go.
@@ -256,6 +268,13 @@ pub struct Config {
     pub listen: String,
     /// SIP socket address.
     pub sip: String,
+    /// Address written in Via sent-by and Contact (`IP`, `IP:port`,
+    /// `[IPv6]:port`) instead of the bound one; for a host behind NAT or
+    /// bound to `0.0.0.0`.
+    pub sip_advertise: Option<String>,
+    /// Address written in the SDP `o=`/`c=` lines; default: the
+    /// `sip_advertise` address, else the bound one.
+    pub rtp_advertise: Option<String>,
     pub rtp_ports: String,
     /// `sqlite://data/callout.db` or `postgres://…`.
     pub database_url: String,
@@ -305,6 +324,8 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".into(),
             sip: "127.0.0.1:5060".into(),
+            sip_advertise: None,
+            rtp_advertise: None,
             rtp_ports: "20000-29999".into(),
             database_url: "sqlite://data/callout.db".into(),
             dialplans: "dialplans".into(),
@@ -334,6 +355,8 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("sip", &self.sip)
+            .field("sip_advertise", &self.sip_advertise)
+            .field("rtp_advertise", &self.rtp_advertise)
             .field("rtp_ports", &self.rtp_ports)
             .field("database_url", &RedactedUrl(&self.database_url))
             .field("dialplans", &self.dialplans)
@@ -371,6 +394,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The global `sip_advertise` / `rtp_advertise`, checked.
+    pub fn advertise(&self) -> Result<crate::sip::advertise::Advertise, crate::sip::advertise::AdvertiseError> {
+        crate::sip::advertise::Advertise::parse(
+            "",
+            self.sip_advertise.as_deref(),
+            self.rtp_advertise.as_deref(),
+        )
+    }
+
     /// The store writer's journal folder (see `journal_dir`).
     pub fn journal_dir(&self) -> PathBuf {
         if let Some(d) = &self.journal_dir {

@@ -59,6 +59,16 @@ enum Cmd {
         /// Take the first RTP source as the peer (a callee behind NAT).
         #[arg(long)]
         symmetric_rtp: bool,
+        /// Address for Via and Contact (IP, IP:port, [IPv6]:port),
+        /// e.g. with --bind 0.0.0.0:5060 behind NAT.
+        #[arg(long)]
+        sip_advertise: Option<String>,
+        /// Address for the SDP c=/o= lines (default: --sip-advertise's).
+        #[arg(long)]
+        rtp_advertise: Option<String>,
+        /// Answer digest challenges only for this realm.
+        #[arg(long)]
+        realm: Option<String>,
     },
     /// Run the service: REST API, store, escalations, webhooks.
     Serve {
@@ -607,6 +617,9 @@ fn main() -> ExitCode {
             from,
             dtmf,
             symmetric_rtp,
+            sip_advertise,
+            rtp_advertise,
+            realm,
         } => (|| {
             let rt = runtime()?;
             let opts = cli::CallOptions {
@@ -623,6 +636,12 @@ fn main() -> ExitCode {
                     dtmf,
                     symmetric_rtp,
                 },
+                advertise: callout::sip::advertise::Advertise::parse(
+                    "--",
+                    sip_advertise.as_deref(),
+                    rtp_advertise.as_deref(),
+                )?,
+                realm,
             };
             rt.block_on(cli::call(opts))
         })(),

@@ -91,6 +91,8 @@ pub struct Script {
     pub credentials: Option<crate::sip::auth::Credentials>,
     /// The trunk's peers sit behind NAT: latch onto their RTP source.
     pub symmetric_rtp: bool,
+    /// The trunk's `sip_advertise` / `rtp_advertise`.
+    pub advertise: crate::sip::advertise::Advertise,
     /// Cancelled when the process shuts down: a ringing call is cancelled,
     /// an answered one hears the end of its current prompt, and the
     /// escalation stops where it is (it resumes at the next start).
@@ -190,6 +192,7 @@ impl Script {
             outbound_proxy: None,
             credentials: None,
             symmetric_rtp: false,
+            advertise: Default::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             pins: Arc::new(crate::pin_store::MemoryPins::default()),
         })
@@ -512,6 +515,7 @@ async fn run_call(
                 dtmf: plan.dtmf,
                 symmetric_rtp: script.symmetric_rtp,
             },
+            advertise: script.advertise,
         })
         .await
     {

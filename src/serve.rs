@@ -65,11 +65,16 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             );
         }
     }
-    let gateway = Gateway::start(
+    let advertise = config.advertise()?;
+    let mut gateway = Gateway::start(
         config.sip.parse().context("sip address")?,
         &config.rtp_ports,
     )
     .await?;
+    gateway.set_advertise(advertise);
+    if gateway.sip_addr().ip().is_unspecified() && advertise.sip.is_none() {
+        tracing::warn!(sip = %config.sip, "bound to the unspecified address without sip_advertise: each call advertises the OS route's source address toward its peer; behind NAT set sip_advertise");
+    }
     gateway.sip().set_flood_policy(config.sip_flood.policy());
     for ip in &config.sip_flood.trusted {
         gateway.sip().trust(*ip);
@@ -160,18 +165,20 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             .ok()
             .and_then(|mut a| a.next())
             .with_context(|| format!("trunk {name:?}: cannot resolve registrar {registrar}"))?;
-        let credentials = svc.trunk(name).await?.credentials;
-        svc.gateway
-            .sip()
-            .register(crate::sip::register::RegistrationConfig {
+        let trunk = svc.trunk(name).await?;
+        let (local, pinned, _) = svc.gateway.addresses_toward(destination, trunk.advertise);
+        svc.gateway.sip().register_as(
+            crate::sip::register::RegistrationConfig {
                 registrar_uri: format!("sip:{registrar}"),
                 aor,
                 destination,
-                local: svc.gateway.sip_addr(),
-                credentials,
+                local,
+                credentials: trunk.registrar_credentials,
                 expires: t.register_expires.unwrap_or(600),
                 timers: Default::default(),
-            });
+            },
+            pinned,
+        );
     }
     if let Some(token) = pipeline_token {
         let own = listener.local_addr()?;

@@ -755,6 +755,9 @@ fn calls_go_through_the_trunk_proxy_with_its_credentials() {
             aor: None,
             register_expires: None,
             symmetric_rtp: false,
+            sip_advertise: None,
+            rtp_advertise: None,
+            realm: None,
         },
     );
     let plan = plan_text("carrier", "sip:+81312345678@pbx.invalid", "10s")
@@ -817,6 +820,9 @@ fn trunk_registration_is_made_and_refreshed() {
             aor: Some("sip:alice@127.0.0.1".into()),
             register_expires: Some(60),
             symmetric_rtp: false,
+            sip_advertise: None,
+            rtp_advertise: None,
+            realm: None,
         },
     );
     let s = start_full(

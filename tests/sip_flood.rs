@@ -48,6 +48,7 @@ async fn answer_time(gw: &Gateway, uri: String) -> Duration {
             outbound_proxy: None,
             extra_headers: Vec::new(),
             media: Default::default(),
+            advertise: Default::default(),
         })
         .await
         .expect("dial");

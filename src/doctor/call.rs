@@ -51,6 +51,7 @@ pub async fn test_call(config: &Config, uri: &str) -> Vec<Verdict> {
             outbound_proxy: trunk.proxy,
             extra_headers: Vec::new(),
             media: Default::default(),
+            advertise: trunk.advertise,
         })
         .await
     {

@@ -359,7 +359,7 @@ async fn trunks(config: &Config, plans: &[Dialplan]) -> Vec<Verdict> {
                 addr,
                 format!("sip:{registrar}"),
                 aor.clone(),
-                trunk.credentials.clone(),
+                trunk.registrar_credentials.clone(),
                 PROBE,
             )
             .await;

@@ -176,6 +176,8 @@ pub async fn register(
                     return Ok(RegisterOutcome::Refused { code })
                 }
                 (RegEvent::Failed { code: None }, None) => return Err(ProbeError::NoAnswer(limit)),
+                // Followed by a new REGISTER, or by `Failed`.
+                (RegEvent::IntervalRaised { .. } | RegEvent::RealmRefused { .. }, None) => {}
             }
         }
         while let Some(t) = reg.poll_transmit() {

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::media::audio::Prompt;
 use crate::media::session::{MediaEvent, MediaPolicy, MediaSession};
+use crate::sip::advertise::Advertise;
 use crate::sip::auth::Credentials;
 use crate::sip::call::{CallConfig, CallEvent};
 use crate::sip::endpoint::CallHandle;
@@ -56,6 +57,9 @@ pub struct DialRequest {
     pub extra_headers: Vec<(String, String)>,
     /// DTMF paths and whom media is accepted from.
     pub media: MediaPolicy,
+    /// The trunk's advertised addresses (each falls back to the
+    /// gateway's, see [`Gateway::set_advertise`]).
+    pub advertise: Advertise,
 }
 
 /// The running gateway: one SIP socket, one media clock, an RTP port pool.
@@ -65,6 +69,7 @@ pub struct Gateway {
     media: MediaHandle,
     ports: Arc<Mutex<PortPool>>,
     rtp_ip: IpAddr,
+    advertise: Advertise,
     next_id: Arc<AtomicU64>,
 }
 
@@ -100,8 +105,50 @@ impl Gateway {
             media: media::spawn(),
             ports: Arc::new(Mutex::new(ports)),
             rtp_ip,
+            advertise: Advertise::default(),
             next_id: Arc::new(AtomicU64::new(1)),
         })
+    }
+
+    /// The process-wide `sip_advertise` / `rtp_advertise`.
+    pub fn set_advertise(&mut self, advertise: Advertise) {
+        self.advertise = advertise;
+        self.sip.set_advertise(advertise.sip);
+    }
+
+    /// Via/Contact address and RTP address for a call toward `dest`, and
+    /// whether the former is configured (pinned). Never the unspecified
+    /// address: bound to it with nothing configured, the OS route's
+    /// source toward `dest` is used (and a warning logged).
+    pub fn addresses_toward(&self, dest: SocketAddr, trunk: Advertise) -> (SocketAddr, bool, IpAddr) {
+        let a = trunk.or(self.advertise);
+        let bound = self.sip.local_addr();
+        let route = || match net::route_source(dest) {
+            Ok(ip) => {
+                tracing::warn!(%bound, %dest, chosen = %ip, "bound to the unspecified address with no sip_advertise/rtp_advertise: advertising the route's source address");
+                ip
+            }
+            Err(e) => {
+                tracing::warn!(%bound, %dest, error = %e, "no route source toward the peer; advertising loopback");
+                if dest.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                }
+            }
+        };
+        let (sip, pinned) = match a.sip {
+            Some(s) if s.port() == 0 => (SocketAddr::new(s.ip(), bound.port()), true),
+            Some(s) => (s, true),
+            None if bound.ip().is_unspecified() => (SocketAddr::new(route(), bound.port()), false),
+            None => (bound, false),
+        };
+        let rtp = match a.rtp.or(a.sip.map(|s| s.ip())) {
+            Some(ip) => ip,
+            None if self.rtp_ip.is_unspecified() => sip.ip(),
+            None => self.rtp_ip,
+        };
+        (sip, pinned, rtp)
     }
 
     pub fn sip_addr(&self) -> SocketAddr {
@@ -123,8 +170,14 @@ impl Gateway {
             .map_err(DialError::NoPort)?;
         let rtp_addr = socket.local_addr().map_err(DialError::NoPort)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let rtp_ip = match self.advertise.rtp.or(self.advertise.sip.map(|s| s.ip())) {
+            Some(ip) => ip,
+            None if self.rtp_ip.is_unspecified() => net::route_source(inc.offer.remote)
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+            None => self.rtp_ip,
+        };
         let answer = sdp::answer(
-            SocketAddr::new(self.rtp_ip, rtp_addr.port()),
+            SocketAddr::new(rtp_ip, rtp_addr.port()),
             id,
             &inc.offer,
         );
@@ -163,21 +216,22 @@ impl Gateway {
             .map_err(DialError::NoPort)?;
         let rtp_addr = socket.local_addr().map_err(DialError::NoPort)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (local, pinned, rtp_ip) = self.addresses_toward(destination, req.advertise);
         let cfg = CallConfig {
             target: req.uri.clone(),
             from_uri: req.from_uri,
             from_display: req.from_display,
-            local: self.sip.local_addr(),
+            local,
             destination,
             credentials: req.credentials,
             ring_timeout: req.ring_timeout,
-            sdp_offer: sdp::offer(SocketAddr::new(self.rtp_ip, rtp_addr.port()), id, 1),
+            sdp_offer: sdp::offer(SocketAddr::new(rtp_ip, rtp_addr.port()), id, 1),
             timers: Timers::default(),
             user_agent: String::new(),
             extra_headers: req.extra_headers,
         };
         let (sip_tx, sip_rx) = mpsc::unbounded_channel();
-        let handle = self.sip.dial(cfg, sip_tx).await?;
+        let handle = self.sip.dial_as(cfg, pinned, sip_tx).await?;
         let mut call = self.active_call(id, handle, socket, sip_rx);
         call.policy = req.media;
         Ok(call)

@@ -30,3 +30,31 @@ pub fn try_realtime(priority: i32) -> bool {
     // thread and reads `param`, which outlives the call.
     unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
 }
+
+/// The source address the OS would use toward `peer`: a UDP socket
+/// connected to it (nothing is sent) reports its local address. For a
+/// socket bound to the unspecified address, this is what the peer sees
+/// when no NAT is in between.
+pub fn route_source(peer: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let any: SocketAddr = if peer.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(any)?;
+    s.connect(peer)?;
+    let ip = s.local_addr()?.ip();
+    if ip.is_unspecified() {
+        return Err(std::io::Error::other("no route source"));
+    }
+    Ok(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn route_source_toward_loopback_is_loopback() {
+        let ip = super::route_source("127.0.0.1:9".parse().unwrap()).unwrap();
+        assert_eq!(ip, std::net::IpAddr::from([127, 0, 0, 1]));
+    }
+}

@@ -15,12 +15,15 @@ use crate::sip::endpoint::{CallHandle, Endpoint, Stats};
 pub enum SipCommand {
     Dial {
         cfg: Box<CallConfig>,
+        /// `cfg.local` is a configured `sip_advertise`: keep it.
+        pinned: bool,
         events: mpsc::UnboundedSender<CallEvent>,
         reply: oneshot::Sender<CallHandle>,
     },
     Hangup(CallHandle),
     Answer(CallHandle, Vec<u8>),
-    Register(Box<crate::sip::register::RegistrationConfig>),
+    Register(Box<crate::sip::register::RegistrationConfig>, bool),
+    Advertise(Option<SocketAddr>),
     Stats(oneshot::Sender<Stats>),
     Flood(crate::sip::limiter::FloodPolicy),
     Trust(std::net::IpAddr),
@@ -49,9 +52,21 @@ impl SipHandle {
         cfg: CallConfig,
         events: mpsc::UnboundedSender<CallEvent>,
     ) -> Result<CallHandle, SipGone> {
+        self.dial_as(cfg, false, events).await
+    }
+
+    /// As [`SipHandle::dial`]; `pinned` when `cfg.local` is a configured
+    /// advertised address (see [`Endpoint::start_call_as`]).
+    pub async fn dial_as(
+        &self,
+        cfg: CallConfig,
+        pinned: bool,
+        events: mpsc::UnboundedSender<CallEvent>,
+    ) -> Result<CallHandle, SipGone> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(SipCommand::Dial {
+                pinned,
                 cfg: Box::new(cfg),
                 events,
                 reply,
@@ -63,7 +78,18 @@ impl SipHandle {
     /// Register with a registrar; progress is logged and kept in
     /// [`SipHandle::registrations`].
     pub fn register(&self, cfg: crate::sip::register::RegistrationConfig) {
-        let _ = self.tx.send(SipCommand::Register(Box::new(cfg)));
+        self.register_as(cfg, false);
+    }
+
+    /// As [`SipHandle::register`]; `pinned` when `cfg.local` is a
+    /// configured advertised address.
+    pub fn register_as(&self, cfg: crate::sip::register::RegistrationConfig, pinned: bool) {
+        let _ = self.tx.send(SipCommand::Register(Box::new(cfg), pinned));
+    }
+
+    /// The process-wide `sip_advertise` (see [`Endpoint::set_advertise`]).
+    pub fn set_advertise(&self, addr: Option<SocketAddr>) {
+        let _ = self.tx.send(SipCommand::Advertise(addr));
     }
 
     /// The last event of each registration, by address of record.
@@ -160,16 +186,17 @@ async fn run(
                 Err(e) => tracing::debug!(error = %e, "sip recv"),
             },
             cmd = rx.recv() => match cmd {
-                Some(SipCommand::Dial { cfg, events, reply }) => {
-                    let h = ep.start_call(Instant::now(), *cfg);
+                Some(SipCommand::Dial { cfg, pinned, events, reply }) => {
+                    let h = ep.start_call_as(Instant::now(), *cfg, pinned);
                     subscribers.insert(h, events);
                     let _ = reply.send(h);
                 }
                 Some(SipCommand::Hangup(h)) => ep.hangup(Instant::now(), h),
                 Some(SipCommand::Answer(h, sdp)) => ep.answer(Instant::now(), h, sdp),
-                Some(SipCommand::Register(cfg)) => {
+                Some(SipCommand::Advertise(a)) => ep.set_advertise(a),
+                Some(SipCommand::Register(cfg, pinned)) => {
                     let aor = cfg.aor.clone();
-                    let cid = ep.start_registration(Instant::now(), *cfg);
+                    let cid = ep.start_registration_as(Instant::now(), *cfg, pinned);
                     aors.insert(cid, aor);
                 }
                 Some(SipCommand::Stats(reply)) => { let _ = reply.send(ep.stats()); }
@@ -193,6 +220,14 @@ async fn run(
                 crate::sip::register::RegEvent::Registered { expires } => {
                     tracing::info!(aor = %crate::logging::Redacted(&aor), expires, "registered");
                     format!("registered for {expires} s")
+                }
+                crate::sip::register::RegEvent::RealmRefused { reason } => {
+                    tracing::warn!(aor = %crate::logging::Redacted(&aor), %reason, "registration challenge not answered");
+                    format!("failed ({reason})")
+                }
+                crate::sip::register::RegEvent::IntervalRaised { expires } => {
+                    tracing::info!(aor = %crate::logging::Redacted(&aor), expires, "registrar asked for a longer interval (423); registering again");
+                    format!("registering for {expires} s (423 Min-Expires)")
                 }
                 crate::sip::register::RegEvent::Failed { code } => {
                     tracing::error!(aor = %crate::logging::Redacted(&aor), ?code, "registration failed; retrying in 30 s");
@@ -223,6 +258,11 @@ async fn run(
                     ep.hangup(Instant::now(), h);
                 }
                 continue;
+            }
+            if let CallEvent::Ended(crate::sip::call::EndReason::Rejected { reason, .. }) = &ev {
+                if reason.starts_with("digest challenge for realm") {
+                    tracing::warn!(%reason, "call ended: a challenge for a foreign realm was not answered");
+                }
             }
             let ended = matches!(ev, CallEvent::Ended(_));
             if let Some(sub) = subscribers.get(&h) {

@@ -329,6 +329,7 @@ impl Service {
                     s.notification_id = Some(row.id.clone());
                     s.outbound_proxy = trunk.proxy;
                     s.credentials = trunk.credentials;
+                    s.advertise = trunk.advertise;
                     s.symmetric_rtp = svc.config.trunks.get(&plan.trunk).is_some_and(|t| t.symmetric_rtp);
                     s
                 }

@@ -25,6 +25,11 @@ pub enum TrunkError {
     MissingCredential { trunk: String, var: String },
     #[error("trunk {0:?}: username_env and password_env must be set together")]
     IncompleteCredentials(String),
+    #[error("trunk {trunk:?}: {error}")]
+    BadAddress {
+        trunk: String,
+        error: crate::sip::advertise::AdvertiseError,
+    },
 }
 
 impl TrunkError {
@@ -36,6 +41,7 @@ impl TrunkError {
             TrunkError::MissingCredential { .. } | TrunkError::IncompleteCredentials(_) => {
                 "trunk_credentials_missing"
             }
+            TrunkError::BadAddress { .. } => "trunk_bad_address",
         }
     }
 }
@@ -44,7 +50,13 @@ impl TrunkError {
 #[derive(Debug, Clone, Default)]
 pub struct Trunk {
     pub proxy: Option<SocketAddr>,
+    /// For calls: `None` when a challenge must not be answered (no
+    /// `realm` and no proxy: the INVITE goes straight to the callee).
     pub credentials: Option<Credentials>,
+    /// For the registrar, whose address is configured: always answered,
+    /// in `realm` when set.
+    pub registrar_credentials: Option<Credentials>,
+    pub advertise: crate::sip::advertise::Advertise,
 }
 
 fn env_value(var: &str) -> Option<String> {
@@ -90,12 +102,31 @@ pub async fn resolve(
             Some(Credentials {
                 username: env_value(u).ok_or_else(|| missing(u))?,
                 password: env_value(p).ok_or_else(|| missing(p))?,
-                realm: None,
+                realm: t.realm.clone(),
             })
         }
         _ => return Err(TrunkError::IncompleteCredentials(name.to_string())),
     };
-    Ok(Trunk { proxy, credentials })
+    let advertise = crate::sip::advertise::Advertise::parse(
+        &format!("trunks.{name}."),
+        t.sip_advertise.as_deref(),
+        t.rtp_advertise.as_deref(),
+    )
+    .map_err(|error| TrunkError::BadAddress {
+        trunk: name.to_string(),
+        error,
+    })?;
+    // Without a realm, whoever answers the INVITE could ask for a hash of
+    // the password; only the trunk's own proxy is asked to be trusted.
+    let call_credentials = credentials
+        .clone()
+        .filter(|c| c.realm.is_some() || proxy.is_some());
+    Ok(Trunk {
+        proxy,
+        credentials: call_credentials,
+        registrar_credentials: credentials,
+        advertise,
+    })
 }
 
 #[cfg(test)]
@@ -111,6 +142,9 @@ mod tests {
             aor: None,
             register_expires: None,
             symmetric_rtp: false,
+            sip_advertise: None,
+            rtp_advertise: None,
+            realm: None,
         }
     }
 

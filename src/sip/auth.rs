@@ -205,6 +205,17 @@ impl Challenge {
     }
 }
 
+/// Why a challenge for another realm than the configured one was refused
+/// (a call's end reason and the log; never the hash).
+pub fn realm_refusal(asked: &str, ours: &str) -> String {
+    let clean = |s: &str| s.chars().filter(|c| !c.is_control()).take(64).collect::<String>();
+    format!(
+        "digest challenge for realm {:?} refused: the trunk's realm is {:?}",
+        clean(asked),
+        clean(ours)
+    )
+}
+
 /// `k=v, k="v", ...` into lower-cased keys and unquoted values.
 fn parse_auth_params(s: &str) -> Vec<(String, String)> {
     super::message::split_list(s)

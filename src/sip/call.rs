@@ -147,6 +147,8 @@ pub struct Call {
     ack: Option<(Vec<u8>, SocketAddr)>,
     ack_until: Option<Instant>,
     auth_header: Option<(String, String)>,
+    /// Credentials for a challenged BYE (RFC 3261 22.2: re-sent once).
+    bye_auth: Option<(String, String)>,
     auth_attempts: u8,
     last_nonce: Option<String>,
     remote_cseq: Option<u32>,
@@ -205,6 +207,7 @@ impl Call {
             ack: None,
             ack_until: None,
             auth_header: None,
+            bye_auth: None,
             auth_attempts: 0,
             last_nonce: None,
             remote_cseq: None,
@@ -383,6 +386,9 @@ impl Call {
         req.headers.push("To", self.remote_party());
         req.headers.push("Call-ID", self.call_id.clone());
         req.headers.push("CSeq", format!("{} BYE", self.cseq));
+        if let Some((name, value)) = &self.bye_auth {
+            req.headers.push(name, value.clone());
+        }
         req.headers.push("User-Agent", self.cfg.user_agent.clone());
         self.phase = Phase::Terminating;
         self.bye_tx = Some(NonInviteClient::new(now, &req, self.cfg.timers));
@@ -528,14 +534,39 @@ impl Call {
                 });
             }
         }
-        let bye_done = self.bye_tx.as_mut().is_some_and(|tx| {
+        let may_answer = self.bye_auth.is_none() && self.cfg.credentials.is_some();
+        let mut bye_challenge = None;
+        let mut bye_done = self.bye_tx.as_mut().is_some_and(|tx| {
             let mut done = false;
             while let Some(out) = tx.poll_output() {
+                if let TxOutput::Response(r) = &out {
+                    if may_answer && matches!(r.code, 401 | 407) {
+                        bye_challenge = Some(r.clone());
+                        continue;
+                    }
+                }
                 done |= matches!(out, TxOutput::Timeout)
                     || matches!(out, TxOutput::Response(r) if r.code >= 200);
             }
             done
         });
+        if let Some(r) = bye_challenge {
+            // A challenged BYE is re-sent once with credentials; refused
+            // (no credentials for that realm) the dialog is over for us.
+            let target = self
+                .remote_target
+                .clone()
+                .unwrap_or_else(|| self.cfg.target.clone());
+            self.last_nonce = None;
+            match self.answer_challenge(&r, "BYE", &target) {
+                Ok(h) => {
+                    self.bye_auth = Some(h);
+                    self.send_bye(now);
+                    return;
+                }
+                Err(_) => bye_done = true,
+            }
+        }
         if let Some(tx) = &mut self.cancel_tx {
             while tx.poll_output().is_some() {}
         }
@@ -627,12 +658,12 @@ impl Call {
                 self.send_invite(now);
             }
             401 | 407 if self.phase == Phase::Inviting => {
-                if !self.retry_with_auth(now, &resp) {
+                if let Err(reason) = self.retry_with_auth(now, &resp) {
                     self.end(
                         now,
                         EndReason::Rejected {
                             code: resp.code,
-                            reason: "authentication failed".into(),
+                            reason,
                         },
                     );
                 }
@@ -731,36 +762,40 @@ impl Call {
         self.ack_until = Some(now + self.cfg.timers.t1 * 64);
     }
 
-    fn retry_with_auth(&mut self, now: Instant, resp: &Response) -> bool {
-        let Some(creds) = self.cfg.credentials.clone() else {
-            return false;
-        };
+    /// The credentials header answering `resp`'s challenge, or why not.
+    /// A challenge for a realm other than the credentials' is never
+    /// answered: the hash would go to whoever asked.
+    fn answer_challenge(&mut self, resp: &Response, method: &str, uri: &str) -> Result<(String, String), String> {
+        let failed = || "authentication failed".to_string();
+        let creds = self.cfg.credentials.clone().ok_or_else(failed)?;
         let (hdr, out) = if resp.code == 407 {
             ("Proxy-Authenticate", "Proxy-Authorization")
         } else {
             ("WWW-Authenticate", "Authorization")
         };
-        let Ok(challenge) = Challenge::best(resp.headers.all(hdr)) else {
-            return false;
-        };
-        if creds.realm.as_ref().is_some_and(|r| *r != challenge.realm) {
-            return false;
+        let challenge = Challenge::best(resp.headers.all(hdr)).map_err(|_| failed())?;
+        if let Some(ours) = creds.realm.as_ref().filter(|r| **r != challenge.realm) {
+            return Err(super::auth::realm_refusal(&challenge.realm, ours));
         }
         // A second challenge for the same nonce means the password is
         // wrong, unless the server says the nonce merely went stale.
         let same_nonce = self.last_nonce.as_deref() == Some(challenge.nonce.as_str());
         if self.auth_attempts >= 3 || (same_nonce && !challenge.stale) {
-            return false;
+            return Err(failed());
         }
         self.auth_attempts += 1;
         self.last_nonce = Some(challenge.nonce.clone());
         let cnonce = format!("{}{}", self.branch_seed, self.auth_attempts);
-        let value = challenge.respond(&creds, "INVITE", &self.cfg.target, 1, &cnonce);
-        self.auth_header = Some((out.to_string(), value));
+        Ok((out.to_string(), challenge.respond(&creds, method, uri, 1, &cnonce)))
+    }
+
+    fn retry_with_auth(&mut self, now: Instant, resp: &Response) -> Result<(), String> {
+        let target = self.cfg.target.clone();
+        self.auth_header = Some(self.answer_challenge(resp, "INVITE", &target)?);
         // RFC 3261 22.2: same Call-ID and From tag, next CSeq, no To tag.
         self.remote_tag = None;
         self.send_invite(now);
-        true
+        Ok(())
     }
 
     /// In-dialog requests refused because of their tags or source.

@@ -7,13 +7,14 @@
 //! [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`] after each, and
 //! sleep until [`Endpoint::poll_timeout`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::advertise::{self, Learned};
 use super::call::{Call, CallConfig, CallEvent, ALLOW};
 use super::header::Via;
 use super::limiter::{FloodPolicy, Limiter, Verdict};
@@ -170,6 +171,15 @@ pub struct Endpoint {
     events: VecDeque<(CallHandle, CallEvent)>,
     stats: Stats,
     user_agent: String,
+    /// Process-wide `sip_advertise`: Contact of answered incoming calls
+    /// and the fallback when a call or registration names none.
+    advertise: Option<SocketAddr>,
+    /// Trunk proxies and registrars: the only peers we learn our public
+    /// address from.
+    trusted: HashSet<IpAddr>,
+    learned: Learned,
+    /// Registrations whose Contact follows what their registrar sees.
+    learning_regs: HashSet<String>,
 }
 
 impl Endpoint {
@@ -195,6 +205,10 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: Stats::default(),
             user_agent: format!("callout/{}", env!("CARGO_PKG_VERSION")),
+            advertise: None,
+            trusted: HashSet::new(),
+            learned: Learned::default(),
+            learning_regs: HashSet::new(),
         }
     }
 
@@ -209,9 +223,43 @@ impl Endpoint {
         self.limiter.set_policy(policy);
     }
 
-    /// Never limit `ip`: a configured trunk, proxy or registrar.
+    /// Never limit `ip`: a configured trunk, proxy or registrar. Its
+    /// responses' `received`/`rport` also teach us our public address.
     pub fn trust(&mut self, ip: IpAddr) {
         self.limiter.trust(ip);
+        self.trusted.insert(ip);
+    }
+
+    /// The process-wide `sip_advertise` (never the unspecified address;
+    /// port 0 means the bound port).
+    pub fn set_advertise(&mut self, addr: Option<SocketAddr>) {
+        self.advertise = addr
+            .filter(|a| !a.ip().is_unspecified())
+            .map(|a| self.with_port(a));
+    }
+
+    fn with_port(&self, a: SocketAddr) -> SocketAddr {
+        if a.port() == 0 {
+            SocketAddr::new(a.ip(), self.local.port())
+        } else {
+            a
+        }
+    }
+
+    /// What a call or registration toward `dest` says it is at: `chosen`
+    /// (the caller's pick) when usable, else the process-wide setting or
+    /// the bound address; unless `pinned`, what `dest` itself said it saw
+    /// wins over both.
+    fn sent_by(&self, chosen: SocketAddr, dest: SocketAddr, pinned: bool) -> SocketAddr {
+        let base = if chosen.ip().is_unspecified() {
+            self.advertise.unwrap_or(self.local)
+        } else {
+            self.with_port(chosen)
+        };
+        if pinned {
+            return base;
+        }
+        self.learned.get(dest.ip()).unwrap_or(base)
     }
 
     /// Sources banned since the last call, for the log.
@@ -221,11 +269,27 @@ impl Endpoint {
 
     /// Register with a trunk's registrar and keep the registration
     /// refreshed. Returns its Call-ID, which names it in events.
-    pub fn start_registration(&mut self, now: Instant, mut cfg: RegistrationConfig) -> String {
-        cfg.local = self.local;
+    pub fn start_registration(&mut self, now: Instant, cfg: RegistrationConfig) -> String {
+        self.start_registration_as(now, cfg, false)
+    }
+
+    /// As [`Endpoint::start_registration`]; `pinned` when `cfg.local` is a
+    /// configured `sip_advertise`, which what the registrar reports never
+    /// replaces. Otherwise the Contact follows the registrar's
+    /// `received`/`rport` (re-registering when it changes).
+    pub fn start_registration_as(
+        &mut self,
+        now: Instant,
+        mut cfg: RegistrationConfig,
+        pinned: bool,
+    ) -> String {
+        cfg.local = self.sent_by(cfg.local, cfg.destination, pinned);
         let call_id = format!("{}@callout", self.token(20));
         let (tag, seed) = (self.token(12), self.token(10));
-        self.limiter.trust(cfg.destination.ip());
+        self.trust(cfg.destination.ip());
+        if !pinned {
+            self.learning_regs.insert(call_id.clone());
+        }
         let r = Registration::new(now, cfg, call_id.clone(), tag, seed);
         self.registrations.insert(call_id.clone(), r);
         self.drain_registration(&call_id);
@@ -291,9 +355,18 @@ impl Endpoint {
             .collect()
     }
 
-    /// Place a call; its INVITE is queued at once.
-    pub fn start_call(&mut self, now: Instant, mut cfg: CallConfig) -> CallHandle {
-        cfg.local = self.local;
+    /// Place a call; its INVITE is queued at once. `cfg.local` names the
+    /// address for Via and Contact when usable (else the process-wide
+    /// `sip_advertise` or the bound address); what the destination, if a
+    /// trusted trunk, said it sees replaces it.
+    pub fn start_call(&mut self, now: Instant, cfg: CallConfig) -> CallHandle {
+        self.start_call_as(now, cfg, false)
+    }
+
+    /// As [`Endpoint::start_call`]; `pinned` when `cfg.local` is a
+    /// configured `sip_advertise` that nothing learned may replace.
+    pub fn start_call_as(&mut self, now: Instant, mut cfg: CallConfig, pinned: bool) -> CallHandle {
+        cfg.local = self.sent_by(cfg.local, cfg.destination, pinned);
         if cfg.user_agent.is_empty() {
             cfg.user_agent = self.user_agent.clone();
         }
@@ -342,7 +415,10 @@ impl Endpoint {
             return;
         }
         match message::parse(bytes) {
-            Ok(Message::Response(resp)) => self.on_response(now, resp),
+            Ok(Message::Response(resp)) => {
+                self.learn_address(now, from, &resp);
+                self.on_response(now, resp)
+            }
             Ok(Message::Request(req)) => self.on_request(now, from, req),
             Err(message::ParseError::BadVersion(_)) => self.answer_salvaged(from, bytes, 505),
             Err(e) => match salvage(bytes, e) {
@@ -368,6 +444,37 @@ impl Endpoint {
             dest: from,
             bytes: resp.to_bytes(),
         });
+    }
+
+    /// RFC 3581: a trusted peer's `received`/`rport` is where it sees us;
+    /// later calls to it, and registrations with it, say so.
+    fn learn_address(&mut self, now: Instant, from: SocketAddr, resp: &Response) {
+        if !self.trusted.contains(&from.ip()) {
+            return;
+        }
+        let Some(via) = resp.headers.get("Via").and_then(|v| Via::parse(v).ok()) else {
+            return;
+        };
+        let Some(sent) = advertise::via_sent_by(&via) else {
+            return;
+        };
+        let Some(seen) = self.learned.learn(from.ip(), &via, sent) else {
+            return;
+        };
+        let follow: Vec<String> = self
+            .registrations
+            .iter()
+            .filter(|(cid, r)| {
+                self.learning_regs.contains(*cid) && r.destination().ip() == from.ip()
+            })
+            .map(|(cid, _)| cid.clone())
+            .collect();
+        for cid in follow {
+            if let Some(r) = self.registrations.get_mut(&cid) {
+                r.set_local(now, seen);
+            }
+            self.drain_registration(&cid);
+        }
     }
 
     fn on_response(&mut self, now: Instant, resp: Response) {
@@ -454,7 +561,8 @@ impl Endpoint {
             }
             Method::Invite if self.accept_incoming => {
                 let seed = self.token(10);
-                match IncomingCall::new(now, req, from, self.local, tag, seed, Timers::default()) {
+                let local = self.advertise.unwrap_or(self.local);
+                match IncomingCall::new(now, req, from, local, tag, seed, Timers::default()) {
                     Ok(call) => {
                         self.limiter.add_peer(from.ip());
                         let handle = CallHandle(self.next_handle);

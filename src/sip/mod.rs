@@ -1,6 +1,7 @@
 //! SIP, sans-IO: message parsing, transactions, the UAC call (dialog),
 //! digest authentication, SDP and the endpoint that owns calls.
 
+pub mod advertise;
 pub mod auth;
 pub mod call;
 #[cfg(test)]
@@ -25,6 +26,8 @@ pub mod timers;
 pub mod transaction;
 pub mod uas;
 pub mod validate;
+#[cfg(test)]
+mod trunk_tests;
 
 use std::net::SocketAddr;
 

@@ -37,10 +37,21 @@ pub struct RegistrationConfig {
 pub enum RegEvent {
     Registered { expires: u32 },
     Failed { code: Option<u16> },
+    /// A challenge for another realm than the configured one: not
+    /// answered (no hash sent); retried later like any failure.
+    RealmRefused { reason: String },
+    /// 423 Interval Too Brief: the next REGISTER asks for this many
+    /// seconds (the registrar's Min-Expires).
+    IntervalRaised { expires: u32 },
 }
 
 /// Wait before trying again after a failure.
 const RETRY: Duration = Duration::from_secs(30);
+
+/// The longest Min-Expires a 423 may ask us to take, and how many 423s in
+/// a row are followed before giving up until the next retry.
+const MAX_MIN_EXPIRES: u32 = 86_400;
+const MAX_423: u8 = 3;
 
 /// One registration, kept alive by refreshes.
 #[derive(Debug)]
@@ -54,6 +65,10 @@ pub struct Registration {
     challenge: Option<(String, Challenge)>,
     nc: u32,
     auth_failures: u8,
+    /// 423s in a row.
+    too_brief: u8,
+    /// Our address changed since the REGISTER in flight was built.
+    contact_changed: bool,
     next_at: Option<Instant>,
     transmit: VecDeque<Transmit>,
     events: VecDeque<RegEvent>,
@@ -77,6 +92,8 @@ impl Registration {
             challenge: None,
             nc: 0,
             auth_failures: 0,
+            too_brief: 0,
+            contact_changed: false,
             next_at: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -89,8 +106,27 @@ impl Registration {
         &self.call_id
     }
 
+    pub fn destination(&self) -> SocketAddr {
+        self.cfg.destination
+    }
+
+    /// The address our Via and Contact name changed (the registrar saw us
+    /// elsewhere, RFC 3581): register the new Contact at once, after the
+    /// transaction in progress if any.
+    pub fn set_local(&mut self, now: Instant, local: SocketAddr) {
+        if self.cfg.local == local {
+            return;
+        }
+        self.cfg.local = local;
+        self.contact_changed = true;
+        if self.tx.as_ref().is_none_or(|t| t.is_done()) {
+            self.send(now);
+        }
+    }
+
     fn send(&mut self, now: Instant) {
         self.cseq += 1;
+        self.contact_changed = false;
         self.next_at = None;
         let mut req = Request::new(Method::Register, self.cfg.registrar_uri.clone());
         req.headers.push(
@@ -150,8 +186,32 @@ impl Registration {
     fn on_response(&mut self, now: Instant, r: Response) {
         match r.code {
             100..=199 => {}
+            200..=299 if self.contact_changed => {
+                // Registered under the address we no longer are at.
+                self.send(now);
+            }
+            423 => {
+                // RFC 3261 10.2.8: ask again for at least Min-Expires, a
+                // bounded number of times, never the same interval forever.
+                let min = r
+                    .headers
+                    .get("Min-Expires")
+                    .and_then(|v| v.trim().parse::<u32>().ok());
+                match min {
+                    Some(m)
+                        if m > self.cfg.expires && m <= MAX_MIN_EXPIRES && self.too_brief < MAX_423 =>
+                    {
+                        self.too_brief += 1;
+                        self.cfg.expires = m;
+                        self.events.push_back(RegEvent::IntervalRaised { expires: m });
+                        self.send(now);
+                    }
+                    _ => self.fail(now, Some(423)),
+                }
+            }
             200..=299 => {
                 self.auth_failures = 0;
+                self.too_brief = 0;
                 let ours = format!("sip:callout@{}", self.cfg.local);
                 let granted = r
                     .headers
@@ -175,6 +235,15 @@ impl Registration {
                     ("WWW-Authenticate", "Authorization")
                 };
                 let fresh = Challenge::best(r.headers.all(hdr)).ok();
+                let ours = self.cfg.credentials.as_ref().and_then(|c| c.realm.clone());
+                if let (Some(c), Some(ours)) = (&fresh, ours) {
+                    if c.realm != ours {
+                        let reason = super::auth::realm_refusal(&c.realm, &ours);
+                        self.events.push_back(RegEvent::RealmRefused { reason });
+                        self.fail(now, Some(r.code));
+                        return;
+                    }
+                }
                 let stale_or_new = fresh.as_ref().is_some_and(|c| {
                     c.stale
                         || self
