@@ -9,7 +9,16 @@ use std::time::Duration;
 
 fn call(uri: &str, extra: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args(["call", uri, "--prompt", &prompt(), "--collect", "1", "--timeout", "2s"])
+        .args([
+            "call",
+            uri,
+            "--prompt",
+            &prompt(),
+            "--collect",
+            "1",
+            "--timeout",
+            "2s",
+        ])
         .args(["--user", "alice", "--realm", "callout-test"])
         .args(extra)
         .env("CALLOUT_SIP_PASSWORD", "s3cret")
@@ -47,6 +56,9 @@ fn a_challenged_bye_is_sent_again_with_credentials() {
     assert!(stdout.contains(r#""answered":true"#), "{stdout}\n{stderr}");
     let status = sipp.wait(Duration::from_secs(10));
     let log = sipp.messages();
-    assert!(status.success(), "sipp did not get an authenticated BYE:\n{log}");
+    assert!(
+        status.success(),
+        "sipp did not get an authenticated BYE:\n{log}"
+    );
     assert!(log.contains("Proxy-Authorization: Digest"), "{log}");
 }

@@ -16,10 +16,10 @@ pub mod register;
 pub mod sdp;
 pub mod timers;
 pub mod transaction;
-pub mod uas;
-pub mod validate;
 #[cfg(test)]
 mod trunk_tests;
+pub mod uas;
+pub mod validate;
 
 use std::net::SocketAddr;
 
