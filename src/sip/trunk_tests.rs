@@ -238,8 +238,7 @@ fn a_challenged_bye_is_sent_again_with_credentials() {
     let bye = requests(sent(&mut ep)).remove(0);
     assert_eq!(bye.method, Method::Bye);
     assert!(bye.headers.get("Proxy-Authorization").is_none());
-    let r = Response::for_request(&bye, 407, None);
-    let mut r = r;
+    let mut r = Response::for_request(&bye, 407, None);
     r.headers
         .push("Proxy-Authenticate", challenge("carrier.example"));
     ep.handle_datagram(t0, addr(TRUNK), &r.to_bytes());
@@ -296,8 +295,7 @@ fn interval_too_brief_raises_expires_a_bounded_number_of_times() {
     );
     let mut req = requests(sent(&mut ep)).remove(0);
     assert_eq!(req.headers.get("Expires"), Some("60"));
-    let r = Response::for_request(&req, 423, Some("r"));
-    let mut r = r;
+    let mut r = Response::for_request(&req, 423, Some("r"));
     r.headers.push("Min-Expires", "3600");
     ep.handle_datagram(t0, addr(TRUNK), &r.to_bytes());
     req = requests(sent(&mut ep)).remove(0);
