@@ -395,7 +395,9 @@ pub enum ConfigError {
 
 impl Config {
     /// The global `sip_advertise` / `rtp_advertise`, checked.
-    pub fn advertise(&self) -> Result<crate::sip::advertise::Advertise, crate::sip::advertise::AdvertiseError> {
+    pub fn advertise(
+        &self,
+    ) -> Result<crate::sip::advertise::Advertise, crate::sip::advertise::AdvertiseError> {
         crate::sip::advertise::Advertise::parse(
             "",
             self.sip_advertise.as_deref(),

@@ -120,7 +120,11 @@ impl Gateway {
     /// whether the former is configured (pinned). Never the unspecified
     /// address: bound to it with nothing configured, the OS route's
     /// source toward `dest` is used (and a warning logged).
-    pub fn addresses_toward(&self, dest: SocketAddr, trunk: Advertise) -> (SocketAddr, bool, IpAddr) {
+    pub fn addresses_toward(
+        &self,
+        dest: SocketAddr,
+        trunk: Advertise,
+    ) -> (SocketAddr, bool, IpAddr) {
         let a = trunk.or(self.advertise);
         let bound = self.sip.local_addr();
         let route = || match net::route_source(dest) {
@@ -172,15 +176,12 @@ impl Gateway {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let rtp_ip = match self.advertise.rtp.or(self.advertise.sip.map(|s| s.ip())) {
             Some(ip) => ip,
-            None if self.rtp_ip.is_unspecified() => net::route_source(inc.offer.remote)
-                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+            None if self.rtp_ip.is_unspecified() => {
+                net::route_source(inc.offer.remote).unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())
+            }
             None => self.rtp_ip,
         };
-        let answer = sdp::answer(
-            SocketAddr::new(rtp_ip, rtp_addr.port()),
-            id,
-            &inc.offer,
-        );
+        let answer = sdp::answer(SocketAddr::new(rtp_ip, rtp_addr.port()), id, &inc.offer);
         self.sip.answer(inc.handle, answer);
         Ok(self.active_call(id, inc.handle, socket, inc.events))
     }

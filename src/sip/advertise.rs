@@ -38,7 +38,9 @@ pub fn parse_sip(setting: &str, value: &str) -> Result<SocketAddr, AdvertiseErro
         SocketAddr::new(ip, 0)
     } else if let Ok(sa) = v.parse::<SocketAddr>() {
         if sa.port() == 0 {
-            return Err(err("port 0 cannot be advertised (leave the port out for the bound one)"));
+            return Err(err(
+                "port 0 cannot be advertised (leave the port out for the bound one)",
+            ));
         }
         sa
     } else {
@@ -83,8 +85,12 @@ impl Learned {
     /// `sent` is what our Via said. Returns the address when it is new
     /// for this peer (so registrations can refresh their Contact).
     pub fn learn(&mut self, peer: IpAddr, via: &Via, sent: SocketAddr) -> Option<SocketAddr> {
-        let received = param(&via.params, "received")
-            .and_then(|r| r.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok());
+        let received = param(&via.params, "received").and_then(|r| {
+            r.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+        });
         let rport = param(&via.params, "rport").and_then(|p| p.parse::<u16>().ok());
         if received.is_none() && rport.is_none() {
             return None;
@@ -122,10 +128,18 @@ pub struct Advertise {
 
 impl Advertise {
     /// Read both settings; `prefix` names them in errors (`trunks.x.`).
-    pub fn parse(prefix: &str, sip: Option<&str>, rtp: Option<&str>) -> Result<Advertise, AdvertiseError> {
+    pub fn parse(
+        prefix: &str,
+        sip: Option<&str>,
+        rtp: Option<&str>,
+    ) -> Result<Advertise, AdvertiseError> {
         Ok(Advertise {
-            sip: sip.map(|v| parse_sip(&format!("{prefix}sip_advertise"), v)).transpose()?,
-            rtp: rtp.map(|v| parse_ip(&format!("{prefix}rtp_advertise"), v)).transpose()?,
+            sip: sip
+                .map(|v| parse_sip(&format!("{prefix}sip_advertise"), v))
+                .transpose()?,
+            rtp: rtp
+                .map(|v| parse_ip(&format!("{prefix}rtp_advertise"), v))
+                .transpose()?,
         })
     }
 
@@ -161,7 +175,10 @@ mod tests {
         assert!(parse_sip("s", "::").is_err());
         assert!(parse_sip("s", "carrier.example").is_err());
         assert!(parse_sip("s", "192.0.2.1:0").is_err());
-        assert_eq!(parse_ip("r", "[2001:db8::7]").unwrap(), "2001:db8::7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            parse_ip("r", "[2001:db8::7]").unwrap(),
+            "2001:db8::7".parse::<IpAddr>().unwrap()
+        );
         assert!(parse_ip("r", "0.0.0.0").is_err());
     }
 
@@ -170,13 +187,22 @@ mod tests {
         let mut l = Learned::default();
         let peer: IpAddr = "198.51.100.1".parse().unwrap();
         let sent: SocketAddr = "10.0.0.5:5060".parse().unwrap();
-        let via = Via::parse("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKx;rport=40123;received=203.0.113.9").unwrap();
-        assert_eq!(l.learn(peer, &via, sent), Some("203.0.113.9:40123".parse().unwrap()));
+        let via = Via::parse(
+            "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKx;rport=40123;received=203.0.113.9",
+        )
+        .unwrap();
+        assert_eq!(
+            l.learn(peer, &via, sent),
+            Some("203.0.113.9:40123".parse().unwrap())
+        );
         assert_eq!(l.learn(peer, &via, sent), None, "unchanged: nothing new");
         assert_eq!(l.get(peer), Some("203.0.113.9:40123".parse().unwrap()));
         // rport alone keeps our IP.
         let via = Via::parse("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKx;rport=1").unwrap();
-        assert_eq!(l.learn(peer, &via, sent), Some("10.0.0.5:1".parse().unwrap()));
+        assert_eq!(
+            l.learn(peer, &via, sent),
+            Some("10.0.0.5:1".parse().unwrap())
+        );
         // A bare `;rport` (no value) and no received teaches nothing.
         let mut l = Learned::default();
         let via = Via::parse("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKx;rport").unwrap();
@@ -184,11 +210,17 @@ mod tests {
         // A peer claiming we are 0.0.0.0 is ignored.
         let via = Via::parse("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKx;received=0.0.0.0").unwrap();
         assert_eq!(l.learn(peer, &via, sent), None);
-        let v6 = Via::parse("SIP/2.0/UDP [2001:db8::5]:5060;branch=z9hG4bKx;received=2001:db8::9;rport=7").unwrap();
+        let v6 = Via::parse(
+            "SIP/2.0/UDP [2001:db8::5]:5060;branch=z9hG4bKx;received=2001:db8::9;rport=7",
+        )
+        .unwrap();
         assert_eq!(
             l.learn(peer, &v6, "[2001:db8::5]:5060".parse().unwrap()),
             Some("[2001:db8::9]:7".parse().unwrap())
         );
-        assert_eq!(via_sent_by(&v6), Some("[2001:db8::5]:5060".parse().unwrap()));
+        assert_eq!(
+            via_sent_by(&v6),
+            Some("[2001:db8::5]:5060".parse().unwrap())
+        );
     }
 }

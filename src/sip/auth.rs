@@ -208,7 +208,12 @@ impl Challenge {
 /// Why a challenge for another realm than the configured one was refused
 /// (a call's end reason and the log; never the hash).
 pub fn realm_refusal(asked: &str, ours: &str) -> String {
-    let clean = |s: &str| s.chars().filter(|c| !c.is_control()).take(64).collect::<String>();
+    let clean = |s: &str| {
+        s.chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect::<String>()
+    };
     format!(
         "digest challenge for realm {:?} refused: the trunk's realm is {:?}",
         clean(asked),

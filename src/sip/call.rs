@@ -765,7 +765,12 @@ impl Call {
     /// The credentials header answering `resp`'s challenge, or why not.
     /// A challenge for a realm other than the credentials' is never
     /// answered: the hash would go to whoever asked.
-    fn answer_challenge(&mut self, resp: &Response, method: &str, uri: &str) -> Result<(String, String), String> {
+    fn answer_challenge(
+        &mut self,
+        resp: &Response,
+        method: &str,
+        uri: &str,
+    ) -> Result<(String, String), String> {
         let failed = || "authentication failed".to_string();
         let creds = self.cfg.credentials.clone().ok_or_else(failed)?;
         let (hdr, out) = if resp.code == 407 {
@@ -786,7 +791,10 @@ impl Call {
         self.auth_attempts += 1;
         self.last_nonce = Some(challenge.nonce.clone());
         let cnonce = format!("{}{}", self.branch_seed, self.auth_attempts);
-        Ok((out.to_string(), challenge.respond(&creds, method, uri, 1, &cnonce)))
+        Ok((
+            out.to_string(),
+            challenge.respond(&creds, method, uri, 1, &cnonce),
+        ))
     }
 
     fn retry_with_auth(&mut self, now: Instant, resp: &Response) -> Result<(), String> {

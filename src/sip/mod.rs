@@ -24,10 +24,10 @@ pub mod sdp;
 pub mod session_timer;
 pub mod timers;
 pub mod transaction;
-pub mod uas;
-pub mod validate;
 #[cfg(test)]
 mod trunk_tests;
+pub mod uas;
+pub mod validate;
 
 use std::net::SocketAddr;
 

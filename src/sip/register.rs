@@ -35,14 +35,22 @@ pub struct RegistrationConfig {
 /// What the registration reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegEvent {
-    Registered { expires: u32 },
-    Failed { code: Option<u16> },
+    Registered {
+        expires: u32,
+    },
+    Failed {
+        code: Option<u16>,
+    },
     /// A challenge for another realm than the configured one: not
     /// answered (no hash sent); retried later like any failure.
-    RealmRefused { reason: String },
+    RealmRefused {
+        reason: String,
+    },
     /// 423 Interval Too Brief: the next REGISTER asks for this many
     /// seconds (the registrar's Min-Expires).
-    IntervalRaised { expires: u32 },
+    IntervalRaised {
+        expires: u32,
+    },
 }
 
 /// Wait before trying again after a failure.
@@ -199,11 +207,14 @@ impl Registration {
                     .and_then(|v| v.trim().parse::<u32>().ok());
                 match min {
                     Some(m)
-                        if m > self.cfg.expires && m <= MAX_MIN_EXPIRES && self.too_brief < MAX_423 =>
+                        if m > self.cfg.expires
+                            && m <= MAX_MIN_EXPIRES
+                            && self.too_brief < MAX_423 =>
                     {
                         self.too_brief += 1;
                         self.cfg.expires = m;
-                        self.events.push_back(RegEvent::IntervalRaised { expires: m });
+                        self.events
+                            .push_back(RegEvent::IntervalRaised { expires: m });
                         self.send(now);
                     }
                     _ => self.fail(now, Some(423)),

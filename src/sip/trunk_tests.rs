@@ -68,7 +68,8 @@ fn nat_response(req: &Request, code: u16, tag: Option<&str>, extra: &[(&str, &st
     let mut r = Response::for_request(req, code, tag);
     let via = r.headers.get("Via").unwrap().replace(";rport", "");
     r.headers.remove("Via");
-    r.headers.push("Via", format!("{via};received=203.0.113.9;rport=40123"));
+    r.headers
+        .push("Via", format!("{via};received=203.0.113.9;rport=40123"));
     for (k, v) in extra {
         r.headers.push(k, *v);
     }
@@ -99,22 +100,38 @@ fn never_the_unspecified_address_and_contact_follows_what_the_trunk_saw() {
     let first = requests(sent(&mut ep)).remove(0);
     let text = String::from_utf8(first.to_bytes()).unwrap();
     assert!(!text.contains("0.0.0.0"), "{text}");
-    assert!(text.contains(&format!("Via: SIP/2.0/UDP {BOUND};")), "{text}");
+    assert!(
+        text.contains(&format!("Via: SIP/2.0/UDP {BOUND};")),
+        "{text}"
+    );
     assert!(text.contains(";rport"), "{text}");
     // The registrar saw us at the NAT's public address: register that.
     ep.handle_datagram(t0, addr(TRUNK), &nat_response(&first, 200, Some("r"), &[]));
     let again = requests(sent(&mut ep));
     assert_eq!(again.len(), 1, "a new REGISTER with the learned Contact");
-    assert_eq!(again[0].headers.get("Contact"), Some(format!("<sip:callout@{PUBLIC}>").as_str()));
+    assert_eq!(
+        again[0].headers.get("Contact"),
+        Some(format!("<sip:callout@{PUBLIC}>").as_str())
+    );
     assert_eq!(again[0].headers.get("Call-ID"), Some(reg.as_str()));
-    ep.handle_datagram(t0, addr(TRUNK), &nat_response(&again[0], 200, Some("r"), &[]));
-    assert!(requests(sent(&mut ep)).is_empty(), "learned once, registered once");
+    ep.handle_datagram(
+        t0,
+        addr(TRUNK),
+        &nat_response(&again[0], 200, Some("r"), &[]),
+    );
+    assert!(
+        requests(sent(&mut ep)).is_empty(),
+        "learned once, registered once"
+    );
 
     // Later calls to the trunk say the same.
     ep.start_call(t0, call_cfg(None));
     let inv = requests(sent(&mut ep)).remove(0);
     assert_eq!(inv.method, Method::Invite);
-    assert_eq!(inv.headers.get("Contact"), Some(format!("<sip:callout@{PUBLIC}>").as_str()));
+    assert_eq!(
+        inv.headers.get("Contact"),
+        Some(format!("<sip:callout@{PUBLIC}>").as_str())
+    );
     assert!(inv.headers.get("Via").unwrap().contains(PUBLIC));
 
     // A configured address (pinned) wins over what was learned.
@@ -122,7 +139,10 @@ fn never_the_unspecified_address_and_contact_follows_what_the_trunk_saw() {
     pinned.local = addr("192.0.2.7:0");
     ep.start_call_as(t0, pinned, true);
     let inv = requests(sent(&mut ep)).remove(0);
-    assert_eq!(inv.headers.get("Contact"), Some("<sip:callout@192.0.2.7:5060>"));
+    assert_eq!(
+        inv.headers.get("Contact"),
+        Some("<sip:callout@192.0.2.7:5060>")
+    );
 }
 
 #[test]
@@ -136,7 +156,10 @@ fn a_callee_cannot_steer_our_address() {
     let _ = sent(&mut ep);
     ep.start_call(t0, call_cfg(None));
     let inv = requests(sent(&mut ep)).remove(0);
-    assert_eq!(inv.headers.get("Contact"), Some(format!("<sip:callout@{BOUND}>").as_str()));
+    assert_eq!(
+        inv.headers.get("Contact"),
+        Some(format!("<sip:callout@{BOUND}>").as_str())
+    );
 }
 
 fn ended(ep: &mut Endpoint) -> Option<EndReason> {
@@ -155,27 +178,48 @@ fn a_challenge_for_another_realm_ends_the_call_without_a_hash() {
     let mut ep = Endpoint::new(addr(BOUND), 1);
     ep.start_call(t0, call_cfg(Some(creds(Some("carrier.example")))));
     let inv = requests(sent(&mut ep)).remove(0);
-    let r = nat_response(&inv, 401, Some("x"), &[("WWW-Authenticate", &challenge("evil.example"))]);
+    let r = nat_response(
+        &inv,
+        401,
+        Some("x"),
+        &[("WWW-Authenticate", &challenge("evil.example"))],
+    );
     ep.handle_datagram(t0, addr(TRUNK), &r);
     let out = requests(sent(&mut ep));
     assert!(
-        out.iter().all(|r| r.method == Method::Ack && r.headers.get("Authorization").is_none()),
+        out.iter()
+            .all(|r| r.method == Method::Ack && r.headers.get("Authorization").is_none()),
         "{out:?}"
     );
     match ended(&mut ep) {
         Some(EndReason::Rejected { code: 401, reason }) => {
-            assert!(reason.contains("\"evil.example\"") && reason.contains("\"carrier.example\""), "{reason}")
+            assert!(
+                reason.contains("\"evil.example\"") && reason.contains("\"carrier.example\""),
+                "{reason}"
+            )
         }
         other => panic!("{other:?}"),
     }
     // The right realm is answered.
     ep.start_call(t0, call_cfg(Some(creds(Some("carrier.example")))));
     let inv = requests(sent(&mut ep)).remove(0);
-    let r = nat_response(&inv, 407, Some("x"), &[("Proxy-Authenticate", &challenge("carrier.example"))]);
+    let r = nat_response(
+        &inv,
+        407,
+        Some("x"),
+        &[("Proxy-Authenticate", &challenge("carrier.example"))],
+    );
     ep.handle_datagram(t0, addr(TRUNK), &r);
     let out = requests(sent(&mut ep));
-    let retry = out.iter().find(|r| r.method == Method::Invite).expect("INVITE again");
-    assert!(retry.headers.get("Proxy-Authorization").unwrap().contains("realm=\"carrier.example\""));
+    let retry = out
+        .iter()
+        .find(|r| r.method == Method::Invite)
+        .expect("INVITE again");
+    assert!(retry
+        .headers
+        .get("Proxy-Authorization")
+        .unwrap()
+        .contains("realm=\"carrier.example\""));
 }
 
 #[test]
@@ -194,18 +238,29 @@ fn a_challenged_bye_is_sent_again_with_credentials() {
     let bye = requests(sent(&mut ep)).remove(0);
     assert_eq!(bye.method, Method::Bye);
     assert!(bye.headers.get("Proxy-Authorization").is_none());
-    let r = Response::for_request(&bye, 407, None);
-    let mut r = r;
-    r.headers.push("Proxy-Authenticate", challenge("carrier.example"));
+    let mut r = Response::for_request(&bye, 407, None);
+    r.headers
+        .push("Proxy-Authenticate", challenge("carrier.example"));
     ep.handle_datagram(t0, addr(TRUNK), &r.to_bytes());
     let again = requests(sent(&mut ep));
     assert_eq!(again.len(), 1, "{again:?}");
     let bye2 = &again[0];
     assert_eq!(bye2.method, Method::Bye);
-    let auth = bye2.headers.get("Proxy-Authorization").expect("credentials");
-    assert!(auth.contains("realm=\"carrier.example\"") && auth.contains("uri=\"sip:bob@198.51.100.1:5060\""), "{auth}");
+    let auth = bye2
+        .headers
+        .get("Proxy-Authorization")
+        .expect("credentials");
+    assert!(
+        auth.contains("realm=\"carrier.example\"")
+            && auth.contains("uri=\"sip:bob@198.51.100.1:5060\""),
+        "{auth}"
+    );
     assert_ne!(bye.headers.get("CSeq"), bye2.headers.get("CSeq"));
-    ep.handle_datagram(t0, addr(TRUNK), &Response::for_request(bye2, 200, None).to_bytes());
+    ep.handle_datagram(
+        t0,
+        addr(TRUNK),
+        &Response::for_request(bye2, 200, None).to_bytes(),
+    );
     assert_eq!(ended(&mut ep), Some(EndReason::LocalHangup));
     // A second challenge for the BYE is not answered again: the call ends.
 }
@@ -240,8 +295,7 @@ fn interval_too_brief_raises_expires_a_bounded_number_of_times() {
     );
     let mut req = requests(sent(&mut ep)).remove(0);
     assert_eq!(req.headers.get("Expires"), Some("60"));
-    let r = Response::for_request(&req, 423, Some("r"));
-    let mut r = r;
+    let mut r = Response::for_request(&req, 423, Some("r"));
     r.headers.push("Min-Expires", "3600");
     ep.handle_datagram(t0, addr(TRUNK), &r.to_bytes());
     req = requests(sent(&mut ep)).remove(0);
@@ -274,12 +328,14 @@ fn interval_too_brief_raises_expires_a_bounded_number_of_times() {
     let (next, r2) = next_register(&mut ep);
     req = r2;
     let mut r = Response::for_request(&req, 401, Some("r"));
-    r.headers.push("WWW-Authenticate", challenge("evil.example"));
+    r.headers
+        .push("WWW-Authenticate", challenge("evil.example"));
     ep.handle_datagram(next, addr(TRUNK), &r.to_bytes());
     assert!(requests(sent(&mut ep)).is_empty());
     let mut refused = false;
     while let Some((_, e)) = ep.poll_reg_event() {
-        refused |= matches!(e, RegEvent::RealmRefused { ref reason } if reason.contains("evil.example"));
+        refused |=
+            matches!(e, RegEvent::RealmRefused { ref reason } if reason.contains("evil.example"));
     }
     assert!(refused);
 }
