@@ -230,11 +230,7 @@ on_success = "mail"
                 .map(String::from)
         })
         .unwrap();
-    let n = s.wait_state(
-        &nid,
-        &["acknowledged", "completed"],
-        Duration::from_secs(60),
-    );
+    let n = s.wait_state(&nid, &["acked", "exhausted"], Duration::from_secs(60));
     let summary = n["summary"].as_str().unwrap();
     let phrase = "An automatic restart of the service was tried and failed: failed at the verify step running-again";
     assert!(summary.starts_with(phrase), "{n:#}");
