@@ -154,6 +154,7 @@ input_timeout = "10s"
 [actions.restart]
 flow = "auto-restart"
 description = "restart of the service"
+pin = false
 params = {{ host = "{{host}}", service = "{{service}}" }}
 
 [pipeline]
