@@ -906,9 +906,15 @@ pub fn load_str_env(
         max_attempts: raw.menu.max_attempts.max(1),
         silent_answer: raw.menu.silent_answer,
     };
+    // An action only a first-level rule runs (no key) is used too.
+    let auto_used: Vec<String> = crate::pipeline::config::load(text, file)
+        .ok()
+        .flatten()
+        .map(|p| p.auto_actions.into_iter().map(|a| a.action).collect())
+        .unwrap_or_default();
     let mut actions = BTreeMap::new();
     for (name, a) in &raw.actions {
-        if !actions_used.contains(name) {
+        if !actions_used.contains(name) && !auto_used.contains(name) {
             c.err(
                 a.span(),
                 format!("action {name:?} is declared but no key runs it"),

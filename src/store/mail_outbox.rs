@@ -54,11 +54,17 @@ pub(super) async fn insert(
 }
 
 impl Store {
-    /// Queued mails due by `now_ms`, oldest first.
+    /// Queued mails due by `now_ms`, oldest first. A mail waits while an
+    /// older one of its incident is still queued, so an incident's mails
+    /// go out (and thread) in the order they were queued even when the
+    /// first one's retries have pushed it later.
     pub async fn due_mails(&self, now_ms: i64, limit: i64) -> Result<Vec<QueuedMail>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, contract, notice, attempts, created_ms FROM mail_outbox \
-             WHERE state = 'queued' AND next_ms <= $1 ORDER BY created_ms, id LIMIT $2",
+            "SELECT id, contract, notice, attempts, created_ms FROM mail_outbox m \
+             WHERE state = 'queued' AND next_ms <= $1 AND NOT EXISTS (SELECT 1 FROM mail_outbox e \
+             WHERE e.incident_id = m.incident_id AND e.state = 'queued' \
+             AND (e.created_ms < m.created_ms OR (e.created_ms = m.created_ms AND e.id < m.id))) \
+             ORDER BY created_ms, id LIMIT $2",
         )
         .bind(now_ms)
         .bind(limit)
@@ -78,11 +84,16 @@ impl Store {
             .collect()
     }
 
-    /// When the next queued mail is due.
+    /// When the next queued mail is due (of those not waiting for an
+    /// older one of their incident).
     pub async fn next_mail_due(&self) -> Result<Option<i64>, StoreError> {
-        let r = sqlx::query("SELECT MIN(next_ms) AS n FROM mail_outbox WHERE state = 'queued'")
-            .fetch_one(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "SELECT MIN(next_ms) AS n FROM mail_outbox m WHERE state = 'queued' AND NOT EXISTS \
+             (SELECT 1 FROM mail_outbox e WHERE e.incident_id = m.incident_id AND e.state = 'queued' \
+             AND (e.created_ms < m.created_ms OR (e.created_ms = m.created_ms AND e.id < m.id)))",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(r.try_get::<Option<i64>, _>("n")?)
     }
 
