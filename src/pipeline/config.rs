@@ -191,6 +191,9 @@ pub struct PipelineConfig {
     pub inhibit: Vec<Inhibit>,
     pub heartbeats: Vec<Heartbeat>,
     pub mail: MailConfig,
+    /// The contract's ticket system (`[pipeline.ticket]`; embedded when
+    /// absent).
+    pub ticket: Option<crate::tickets::config::TicketConfig>,
 }
 
 impl Default for PipelineConfig {
@@ -208,6 +211,7 @@ impl Default for PipelineConfig {
             inhibit: Vec::new(),
             heartbeats: Vec::new(),
             mail: MailConfig::default(),
+            ticket: None,
         }
     }
 }
@@ -350,6 +354,7 @@ struct RawPipeline {
     #[serde(default)]
     heartbeats: Vec<RawHeartbeat>,
     mail: Option<RawMail>,
+    ticket: Option<Spanned<crate::tickets::config::RawTicket>>,
 }
 
 #[derive(Deserialize)]
@@ -625,10 +630,21 @@ pub fn load(text: &str, file: &Path) -> Result<Option<PipelineConfig>, Vec<Dialp
             });
         }
     }
+    let ticket = p
+        .ticket
+        .as_ref()
+        .and_then(|t| match crate::tickets::config::check(t.get_ref()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                c.err(t.span(), e);
+                None
+            }
+        });
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
     Ok(Some(PipelineConfig {
+        ticket,
         wait_ms,
         reopen_ms,
         recovery: p.recovery,

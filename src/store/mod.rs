@@ -13,6 +13,8 @@ mod incidents;
 pub use incidents::{AlertRow, IncidentFilter, IncidentRow, MailRow, PipelineWrite, TimelineRow};
 mod pins;
 mod runs;
+mod tickets;
+pub use tickets::TicketSyncRow;
 pub use pins::{ContactFailures, PinFailure};
 pub use runs::RunRow;
 
