@@ -178,17 +178,23 @@ fn check_tickets(
     use crate::tickets::config::TicketConfig;
     let uses: Vec<&crate::ivr::dialplan::Dialplan> = plans
         .iter()
-        .filter(|p| matches!(crate::tickets::sync::ticket_config(p), TicketConfig::Redmine(_)))
+        .filter(|p| {
+            matches!(
+                crate::tickets::sync::ticket_config(p),
+                TicketConfig::Redmine(_)
+            )
+        })
         .collect();
     if uses.is_empty() {
         return Ok(plans);
     }
-    let err = |p: &crate::ivr::dialplan::Dialplan, message: String| crate::ivr::dialplan::DialplanError {
-        file: p.source.clone(),
-        line: 1,
-        column: 1,
-        message,
-    };
+    let err =
+        |p: &crate::ivr::dialplan::Dialplan, message: String| crate::ivr::dialplan::DialplanError {
+            file: p.source.clone(),
+            line: 1,
+            column: 1,
+            message,
+        };
     let Some(tickets) = tickets else {
         return Err(uses
             .iter()
@@ -199,7 +205,10 @@ fn check_tickets(
         Ok(s) => s,
         Err(e) => return Err(vec![err(uses[0], e.to_string())]),
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return Err(vec![err(uses[0], format!("cannot check Redmine: {e}"))]),
     };

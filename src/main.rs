@@ -596,14 +596,16 @@ fn main() -> ExitCode {
                 },
         } => runtime()
             .and_then(|rt| {
-                rt.block_on(callout::bench::tickets::run(callout::bench::tickets::TicketsBench {
-                    url,
-                    key_env,
-                    project,
-                    tracker,
-                    incidents,
-                    notes,
-                }))
+                rt.block_on(callout::bench::tickets::run(
+                    callout::bench::tickets::TicketsBench {
+                        url,
+                        key_env,
+                        project,
+                        tracker,
+                        incidents,
+                        notes,
+                    },
+                ))
             })
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {

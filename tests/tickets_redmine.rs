@@ -16,7 +16,8 @@ use common::{free_port_pair, scratch};
 use serde_json::{json, Value};
 
 const REDMINE: &str = "/usr/share/redmine";
-const PACKAGED_DB: &str = "/var/lib/dbconfig-common/sqlite3/redmine/instances/default/redmine_default";
+const PACKAGED_DB: &str =
+    "/var/lib/dbconfig-common/sqlite3/redmine/instances/default/redmine_default";
 const KEY_ENV: &str = "CALLOUT_TEST_REDMINE_KEY";
 
 /// A Redmine server on loopback; stopped and started again by the outage
@@ -40,9 +41,10 @@ fn installed() -> bool {
 
 fn rails(dir: &Path) -> Command {
     let mut c = Command::new(Path::new(REDMINE).join("bin/rails"));
-    c.current_dir(REDMINE)
-        .env("RAILS_ENV", "production")
-        .env("DATABASE_URL", format!("sqlite3:{}", dir.join("redmine.db").display()));
+    c.current_dir(REDMINE).env("RAILS_ENV", "production").env(
+        "DATABASE_URL",
+        format!("sqlite3:{}", dir.join("redmine.db").display()),
+    );
     c
 }
 
@@ -70,7 +72,11 @@ impl Redmine {
                     return;
                 }
             }
-            assert!(Instant::now() < until, "Redmine did not come up; see {}", self.dir.join("redmine.log").display());
+            assert!(
+                Instant::now() < until,
+                "Redmine did not come up; see {}",
+                self.dir.join("redmine.log").display()
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
     }
@@ -110,7 +116,9 @@ impl Redmine {
     }
 
     fn issue(&self, id: &str) -> Value {
-        let (st, v) = self.get(&format!("/issues/{id}.json?include=journals")).unwrap();
+        let (st, v) = self
+            .get(&format!("/issues/{id}.json?include=journals"))
+            .unwrap();
         assert_eq!(st, 200, "{v}");
         v["issue"].clone()
     }
@@ -262,7 +270,10 @@ fn wait_all_notes(s: &Serve, r: &Redmine, contract: &str, limit: Duration) -> (V
         let notes = note_seqs(&issue, inc["id"].as_str()?);
         let want = timeline_seqs(&inc);
         if notes.len() >= want.len() && issue["status"]["name"] == "Closed" {
-            assert_eq!(notes, want, "the notes are the timeline, in order, once each");
+            assert_eq!(
+                notes, want,
+                "the notes are the timeline, in order, once each"
+            );
             Some((inc, issue))
         } else {
             None
@@ -279,22 +290,33 @@ fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
     copy_prompts(dir);
     let (_callee, uri) = pressing_callee("45100-45199");
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
-    std::fs::write(dir.join("dialplans/acme.toml"), dialplan("acme", "story", &uri, "1s", "ja")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/acme.toml"),
+        dialplan("acme", "story", &uri, "1s", "ja"),
+    )
+    .unwrap();
     let s = serve(dir, r, "45000-45099");
 
     post_event(&s, event("acme", "web-01", "trigger"));
     // The issue exists at the occurrence and its id is the ticket.
-    let inc = wait_for("the Redmine issue as the ticket", Duration::from_secs(20), || {
-        let inc = incident(&s, "acme")?;
-        inc["ticket"].as_str()?.parse::<u64>().ok()?;
-        Some(inc)
-    });
+    let inc = wait_for(
+        "the Redmine issue as the ticket",
+        Duration::from_secs(20),
+        || {
+            let inc = incident(&s, "acme")?;
+            inc["ticket"].as_str()?.parse::<u64>().ok()?;
+            Some(inc)
+        },
+    );
     let ticket = inc["ticket"].as_str().unwrap().to_string();
     let issue = r.issue(&ticket);
     assert_eq!(issue["project"]["name"], "story", "{issue}");
     assert_eq!(issue["tracker"]["name"], "Support", "{issue}");
     assert_eq!(issue["priority"]["name"], "Urgent", "{issue}");
-    assert!(issue["subject"].as_str().unwrap().contains("web-01"), "{issue}");
+    assert!(
+        issue["subject"].as_str().unwrap().contains("web-01"),
+        "{issue}"
+    );
     let host_field = issue["custom_fields"]
         .as_array()
         .unwrap()
@@ -305,11 +327,16 @@ fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
     assert_eq!(host_field["value"], "web-01");
 
     // The call is answered and 1 pressed: in progress on the issue.
-    wait_for("acknowledged, In Progress in Redmine", Duration::from_secs(60), || {
-        let inc = incident(&s, "acme")?;
-        let issue = r.issue(&ticket);
-        (inc["state"] == "acknowledged" && issue["status"]["name"] == "In Progress").then_some(())
-    });
+    wait_for(
+        "acknowledged, In Progress in Redmine",
+        Duration::from_secs(60),
+        || {
+            let inc = incident(&s, "acme")?;
+            let issue = r.issue(&ticket);
+            (inc["state"] == "acknowledged" && issue["status"]["name"] == "In Progress")
+                .then_some(())
+        },
+    );
     post_event(&s, event("acme", "web-01", "resolve"));
     let (inc, issue) = wait_all_notes(&s, r, "acme", Duration::from_secs(40));
     let notes: Vec<&str> = issue["journals"]
@@ -322,7 +349,14 @@ fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
     let all = notes.join("\n---\n");
     // Japanese notes: alert, the call, the key, acknowledgement, recovery,
     // close; times in the contract's zone.
-    for want in ["[アラート]", "[架電]", "受領済み", "[復旧]", "クローズ", "JST"] {
+    for want in [
+        "[アラート]",
+        "[架電]",
+        "受領済み",
+        "[復旧]",
+        "クローズ",
+        "JST",
+    ] {
         assert!(all.contains(want), "{want:?} missing in the notes:\n{all}");
     }
     assert!(all.contains("web-01"), "{all}");
@@ -378,12 +412,16 @@ fn notes_written_while_redmine_is_down_arrive_late_in_order_once() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     // The second incident got its issue once Redmine was back.
     let id2 = second["id"].as_str().unwrap().to_string();
-    let t2 = wait_for("the second incident's issue", Duration::from_secs(30), || {
-        let (_, v) = s.http("GET", &format!("/v1/incidents/{id2}"), None)?;
-        let t = v["ticket"].as_str()?.to_string();
-        t.parse::<u64>().ok()?;
-        Some(t)
-    });
+    let t2 = wait_for(
+        "the second incident's issue",
+        Duration::from_secs(30),
+        || {
+            let (_, v) = s.http("GET", &format!("/v1/incidents/{id2}"), None)?;
+            let t = v["ticket"].as_str()?.to_string();
+            t.parse::<u64>().ok()?;
+            Some(t)
+        },
+    );
     let issue2 = r.issue(&t2);
     let all: String = issue2["journals"]
         .as_array()
@@ -406,7 +444,11 @@ fn an_issue_closed_in_redmine_closes_the_incident_and_its_calls() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let uri = format!("sip:bob@{}", silent.local_addr().unwrap());
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
-    std::fs::write(dir.join("dialplans/gamma.toml"), dialplan("gamma", "closing", &uri, "0s", "en")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/gamma.toml"),
+        dialplan("gamma", "closing", &uri, "0s", "en"),
+    )
+    .unwrap();
     let s = serve(dir, r, "45300-45399");
     post_event(&s, event("gamma", "app-01", "trigger"));
     let inc = wait_for("notifying with an issue", Duration::from_secs(20), || {
@@ -417,7 +459,10 @@ fn an_issue_closed_in_redmine_closes_the_incident_and_its_calls() {
     let ticket = inc["ticket"].as_str().unwrap();
     let notification = inc["notification"].as_str().unwrap().to_string();
     assert_eq!(
-        r.put(&format!("/issues/{ticket}.json"), json!({"issue": {"status_id": 5, "notes": "fixed by hand"}})),
+        r.put(
+            &format!("/issues/{ticket}.json"),
+            json!({"issue": {"status_id": 5, "notes": "fixed by hand"}})
+        ),
         204
     );
     let inc = wait_for("the incident closed", Duration::from_secs(20), || {
@@ -425,7 +470,10 @@ fn an_issue_closed_in_redmine_closes_the_incident_and_its_calls() {
         (inc["state"] == "closed").then_some(inc)
     });
     let story = inc["timeline"].to_string();
-    assert!(story.contains(&format!("closed by Redmine #{ticket} (Redmine Admin")), "{story}");
+    assert!(
+        story.contains(&format!("closed by Redmine #{ticket} (Redmine Admin")),
+        "{story}"
+    );
     wait_for("the call cancelled", Duration::from_secs(20), || {
         let (_, n) = s.http("GET", &format!("/v1/notifications/{notification}"), None)?;
         (n["state"] == "cancelled").then_some(())
@@ -466,21 +514,43 @@ fn bad_key_missing_project_and_status_are_named() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(out.status.code() == Some(0), text.contains(": ok:"), "{text}");
+        assert_eq!(
+            out.status.code() == Some(0),
+            text.contains(": ok:"),
+            "{text}"
+        );
         text
     };
     let good = dialplan("acme", "story", "sip:bob@127.0.0.1:9", "1s", "en");
     let t = check(good.clone(), &r.key);
     assert!(t.contains(": ok:"), "{t}");
     let t = check(good.clone(), "0000000000000000000000000000000000000000");
-    assert!(t.contains("API key was refused") && t.contains("CALLOUT_TEST_BAD_KEY"), "{t}");
-    let t = check(good.replace("project = \"story\"", "project = \"nosuch\""), &r.key);
-    assert!(t.contains("project \"nosuch\" not found (pipeline.ticket.project)"), "{t}");
+    assert!(
+        t.contains("API key was refused") && t.contains("CALLOUT_TEST_BAD_KEY"),
+        "{t}"
+    );
     let t = check(
-        good.replace("tracker = \"Support\"", "tracker = \"Support\"\nstatus = { in_progress = \"Doing\" }"),
+        good.replace("project = \"story\"", "project = \"nosuch\""),
         &r.key,
     );
-    assert!(t.contains("status \"Doing\" not found (pipeline.ticket.status.in_progress)"), "{t}");
-    let t = check(good.replace("host = \"Host\"", "host = \"Hostname\""), &r.key);
+    assert!(
+        t.contains("project \"nosuch\" not found (pipeline.ticket.project)"),
+        "{t}"
+    );
+    let t = check(
+        good.replace(
+            "tracker = \"Support\"",
+            "tracker = \"Support\"\nstatus = { in_progress = \"Doing\" }",
+        ),
+        &r.key,
+    );
+    assert!(
+        t.contains("status \"Doing\" not found (pipeline.ticket.status.in_progress)"),
+        "{t}"
+    );
+    let t = check(
+        good.replace("host = \"Host\"", "host = \"Hostname\""),
+        &r.key,
+    );
     assert!(t.contains("pipeline.ticket.custom_fields.host"), "{t}");
 }

@@ -66,7 +66,10 @@ pub async fn run(o: TicketsBench) -> anyhow::Result<()> {
     let plan = crate::ivr::dialplan::load_file(&plan_file, &dir).map_err(|e| {
         anyhow::anyhow!(
             "{}",
-            e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         )
     })?;
     let plans: crate::pipeline::driver::Plans = {
@@ -121,7 +124,10 @@ pub async fn run(o: TicketsBench) -> anyhow::Result<()> {
                     }
                 }
             }
-            anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "no issue after 30 s: is Redmine up?");
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no issue after 30 s: is Redmine up?"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
@@ -161,11 +167,18 @@ pub async fn run(o: TicketsBench) -> anyhow::Result<()> {
         store.add_timeline(&incident, &row).await?;
     }
     loop {
-        let s = store.ticket_sync(&incident).await?.context("sync row gone")?;
+        let s = store
+            .ticket_sync(&incident)
+            .await?
+            .context("sync row gone")?;
         if s.cursor_seq >= last_seq {
             break;
         }
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(600), "notes stalled at seq {}", s.cursor_seq);
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(600),
+            "notes stalled at seq {}",
+            s.cursor_seq
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let sync_rate = o.notes as f64 / t0.elapsed().as_secs_f64();

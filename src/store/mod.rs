@@ -14,9 +14,9 @@ pub use incidents::{AlertRow, IncidentFilter, IncidentRow, MailRow, PipelineWrit
 mod pins;
 mod runs;
 mod tickets;
-pub use tickets::TicketSyncRow;
 pub use pins::{ContactFailures, PinFailure};
 pub use runs::RunRow;
+pub use tickets::TicketSyncRow;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]

@@ -126,15 +126,18 @@ pub fn check(raw: &RawTicket) -> Result<TicketConfig, String> {
     match raw.system.as_str() {
         "embedded" => {
             if raw.server.is_some() || raw.project.is_some() || raw.tracker.is_some() {
-                return Err("pipeline.ticket: server, project and tracker are for system = \"redmine\"".into());
+                return Err(
+                    "pipeline.ticket: server, project and tracker are for system = \"redmine\""
+                        .into(),
+                );
             }
             Ok(TicketConfig::Embedded)
         }
         "redmine" => {
             let need = |v: &Option<String>, key: &str| {
-                v.clone()
-                    .filter(|s| !s.trim().is_empty())
-                    .ok_or_else(|| format!("pipeline.ticket.{key} is required with system = \"redmine\""))
+                v.clone().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                    format!("pipeline.ticket.{key} is required with system = \"redmine\"")
+                })
             };
             let mut priority = BTreeMap::new();
             for (k, v) in &raw.priority {
@@ -168,7 +171,10 @@ mod tests {
 
     #[test]
     fn redmine_needs_server_project_tracker() {
-        let e = check(&raw("system = \"redmine\"\nserver = \"main\"\ntracker = \"Bug\"")).unwrap_err();
+        let e = check(&raw(
+            "system = \"redmine\"\nserver = \"main\"\ntracker = \"Bug\"",
+        ))
+        .unwrap_err();
         assert!(e.contains("pipeline.ticket.project"), "{e}");
         let ok = check(&raw(
             "system = \"redmine\"\nserver = \"main\"\nproject = \"acme\"\ntracker = \"Bug\"\npriority = { crit = \"Urgent\" }",
@@ -177,7 +183,10 @@ mod tests {
         let TicketConfig::Redmine(r) = ok else {
             panic!("not redmine")
         };
-        assert_eq!(r.priority.get(&Severity::Critical).map(String::as_str), Some("Urgent"));
+        assert_eq!(
+            r.priority.get(&Severity::Critical).map(String::as_str),
+            Some("Urgent")
+        );
         assert_eq!(r.status.in_progress, "In Progress");
     }
 

@@ -55,7 +55,9 @@ impl TicketAdapter for EmbeddedTickets {
             let closed = row.as_ref().is_some_and(|r| !r.incident.state.is_open());
             Ok(RemoteTicket {
                 closed,
-                status: row.map(|r| r.incident.state.as_str().to_string()).unwrap_or_default(),
+                status: row
+                    .map(|r| r.incident.state.as_str().to_string())
+                    .unwrap_or_default(),
                 closed_by: None,
                 markers: Vec::new(),
             })

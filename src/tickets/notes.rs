@@ -50,18 +50,90 @@ fn label(lang: Language, row: &TimelineRow) -> &'static str {
         .unwrap_or("");
     let ja = lang == Language::Ja;
     match row.kind.as_str() {
-        "alert" => if ja { "アラート" } else { "Alert" },
-        "held" => if ja { "監視経路障害として保留" } else { "Held (monitoring path)" },
-        "notify" => if ja { "通知" } else { "Notification" },
-        "recovery" => if ja { "復旧" } else { "Recovery" },
-        "cancel" => if ja { "取り消し" } else { "Cancelled" },
-        "ticket" => if ja { "チケット" } else { "Ticket" },
-        "state" => if ja { "状態" } else { "State" },
-        "gateway" if ty.starts_with("action") => if ja { "保守作業" } else { "Maintenance" },
-        "gateway" if ty.starts_with("call") => if ja { "架電" } else { "Call" },
-        "gateway" => if ja { "連絡" } else { "Escalation" },
-        "mail" => if ja { "メール" } else { "Mail" },
-        _ => if ja { "記録" } else { "Event" },
+        "alert" => {
+            if ja {
+                "アラート"
+            } else {
+                "Alert"
+            }
+        }
+        "held" => {
+            if ja {
+                "監視経路障害として保留"
+            } else {
+                "Held (monitoring path)"
+            }
+        }
+        "notify" => {
+            if ja {
+                "通知"
+            } else {
+                "Notification"
+            }
+        }
+        "recovery" => {
+            if ja {
+                "復旧"
+            } else {
+                "Recovery"
+            }
+        }
+        "cancel" => {
+            if ja {
+                "取り消し"
+            } else {
+                "Cancelled"
+            }
+        }
+        "ticket" => {
+            if ja {
+                "チケット"
+            } else {
+                "Ticket"
+            }
+        }
+        "state" => {
+            if ja {
+                "状態"
+            } else {
+                "State"
+            }
+        }
+        "gateway" if ty.starts_with("action") => {
+            if ja {
+                "保守作業"
+            } else {
+                "Maintenance"
+            }
+        }
+        "gateway" if ty.starts_with("call") => {
+            if ja {
+                "架電"
+            } else {
+                "Call"
+            }
+        }
+        "gateway" => {
+            if ja {
+                "連絡"
+            } else {
+                "Escalation"
+            }
+        }
+        "mail" => {
+            if ja {
+                "メール"
+            } else {
+                "Mail"
+            }
+        }
+        _ => {
+            if ja {
+                "記録"
+            } else {
+                "Event"
+            }
+        }
     }
 }
 
@@ -120,9 +192,18 @@ mod tests {
             status_of(&row("state", "notifying → acknowledged: key 1 by Alice")),
             Some(TicketStatus::InProgress)
         );
-        assert_eq!(status_of(&row("state", "acknowledged → recovered: ok")), Some(TicketStatus::Resolved));
-        assert_eq!(status_of(&row("state", "recovered → closed: recovered")), Some(TicketStatus::Closed));
-        assert_eq!(status_of(&row("state", "pending → notifying: window over")), None);
+        assert_eq!(
+            status_of(&row("state", "acknowledged → recovered: ok")),
+            Some(TicketStatus::Resolved)
+        );
+        assert_eq!(
+            status_of(&row("state", "recovered → closed: recovered")),
+            Some(TicketStatus::Closed)
+        );
+        assert_eq!(
+            status_of(&row("state", "pending → notifying: window over")),
+            None
+        );
         assert_eq!(status_of(&row("alert", "a → acknowledged")), None);
     }
 
@@ -134,11 +215,20 @@ mod tests {
             &row("state", "notifying → acknowledged: key 1"),
             chrono_tz::Asia::Tokyo,
         );
-        assert!(n.text.starts_with("[状態] 2023-11-15 07:13:20 JST"), "{}", n.text);
+        assert!(
+            n.text.starts_with("[状態] 2023-11-15 07:13:20 JST"),
+            "{}",
+            n.text
+        );
         assert!(n.text.contains("通知中 → 受領済み"), "{}", n.text);
         assert!(n.text.ends_with("callout:in_1:7"));
         assert_eq!(n.marker, "callout:in_1:7");
-        let n = render(Language::En, "in_1", &row("alert", "<b>x</b>"), chrono_tz::UTC);
+        let n = render(
+            Language::En,
+            "in_1",
+            &row("alert", "<b>x</b>"),
+            chrono_tz::UTC,
+        );
         assert!(n.text.contains("&lt;b&gt;x&lt;/b&gt;"), "{}", n.text);
     }
 }

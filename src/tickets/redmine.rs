@@ -43,9 +43,8 @@ impl Redmine {
                 s.api_key_env
             ))
         })?;
-        let mut base = reqwest::Url::parse(&s.url).map_err(|e| {
-            TicketError::Config(format!("tickets.redmine.{name}.url: {e}"))
-        })?;
+        let mut base = reqwest::Url::parse(&s.url)
+            .map_err(|e| TicketError::Config(format!("tickets.redmine.{name}.url: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(TicketError::Config(format!(
                 "tickets.redmine.{name}.url: must be http or https"
@@ -61,10 +60,16 @@ impl Redmine {
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &s.ca_file {
             let pem = std::fs::read(ca).map_err(|e| {
-                TicketError::Config(format!("tickets.redmine.{name}.ca_file {}: {e}", ca.display()))
+                TicketError::Config(format!(
+                    "tickets.redmine.{name}.ca_file {}: {e}",
+                    ca.display()
+                ))
             })?;
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                TicketError::Config(format!("tickets.redmine.{name}.ca_file {}: {e}", ca.display()))
+                TicketError::Config(format!(
+                    "tickets.redmine.{name}.ca_file {}: {e}",
+                    ca.display()
+                ))
             })?;
             b = b.add_root_certificate(cert);
         }
@@ -190,9 +195,12 @@ impl Redmine {
             )
             .await?
             .unwrap_or_default();
-        let project_id = project["project"]["id"]
-            .as_i64()
-            .ok_or_else(|| nf(format!("project {:?}", c.project), "pipeline.ticket.project"))?;
+        let project_id = project["project"]["id"].as_i64().ok_or_else(|| {
+            nf(
+                format!("project {:?}", c.project),
+                "pipeline.ticket.project",
+            )
+        })?;
         let tracker_id = project["project"]["trackers"]
             .as_array()
             .into_iter()
@@ -206,7 +214,11 @@ impl Redmine {
                 )
             })?;
         let statuses = self
-            .get("issue_statuses.json", "the issue statuses", "tickets.redmine.url")
+            .get(
+                "issue_statuses.json",
+                "the issue statuses",
+                "tickets.redmine.url",
+            )
             .await?;
         let find_status = |name: &str, key: &str| -> Result<(i64, bool), TicketError> {
             statuses["issue_statuses"]
@@ -215,7 +227,12 @@ impl Redmine {
                 .flatten()
                 .find(|s| s["name"].as_str() == Some(name))
                 .and_then(|s| Some((s["id"].as_i64()?, s["is_closed"].as_bool().unwrap_or(false))))
-                .ok_or_else(|| nf(format!("status {name:?}"), &format!("pipeline.ticket.status.{key}")))
+                .ok_or_else(|| {
+                    nf(
+                        format!("status {name:?}"),
+                        &format!("pipeline.ticket.status.{key}"),
+                    )
+                })
         };
         let mut status = BTreeMap::new();
         status.insert(TicketStatus::Open, find_status(&c.status.open, "open")?.0);
@@ -223,8 +240,14 @@ impl Redmine {
             TicketStatus::InProgress,
             find_status(&c.status.in_progress, "in_progress")?.0,
         );
-        status.insert(TicketStatus::Resolved, find_status(&c.status.resolved, "resolved")?.0);
-        status.insert(TicketStatus::Closed, find_status(&c.status.closed, "closed")?.0);
+        status.insert(
+            TicketStatus::Resolved,
+            find_status(&c.status.resolved, "resolved")?.0,
+        );
+        status.insert(
+            TicketStatus::Closed,
+            find_status(&c.status.closed, "closed")?.0,
+        );
         let closed_ids = statuses["issue_statuses"]
             .as_array()
             .into_iter()
@@ -337,7 +360,9 @@ fn issue_id(number: &str) -> Result<u64, TicketError> {
 
 impl RedmineTickets {
     fn issue_url(&self, number: &str, query: Option<&str>) -> Result<reqwest::Url, TicketError> {
-        let mut u = self.server.url(&format!("issues/{}.json", issue_id(number)?))?;
+        let mut u = self
+            .server
+            .url(&format!("issues/{}.json", issue_id(number)?))?;
         u.set_query(query);
         Ok(u)
     }
@@ -367,7 +392,13 @@ impl RedmineTickets {
             .append_pair("limit", "5");
         let v = self
             .server
-            .call(reqwest::Method::GET, url, None, "searching issues", "pipeline.ticket.project")
+            .call(
+                reqwest::Method::GET,
+                url,
+                None,
+                "searching issues",
+                "pipeline.ticket.project",
+            )
             .await?
             .unwrap_or_default();
         let want = format!("callout:{incident}\n");
@@ -440,11 +471,20 @@ impl RedmineTickets {
         let url = self.issue_url(number, Some("include=journals"))?;
         let v = self
             .server
-            .call(reqwest::Method::GET, url, None, "reading the issue", "the issue (deleted in Redmine?)")
+            .call(
+                reqwest::Method::GET,
+                url,
+                None,
+                "reading the issue",
+                "the issue (deleted in Redmine?)",
+            )
             .await?
             .unwrap_or_default();
         let status_id = v["issue"]["status"]["id"].as_i64().unwrap_or(0);
-        let journals = v["issue"]["journals"].as_array().cloned().unwrap_or_default();
+        let journals = v["issue"]["journals"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let markers = journals
             .iter()
             .filter_map(|j| j["notes"].as_str())
@@ -468,7 +508,10 @@ impl RedmineTickets {
             .map(str::to_string);
         Ok(RemoteTicket {
             closed: self.resolved.closed_ids.contains(&status_id),
-            status: v["issue"]["status"]["name"].as_str().unwrap_or("").to_string(),
+            status: v["issue"]["status"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
             closed_by,
             markers,
         })

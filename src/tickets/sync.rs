@@ -318,10 +318,16 @@ impl TicketSync {
                 let t = new_ticket(&inc, lang);
                 let n = adapter.open(&t).await?;
                 let at = crate::runner::now_ms();
-                let was = self.store.get_incident(&inc.id).await?.and_then(|r| r.ticket);
+                let was = self
+                    .store
+                    .get_incident(&inc.id)
+                    .await?
+                    .and_then(|r| r.ticket);
                 self.store.ticket_sync_created(&inc.id, &n, &n, at).await?;
                 let text = match (lang, was) {
-                    (Language::Ja, Some(w)) => format!("Redmine チケット #{n} を起票 ({w} から変更)"),
+                    (Language::Ja, Some(w)) => {
+                        format!("Redmine チケット #{n} を起票 ({w} から変更)")
+                    }
                     (Language::Ja, None) => format!("Redmine チケット #{n} を起票"),
                     (Language::En, Some(w)) => format!("Redmine issue #{n} opened (was {w})"),
                     (Language::En, None) => format!("Redmine issue #{n} opened"),
@@ -352,8 +358,14 @@ impl TicketSync {
             present = adapter.fetch(&number).await?.markers.into_iter().collect();
             state.verified = true;
         }
+        let closed_by_person = state.close_asked;
         for t in &ready {
-            let note = render(lang, &inc.id, t, tz);
+            let mut note = render(lang, &inc.id, t, tz);
+            // A person closed the issue: the incident's own way to closed
+            // (recovered first) must not reopen it on the way.
+            if closed_by_person && note.status != Some(super::TicketStatus::Closed) {
+                note.status = None;
+            }
             if !present.contains(&note.marker) {
                 if let Err(e) = adapter.append(&number, &note).await {
                     return Err(e);
@@ -362,10 +374,15 @@ impl TicketSync {
                     .notes_written
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            self.store.ticket_sync_advance(&inc.id, t.seq, crate::runner::now_ms()).await?;
+            self.store
+                .ticket_sync_advance(&inc.id, t.seq, crate::runner::now_ms())
+                .await?;
         }
         if !inc.state.is_open() {
-            if ready.len() == all.len() {
+            // Events the gateway sends just after the close (the call's
+            // cancellation) still land on the issue.
+            let quiet = inc.closed_ms.is_none_or(|c| now - c > 10_000);
+            if ready.len() == all.len() && quiet {
                 self.store.ticket_sync_done(&inc.id, now).await?;
             }
             return Ok(());
@@ -393,7 +410,11 @@ impl TicketSync {
 
 /// What the issue says at the occurrence.
 pub fn new_ticket(inc: &Incident, lang: Language) -> NewTicket {
-    let host = if inc.host.is_empty() { "-" } else { inc.host.as_str() };
+    let host = if inc.host.is_empty() {
+        "-"
+    } else {
+        inc.host.as_str()
+    };
     let description = match lang {
         Language::Ja => format!(
             "callout インシデント {}\n契約: {}\nホスト: {}\n重要度: {}\n概要: {}",
