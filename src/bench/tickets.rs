@@ -56,7 +56,7 @@ pub async fn run(o: TicketsBench) -> anyhow::Result<()> {
         &plan_file,
         format!(
             "contract = \"bench\"\nname = \"bench\"\nlanguage = \"en\"\n\
-             [escalation]\nrounds = 1\n[[contacts]]\nname = \"Nobody\"\nuri = \"sip:nobody@127.0.0.1:9\"\n\
+             [escalation]\nrounds = 1\nring_timeout = \"10s\"\nbetween_calls = \"1s\"\nbetween_rounds = \"1m\"\n[[contacts]]\nname = \"Nobody\"\nuri = \"sip:nobody@127.0.0.1:9\"\n\
              [message]\ntext = \"x\"\n[menu]\nprompt = \"x\"\n[menu.keys]\n\"1\" = \"ack\"\n\
              [pipeline]\nwait = \"1h\"\n[pipeline.ticket]\nsystem = \"redmine\"\nserver = \"bench\"\n\
              project = \"{}\"\ntracker = \"{}\"\n",
