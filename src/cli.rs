@@ -32,10 +32,10 @@ pub fn dialplan_check(
     with_tts: bool,
     config: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let (voices, trunks) = match config {
+    let (voices, trunks, tickets) = match config {
         Some(c) => {
             let c = crate::config::Config::load(c)?;
-            (c.voices, Some(c.trunks))
+            (c.voices, Some(c.trunks), Some(c.tickets))
         }
         None => Default::default(),
     };
@@ -46,6 +46,7 @@ pub fn dialplan_check(
         dialplan::load_file(path, prompts).map(|p| vec![p])
     };
     let result = result.and_then(|plans| check_trunks(plans, trunks.as_ref()));
+    let result = result.and_then(|plans| check_tickets(plans, tickets.as_ref()));
     let result = result.and_then(|plans| {
         if !with_tts {
             return Ok(plans);
@@ -165,6 +166,63 @@ fn check_trunks(
     } else {
         Err(errors)
     }
+}
+
+/// Each contract's Redmine settings, looked up on its server as `callout
+/// serve` would at start (the project, tracker, statuses, priorities and
+/// custom fields must exist there and the key must be accepted).
+fn check_tickets(
+    plans: Vec<crate::ivr::dialplan::Dialplan>,
+    tickets: Option<&crate::tickets::config::TicketsSettings>,
+) -> Result<Vec<crate::ivr::dialplan::Dialplan>, Vec<crate::ivr::dialplan::DialplanError>> {
+    use crate::tickets::config::TicketConfig;
+    let uses: Vec<&crate::ivr::dialplan::Dialplan> = plans
+        .iter()
+        .filter(|p| {
+            matches!(
+                crate::tickets::sync::ticket_config(p),
+                TicketConfig::Redmine(_)
+            )
+        })
+        .collect();
+    if uses.is_empty() {
+        return Ok(plans);
+    }
+    let err =
+        |p: &crate::ivr::dialplan::Dialplan, message: String| crate::ivr::dialplan::DialplanError {
+            file: p.source.clone(),
+            line: 1,
+            column: 1,
+            message,
+        };
+    let Some(tickets) = tickets else {
+        return Err(uses
+            .iter()
+            .map(|p| err(p, "pipeline.ticket: a Redmine contract cannot be checked without --config (the service's configuration)".into()))
+            .collect());
+    };
+    let servers = match crate::tickets::sync::servers(tickets) {
+        Ok(s) => s,
+        Err(e) => return Err(vec![err(uses[0], e.to_string())]),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Err(vec![err(uses[0], format!("cannot check Redmine: {e}"))]),
+    };
+    let found = rt.block_on(crate::tickets::sync::check_contracts(&uses, &servers));
+    if found.is_empty() {
+        return Ok(plans);
+    }
+    Err(found
+        .into_iter()
+        .filter_map(|(contract, e)| {
+            let p = uses.iter().find(|p| p.contract == contract)?;
+            Some(err(p, format!("pipeline.ticket: {e}")))
+        })
+        .collect())
 }
 
 /// `callout say`: render one phrase to a WAV file.

@@ -251,7 +251,7 @@ impl Default for PipelineSettings {
     }
 }
 
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     let v = crate::util::parse_duration(&s).map_err(serde::de::Error::custom)?;
     if v.is_zero() {
@@ -310,6 +310,8 @@ pub struct Config {
     pub pipeline: PipelineSettings,
     /// Alert intake besides HTTP (`[intake.smtp]`).
     pub intake: IntakeConfig,
+    /// External ticket systems (`[tickets.redmine.NAME]`).
+    pub tickets: crate::tickets::config::TicketsSettings,
 }
 
 /// `[intake]`: the SMTP listener for alert mails (off unless configured).
@@ -344,6 +346,7 @@ impl Default for Config {
             journal_dir: None,
             pipeline: PipelineSettings::default(),
             intake: IntakeConfig::default(),
+            tickets: Default::default(),
         }
     }
 }
@@ -376,6 +379,7 @@ impl std::fmt::Debug for Config {
             .field("journal_dir", &self.journal_dir)
             .field("pipeline", &self.pipeline)
             .field("intake", &self.intake)
+            .field("tickets", &self.tickets)
             .finish_non_exhaustive()
     }
 }

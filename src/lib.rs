@@ -27,5 +27,6 @@ pub mod service;
 pub mod sip;
 pub mod softphone;
 pub mod store;
+pub mod tickets;
 pub mod tts;
 pub mod util;

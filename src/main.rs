@@ -295,6 +295,25 @@ enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         steps: usize,
     },
+    /// Tickets in a running Redmine: alert stored -> issue exists (p50,
+    /// p99) and notes/s through the sync, beside a plain HTTP client.
+    Tickets {
+        /// Redmine's base URL.
+        #[arg(long)]
+        url: String,
+        /// The environment variable holding an administrator's API key.
+        #[arg(long, default_value = "CALLOUT_REDMINE_KEY")]
+        key_env: String,
+        /// An existing project's identifier (issues are created in it).
+        #[arg(long)]
+        project: String,
+        #[arg(long, default_value = "Support")]
+        tracker: String,
+        #[arg(long, default_value_t = 100)]
+        incidents: usize,
+        #[arg(long, default_value_t = 300)]
+        notes: usize,
+    },
     /// The alert pipeline: alerts/s over HTTP (beside a real Alertmanager)
     /// and SMTP, window end -> INVITE, memory during a storm.
     Pipeline {
@@ -581,6 +600,30 @@ fn main() -> ExitCode {
                 .and_then(|rt| rt.block_on(callout::bench::pipeline::run(o)))
                 .map(|_| ExitCode::SUCCESS)
         }
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Tickets {
+                    url,
+                    key_env,
+                    project,
+                    tracker,
+                    incidents,
+                    notes,
+                },
+        } => runtime()
+            .and_then(|rt| {
+                rt.block_on(callout::bench::tickets::run(
+                    callout::bench::tickets::TicketsBench {
+                        url,
+                        key_env,
+                        project,
+                        tracker,
+                        incidents,
+                        notes,
+                    },
+                ))
+            })
+            .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd: BenchCmd::Tts { repeat },
         } => callout::bench::tts(repeat).map(|_| ExitCode::SUCCESS),

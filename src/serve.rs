@@ -202,7 +202,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
         });
         let p = crate::pipeline::driver::start(
             svc.store.clone(),
-            plans,
+            plans.clone(),
             crate::pipeline::gateway::GatewayClient::new(&url, token),
             svc.config.webhooks.secrets.clone(),
             svc.config.pipeline.expire.as_millis() as i64,
@@ -229,6 +229,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
                 svc.shutdown.clone(),
             ));
         }
+        crate::tickets::sync::start(&svc, plans, p.clone()).await?;
         let _ = svc.pipeline.set(p);
         let _ = svc
             .pipeline_webhook

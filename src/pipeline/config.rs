@@ -218,6 +218,9 @@ pub struct PipelineConfig {
     pub notices: super::notice_mail::NoticeConfig,
     /// First-level actions run before anyone is called.
     pub auto_actions: Vec<AutoAction>,
+    /// The contract's ticket system (`[pipeline.ticket]`; embedded when
+    /// absent).
+    pub ticket: Option<crate::tickets::config::TicketConfig>,
 }
 
 impl Default for PipelineConfig {
@@ -237,6 +240,7 @@ impl Default for PipelineConfig {
             mail: MailConfig::default(),
             notices: Default::default(),
             auto_actions: Vec::new(),
+            ticket: None,
         }
     }
 }
@@ -379,6 +383,7 @@ struct RawPipeline {
     #[serde(default)]
     heartbeats: Vec<RawHeartbeat>,
     mail: Option<RawMail>,
+    ticket: Option<Spanned<crate::tickets::config::RawTicket>>,
     notices: Option<super::notice_mail::RawNotices>,
     #[serde(default)]
     auto_actions: Vec<Spanned<RawAutoAction>>,
@@ -688,10 +693,21 @@ pub fn load(text: &str, file: &Path) -> Result<Option<PipelineConfig>, Vec<Dialp
             line,
         });
     }
+    let ticket = p
+        .ticket
+        .as_ref()
+        .and_then(|t| match crate::tickets::config::check(t.get_ref()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                c.err(t.span(), e);
+                None
+            }
+        });
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
     Ok(Some(PipelineConfig {
+        ticket,
         wait_ms,
         reopen_ms,
         recovery: p.recovery,

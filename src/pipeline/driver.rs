@@ -429,6 +429,17 @@ impl Task {
                     }
                 }
                 Output::Closed { incident } => {
+                    // An external ticket's number replaces the embedded one
+                    // in the store (tickets::sync).
+                    if let Ok(Some(t)) = self
+                        .p
+                        .store
+                        .get_incident(&incident)
+                        .await
+                        .map(|r| r.and_then(|r| r.ticket))
+                    {
+                        self.tickets.insert(incident.clone(), t);
+                    }
                     w.timeline.push((
                         incident.clone(),
                         TimelineRow {
@@ -565,6 +576,14 @@ impl Task {
         let (g, p) = (self.gateway.clone(), self.p.clone());
         p.metrics.notifies.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            let mut body = body;
+            // An external ticket (tickets::sync) may have replaced the
+            // number since the occurrence.
+            if let Ok(Some(r)) = p.store.get_incident(&inc.id).await {
+                if let Some(t) = r.ticket {
+                    body["ticket"] = Value::String(t);
+                }
+            }
             let result = g.notify(&body, &key, Duration::from_secs(600)).await;
             p.send(Input::Notified {
                 incident: inc.id,

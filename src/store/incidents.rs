@@ -394,7 +394,8 @@ impl Store {
         ticket: &str,
     ) -> Result<Option<IncidentRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT body, ticket, updated_ms FROM incidents WHERE ticket = $1 ORDER BY opened_ms DESC LIMIT 1",
+            "SELECT body, ticket, updated_ms FROM incidents WHERE ticket = $1 \
+             OR id IN (SELECT incident_id FROM ticket_sync WHERE old_ticket = $1) ORDER BY opened_ms DESC LIMIT 1",
         )
         .bind(ticket)
         .fetch_optional(&self.pool)

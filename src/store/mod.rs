@@ -15,8 +15,10 @@ pub use incidents::{AlertRow, IncidentFilter, IncidentRow, MailRow, PipelineWrit
 pub use mail_outbox::{MailEnd, OutboxMail, QueuedMail};
 mod pins;
 mod runs;
+mod tickets;
 pub use pins::{ContactFailures, PinFailure};
 pub use runs::RunRow;
+pub use tickets::TicketSyncRow;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,568 @@
+//! Tickets in a real Redmine (Debian `redmine` + `redmine-sqlite`): one
+//! Redmine per test binary on a loopback port, with its own copy of the
+//! packaged SQLite database, the REST API on and the admin's key. A real
+//! `callout serve` writes each incident's story to its issue; the tests
+//! read it back through Redmine's own REST API.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::serve::{copy_prompts, pressing_callee, Serve};
+use common::{free_port_pair, scratch};
+use serde_json::{json, Value};
+
+const REDMINE: &str = "/usr/share/redmine";
+const PACKAGED_DB: &str =
+    "/var/lib/dbconfig-common/sqlite3/redmine/instances/default/redmine_default";
+const KEY_ENV: &str = "CALLOUT_TEST_REDMINE_KEY";
+
+/// A Redmine server on loopback; stopped and started again by the outage
+/// test.
+struct Redmine {
+    dir: PathBuf,
+    port: u16,
+    key: String,
+    child: Mutex<Option<Child>>,
+}
+
+fn installed() -> bool {
+    if Path::new(REDMINE).join("bin/rails").exists() && Path::new(PACKAGED_DB).exists() {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED: Redmine is not installed (apt-get install redmine redmine-sqlite, see .ci/install)"
+    );
+    false
+}
+
+fn rails(dir: &Path) -> Command {
+    let mut c = Command::new(Path::new(REDMINE).join("bin/rails"));
+    c.current_dir(REDMINE).env("RAILS_ENV", "production").env(
+        "DATABASE_URL",
+        format!("sqlite3:{}", dir.join("redmine.db").display()),
+    );
+    c
+}
+
+impl Redmine {
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&self) {
+        let log = std::fs::File::create(self.dir.join("redmine.log")).unwrap();
+        let child = rails(&self.dir)
+            .args(["server", "-u", "webrick", "-b", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-P")
+            .arg(self.dir.join("server.pid"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        *self.child.lock().unwrap() = Some(child);
+        let until = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(r) = self.get("/issue_statuses.json") {
+                if r.0 == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "Redmine did not come up; see {}",
+                self.dir.join("redmine.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn stop(&self) {
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.join("server.pid"));
+        let until = Instant::now() + Duration::from_secs(10);
+        while self.get("/issue_statuses.json").is_ok() {
+            assert!(Instant::now() < until, "Redmine did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn get(&self, path: &str) -> Result<(u16, Value), reqwest::Error> {
+        let r = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?
+            .get(format!("{}{path}", self.base()))
+            .header("X-Redmine-API-Key", &self.key)
+            .send()?;
+        Ok((r.status().as_u16(), r.json().unwrap_or(Value::Null)))
+    }
+
+    fn put(&self, path: &str, body: Value) -> u16 {
+        reqwest::blocking::Client::new()
+            .put(format!("{}{path}", self.base()))
+            .header("X-Redmine-API-Key", &self.key)
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    fn issue(&self, id: &str) -> Value {
+        let (st, v) = self
+            .get(&format!("/issues/{id}.json?include=journals"))
+            .unwrap();
+        assert_eq!(st, 200, "{v}");
+        v["issue"].clone()
+    }
+}
+
+impl Drop for Redmine {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.child.lock() {
+            if let Some(mut c) = c.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// The one Redmine of this test binary (`None`: not installed).
+fn redmine() -> Option<&'static Redmine> {
+    static R: OnceLock<Option<Redmine>> = OnceLock::new();
+    R.get_or_init(|| {
+        if !installed() {
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("callout-redmine-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(PACKAGED_DB, dir.join("redmine.db")).unwrap();
+        // REST on, the projects the tests use, and the admin's key.
+        let out = rails(&dir)
+            .args(["runner"])
+            .arg(
+                "Setting.rest_api_enabled = '1'; \
+                 %w[story outage closing].each { |p| Project.create!(name: p, identifier: p, tracker_ids: Tracker.pluck(:id)) }; \
+                 IssueCustomField.create!(name: 'Host', field_format: 'string', is_for_all: true, tracker_ids: Tracker.pluck(:id)); \
+                 puts 'KEY=' + User.find_by_login('admin').api_key",
+            )
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("KEY="))
+            .unwrap_or_else(|| panic!("no key from rails runner: {text} {}", String::from_utf8_lossy(&out.stderr)))
+            .to_string();
+        let r = Redmine {
+            dir,
+            port: free_port_pair(),
+            key,
+            child: Mutex::new(None),
+        };
+        r.start();
+        Some(r)
+    })
+    .as_ref()
+}
+
+/// The outage test stops the shared Redmine: the tests run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static L: Mutex<()> = Mutex::new(());
+    L.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn dialplan(contract: &str, project: &str, uri: &str, wait: &str, language: &str) -> String {
+    format!(
+        "contract = \"{contract}\"\nname = \"{contract}\"\nlanguage = \"{language}\"\ntimezone = \"Asia/Tokyo\"\n\
+         [escalation]\nrounds = 1\nring_timeout = \"20s\"\nbetween_calls = \"1s\"\nbetween_rounds = \"1m\"\n\
+         [[contacts]]\nname = \"Bob\"\nuri = \"{uri}\"\n[message]\ntext = \"Alert on {{host}}.\"\n\
+         [menu]\nprompt = \"Press 1.\"\n[menu.keys]\n\"1\" = \"ack\"\n\
+         [pipeline]\nwait = \"{wait}\"\n\
+         [pipeline.ticket]\nsystem = \"redmine\"\nserver = \"main\"\nproject = \"{project}\"\ntracker = \"Support\"\n\
+         priority = {{ critical = \"Urgent\", warning = \"Normal\" }}\n\
+         custom_fields = {{ host = \"Host\" }}\n"
+    )
+}
+
+fn serve(dir: &Path, r: &Redmine, rtp: &str) -> Serve {
+    // The key reaches callout only through the variable the config names.
+    std::env::set_var(KEY_ENV, &r.key);
+    Serve::start(
+        dir,
+        &format!(
+            "[tickets]\npoll = \"1s\"\nsettle = \"300ms\"\n[tickets.redmine.main]\nurl = \"{}\"\napi_key_env = \"{KEY_ENV}\"\n",
+            r.base()
+        ),
+        rtp,
+    )
+}
+
+fn event(contract: &str, host: &str, action: &str) -> Value {
+    json!({"event_action": action, "dedup_key": format!("{host}-down"), "routing_key": contract,
+           "payload": {"summary": format!("{host} does not answer"), "source": host, "severity": "critical"}})
+}
+
+fn post_event(s: &Serve, ev: Value) {
+    let (st, v) = s.http("POST", "/v1/intake/events", Some(ev)).unwrap();
+    assert_eq!(st, 202, "{v}");
+}
+
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn incident(s: &Serve, contract: &str) -> Option<Value> {
+    let (_, v) = s.http("GET", &format!("/v1/incidents?contract={contract}"), None)?;
+    let id = v["items"].as_array()?.first()?["id"].as_str()?.to_string();
+    let (_, v) = s.http("GET", &format!("/v1/incidents/{id}"), None)?;
+    Some(v)
+}
+
+/// The markers of the issue's notes, as timeline seqs, in journal order.
+fn note_seqs(issue: &Value, incident: &str) -> Vec<i64> {
+    let prefix = format!("callout:{incident}:");
+    issue["journals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["notes"].as_str())
+        .filter_map(|n| n.lines().last())
+        .filter_map(|l| l.trim().strip_prefix(&prefix)?.parse().ok())
+        .collect()
+}
+
+fn timeline_seqs(inc: &Value) -> Vec<i64> {
+    inc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["seq"].as_i64().unwrap())
+        .collect()
+}
+
+/// Wait until every timeline entry of a closed incident is a note, then
+/// check order and once-only.
+fn wait_all_notes(s: &Serve, r: &Redmine, contract: &str, limit: Duration) -> (Value, Value) {
+    wait_for("every timeline entry as a note on the issue", limit, || {
+        let inc = incident(s, contract)?;
+        if inc["state"] != "closed" {
+            return None;
+        }
+        let ticket = inc["ticket"].as_str()?.to_string();
+        let issue = r.issue(&ticket);
+        let notes = note_seqs(&issue, inc["id"].as_str()?);
+        let want = timeline_seqs(&inc);
+        if notes.len() >= want.len() && issue["status"]["name"] == "Closed" {
+            assert_eq!(
+                notes, want,
+                "the notes are the timeline, in order, once each"
+            );
+            Some((inc, issue))
+        } else {
+            None
+        }
+    })
+}
+
+#[test]
+fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
+    let Some(r) = redmine() else { return };
+    let _one = serial();
+    let tmp = scratch("tickets-story");
+    let dir = tmp.as_path();
+    copy_prompts(dir);
+    // Without Open JTalk the Japanese call speaks the recorded fallback.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/fallback-ja.wav"),
+        dir.join("prompts/fallback-ja.wav"),
+    )
+    .unwrap();
+    let (_callee, uri) = pressing_callee("45100-45199");
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/acme.toml"),
+        dialplan("acme", "story", &uri, "1s", "ja"),
+    )
+    .unwrap();
+    let s = serve(dir, r, "45000-45099");
+
+    post_event(&s, event("acme", "web-01", "trigger"));
+    // The issue exists at the occurrence and its id is the ticket.
+    let inc = wait_for(
+        "the Redmine issue as the ticket",
+        Duration::from_secs(20),
+        || {
+            let inc = incident(&s, "acme")?;
+            inc["ticket"].as_str()?.parse::<u64>().ok()?;
+            Some(inc)
+        },
+    );
+    let ticket = inc["ticket"].as_str().unwrap().to_string();
+    let issue = r.issue(&ticket);
+    assert_eq!(issue["project"]["name"], "story", "{issue}");
+    assert_eq!(issue["tracker"]["name"], "Support", "{issue}");
+    assert_eq!(issue["priority"]["name"], "Urgent", "{issue}");
+    assert!(
+        issue["subject"].as_str().unwrap().contains("web-01"),
+        "{issue}"
+    );
+    let host_field = issue["custom_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "Host")
+        .cloned()
+        .unwrap();
+    assert_eq!(host_field["value"], "web-01");
+
+    // The call is answered and 1 pressed: in progress on the issue.
+    wait_for(
+        "acknowledged, In Progress in Redmine",
+        Duration::from_secs(60),
+        || {
+            let inc = incident(&s, "acme")?;
+            let issue = r.issue(&ticket);
+            (inc["state"] == "acknowledged" && issue["status"]["name"] == "In Progress")
+                .then_some(())
+        },
+    );
+    post_event(&s, event("acme", "web-01", "resolve"));
+    let (inc, issue) = wait_all_notes(&s, r, "acme", Duration::from_secs(40));
+    let notes: Vec<&str> = issue["journals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["notes"].as_str())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let all = notes.join("\n---\n");
+    // Japanese notes: alert, the call, the key, acknowledgement, recovery,
+    // close; times in the contract's zone.
+    for want in [
+        "[アラート]",
+        "[架電]",
+        "受領済み",
+        "[復旧]",
+        "クローズ",
+        "JST",
+    ] {
+        assert!(all.contains(want), "{want:?} missing in the notes:\n{all}");
+    }
+    assert!(all.contains("web-01"), "{all}");
+    assert_eq!(issue["status"]["name"], "Closed");
+    assert_eq!(inc["ticket"].as_str(), Some(ticket.as_str()));
+}
+
+#[test]
+fn notes_written_while_redmine_is_down_arrive_late_in_order_once() {
+    let Some(r) = redmine() else { return };
+    let _one = serial();
+    let tmp = scratch("tickets-outage");
+    let dir = tmp.as_path();
+    copy_prompts(dir);
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    // A long window: nobody is called; the story is alerts and a flap.
+    std::fs::write(
+        dir.join("dialplans/beta.toml"),
+        dialplan("beta", "outage", "sip:bob@127.0.0.1:9", "1h", "en"),
+    )
+    .unwrap();
+    let s = serve(dir, r, "45200-45299");
+    post_event(&s, event("beta", "db-01", "trigger"));
+    let ticket = wait_for("the issue", Duration::from_secs(20), || {
+        let inc = incident(&s, "beta")?;
+        let t = inc["ticket"].as_str()?;
+        t.parse::<u64>().ok()?;
+        Some(t.to_string())
+    });
+    r.stop();
+    // While Redmine is down: more alerts join, then the recovery closes
+    // the incident (a flap inside the window).
+    for host_event in ["trigger", "trigger", "resolve"] {
+        post_event(&s, event("beta", "db-01", host_event));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // A new incident opened while Redmine is down keeps its embedded
+    // number until the issue can be created.
+    post_event(&s, event("beta", "db-02", "trigger"));
+    let second = wait_for("the second incident", Duration::from_secs(10), || {
+        let (_, v) = s.http("GET", "/v1/incidents?contract=beta&host=db-02", None)?;
+        let i = v["items"].as_array()?.first()?.clone();
+        Some(i)
+    });
+    let embedded = second["ticket"].as_str().unwrap().to_string();
+    assert!(embedded.starts_with("BETA-"), "{second}");
+    // Down for a while: the sync backs off, the incidents go on.
+    std::thread::sleep(Duration::from_secs(3));
+    r.start();
+    let (inc, issue) = wait_all_notes(&s, r, "beta&host=db-01", Duration::from_secs(60));
+    assert_eq!(inc["ticket"].as_str(), Some(ticket.as_str()));
+    let seqs = note_seqs(&issue, inc["id"].as_str().unwrap());
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // The second incident got its issue once Redmine was back.
+    let id2 = second["id"].as_str().unwrap().to_string();
+    let t2 = wait_for(
+        "the second incident's issue",
+        Duration::from_secs(30),
+        || {
+            let (_, v) = s.http("GET", &format!("/v1/incidents/{id2}"), None)?;
+            let t = v["ticket"].as_str()?.to_string();
+            t.parse::<u64>().ok()?;
+            Some(t)
+        },
+    );
+    wait_for(
+        "the note naming the number it replaced",
+        Duration::from_secs(20),
+        || {
+            let all: String = r.issue(&t2)["journals"]
+                .as_array()?
+                .iter()
+                .filter_map(|j| j["notes"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            all.contains(&format!("(was {embedded})")).then_some(())
+        },
+    );
+}
+
+#[test]
+fn an_issue_closed_in_redmine_closes_the_incident_and_its_calls() {
+    let Some(r) = redmine() else { return };
+    let _one = serial();
+    let tmp = scratch("tickets-closing");
+    let dir = tmp.as_path();
+    copy_prompts(dir);
+    // A callee that never answers: the escalation is still ringing.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uri = format!("sip:bob@{}", silent.local_addr().unwrap());
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/gamma.toml"),
+        dialplan("gamma", "closing", &uri, "0s", "en"),
+    )
+    .unwrap();
+    let s = serve(dir, r, "45300-45399");
+    post_event(&s, event("gamma", "app-01", "trigger"));
+    let inc = wait_for("notifying with an issue", Duration::from_secs(20), || {
+        let inc = incident(&s, "gamma")?;
+        inc["ticket"].as_str()?.parse::<u64>().ok()?;
+        (inc["state"] == "notifying" && inc["notification"].is_string()).then_some(inc)
+    });
+    let ticket = inc["ticket"].as_str().unwrap();
+    let notification = inc["notification"].as_str().unwrap().to_string();
+    assert_eq!(
+        r.put(
+            &format!("/issues/{ticket}.json"),
+            json!({"issue": {"status_id": 5, "notes": "fixed by hand"}})
+        ),
+        204
+    );
+    let inc = wait_for("the incident closed", Duration::from_secs(20), || {
+        let inc = incident(&s, "gamma")?;
+        (inc["state"] == "closed").then_some(inc)
+    });
+    let story = inc["timeline"].to_string();
+    assert!(
+        story.contains(&format!("closed by Redmine #{ticket} (Redmine Admin")),
+        "{story}"
+    );
+    wait_for("the call cancelled", Duration::from_secs(20), || {
+        let (_, n) = s.http("GET", &format!("/v1/notifications/{notification}"), None)?;
+        let st = n["state"].as_str()?.to_string();
+        eprintln!("notification state: {st}");
+        (st == "cancelled").then_some(())
+    });
+}
+
+#[test]
+fn bad_key_missing_project_and_status_are_named() {
+    let Some(r) = redmine() else { return };
+    let _one = serial();
+    let tmp = scratch("tickets-bad");
+    let dir = tmp.as_path();
+    copy_prompts(dir);
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    let cfg = dir.join("callout.toml");
+    let check = |plan: String, key: &str| -> String {
+        std::fs::write(dir.join("dialplans/acme.toml"), plan).unwrap();
+        std::fs::write(
+            &cfg,
+            format!(
+                "prompts = \"{}\"\n[tickets.redmine.main]\nurl = \"{}\"\napi_key_env = \"CALLOUT_TEST_BAD_KEY\"\n",
+                dir.join("prompts").display(),
+                r.base()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_callout"))
+            .args(["dialplan", "check", "--no-tts", "--prompts"])
+            .arg(dir.join("prompts"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg(dir.join("dialplans"))
+            .env("CALLOUT_TEST_BAD_KEY", key)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.status.code() == Some(0),
+            text.contains(": ok:"),
+            "{text}"
+        );
+        text
+    };
+    let good = dialplan("acme", "story", "sip:bob@127.0.0.1:9", "1s", "en");
+    let t = check(good.clone(), &r.key);
+    assert!(t.contains(": ok:"), "{t}");
+    let t = check(good.clone(), "0000000000000000000000000000000000000000");
+    assert!(
+        t.contains("API key was refused") && t.contains("CALLOUT_TEST_BAD_KEY"),
+        "{t}"
+    );
+    let t = check(
+        good.replace("project = \"story\"", "project = \"nosuch\""),
+        &r.key,
+    );
+    assert!(
+        t.contains("project \"nosuch\" not found (pipeline.ticket.project)"),
+        "{t}"
+    );
+    let t = check(
+        good.replace(
+            "tracker = \"Support\"",
+            "tracker = \"Support\"\nstatus = { in_progress = \"Doing\" }",
+        ),
+        &r.key,
+    );
+    assert!(
+        t.contains("status \"Doing\" not found (pipeline.ticket.status.in_progress)"),
+        "{t}"
+    );
+    let t = check(
+        good.replace("host = \"Host\"", "host = \"Hostname\""),
+        &r.key,
+    );
+    assert!(t.contains("pipeline.ticket.custom_fields.host"), "{t}");
+}
