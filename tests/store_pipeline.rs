@@ -89,6 +89,7 @@ async fn exercise(store: &Store, second: &Store) {
     let incs = incidents_for(&["web-01", "web-02"]);
     assert_eq!(incs.len(), 2);
     let w = PipelineWrite {
+        mails: Vec::new(),
         incidents: incs.clone(),
         new_tickets: incs
             .iter()
