@@ -155,7 +155,7 @@ fn capture(
             };
             // Only what arrives (not what this namespace sends) and not
             // loopback traffic inside the namespace.
-            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING as u8 || from.sll_hatype != 1 {
+            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING || from.sll_hatype != 1 {
                 continue;
             }
             let f = &buf[..n as usize];
