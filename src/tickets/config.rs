@@ -105,7 +105,7 @@ pub struct RawCustomFields {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TicketConfig {
     Embedded,
-    Redmine(RedmineContract),
+    Redmine(Box<RedmineContract>),
 }
 
 /// A contract's Redmine settings (names, looked up on the server at start).
@@ -146,14 +146,14 @@ pub fn check(raw: &RawTicket) -> Result<TicketConfig, String> {
                 })?;
                 priority.insert(s, v.clone());
             }
-            Ok(TicketConfig::Redmine(RedmineContract {
+            Ok(TicketConfig::Redmine(Box::new(RedmineContract {
                 server: need(&raw.server, "server")?,
                 project: need(&raw.project, "project")?,
                 tracker: need(&raw.tracker, "tracker")?,
                 priority,
                 status: raw.status.clone(),
                 custom_fields: raw.custom_fields.clone(),
-            }))
+            })))
         }
         other => Err(format!(
             "pipeline.ticket.system: unknown system {other:?} (embedded, redmine)"

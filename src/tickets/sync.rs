@@ -190,7 +190,7 @@ impl TicketSync {
         match ticket_config(&plan) {
             TicketConfig::Redmine(c) => {
                 let tz = plan.timezone.parse().unwrap_or(chrono_tz::UTC);
-                Some((c, plan.language, tz))
+                Some((*c, plan.language, tz))
             }
             TicketConfig::Embedded => None,
         }
@@ -367,9 +367,7 @@ impl TicketSync {
                 note.status = None;
             }
             if !present.contains(&note.marker) {
-                if let Err(e) = adapter.append(&number, &note).await {
-                    return Err(e);
-                }
+                adapter.append(&number, &note).await?;
                 self.metrics
                     .notes_written
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
