@@ -226,22 +226,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut tickets = Vec::new();
         for (incident, prefix) in &w.new_tickets {
-            sqlx::query(
-                "INSERT INTO ticket_counters (prefix, last) VALUES ($1, 0) ON CONFLICT (prefix) DO NOTHING",
-            )
-            .bind(prefix)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE ticket_counters SET last = last + 1 WHERE prefix = $1")
-                .bind(prefix)
-                .execute(&mut *tx)
-                .await?;
-            let last: i64 = sqlx::query("SELECT last FROM ticket_counters WHERE prefix = $1")
-                .bind(prefix)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("last")?;
-            tickets.push((incident.clone(), format!("{prefix}-{last:06}")));
+            tickets.push((incident.clone(), next_ticket(&mut tx, prefix).await?));
         }
         for inc in &w.incidents {
             let ticket = tickets
@@ -567,4 +552,28 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Take the next embedded ticket number of a prefix (`ACME-000124`) inside
+/// the caller's transaction, so the number commits with what it names.
+pub(super) async fn next_ticket(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    prefix: &str,
+) -> Result<String, StoreError> {
+    sqlx::query(
+        "INSERT INTO ticket_counters (prefix, last) VALUES ($1, 0) ON CONFLICT (prefix) DO NOTHING",
+    )
+    .bind(prefix)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE ticket_counters SET last = last + 1 WHERE prefix = $1")
+        .bind(prefix)
+        .execute(&mut **tx)
+        .await?;
+    let last: i64 = sqlx::query("SELECT last FROM ticket_counters WHERE prefix = $1")
+        .bind(prefix)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("last")?;
+    Ok(format!("{prefix}-{last:06}"))
 }

@@ -186,22 +186,8 @@ impl Store {
     /// The next embedded ticket number of a prefix (`ACME-000124`).
     pub async fn take_ticket_number(&self, prefix: &str) -> Result<String, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO ticket_counters (prefix, last) VALUES ($1, 0) ON CONFLICT (prefix) DO NOTHING",
-        )
-        .bind(prefix)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE ticket_counters SET last = last + 1 WHERE prefix = $1")
-            .bind(prefix)
-            .execute(&mut *tx)
-            .await?;
-        let last: i64 = sqlx::query("SELECT last FROM ticket_counters WHERE prefix = $1")
-            .bind(prefix)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("last")?;
+        let number = super::incidents::next_ticket(&mut tx, prefix).await?;
         tx.commit().await?;
-        Ok(format!("{prefix}-{last:06}"))
+        Ok(number)
     }
 }
