@@ -312,6 +312,8 @@ pub struct Config {
     pub intake: IntakeConfig,
     /// External ticket systems (`[tickets.redmine.NAME]`).
     pub tickets: crate::tickets::config::TicketsSettings,
+    /// Several nodes on one PostgreSQL (`[cluster]`).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// `[intake]`: the SMTP listener for alert mails (off unless configured).
@@ -347,6 +349,7 @@ impl Default for Config {
             pipeline: PipelineSettings::default(),
             intake: IntakeConfig::default(),
             tickets: Default::default(),
+            cluster: Default::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod action;
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod doctor;

@@ -290,6 +290,13 @@ pub async fn escalate(
                     round,
                 } => {
                     let c = &plan.contacts[contact];
+                    if script.shutdown.is_cancelled() {
+                        // Stopped (shutdown, or the lease went to another
+                        // node) between the checkpoint and this dial.
+                        obs.event(json!({"event": "notification.suspended", "at_ms": now_ms() - started}))
+                            .await;
+                        return None;
+                    }
                     obs.event(
                         json!({"event": "call.dialing", "attempt": attempt, "contact": c.name,
                         "round": round, "at_ms": now_ms() - started}),

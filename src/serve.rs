@@ -236,15 +236,27 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             .set(format!("{local}/v1/pipeline/webhook"));
         tracing::info!(gateway = %url, "alert pipeline running");
     }
-    let resumed = svc.resume_all().await?;
-    if resumed > 0 {
-        tracing::warn!(resumed, "resumed unfinished notifications");
+    // Clustered, leases decide who resumes what (and replace the
+    // sweeper); alone, this process resumes everything.
+    let node = crate::cluster::Node::new(&svc.config.cluster, &svc.store, &svc.shutdown)?;
+    if let Some(node) = node {
+        let _ = svc.cluster.set(node.clone());
+        if let Err(e) = svc.actions.recover().await {
+            tracing::error!(error = %e, "cannot mark interrupted action runs");
+        }
+        let claimed = crate::cluster::node::start(&svc, node.clone()).await;
+        tracing::info!(node = %node.id, claimed, "clustered on PostgreSQL");
+    } else {
+        let resumed = svc.resume_all().await?;
+        if resumed > 0 {
+            tracing::warn!(resumed, "resumed unfinished notifications");
+        }
+        svc.tasks.spawn(crate::service::sweeper::run(
+            svc.clone(),
+            crate::service::sweeper::INTERVAL,
+        ));
     }
     svc.tasks.spawn(crate::service::webhook::run(svc.clone()));
-    svc.tasks.spawn(crate::service::sweeper::run(
-        svc.clone(),
-        crate::service::sweeper::INTERVAL,
-    ));
     svc.prewarm();
     Ok((svc, listener))
 }
@@ -329,6 +341,9 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     // Their last events and final states, written or journaled.
     svc.writer.close(std::time::Duration::from_secs(10)).await;
+    if let Some(node) = svc.cluster.get() {
+        crate::cluster::node::release(&svc, node).await;
+    }
     crate::logging::notice("stopped; unfinished notifications resume at the next start");
     Ok(())
 }

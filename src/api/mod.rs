@@ -663,6 +663,9 @@ async fn readyz(State(svc): Shared) -> Response {
     let mut body = json!({"database": db, "store": store, "pending_writes": w.pending,
         "journaled_writes": w.in_journal, "sip": svc.gateway.sip_addr().to_string(),
         "registrations": svc.gateway.sip().registrations(), "undialable": undialable});
+    if let Some(c) = svc.cluster.get() {
+        body["node"] = json!({"id": c.id, "leases_held": c.leases_held()});
+    }
     if ready {
         return (StatusCode::OK, Json(body)).into_response();
     }
@@ -748,6 +751,9 @@ async fn metrics(State(svc): Shared) -> Response {
     }
     if let Some(p) = svc.pipeline.get() {
         out.push_str(&incidents::metrics_text(p));
+    }
+    if let Some(c) = svc.cluster.get() {
+        out.push_str(&c.metrics_text());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

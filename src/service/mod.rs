@@ -80,6 +80,9 @@ pub struct Service {
     pub pipeline: std::sync::OnceLock<Arc<crate::pipeline::driver::Pipeline>>,
     /// Where this process's pipeline takes the gateway's webhooks.
     pub pipeline_webhook: std::sync::OnceLock<String>,
+    /// This node's leases, when several nodes share a PostgreSQL
+    /// (`crate::cluster`).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Node>>,
 }
 
 /// State names stored for each ending.
@@ -119,6 +122,7 @@ impl Service {
             slots,
             pipeline: std::sync::OnceLock::new(),
             pipeline_webhook: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -194,7 +198,10 @@ impl Service {
         now: i64,
     ) -> Result<(NotificationRow, bool), AcceptError> {
         if let Some(active) = self.store.find_active(&n.contract, &n.ticket).await? {
-            if self.is_owned(&active.id) {
+            // Clustered, another node may run it; a dead one's lease
+            // runs out and a live node takes it over, so it is never
+            // abandoned for long.
+            if self.is_owned(&active.id) || self.cluster.get().is_some() {
                 if let Some(k) = key {
                     self.store.release_key(k).await?;
                 }
@@ -235,7 +242,12 @@ impl Service {
             }
             return Err(e.into());
         }
-        self.start(row.clone(), plan, None);
+        match self.cluster.get() {
+            // Another node claimed it first (or the claim failed and a
+            // poll will): it runs there.
+            Some(c) if !c.claim_new(&row.id).await => {}
+            _ => self.start(row.clone(), plan, None),
+        }
         Ok((row, true))
     }
 
@@ -264,6 +276,26 @@ impl Service {
         Ok(ignored)
     }
 
+    /// Run a notification this node just claimed (`crate::cluster`).
+    pub(crate) fn start_claimed(
+        self: &Arc<Self>,
+        row: NotificationRow,
+        plan: Arc<crate::ivr::dialplan::Dialplan>,
+        resume: Option<Escalation>,
+    ) {
+        self.start(row, plan, resume)
+    }
+
+    /// Pass a cancel stored by another node to the escalation running
+    /// here (once).
+    pub(crate) fn deliver_cancel(&self, id: &str, reason: &str) {
+        if let Some(tx) = self.running().get(id) {
+            if tx.borrow().is_none() {
+                let _ = tx.send(Some(reason.to_string()));
+            }
+        }
+    }
+
     /// Run one escalation in the background.
     fn start(
         self: &Arc<Self>,
@@ -271,6 +303,18 @@ impl Service {
         plan: Arc<crate::ivr::dialplan::Dialplan>,
         resume: Option<Escalation>,
     ) {
+        // Clustered, only the holder of the lease runs it; losing the
+        // lease stops it as a shutdown does.
+        let stop = match self.cluster.get() {
+            Some(c) => match c.lease(&row.id) {
+                Some((_, token)) => token,
+                None => {
+                    tracing::warn!(notification = %row.id, "not started: this node does not hold its lease");
+                    return;
+                }
+            },
+            None => self.shutdown.clone(),
+        };
         let (tx, rx) = watch::channel(row.cancel_reason.clone());
         {
             let mut running = self.running();
@@ -349,7 +393,7 @@ impl Service {
             }
             obs.event(json!({"event": "audio.ready", "fallbacks": script.fallbacks})).await;
             let mut script = script;
-            script.shutdown = svc.shutdown.child_token();
+            script.shutdown = stop.child_token();
             let fin = crate::runner::escalate(&svc.gateway, plan, Arc::new(script), rx, &obs, resume).await;
             // None: stopped by shutdown; the stored state resumes it later.
             // The final state queues behind the events, so it can never be

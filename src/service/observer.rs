@@ -26,15 +26,19 @@ pub const CHECKPOINT_WAIT: Duration = Duration::from_secs(3);
 pub(crate) struct StoreObserver {
     svc: Arc<Service>,
     id: String,
+    /// The lease epoch every write carries when clustered (fencing).
+    epoch: Option<i64>,
     /// Attempts answered in this process, for the active-calls gauge.
     answered: Mutex<HashSet<i64>>,
 }
 
 impl StoreObserver {
     pub(crate) fn new(svc: Arc<Service>, id: &str) -> StoreObserver {
+        let epoch = svc.cluster.get().and_then(|c| c.epoch(id));
         StoreObserver {
             svc,
             id: id.to_string(),
+            epoch,
             answered: Mutex::new(HashSet::new()),
         }
     }
@@ -68,14 +72,15 @@ impl StoreObserver {
         drop(answered);
         self.svc
             .writer
-            .submit(&self.id, Write::Event { event, payload: v });
+            .submit_fenced(&self.id, self.epoch, Write::Event { event, payload: v });
     }
 
     /// Queue the final state behind every event before it, so it can
     /// never overtake them.
     pub(crate) fn finish(&self, f: &Final) {
-        self.svc.writer.submit(
+        self.svc.writer.submit_fenced(
             &self.id,
+            self.epoch,
             Write::Finish {
                 state: super::final_state(f).to_string(),
                 final_state: serde_json::to_value(f).unwrap_or_default(),
@@ -105,13 +110,15 @@ impl Observer for StoreObserver {
     }
 
     fn checkpoint(&self, esc: &Escalation) -> Fut<'_> {
-        let state = if esc.is_done() {
+        let done = esc.is_done();
+        let state = if done {
             "finishing"
         } else {
             "running"
         };
-        let seq = self.svc.writer.submit(
+        let seq = self.svc.writer.submit_fenced(
             &self.id,
+            self.epoch,
             Write::Progress {
                 state: state.into(),
                 escalation: serde_json::to_string(esc).unwrap_or_default(),
@@ -120,6 +127,14 @@ impl Observer for StoreObserver {
         Box::pin(async move {
             if !self.svc.writer.durable(seq, CHECKPOINT_WAIT).await {
                 tracing::error!(notification = %self.id, "the escalation state is not durable yet; going on");
+            }
+            // Clustered, the next dial needs the lease confirmed on the
+            // database; otherwise the work stops here (the runner sees
+            // its stop token cancelled before dialling).
+            if let Some(c) = self.svc.cluster.get() {
+                if self.epoch.is_some() && !done {
+                    c.confirm(&self.id).await;
+                }
             }
         })
     }

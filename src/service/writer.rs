@@ -43,6 +43,10 @@ pub struct Op {
     /// When it happened (epoch ms), not when it was written.
     pub at_ms: i64,
     pub write: Write,
+    /// Clustered: the lease epoch it was made under; the store rejects
+    /// it once another node claimed the notification (`crate::cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 /// What an [`Op`] writes.
@@ -136,6 +140,11 @@ impl Writer {
     /// Queue a write for a notification; returns its seq. Never waits for
     /// the store (at most for a local fsync when it spills).
     pub fn submit(&self, notification: &str, write: Write) -> u64 {
+        self.submit_fenced(notification, None, write)
+    }
+
+    /// As [`Writer::submit`], checked against lease `epoch` when given.
+    pub fn submit_fenced(&self, notification: &str, epoch: Option<i64>, write: Write) -> u64 {
         let now = now_ms();
         let mut g = self.lock();
         let seq = g.next_seq;
@@ -146,6 +155,7 @@ impl Writer {
             notification: notification.to_string(),
             at_ms: now,
             write,
+            epoch,
         };
         match g.queue.route(now) {
             Route::Memory => g.queue.push_memory(op),
@@ -252,23 +262,40 @@ impl Writer {
     }
 }
 
-/// Apply one write to the store.
-async fn apply(store: &Store, op: &Op) -> Result<(), StoreError> {
+/// Apply one write to the store; `Ok(false)` when the lease epoch it
+/// carries was fenced (nothing written).
+async fn apply(store: &Store, op: &Op) -> Result<bool, StoreError> {
+    if let Some(epoch) = op.epoch {
+        return match &op.write {
+            Write::Event { event, payload } => store
+                .record_event_fenced(&op.id, &op.notification, event, payload, op.at_ms, Some(epoch))
+                .await
+                .map(|r| r.is_some()),
+            Write::Progress { state, escalation } => {
+                store
+                    .save_progress_fenced(&op.notification, epoch, state, escalation, op.at_ms)
+                    .await
+            }
+            Write::Finish { state, final_state } => {
+                store
+                    .finish_fenced(&op.notification, epoch, state, final_state, op.at_ms)
+                    .await
+            }
+        };
+    }
     match &op.write {
         Write::Event { event, payload } => store
             .record_event(&op.id, &op.notification, event, payload, op.at_ms)
             .await
-            .map(|_| ()),
-        Write::Progress { state, escalation } => {
-            store
-                .save_progress(&op.notification, state, escalation, op.at_ms)
-                .await
-        }
-        Write::Finish { state, final_state } => {
-            store
-                .finish(&op.notification, state, final_state, op.at_ms)
-                .await
-        }
+            .map(|_| true),
+        Write::Progress { state, escalation } => store
+            .save_progress(&op.notification, state, escalation, op.at_ms)
+            .await
+            .map(|()| true),
+        Write::Finish { state, final_state } => store
+            .finish(&op.notification, state, final_state, op.at_ms)
+            .await
+            .map(|()| true),
     }
 }
 
@@ -350,7 +377,14 @@ pub async fn run(svc: Arc<Service>) {
         let now = now_ms();
         let mut g = w.lock();
         match result {
-            Ok(()) => {
+            Ok(held) => {
+                if !held {
+                    // Another node holds the lease: this write is dropped
+                    // and the work here stops.
+                    if let Some(c) = svc.cluster.get() {
+                        c.fenced(&op.notification);
+                    }
+                }
                 let was_failing = g.queue.failing();
                 if g.queue.applied(op.seq) == Some(Head::Journal) {
                     if let Ok(Some((_, next))) = g.journal.peek::<Op>() {

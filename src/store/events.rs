@@ -20,13 +20,45 @@ impl Store {
         payload: &serde_json::Value,
         at_ms: i64,
     ) -> Result<bool, StoreError> {
+        Ok(self
+            .record_event_fenced(id, notification_id, event, payload, at_ms, None)
+            .await?
+            .unwrap_or(false))
+    }
+
+    /// As [`Store::record_event`], only while `fence` (a lease epoch, when
+    /// given) still holds the notification: `Ok(None)` when fenced, and
+    /// nothing is written. The check locks the notification's row, so a
+    /// claim by another node orders strictly before or after it.
+    pub async fn record_event_fenced(
+        &self,
+        id: &str,
+        notification_id: &str,
+        event: &str,
+        payload: &serde_json::Value,
+        at_ms: i64,
+        fence: Option<i64>,
+    ) -> Result<Option<bool>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        if let Some(epoch) = fence {
+            let held = sqlx::query(
+                "UPDATE notifications SET updated_ms = updated_ms WHERE id = $1 AND epoch = $2",
+            )
+            .bind(notification_id)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if held != 1 {
+                return Ok(None);
+            }
+        }
         let seen = sqlx::query("SELECT 1 AS x FROM outbox WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
         if seen.is_some() {
-            return Ok(false);
+            return Ok(Some(false));
         }
         let attempt = payload["attempt"].as_i64().unwrap_or(0);
         match event {
@@ -106,6 +138,6 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(true))
     }
 }

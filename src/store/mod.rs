@@ -120,6 +120,10 @@ macro_rules! ended {
     };
 }
 
+// After `ended!`, which it uses.
+mod leases;
+pub use leases::Claimed;
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct Store {

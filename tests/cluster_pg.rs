@@ -1,0 +1,444 @@
+//! Several nodes on one PostgreSQL: three `callout serve` processes share
+//! 300 notifications over 30 contracts; one is killed with SIGKILL in the
+//! middle. Every notification must finish, nobody may be rung more often
+//! than the policy allows (counted in sipp's own message traces), the work
+//! must be spread over the nodes, and the takeover time is printed.
+//!
+//! Needs `CALLOUT_TEST_POSTGRES_URL` (a server where the test may create
+//! and drop its database); skipped loudly without it.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "cluster-test-token";
+const CONTRACTS: usize = 30;
+const PER_CONTRACT: usize = 10;
+
+/// A database of its own on the test server, dropped at the end.
+struct Db {
+    admin: String,
+    name: String,
+    url: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Db {
+    fn create(admin: &str, name: &str) -> Db {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("CALLOUT_TEST_POSTGRES_URL must end with /DATABASE"),
+        };
+        let db = Db {
+            admin: admin.to_string(),
+            name: name.to_string(),
+            url,
+            rt,
+        };
+        db.admin_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        db.admin_sql(&format!("CREATE DATABASE {name}"));
+        db
+    }
+
+    fn admin_sql(&self, q: &str) {
+        self.rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&self.admin)
+                .await
+                .expect("PostgreSQL reachable");
+            sqlx::query(q).execute(&mut c).await.unwrap();
+        })
+    }
+
+    /// Rows of `q` on the test database, each column as text.
+    fn rows(&self, q: &str) -> Vec<Vec<Option<String>>> {
+        self.rt.block_on(async {
+            use sqlx::{Connection, Row};
+            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            let rows = sqlx::query(q).fetch_all(&mut c).await.unwrap();
+            rows.iter()
+                .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i).unwrap()).collect())
+                .collect()
+        })
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let q = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.admin_sql(&q)));
+    }
+}
+
+/// One `callout serve` node.
+struct NodeProc {
+    name: String,
+    child: Child,
+    base: String,
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(dir: &Path, name: &str, db: &str, rtp: &str) -> NodeProc {
+    let ndir = dir.join(name);
+    std::fs::create_dir_all(&ndir).unwrap();
+    let api_port = free_port_pair();
+    let hash: String = Sha256::digest(TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let config = ndir.join("callout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"{rtp}\"\n\
+             database_url = \"{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
+             journal_dir = \"{jd}\"\n\
+             [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n\
+             [cluster]\nnode_id = \"{name}\"\nlease_ttl = \"3s\"\nheartbeat = \"1s\"\npoll = \"500ms\"\n",
+            dp = dir.join("dialplans").display(),
+            pr = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
+            tc = ndir.join("tts").display(),
+            jd = ndir.join("journal").display(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(ndir.join("serve.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("CALLOUT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let node = NodeProc {
+        name: name.to_string(),
+        child,
+        base: format!("http://127.0.0.1:{api_port}"),
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    while http(&node.base, "GET", "/healthz", None).is_none() {
+        assert!(
+            Instant::now() < until,
+            "{name} did not come up: {}",
+            std::fs::read_to_string(ndir.join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node
+}
+
+fn http(base: &str, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
+    let c = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let url = format!("{base}{path}");
+    let mut r = if method == "POST" {
+        c.post(url)
+    } else {
+        c.get(url)
+    }
+    .bearer_auth(TOKEN);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.json().unwrap_or(Value::Null)))
+}
+
+/// A sipp UAS for any number of calls, tracing every message.
+struct Uas {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Uas {
+    fn start(scenario: &str, dir: &Path) -> Uas {
+        require("sipp");
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port_pair();
+        let media = free_port_pair();
+        let scen = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/sipp")
+            .join(scenario);
+        let child = Command::new("sipp")
+            .current_dir(dir)
+            .args(["-sf", scen.to_str().unwrap()])
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-mp", &media.to_string()])
+            .args(["-trace_msg", "-buff_size", "8388608", "-l", "5000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sipp");
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Uas {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn uri(&self) -> String {
+        format!("sip:bob@127.0.0.1:{}", self.port)
+    }
+
+    /// Per notification (its `X-Callout-Notification`), the distinct
+    /// Call-IDs of the INVITEs this UAS received: retransmissions count
+    /// once, a new call counts again.
+    fn invites(&self) -> HashMap<String, HashSet<String>> {
+        let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+        for e in std::fs::read_dir(&self.dir).unwrap().flatten() {
+            if !e.file_name().to_string_lossy().ends_with("_messages.log") {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let mut block: Vec<&str> = Vec::new();
+            let mut flush = |block: &mut Vec<&str>| {
+                if block.iter().any(|l| l.starts_with("INVITE sip:")) {
+                    let hdr = |name: &str| {
+                        block
+                            .iter()
+                            .find(|l| l.to_ascii_lowercase().starts_with(name))
+                            .and_then(|l| l.split_once(':'))
+                            .map(|(_, v)| v.trim().to_string())
+                    };
+                    if let (Some(n), Some(c)) =
+                        (hdr("x-callout-notification:"), hdr("call-id:"))
+                    {
+                        out.entry(n).or_default().insert(c);
+                    }
+                }
+                block.clear();
+            };
+            for line in text.lines() {
+                if line.starts_with("----------") {
+                    flush(&mut block);
+                } else {
+                    block.push(line);
+                }
+            }
+            flush(&mut block);
+        }
+        out
+    }
+}
+
+impl Drop for Uas {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
+    let Ok(admin) = std::env::var("CALLOUT_TEST_POSTGRES_URL") else {
+        eprintln!("\n*** SKIPPED: set CALLOUT_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/test) ***\n");
+        return;
+    };
+    require("espeak-ng");
+    let dir = scratch("cluster-pg");
+    let db = Db::create(&admin, &format!("callout_cluster_{}", std::process::id()));
+    // Ringer rings until cancelled; Answerer answers and hangs up 1.5 s
+    // later. One round: each may be called once per notification.
+    let ringer = Uas::start("ring_no_answer.xml", &dir.join("sipp-ringer"));
+    let answerer = Uas::start("remote_bye.xml", &dir.join("sipp-answerer"));
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    for c in 0..CONTRACTS {
+        std::fs::write(
+            dir.join(format!("dialplans/c{c:02}.toml")),
+            format!(
+                "contract = \"c{c:02}\"\nname = \"C{c:02}\"\nlanguage = \"en\"\n[escalation]\nrounds = 1\n\
+                 ring_timeout = \"3s\"\nbetween_calls = \"500ms\"\nbetween_rounds = \"1m\"\n\
+                 [[contacts]]\nname = \"Ringer\"\nuri = \"{}\"\n[[contacts]]\nname = \"Answerer\"\nuri = \"{}\"\n\
+                 [message]\nprompt = \"press-a-key.wav\"\n[menu]\nprompt = \"press-a-key.wav\"\n[menu.keys]\n\"1\" = \"ack\"\n",
+                ringer.uri(),
+                answerer.uri()
+            ),
+        )
+        .unwrap();
+    }
+    let nodes: Vec<NodeProc> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .zip(["38000-38999", "39000-39999", "40000-40999"])
+        .map(|(n, rtp)| start_node(&dir, n, &db.url, rtp))
+        .collect();
+
+    // 300 notifications, round robin over the nodes (as a load balancer
+    // would spread them).
+    let mut ids = Vec::new();
+    let severities = ["critical", "major", "minor"];
+    for i in 0..CONTRACTS * PER_CONTRACT {
+        let node = &nodes[i % nodes.len()];
+        let body = json!({"contract": format!("c{:02}", i % CONTRACTS), "ticket": format!("T{i}"),
+            "severity": severities[i % 3], "host": "db-1", "summary": "down"});
+        let (st, v) = http(&node.base, "POST", "/v1/notifications", Some(body)).unwrap();
+        assert_eq!(st, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let owners: BTreeMap<String, usize> = db
+        .rows("SELECT owner FROM notifications")
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .fold(BTreeMap::new(), |mut m, o| {
+            *m.entry(o).or_default() += 1;
+            m
+        });
+    eprintln!("leases after accepting: {owners:?}");
+    assert_eq!(owners.len(), 3, "every node runs work: {owners:?}");
+
+    // Kill node-a while its calls ring.
+    let victim = &nodes[0].name;
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = db.rows(&format!(
+            "SELECT COUNT(*)::TEXT FROM attempts a JOIN notifications n ON n.id = a.notification_id \
+             WHERE n.owner = '{victim}' AND a.ended_ms IS NULL"
+        ));
+        let up: usize = up[0][0].as_deref().unwrap_or("0").parse().unwrap();
+        if up >= 5 {
+            break;
+        }
+        assert!(Instant::now() < until, "{victim} never had calls up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut nodes = nodes;
+    let mut dead = nodes.remove(0);
+    let orphaned: usize = db.rows(&format!(
+        "SELECT COUNT(*)::TEXT FROM notifications WHERE owner = '{victim}' AND state NOT IN \
+         ('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled', 'failed')"
+    ))[0][0]
+        .as_deref()
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    dead.child.kill().unwrap(); // SIGKILL
+    let killed_at = Instant::now();
+    dead.child.wait().unwrap();
+    eprintln!("killed {victim} with {orphaned} unfinished notifications");
+
+    // Takeover: until no unfinished notification is left on the dead node.
+    let mut first_takeover = None;
+    let took = loop {
+        let left: usize = db.rows(&format!(
+            "SELECT COUNT(*)::TEXT FROM notifications WHERE owner = '{victim}' AND state NOT IN \
+             ('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled', 'failed')"
+        ))[0][0]
+            .as_deref()
+            .unwrap_or("0")
+            .parse()
+            .unwrap();
+        if left < orphaned && first_takeover.is_none() {
+            first_takeover = Some(killed_at.elapsed());
+        }
+        if left == 0 {
+            break killed_at.elapsed();
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "{left} notifications still held by the dead node"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "TAKEOVER after kill -9: first claim {:?}, all {orphaned} claimed {took:?} (lease_ttl 3s)",
+        first_takeover.unwrap_or(took)
+    );
+    assert!(took < Duration::from_secs(10), "takeover within 10 s: {took:?}");
+
+    // Every notification finishes.
+    let until = Instant::now() + Duration::from_secs(240);
+    loop {
+        let open: usize = db.rows(
+            "SELECT COUNT(*)::TEXT FROM notifications WHERE state NOT IN \
+             ('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled', 'failed')",
+        )[0][0]
+            .as_deref()
+            .unwrap_or("0")
+            .parse()
+            .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "{open} notifications did not finish");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let states = db.rows("SELECT state, COUNT(*)::TEXT FROM notifications GROUP BY state");
+    eprintln!("final states: {states:?}");
+    assert!(
+        states
+            .iter()
+            .all(|r| r[0].as_deref() == Some("exhausted") || r[0].as_deref() == Some("acked")),
+        "{states:?}"
+    );
+    // Calls that were up on the dead node are recorded interrupted.
+    let interrupted: usize = db.rows(
+        "SELECT COUNT(*)::TEXT FROM attempts WHERE outcome LIKE '%\"interrupted\"%'",
+    )[0][0]
+        .as_deref()
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    assert!(interrupted >= 1, "calls up on the dead node are recorded interrupted");
+
+    // Nobody rung more often than the policy allows: one round, so each
+    // contact at most one call per notification, counted at the UAS.
+    std::thread::sleep(Duration::from_secs(1));
+    let (r, a) = (ringer.invites(), answerer.invites());
+    for (who, calls) in [("Ringer", &r), ("Answerer", &a)] {
+        for (n, c) in calls {
+            assert!(c.len() <= 1, "{who} rung {} times for {n}: {c:?}", c.len());
+        }
+    }
+    let rung = ids.iter().filter(|i| r.contains_key(*i)).count();
+    // A node killed between its checkpoint and its INVITE never rang.
+    assert!(rung + orphaned >= ids.len(), "the Ringer was called: {rung}");
+    let answered = ids.iter().filter(|i| a.contains_key(*i)).count();
+    assert!(answered >= ids.len() - orphaned, "the Answerer was called: {answered}");
+
+    // The work was spread: the survivors' takeovers and metrics.
+    let mut total_takeovers = 0;
+    for n in &nodes {
+        let text = reqwest::blocking::Client::new()
+            .get(format!("{}/metrics", n.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        let takeovers: u64 = text
+            .lines()
+            .find(|l| l.starts_with("callout_cluster_takeovers_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        eprintln!("{}: {takeovers} takeovers", n.name);
+        total_takeovers += takeovers;
+    }
+    assert!(
+        total_takeovers >= 1 && total_takeovers as usize <= orphaned,
+        "each orphan taken over at most once: {total_takeovers} of {orphaned}"
+    );
+    drop(nodes);
+}
