@@ -442,3 +442,171 @@ fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
     );
     drop(nodes);
 }
+
+/// A TCP proxy between one node and PostgreSQL that the test cuts (every
+/// connection dropped, new ones refused) and heals.
+struct Proxy {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    fn start(rt: &tokio::runtime::Runtime, upstream: String) -> Proxy {
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        rt.spawn(async move {
+            loop {
+                let Ok((mut down, _)) = listener.accept().await else {
+                    continue;
+                };
+                if *cut_rx.borrow() {
+                    continue; // dropped: refused
+                }
+                let upstream = upstream.clone();
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = cut_rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// One node loses PostgreSQL (a proxy cut) while a call of its rings:
+/// after its lease runs out the other node takes over, and when the
+/// partition heals the old node's writes are fenced and it dials nothing.
+#[test]
+fn a_partitioned_node_is_fenced_and_dials_nothing_after_takeover() {
+    let Ok(admin) = std::env::var("CALLOUT_TEST_POSTGRES_URL") else {
+        eprintln!("\n*** SKIPPED: set CALLOUT_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/test) ***\n");
+        return;
+    };
+    require("espeak-ng");
+    let dir = scratch("cluster-partition");
+    let db = Db::create(&admin, &format!("callout_partition_{}", std::process::id()));
+    let upstream = admin
+        .split_once('@')
+        .map_or(admin.as_str(), |(_, r)| r)
+        .trim_start_matches("postgres://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let proxy = Proxy::start(&db.rt, upstream);
+    let proxied = format!(
+        "{}@127.0.0.1:{}/{}",
+        admin.split_once('@').map_or("postgres://postgres", |(l, _)| l),
+        proxy.port,
+        db.name
+    );
+    let ringer = Uas::start("ring_no_answer.xml", &dir.join("sipp-ringer"));
+    let answerer = Uas::start("remote_bye.xml", &dir.join("sipp-answerer"));
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/part.toml"),
+        format!(
+            "contract = \"part\"\nname = \"Part\"\nlanguage = \"en\"\n[escalation]\nrounds = 1\n\
+             ring_timeout = \"30s\"\nbetween_calls = \"500ms\"\nbetween_rounds = \"1m\"\n\
+             [[contacts]]\nname = \"Ringer\"\nuri = \"{}\"\n[[contacts]]\nname = \"Answerer\"\nuri = \"{}\"\n\
+             [message]\nprompt = \"press-a-key.wav\"\n[menu]\nprompt = \"press-a-key.wav\"\n[menu.keys]\n\"1\" = \"ack\"\n",
+            ringer.uri(),
+            answerer.uri()
+        ),
+    )
+    .unwrap();
+    let a = start_node(&dir, "node-a", &proxied, "41000-41499");
+    let b = start_node(&dir, "node-b", &db.url, "41500-41999");
+    let (st, v) = http(
+        &a.base,
+        "POST",
+        "/v1/notifications",
+        Some(json!({"contract": "part", "ticket": "P1", "severity": "critical", "host": "db-1", "summary": "down"})),
+    )
+    .unwrap();
+    assert_eq!(st, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let owner = |db: &Db| {
+        db.rows(&format!("SELECT owner, epoch::TEXT FROM notifications WHERE id = '{id}'"))[0].clone()
+    };
+    assert_eq!(owner(&db)[0].as_deref(), Some("node-a"));
+    // The Ringer rings (node-a's call is up), then the partition.
+    let until = Instant::now() + Duration::from_secs(20);
+    while !ringer.invites().contains_key(&id) {
+        assert!(Instant::now() < until, "node-a never rang");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proxy.set_cut(true);
+    let cut_at = Instant::now();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if owner(&db)[0].as_deref() == Some("node-b") {
+            break;
+        }
+        assert!(Instant::now() < until, "node-b never took over: {:?}", owner(&db));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("TAKEOVER after the partition: {:?}", cut_at.elapsed());
+    // node-b resumes: the ringing call is interrupted, the Answerer called.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = db.rows(&format!("SELECT state FROM notifications WHERE id = '{id}'"));
+        if s[0][0].as_deref() == Some("exhausted") {
+            break;
+        }
+        assert!(Instant::now() < until, "not finished: {s:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Heal: node-a's held-back writes meet the fencing token.
+    proxy.set_cut(false);
+    let until = Instant::now() + Duration::from_secs(30);
+    let rejections = loop {
+        let text = reqwest::blocking::Client::new()
+            .get(format!("{}/metrics", a.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        let n: u64 = text
+            .lines()
+            .find(|l| l.starts_with("callout_cluster_fencing_rejections_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if n > 0 {
+            break n;
+        }
+        assert!(Instant::now() < until, "node-a's writes were never fenced:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("node-a: {rejections} writes fenced after the partition healed");
+    std::thread::sleep(Duration::from_secs(3));
+    // One call each: node-a dialled nothing more, node-b called the
+    // Answerer once; the stored attempts agree.
+    assert_eq!(ringer.invites().get(&id).map_or(0, |c| c.len()), 1);
+    assert_eq!(answerer.invites().get(&id).map_or(0, |c| c.len()), 1);
+    let attempts = db.rows(&format!(
+        "SELECT contact, outcome FROM attempts WHERE notification_id = '{id}' ORDER BY attempt"
+    ));
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert!(
+        attempts[0][1].as_deref().unwrap_or("").contains("interrupted"),
+        "{attempts:?}"
+    );
+    let (_, v) = http(&b.base, "GET", &format!("/v1/notifications/{id}"), None).unwrap();
+    assert_eq!(v["state"], "exhausted", "{v:#}");
+    drop((a, b));
+}

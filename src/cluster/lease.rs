@@ -60,6 +60,11 @@ impl Leases {
         self.held.get(id).map(|h| h.epoch)
     }
 
+    /// When the claim of a held lease was sent.
+    pub fn claimed_at(&self, id: &str) -> Option<i64> {
+        self.held.get(id).map(|h| h.claimed_at)
+    }
+
     pub fn len(&self) -> usize {
         self.held.len()
     }

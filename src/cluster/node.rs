@@ -264,6 +264,23 @@ impl Node {
                 self.tokens().remove(&id);
             }
         }
+        // Held, unfinished, and no task here runs it any more (it
+        // panicked): hand it back so a node (this one too) restarts it
+        // from its checkpoint. Not while shutting down: then all go back.
+        if !svc.shutdown.is_cancelled() {
+            for (id, epoch) in &pairs {
+                let settled = self
+                    .leases()
+                    .claimed_at(id)
+                    .is_some_and(|at| at + 1_000 < sent);
+                if settled && !svc.is_owned(id) {
+                    tracing::error!(notification = %id, node = %self.id, "no task runs this leased notification; handing it back");
+                    self.leases().release(id);
+                    self.tokens().remove(id);
+                    let _ = self.store.release_lease(id, *epoch).await;
+                }
+            }
+        }
         for (id, epoch) in strays {
             // Ours on the database, run by no task here (it panicked, or
             // this is a restart): free for the next claim, ours included.
