@@ -52,6 +52,10 @@ pub fn backoff_ms(tries: i64) -> i64 {
     base + rand::thread_rng().gen_range(0..=base / 5)
 }
 
+/// How long a node that claimed a delivery has to send it (clustered)
+/// before another node may.
+const DELIVERY_CLAIM_MS: i64 = 30_000;
+
 /// Deliver due events until the service stops.
 pub async fn run(svc: Arc<Service>) {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
@@ -104,7 +108,20 @@ pub async fn run(svc: Arc<Service>) {
             }
             let (svc, client) = (svc.clone(), client.clone());
             deliveries.spawn(async move {
-                deliver(&svc, &client, &ev, give_up_ms).await;
+                // Several nodes read the same outbox: the one that moves
+                // the row's due time first sends it; a node dying while
+                // sending leaves it due again after the claim runs out.
+                let mine = match svc.cluster.get() {
+                    None => true,
+                    Some(_) => svc
+                        .store
+                        .claim_delivery(&ev.id, ev.next_try_ms, now_ms() + DELIVERY_CLAIM_MS)
+                        .await
+                        .unwrap_or(false),
+                };
+                if mine {
+                    deliver(&svc, &client, &ev, give_up_ms).await;
+                }
                 ev.notification_id
             });
         }

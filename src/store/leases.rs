@@ -231,6 +231,28 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Claim a webhook delivery (clustered): move its due time to
+    /// `until_ms` if it is still `due_ms` and undelivered. `false` when
+    /// another node was first.
+    pub async fn claim_delivery(
+        &self,
+        id: &str,
+        due_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE outbox SET next_try_ms = $1 WHERE id = $2 AND next_try_ms = $3 \
+             AND delivered_ms IS NULL AND gave_up = 0",
+        )
+        .bind(until_ms)
+        .bind(id)
+        .bind(due_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
     /// Per node: leases held by the database's account (for `/metrics`).
     pub async fn leases_by_node(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(concat!(
