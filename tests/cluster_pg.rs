@@ -310,7 +310,7 @@ fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
     assert_eq!(owners.len(), 3, "every node runs work: {owners:?}");
 
     // Kill node-a while its calls ring.
-    let victim = &nodes[0].name;
+    let victim = nodes[0].name.clone();
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let up = db.rows(&format!(
@@ -369,7 +369,7 @@ fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
     assert!(took < Duration::from_secs(10), "takeover within 10 s: {took:?}");
 
     // Every notification finishes.
-    let until = Instant::now() + Duration::from_secs(240);
+    let until = Instant::now() + Duration::from_secs(120);
     loop {
         let open: usize = db.rows(
             "SELECT COUNT(*)::TEXT FROM notifications WHERE state NOT IN \
@@ -382,7 +382,17 @@ fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
         if open == 0 {
             break;
         }
-        assert!(Instant::now() < until, "{open} notifications did not finish");
+        if Instant::now() >= until {
+            let stuck = db.rows(
+                "SELECT id, owner, state, epoch::TEXT, (lease_until_ms - (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)::TEXT, \
+                 LEFT(COALESCE(escalation, ''), 300) FROM notifications WHERE state NOT IN \
+                 ('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled', 'failed')",
+            );
+            for r in &stuck {
+                eprintln!("STUCK {r:?}");
+            }
+            panic!("{open} notifications did not finish (logs in {})", dir.display());
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     let states = db.rows("SELECT state, COUNT(*)::TEXT FROM notifications GROUP BY state");
@@ -416,6 +426,11 @@ fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
     // A node killed between its checkpoint and its INVITE never rang.
     assert!(rung + orphaned >= ids.len(), "the Ringer was called: {rung}");
     let answered = ids.iter().filter(|i| a.contains_key(*i)).count();
+    eprintln!(
+        "INVITEs seen at the UAS: Ringer {rung} notifications ({} calls), Answerer {answered} ({} calls); {interrupted} calls interrupted",
+        r.values().map(HashSet::len).sum::<usize>(),
+        a.values().map(HashSet::len).sum::<usize>()
+    );
     assert!(answered >= ids.len() - orphaned, "the Answerer was called: {answered}");
 
     // The work was spread: the survivors' takeovers and metrics.

@@ -129,6 +129,10 @@ pub struct Escalation {
     cursor: usize,
     attempts: Vec<Attempt>,
     state: State,
+    /// How it ended, once it has: a resume after the end was decided but
+    /// before the final state was stored says it again.
+    #[serde(default)]
+    ended: Option<Final>,
     #[serde(skip)]
     out: VecDeque<EscalationOutput>,
 }
@@ -168,6 +172,7 @@ impl Escalation {
             cursor: 0,
             attempts: Vec::new(),
             state: State::NotStarted,
+            ended: None,
             out: VecDeque::new(),
         }
     }
@@ -193,8 +198,20 @@ impl Escalation {
     }
 
     pub fn start(&mut self, now_ms: i64) {
-        if self.state == State::NotStarted {
-            self.scan(now_ms);
+        match self.state {
+            State::NotStarted => self.scan(now_ms),
+            // Resumed after its end was decided (and checkpointed) but
+            // before the final state was stored: without its ending
+            // again it would wait for nothing, forever. A state stored
+            // before `ended` existed counts as exhausted.
+            State::Done if self.out.is_empty() => {
+                let f = self
+                    .ended
+                    .clone()
+                    .unwrap_or(Final::Exhausted { at_ms: now_ms });
+                self.out.push_back(EscalationOutput::Finished(f));
+            }
+            _ => {}
         }
     }
 
@@ -267,6 +284,7 @@ impl Escalation {
 
     fn finish(&mut self, f: Final) {
         self.state = State::Done;
+        self.ended = Some(f.clone());
         self.out.push_back(EscalationOutput::Finished(f));
     }
 

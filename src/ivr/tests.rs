@@ -272,6 +272,31 @@ fn state_survives_serialisation_mid_pause() {
     );
 }
 
+#[test]
+fn an_ended_escalation_resumed_before_its_final_state_was_stored_ends_again() {
+    let mut esc = Escalation::from_policy(&policy(1), vec![], vec![contact("a", &[])]);
+    esc.start(0);
+    let Some(EscalationOutput::Dial { attempt, .. }) = esc.poll_output() else {
+        panic!()
+    };
+    esc.call_ended(attempt, Outcome::NoAnswer, 30_000);
+    assert_eq!(
+        esc.poll_output(),
+        Some(EscalationOutput::Finished(Final::Exhausted { at_ms: 30_000 }))
+    );
+    // The process died after this checkpoint, before the final state.
+    let json = serde_json::to_string(&esc).unwrap();
+    let mut back: Escalation = serde_json::from_str(&json).unwrap();
+    back.start(40_000);
+    assert_eq!(
+        back.poll_output(),
+        Some(EscalationOutput::Finished(Final::Exhausted { at_ms: 30_000 }))
+    );
+    assert_eq!(back.poll_output(), None);
+    // Nothing is dialled again.
+    assert_eq!(back.poll_timeout(), None);
+}
+
 // ---- menu ----------------------------------------------------------------
 
 pub(super) fn menu_cfg() -> MenuConfig {
