@@ -93,6 +93,10 @@ impl Drop for NodeProc {
 }
 
 fn start_node(dir: &Path, name: &str, db: &str, rtp: &str) -> NodeProc {
+    start_node_with(dir, name, db, rtp, "")
+}
+
+fn start_node_with(dir: &Path, name: &str, db: &str, rtp: &str, extra: &str) -> NodeProc {
     let ndir = dir.join(name);
     std::fs::create_dir_all(&ndir).unwrap();
     let api_port = free_port_pair();
@@ -108,7 +112,7 @@ fn start_node(dir: &Path, name: &str, db: &str, rtp: &str) -> NodeProc {
              database_url = \"{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
              journal_dir = \"{jd}\"\n\
              [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n\
-             [cluster]\nnode_id = \"{name}\"\nlease_ttl = \"3s\"\nheartbeat = \"1s\"\npoll = \"500ms\"\n",
+             [cluster]\nnode_id = \"{name}\"\nlease_ttl = \"3s\"\nheartbeat = \"1s\"\npoll = \"500ms\"\n{extra}",
             dp = dir.join("dialplans").display(),
             pr = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
             tc = ndir.join("tts").display(),
@@ -624,4 +628,183 @@ fn a_partitioned_node_is_fenced_and_dials_nothing_after_takeover() {
     let (_, v) = http(&b.base, "GET", &format!("/v1/notifications/{id}"), None).unwrap();
     assert_eq!(v["state"], "exhausted", "{v:#}");
     drop((a, b));
+}
+
+/// Takeover time after `kill -9`, over `CALLOUT_TAKEOVER_KILLS` kills
+/// (default 20): a node with calls ringing is killed, the time until the
+/// other nodes hold all its unfinished notifications is measured, and the
+/// node is started again. Run: `cargo test --release --test cluster_pg
+/// takeover_time -- --ignored --nocapture` (needs CALLOUT_TEST_POSTGRES_URL).
+#[test]
+#[ignore]
+fn takeover_time_over_kills() {
+    let Ok(admin) = std::env::var("CALLOUT_TEST_POSTGRES_URL") else {
+        eprintln!("\n*** SKIPPED: set CALLOUT_TEST_POSTGRES_URL ***\n");
+        return;
+    };
+    let kills: usize = std::env::var("CALLOUT_TAKEOVER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = scratch("cluster-takeover");
+    let db = Db::create(&admin, &format!("callout_takeover_{}", std::process::id()));
+    let ringer = Uas::start("ring_no_answer.xml", &dir.join("sipp-ringer"));
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/k.toml"),
+        format!(
+            "contract = \"k\"\nname = \"K\"\nlanguage = \"en\"\n[escalation]\nrounds = 1\n\
+             ring_timeout = \"20s\"\nbetween_calls = \"500ms\"\nbetween_rounds = \"1m\"\n\
+             [[contacts]]\nname = \"Ringer\"\nuri = \"{}\"\n\
+             [message]\nprompt = \"press-a-key.wav\"\n[menu]\nprompt = \"press-a-key.wav\"\n[menu.keys]\n\"1\" = \"ack\"\n",
+            ringer.uri()
+        ),
+    )
+    .unwrap();
+    let mut nodes: Vec<NodeProc> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .zip(["42000-42999", "43000-43999", "44000-44999"])
+        .map(|(n, rtp)| start_node(&dir, n, &db.url, rtp))
+        .collect();
+    let ended = "('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled', 'failed')";
+    let count = |q: String| -> usize {
+        db.rows(&q)[0][0]
+            .as_deref()
+            .unwrap_or("0")
+            .parse()
+            .unwrap()
+    };
+    let mut samples = Vec::new();
+    for k in 0..kills {
+        let v = k % nodes.len();
+        let victim = nodes[v].name.clone();
+        for t in 0..5 {
+            let (st, body) = http(
+                &nodes[v].base,
+                "POST",
+                "/v1/notifications",
+                Some(json!({"contract": "k", "ticket": format!("K{k}-{t}"), "severity": "critical",
+                    "host": "db-1", "summary": "down"})),
+            )
+            .unwrap();
+            assert_eq!(st, 202, "{body}");
+        }
+        let until = Instant::now() + Duration::from_secs(20);
+        while count(format!(
+            "SELECT COUNT(*)::TEXT FROM attempts a JOIN notifications n ON n.id = a.notification_id \
+             WHERE n.owner = '{victim}' AND a.ended_ms IS NULL"
+        )) < 5
+        {
+            assert!(Instant::now() < until, "{victim} did not ring");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        nodes[v].child.kill().unwrap();
+        let killed = Instant::now();
+        nodes[v].child.wait().unwrap();
+        loop {
+            let left = count(format!(
+                "SELECT COUNT(*)::TEXT FROM notifications WHERE owner = '{victim}' AND state NOT IN {ended}"
+            ));
+            if left == 0 {
+                break;
+            }
+            assert!(killed.elapsed() < Duration::from_secs(30), "no takeover");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = killed.elapsed();
+        eprintln!("kill {k} ({victim}): takeover {took:?}");
+        samples.push(took);
+        let rtp = ["42000-42999", "43000-43999", "44000-44999"][v];
+        nodes[v] = start_node(&dir, &victim, &db.url, rtp);
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1];
+    eprintln!(
+        "TAKEOVER over {} kills (lease_ttl 3s, heartbeat 1s, poll 500ms): p50 {:?}, p99 {:?}, max {:?}",
+        samples.len(),
+        pct(0.50),
+        pct(0.99),
+        samples[samples.len() - 1]
+    );
+}
+
+/// Notifications accepted (committed before the 202) per second on
+/// PostgreSQL with 1 and with 3 nodes behind a round-robin client, 32
+/// client threads for 5 s; nothing is dialled (`max_dialling = 1` keeps
+/// them queued). Run: `cargo test --release --test cluster_pg accept_rate
+/// -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn accept_rate_one_and_three_nodes() {
+    let Ok(admin) = std::env::var("CALLOUT_TEST_POSTGRES_URL") else {
+        eprintln!("\n*** SKIPPED: set CALLOUT_TEST_POSTGRES_URL ***\n");
+        return;
+    };
+    for n in [1usize, 3] {
+        let dir = scratch(&format!("cluster-accept-{n}"));
+        let db = Db::create(&admin, &format!("callout_accept{n}_{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+        std::fs::write(
+            dir.join("dialplans/r.toml"),
+            "contract = \"r\"\nname = \"R\"\nlanguage = \"en\"\n[escalation]\nrounds = 1\n\
+             ring_timeout = \"20s\"\nbetween_calls = \"500ms\"\nbetween_rounds = \"1m\"\n\
+             [[contacts]]\nname = \"Nobody\"\nuri = \"sip:nobody@127.0.0.1:9\"\n\
+             [message]\nprompt = \"press-a-key.wav\"\n[menu]\nprompt = \"press-a-key.wav\"\n[menu.keys]\n\"1\" = \"ack\"\n",
+        )
+        .unwrap();
+        let nodes: Vec<NodeProc> = (0..n)
+            .map(|i| {
+                start_node_with(
+                    &dir,
+                    &format!("node-{i}"),
+                    &db.url,
+                    ["45000-45999", "46000-46999", "47000-47999"][i],
+                    "[limits]\nmax_dialling = 1\n",
+                )
+            })
+            .collect();
+        let bases: Vec<String> = nodes.iter().map(|p| p.base.clone()).collect();
+        let stop = Instant::now() + Duration::from_secs(5);
+        let threads: Vec<_> = (0..32)
+            .map(|t| {
+                let bases = bases.clone();
+                std::thread::spawn(move || {
+                    let c = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(15))
+                        .build()
+                        .unwrap();
+                    let mut ok = 0usize;
+                    let mut i = 0usize;
+                    while Instant::now() < stop {
+                        let base = &bases[(t + i) % bases.len()];
+                        let r = c
+                            .post(format!("{base}/v1/notifications"))
+                            .bearer_auth(TOKEN)
+                            .json(&json!({"contract": "r", "ticket": format!("R{t}-{i}"),
+                                "severity": "minor", "host": "db-1", "summary": "down"}))
+                            .send();
+                        if r.is_ok_and(|r| r.status().as_u16() == 202) {
+                            ok += 1;
+                        }
+                        i += 1;
+                    }
+                    ok
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let secs = started.elapsed().as_secs_f64();
+        let stored: usize = db.rows("SELECT COUNT(*)::TEXT FROM notifications")[0][0]
+            .as_deref()
+            .unwrap_or("0")
+            .parse()
+            .unwrap();
+        eprintln!(
+            "ACCEPT RATE {n} node(s): {ok} accepted in {secs:.1} s = {:.0}/s (stored: {stored})",
+            ok as f64 / secs
+        );
+        assert_eq!(stored, ok, "every 202 is stored");
+        drop(nodes);
+    }
 }
