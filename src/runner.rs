@@ -293,8 +293,10 @@ pub async fn escalate(
                     if script.shutdown.is_cancelled() {
                         // Stopped (shutdown, or the lease went to another
                         // node) between the checkpoint and this dial.
-                        obs.event(json!({"event": "notification.suspended", "at_ms": now_ms() - started}))
-                            .await;
+                        obs.event(
+                            json!({"event": "notification.suspended", "at_ms": now_ms() - started}),
+                        )
+                        .await;
                         return None;
                     }
                     obs.event(

@@ -65,7 +65,11 @@ impl Db {
             let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
             let rows = sqlx::query(q).fetch_all(&mut c).await.unwrap();
             rows.iter()
-                .map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i).unwrap()).collect())
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| r.try_get::<Option<String>, _>(i).unwrap())
+                        .collect()
+                })
                 .collect()
         })
     }
@@ -228,9 +232,7 @@ impl Uas {
                             .and_then(|l| l.split_once(':'))
                             .map(|(_, v)| v.trim().to_string())
                     };
-                    if let (Some(n), Some(c)) =
-                        (hdr("x-callout-notification:"), hdr("call-id:"))
-                    {
+                    if let (Some(n), Some(c)) = (hdr("x-callout-notification:"), hdr("call-id:")) {
                         out.entry(n).or_default().insert(c);
                     }
                 }
@@ -370,7 +372,10 @@ fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
         "TAKEOVER after kill -9: first claim {:?}, all {orphaned} claimed {took:?} (lease_ttl 3s)",
         first_takeover.unwrap_or(took)
     );
-    assert!(took < Duration::from_secs(10), "takeover within 10 s: {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "takeover within 10 s: {took:?}"
+    );
 
     // Every notification finishes.
     let until = Instant::now() + Duration::from_secs(120);
@@ -395,7 +400,10 @@ fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
             for r in &stuck {
                 eprintln!("STUCK {r:?}");
             }
-            panic!("{open} notifications did not finish (logs in {})", dir.display());
+            panic!(
+                "{open} notifications did not finish (logs in {})",
+                dir.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -408,14 +416,16 @@ fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
         "{states:?}"
     );
     // Calls that were up on the dead node are recorded interrupted.
-    let interrupted: usize = db.rows(
-        "SELECT COUNT(*)::TEXT FROM attempts WHERE outcome LIKE '%\"interrupted\"%'",
-    )[0][0]
+    let interrupted: usize = db
+        .rows("SELECT COUNT(*)::TEXT FROM attempts WHERE outcome LIKE '%\"interrupted\"%'")[0][0]
         .as_deref()
         .unwrap_or("0")
         .parse()
         .unwrap();
-    assert!(interrupted >= 1, "calls up on the dead node are recorded interrupted");
+    assert!(
+        interrupted >= 1,
+        "calls up on the dead node are recorded interrupted"
+    );
 
     // Nobody rung more often than the policy allows: one round, so each
     // contact at most one call per notification, counted at the UAS.
@@ -428,14 +438,20 @@ fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
     }
     let rung = ids.iter().filter(|i| r.contains_key(*i)).count();
     // A node killed between its checkpoint and its INVITE never rang.
-    assert!(rung + orphaned >= ids.len(), "the Ringer was called: {rung}");
+    assert!(
+        rung + orphaned >= ids.len(),
+        "the Ringer was called: {rung}"
+    );
     let answered = ids.iter().filter(|i| a.contains_key(*i)).count();
     eprintln!(
         "INVITEs seen at the UAS: Ringer {rung} notifications ({} calls), Answerer {answered} ({} calls); {interrupted} calls interrupted",
         r.values().map(HashSet::len).sum::<usize>(),
         a.values().map(HashSet::len).sum::<usize>()
     );
-    assert!(answered >= ids.len() - orphaned, "the Answerer was called: {answered}");
+    assert!(
+        answered >= ids.len() - orphaned,
+        "the Answerer was called: {answered}"
+    );
 
     // The work was spread: the survivors' takeovers and metrics.
     let mut total_takeovers = 0;
@@ -528,7 +544,9 @@ fn a_partitioned_node_is_fenced_and_dials_nothing_after_takeover() {
     let proxy = Proxy::start(&db.rt, upstream);
     let proxied = format!(
         "{}@127.0.0.1:{}/{}",
-        admin.split_once('@').map_or("postgres://postgres", |(l, _)| l),
+        admin
+            .split_once('@')
+            .map_or("postgres://postgres", |(l, _)| l),
         proxy.port,
         db.name
     );
@@ -559,7 +577,10 @@ fn a_partitioned_node_is_fenced_and_dials_nothing_after_takeover() {
     assert_eq!(st, 202, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
     let owner = |db: &Db| {
-        db.rows(&format!("SELECT owner, epoch::TEXT FROM notifications WHERE id = '{id}'"))[0].clone()
+        db.rows(&format!(
+            "SELECT owner, epoch::TEXT FROM notifications WHERE id = '{id}'"
+        ))[0]
+            .clone()
     };
     assert_eq!(owner(&db)[0].as_deref(), Some("node-a"));
     // The Ringer rings (node-a's call is up), then the partition.
@@ -575,14 +596,20 @@ fn a_partitioned_node_is_fenced_and_dials_nothing_after_takeover() {
         if owner(&db)[0].as_deref() == Some("node-b") {
             break;
         }
-        assert!(Instant::now() < until, "node-b never took over: {:?}", owner(&db));
+        assert!(
+            Instant::now() < until,
+            "node-b never took over: {:?}",
+            owner(&db)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!("TAKEOVER after the partition: {:?}", cut_at.elapsed());
     // node-b resumes: the ringing call is interrupted, the Answerer called.
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = db.rows(&format!("SELECT state FROM notifications WHERE id = '{id}'"));
+        let s = db.rows(&format!(
+            "SELECT state FROM notifications WHERE id = '{id}'"
+        ));
         if s[0][0].as_deref() == Some("exhausted") {
             break;
         }
@@ -608,7 +635,10 @@ fn a_partitioned_node_is_fenced_and_dials_nothing_after_takeover() {
         if n > 0 {
             break n;
         }
-        assert!(Instant::now() < until, "node-a's writes were never fenced:\n{text}");
+        assert!(
+            Instant::now() < until,
+            "node-a's writes were never fenced:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     eprintln!("node-a: {rejections} writes fenced after the partition healed");
@@ -622,7 +652,10 @@ fn a_partitioned_node_is_fenced_and_dials_nothing_after_takeover() {
     ));
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert!(
-        attempts[0][1].as_deref().unwrap_or("").contains("interrupted"),
+        attempts[0][1]
+            .as_deref()
+            .unwrap_or("")
+            .contains("interrupted"),
         "{attempts:?}"
     );
     let (_, v) = http(&b.base, "GET", &format!("/v1/notifications/{id}"), None).unwrap();
@@ -667,13 +700,8 @@ fn takeover_time_over_kills() {
         .map(|(n, rtp)| start_node(&dir, n, &db.url, rtp))
         .collect();
     let ended = "('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled', 'failed')";
-    let count = |q: String| -> usize {
-        db.rows(&q)[0][0]
-            .as_deref()
-            .unwrap_or("0")
-            .parse()
-            .unwrap()
-    };
+    let count =
+        |q: String| -> usize { db.rows(&q)[0][0].as_deref().unwrap_or("0").parse().unwrap() };
     let mut samples = Vec::new();
     for k in 0..kills {
         let v = k % nodes.len();
@@ -683,8 +711,10 @@ fn takeover_time_over_kills() {
                 &nodes[v].base,
                 "POST",
                 "/v1/notifications",
-                Some(json!({"contract": "k", "ticket": format!("K{k}-{t}"), "severity": "critical",
-                    "host": "db-1", "summary": "down"})),
+                Some(
+                    json!({"contract": "k", "ticket": format!("K{k}-{t}"), "severity": "critical",
+                    "host": "db-1", "summary": "down"}),
+                ),
             )
             .unwrap();
             assert_eq!(st, 202, "{body}");
@@ -718,7 +748,8 @@ fn takeover_time_over_kills() {
         nodes[v] = start_node(&dir, &victim, &db.url, rtp);
     }
     samples.sort();
-    let pct = |p: f64| samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1];
+    let pct =
+        |p: f64| samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1];
     eprintln!(
         "TAKEOVER over {} kills (lease_ttl 3s, heartbeat 1s, poll 500ms): p50 {:?}, p99 {:?}, max {:?}",
         samples.len(),

@@ -233,24 +233,26 @@ impl Node {
             self.store.node_heartbeat(&self.id, crate::runner::now_ms()),
         )
         .await;
-        let rows = match tokio::time::timeout(
-            TRY_TIMEOUT,
-            self.store.renew_leases(&self.id, self.ttl_ms),
-        )
-        .await
-        {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => {
-                self.metrics.renewal_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(node = %self.id, error = %e, "lease renewal failed");
-                return;
-            }
-            Err(_) => {
-                self.metrics.renewal_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(node = %self.id, "lease renewal got no answer in time");
-                return;
-            }
-        };
+        let rows =
+            match tokio::time::timeout(TRY_TIMEOUT, self.store.renew_leases(&self.id, self.ttl_ms))
+                .await
+            {
+                Ok(Ok(rows)) => rows,
+                Ok(Err(e)) => {
+                    self.metrics
+                        .renewal_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %self.id, error = %e, "lease renewal failed");
+                    return;
+                }
+                Err(_) => {
+                    self.metrics
+                        .renewal_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %self.id, "lease renewal got no answer in time");
+                    return;
+                }
+            };
         let pairs: Vec<(String, i64)> = rows.iter().map(|(i, e, _)| (i.clone(), *e)).collect();
         let (lost, strays) = self.leases().renewed(sent, &pairs);
         for id in lost {
@@ -322,10 +324,13 @@ impl Node {
                     tracing::warn!(notification = %id, from = %prev, node = %self.id, epoch = c.epoch,
                         "took over a notification whose lease ran out");
                 }
-                _ => tracing::info!(notification = %id, node = %self.id, epoch = c.epoch, "claimed"),
+                _ => {
+                    tracing::info!(notification = %id, node = %self.id, epoch = c.epoch, "claimed")
+                }
             }
             let Some(plan) = svc.registry.get(&c.row.contract) else {
-                svc.fail_abandoned(&id, "its contract no longer exists").await;
+                svc.fail_abandoned(&id, "its contract no longer exists")
+                    .await;
                 self.leases().release(&id);
                 self.tokens().remove(&id);
                 continue;
@@ -427,7 +432,9 @@ pub async fn release(svc: &Service, node: &Node) {
     }
     match tokio::time::timeout(TRY_TIMEOUT, node.store.release_all_leases(&node.id)).await {
         Ok(Ok(n)) => tracing::info!(node = %node.id, leases = n, "leases handed back"),
-        Ok(Err(e)) => tracing::warn!(node = %node.id, error = %e, "cannot hand leases back; they expire"),
+        Ok(Err(e)) => {
+            tracing::warn!(node = %node.id, error = %e, "cannot hand leases back; they expire")
+        }
         Err(_) => tracing::warn!(node = %node.id, "handing leases back timed out; they expire"),
     }
 }

@@ -282,7 +282,9 @@ fn an_ended_escalation_resumed_before_its_final_state_was_stored_ends_again() {
     esc.call_ended(attempt, Outcome::NoAnswer, 30_000);
     assert_eq!(
         esc.poll_output(),
-        Some(EscalationOutput::Finished(Final::Exhausted { at_ms: 30_000 }))
+        Some(EscalationOutput::Finished(Final::Exhausted {
+            at_ms: 30_000
+        }))
     );
     // The process died after this checkpoint, before the final state.
     let json = serde_json::to_string(&esc).unwrap();
@@ -290,7 +292,9 @@ fn an_ended_escalation_resumed_before_its_final_state_was_stored_ends_again() {
     back.start(40_000);
     assert_eq!(
         back.poll_output(),
-        Some(EscalationOutput::Finished(Final::Exhausted { at_ms: 30_000 }))
+        Some(EscalationOutput::Finished(Final::Exhausted {
+            at_ms: 30_000
+        }))
     );
     assert_eq!(back.poll_output(), None);
     // Nothing is dialled again.

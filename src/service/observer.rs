@@ -111,11 +111,7 @@ impl Observer for StoreObserver {
 
     fn checkpoint(&self, esc: &Escalation) -> Fut<'_> {
         let done = esc.is_done();
-        let state = if done {
-            "finishing"
-        } else {
-            "running"
-        };
+        let state = if done { "finishing" } else { "running" };
         let seq = self.svc.writer.submit_fenced(
             &self.id,
             self.epoch,

@@ -268,7 +268,14 @@ async fn apply(store: &Store, op: &Op) -> Result<bool, StoreError> {
     if let Some(epoch) = op.epoch {
         return match &op.write {
             Write::Event { event, payload } => store
-                .record_event_fenced(&op.id, &op.notification, event, payload, op.at_ms, Some(epoch))
+                .record_event_fenced(
+                    &op.id,
+                    &op.notification,
+                    event,
+                    payload,
+                    op.at_ms,
+                    Some(epoch),
+                )
                 .await
                 .map(|r| r.is_some()),
             Write::Progress { state, escalation } => {

@@ -128,12 +128,23 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("epoch")?, r.try_get("cancel_reason")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("epoch")?,
+                    r.try_get("cancel_reason")?,
+                ))
+            })
             .collect()
     }
 
     /// Extend one lease if `epoch` still holds it; `false` when fenced.
-    pub async fn confirm_lease(&self, id: &str, epoch: i64, ttl_ms: i64) -> Result<bool, StoreError> {
+    pub async fn confirm_lease(
+        &self,
+        id: &str,
+        epoch: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
         let n = sqlx::query(concat!(
             "UPDATE notifications SET lease_until_ms = ",
             db_now!(),
