@@ -251,6 +251,9 @@ pub struct PipelineConfig {
     pub ticket: Option<crate::tickets::config::TicketConfig>,
     /// Alerts naming no contract that belong to this one.
     pub routes: Vec<Route>,
+    /// An action (of the dialplan's `[actions]`) run when a called
+    /// incident recovers; its result is on the ticket before it closes.
+    pub recovery_verify: Option<String>,
 }
 
 impl Default for PipelineConfig {
@@ -272,6 +275,7 @@ impl Default for PipelineConfig {
             auto_actions: Vec::new(),
             ticket: None,
             routes: Vec::new(),
+            recovery_verify: None,
         }
     }
 }
@@ -400,6 +404,7 @@ struct RawPipeline {
     reopen: Option<Spanned<String>>,
     #[serde(default)]
     recovery: RecoveryNotice,
+    recovery_verify: Option<String>,
     min_severity: Option<Spanned<String>>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
@@ -779,6 +784,7 @@ pub fn load(text: &str, file: &Path) -> Result<Option<PipelineConfig>, Vec<Dialp
         notices,
         auto_actions,
         routes,
+        recovery_verify: p.recovery_verify,
     }))
 }
 

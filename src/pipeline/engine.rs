@@ -21,7 +21,7 @@ use super::notice_mail::NoticeEvent;
 
 #[path = "auto_action.rs"]
 mod auto_action;
-pub use auto_action::{ActionReport, FirstAction, FirstActionState};
+pub use auto_action::{ActionReport, FirstAction, FirstActionState, RecoveryCheck};
 
 /// An incident's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +140,10 @@ pub struct Incident {
     /// chose one.
     #[serde(default)]
     pub first_action: Option<FirstAction>,
+    /// The contract's `recovery_verify` run at the recovery, before the
+    /// close.
+    #[serde(default)]
+    pub recovery_check: Option<RecoveryCheck>,
 }
 
 /// Alerts kept by id in an incident; beyond this only counted (a storm
@@ -655,6 +659,7 @@ impl Engine {
             closed_ms: None,
             reopened: 0,
             first_action: None,
+            recovery_check: None,
         };
         self.incidents.insert(id.clone(), inc);
         self.dirty.insert(id.clone());
@@ -1179,7 +1184,7 @@ impl Engine {
                         self.notify(now, id, true);
                     }
                 } else {
-                    self.close(now, id, "recovered");
+                    self.close_recovered(now, id, "recovered");
                 }
             }
             State::Recovered | State::Closed | State::Expired => {}
@@ -1429,7 +1434,13 @@ impl Engine {
         let Some(inc) = self.incidents.get_mut(id) else {
             return;
         };
-        let waiting = if inc.notify_pending {
+        let waiting = if inc
+            .recovery_check
+            .as_ref()
+            .is_some_and(|c| c.state == FirstActionState::Running)
+        {
+            "the recovery verify never reported".to_string()
+        } else if inc.notify_pending {
             "the gateway never confirmed the call".to_string()
         } else {
             match &notification {
@@ -1438,11 +1449,19 @@ impl Engine {
             }
         };
         let notice = inc.recovery_notice;
+        let call_open = !inc.escalation_done || inc.notify_pending;
+        let verifying = inc
+            .recovery_check
+            .as_ref()
+            .is_some_and(|c| c.state == FirstActionState::Running);
+        if let Some(c) = inc.recovery_check.as_mut() {
+            c.state = FirstActionState::Failed;
+        }
         inc.recovery_wanted = false;
         inc.escalation_done = true;
         inc.notify_pending = false;
         inc.recovered_ms = None;
-        if let Some(n) = notification {
+        if let (Some(n), true) = (notification, call_open) {
             self.out.push_back(Output::Cancel {
                 incident: id.to_string(),
                 notification: Some(n),
@@ -1450,7 +1469,9 @@ impl Engine {
             });
         }
         let secs = self.recovered_wait_ms / 1000;
-        let what = if notice {
+        let what = if verifying {
+            "the recovery verify's result"
+        } else if notice {
             "the recovery notice's end"
         } else {
             "the cancelled escalation's end"
@@ -1589,7 +1610,7 @@ impl Engine {
             return;
         }
         if recovery {
-            self.close(
+            self.close_recovered(
                 now,
                 incident,
                 "recovered (the recovery notice could not be sent)",
@@ -1627,7 +1648,7 @@ impl Engine {
             return;
         }
         if recovery {
-            self.close(now, incident, "recovered; recovery notice done");
+            self.close_recovered(now, incident, "recovered; recovery notice done");
             return;
         }
         match outcome {
