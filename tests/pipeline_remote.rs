@@ -42,7 +42,7 @@ fn plan(uri: &str, pipeline: &str) -> String {
         "contract = \"acme\"\nname = \"ACME\"\nlanguage = \"en\"\n\
          [escalation]\nrounds = 1\nring_timeout = \"20s\"\nbetween_calls = \"1s\"\nbetween_rounds = \"1m\"\n\
          [[contacts]]\nname = \"Bob\"\nuri = \"{uri}\"\n[message]\ntext = \"Alert on {{host}}: {{summary}}.\"\n\
-         [menu]\nprompt = \"Press 1.\"\n[menu.keys]\n\"1\" = \"ack\"\n\
+         [menu]\nprompt = \"Press 1.\"\ninput_timeout = \"20s\"\n[menu.keys]\n\"1\" = \"ack\"\n\
          [pipeline]\nwait = \"1s\"\n{pipeline}"
     )
 }
@@ -303,44 +303,60 @@ fn two_processes_alert_call_ack_recovery_notice_and_a_cancelled_escalation() {
     assert_eq!(own["items"].as_array().map(Vec::len), Some(0), "{own:#}");
 }
 
-/// A TCP relay from the pipeline to the gateway that can swallow the
-/// gateway's answers: the gateway takes the request and starts calling,
-/// and the pipeline never hears that it did.
+/// A TCP relay from the pipeline to the gateway. While `hold` is set, a
+/// new connection's request stays here (the gateway has not seen it),
+/// even past the pipeline's death; once released it goes on to the
+/// gateway, which takes it and starts calling.
 fn relay(to: u16, hold: Arc<AtomicBool>) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for client in l.incoming() {
-            let Ok(mut client) = client else { continue };
-            let Ok(mut server) = TcpStream::connect(("127.0.0.1", to)) else {
-                continue;
-            };
-            let held = hold.load(Ordering::SeqCst);
-            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c2, &mut s2);
-                let _ = s2.shutdown(std::net::Shutdown::Write);
-            });
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                loop {
-                    match server.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        // Held: read and dropped, so the gateway is not
-                        // blocked writing; the client hears nothing.
-                        Ok(_) if held => {}
-                        Ok(n) => {
-                            if client.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let _ = client.shutdown(std::net::Shutdown::Write);
-            });
+            let Ok(client) = client else { continue };
+            let hold = hold.clone();
+            std::thread::spawn(move || pipe(client, to, &hold));
         }
     });
     port
+}
+
+fn pipe(mut client: TcpStream, to: u16, hold: &AtomicBool) {
+    let mut buf = Vec::new();
+    if hold.load(Ordering::SeqCst) {
+        let _ = client.set_read_timeout(Some(Duration::from_millis(50)));
+        let mut chunk = [0u8; 8192];
+        let mut open = true;
+        while hold.load(Ordering::SeqCst) {
+            if !open {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            match client.read(&mut chunk) {
+                Ok(0) => open = false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => open = false,
+            }
+        }
+        let _ = client.set_read_timeout(None);
+    }
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", to)) else {
+        return;
+    };
+    if server.write_all(&buf).is_err() {
+        return;
+    }
+    let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    // No shutdown toward the gateway when the pipeline is gone: a
+    // half-closed connection could drop the request being handled.
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut s2);
+    });
+    let _ = std::io::copy(&mut server, &mut client);
 }
 
 #[test]
@@ -358,19 +374,13 @@ fn kill_9_while_closed_with_its_call_unconfirmed_cancels_the_call_after_restart(
     post_event(&p, event("trigger", "k-db-01", "db-01"));
     let inc = wait_incident(&p, "db-01", "notifying", |i| i["state"] == "notifying");
     let ticket = inc["ticket"].as_str().unwrap().to_string();
-    // The gateway took the call; the pipeline has not heard so.
-    let until = Instant::now() + Duration::from_secs(20);
-    let nid = loop {
-        if let Some(n) = notifications(&g, &ticket).first() {
-            break n["id"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < until, "the gateway never got the call");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    // The call is asked for and on its way: the gateway has not seen it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(notifications(&g, &ticket).is_empty());
     let inc = incident(&p, "db-01").unwrap();
     assert!(inc["notification"].is_null(), "{inc:#}");
-    // A person closes it, and the pipeline dies before the gateway's
-    // answer could name the call to cancel.
+    // A person closes the incident, and the pipeline dies before the
+    // gateway could name the call to cancel.
     let iid = inc["id"].as_str().unwrap().to_string();
     let (st, v) = p
         .http(
@@ -384,11 +394,20 @@ fn kill_9_while_closed_with_its_call_unconfirmed_cancels_the_call_after_restart(
     unsafe { libc::kill(p.child.id() as i32, libc::SIGKILL) };
     let _ = p.child.wait();
     drop(p);
-    hold.store(false, Ordering::SeqCst);
     let p = pipeline(&pdir, pport, &gateway_url, "49200-49299", "");
-
-    // The gateway's next events reach the restarted pipeline, which
-    // finds the incident closed and stops the call.
+    // Now the request reaches the gateway, which starts calling for a
+    // ticket that is closed.
+    hold.store(false, Ordering::SeqCst);
+    let until = Instant::now() + Duration::from_secs(20);
+    let nid = loop {
+        if let Some(n) = notifications(&g, &ticket).first() {
+            break n["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < until, "the gateway never got the call");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Its events reach the restarted pipeline, which finds the incident
+    // closed and stops the call.
     let n = g.wait_state(&nid, &["cancelled"], Duration::from_secs(45));
     assert_eq!(n["cancel_reason"], "the incident is closed", "{n:#}");
     assert_eq!(notifications(&g, &ticket).len(), 1, "called once");
