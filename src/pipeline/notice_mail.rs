@@ -550,7 +550,9 @@ mod tests {
         assert!(raw.contains("\x1b$B"), "{raw}");
         let raw = build_with(&notice("emoji 🔥"), &cfg(Charset::Iso2022Jp), &[]);
         assert!(raw.to_ascii_lowercase().contains("charset=utf-8"), "{raw}");
-        assert!(raw.contains("Subject: =?utf-8?"), "{raw}");
+        let subject = raw.lines().find(|l| l.starts_with("Subject: ")).unwrap();
+        assert!(subject.contains("=?utf-8?b?"), "{raw}");
+        assert!(!raw.contains("ISO-2022-JP?B?"), "{raw}");
     }
 
     #[test]
