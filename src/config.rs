@@ -230,6 +230,10 @@ pub struct PipelineSettings {
     /// closes as expired.
     #[serde(deserialize_with = "duration")]
     pub expire: Duration,
+    /// A recovered incident still waiting for the gateway's word on its
+    /// cancelled escalation or its recovery notice closes after this.
+    #[serde(deserialize_with = "duration")]
+    pub recovered_wait: Duration,
     /// How far a webhook's timestamp may be from now.
     #[serde(deserialize_with = "duration")]
     pub webhook_tolerance: Duration,
@@ -245,6 +249,7 @@ impl Default for PipelineSettings {
             gateway_url: None,
             gateway_token_env: None,
             expire: Duration::from_secs(7 * 86_400),
+            recovered_wait: Duration::from_secs(30 * 60),
             webhook_tolerance: Duration::from_secs(300),
             mail_out: None,
         }

@@ -206,6 +206,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             crate::pipeline::gateway::GatewayClient::new(&url, token),
             svc.config.webhooks.secrets.clone(),
             svc.config.pipeline.expire.as_millis() as i64,
+            svc.config.pipeline.recovered_wait.as_millis() as i64,
             svc.shutdown.clone(),
         )
         .await?;

@@ -17,8 +17,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::scratch;
-use common::serve::{copy_prompts, pressing_callee, Serve};
+use common::serve::{copy_prompts, Serve};
 use common::sshd::Sshd;
+use common::{best_match, free_port_pair, KillOnDrop};
 use serde_json::{json, Value};
 
 fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -53,6 +54,30 @@ timeout = "10s"
 retries = 2
 interval = "300ms"
 ssh = {{ argv = ["{svc}", "status", "{{service}}"] }}
+"#
+    )
+}
+
+/// Checks the service and restarts it only if it is down (the recovery
+/// verify: a running service is "found nothing to fix").
+fn check_flow(sshd: &Sshd) -> String {
+    let svc = sshd.fakesvc.display();
+    format!(
+        r#"description = "Check the service over SSH"
+
+[params]
+host = {{ kind = "host" }}
+service = {{ kind = "service" }}
+
+[[check]]
+name = "status"
+timeout = "10s"
+ssh = {{ argv = ["{svc}", "status", "{{service}}"] }}
+
+[[execute]]
+name = "restart"
+timeout = "10s"
+ssh = {{ argv = ["{svc}", "restart", "{{service}}"] }}
 "#
     )
 }
@@ -129,12 +154,41 @@ fn a_first_level_restart_calls_nobody_when_it_works_and_says_why_when_it_fails()
     let dir = tmp.as_path();
     copy_prompts(dir);
     let sshd = Sshd::start(&dir.join("host"));
-    let (_callee, uri) = pressing_callee("44300-44349");
+    // The callee records what it hears and presses 1 only once the
+    // message is over (a key would cut it short).
+    let heard_wav = dir.join("heard.wav");
+    let port = free_port_pair();
+    let _callee = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
+            .args(["softphone", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--press",
+                "1",
+                "--after",
+                "14s",
+                "--rtp-ports",
+                "44300-44349",
+            ])
+            .arg("--record")
+            .arg(&heard_wav)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let uri = format!("sip:oncall@127.0.0.1:{port}");
     let dialplans = dir.join("dialplans");
     std::fs::create_dir_all(dialplans.join("flows")).unwrap();
     std::fs::write(
         dialplans.join("flows/auto-restart.toml"),
         skip_check_flow(&sshd),
+    )
+    .unwrap();
+    std::fs::write(
+        dialplans.join("flows/check-service.toml"),
+        check_flow(&sshd),
     )
     .unwrap();
     let inventory = format!(
@@ -165,7 +219,7 @@ text = "Alert on {{host}}: {{summary}}"
 
 [menu]
 prompt = "Press 1 to acknowledge."
-input_timeout = "10s"
+input_timeout = "15s"
 
 [menu.keys]
 "1" = "ack"
@@ -176,8 +230,15 @@ description = "restart of the service"
 pin = false
 params = {{ host = "{{host}}", service = "{{service}}" }}
 
+[actions.check]
+flow = "check-service"
+description = "check of the service"
+pin = false
+params = {{ host = "{{host}}", service = "{{service}}" }}
+
 [pipeline]
 wait = "0s"
+recovery_verify = "check"
 
 [[pipeline.auto_actions]]
 match = ['alertname="process_down"']
@@ -274,6 +335,33 @@ on_success = "mail"
         .into(),
     );
     assert!(spoken.contains(phrase), "{spoken}");
+    // And the callee heard it: the phrase's first clause, rendered by
+    // the service's own engine, is in what the softphone recorded.
+    let recorded = wait_for("the recording", Duration::from_secs(20), || {
+        callout::media::audio::Prompt::load(&heard_wav).ok()
+    });
+    let tts = callout::tts::Tts::new(&callout::tts::TtsConfig {
+        cache_dir: dir.join("tts"),
+        ..Default::default()
+    })
+    .unwrap();
+    let say = |text: &str| {
+        tts.render(callout::ivr::dialplan::Language::En, text)
+            .unwrap()
+            .pcm
+            .clone()
+    };
+    let tried = best_match(
+        &say("An automatic restart of the service was tried and failed:"),
+        &recorded.pcm,
+    );
+    assert!(tried.0 > 0.9, "the failure phrase was not heard: {tried:?}");
+    // A negative control: a sentence never said scores well below.
+    let unsaid = best_match(
+        &say("The database backup finished without any errors last night."),
+        &recorded.pcm,
+    );
+    assert!(unsaid.0 < 0.7, "an unsaid phrase matched: {unsaid:?}");
 
     // 3. An operator runs it on the incident: dry run, confirm, run.
     let path = format!(
@@ -314,4 +402,46 @@ on_success = "mail"
         .unwrap();
     assert_eq!(st, 404, "{v:#}");
     assert!(v.to_string().contains("nosuch"), "{v:#}");
+
+    // 4. The fixed incident recovers: the recovery verify checks the
+    // service on the host, and its result is on the ticket before the
+    // close.
+    let checks_before = sshd.calls().iter().filter(|c| *c == "status app").count();
+    let body = json!({"version": "4", "status": "resolved", "alerts": [
+        {"status": "resolved", "labels": {"alertname": "process_down", "host": "web01",
+         "contract": "ops", "service": "app", "severity": "critical"},
+         "annotations": {"summary": "app is down"}}
+    ]});
+    let (st, v) = s
+        .http("POST", "/v1/intake/alertmanager", Some(body))
+        .unwrap();
+    assert_eq!(st, 202, "{v}");
+    let inc = wait_for("the verified close", Duration::from_secs(30), || {
+        incident_of(&s, "app").filter(|i| i["state"] == "closed")
+    });
+    let l: Vec<String> = lines(&inc).into_iter().map(|(_, t)| t).collect();
+    let verdict = l
+        .iter()
+        .position(|t| {
+            t.starts_with("recovery verified: action check (flow check-service) on web01 found nothing to fix")
+        })
+        .unwrap_or_else(|| panic!("{l:#?}"));
+    let close = l
+        .iter()
+        .position(|t| t.starts_with("recovered → closed: recovered; recovery verified"))
+        .unwrap_or_else(|| panic!("{l:#?}"));
+    assert!(verdict < close, "{l:#?}");
+    assert!(
+        l.iter()
+            .position(|t| t.starts_with("recovery verify: action check runs"))
+            .is_some_and(|i| i < verdict),
+        "{l:#?}"
+    );
+    assert_eq!(
+        sshd.calls().iter().filter(|c| *c == "status app").count(),
+        checks_before + 1,
+        "the verify did not check the host: {:?}",
+        sshd.calls()
+    );
+    assert_eq!(inc["notifications"], 0, "somebody was called: {inc:#}");
 }

@@ -61,6 +61,7 @@ class Handler:
             'mail_from': envelope.mail_from,
             'rcpt_tos': envelope.rcpt_tos,
             'subject': str(msg['subject']),
+            'raw_subject': str(email.message_from_bytes(raw).get('subject')),
             'message_id': msg['message-id'],
             'in_reply_to': msg['in-reply-to'],
             'references': msg['references'],
@@ -376,6 +377,24 @@ fn notices_are_threaded_retried_and_given_up_against_a_real_relay() {
             .find(|m| m["rcpt_tos"].to_string().contains("globex.example"))
     });
     assert_eq!(g["charset"], "iso-2022-jp", "{g:#}");
+    // The subject too: ISO-2022-JP encoded words, decoded back intact.
+    let raw_subject = g["raw_subject"].as_str().unwrap();
+    assert!(
+        raw_subject
+            .to_ascii_uppercase()
+            .contains("=?ISO-2022-JP?B?"),
+        "{raw_subject}"
+    );
+    assert!(
+        !raw_subject.to_ascii_lowercase().contains("utf-8"),
+        "{raw_subject}"
+    );
+    let subject = g["subject"].as_str().unwrap();
+    assert!(
+        subject.contains("障害発生: web-02 ウェブサーバ応答なし"),
+        "{subject}"
+    );
+    assert!(subject.starts_with("[GLOBEX-"), "{subject}");
     let text = g["text"].as_str().unwrap();
     assert!(text.contains("グロベックス ご担当者様"), "{text}");
     assert!(text.contains("内容: ウェブサーバ応答なし"), "{text}");

@@ -106,7 +106,8 @@ fn bad_input_over_http_is_refused_clearly_and_nothing_is_lost_or_doubled() {
         "contract = \"acme\"\nname = \"ACME\"\nlanguage = \"en\"\n\
          [escalation]\nrounds = 1\nring_timeout = \"10s\"\nbetween_calls = \"1s\"\nbetween_rounds = \"1m\"\n\
          [[contacts]]\nname = \"Bob\"\nuri = \"sip:bob@127.0.0.1:9\"\n[message]\ntext = \"Alert on {host}.\"\n\
-         [menu]\nprompt = \"Press 1.\"\n[menu.keys]\n\"1\" = \"ack\"\n[pipeline]\nwait = \"1h\"\n",
+         [menu]\nprompt = \"Press 1.\"\n[menu.keys]\n\"1\" = \"ack\"\n[pipeline]\nwait = \"1h\"\n\
+         [[pipeline.routes]]\nmatch = ['host=~\"acme-[a-z]+-[0-9]+\"']\n",
     )
     .unwrap();
     std::fs::write(
@@ -523,5 +524,62 @@ fn bad_input_over_http_is_refused_clearly_and_nothing_is_lost_or_doubled() {
     for host in ["web-11", "web-12", "web-13"] {
         assert_eq!(incidents(&s, &format!("host={host}")).len(), 0, "{host}");
     }
+    // Routing rules: alerts naming no contract go where a contract's
+    // regular expression says; one no route matches is named, not
+    // dropped, and a body of only those is a 422.
+    let unrouted =
+        |host: &str| json!({"status": "firing", "labels": {"alertname": "Down", "host": host}});
+    let batch = json!({"version": "4", "status": "firing",
+        "alerts": [unrouted("acme-db-7"), unrouted("globex-db-1")]});
+    let (st, v) = req(
+        &s,
+        "POST",
+        am,
+        Some(TOKEN),
+        batch.to_string().as_bytes(),
+        &[],
+    );
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(v["accepted"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["rejected"][0]["index"], 1, "{v}");
+    assert_eq!(v["rejected"][0]["field"], "contract", "{v}");
+    assert!(
+        v["rejected"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("[[pipeline.routes]]"),
+        "{v}"
+    );
+    wait_for("the routed incident", Duration::from_secs(10), || {
+        incidents(&s, "contract=acme&host=acme-db-7").len() == 1
+    });
+    // Anchored: a host that only contains the pattern is not routed.
+    let batch = json!({"version": "4", "status": "firing",
+        "alerts": [unrouted("x-acme-db-7-y")]});
+    let (st, v) = req(
+        &s,
+        "POST",
+        am,
+        Some(TOKEN),
+        batch.to_string().as_bytes(),
+        &[],
+    );
+    assert_eq!(st, 422, "{v}");
+    assert!(v.to_string().contains("no contract named"), "{v}");
+    // Events too, and a token bound to acme may post what routes to acme.
+    let ev = json!({"event_action": "trigger", "dedup_key": "r1",
+        "payload": {"summary": "down", "source": "acme-web-3", "severity": "critical"}});
+    let (st, v) = req(
+        &s,
+        "POST",
+        "/v1/intake/events",
+        Some(ACME_INTAKE),
+        ev.to_string().as_bytes(),
+        &[],
+    );
+    assert_eq!(st, 202, "{v}");
+    wait_for("the routed event", Duration::from_secs(10), || {
+        incidents(&s, "contract=acme&host=acme-web-3").len() == 1
+    });
     drop(silent);
 }

@@ -26,6 +26,8 @@ struct Redmine {
     dir: PathBuf,
     port: u16,
     key: String,
+    /// The admin's user id (a member of project `story`, so assignable).
+    uid: i64,
     child: Mutex<Option<Child>>,
 }
 
@@ -153,7 +155,10 @@ fn redmine() -> Option<&'static Redmine> {
                 "Setting.rest_api_enabled = '1'; \
                  %w[story outage closing].each { |p| Project.create!(name: p, identifier: p, tracker_ids: Tracker.pluck(:id)) }; \
                  IssueCustomField.create!(name: 'Host', field_format: 'string', is_for_all: true, tracker_ids: Tracker.pluck(:id)); \
-                 puts 'KEY=' + User.find_by_login('admin').api_key",
+                 admin = User.find_by_login('admin'); \
+                 Member.create!(user: admin, project: Project.find_by_identifier('story'), role_ids: [Role.givable.where(assignable: true).first.id]); \
+                 puts 'UID=' + admin.id.to_s; \
+                 puts 'KEY=' + admin.api_key",
             )
             .output()
             .unwrap();
@@ -163,10 +168,16 @@ fn redmine() -> Option<&'static Redmine> {
             .find_map(|l| l.strip_prefix("KEY="))
             .unwrap_or_else(|| panic!("no key from rails runner: {text} {}", String::from_utf8_lossy(&out.stderr)))
             .to_string();
+        let uid = text
+            .lines()
+            .find_map(|l| l.strip_prefix("UID="))
+            .and_then(|u| u.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no user id from rails runner: {text}"));
         let r = Redmine {
             dir,
             port: free_port_pair(),
             key,
+            uid,
             child: Mutex::new(None),
         };
         r.start();
@@ -296,9 +307,14 @@ fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
     .unwrap();
     let (_callee, uri) = pressing_callee("45100-45199");
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    // Whoever acknowledges is the assignee: Bob is the admin user here.
     std::fs::write(
         dir.join("dialplans/acme.toml"),
-        dialplan("acme", "story", &uri, "1s", "ja"),
+        format!(
+            "{}assignees = {{ Bob = {} }}\n",
+            dialplan("acme", "story", &uri, "1s", "ja"),
+            r.uid
+        ),
     )
     .unwrap();
     let s = serve(dir, r, "45000-45099");
@@ -342,6 +358,11 @@ fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
             (inc["state"] == "acknowledged" && issue["status"]["name"] == "In Progress")
                 .then_some(())
         },
+    );
+    assert_eq!(
+        r.issue(&ticket)["assigned_to"]["id"].as_i64(),
+        Some(r.uid),
+        "assigned to the contact who acknowledged"
     );
     post_event(&s, event("acme", "web-01", "resolve"));
     let (inc, issue) = wait_all_notes(&s, r, "acme", Duration::from_secs(40));
@@ -573,4 +594,11 @@ fn bad_key_missing_project_and_status_are_named() {
         &r.key,
     );
     assert!(t.contains("pipeline.ticket.custom_fields.host"), "{t}");
+    let t = check(format!("{good}assignees = {{ Bob = 99999 }}\n"), &r.key);
+    assert!(
+        t.contains(
+            "user 99999 as a member of project \"story\" not found (pipeline.ticket.assignees.Bob)"
+        ),
+        "{t}"
+    );
 }

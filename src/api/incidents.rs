@@ -89,12 +89,21 @@ pub(crate) async fn gateway_webhook(
     };
     let added = p.store.add_timeline(&row.incident.id, &line).await?;
     if added {
-        if let (Some(o), Some(n)) = (outcome, ev["notification"].as_str()) {
-            p.send(Input::Outcome {
+        match (outcome, ev["notification"].as_str()) {
+            (Some(o), Some(n)) => p.send(Input::Outcome {
                 incident: row.incident.id.clone(),
                 notification: n.to_string(),
                 outcome: o,
-            });
+            }),
+            // The gateway is still calling for an incident that is over:
+            // one whose call was asked for, closed before the gateway
+            // answered, and the pipeline killed before it could cancel
+            // (or a gateway that resumed a call after its own restart).
+            (None, Some(n)) if !row.incident.state.is_open() => p.send(Input::Stray {
+                incident: row.incident.id.clone(),
+                notification: n.to_string(),
+            }),
+            _ => {}
         }
     }
     Ok((

@@ -42,19 +42,52 @@ async fn intake(
         }
     }
     let now = now_ms();
-    let batch = parse(body, now, default_contract.as_deref())
-        .map_err(|e| ApiError::invalid(&e.field, e.detail))?;
+    let batch = parse(
+        body,
+        now,
+        Some(default_contract.as_deref().unwrap_or(sources::UNROUTED)),
+    )
+    .map_err(|e| ApiError::invalid(&e.field, e.detail))?;
     let contracts = p.contracts();
-    let mut accepted: Vec<Alert> = Vec::new();
+    // Alerts that name no contract go where a contract's routing rule
+    // says; none matching is the sender's error, named, never a drop.
+    let route = |a: Alert, index: usize| -> Result<Alert, Value> {
+        if a.contract != sources::UNROUTED {
+            return Ok(a);
+        }
+        match crate::pipeline::config::route(&contracts, &a) {
+            Some((c, line)) => {
+                let mut a = a;
+                a.contract = c.to_string();
+                a.labels
+                    .insert("meta.routed".into(), format!("{c}: route at line {line}"));
+                Ok(a)
+            }
+            None => Err(json!({
+                "index": index,
+                "field": "contract",
+                "detail": "no contract named (label or field contract, routing_key, or ?contract=) and no contract's [[pipeline.routes]] matches",
+            })),
+        }
+    };
     let mut rejected: Vec<Value> = Vec::new();
+    let mut routed_items = Vec::with_capacity(batch.items.len());
+    for (i, item) in batch.items.into_iter().enumerate() {
+        match item.map(|a| route(a, i)) {
+            Ok(Ok(a)) => routed_items.push((i, Ok(a), false)),
+            Ok(Err(why)) => rejected.push(why),
+            Err(e) => routed_items.push((i, Err(e), false)),
+        }
+    }
+    for a in batch.acks {
+        match route(a.alert, a.index) {
+            Ok(al) => routed_items.push((a.index, Ok(al), true)),
+            Err(why) => rejected.push(why),
+        }
+    }
+    let mut accepted: Vec<Alert> = Vec::new();
     let mut ids: Vec<Value> = Vec::new();
-    let items = batch
-        .items
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| (i, r, false))
-        .chain(batch.acks.into_iter().map(|a| (a.index, Ok(a.alert), true)));
-    for (index, item, ack) in items {
+    for (index, item, ack) in routed_items {
         match item {
             // A token bound to contracts posts for those only; the whole
             // request is refused, nothing of it stored.

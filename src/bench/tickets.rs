@@ -84,6 +84,7 @@ pub async fn run(o: TicketsBench) -> anyhow::Result<()> {
         crate::pipeline::gateway::GatewayClient::new("http://127.0.0.1:9", "unused".into()),
         Vec::new(),
         86_400_000,
+        crate::pipeline::engine::DEFAULT_RECOVERED_WAIT_MS,
         shutdown.clone(),
     )
     .await?;

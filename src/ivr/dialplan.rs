@@ -910,7 +910,13 @@ pub fn load_str_env(
     let auto_used: Vec<String> = crate::pipeline::config::load(text, file)
         .ok()
         .flatten()
-        .map(|p| p.auto_actions.into_iter().map(|a| a.action).collect())
+        .map(|p| {
+            p.auto_actions
+                .into_iter()
+                .map(|a| a.action)
+                .chain(p.recovery_verify)
+                .collect()
+        })
         .unwrap_or_default();
     let mut actions = BTreeMap::new();
     for (name, a) in &raw.actions {
@@ -1126,6 +1132,21 @@ pub fn load_str_env(
                 message: format!(
                     "pipeline.auto_actions: action {:?} is not one of this dialplan's [actions]",
                     a.action
+                ),
+            });
+        }
+    }
+    if let Some(v) = pipeline.as_ref().and_then(|p| p.recovery_verify.as_ref()) {
+        if !actions.contains_key(v) {
+            c.errors.push(DialplanError {
+                file: file.to_path_buf(),
+                line: text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("recovery_verify"))
+                    .map_or(1, |i| i + 1),
+                column: 1,
+                message: format!(
+                    "pipeline.recovery_verify: action {v:?} is not one of this dialplan's [actions]"
                 ),
             });
         }

@@ -40,6 +40,16 @@ pub struct FirstAction {
     pub result: Option<String>,
 }
 
+/// The contract's `recovery_verify` run on a recovered incident: the
+/// ticket closes once its result is on the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryCheck {
+    pub action: String,
+    pub state: FirstActionState,
+    /// Why the incident closes, once the check has ended.
+    pub close_why: String,
+}
+
 /// A finished run, as the driver tells it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActionReport {
@@ -102,11 +112,104 @@ impl Engine {
         true
     }
 
+    /// A called incident recovered and is about to close: the
+    /// contract's `recovery_verify` runs first, and the close waits for
+    /// its result (or for the recovered wait, if the result is lost).
+    pub(super) fn close_recovered(&mut self, now: i64, id: &str, why: &str) {
+        let Some(inc) = self.incidents.get(id) else {
+            return;
+        };
+        let verify = self
+            .contracts
+            .get(&inc.contract)
+            .and_then(|c| c.recovery_verify.clone());
+        let first_running = inc
+            .first_action
+            .as_ref()
+            .is_some_and(|f| f.state == FirstActionState::Running);
+        let action = match verify {
+            Some(a)
+                if inc.recovery_check.is_none()
+                    && !first_running
+                    && inc.kind == super::Kind::Host =>
+            {
+                a
+            }
+            _ => {
+                self.close(now, id, why);
+                return;
+            }
+        };
+        if let Some(inc) = self.incidents.get_mut(id) {
+            inc.recovery_check = Some(RecoveryCheck {
+                action: action.clone(),
+                state: FirstActionState::Running,
+                close_why: why.to_string(),
+            });
+            inc.recovered_ms = Some(now);
+        }
+        self.dirty.insert(id.to_string());
+        self.timeline(
+            id,
+            now,
+            "action",
+            format!("recovery verify: action {action} runs before the ticket closes"),
+            None,
+        );
+        self.out.push_back(Output::RunAction {
+            incident: id.to_string(),
+            action,
+        });
+    }
+
+    /// The recovery verify's result: on the timeline (so on the ticket),
+    /// then the close. True when `r` was that result.
+    fn recovery_check_result(&mut self, now: i64, incident: &str, r: &ActionReport) -> bool {
+        let Some(inc) = self.incidents.get_mut(incident) else {
+            return false;
+        };
+        let Some(check) = inc.recovery_check.as_mut() else {
+            return false;
+        };
+        if !r.automatic || check.state != FirstActionState::Running {
+            return false;
+        }
+        check.state = if r.ok {
+            FirstActionState::Succeeded
+        } else {
+            FirstActionState::Failed
+        };
+        let why = check.close_why.clone();
+        inc.recovered_ms = None;
+        self.dirty.insert(incident.to_string());
+        let (verdict, close) = if r.ok {
+            ("recovery verified", format!("{why}; recovery verified"))
+        } else {
+            (
+                "recovery verify failed",
+                format!("{why}; the recovery verify failed"),
+            )
+        };
+        self.timeline(
+            incident,
+            now,
+            "action",
+            format!("{verdict}: {}", r.text),
+            None,
+        );
+        self.notice(incident, NoticeEvent::Action, r.text.clone());
+        self.close(now, incident, &close);
+        true
+    }
+
     /// A run on the incident ended (the pipeline's own or an operator's).
     /// Its line goes on the timeline and to the `action` notice; an
     /// automatic run's result decides who is called.
     pub fn handle_action_result(&mut self, now: i64, incident: &str, r: ActionReport) {
         if !self.incidents.contains_key(incident) {
+            return;
+        }
+        if self.recovery_check_result(now, incident, &r) {
             return;
         }
         // An operator's run is on the timeline already (the API writes it
@@ -186,6 +289,9 @@ impl Engine {
                 i.first_action
                     .as_ref()
                     .is_some_and(|f| f.state == FirstActionState::Running)
+                    || i.recovery_check
+                        .as_ref()
+                        .is_some_and(|c| c.state == FirstActionState::Running)
             })
             .map(|i| i.id.clone())
             .collect();
@@ -196,7 +302,7 @@ impl Engine {
                 &id,
                 ActionReport {
                     ok: false,
-                    text: "the first-level action's result was lost in a restart".into(),
+                    text: "the action's result was lost in a restart".into(),
                     automatic: true,
                 },
             );

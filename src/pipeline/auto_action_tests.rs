@@ -230,3 +230,109 @@ fn an_alert_no_rule_matches_is_called_as_before() {
     assert!(runs(&out).is_empty());
     assert!(notified(&out));
 }
+
+fn verifying_engine(extra: &str) -> Engine {
+    let text = format!(
+        "contract = \"acme\"\n[pipeline]\nwait = \"60s\"\nrecovery_verify = \"check-web\"\n{extra}"
+    );
+    let cfg = Arc::new(
+        config::load(&text, Path::new("acme.toml"))
+            .unwrap()
+            .unwrap(),
+    );
+    let mut e = Engine::new();
+    e.set_contracts(0, HashMap::from([("acme".to_string(), cfg)]));
+    e.set_recovered_wait_ms(600 * S);
+    e
+}
+
+fn closed(out: &[Output]) -> bool {
+    out.iter().any(|o| matches!(o, Output::Closed { .. }))
+}
+
+fn lines(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Timeline { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_recovery_verify_runs_and_its_result_is_written_before_the_close() {
+    for ok in [true, false] {
+        let mut e = verifying_engine("");
+        let (id, out) = open(&mut e);
+        assert!(runs(&out).is_empty());
+        e.handle_notified(61 * S, &id, "nt_1");
+        e.handle_outcome(70 * S, &id, "nt_1", GatewayOutcome::Acked { by: None });
+        drain(&mut e);
+        e.handle_alert(100 * S, &alert(100 * S, "process_down", Status::Resolved));
+        let out = drain(&mut e);
+        assert_eq!(runs(&out), vec!["check-web".to_string()]);
+        assert!(!closed(&out), "closed before the verify ended");
+        assert_eq!(e.incident(&id).unwrap().state, State::Recovered);
+        e.handle_action_result(
+            105 * S,
+            &id,
+            ActionReport {
+                ok,
+                text: "action check-web (flow check) on web-01 found nothing to fix".into(),
+                automatic: true,
+            },
+        );
+        let out = drain(&mut e);
+        let l = lines(&out);
+        let verdict = if ok {
+            "recovery verified: action check-web"
+        } else {
+            "recovery verify failed: action check-web"
+        };
+        let at_verdict = l.iter().position(|t| t.starts_with(verdict));
+        let at_close = l.iter().position(|t| t.starts_with("recovered → closed"));
+        assert!(
+            at_verdict.is_some() && at_close.is_some() && at_verdict < at_close,
+            "{l:#?}"
+        );
+        assert!(closed(&out));
+    }
+}
+
+#[test]
+fn a_recovery_verify_lost_in_a_restart_closes_the_incident_anyway() {
+    let mut e = verifying_engine("");
+    let (id, _) = open(&mut e);
+    e.handle_notified(61 * S, &id, "nt_1");
+    e.handle_outcome(70 * S, &id, "nt_1", GatewayOutcome::Acked { by: None });
+    e.handle_alert(100 * S, &alert(100 * S, "process_down", Status::Resolved));
+    drain(&mut e);
+    let stored = e.take_dirty().pop().unwrap();
+    let mut e = verifying_engine("");
+    e.restore(stored);
+    e.lost_first_actions(200 * S);
+    let out = drain(&mut e);
+    assert!(closed(&out), "{:#?}", lines(&out));
+    assert!(lines(&out)
+        .iter()
+        .any(|t| t.starts_with("recovery verify failed: the action's result was lost")));
+}
+
+#[test]
+fn a_recovery_verify_that_never_answers_closes_after_the_recovered_wait() {
+    let mut e = verifying_engine("");
+    let (id, _) = open(&mut e);
+    e.handle_notified(61 * S, &id, "nt_1");
+    e.handle_outcome(70 * S, &id, "nt_1", GatewayOutcome::Acked { by: None });
+    e.handle_alert(100 * S, &alert(100 * S, "process_down", Status::Resolved));
+    drain(&mut e);
+    assert_eq!(e.poll_timeout(), Some(700 * S));
+    e.handle_timeout(700 * S);
+    let out = drain(&mut e);
+    assert!(closed(&out));
+    // The ended escalation is not cancelled again.
+    assert!(!out.iter().any(|o| matches!(o, Output::Cancel { .. })));
+    assert!(lines(&out)
+        .iter()
+        .any(|t| t.contains("the recovery verify's result was not heard")));
+}

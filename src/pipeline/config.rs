@@ -113,6 +113,34 @@ pub struct Rule {
     pub line: usize,
 }
 
+/// `[[pipeline.routes]]`: an alert that names no contract (no `contract`
+/// label or field, no `routing_key`, no `?contract=`) and whose labels
+/// all match is this contract's. `=~` matchers are anchored regular
+/// expressions, as in Alertmanager.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub matchers: Vec<Matcher>,
+    pub line: usize,
+}
+
+/// The contract an alert naming none belongs to, and the line of the
+/// route that decided: the first contract in name order with a matching
+/// route (name order, so the answer never depends on load order).
+pub fn route<'a>(
+    contracts: &'a std::collections::HashMap<String, std::sync::Arc<PipelineConfig>>,
+    alert: &Alert,
+) -> Option<(&'a str, usize)> {
+    let mut names: Vec<&String> = contracts.keys().collect();
+    names.sort();
+    names.into_iter().find_map(|name| {
+        contracts[name]
+            .routes
+            .iter()
+            .find(|r| all_match(&r.matchers, alert))
+            .map(|r| (name.as_str(), r.line))
+    })
+}
+
 /// Alerts that mean the monitoring path itself is broken: while one is
 /// firing, host incidents of the contract with the same values of the
 /// `equal` labels are held under a monitoring-path incident.
@@ -221,6 +249,11 @@ pub struct PipelineConfig {
     /// The contract's ticket system (`[pipeline.ticket]`; embedded when
     /// absent).
     pub ticket: Option<crate::tickets::config::TicketConfig>,
+    /// Alerts naming no contract that belong to this one.
+    pub routes: Vec<Route>,
+    /// An action (of the dialplan's `[actions]`) run when a called
+    /// incident recovers; its result is on the ticket before it closes.
+    pub recovery_verify: Option<String>,
 }
 
 impl Default for PipelineConfig {
@@ -241,6 +274,8 @@ impl Default for PipelineConfig {
             notices: Default::default(),
             auto_actions: Vec::new(),
             ticket: None,
+            routes: Vec::new(),
+            recovery_verify: None,
         }
     }
 }
@@ -369,6 +404,7 @@ struct RawPipeline {
     reopen: Option<Spanned<String>>,
     #[serde(default)]
     recovery: RecoveryNotice,
+    recovery_verify: Option<String>,
     min_severity: Option<Spanned<String>>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
@@ -387,6 +423,15 @@ struct RawPipeline {
     notices: Option<super::notice_mail::RawNotices>,
     #[serde(default)]
     auto_actions: Vec<Spanned<RawAutoAction>>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(rename = "match")]
+    matchers: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -693,6 +738,22 @@ pub fn load(text: &str, file: &Path) -> Result<Option<PipelineConfig>, Vec<Dialp
             line,
         });
     }
+    let mut routes = Vec::new();
+    for r in &p.routes {
+        let line = c.line(r.span().start);
+        if r.get_ref().matchers.is_empty() {
+            // A route matching everything would take every other
+            // sender's mistakes too.
+            c.err(
+                r.span(),
+                "pipeline.routes: a route needs at least one matcher",
+            );
+        }
+        routes.push(Route {
+            matchers: c.matchers(&r.get_ref().matchers, "pipeline.routes.match"),
+            line,
+        });
+    }
     let ticket = p
         .ticket
         .as_ref()
@@ -722,6 +783,8 @@ pub fn load(text: &str, file: &Path) -> Result<Option<PipelineConfig>, Vec<Dialp
         mail,
         notices,
         auto_actions,
+        routes,
+        recovery_verify: p.recovery_verify,
     }))
 }
 
@@ -815,6 +878,66 @@ action = "call"
         let e = load("[pipeline]\nwiat = \"1s\"\n", Path::new("x.toml")).unwrap_err();
         assert_eq!(e[0].line, 2);
         assert!(e[0].message.contains("wiat"), "{}", e[0].message);
+    }
+
+    #[test]
+    fn routes_pick_a_contract_by_regular_expression_in_name_order() {
+        let load_as = |contract: &str, extra: &str| {
+            let text = format!("contract = \"{contract}\"\n[pipeline]\n{extra}");
+            std::sync::Arc::new(load(&text, Path::new("r.toml")).unwrap().unwrap())
+        };
+        let contracts = std::collections::HashMap::from([
+            (
+                "zeta".to_string(),
+                load_as(
+                    "zeta",
+                    "[[pipeline.routes]]\nmatch = ['host=~\"web-[0-9]+\\.acme\\.example\"']\n",
+                ),
+            ),
+            (
+                "acme".to_string(),
+                load_as(
+                    "acme",
+                    "[[pipeline.routes]]\nmatch = ['host=~\"db-.*\"', 'site=\"tokyo\"']\n\
+                     [[pipeline.routes]]\nmatch = ['host=~\"web-.*\"']\n",
+                ),
+            ),
+            ("none".to_string(), load_as("none", "")),
+        ]);
+        let a = |host: &str| alert(host, "HostDown", Severity::Critical);
+        // Both acme (line 5) and zeta match: acme comes first by name.
+        assert_eq!(
+            route(&contracts, &a("web-01.acme.example")),
+            Some(("acme", 5))
+        );
+        assert_eq!(route(&contracts, &a("db-9")), Some(("acme", 3)));
+        let mut osaka = a("db-9");
+        osaka.labels.insert("site".into(), "osaka".into());
+        assert_eq!(route(&contracts, &osaka), None);
+        assert_eq!(route(&contracts, &a("mail-1")), None);
+        // Anchored: a prefix is not a match.
+        let only_zeta =
+            std::collections::HashMap::from([("zeta".to_string(), contracts["zeta"].clone())]);
+        assert_eq!(
+            route(&only_zeta, &a("web-12.acme.example")),
+            Some(("zeta", 3))
+        );
+        assert_eq!(route(&only_zeta, &a("web-12.acme.example.evil")), None);
+        // A route with no matcher, or a broken expression, is refused
+        // with its line.
+        let e = load(
+            "contract = \"x\"\n[pipeline]\n[[pipeline.routes]]\nmatch = []\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert!(e[0].message.contains("at least one matcher"), "{e:?}");
+        let e = load(
+            "contract = \"x\"\n[pipeline]\n[[pipeline.routes]]\nmatch = ['host=~\"(\"']\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e[0].line, 4, "{e:?}");
+        assert!(e[0].message.contains("pipeline.routes.match"), "{e:?}");
     }
 
     #[test]

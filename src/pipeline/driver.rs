@@ -52,6 +52,11 @@ pub enum Input {
         incident: String,
         report: ActionReport,
     },
+    /// The gateway is calling for an incident that is closed: cancel it.
+    Stray {
+        incident: String,
+        notification: String,
+    },
     SilenceAdded(Silence),
     SilenceRemoved(String),
     Reload,
@@ -144,6 +149,7 @@ pub async fn start(
     gateway: GatewayClient,
     secrets: Vec<String>,
     expire_ms: i64,
+    recovered_wait_ms: i64,
     shutdown: CancellationToken,
 ) -> Result<Arc<Pipeline>, crate::store::StoreError> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -161,6 +167,7 @@ pub async fn start(
     });
     let mut engine = Engine::new();
     engine.set_expire_ms(expire_ms);
+    engine.set_recovered_wait_ms(recovered_wait_ms);
     let now = now_ms();
     let cfgs = p.contracts();
     let max_reopen = cfgs.values().map(|c| c.reopen_ms).max().unwrap_or(0);
@@ -191,6 +198,7 @@ pub async fn start(
         tickets,
         cancel_on_confirm: HashSet::new(),
         snapshot: HashMap::new(),
+        strays: HashSet::new(),
     };
     tokio::spawn(task.run(rx, shutdown));
     Ok(p)
@@ -205,6 +213,8 @@ struct Task {
     cancel_on_confirm: HashSet<String>,
     /// The incidents of the current step, for the calls it asks for.
     snapshot: HashMap<String, Incident>,
+    /// Stray notifications already asked to stop (each once).
+    strays: HashSet<String>,
 }
 
 enum Effect {
@@ -313,6 +323,25 @@ impl Task {
             }
             Input::ActionResult { incident, report } => {
                 self.engine.handle_action_result(now, &incident, report)
+            }
+            Input::Stray {
+                incident,
+                notification,
+            } => {
+                if self.strays.len() >= 10_000 {
+                    self.strays.clear();
+                }
+                if self.strays.insert(notification.clone()) {
+                    tracing::warn!(
+                        incident = %incident,
+                        notification = %notification,
+                        "the gateway is calling for a closed incident; cancelling it"
+                    );
+                    let g = self.gateway.clone();
+                    tokio::spawn(
+                        async move { g.cancel(&notification, "the incident is closed").await },
+                    );
+                }
             }
             Input::SilenceAdded(s) => {
                 let _ = self.engine.add_silence(s);

@@ -21,7 +21,7 @@ use super::notice_mail::NoticeEvent;
 
 #[path = "auto_action.rs"]
 mod auto_action;
-pub use auto_action::{ActionReport, FirstAction, FirstActionState};
+pub use auto_action::{ActionReport, FirstAction, FirstActionState, RecoveryCheck};
 
 /// An incident's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +127,12 @@ pub struct Incident {
     #[serde(default)]
     pub recovery_wanted: bool,
     pub escalation_done: bool,
+    /// When it became `Recovered` while a call still had to end (the
+    /// cancelled escalation, or the recovery notice): if the gateway's
+    /// word on it never comes, it closes after the engine's
+    /// `recovered_wait`.
+    #[serde(default)]
+    pub recovered_ms: Option<i64>,
     pub acked_by: Option<String>,
     pub closed_ms: Option<i64>,
     pub reopened: u32,
@@ -134,6 +140,10 @@ pub struct Incident {
     /// chose one.
     #[serde(default)]
     pub first_action: Option<FirstAction>,
+    /// The contract's `recovery_verify` run at the recovery, before the
+    /// close.
+    #[serde(default)]
+    pub recovery_check: Option<RecoveryCheck>,
 }
 
 /// Alerts kept by id in an incident; beyond this only counted (a storm
@@ -261,6 +271,12 @@ pub enum GatewayOutcome {
 /// closed by a person long before).
 pub const DEFAULT_EXPIRE_MS: i64 = 7 * 24 * 3_600_000;
 
+/// How long a recovered incident waits for the gateway's last word on
+/// its cancelled escalation or its recovery notice before it closes
+/// anyway (a gateway that lost the notification, or a webhook that never
+/// arrives, must not hold a ticket open for good).
+pub const DEFAULT_RECOVERED_WAIT_MS: i64 = 30 * 60_000;
+
 pub struct Engine {
     contracts: HashMap<String, Arc<PipelineConfig>>,
     incidents: HashMap<String, Incident>,
@@ -276,6 +292,7 @@ pub struct Engine {
     dirty: BTreeSet<String>,
     heartbeats_dirty: bool,
     expire_ms: i64,
+    recovered_wait_ms: i64,
 }
 
 impl Default for Engine {
@@ -298,11 +315,16 @@ impl Engine {
             dirty: BTreeSet::new(),
             heartbeats_dirty: false,
             expire_ms: DEFAULT_EXPIRE_MS,
+            recovered_wait_ms: DEFAULT_RECOVERED_WAIT_MS,
         }
     }
 
     pub fn set_expire_ms(&mut self, ms: i64) {
         self.expire_ms = ms.max(1);
+    }
+
+    pub fn set_recovered_wait_ms(&mut self, ms: i64) {
+        self.recovered_wait_ms = ms.max(1);
     }
 
     /// Install (or replace, at a reload) the contracts' rules. A
@@ -438,6 +460,9 @@ impl Engine {
             {
                 Some(i.last_alert_ms.saturating_add(self.expire_ms))
             }
+            State::Recovered => i
+                .recovered_ms
+                .map(|t| t.saturating_add(self.recovered_wait_ms)),
             _ => None,
         });
         let beats = self.heartbeats.iter().filter_map(|((c, n), h)| {
@@ -629,10 +654,12 @@ impl Engine {
             recovery_notice: false,
             recovery_wanted: false,
             escalation_done: false,
+            recovered_ms: None,
             acked_by: None,
             closed_ms: None,
             reopened: 0,
             first_action: None,
+            recovery_check: None,
         };
         self.incidents.insert(id.clone(), inc);
         self.dirty.insert(id.clone());
@@ -1146,14 +1173,18 @@ impl Engine {
                 }
                 self.set_state(now, id, State::Recovered, "the recovery alert arrived");
                 self.notice(id, NoticeEvent::Recovery, String::new());
-                if notice == RecoveryNotice::Call && called && running {
+                if notice == RecoveryNotice::Call && called {
+                    // A call must still end before the close: the
+                    // cancelled escalation, then the notice.
                     if let Some(inc) = self.incidents.get_mut(id) {
-                        inc.recovery_wanted = true;
+                        inc.recovered_ms = Some(now);
+                        inc.recovery_wanted = running;
                     }
-                } else if notice == RecoveryNotice::Call && called {
-                    self.notify(now, id, true);
+                    if !running {
+                        self.notify(now, id, true);
+                    }
                 } else {
-                    self.close(now, id, "recovered");
+                    self.close_recovered(now, id, "recovered");
                 }
             }
             State::Recovered | State::Closed | State::Expired => {}
@@ -1298,6 +1329,20 @@ impl Engine {
                 }
             }
         }
+        let mut stuck: Vec<(String, Option<String>)> = self
+            .incidents
+            .values()
+            .filter(|i| {
+                i.state == State::Recovered
+                    && i.recovered_ms
+                        .is_some_and(|t| now - t >= self.recovered_wait_ms)
+            })
+            .map(|i| (i.id.clone(), i.notification.clone()))
+            .collect();
+        stuck.sort();
+        for (id, notification) in stuck {
+            self.recovered_too_long(now, &id, notification);
+        }
         let expired: Vec<String> = self
             .incidents
             .values()
@@ -1380,6 +1425,69 @@ impl Engine {
         if !zero.is_empty() {
             self.handle_timeout(now);
         }
+    }
+
+    /// A recovered incident whose call never reported its end: asked to
+    /// stop once more (the first cancel may have met a gateway that was
+    /// down) and closed without the recovery notice.
+    fn recovered_too_long(&mut self, now: i64, id: &str, notification: Option<String>) {
+        let Some(inc) = self.incidents.get_mut(id) else {
+            return;
+        };
+        let waiting = if inc
+            .recovery_check
+            .as_ref()
+            .is_some_and(|c| c.state == FirstActionState::Running)
+        {
+            "the recovery verify never reported".to_string()
+        } else if inc.notify_pending {
+            "the gateway never confirmed the call".to_string()
+        } else {
+            match &notification {
+                Some(n) => format!("the gateway never reported the end of notification {n}"),
+                None => "the gateway never reported the end of the call".to_string(),
+            }
+        };
+        let notice = inc.recovery_notice;
+        let call_open = !inc.escalation_done || inc.notify_pending;
+        let verifying = inc
+            .recovery_check
+            .as_ref()
+            .is_some_and(|c| c.state == FirstActionState::Running);
+        if let Some(c) = inc.recovery_check.as_mut() {
+            c.state = FirstActionState::Failed;
+        }
+        inc.recovery_wanted = false;
+        inc.escalation_done = true;
+        inc.notify_pending = false;
+        inc.recovered_ms = None;
+        if let (Some(n), true) = (notification, call_open) {
+            self.out.push_back(Output::Cancel {
+                incident: id.to_string(),
+                notification: Some(n),
+                reason: "recovered".into(),
+            });
+        }
+        let secs = self.recovered_wait_ms / 1000;
+        let what = if verifying {
+            "the recovery verify's result"
+        } else if notice {
+            "the recovery notice's end"
+        } else {
+            "the cancelled escalation's end"
+        };
+        self.timeline(
+            id,
+            now,
+            "notify",
+            format!("{waiting} within {secs} s; closed without waiting longer for {what}"),
+            None,
+        );
+        self.close(
+            now,
+            id,
+            &format!("recovered; {what} was not heard within {secs} s"),
+        );
     }
 
     fn heartbeat_seen(&mut self, now: i64, contract: &str, name: &str, alert: &Alert) {
@@ -1472,6 +1580,8 @@ impl Engine {
         inc.notify_pending = false;
         inc.escalation_done = true;
         let recovery = inc.recovery_notice;
+        let wanted = std::mem::take(&mut inc.recovery_wanted);
+        let state = inc.state;
         self.dirty.insert(incident.to_string());
         self.timeline(
             incident,
@@ -1480,8 +1590,27 @@ impl Engine {
             format!("the gateway refused the call: {why}"),
             None,
         );
-        if recovery {
+        if !recovery && state == State::Notifying {
+            // Nobody will be called: for the customer this is the
+            // escalation ending with nobody taking it.
+            self.notice(
+                incident,
+                NoticeEvent::Exhausted,
+                format!("the gateway refused the call: {why}"),
+            );
+        }
+        if wanted && !recovery {
+            // Recovered while the refused escalation was being asked for:
+            // nobody was told of the fault, so nobody is told it is over.
             self.close(
+                now,
+                incident,
+                "recovered (the escalation was refused; no recovery notice)",
+            );
+            return;
+        }
+        if recovery {
+            self.close_recovered(
                 now,
                 incident,
                 "recovered (the recovery notice could not be sent)",
@@ -1519,7 +1648,7 @@ impl Engine {
             return;
         }
         if recovery {
-            self.close(now, incident, "recovered; recovery notice done");
+            self.close_recovered(now, incident, "recovered; recovery notice done");
             return;
         }
         match outcome {

@@ -778,3 +778,123 @@ fn a_close_before_the_gateway_confirmed_the_call_cancels_it() {
     e.take_dirty();
     assert!(!e.handle_notified(63 * S, &id, "n_1"));
 }
+
+#[test]
+fn a_recovered_incident_whose_cancel_is_never_confirmed_closes_after_the_wait() {
+    let mut e = engine("recovery = \"call\"\n");
+    e.set_recovered_wait_ms(600 * S);
+    let mut f = Feed { n: 0 };
+    e.handle_alert(0, &f.alert(0, "web-01", "HostDown", Status::Firing));
+    let id = opened(&drain(&mut e))[0].clone();
+    run_to(&mut e, 60 * S);
+    e.handle_notified(60 * S, &id, "n_1");
+    e.handle_alert(
+        90 * S,
+        &f.alert(90 * S, "web-01", "HostDown", Status::Resolved),
+    );
+    drain(&mut e);
+    assert_eq!(state(&e, &id), State::Recovered);
+    // The cancelled escalation's last webhook never arrives.
+    assert_eq!(e.poll_timeout(), Some(690 * S));
+    assert!(run_to(&mut e, 689 * S).is_empty());
+    assert_eq!(state(&e, &id), State::Recovered);
+    let out = run_to(&mut e, 690 * S);
+    assert!(out.contains(&Output::Closed {
+        incident: id.clone()
+    }));
+    // Asked to stop once more, and no recovery notice after all.
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Cancel { notification: Some(n), .. } if n == "n_1"
+    )));
+    assert!(notifies(&out).is_empty());
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Timeline { text, .. } if text.contains("never reported the end of notification n_1")
+    )));
+    assert_eq!(e.incident(&id).unwrap().state, State::Closed);
+    // A late word after that changes nothing.
+    e.take_dirty();
+    e.handle_outcome(
+        700 * S,
+        &id,
+        "n_1",
+        GatewayOutcome::Ended {
+            state: "cancelled".into(),
+        },
+    );
+    assert!(drain(&mut e).is_empty());
+}
+
+#[test]
+fn a_recovery_notice_that_never_ends_closes_after_the_wait_too() {
+    let mut e = engine("recovery = \"call\"\n");
+    e.set_recovered_wait_ms(300 * S);
+    let mut f = Feed { n: 0 };
+    e.handle_alert(0, &f.alert(0, "web-01", "HostDown", Status::Firing));
+    let id = opened(&drain(&mut e))[0].clone();
+    run_to(&mut e, 60 * S);
+    e.handle_notified(60 * S, &id, "n_1");
+    e.handle_outcome(70 * S, &id, "n_1", GatewayOutcome::Acked { by: None });
+    e.handle_alert(
+        100 * S,
+        &f.alert(100 * S, "web-01", "HostDown", Status::Resolved),
+    );
+    assert_eq!(notifies(&drain(&mut e)), vec![id.clone()]);
+    e.handle_notified(101 * S, &id, "n_2");
+    drain(&mut e);
+    // Survives a restart with its clock.
+    let stored = e.take_dirty().pop().unwrap();
+    let mut e2 = engine("recovery = \"call\"\n");
+    e2.set_recovered_wait_ms(300 * S);
+    e2.restore(stored);
+    assert_eq!(e2.poll_timeout(), Some(400 * S));
+    let out = run_to(&mut e2, 400 * S);
+    assert!(out.contains(&Output::Closed {
+        incident: id.clone()
+    }));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Timeline { text, .. } if text.contains("the recovery notice's end")
+    )));
+}
+
+#[test]
+fn a_call_the_gateway_refuses_is_the_exhausted_notice() {
+    let mut e = engine("[pipeline.notices.exhausted]\nto = [\"ops@acme.example\"]\n");
+    let mut f = Feed { n: 0 };
+    e.handle_alert(0, &f.alert(0, "web-01", "HostDown", Status::Firing));
+    let id = opened(&drain(&mut e))[0].clone();
+    run_to(&mut e, 60 * S);
+    e.handle_notify_refused(61 * S, &id, "HTTP 422: no contact can be called now");
+    let out = drain(&mut e);
+    let mails: Vec<(&NoticeEvent, &String)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Mail { event, detail, .. } => Some((event, detail)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(mails.len(), 1, "{out:?}");
+    assert_eq!(*mails[0].0, NoticeEvent::Exhausted);
+    assert!(mails[0].1.contains("HTTP 422"), "{}", mails[0].1);
+}
+
+#[test]
+fn a_recovery_while_the_refused_call_was_asked_for_closes() {
+    let mut e = engine("recovery = \"call\"\n");
+    let mut f = Feed { n: 0 };
+    e.handle_alert(0, &f.alert(0, "web-01", "HostDown", Status::Firing));
+    let id = opened(&drain(&mut e))[0].clone();
+    run_to(&mut e, 60 * S);
+    e.handle_alert(
+        61 * S,
+        &f.alert(61 * S, "web-01", "HostDown", Status::Resolved),
+    );
+    drain(&mut e);
+    assert_eq!(state(&e, &id), State::Recovered);
+    e.handle_notify_refused(62 * S, &id, "HTTP 422: refused");
+    let out = drain(&mut e);
+    assert!(out.contains(&Output::Closed { incident: id }));
+    assert!(notifies(&out).is_empty());
+}

@@ -324,9 +324,12 @@ pub fn build(n: &Notice, ctx: &Context<'_>) -> Result<Message, NoticeError> {
         header_safe(&render(subject_t, &vars), 160)
     );
     let text = render(body_t, &vars);
-    let mut b = Message::builder()
-        .from(ctx.sender.from.clone())
-        .subject(subject)
+    let b = Message::builder().from(ctx.sender.from.clone());
+    let b = match jis_subject(&subject, ctx.config.charset) {
+        Some(h) => b.header(h),
+        None => b.subject(subject),
+    };
+    let mut b = b
         .message_id(Some(message_id(
             ctx.outbox_id,
             &n.incident,
@@ -351,6 +354,82 @@ pub fn build(n: &Notice, ctx: &Context<'_>) -> Result<Message, NoticeError> {
         );
     }
     Ok(b.singlepart(text_part(&text, ctx.config.charset))?)
+}
+
+/// A `Subject` already encoded as ISO-2022-JP encoded words (RFC 2047
+/// and RFC 1468): lettre encodes a subject as UTF-8 only, and the
+/// Japanese mail readers that ask for ISO-2022-JP bodies want the same
+/// in the subject.
+#[derive(Clone)]
+struct JisSubject {
+    raw: String,
+    encoded: String,
+}
+
+impl lettre::message::header::Header for JisSubject {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Subject")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(JisSubject {
+            raw: s.to_string(),
+            encoded: s.to_string(),
+        })
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        // Pre-encoded is safe here: the value is base64 encoded words
+        // joined by CRLF + space, nothing of the alert's text verbatim.
+        lettre::message::header::HeaderValue::dangerous_new_pre_encoded(
+            Self::name(),
+            self.raw.clone(),
+            self.encoded.clone(),
+        )
+    }
+}
+
+/// The subject as ISO-2022-JP encoded words, when the contract asks, the
+/// subject is not plain ASCII, and every character has a place in
+/// ISO-2022-JP (otherwise lettre's UTF-8 encoding is used).
+fn jis_subject(subject: &str, charset: Charset) -> Option<JisSubject> {
+    use base64::Engine as _;
+    if charset != Charset::Iso2022Jp || subject.is_ascii() {
+        return None;
+    }
+    if encoding_rs::ISO_2022_JP.encode(subject).2 {
+        return None;
+    }
+    // Each word is encoded on its own so it ends back in ASCII, and holds
+    // at most 42 bytes: 56 base64 characters, a 74-character word.
+    const MAX_BYTES: usize = 42;
+    let b64 = |bytes: &[u8]| {
+        format!(
+            "=?ISO-2022-JP?B?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    };
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for ch in subject.chars() {
+        let mut next = chunk.clone();
+        next.push(ch);
+        let (bytes, _, _) = encoding_rs::ISO_2022_JP.encode(&next);
+        if bytes.len() > MAX_BYTES && !chunk.is_empty() {
+            words.push(b64(&encoding_rs::ISO_2022_JP.encode(&chunk).0));
+            chunk.clear();
+            chunk.push(ch);
+        } else {
+            chunk = next;
+        }
+    }
+    if !chunk.is_empty() {
+        words.push(b64(&encoding_rs::ISO_2022_JP.encode(&chunk).0));
+    }
+    Some(JisSubject {
+        raw: subject.to_string(),
+        encoded: words.join("\r\n "),
+    })
 }
 
 /// The plain-text part. ISO-2022-JP when asked and every character has a
@@ -471,5 +550,43 @@ mod tests {
         assert!(raw.contains("\x1b$B"), "{raw}");
         let raw = build_with(&notice("emoji 🔥"), &cfg(Charset::Iso2022Jp), &[]);
         assert!(raw.to_ascii_lowercase().contains("charset=utf-8"), "{raw}");
+        let subject = raw.lines().find(|l| l.starts_with("Subject: ")).unwrap();
+        assert!(subject.contains("=?utf-8?b?"), "{raw}");
+        assert!(!raw.contains("ISO-2022-JP?B?"), "{raw}");
+    }
+
+    #[test]
+    fn iso_2022_jp_subject_is_encoded_words_that_decode_back() {
+        use base64::Engine as _;
+        let long = "ディスク使用率が95%です。".repeat(6);
+        let raw = build_with(&notice(&long), &cfg(Charset::Iso2022Jp), &[]);
+        let head = raw.split("\r\n\r\n").next().unwrap();
+        let start = head.find("Subject: ").unwrap() + "Subject: ".len();
+        // The header runs to the next line that is not a continuation.
+        let mut value = String::new();
+        for (i, line) in head[start..].split("\r\n").enumerate() {
+            if i > 0 && !line.starts_with(' ') {
+                break;
+            }
+            value.push_str(line.trim_start());
+            value.push(' ');
+        }
+        let mut decoded = String::new();
+        for w in value.split_whitespace() {
+            assert!(w.len() <= 75, "{w}");
+            let b = w
+                .strip_prefix("=?ISO-2022-JP?B?")
+                .and_then(|w| w.strip_suffix("?="))
+                .unwrap_or_else(|| panic!("not an ISO-2022-JP word: {w}"));
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
+            // Every word returns to ASCII at its end (RFC 1468).
+            let last_escape = bytes.iter().rposition(|&b| b == 0x1b);
+            assert!(
+                last_escape.is_none_or(|i| bytes[i + 1..].starts_with(b"(B")),
+                "{bytes:?}"
+            );
+            decoded.push_str(&encoding_rs::ISO_2022_JP.decode(&bytes).0);
+        }
+        assert_eq!(decoded, format!("[ACME-000001] 障害発生: web-01 {long}"));
     }
 }

@@ -165,6 +165,11 @@ pub struct BodyError {
     pub detail: String,
 }
 
+/// The contract the intake gives a parser for alerts that name none, so
+/// the contracts' routing rules (`[[pipeline.routes]]`) can place them
+/// after parsing. Parentheses keep it apart from any dialplan's contract.
+pub const UNROUTED: &str = "(unrouted)";
+
 /// The field that names the body as a whole.
 pub const BODY: &str = "(body)";
 

@@ -64,6 +64,10 @@ pub struct RawTicket {
     pub status: RawStatus,
     #[serde(default)]
     pub custom_fields: RawCustomFields,
+    /// Contact name (as in the dialplan's `[[contacts]]`) → Redmine user
+    /// id: the issue is assigned to whoever acknowledges.
+    #[serde(default)]
+    pub assignees: BTreeMap<String, i64>,
 }
 
 fn embedded() -> String {
@@ -119,15 +123,22 @@ pub struct RedmineContract {
     pub priority: BTreeMap<Severity, String>,
     pub status: RawStatus,
     pub custom_fields: RawCustomFields,
+    /// Contact name → Redmine user id (checked to be a project member at
+    /// start).
+    pub assignees: BTreeMap<String, i64>,
 }
 
 /// Check a contract's `[pipeline.ticket]`; the error says which key.
 pub fn check(raw: &RawTicket) -> Result<TicketConfig, String> {
     match raw.system.as_str() {
         "embedded" => {
-            if raw.server.is_some() || raw.project.is_some() || raw.tracker.is_some() {
+            if raw.server.is_some()
+                || raw.project.is_some()
+                || raw.tracker.is_some()
+                || !raw.assignees.is_empty()
+            {
                 return Err(
-                    "pipeline.ticket: server, project and tracker are for system = \"redmine\""
+                    "pipeline.ticket: server, project, tracker and assignees are for system = \"redmine\""
                         .into(),
                 );
             }
@@ -153,6 +164,7 @@ pub fn check(raw: &RawTicket) -> Result<TicketConfig, String> {
                 priority,
                 status: raw.status.clone(),
                 custom_fields: raw.custom_fields.clone(),
+                assignees: raw.assignees.clone(),
             })))
         }
         other => Err(format!(

@@ -104,6 +104,9 @@ pub struct Note {
     pub marker: String,
     pub text: String,
     pub status: Option<TicketStatus>,
+    /// The contact who took the incident (an acknowledgement's note):
+    /// the ticket is assigned to them where the contract maps the name.
+    pub assignee: Option<String>,
 }
 
 /// A ticket as its system has it now.

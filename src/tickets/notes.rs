@@ -137,6 +137,22 @@ fn label(lang: Language, row: &TimelineRow) -> &'static str {
     }
 }
 
+/// Who took it, from the engine's acknowledgement line (`notifying →
+/// acknowledged: acknowledged by NAME on the phone`).
+pub fn assignee_of(row: &TimelineRow) -> Option<String> {
+    if row.kind != "state" {
+        return None;
+    }
+    let (_, to, why) = parse_state(&row.text)?;
+    if to != "acknowledged" {
+        return None;
+    }
+    why.strip_prefix("acknowledged by ")?
+        .strip_suffix(" on the phone")
+        .filter(|n| !n.is_empty() && *n != "someone")
+        .map(str::to_string)
+}
+
 /// The note for one timeline entry. The marker goes on its own last line
 /// so a resend can find it in the ticket's journals.
 pub fn render(lang: Language, incident: &str, row: &TimelineRow, tz: chrono_tz::Tz) -> Note {
@@ -167,6 +183,7 @@ pub fn render(lang: Language, incident: &str, row: &TimelineRow, tz: chrono_tz::
             marker(incident, row.seq)
         ),
         status: status_of(row),
+        assignee: assignee_of(row),
     }
 }
 
@@ -205,6 +222,42 @@ mod tests {
             None
         );
         assert_eq!(status_of(&row("alert", "a → acknowledged")), None);
+    }
+
+    #[test]
+    fn an_acknowledgement_names_who_took_it() {
+        let r = row(
+            "state",
+            "notifying → acknowledged: acknowledged by Bob Smith on the phone",
+        );
+        assert_eq!(assignee_of(&r).as_deref(), Some("Bob Smith"));
+        assert_eq!(
+            render(Language::En, "in_1", &r, chrono_tz::UTC)
+                .assignee
+                .as_deref(),
+            Some("Bob Smith")
+        );
+        assert_eq!(
+            assignee_of(&row(
+                "state",
+                "notifying → acknowledged: acknowledged by someone on the phone"
+            )),
+            None
+        );
+        assert_eq!(
+            assignee_of(&row(
+                "alert",
+                "notifying → acknowledged: acknowledged by Bob on the phone"
+            )),
+            None
+        );
+        assert_eq!(
+            assignee_of(&row(
+                "state",
+                "acknowledged → recovered: acknowledged by Bob on the phone"
+            )),
+            None
+        );
     }
 
     #[test]

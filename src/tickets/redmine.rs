@@ -318,6 +318,32 @@ impl Redmine {
                 fields.insert(key.to_string(), id);
             }
         }
+        let mut assignees = BTreeMap::new();
+        if !c.assignees.is_empty() {
+            // Redmine assigns an issue only to a member of its project.
+            let members = self
+                .get(
+                    &format!("projects/{project_id}/memberships.json?limit=100"),
+                    &format!("the members of project {:?}", c.project),
+                    "pipeline.ticket.assignees",
+                )
+                .await?;
+            let ids: Vec<i64> = members["memberships"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["user"]["id"].as_i64())
+                .collect();
+            for (contact, id) in &c.assignees {
+                if !ids.contains(id) {
+                    return Err(nf(
+                        format!("user {id} as a member of project {:?}", c.project),
+                        &format!("pipeline.ticket.assignees.{contact}"),
+                    ));
+                }
+                assignees.insert(contact.clone(), *id);
+            }
+        }
         Ok(Resolved {
             project_id,
             project: c.project.clone(),
@@ -326,6 +352,7 @@ impl Redmine {
             closed_ids,
             priority,
             fields,
+            assignees,
         })
     }
 }
@@ -342,6 +369,8 @@ pub struct Resolved {
     pub priority: BTreeMap<crate::pipeline::alert::Severity, i64>,
     /// `host`, `contract`, `severity`, `incident` → custom field id.
     pub fields: BTreeMap<String, i64>,
+    /// Contact name → Redmine user id.
+    pub assignees: BTreeMap<String, i64>,
 }
 
 /// A resolved contract on one server: the Redmine [`TicketAdapter`].
@@ -529,7 +558,24 @@ impl TicketAdapter for RedmineTickets {
             if let Some(s) = note.status {
                 issue["status_id"] = json!(self.resolved.status[&s]);
             }
-            self.put(number, issue, "adding a note").await
+            if let Some(id) = note
+                .assignee
+                .as_ref()
+                .and_then(|who| self.resolved.assignees.get(who))
+            {
+                issue["assigned_to_id"] = json!(id);
+            }
+            match self.put(number, issue.clone(), "adding a note").await {
+                // The user left the project since the start: the note
+                // matters more than the assignment.
+                Err(TicketError::Refused { .. }) if issue.get("assigned_to_id").is_some() => {
+                    if let Some(o) = issue.as_object_mut() {
+                        o.remove("assigned_to_id");
+                    }
+                    self.put(number, issue, "adding a note").await
+                }
+                r => r,
+            }
         })
     }
 

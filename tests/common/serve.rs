@@ -28,7 +28,18 @@ impl Serve {
     /// As [`Serve::start`], started in `cwd` (as a service manager starts
     /// it in `/`).
     pub fn start_in(dir: &Path, extra: &str, rtp: &str, cwd: Option<&Path>) -> Serve {
-        let api_port = free_port_pair();
+        Self::start_on(dir, free_port_pair(), extra, rtp, cwd)
+    }
+
+    /// As [`Serve::start_in`], with the API on `api_port` (two processes
+    /// that must know each other's address before either starts).
+    pub fn start_on(
+        dir: &Path,
+        api_port: u16,
+        extra: &str,
+        rtp: &str,
+        cwd: Option<&Path>,
+    ) -> Serve {
         let hash: String = Sha256::digest(TOKEN.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
