@@ -201,11 +201,20 @@ impl Service {
         body_hash: &str,
         now: i64,
     ) -> Result<Option<NotificationRow>, AcceptError> {
-        if self.store.find_active(&n.contract, &n.ticket).await?.is_some() {
+        if self
+            .store
+            .find_active(&n.contract, &n.ticket)
+            .await?
+            .is_some()
+        {
             return Ok(None);
         }
         let row = new_row(n, now);
-        if !self.store.insert_notification_keyed(&row, key, body_hash).await? {
+        if !self
+            .store
+            .insert_notification_keyed(&row, key, body_hash)
+            .await?
+        {
             return Ok(None);
         }
         self.start(row.clone(), plan.clone(), None);

@@ -17,10 +17,10 @@ mod pins;
 mod runs;
 mod tickets;
 mod writes;
-pub use writes::StoreWrite;
 pub use pins::{ContactFailures, PinFailure};
 pub use runs::RunRow;
 pub use tickets::TicketSyncRow;
+pub use writes::StoreWrite;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
