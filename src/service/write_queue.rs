@@ -184,6 +184,13 @@ impl<T: Queued> WriteQueue<T> {
         self.memory.front()
     }
 
+    /// Up to `max` writes from the memory front, oldest first: a group
+    /// the driver may apply in one transaction, then mark
+    /// [`WriteQueue::applied`] one by one in this order.
+    pub fn head_memory_group(&self, max: usize) -> impl Iterator<Item = &T> {
+        self.memory.iter().take(max.max(1))
+    }
+
     /// The seq of the oldest unapplied journal entry.
     pub fn head_journal(&self) -> Option<u64> {
         self.journal.front().map(|(s, _)| *s)
@@ -490,6 +497,34 @@ mod tests {
         assert_eq!(q.applied(2), Some(Head::Journal));
         assert!(!q.owns("n1"));
         assert_eq!(q.poll(0), Next::Idle);
+    }
+
+    #[test]
+    fn a_group_is_applied_in_order_even_if_spilled_meanwhile() {
+        let mut q: WriteQueue<W> = WriteQueue::new(3, Vec::new());
+        for i in 1..=3 {
+            q.push_memory(W(i, "n1"));
+        }
+        let group: Vec<u64> = q.head_memory_group(8).map(|w| w.0).collect();
+        assert_eq!(group, vec![1, 2, 3]);
+        assert_eq!(q.head_memory_group(2).count(), 2);
+        // While the group is in flight, a fourth write finds memory full:
+        // everything spills, and the group lands from the journal.
+        assert_eq!(q.route(0), Route::Spill);
+        let old = q.take_memory();
+        let metas: Vec<_> = old
+            .iter()
+            .map(|w| (w.0, w.1.to_string()))
+            .chain([(4, "n1".to_string())])
+            .collect();
+        q.journaled(&metas, true);
+        for seq in group {
+            assert_eq!(q.applied(seq), Some(Head::Journal));
+        }
+        assert_eq!(q.durable_upto(), 4);
+        assert_eq!(q.pending(), 1);
+        assert_eq!(q.applied(4), Some(Head::Journal));
+        assert!(!q.owns("n1"));
     }
 
     #[test]

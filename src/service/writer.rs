@@ -5,8 +5,11 @@
 //! [`Writer::submit`] never awaits: the write joins a bounded memory
 //! queue, or the journal file (fsync) when the store is failing, the
 //! journal is not empty, or the queue is full (the decisions are
-//! [`super::write_queue`]'s). [`run`] applies writes one at a time, each
-//! try bounded by [`ATTEMPT_TIMEOUT`], retrying with backoff; while the
+//! [`super::write_queue`]'s). [`run`] applies what is queued in memory as
+//! one transaction (group commit, at most [`GROUP_MAX`] writes: one fsync
+//! for every notification's writes that arrived meanwhile, instead of one
+//! each), journal entries and retries one at a time; each try is bounded
+//! by [`ATTEMPT_TIMEOUT`], retried with backoff; while the
 //! store fails, writes are moved to the journal so a crash loses nothing,
 //! and the next start applies the journal before resuming anything.
 
@@ -23,11 +26,15 @@ use super::journal::{Journal, JournalError};
 use super::write_queue::{Head, Next, Queued, Route, WriteQueue};
 use super::Service;
 use crate::runner::now_ms;
-use crate::store::{new_id, Store, StoreError};
+use crate::store::{new_id, Store, StoreError, StoreWrite};
 
 /// Writes held in memory while the journal works; beyond this they go to
 /// the journal.
 pub const MEMORY_CAP: usize = 1024;
+/// Most writes applied in one transaction. Bounds a try's length (and
+/// what one failing write holds back until the writer falls back to one
+/// at a time).
+pub const GROUP_MAX: usize = 64;
 /// One try of one write: longer counts as a failure (the pool's own
 /// acquire timeout is far longer), and the write is retried.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -262,48 +269,38 @@ impl Writer {
     }
 }
 
-/// Apply one write to the store; `Ok(false)` when the lease epoch it
-/// carries was fenced (nothing written).
-async fn apply(store: &Store, op: &Op) -> Result<bool, StoreError> {
-    if let Some(epoch) = op.epoch {
-        return match &op.write {
-            Write::Event { event, payload } => store
-                .record_event_fenced(
-                    &op.id,
-                    &op.notification,
+/// Apply writes to the store, in order, in one transaction. Per write,
+/// whether it was applied: `false` when the lease epoch it carries was
+/// fenced (nothing written for it).
+async fn apply(store: &Store, ops: &[Op]) -> Result<Vec<bool>, StoreError> {
+    let writes: Vec<(StoreWrite<'_>, Option<i64>)> = ops
+        .iter()
+        .map(|op| {
+            let w = match &op.write {
+                Write::Event { event, payload } => StoreWrite::Event {
+                    id: &op.id,
+                    notification: &op.notification,
                     event,
                     payload,
-                    op.at_ms,
-                    Some(epoch),
-                )
-                .await
-                .map(|r| r.is_some()),
-            Write::Progress { state, escalation } => {
-                store
-                    .save_progress_fenced(&op.notification, epoch, state, escalation, op.at_ms)
-                    .await
-            }
-            Write::Finish { state, final_state } => {
-                store
-                    .finish_fenced(&op.notification, epoch, state, final_state, op.at_ms)
-                    .await
-            }
-        };
-    }
-    match &op.write {
-        Write::Event { event, payload } => store
-            .record_event(&op.id, &op.notification, event, payload, op.at_ms)
-            .await
-            .map(|_| true),
-        Write::Progress { state, escalation } => store
-            .save_progress(&op.notification, state, escalation, op.at_ms)
-            .await
-            .map(|()| true),
-        Write::Finish { state, final_state } => store
-            .finish(&op.notification, state, final_state, op.at_ms)
-            .await
-            .map(|()| true),
-    }
+                    at_ms: op.at_ms,
+                },
+                Write::Progress { state, escalation } => StoreWrite::Progress {
+                    notification: &op.notification,
+                    state,
+                    escalation,
+                    at_ms: op.at_ms,
+                },
+                Write::Finish { state, final_state } => StoreWrite::Finish {
+                    notification: &op.notification,
+                    state,
+                    final_state,
+                    at_ms: op.at_ms,
+                },
+            };
+            (w, op.epoch)
+        })
+        .collect();
+    store.apply_writes_fenced(&writes).await
 }
 
 /// Write until closed and drained (see [`Writer::close`]).
@@ -313,7 +310,7 @@ pub async fn run(svc: Arc<Service>) {
     let mut close_by: Option<i64> = None;
     loop {
         let now = now_ms();
-        let (next, op) = {
+        let (next, ops) = {
             let mut g = w.lock();
             if g.queue.should_spill(now) {
                 let old = g.queue.take_memory();
@@ -334,10 +331,15 @@ pub async fn run(svc: Arc<Service>) {
                 }
             }
             let next = g.queue.poll(now);
-            let op = match next {
-                Next::Apply(Head::Memory) => g.queue.head_memory().cloned(),
+            let ops: Vec<Op> = match next {
+                // After a failure, one at a time: one bad write must not
+                // hold back the others' group for good.
+                Next::Apply(Head::Memory) => {
+                    let max = if g.queue.failing() { 1 } else { GROUP_MAX };
+                    g.queue.head_memory_group(max).cloned().collect()
+                }
                 Next::Apply(Head::Journal) => match g.journal.peek::<Op>() {
-                    Ok(Some((op, _))) => Some(op),
+                    Ok(Some((op, _))) => vec![op],
                     Ok(None) => {
                         // The file lost lines the queue counts (someone
                         // truncated it): nothing to apply for them.
@@ -345,17 +347,17 @@ pub async fn run(svc: Arc<Service>) {
                         if let Some(seq) = g.queue.head_journal() {
                             g.queue.applied(seq);
                         }
-                        None
+                        Vec::new()
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot read the journal");
                         g.queue.failed(now);
-                        None
+                        Vec::new()
                     }
                 },
-                _ => None,
+                _ => Vec::new(),
             };
-            (next, op)
+            (next, ops)
         };
         match next {
             Next::Idle => {
@@ -376,8 +378,10 @@ pub async fn run(svc: Arc<Service>) {
             }
             Next::Apply(_) => {}
         }
-        let Some(op) = op else { continue };
-        let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, apply(&svc.store, &op)).await {
+        if ops.is_empty() {
+            continue;
+        }
+        let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, apply(&svc.store, &ops)).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")),
         };
@@ -385,21 +389,27 @@ pub async fn run(svc: Arc<Service>) {
         let mut g = w.lock();
         match result {
             Ok(held) => {
-                if !held {
-                    // Another node holds the lease: this write is dropped
-                    // and the work here stops.
-                    if let Some(c) = svc.cluster.get() {
-                        c.fenced(&op.notification);
+                for (op, held) in ops.iter().zip(&held) {
+                    if !held {
+                        // Another node holds the lease: this write is
+                        // dropped and the work here stops.
+                        if let Some(c) = svc.cluster.get() {
+                            c.fenced(&op.notification);
+                        }
                     }
                 }
                 let was_failing = g.queue.failing();
-                if g.queue.applied(op.seq) == Some(Head::Journal) {
-                    if let Ok(Some((_, next))) = g.journal.peek::<Op>() {
-                        g.journal.consumed(next);
-                    }
-                    if g.queue.in_journal() == 0 {
-                        if let Err(e) = g.journal.reset() {
-                            tracing::error!(error = %e, "cannot empty the applied journal");
+                for op in &ops {
+                    // A memory write spilled while in flight lands from the
+                    // journal: its copy there is consumed.
+                    if g.queue.applied(op.seq) == Some(Head::Journal) {
+                        if let Ok(Some((_, next))) = g.journal.peek::<Op>() {
+                            g.journal.consumed(next);
+                        }
+                        if g.queue.in_journal() == 0 {
+                            if let Err(e) = g.journal.reset() {
+                                tracing::error!(error = %e, "cannot empty the applied journal");
+                            }
                         }
                     }
                 }
@@ -411,13 +421,13 @@ pub async fn run(svc: Arc<Service>) {
                 }
                 w.durable.send_replace(g.queue.durable_upto());
                 drop(g);
-                if matches!(op.write, Write::Event { .. }) {
+                if ops.iter().any(|op| matches!(op.write, Write::Event { .. })) {
                     svc.outbox_kick.notify_one();
                 }
             }
             Err(e) => {
                 if !g.queue.failing() {
-                    tracing::error!(notification = %op.notification, error = %e, pending = g.queue.pending(),
+                    tracing::error!(notification = %ops[0].notification, writes = ops.len(), error = %e, pending = g.queue.pending(),
                         "store write failed; holding writes (journaled) and retrying");
                 } else {
                     tracing::debug!(error = %e, "store write failed again");

@@ -4,7 +4,7 @@
 //! committing, or a journal replayed after a crash); the second time
 //! changes nothing.
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::{new_id, Store, StoreError};
 
@@ -20,50 +20,36 @@ impl Store {
         payload: &serde_json::Value,
         at_ms: i64,
     ) -> Result<bool, StoreError> {
-        Ok(self
-            .record_event_fenced(id, notification_id, event, payload, at_ms, None)
-            .await?
-            .unwrap_or(false))
-    }
-
-    /// As [`Store::record_event`], only while `fence` (a lease epoch, when
-    /// given) still holds the notification: `Ok(None)` when fenced, and
-    /// nothing is written. The check locks the notification's row, so a
-    /// claim by another node orders strictly before or after it.
-    pub async fn record_event_fenced(
-        &self,
-        id: &str,
-        notification_id: &str,
-        event: &str,
-        payload: &serde_json::Value,
-        at_ms: i64,
-        fence: Option<i64>,
-    ) -> Result<Option<bool>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        if let Some(epoch) = fence {
-            let held = sqlx::query(
-                "UPDATE notifications SET updated_ms = updated_ms WHERE id = $1 AND epoch = $2",
-            )
-            .bind(notification_id)
-            .bind(epoch)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if held != 1 {
-                return Ok(None);
-            }
+        let new = record_event_in(&mut tx, id, notification_id, event, payload, at_ms).await?;
+        if new {
+            tx.commit().await?;
         }
-        let seen = sqlx::query("SELECT 1 AS x FROM outbox WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if seen.is_some() {
-            return Ok(Some(false));
-        }
-        let attempt = payload["attempt"].as_i64().unwrap_or(0);
-        match event {
-            "call.dialing" => {
-                sqlx::query(
+        Ok(new)
+    }
+}
+
+/// [`Store::record_event`] inside the caller's transaction (the store
+/// writer's group commit puts many events in one).
+pub(super) async fn record_event_in(
+    tx: &mut AnyConnection,
+    id: &str,
+    notification_id: &str,
+    event: &str,
+    payload: &serde_json::Value,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    let seen = sqlx::query("SELECT 1 AS x FROM outbox WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if seen.is_some() {
+        return Ok(false);
+    }
+    let attempt = payload["attempt"].as_i64().unwrap_or(0);
+    match event {
+        "call.dialing" => {
+            sqlx::query(
                     "INSERT INTO attempts (id, notification_id, attempt, contact, round, started_ms, answered_ms, \
                      ended_ms, outcome, sip_code, digits) VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, NULL, NULL, '') \
                      ON CONFLICT (notification_id, attempt) DO NOTHING",
@@ -76,24 +62,24 @@ impl Store {
                 .bind(at_ms)
                 .execute(&mut *tx)
                 .await?;
-            }
-            "call.answered" => {
-                sqlx::query(
-                    "UPDATE attempts SET answered_ms = $1 WHERE notification_id = $2 AND attempt = $3",
-                )
-                .bind(at_ms)
-                .bind(notification_id)
-                .bind(attempt)
-                .execute(&mut *tx)
-                .await?;
-            }
-            "digit" => {
-                let d: String = payload["digit"]
-                    .as_str()
-                    .and_then(|s| s.chars().next())
-                    .unwrap_or('?')
-                    .to_string();
-                sqlx::query(
+        }
+        "call.answered" => {
+            sqlx::query(
+                "UPDATE attempts SET answered_ms = $1 WHERE notification_id = $2 AND attempt = $3",
+            )
+            .bind(at_ms)
+            .bind(notification_id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+        }
+        "digit" => {
+            let d: String = payload["digit"]
+                .as_str()
+                .and_then(|s| s.chars().next())
+                .unwrap_or('?')
+                .to_string();
+            sqlx::query(
                     "UPDATE attempts SET digits = digits || $1 WHERE notification_id = $2 AND attempt = $3",
                 )
                 .bind(d)
@@ -101,9 +87,9 @@ impl Store {
                 .bind(attempt)
                 .execute(&mut *tx)
                 .await?;
-            }
-            "call.ended" => {
-                sqlx::query(
+        }
+        "call.ended" => {
+            sqlx::query(
                     "UPDATE attempts SET ended_ms = $1, outcome = $2, sip_code = $3 WHERE notification_id = $4 \
                      AND attempt = $5 AND ended_ms IS NULL",
                 )
@@ -114,16 +100,16 @@ impl Store {
                 .bind(attempt)
                 .execute(&mut *tx)
                 .await?;
-            }
-            _ => {}
         }
-        let row =
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM outbox WHERE notification_id = $1")
-                .bind(notification_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        let seq: i64 = row.try_get::<i64, _>("m")? + 1;
-        sqlx::query(
+        _ => {}
+    }
+    let row =
+        sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM outbox WHERE notification_id = $1")
+            .bind(notification_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let seq: i64 = row.try_get::<i64, _>("m")? + 1;
+    sqlx::query(
             "INSERT INTO outbox (id, notification_id, seq, event, payload, created_ms, delivered_ms, tries, next_try_ms, \
              last_error, gave_up) VALUES ($1, $2, $3, $4, $5, $6, NULL, 0, $7, NULL, 0)",
         )
@@ -137,7 +123,5 @@ impl Store {
         .bind(at_ms)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(Some(true))
-    }
+    Ok(true)
 }

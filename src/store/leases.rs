@@ -194,54 +194,6 @@ impl Store {
         Ok(())
     }
 
-    /// Save the escalation state if `epoch` still holds the lease;
-    /// `false` when fenced (nothing written).
-    pub async fn save_progress_fenced(
-        &self,
-        id: &str,
-        epoch: i64,
-        state: &str,
-        escalation: &str,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "UPDATE notifications SET state = $1, escalation = $2, updated_ms = $3 WHERE id = $4 AND epoch = $5",
-        )
-        .bind(state)
-        .bind(escalation)
-        .bind(now_ms)
-        .bind(id)
-        .bind(epoch)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
-    }
-
-    /// Store the final state if `epoch` still holds the lease; `false`
-    /// when fenced.
-    pub async fn finish_fenced(
-        &self,
-        id: &str,
-        epoch: i64,
-        state: &str,
-        final_json: &serde_json::Value,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "UPDATE notifications SET state = $1, final = $2, updated_ms = $3 WHERE id = $4 AND epoch = $5",
-        )
-        .bind(state)
-        .bind(final_json.to_string())
-        .bind(now_ms)
-        .bind(id)
-        .bind(epoch)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
-    }
-
     /// Claim a webhook delivery (clustered): move its due time to
     /// `until_ms` if it is still `due_ms` and undelivered. `false` when
     /// another node was first.

@@ -16,9 +16,11 @@ pub use mail_outbox::{MailEnd, OutboxMail, QueuedMail};
 mod pins;
 mod runs;
 mod tickets;
+mod writes;
 pub use pins::{ContactFailures, PinFailure};
 pub use runs::RunRow;
 pub use tickets::TicketSyncRow;
+pub use writes::StoreWrite;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -296,22 +298,7 @@ impl Store {
         key: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO notifications (id, contract, ticket, severity, host, summary, variables, state, final, \
-             escalation, cancel_reason, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, NULL, $9, $10)",
-        )
-        .bind(&n.id)
-        .bind(&n.contract)
-        .bind(&n.ticket)
-        .bind(&n.severity)
-        .bind(&n.host)
-        .bind(&n.summary)
-        .bind(n.variables.to_string())
-        .bind(&n.state)
-        .bind(n.created_ms)
-        .bind(n.updated_ms)
-        .execute(&mut *tx)
-        .await?;
+        writes::insert_notification_in(&mut tx, n).await?;
         if let Some(k) = key {
             sqlx::query(
                 "UPDATE idempotency SET notification_id = $1, state = 'done' WHERE key = $2",

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod engine;
+pub mod memory;
 pub mod readers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -79,6 +80,8 @@ impl Default for TtsConfig {
 /// cache, and returns phone-ready prompts.
 pub struct Tts {
     cache: Cache,
+    /// Hits without reading the disk; see [`memory`].
+    memory: memory::MemoryCache,
     ja: Result<Arc<dyn Engine>, String>,
     en: Arc<dyn Engine>,
     /// Site voices and espeak-ng voices asked for as `espeak:NAME`.
@@ -108,6 +111,7 @@ impl Tts {
         }
         Ok(Tts {
             cache: Cache::new(&cfg.cache_dir, cfg.cache_max_bytes)?,
+            memory: memory::MemoryCache::new(memory::DEFAULT_MAX_BYTES),
             ja,
             en: Arc::new(Espeak::new(&cfg.espeak_voice_en)),
             voices: Mutex::new(voices),
@@ -158,9 +162,16 @@ impl Tts {
     ) -> Result<Arc<Prompt>, TtsError> {
         let engine = self.engine(lang, voice)?;
         let key = Cache::key(&engine.id(), text);
+        if let Some(p) = self.memory.get(&key) {
+            // Refreshes the file's place in the disk cache's LRU.
+            let _ = self.cache.get(&key);
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(p);
+        }
         if let Some(path) = self.cache.get(&key) {
             if let Ok(p) = Prompt::load(&path) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                self.memory.insert(&key, p.clone());
                 return Ok(p);
             }
         }
@@ -179,10 +190,9 @@ impl Tts {
         })?;
         std::fs::rename(&tmp, &path)?;
         let _ = self.cache.evict();
-        Ok(Prompt::from_pcm(
-            text.chars().take(40).collect::<String>(),
-            pcm,
-        ))
+        let p = Prompt::from_pcm(text.chars().take(40).collect::<String>(), pcm);
+        self.memory.insert(&key, p.clone());
+        Ok(p)
     }
 
     /// Render the fixed phrases of a dialplan (menu, greetings, "invalid

@@ -1,0 +1,207 @@
+//! The store's fast paths for the gateway (issue 16), on real SQLite and,
+//! when CALLOUT_TEST_POSTGRES_URL is set, real PostgreSQL: the store
+//! writer's group commit is all-or-none and idempotent, and a keyed
+//! notification is stored with its key in one commit only in the case it
+//! may be, leaving every other case to the claim path untouched.
+
+use callout::store::{KeyClaim, NotificationRow, Store, StoreWrite};
+use serde_json::json;
+
+fn notification(id: &str, ticket: &str, created: i64) -> NotificationRow {
+    NotificationRow {
+        id: id.into(),
+        contract: "acme-web".into(),
+        ticket: ticket.into(),
+        severity: "major".into(),
+        host: "web-01".into(),
+        summary: "down".into(),
+        variables: json!({}),
+        state: "pending".into(),
+        final_state: None,
+        escalation: None,
+        cancel_reason: None,
+        created_ms: created,
+        updated_ms: created,
+    }
+}
+
+async fn exercise(store: &Store) {
+    // A new key: the notification and its key in one commit.
+    let n1 = notification("ntf_1", "T1", 1000);
+    assert!(store
+        .insert_notification_keyed(&n1, "k1", "h1")
+        .await
+        .unwrap());
+    assert!(store.get_notification("ntf_1").await.unwrap().is_some());
+    assert_eq!(
+        store.claim_key("k1", "h1", 1001).await.unwrap(),
+        KeyClaim::Done("ntf_1".into()),
+        "the key points at its notification"
+    );
+    assert_eq!(
+        store.claim_key("k1", "h2", 1001).await.unwrap(),
+        KeyClaim::Mismatch
+    );
+    // The same key again (another ticket): nothing written.
+    let n2 = notification("ntf_2", "T2", 1002);
+    assert!(!store
+        .insert_notification_keyed(&n2, "k1", "h1")
+        .await
+        .unwrap());
+    assert!(
+        store.get_notification("ntf_2").await.unwrap().is_none(),
+        "rolled back with the key"
+    );
+    // A key in progress (claimed the long way) is not overwritten.
+    assert_eq!(
+        store.claim_key("k2", "h2", 1003).await.unwrap(),
+        KeyClaim::Claimed
+    );
+    assert!(!store
+        .insert_notification_keyed(&n2, "k2", "h2")
+        .await
+        .unwrap());
+    assert!(store.get_notification("ntf_2").await.unwrap().is_none());
+    assert_eq!(
+        store.claim_key("k2", "h2", 1004).await.unwrap(),
+        KeyClaim::InProgress
+    );
+    // Another active notification for the same ticket wins: the key stays
+    // free for the claim path.
+    let dup = notification("ntf_3", "T1", 1005);
+    assert!(!store
+        .insert_notification_keyed(&dup, "k3", "h3")
+        .await
+        .unwrap());
+    assert!(store.get_notification("ntf_3").await.unwrap().is_none());
+    assert_eq!(
+        store.claim_key("k3", "h3", 1006).await.unwrap(),
+        KeyClaim::Claimed,
+        "the losing request did not take the key"
+    );
+
+    // Group commit: three writes in one transaction.
+    let started = json!({"event": "notification.started", "at_ms": 0});
+    let dialing =
+        json!({"event": "call.dialing", "attempt": 1, "contact": "Alice", "round": 1, "at_ms": 1});
+    let fin = json!({"outcome": "exhausted"});
+    let group = [
+        StoreWrite::Event {
+            id: "evt_1",
+            notification: "ntf_1",
+            event: "notification.started",
+            payload: &started,
+            at_ms: 2000,
+        },
+        StoreWrite::Progress {
+            notification: "ntf_1",
+            state: "running",
+            escalation: "{\"x\":1}",
+            at_ms: 2001,
+        },
+        StoreWrite::Event {
+            id: "evt_2",
+            notification: "ntf_1",
+            event: "call.dialing",
+            payload: &dialing,
+            at_ms: 2002,
+        },
+        StoreWrite::Finish {
+            notification: "ntf_1",
+            state: "exhausted",
+            final_state: &fin,
+            at_ms: 2003,
+        },
+    ];
+    store.apply_writes(&group).await.unwrap();
+    // Applied twice (a try that timed out after its commit): no change.
+    store.apply_writes(&group).await.unwrap();
+    let out = store.outbox("ntf_1").await.unwrap();
+    assert_eq!(
+        out.iter().map(|o| o.event.as_str()).collect::<Vec<_>>(),
+        vec!["notification.started", "call.dialing"]
+    );
+    let row = store.get_notification("ntf_1").await.unwrap().unwrap();
+    assert_eq!(row.state, "exhausted");
+    assert_eq!(row.escalation.as_deref(), Some("{\"x\":1}"));
+    assert_eq!(store.attempts("ntf_1").await.unwrap().len(), 1);
+
+    // One write that fails (an attempt of an unknown notification breaks
+    // its foreign key) takes the whole group with it.
+    let n4 = notification("ntf_4", "T4", 3000);
+    store.insert_notification(&n4, None).await.unwrap();
+    let bad = [
+        StoreWrite::Progress {
+            notification: "ntf_4",
+            state: "running",
+            escalation: "{\"y\":2}",
+            at_ms: 3001,
+        },
+        StoreWrite::Event {
+            id: "evt_3",
+            notification: "ntf_4",
+            event: "notification.started",
+            payload: &started,
+            at_ms: 3002,
+        },
+        StoreWrite::Event {
+            id: "evt_4",
+            notification: "ntf_missing",
+            event: "call.dialing",
+            payload: &dialing,
+            at_ms: 3003,
+        },
+    ];
+    assert!(store.apply_writes(&bad).await.is_err());
+    let row = store.get_notification("ntf_4").await.unwrap().unwrap();
+    assert_eq!(row.escalation, None, "rolled back");
+    assert!(
+        store.outbox("ntf_4").await.unwrap().is_empty(),
+        "rolled back"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_store_writes() {
+    let dir = std::env::temp_dir().join(format!("callout-store-writes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::connect(&format!("sqlite://{}/db", dir.display()))
+        .await
+        .unwrap();
+    exercise(&store).await;
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn postgres_store_writes() {
+    let Ok(admin) = std::env::var("CALLOUT_TEST_POSTGRES_URL") else {
+        eprintln!("\n*** SKIPPED postgres_store_writes: set CALLOUT_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/test) ***\n");
+        return;
+    };
+    use sqlx::Connection;
+    let db = format!("callout_writes_{}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL reachable");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db}"),
+        None => panic!("CALLOUT_TEST_POSTGRES_URL must end with /DATABASE"),
+    };
+    {
+        let store = Store::connect(&url).await.unwrap();
+        exercise(&store).await;
+    }
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
