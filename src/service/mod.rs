@@ -80,6 +80,8 @@ pub struct Service {
     pub pipeline: std::sync::OnceLock<Arc<crate::pipeline::driver::Pipeline>>,
     /// Where this process's pipeline takes the gateway's webhooks.
     pub pipeline_webhook: std::sync::OnceLock<String>,
+    /// Console sessions and the live event feed of its board.
+    pub console: crate::console::Console,
 }
 
 /// State names stored for each ending.
@@ -119,6 +121,7 @@ impl Service {
             slots,
             pipeline: std::sync::OnceLock::new(),
             pipeline_webhook: std::sync::OnceLock::new(),
+            console: crate::console::Console::default(),
         })
     }
 

@@ -66,6 +66,8 @@ impl StoreObserver {
             _ => {}
         }
         drop(answered);
+        // The board hears the same events the webhooks carry.
+        self.svc.console.live.publish(&self.id, &v);
         self.svc
             .writer
             .submit(&self.id, Write::Event { event, payload: v });
