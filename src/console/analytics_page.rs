@@ -31,6 +31,15 @@ fn mins(ms: f64) -> String {
     }
 }
 
+/// Counts: whole numbers, but the axis ticks of small ones keep a decimal.
+fn count_label(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 fn pct(r: f64) -> String {
     format!("{:.0}%", r * 100.0)
 }
@@ -217,7 +226,7 @@ pub(crate) async fn analytics(
                     values: count(&hours, |f| f.unanswered_calls),
                 },
             ],
-            &|v| format!("{v:.0}"),
+            &count_label,
         ),
     ));
     let day_names: Vec<String> = match l {
@@ -285,7 +294,7 @@ pub(crate) async fn analytics(
                     values: count(&by_contact, |f| f.acknowledged),
                 },
             ],
-            &|v| format!("{v:.0}"),
+            &count_label,
         ),
     ));
     if !s.sip_failures.is_empty() {
@@ -300,7 +309,7 @@ pub(crate) async fn analytics(
                     label: t(l, "sip_failures"),
                     values: s.sip_failures.values().map(|v| Some(*v as f64)).collect(),
                 }],
-                &|v| format!("{v:.0}"),
+                &count_label,
             ),
         ));
     }
