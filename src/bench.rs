@@ -16,6 +16,7 @@ use crate::media::inband::Detector;
 use crate::sip::call::CallEvent;
 
 pub mod pipeline;
+pub mod reports;
 pub mod tickets;
 
 /// Options of `callout bench calls`.

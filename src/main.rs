@@ -349,6 +349,21 @@ enum BenchCmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Report queries over a year of seeded history, on SQLite and
+    /// (with --postgres) PostgreSQL.
+    Reports {
+        #[arg(long, default_value_t = 100_000)]
+        notifications: usize,
+        /// Calls of a notification nobody acknowledged (and the most an
+        /// acknowledged one takes); 4 gives about 3 calls a notification.
+        #[arg(long, default_value_t = 4)]
+        calls_per_notification: usize,
+        /// Admin URL of a PostgreSQL server (…/postgres).
+        #[arg(long, env = "CALLOUT_BENCH_POSTGRES_URL")]
+        postgres: Option<String>,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
     /// In-band detector throughput on a WAV file.
     Dtmf {
         file: PathBuf,
@@ -620,6 +635,26 @@ fn main() -> ExitCode {
                         tracker,
                         incidents,
                         notes,
+                    },
+                ))
+            })
+            .map(|_| ExitCode::SUCCESS),
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Reports {
+                    notifications,
+                    calls_per_notification,
+                    postgres,
+                    repeat,
+                },
+        } => runtime()
+            .and_then(|rt| {
+                rt.block_on(callout::bench::reports::run(
+                    callout::bench::reports::ReportsBench {
+                        notifications,
+                        calls_per_notification,
+                        postgres,
+                        repeat,
                     },
                 ))
             })

@@ -27,7 +27,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(super) fn new(
+    pub(crate) fn new(
         status: StatusCode,
         title: &'static str,
         detail: impl Into<String>,
@@ -41,7 +41,7 @@ impl ApiError {
         }
     }
 
-    pub(super) fn invalid(field: &str, detail: impl Into<String>) -> ApiError {
+    pub(crate) fn invalid(field: &str, detail: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             title: "Invalid request",
@@ -51,13 +51,17 @@ impl ApiError {
         }
     }
 
+    pub(crate) fn unauthorized(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail)
+    }
+
     /// List every problem of a batch in `errors`.
     pub(super) fn with_errors(mut self, errors: serde_json::Value) -> ApiError {
         self.errors = Some(errors);
         self
     }
 
-    pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %e, "internal error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

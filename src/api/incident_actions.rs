@@ -65,12 +65,13 @@ pub(crate) async fn run_incident_action(
             )
         })?
     };
-    let token = if req.dry_run {
-        authorize(&svc, &headers, Scope::Actions)
-            .or_else(|_| authorize(&svc, &headers, Scope::Operate))?
+    let caller = if req.dry_run {
+        super::access::actor(&svc, &headers, Scope::Actions)
+            .or_else(|_| super::access::actor(&svc, &headers, Scope::Operate))?
     } else {
-        authorize(&svc, &headers, Scope::Actions)?
+        super::access::actor(&svc, &headers, Scope::Actions)?
     };
+    let token = caller.name.clone();
     let p = pipeline(&svc)?;
     let row = p.store.get_incident(&id).await?.ok_or_else(|| {
         ApiError::new(
@@ -79,6 +80,7 @@ pub(crate) async fn run_incident_action(
             format!("no incident {id}"),
         )
     })?;
+    caller.check(&row.incident.contract, "incident", &id)?;
     let inc = &row.incident;
     let plan = svc.registry.get(&inc.contract).ok_or_else(|| {
         ApiError::invalid(

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiPath as Path, ApiQuery as Query, RawBody};
-use super::{authorize, query_int, ApiError, Scope, Shared};
+use super::{access, authorize, query_int, ApiError, Scope, Shared};
 use crate::pipeline::driver::{Input, Pipeline};
 use crate::pipeline::engine::Silence;
 use crate::runner::now_ms;
@@ -156,7 +156,7 @@ pub(crate) async fn list_incidents(
     headers: HeaderMap,
     Query(q): Query<IncidentQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&svc, &headers, Scope::Operate)?;
+    let caller = access::reader(&svc, &headers, &[])?;
     let p = pipeline(&svc)?;
     let limit = query_int("limit", q.limit.as_deref(), 1..=500)?.unwrap_or(50);
     const STATES: &[&str] = &[
@@ -183,7 +183,7 @@ pub(crate) async fn list_incidents(
             host: q.host,
             state: q.state,
             since_ms: query_int("since", q.since.as_deref(), 0..=i64::MAX)?,
-            contracts: None,
+            contracts: caller.contracts.clone(),
             before: q.cursor,
             limit,
         })
@@ -204,7 +204,7 @@ pub(crate) async fn get_incident(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&svc, &headers, Scope::Operate)?;
+    let caller = access::reader(&svc, &headers, &[])?;
     let p = pipeline(&svc)?;
     let row = p.store.get_incident(&id).await?.ok_or_else(|| {
         ApiError::new(
@@ -213,6 +213,7 @@ pub(crate) async fn get_incident(
             format!("no incident {id}"),
         )
     })?;
+    caller.check(&row.incident.contract, "incident", &id)?;
     let alerts = p.store.incident_alerts(&id, 1000).await?;
     let timeline = p.store.timeline(&id).await?;
     let mut v = incident_json(&row);
@@ -236,14 +237,12 @@ pub(crate) async fn close_incident(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = authorize(&svc, &headers, Scope::Operate)?;
+    let caller = access::actor(&svc, &headers, Scope::Operate)?;
+    let who = caller.name.clone();
     let p = pipeline(&svc)?;
-    if p.store.get_incident(&id).await?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            format!("no incident {id}"),
-        ));
+    match p.store.get_incident(&id).await? {
+        Some(r) => caller.check(&r.incident.contract, "incident", &id)?,
+        None => return Err(access::not_found("incident", &id)),
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     p.send(Input::Close {

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+mod access;
 mod actions;
 mod error;
 mod incident_actions;
@@ -27,7 +28,8 @@ mod pin_lock;
 pub mod server;
 
 pub use error::ApiError;
-use error::{ApiPath as Path, ApiQuery as Query, RawBody};
+pub(crate) use error::RawBody;
+use error::{ApiPath as Path, ApiQuery as Query};
 
 use crate::runner::Notification;
 use crate::service::{body_hash, AcceptError, Service};
@@ -42,6 +44,8 @@ pub enum Scope {
     /// Run maintenance actions for real.
     Actions,
     Admin,
+    /// Read-only, bound to the token's `contracts` (a customer's portal).
+    Customer,
 }
 
 impl Scope {
@@ -52,13 +56,14 @@ impl Scope {
             Scope::Operate => "operate",
             Scope::Actions => "actions",
             Scope::Admin => "admin",
+            Scope::Customer => "customer",
         }
     }
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header. The scheme is
 /// case-insensitive (RFC 9110 section 11.1), so `bearer` works too.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = v.split_once([' ', '\t'])?;
     let token = token.trim();
@@ -77,17 +82,27 @@ fn token_for<'a>(
     headers: &HeaderMap,
     scope: Scope,
 ) -> Result<&'a crate::config::TokenConfig, ApiError> {
-    let token = bearer(headers).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "a bearer token is required",
+    // A console session stands for the token it was opened with
+    // (`console::session`; its CSRF check is a layer of the router).
+    let hash: String = match bearer(headers) {
+        Some(token) => Sha256::digest(token.trim().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        None => crate::console::session::of_request(
+            &svc.console.sessions,
+            headers,
+            crate::runner::now_ms(),
         )
-    })?;
-    let hash: String = Sha256::digest(token.trim().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+        .map(|(_, s)| s.token_sha256)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "a bearer token is required",
+            )
+        })?,
+    };
     let t = svc
         .config
         .tokens
@@ -106,6 +121,14 @@ fn token_for<'a>(
 }
 
 type Shared = State<Arc<Service>>;
+
+pub(crate) use access::Caller;
+
+/// The caller of a read route (`operate`, or `customer` bound to its
+/// contracts), by bearer token or console session.
+pub(crate) fn reader(svc: &Service, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    access::reader(svc, headers, &[])
+}
 
 /// The router; tested with `tower::ServiceExt::oneshot` or over a socket.
 pub fn router(svc: Arc<Service>) -> Router {
@@ -153,12 +176,18 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::reports::api::routes())
+        .merge(crate::console::routes())
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(move |req, next| {
             error::read_body(max_body, body_timeout, req, next)
         }))
         .layer(middleware::from_fn_with_state(svc.clone(), timing))
+        .layer(middleware::from_fn({
+            let svc = svc.clone();
+            move |req, next| crate::console::session::csrf_guard(svc.clone(), req, next)
+        }))
         .layer(middleware::from_fn(error::problem_net))
         .with_state(svc)
 }
@@ -424,9 +453,13 @@ async fn get_notification(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&svc, &headers, Scope::Notify)
-        .or_else(|_| authorize(&svc, &headers, Scope::Operate))?;
-    Ok(Json(notification_json(&svc, &id).await?))
+    let caller = match authorize(&svc, &headers, Scope::Notify) {
+        Ok(_) => access::actor(&svc, &headers, Scope::Notify)?,
+        Err(_) => access::reader(&svc, &headers, &[])?,
+    };
+    let v = notification_json(&svc, &id).await?;
+    caller.check(v["contract"].as_str().unwrap_or(""), "notification", &id)?;
+    Ok(Json(v))
 }
 
 #[derive(Deserialize)]
@@ -444,8 +477,8 @@ async fn cancel_notification(
     Path(id): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    authorize(&svc, &headers, Scope::Notify)
-        .or_else(|_| authorize(&svc, &headers, Scope::Operate))?;
+    let caller = access::actor(&svc, &headers, Scope::Notify)
+        .or_else(|_| access::actor(&svc, &headers, Scope::Operate))?;
     let reason = if body.is_empty() {
         "cancelled".to_string()
     } else {
@@ -461,12 +494,9 @@ async fn cancel_notification(
             format!("reason is longer than {max} characters"),
         ));
     }
-    if svc.store.get_notification(&id).await?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            format!("no notification {id}"),
-        ));
+    match svc.store.get_notification(&id).await? {
+        Some(n) => caller.check(&n.contract, "notification", &id)?,
+        None => return Err(access::not_found("notification", &id)),
     }
     let accepted = svc.cancel(&id, &reason).await?;
     let status = if accepted {
@@ -519,7 +549,7 @@ async fn list_notifications(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&svc, &headers, Scope::Operate)?;
+    let caller = access::reader(&svc, &headers, &[])?;
     let limit = query_int("limit", q.limit.as_deref(), 1..=500)?.unwrap_or(50);
     let since = query_int("since", q.since.as_deref(), 0..=i64::MAX)?;
     let before = match q.cursor.as_deref() {
@@ -535,16 +565,41 @@ async fn list_notifications(
         }
         None => None,
     };
-    let rows = svc
-        .store
-        .list_notifications(
-            q.contract.as_deref(),
-            q.state.as_deref(),
-            since,
-            before,
-            limit,
-        )
-        .await?;
+    // A bound caller without a contract filter pages through its own
+    // contracts only, one query per contract merged newest first.
+    let rows = match (&caller.contracts, q.contract.as_deref()) {
+        (Some(_), Some(c)) if !caller.may_see(c) => Vec::new(),
+        (Some(cs), None) => {
+            let mut all = Vec::new();
+            for c in cs {
+                all.extend(
+                    svc.store
+                        .list_notifications(
+                            Some(c),
+                            q.state.as_deref(),
+                            since,
+                            before.clone(),
+                            limit,
+                        )
+                        .await?,
+                );
+            }
+            all.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
+            all.truncate(limit as usize);
+            all
+        }
+        _ => {
+            svc.store
+                .list_notifications(
+                    q.contract.as_deref(),
+                    q.state.as_deref(),
+                    since,
+                    before,
+                    limit,
+                )
+                .await?
+        }
+    };
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| format!("{}.{}", r.created_ms, r.id)))
         .flatten();
@@ -558,20 +613,24 @@ async fn get_call(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&svc, &headers, Scope::Operate)?;
+    let caller = access::reader(&svc, &headers, &[])?;
     let a = svc.store.attempt_by_id(&id).await?.ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "Not found", format!("no call {id}"))
     })?;
+    let n = svc.store.get_notification(&a.notification_id).await?;
+    caller.check(n.as_ref().map_or("", |n| n.contract.as_str()), "call", &id)?;
     Ok(Json(json!(a)))
 }
 
 #[utoipa::path(get, path = "/v1/contracts", responses((status = 200, description = "loaded contracts")), security(("bearer" = ["operate"])))]
 async fn list_contracts(State(svc): Shared, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&svc, &headers, Scope::Operate)?;
+    // Dialplans name the centre's people and numbers: not for customers.
+    let caller = access::actor(&svc, &headers, Scope::Operate)?;
     let items: Vec<Value> = svc
         .registry
         .snapshot()
         .values()
+        .filter(|p| caller.may_see(&p.contract))
         .map(|p| json!({"contract": p.contract, "name": p.name, "language": p.language, "contacts": p.contacts.len()}))
         .collect();
     Ok(Json(json!({"items": items})))
@@ -584,7 +643,8 @@ async fn get_contract(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&svc, &headers, Scope::Operate)?;
+    let caller = access::actor(&svc, &headers, Scope::Operate)?;
+    caller.check(&id, "contract", &id)?;
     let p = svc.registry.get(&id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -83,6 +83,8 @@ pub struct Service {
     /// This node's leases, when several nodes share a PostgreSQL
     /// (`crate::cluster`).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Node>>,
+    /// Console sessions and the live event feed of its board.
+    pub console: crate::console::Console,
 }
 
 /// State names stored for each ending.
@@ -123,6 +125,7 @@ impl Service {
             pipeline: std::sync::OnceLock::new(),
             pipeline_webhook: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
+            console: crate::console::Console::default(),
         })
     }
 

@@ -70,6 +70,8 @@ impl StoreObserver {
             _ => {}
         }
         drop(answered);
+        // The board hears the same events the webhooks carry.
+        self.svc.console.live.publish(&self.id, &v);
         self.svc
             .writer
             .submit_fenced(&self.id, self.epoch, Write::Event { event, payload: v });

@@ -229,6 +229,11 @@ impl Store {
         self.sqlite
     }
 
+    /// The pool, for read-only report queries (`crate::reports`).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }

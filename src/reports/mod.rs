@@ -1,0 +1,373 @@
+//! Call analytics over the stored notifications, attempts and action runs:
+//! answer rate, time to acknowledge, unanswered and abandoned calls,
+//! escalation depth, machine-answered calls, SIP failure codes and action
+//! results, overall and by contract, contact, hour of day and day of week.
+//!
+//! Counts are `GROUP BY` queries (one statement set for SQLite and
+//! PostgreSQL, keys cast to text); percentiles are computed here from the
+//! acknowledged notifications only, so a year of history is read as a few
+//! aggregates and one column of durations.
+//!
+//! Definitions (docs/api.md repeats them):
+//! - answer rate: acknowledged notifications / notifications;
+//! - time to acknowledge: the escalation's `at_ms` of the ack minus the
+//!   notification's creation; median = middle value (mean of the two
+//!   middle ones for an even count), p90 = nearest rank (the
+//!   `ceil(0.9 n)`-th smallest);
+//! - unanswered call: never answered; abandoned: answered, no key pressed
+//!   (`answered_no_input`); machine: AMD said machine;
+//! - escalation depth: the attempt number that acknowledged (1 = the
+//!   first call was taken).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::store::{Store, StoreError};
+
+pub mod api;
+pub mod csv;
+pub mod monthly;
+
+/// What a report covers.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Notifications created in `[from_ms, to_ms)`.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Only these contracts (a filter, or a customer's binding); `None`:
+    /// all.
+    pub contracts: Option<Vec<String>>,
+    /// Minutes east of UTC for hours and weekdays (540 for Japan).
+    pub tz_offset_min: i64,
+}
+
+/// How a report is broken down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    Contract,
+    Contact,
+    Hour,
+    Weekday,
+}
+
+impl Dimension {
+    pub fn parse(s: &str) -> Option<Dimension> {
+        Some(match s {
+            "contract" => Dimension::Contract,
+            "contact" => Dimension::Contact,
+            "hour" => Dimension::Hour,
+            "weekday" => Dimension::Weekday,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::Contract => "contract",
+            Dimension::Contact => "contact",
+            Dimension::Hour => "hour",
+            Dimension::Weekday => "weekday",
+        }
+    }
+
+    /// The SQL of the group key (text), over `n` (notifications) and `a`
+    /// (attempts); `$3` is the time-zone offset in ms.
+    fn key_sql(self) -> &'static str {
+        match self {
+            Dimension::Contract => "n.contract",
+            Dimension::Contact => "a.contact",
+            Dimension::Hour => "CAST(((n.created_ms + $3) / 3600000) % 24 AS TEXT)",
+            // 1970-01-01 was a Thursday: day 0 + 4 = 4 (Sunday = 0).
+            Dimension::Weekday => "CAST((((n.created_ms + $3) / 86400000) + 4) % 7 AS TEXT)",
+        }
+    }
+}
+
+/// The figures of one group (or of everything).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Figures {
+    pub notifications: i64,
+    pub acknowledged: i64,
+    /// acknowledged / notifications (`None` without notifications).
+    pub answer_rate: Option<f64>,
+    pub ack_median_ms: Option<i64>,
+    pub ack_p90_ms: Option<i64>,
+    pub calls: i64,
+    pub answered_calls: i64,
+    pub unanswered_calls: i64,
+    pub abandoned_calls: i64,
+    pub machine_calls: i64,
+    /// Mean attempt number of the acknowledging call.
+    pub escalation_depth_mean: Option<f64>,
+}
+
+/// One group of a breakdown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    pub key: String,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// Acknowledged notifications by escalation depth (attempt number).
+    pub escalation_depth: BTreeMap<i64, i64>,
+    /// Failed calls by SIP status.
+    pub sip_failures: BTreeMap<i64, i64>,
+    /// Action runs by final state (`succeeded`, `failed`, ...).
+    pub actions: BTreeMap<String, i64>,
+    pub actions_run: i64,
+    pub actions_succeeded: i64,
+}
+
+/// The `contract IN (...)` condition from `$first` on, and its values.
+fn contract_cond(f: &Filter, col: &str, first: usize) -> Option<(String, Vec<String>)> {
+    let cs = f.contracts.as_ref()?;
+    if cs.is_empty() {
+        return Some(("1 = 0".into(), Vec::new()));
+    }
+    let marks: Vec<String> = (0..cs.len()).map(|i| format!("${}", first + i)).collect();
+    Some((format!("{col} IN ({})", marks.join(", ")), cs.clone()))
+}
+
+fn median(sorted: &[i64]) -> Option<i64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2),
+    }
+}
+
+fn nearest_rank(sorted: &[i64], p: f64) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+#[derive(Default)]
+struct Acc {
+    f: Figures,
+    acks: Vec<i64>,
+    depth_sum: i64,
+}
+
+impl Acc {
+    fn finish(mut self) -> Figures {
+        self.acks.sort_unstable();
+        let f = &mut self.f;
+        f.ack_median_ms = median(&self.acks);
+        f.ack_p90_ms = nearest_rank(&self.acks, 0.9);
+        if f.notifications > 0 {
+            f.answer_rate = Some(f.acknowledged as f64 / f.notifications as f64);
+        }
+        if !self.acks.is_empty() {
+            f.escalation_depth_mean = Some(self.depth_sum as f64 / self.acks.len() as f64);
+        }
+        self.f
+    }
+}
+
+/// Run the three queries of a breakdown; `None` groups everything.
+async fn collect(
+    store: &Store,
+    f: &Filter,
+    dim: Option<Dimension>,
+) -> Result<(BTreeMap<String, Acc>, BTreeMap<i64, i64>), StoreError> {
+    let key = dim.map_or("''", |d| d.key_sql());
+    let group = if dim.is_some() { " GROUP BY k" } else { "" };
+    let (cond, vals) = contract_cond(f, "n.contract", 4)
+        .map(|(c, v)| (format!(" AND {c}"), v))
+        .unwrap_or_default();
+    let off = f.tz_offset_min * 60_000;
+    // `$3` is named in every statement so PostgreSQL knows its type.
+    let range = "n.created_ms >= $1 AND n.created_ms < $2 AND CAST($3 AS BIGINT) IS NOT NULL";
+    let mut groups: BTreeMap<String, Acc> = BTreeMap::new();
+    let pool = store.pool();
+
+    // Notifications (by contact: those the contact was called for).
+    let sql = if dim == Some(Dimension::Contact) {
+        format!(
+            "SELECT {key} AS k, COUNT(DISTINCT n.id) AS total, \
+             CAST(SUM(CASE WHEN a.outcome LIKE '%\"outcome\":\"acked\"%' THEN 1 ELSE 0 END) AS BIGINT) AS acked \
+             FROM attempts a JOIN notifications n ON n.id = a.notification_id WHERE {range}{cond}{group}"
+        )
+    } else {
+        format!(
+            "SELECT {key} AS k, COUNT(*) AS total, \
+             CAST(SUM(CASE WHEN n.state = 'acked' THEN 1 ELSE 0 END) AS BIGINT) AS acked \
+             FROM notifications n WHERE {range}{cond}{group}"
+        )
+    };
+    let mut q = sqlx::query(&sql).bind(f.from_ms).bind(f.to_ms).bind(off);
+    for v in &vals {
+        q = q.bind(v);
+    }
+    for r in q.fetch_all(pool).await? {
+        let g = groups.entry(r.try_get("k")?).or_default();
+        g.f.notifications = r.try_get("total")?;
+        g.f.acknowledged = r.try_get::<Option<i64>, _>("acked")?.unwrap_or(0);
+    }
+
+    // Calls.
+    let sql = format!(
+        "SELECT {key} AS k, COUNT(*) AS total, \
+         CAST(SUM(CASE WHEN a.answered_ms IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS answered, \
+         CAST(SUM(CASE WHEN a.outcome LIKE '%\"outcome\":\"answered_no_input\"%' THEN 1 ELSE 0 END) AS BIGINT) AS abandoned, \
+         CAST(SUM(CASE WHEN a.outcome LIKE '%\"outcome\":\"machine\"%' THEN 1 ELSE 0 END) AS BIGINT) AS machine \
+         FROM attempts a JOIN notifications n ON n.id = a.notification_id WHERE {range}{cond}{group}"
+    );
+    let mut q = sqlx::query(&sql).bind(f.from_ms).bind(f.to_ms).bind(off);
+    for v in &vals {
+        q = q.bind(v);
+    }
+    for r in q.fetch_all(pool).await? {
+        let g = groups.entry(r.try_get("k")?).or_default();
+        g.f.calls = r.try_get("total")?;
+        g.f.answered_calls = r.try_get::<Option<i64>, _>("answered")?.unwrap_or(0);
+        g.f.unanswered_calls = g.f.calls - g.f.answered_calls;
+        g.f.abandoned_calls = r.try_get::<Option<i64>, _>("abandoned")?.unwrap_or(0);
+        g.f.machine_calls = r.try_get::<Option<i64>, _>("machine")?.unwrap_or(0);
+    }
+
+    // Acknowledgements: one row per acknowledged notification.
+    let sql = format!(
+        "SELECT {key} AS k, n.created_ms AS created, n.final AS fin, a.attempt AS attempt, \
+         a.ended_ms AS ended FROM notifications n JOIN attempts a ON a.notification_id = n.id \
+         WHERE n.state = 'acked' AND a.outcome LIKE '%\"outcome\":\"acked\"%' AND {range}{cond}"
+    );
+    let mut q = sqlx::query(&sql).bind(f.from_ms).bind(f.to_ms).bind(off);
+    for v in &vals {
+        q = q.bind(v);
+    }
+    let mut depth: BTreeMap<i64, i64> = BTreeMap::new();
+    for r in q.fetch_all(pool).await? {
+        let created: i64 = r.try_get("created")?;
+        let fin: Option<String> = r.try_get("fin")?;
+        let ended: Option<i64> = r.try_get("ended")?;
+        let at = fin
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["at_ms"].as_i64())
+            .or(ended);
+        let attempt: i64 = r.try_get("attempt")?;
+        *depth.entry(attempt).or_default() += 1;
+        let g = groups.entry(r.try_get("k")?).or_default();
+        if let Some(at) = at {
+            g.acks.push((at - created).max(0));
+            g.depth_sum += attempt;
+        }
+    }
+    Ok((groups, depth))
+}
+
+/// Every figure over the filter.
+pub async fn summary(store: &Store, f: &Filter) -> Result<Summary, StoreError> {
+    let (mut groups, escalation_depth) = collect(store, f, None).await?;
+    let figures = groups.remove("").map(Acc::finish).unwrap_or_default();
+    let pool = store.pool();
+    let (cond, vals) = contract_cond(f, "n.contract", 3)
+        .map(|(c, v)| (format!(" AND {c}"), v))
+        .unwrap_or_default();
+    let sql = format!(
+        "SELECT a.sip_code AS code, COUNT(*) AS total FROM attempts a JOIN notifications n \
+         ON n.id = a.notification_id WHERE n.created_ms >= $1 AND n.created_ms < $2 \
+         AND a.sip_code IS NOT NULL AND a.sip_code >= 300{cond} GROUP BY a.sip_code"
+    );
+    let mut q = sqlx::query(&sql).bind(f.from_ms).bind(f.to_ms);
+    for v in &vals {
+        q = q.bind(v);
+    }
+    let mut sip_failures = BTreeMap::new();
+    for r in q.fetch_all(pool).await? {
+        sip_failures.insert(r.try_get("code")?, r.try_get("total")?);
+    }
+    let (cond, vals) = contract_cond(f, "contract", 3)
+        .map(|(c, v)| (format!(" AND {c}"), v))
+        .unwrap_or_default();
+    let sql = format!(
+        "SELECT state, COUNT(*) AS total FROM action_runs WHERE started_ms >= $1 \
+         AND started_ms < $2{cond} GROUP BY state"
+    );
+    let mut q = sqlx::query(&sql).bind(f.from_ms).bind(f.to_ms);
+    for v in &vals {
+        q = q.bind(v);
+    }
+    let mut actions = BTreeMap::new();
+    for r in q.fetch_all(pool).await? {
+        actions.insert(r.try_get::<String, _>("state")?, r.try_get("total")?);
+    }
+    let actions_run = actions.values().sum();
+    let actions_succeeded = ["succeeded", "not_needed"]
+        .iter()
+        .filter_map(|s| actions.get(*s))
+        .sum();
+    Ok(Summary {
+        from_ms: f.from_ms,
+        to_ms: f.to_ms,
+        figures,
+        escalation_depth,
+        sip_failures,
+        actions,
+        actions_run,
+        actions_succeeded,
+    })
+}
+
+/// The figures by `dim`, groups in key order (hours and weekdays
+/// numerically, every hour 0-23 / weekday 0-6 present).
+pub async fn breakdown(
+    store: &Store,
+    f: &Filter,
+    dim: Dimension,
+) -> Result<Vec<Group>, StoreError> {
+    let (mut groups, _) = collect(store, f, Some(dim)).await?;
+    let fixed = match dim {
+        Dimension::Hour => Some(24),
+        Dimension::Weekday => Some(7),
+        _ => None,
+    };
+    Ok(match fixed {
+        Some(n) => (0..n)
+            .map(|i: i64| Group {
+                key: i.to_string(),
+                figures: groups
+                    .remove(&i.to_string())
+                    .map(Acc::finish)
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        None => groups
+            .into_iter()
+            .map(|(key, a)| Group {
+                key,
+                figures: a.finish(),
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_p90_by_hand() {
+        let v = [60_000, 120_000, 180_000, 240_000, 300_000, 600_000, 900_000];
+        assert_eq!(median(&v), Some(240_000));
+        // ceil(0.9 * 7) = 7th.
+        assert_eq!(nearest_rank(&v, 0.9), Some(900_000));
+        assert_eq!(median(&[1, 3]), Some(2));
+        assert_eq!(median(&[]), None);
+        assert_eq!(nearest_rank(&[5], 0.9), Some(5));
+    }
+}

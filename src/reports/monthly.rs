@@ -1,0 +1,102 @@
+//! The monthly quality report: per contract and month, the share of
+//! notifications acknowledged within a target time, against a target
+//! share ("acknowledged within 10 minutes: 95 %").
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike, TimeZone};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::Filter;
+use crate::store::{Store, StoreError};
+
+/// The centre's target for a contract.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Target {
+    pub ack_within_ms: i64,
+    /// 0-100.
+    pub percent: f64,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            ack_within_ms: 10 * 60_000,
+            percent: 95.0,
+        }
+    }
+}
+
+/// One contract's month.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Month {
+    /// `YYYY-MM` in the filter's time zone.
+    pub month: String,
+    pub contract: String,
+    pub notifications: i64,
+    pub acknowledged: i64,
+    pub within_target: i64,
+    /// within_target / notifications, percent.
+    pub attainment: Option<f64>,
+    pub met: bool,
+}
+
+/// Months in order, per contract (and `*` for the whole centre).
+pub async fn report(store: &Store, f: &Filter, target: Target) -> Result<Vec<Month>, StoreError> {
+    let mut sql = String::from(
+        "SELECT contract, created_ms, state, final FROM notifications WHERE created_ms >= $1 AND created_ms < $2",
+    );
+    if let Some(cs) = &f.contracts {
+        if cs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (0..cs.len()).map(|i| format!("${}", i + 3)).collect();
+        sql.push_str(&format!(" AND contract IN ({})", marks.join(", ")));
+    }
+    let mut q = sqlx::query(&sql).bind(f.from_ms).bind(f.to_ms);
+    for c in f.contracts.iter().flatten() {
+        q = q.bind(c);
+    }
+    let tz = chrono::FixedOffset::east_opt((f.tz_offset_min * 60).clamp(-86_399, 86_399) as i32)
+        .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
+    // (month, contract) -> (notifications, acknowledged, within)
+    let mut acc: BTreeMap<(String, String), (i64, i64, i64)> = BTreeMap::new();
+    for r in q.fetch_all(store.pool()).await? {
+        let contract: String = r.try_get("contract")?;
+        let created: i64 = r.try_get("created_ms")?;
+        let state: String = r.try_get("state")?;
+        let fin: Option<String> = r.try_get("final")?;
+        let Some(t) = tz.timestamp_millis_opt(created).single() else {
+            continue;
+        };
+        let month = format!("{:04}-{:02}", t.year(), t.month());
+        let acked = state == "acked";
+        let within = acked
+            && fin
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v["at_ms"].as_i64())
+                .is_some_and(|at| at - created <= target.ack_within_ms);
+        for c in [contract.as_str(), "*"] {
+            let e = acc.entry((month.clone(), c.to_string())).or_default();
+            e.0 += 1;
+            e.1 += i64::from(acked);
+            e.2 += i64::from(within);
+        }
+    }
+    Ok(acc
+        .into_iter()
+        .map(|((month, contract), (n, a, w))| {
+            let attainment = (n > 0).then(|| w as f64 * 100.0 / n as f64);
+            Month {
+                month,
+                contract,
+                notifications: n,
+                acknowledged: a,
+                within_target: w,
+                attainment,
+                met: attainment.is_some_and(|p| p + 1e-9 >= target.percent),
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,390 @@
+//! The console in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, spoken to over WebDriver), against a real `callout
+//! serve` and a real callee (`callout softphone`, answering and pressing 1
+//! after 4 s): sign in through the form, watch the call appear on the
+//! board and leave it, open the notification, switch language, load the
+//! analytics with this test's own calls and find the plotted series, and
+//! see that a customer's browser gets nothing of another contract.
+//! Screenshots go to `target/tmp/console-browser-*/` (the path is printed).
+//! Without chromedriver the test says so loudly and is skipped.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::serve::*;
+use common::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const CUSTOMER: &str = "browser-customer-acme-token";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A WebDriver session.
+struct Browser {
+    http: reqwest::blocking::Client,
+    base: String,
+    _driver: KillOnDrop,
+    _profile: std::path::PathBuf,
+}
+
+impl Browser {
+    fn start(dir: &std::path::Path) -> Browser {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = KillOnDrop(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let root = format!("http://127.0.0.1:{port}");
+        let until = Instant::now() + Duration::from_secs(20);
+        while http.get(format!("{root}/status")).send().is_err() {
+            assert!(Instant::now() < until, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = dir.join("chromium-profile");
+        std::fs::create_dir_all(&profile).unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.display()), "--lang=en-US"],
+            }
+        }}});
+        let r: Value = http
+            .post(format!("{root}/session"))
+            .json(&caps)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let id = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {r}"))
+            .to_string();
+        Browser {
+            http,
+            base: format!("{root}/session/{id}"),
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.base);
+        let r = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.post(url).json(&body.unwrap_or(json!({}))),
+        };
+        r.send().unwrap().json::<Value>().unwrap()["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({"url": url})));
+    }
+
+    fn find_all(&self, css: &str) -> Vec<String> {
+        self.cmd(
+            "POST",
+            "/elements",
+            Some(json!({"using": "css selector", "value": css})),
+        )
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e[ELEMENT].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    fn wait(&self, css: &str, limit: Duration) -> String {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(e) = self.find_all(css).into_iter().next() {
+                return e;
+            }
+            assert!(
+                Instant::now() < until,
+                "no {css} on {}",
+                self.js("return document.body.innerText")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_gone(&self, css: &str, limit: Duration) {
+        let until = Instant::now() + limit;
+        while !self.find_all(css).is_empty() {
+            assert!(Instant::now() < until, "{css} still there");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn text(&self, e: &str) -> String {
+        self.cmd("GET", &format!("/element/{e}/text"), None)
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+    }
+
+    fn screenshot(&self, path: &std::path::Path) {
+        let b64 = self.cmd("GET", "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap_or(""))
+            .unwrap();
+        std::fs::write(path, png).unwrap();
+        println!("screenshot: {}", path.display());
+    }
+
+    fn sign_in(&self, site: &str, token: &str) {
+        self.cmd("DELETE", "/cookie", None);
+        self.go(&format!("{site}/console/login"));
+        let field = self.wait("#token", Duration::from_secs(10));
+        self.cmd(
+            "POST",
+            &format!("/element/{field}/value"),
+            Some(json!({"text": token})),
+        );
+        let button = self.wait("#signin", Duration::from_secs(5));
+        self.cmd("POST", &format!("/element/{button}/click"), None);
+        self.wait("main h1", Duration::from_secs(10));
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.http.delete(&self.base).send();
+    }
+}
+
+#[test]
+fn the_console_in_chromium() {
+    if Command::new("chromedriver")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "\n*** SKIPPED the_console_in_chromium: apt-get install chromium chromium-driver ***\n"
+        );
+        return;
+    }
+    require("espeak-ng");
+    let dir = scratch("console-browser");
+    copy_prompts(&dir);
+    let port = free_port_pair();
+    let _callee = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_callout"))
+            .args(["softphone", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--press",
+                "1",
+                "--after",
+                "4s",
+                "--rtp-ports",
+                "47850-47899",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let uri = format!("sip:bob@127.0.0.1:{port}");
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    for c in ["acme", "beta"] {
+        std::fs::write(
+            dir.join(format!("dialplans/{c}.toml")),
+            plan(c, &uri, None, "text = \"Alert on {host}.\""),
+        )
+        .unwrap();
+    }
+    let s = Serve::start(
+        &dir,
+        &format!(
+            "[[tokens]]\nname = \"acme-portal\"\nsha256 = \"{}\"\nscopes = [\"customer\"]\ncontracts = [\"acme\"]\n",
+            hex(CUSTOMER)
+        ),
+        "47750-47849",
+    );
+    let b = Browser::start(&dir);
+
+    // Cold load of the sign-in page, then sign in through the form.
+    b.go(&format!("{}/console/login", s.base));
+    b.wait("#token", Duration::from_secs(10));
+    let paint = b.js("const p = performance.getEntriesByName('first-contentful-paint')[0]; return p ? p.startTime : null;");
+    println!("first contentful paint of /console/login (cold): {paint} ms");
+    b.sign_in(&s.base, TOKEN);
+    b.wait("body[data-live=\"open\"]", Duration::from_secs(10));
+    let paint = b.js("const p = performance.getEntriesByName('first-contentful-paint')[0]; return p ? p.startTime : null;");
+    println!("first contentful paint of /console (board): {paint} ms");
+    // Record, in the page, how long after each event's server time the
+    // board showed it.
+    b.js("window.__delays = []; const live = document.getElementById('live');
+          new MutationObserver(() => { const ts = Number(live.dataset.lastTs); if (ts) window.__delays.push(Date.now() - ts); })
+            .observe(live, {attributes: true, childList: true, characterData: true, subtree: true});
+          return true;");
+
+    // A live call: it appears talking with who, then leaves the board.
+    let id = s.notify("acme", "T-BROWSER-1")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let row = b.wait(
+        &format!(".call.talking[data-notification=\"{id}\"]"),
+        Duration::from_secs(30),
+    );
+    assert!(b.text(&row).contains("Bob"), "{}", b.text(&row));
+    b.screenshot(&dir.join("board-call-talking.png"));
+    // The key pressed shows on the call's line while it is up.
+    let keys = format!(".call[data-notification=\"{id}\"] .keys");
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let k = b.find_all(&keys);
+        if k.first().is_some_and(|e| b.text(e).contains('1')) {
+            break;
+        }
+        assert!(
+            Instant::now() < until && !k.is_empty(),
+            "key 1 never showed on the board"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.wait_gone(
+        &format!(".call[data-notification=\"{id}\"]"),
+        Duration::from_secs(30),
+    );
+    b.wait_gone(
+        &format!("article[data-id=\"{id}\"]"),
+        Duration::from_secs(10),
+    );
+    let delays = b.js("return window.__delays;");
+    let mut d: Vec<f64> = delays
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    d.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert!(!d.is_empty(), "no event reached the board");
+    println!(
+        "call event -> board updated: {} events, median {} ms, max {} ms",
+        d.len(),
+        d[d.len() / 2],
+        d[d.len() - 1]
+    );
+    s.wait_state(&id, &["acked"], Duration::from_secs(10));
+
+    // Its page: the call acknowledged with key 1, and its events.
+    b.go(&format!("{}/console/notifications/{id}", s.base));
+    let call = b.wait(
+        "#calls tr.attempt[data-outcome=\"acked\"]",
+        Duration::from_secs(10),
+    );
+    assert!(b.text(&call).contains('1'), "{}", b.text(&call));
+    let events = b.find_all("#timeline li");
+    assert!(events.len() >= 3, "{} events", events.len());
+    let all: String = events
+        .iter()
+        .map(|e| b.text(e))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(all.contains("answered") && all.contains("acked"), "{all}");
+    b.screenshot(&dir.join("notification.png"));
+
+    // Language: English, then the switch, then Japanese (remembered).
+    b.go(&format!("{}/console", s.base));
+    let h1 = b.wait("main h1", Duration::from_secs(10));
+    assert_eq!(b.text(&h1), "Live board");
+    let switch = b.wait("#lang", Duration::from_secs(5));
+    b.cmd("POST", &format!("/element/{switch}/click"), None);
+    b.wait("html[lang=\"ja\"]", Duration::from_secs(10));
+    let h1 = b.wait("main h1", Duration::from_secs(5));
+    assert_eq!(b.text(&h1), "ライブボード");
+    b.go(&format!("{}/console/analytics", s.base));
+    b.wait("html[lang=\"ja\"]", Duration::from_secs(10));
+
+    // Analytics with this test's call: the series are plotted.
+    for series in [
+        "answer_rate_by_hour",
+        "calls_by_hour",
+        "answer_rate_by_contract",
+        "answered_by_contact",
+    ] {
+        let marks = b.find_all(&format!(
+            "svg g.series[data-series=\"{series}\"] [data-value]"
+        ));
+        assert!(!marks.is_empty(), "series {series} has no marks");
+    }
+    let rate = b.js("return document.querySelector('g.series[data-series=\"answer_rate_by_contract\"] rect[data-key=\"acme\"]').getAttribute('data-value');");
+    assert_eq!(rate, json!("1"), "acme's answer rate");
+    b.screenshot(&dir.join("analytics.png"));
+
+    // A customer of acme: beta's notification is not on any screen.
+    let beta = s.notify("beta", "T-BROWSER-2")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.wait_state(&beta, &["acked"], Duration::from_secs(40));
+    b.sign_in(&s.base, CUSTOMER);
+    b.go(&format!("{}/console/notifications/{beta}", s.base));
+    let facts = b.wait("#facts", Duration::from_secs(10));
+    let until = Instant::now() + Duration::from_secs(10);
+    while !b.text(&facts).contains("404") {
+        assert!(
+            Instant::now() < until,
+            "beta's notification showed: {}",
+            b.text(&facts)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(b.find_all("#calls tr.attempt").is_empty());
+    b.go(&format!("{}/console/notifications/{id}", s.base));
+    b.wait("#calls tr.attempt", Duration::from_secs(10));
+    assert!(
+        b.find_all("#cancel").is_empty(),
+        "a customer has no buttons"
+    );
+    b.go(&format!("{}/console/analytics", s.base));
+    b.wait("svg", Duration::from_secs(10));
+    assert!(
+        b.find_all("rect[data-key=\"beta\"]").is_empty(),
+        "beta in a customer's analytics"
+    );
+    b.screenshot(&dir.join("customer-analytics.png"));
+}
