@@ -516,6 +516,10 @@ async fn run_call(
                 symmetric_rtp: script.symmetric_rtp,
             },
             advertise: script.advertise,
+            redirect: crate::sip::redirect::RedirectPolicy::new(
+                plan.contacts.iter().map(|c| c.uri.as_str()),
+                crate::sip::redirect::DEFAULT_MAX_HOPS,
+            ),
         })
         .await
     {
@@ -583,6 +587,10 @@ async fn run_call(
                 match ev {
                     CallUpdate::Sip(CallEvent::Ringing) => {
                         obs.event(json!({"event": "call.ringing", "attempt": attempt, "at_ms": at()})).await;
+                    }
+                    CallUpdate::Redirected { code, target } => {
+                        obs.event(json!({"event": "call.redirected", "attempt": attempt, "code": code,
+                            "target": target, "at_ms": at()})).await;
                     }
                     CallUpdate::Sip(CallEvent::Answered(_)) => {
                         obs.event(json!({"event": "call.answered", "attempt": attempt, "at_ms": at()})).await;

@@ -18,9 +18,10 @@ use crate::media::audio::Prompt;
 use crate::media::session::{MediaEvent, MediaPolicy, MediaSession};
 use crate::sip::advertise::Advertise;
 use crate::sip::auth::Credentials;
-use crate::sip::call::{CallConfig, CallEvent};
+use crate::sip::call::{CallConfig, CallEvent, EndReason};
 use crate::sip::endpoint::CallHandle;
 use crate::sip::header::SipUri;
+use crate::sip::redirect::{self, Decision, RedirectPolicy};
 use crate::sip::sdp;
 use crate::sip::transaction::Timers;
 use media::{MediaCommand, MediaHandle, PortPool};
@@ -60,6 +61,8 @@ pub struct DialRequest {
     /// The trunk's advertised addresses (each falls back to the
     /// gateway's, see [`Gateway::set_advertise`]).
     pub advertise: Advertise,
+    /// Which 3xx targets may be dialled (the default: none).
+    pub redirect: RedirectPolicy,
 }
 
 /// The running gateway: one SIP socket, one media clock, an RTP port pool.
@@ -188,6 +191,30 @@ impl Gateway {
 
     /// Place a call. Returns once the INVITE is queued.
     pub async fn dial(&self, req: DialRequest) -> Result<ActiveCall, DialError> {
+        let socket = self
+            .ports
+            .lock()
+            .await
+            .bind()
+            .await
+            .map_err(DialError::NoPort)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let socket = Arc::new(socket);
+        let (handle, sip_rx) = self.invite(id, &req, &socket).await?;
+        let mut call = self.active_call(id, handle, socket, sip_rx);
+        call.policy = req.media;
+        call.dialled.push(req.uri.clone());
+        call.redial = Some(Box::new((self.clone(), req)));
+        Ok(call)
+    }
+
+    /// Send the INVITE of `req` for call `id` with media on `socket`.
+    async fn invite(
+        &self,
+        id: u64,
+        req: &DialRequest,
+        socket: &UdpSocket,
+    ) -> Result<(CallHandle, mpsc::UnboundedReceiver<CallEvent>), DialError> {
         let uri = SipUri::parse(&req.uri).map_err(|_| DialError::BadUri(req.uri.clone()))?;
         let destination = match req.outbound_proxy {
             Some(p) => p,
@@ -208,41 +235,31 @@ impl Gateway {
                 })?
             }
         };
-        let socket = self
-            .ports
-            .lock()
-            .await
-            .bind()
-            .await
-            .map_err(DialError::NoPort)?;
         let rtp_addr = socket.local_addr().map_err(DialError::NoPort)?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (local, pinned, rtp_ip) = self.addresses_toward(destination, req.advertise);
         let cfg = CallConfig {
             target: req.uri.clone(),
-            from_uri: req.from_uri,
-            from_display: req.from_display,
+            from_uri: req.from_uri.clone(),
+            from_display: req.from_display.clone(),
             local,
             destination,
-            credentials: req.credentials,
+            credentials: req.credentials.clone(),
             ring_timeout: req.ring_timeout,
             sdp_offer: sdp::offer(SocketAddr::new(rtp_ip, rtp_addr.port()), id, 1),
             timers: Timers::default(),
             user_agent: String::new(),
-            extra_headers: req.extra_headers,
+            extra_headers: req.extra_headers.clone(),
         };
         let (sip_tx, sip_rx) = mpsc::unbounded_channel();
         let handle = self.sip.dial_as(cfg, pinned, sip_tx).await?;
-        let mut call = self.active_call(id, handle, socket, sip_rx);
-        call.policy = req.media;
-        Ok(call)
+        Ok((handle, sip_rx))
     }
 
     fn active_call(
         &self,
         id: u64,
         handle: CallHandle,
-        socket: UdpSocket,
+        socket: Arc<UdpSocket>,
         sip_rx: mpsc::UnboundedReceiver<CallEvent>,
     ) -> ActiveCall {
         let (media_tx, media_rx) = mpsc::unbounded_channel();
@@ -251,7 +268,7 @@ impl Gateway {
             handle,
             sip: self.sip.clone(),
             media: self.media.clone(),
-            socket: Some(Arc::new(socket)),
+            socket: Some(socket),
             sip_rx,
             media_rx,
             media_tx,
@@ -260,6 +277,8 @@ impl Gateway {
             next_prompt: 1,
             record: false,
             policy: MediaPolicy::default(),
+            redial: None,
+            dialled: Vec::new(),
         }
     }
 }
@@ -269,6 +288,8 @@ impl Gateway {
 pub enum CallUpdate {
     Sip(CallEvent),
     Media(MediaEvent),
+    /// A 3xx was followed: a new INVITE went to `target`.
+    Redirected { code: u16, target: String },
 }
 
 /// A placed call: read its events with [`ActiveCall::next`], drive its
@@ -287,6 +308,10 @@ pub struct ActiveCall {
     next_prompt: u64,
     record: bool,
     policy: MediaPolicy,
+    /// How to dial again when a 3xx is followed (dialled calls only).
+    redial: Option<Box<(Gateway, DialRequest)>>,
+    /// Every URI this call has sent an INVITE to, in order.
+    dialled: Vec<String>,
 }
 
 impl ActiveCall {
@@ -308,6 +333,15 @@ impl ActiveCall {
                         self.finish();
                         continue;
                     };
+                    let ev = match ev {
+                        CallEvent::Ended(EndReason::Redirected { code, targets }) => {
+                            match self.follow(code, &targets).await {
+                                Ok(target) => return Some(CallUpdate::Redirected { code, target }),
+                                Err(reason) => CallEvent::Ended(reason),
+                            }
+                        }
+                        ev => ev,
+                    };
                     match &ev {
                         CallEvent::Answered(neg)
                         | CallEvent::EarlyMedia(neg)
@@ -321,6 +355,42 @@ impl ActiveCall {
                     return Some(CallUpdate::Sip(ev));
                 }
                 Some(ev) = self.media_rx.recv() => return Some(CallUpdate::Media(ev)),
+            }
+        }
+    }
+
+    /// Follow a 3xx if the dial's redirect rule allows it: a new INVITE
+    /// (new Call-ID) to the allowed target, media on the same port.
+    /// Otherwise the reason the call ends with.
+    async fn follow(&mut self, code: u16, targets: &[String]) -> Result<String, EndReason> {
+        let refused = |target, why| EndReason::RedirectRefused { code, target, why };
+        let Some(redial) = self.redial.as_mut() else {
+            let target = targets.first().cloned().unwrap_or_default();
+            return Err(refused(target, redirect::Refusal::NotInDialplan));
+        };
+        let target = match redial.1.redirect.decide(targets, &self.dialled) {
+            Decision::Follow(t) => t,
+            Decision::Refuse { target, why } => {
+                tracing::warn!(code, target = %crate::logging::Redacted(&target), ?why, "redirect refused");
+                return Err(refused(target, why));
+            }
+        };
+        let Some(socket) = self.socket.clone() else {
+            return Err(refused(target, redirect::Refusal::NoTarget));
+        };
+        redial.1.uri = target.clone();
+        let (gw, req) = (&redial.0, &redial.1);
+        match gw.invite(self.id, req, &socket).await {
+            Ok((handle, sip_rx)) => {
+                tracing::info!(code, target = %crate::logging::Redacted(&target), "following a redirect");
+                self.handle = handle;
+                self.sip_rx = sip_rx;
+                self.dialled.push(target.clone());
+                Ok(target)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow a redirect");
+                Err(EndReason::Unreachable { code: None })
             }
         }
     }

@@ -675,6 +675,12 @@ impl Call {
                 let reason = match (self.cancel, code) {
                     (Some(CancelCause::RingTimeout), 487) => EndReason::NoAnswer { code: None },
                     (Some(CancelCause::Owner), 487) => EndReason::Cancelled,
+                    // 305 (use proxy) and 380 are never followed: a
+                    // callee must not choose our route.
+                    (None, 300..=302) => EndReason::Redirected {
+                        code,
+                        targets: super::redirect::targets(&resp),
+                    },
                     _ => map_failure(code, &resp.reason),
                 };
                 self.end(now, reason);

@@ -19,6 +19,7 @@ pub mod limiter;
 pub mod message;
 pub mod offer_answer;
 pub mod prack;
+pub mod redirect;
 pub mod register;
 pub mod sdp;
 pub mod session_timer;
