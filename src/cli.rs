@@ -395,6 +395,7 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
             credentials,
             ring_timeout: o.timeout,
             outbound_proxy: None,
+            failover: Vec::new(),
             extra_headers: Vec::new(),
             media: o.media,
             advertise: Default::default(),
@@ -472,6 +473,9 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
                 }
             }
             CallUpdate::Media(_) => {}
+            CallUpdate::FailedOver { code, to } => emit(
+                json!({"event": "failover", "code": code, "proxy": to.to_string(), "at_ms": ms(Instant::now())}),
+            ),
             CallUpdate::Redirected { code, target } => emit(
                 json!({"event": "redirected", "code": code, "target": target, "at_ms": ms(Instant::now())}),
             ),

@@ -56,6 +56,23 @@ pub struct TrunkConfig {
     /// calls answer challenges only when they go through `proxy`, and the
     /// registrar's challenges are answered (see docs/security.md).
     pub realm: Option<String>,
+    /// Failover: more proxies (`host:port`), tried in order after
+    /// `proxy` when it is down or a call to it times out or gets 5xx.
+    #[serde(default)]
+    pub proxies: Vec<String>,
+    /// Send OPTIONS to each proxy this often (e.g. "30s"); unset: no
+    /// keepalive (see docs/sip-dialog.md, Trunks).
+    pub keepalive: Option<String>,
+    /// Unanswered (or 5xx) OPTIONS in a row before a proxy is down
+    /// (default 3).
+    pub keepalive_misses: Option<u32>,
+}
+
+impl TrunkConfig {
+    /// `proxy` then `proxies`, in the order calls try them.
+    pub fn all_proxies(&self) -> impl Iterator<Item = &String> {
+        self.proxy.iter().chain(self.proxies.iter())
+    }
 }
 
 /// Where ticket events go.

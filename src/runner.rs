@@ -87,6 +87,9 @@ pub struct Script {
     pub call_headers: Vec<(String, String)>,
     /// The trunk's outbound proxy, when the dialplan's trunk has one.
     pub outbound_proxy: Option<std::net::SocketAddr>,
+    /// Proxies to fail over to, in order, when `outbound_proxy` times out
+    /// or answers 5xx.
+    pub failover: Vec<std::net::SocketAddr>,
     /// The trunk's digest credentials.
     pub credentials: Option<crate::sip::auth::Credentials>,
     /// The trunk's peers sit behind NAT: latch onto their RTP source.
@@ -190,6 +193,7 @@ impl Script {
             fallbacks,
             call_headers: Vec::new(),
             outbound_proxy: None,
+            failover: Vec::new(),
             credentials: None,
             symmetric_rtp: false,
             advertise: Default::default(),
@@ -510,6 +514,7 @@ async fn run_call(
             credentials: script.credentials.clone(),
             ring_timeout: plan.escalation.ring_timeout,
             outbound_proxy: script.outbound_proxy,
+            failover: script.failover.clone(),
             extra_headers: script.call_headers.clone(),
             media: crate::media::session::MediaPolicy {
                 dtmf: plan.dtmf,
@@ -587,6 +592,10 @@ async fn run_call(
                 match ev {
                     CallUpdate::Sip(CallEvent::Ringing) => {
                         obs.event(json!({"event": "call.ringing", "attempt": attempt, "at_ms": at()})).await;
+                    }
+                    CallUpdate::FailedOver { code, to } => {
+                        obs.event(json!({"event": "call.failover", "attempt": attempt, "code": code,
+                            "proxy": to.to_string(), "at_ms": at()})).await;
                     }
                     CallUpdate::Redirected { code, target } => {
                         obs.event(json!({"event": "call.redirected", "attempt": attempt, "code": code,

@@ -662,7 +662,8 @@ async fn readyz(State(svc): Shared) -> Response {
     let ready = store == "ok" && undialable.is_empty();
     let mut body = json!({"database": db, "store": store, "pending_writes": w.pending,
         "journaled_writes": w.in_journal, "sip": svc.gateway.sip_addr().to_string(),
-        "registrations": svc.gateway.sip().registrations(), "undialable": undialable});
+        "registrations": svc.gateway.sip().registrations(), "trunks": svc.trunk_health.snapshot(),
+        "undialable": undialable});
     if ready {
         return (StatusCode::OK, Json(body)).into_response();
     }
@@ -746,6 +747,7 @@ async fn metrics(State(svc): Shared) -> Response {
             s.remembered,
         ));
     }
+    out.push_str(&svc.trunk_health.metrics_text());
     if let Some(p) = svc.pipeline.get() {
         out.push_str(&incidents::metrics_text(p));
     }

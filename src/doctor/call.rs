@@ -49,6 +49,7 @@ pub async fn test_call(config: &Config, uri: &str) -> Vec<Verdict> {
             credentials: trunk.credentials,
             ring_timeout: RING,
             outbound_proxy: trunk.proxy,
+            failover: trunk.alternates.clone(),
             extra_headers: Vec::new(),
             media: Default::default(),
             advertise: trunk.advertise,

@@ -2,6 +2,7 @@
 //! clock task, and [`Gateway`], which places calls and hands each caller an
 //! [`ActiveCall`] that merges SIP and media events.
 
+pub mod keepalive;
 pub mod media;
 pub mod net;
 pub mod sip;
@@ -54,6 +55,9 @@ pub struct DialRequest {
     pub ring_timeout: Duration,
     /// Send the INVITE here instead of the URI's host (a trunk's proxy).
     pub outbound_proxy: Option<SocketAddr>,
+    /// Proxies to try next, in order, when the INVITE times out or gets
+    /// a 5xx before any answer (a new Call-ID each).
+    pub failover: Vec<SocketAddr>,
     /// Extra INVITE headers.
     pub extra_headers: Vec<(String, String)>,
     /// DTMF paths and whom media is accepted from.
@@ -283,6 +287,21 @@ impl Gateway {
     }
 }
 
+/// Whether an unanswered call's end means "try the next proxy": no
+/// response at all, or a 5xx (503 most often: the proxy is overloaded or
+/// has no way on). Carries the code for the record.
+fn failover_code(r: &EndReason) -> Option<Option<u16>> {
+    match r {
+        EndReason::Unreachable { code: None } => Some(None),
+        EndReason::Unreachable { code: Some(c) } | EndReason::Rejected { code: c, .. }
+            if (500..600).contains(c) =>
+        {
+            Some(Some(*c))
+        }
+        _ => None,
+    }
+}
+
 /// One event of a call, SIP or media.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallUpdate {
@@ -290,6 +309,9 @@ pub enum CallUpdate {
     Media(MediaEvent),
     /// A 3xx was followed: a new INVITE went to `target`.
     Redirected { code: u16, target: String },
+    /// The proxy timed out (`code` None) or answered 5xx: a new INVITE
+    /// went to the next proxy `to`.
+    FailedOver { code: Option<u16>, to: SocketAddr },
 }
 
 /// A placed call: read its events with [`ActiveCall::next`], drive its
@@ -340,6 +362,13 @@ impl ActiveCall {
                                 Err(reason) => CallEvent::Ended(reason),
                             }
                         }
+                        CallEvent::Ended(reason) => match failover_code(&reason) {
+                            Some(code) => match self.fail_over().await {
+                                Some(to) => return Some(CallUpdate::FailedOver { code, to }),
+                                None => CallEvent::Ended(reason),
+                            },
+                            None => CallEvent::Ended(reason),
+                        },
                         ev => ev,
                     };
                     match &ev {
@@ -393,6 +422,27 @@ impl ActiveCall {
                 Err(EndReason::Unreachable { code: None })
             }
         }
+    }
+
+    /// Send the INVITE again through the next failover proxy, if any.
+    async fn fail_over(&mut self) -> Option<SocketAddr> {
+        let socket = self.socket.clone()?;
+        let redial = self.redial.as_mut()?;
+        while !redial.1.failover.is_empty() {
+            let to = redial.1.failover.remove(0);
+            redial.1.outbound_proxy = Some(to);
+            let (gw, req) = (&redial.0, &redial.1);
+            match gw.invite(self.id, req, &socket).await {
+                Ok((handle, sip_rx)) => {
+                    tracing::warn!(proxy = %to, "failing over to the next proxy");
+                    self.handle = handle;
+                    self.sip_rx = sip_rx;
+                    return Some(to);
+                }
+                Err(e) => tracing::warn!(proxy = %to, error = %e, "cannot fail over"),
+            }
+        }
+        None
     }
 
     /// Start media on the first SDP; every later one (the 200 after a

@@ -50,6 +50,8 @@ impl TrunkError {
 #[derive(Debug, Clone, Default)]
 pub struct Trunk {
     pub proxy: Option<SocketAddr>,
+    /// More proxies to fail over to, in order (after `proxy`).
+    pub alternates: Vec<SocketAddr>,
     /// For calls: `None` when a challenge must not be answered (no
     /// `realm` and no proxy: the INVITE goes straight to the callee).
     pub credentials: Option<Credentials>,
@@ -57,6 +59,17 @@ pub struct Trunk {
     /// in `realm` when set.
     pub registrar_credentials: Option<Credentials>,
     pub advertise: crate::sip::advertise::Advertise,
+}
+
+impl Trunk {
+    /// Put the proxies keepalive found down last (see
+    /// [`crate::sip::keepalive::Board::order`]).
+    pub fn order_by(&mut self, name: &str, board: &crate::sip::keepalive::Board) {
+        let all: Vec<SocketAddr> = self.proxy.iter().chain(&self.alternates).copied().collect();
+        let mut ordered = board.order(name, &all).into_iter();
+        self.proxy = ordered.next();
+        self.alternates = ordered.collect();
+    }
 }
 
 fn env_value(var: &str) -> Option<String> {
@@ -76,22 +89,22 @@ pub async fn resolve(
             Err(TrunkError::NotConfigured(name.to_string()))
         };
     };
-    let proxy = match &t.proxy {
-        Some(p) => {
-            let unresolved = || TrunkError::ProxyUnresolved {
-                trunk: name.to_string(),
-                proxy: p.clone(),
-            };
-            let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(p.as_str()))
-                .await
-                .map_err(|_| unresolved())?
-                .map_err(|_| unresolved())?
-                .next()
-                .ok_or_else(unresolved)?;
-            Some(found)
-        }
-        None => None,
-    };
+    let mut proxies = Vec::new();
+    for p in t.all_proxies() {
+        let unresolved = || TrunkError::ProxyUnresolved {
+            trunk: name.to_string(),
+            proxy: p.clone(),
+        };
+        let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(p.as_str()))
+            .await
+            .map_err(|_| unresolved())?
+            .map_err(|_| unresolved())?
+            .next()
+            .ok_or_else(unresolved)?;
+        proxies.push(found);
+    }
+    let proxy = proxies.first().copied();
+    let alternates = proxies.iter().skip(1).copied().collect();
     let credentials = match (&t.username_env, &t.password_env) {
         (None, None) => None,
         (Some(u), Some(p)) => {
@@ -123,6 +136,7 @@ pub async fn resolve(
         .filter(|c| c.realm.is_some() || proxy.is_some());
     Ok(Trunk {
         proxy,
+        alternates,
         credentials: call_credentials,
         registrar_credentials: credentials,
         advertise,
@@ -145,6 +159,9 @@ mod tests {
             sip_advertise: None,
             rtp_advertise: None,
             realm: None,
+            proxies: Vec::new(),
+            keepalive: None,
+            keepalive_misses: None,
         }
     }
 
