@@ -185,6 +185,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
         media: Default::default(),
         advertise: Default::default(),
         redirect: crate::sip::redirect::RedirectPolicy::default(),
+        codecs: Vec::new(),
     };
     let rss_idle = rss_kib();
 

@@ -400,6 +400,7 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
             media: o.media,
             advertise: Default::default(),
             redirect: crate::sip::redirect::RedirectPolicy::default(),
+            codecs: Vec::new(),
         })
         .await?;
     let emit = |v: serde_json::Value| println!("{v}");

@@ -66,9 +66,35 @@ pub struct TrunkConfig {
     /// Unanswered (or 5xx) OPTIONS in a row before a proxy is down
     /// (default 3).
     pub keepalive_misses: Option<u32>,
+    /// Caller identity of this trunk's calls (RFC 3325): sent as
+    /// `P-Asserted-Identity` / `P-Preferred-Identity`; `"Name" <uri>` or a
+    /// sip:, sips: or tel: URI.
+    pub asserted_identity: Option<String>,
+    pub preferred_identity: Option<String>,
+    /// From user part (e.g. the carrier's DID) and display name, over the
+    /// dialplan's `caller_id` user and name.
+    pub from_user: Option<String>,
+    pub from_display: Option<String>,
+    /// Codecs to offer, in order: `["PCMA", "PCMU"]`, or one of them only
+    /// (default PCMU then PCMA).
+    #[serde(default)]
+    pub codecs: Vec<String>,
 }
 
 impl TrunkConfig {
+    /// The caller identity and codec settings, validated.
+    pub fn call_prefs(
+        &self,
+    ) -> Result<crate::sip::trunk_prefs::CallPrefs, crate::sip::trunk_prefs::PrefsError> {
+        crate::sip::trunk_prefs::CallPrefs::parse(&crate::sip::trunk_prefs::RawPrefs {
+            asserted_identity: self.asserted_identity.as_deref(),
+            preferred_identity: self.preferred_identity.as_deref(),
+            from_user: self.from_user.as_deref(),
+            from_display: self.from_display.as_deref(),
+            codecs: &self.codecs,
+        })
+    }
+
     /// `proxy` then `proxies`, in the order calls try them.
     pub fn all_proxies(&self) -> impl Iterator<Item = &String> {
         self.proxy.iter().chain(self.proxies.iter())

@@ -90,6 +90,8 @@ pub struct Script {
     /// Proxies to fail over to, in order, when `outbound_proxy` times out
     /// or answers 5xx.
     pub failover: Vec<std::net::SocketAddr>,
+    /// The trunk's caller identity and codec order.
+    pub prefs: crate::sip::trunk_prefs::CallPrefs,
     /// The trunk's digest credentials.
     pub credentials: Option<crate::sip::auth::Credentials>,
     /// The trunk's peers sit behind NAT: latch onto their RTP source.
@@ -194,6 +196,7 @@ impl Script {
             call_headers: Vec::new(),
             outbound_proxy: None,
             failover: Vec::new(),
+            prefs: Default::default(),
             credentials: None,
             symmetric_rtp: false,
             advertise: Default::default(),
@@ -509,8 +512,9 @@ async fn run_call(
     let mut call = match gw
         .dial(DialRequest {
             uri: c.uri.clone(),
-            from_uri: plan.caller_id.clone(),
-            from_display: Some(plan.name.clone()),
+            from_uri: script.prefs.from_uri(&plan.caller_id),
+            from_display: Some(script.prefs.from_display.clone().unwrap_or_else(|| plan.name.clone())),
+            codecs: script.prefs.codecs.clone(),
             credentials: script.credentials.clone(),
             ring_timeout: plan.escalation.ring_timeout,
             outbound_proxy: script.outbound_proxy,

@@ -761,6 +761,11 @@ fn calls_go_through_the_trunk_proxy_with_its_credentials() {
             proxies: Vec::new(),
             keepalive: None,
             keepalive_misses: None,
+            asserted_identity: None,
+            preferred_identity: None,
+            from_user: None,
+            from_display: None,
+            codecs: Vec::new(),
         },
     );
     let plan = plan_text("carrier", "sip:+81312345678@pbx.invalid", "10s")
@@ -829,6 +834,11 @@ fn trunk_registration_is_made_and_refreshed() {
             proxies: Vec::new(),
             keepalive: None,
             keepalive_misses: None,
+            asserted_identity: None,
+            preferred_identity: None,
+            from_user: None,
+            from_display: None,
+            codecs: Vec::new(),
         },
     );
     let s = start_full(

@@ -7,6 +7,8 @@
 //! - Failover: a trunk with two proxies probed by OPTIONS; a 503 moves the
 //!   call to the next proxy, a killed proxy is marked down (`/readyz`,
 //!   metrics) and skipped, and used again once it answers.
+//! - Caller identity and codec order per trunk, checked by sipp on the
+//!   wire; an identity carrying CR/LF makes the trunk unusable.
 
 mod common;
 
@@ -270,4 +272,59 @@ fn calls_fail_over_between_proxies_that_keepalive_watches() {
             .contains("every proxy is down"),
         "{r:#}"
     );
+}
+
+#[test]
+fn the_trunk_sets_caller_identity_and_codec_order_on_the_wire() {
+    require("espeak-ng");
+    let dir = scratch("identity");
+    copy_prompts(&dir);
+    let sdir = dir.join("sipp");
+    std::fs::create_dir_all(&sdir).unwrap();
+    let mut sipp = Sipp::uas("identity.xml", &sdir, &[]);
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    let msg = "text = \"Alert on {host}.\"";
+    let mut id_plan = plan("id", "sip:+4790000000@carrier.example", Some("id"), msg);
+    id_plan = id_plan.replace(
+        "language = \"en\"\n",
+        "language = \"en\"\ncaller_id = \"sip:callout@callout.example\"\n",
+    );
+    std::fs::write(dir.join("dialplans/id.toml"), id_plan).unwrap();
+    std::fs::write(
+        dir.join("dialplans/evil.toml"),
+        plan("evil", "sip:+4790000000@carrier.example", Some("evil"), msg),
+    )
+    .unwrap();
+    let trunks = format!(
+        "[trunks.id]\nproxy = \"127.0.0.1:{port}\"\n\
+         asserted_identity = '\"Ops\" <sip:+4712345678@carrier.example>'\n\
+         preferred_identity = \"sip:noc@carrier.example\"\n\
+         from_user = \"+4712345678\"\nfrom_display = \"Ops NOC\"\ncodecs = [\"PCMA\", \"PCMU\"]\n\
+         [trunks.evil]\nproxy = \"127.0.0.1:{port}\"\n\
+         asserted_identity = \"sip:a@b\\r\\nX-Evil: 1\"\n",
+        port = sipp.port
+    );
+    let s = Serve::start(&dir, &trunks, "38400-38499");
+    let (_, ready) = s.http("GET", "/readyz", None).unwrap();
+    let evil = ready["undialable"]["evil"].as_str().unwrap_or("");
+    assert!(evil.contains("control characters"), "{ready:#}");
+    assert!(ready["undialable"]["id"].is_null(), "{ready:#}");
+
+    let id = s.notify("id", "T1")["id"].as_str().unwrap().to_string();
+    let n = s.wait_state(&id, &["exhausted", "failed"], Duration::from_secs(40));
+    assert_eq!(attempt_outcomes(&n), [("Bob".into(), "busy".into())], "{n:#}");
+    let status = sipp.wait(Duration::from_secs(10));
+    let log = sipp.messages();
+    assert!(status.success(), "sipp's checks failed:\n{log}");
+    assert!(
+        log.contains("P-Asserted-Identity: \"Ops\" <sip:+4712345678@carrier.example>"),
+        "{log}"
+    );
+    assert!(!log.contains("X-Evil"), "{log}");
+    assert!(log.contains("RTP/AVP 8 0 101"), "PCMA first:\n{log}");
+
+    // The broken trunk's contract fails without a call.
+    let id = s.notify("evil", "T2")["id"].as_str().unwrap().to_string();
+    let n = s.wait_state(&id, &["failed"], Duration::from_secs(20));
+    assert_eq!(n["final"]["reason"], "trunk_bad_identity", "{n:#}");
 }

@@ -67,6 +67,8 @@ pub struct DialRequest {
     pub advertise: Advertise,
     /// Which 3xx targets may be dialled (the default: none).
     pub redirect: RedirectPolicy,
+    /// Codecs to offer, in order (empty: PCMU, PCMA).
+    pub codecs: Vec<sdp::Codec>,
 }
 
 /// The running gateway: one SIP socket, one media clock, an RTP port pool.
@@ -249,7 +251,10 @@ impl Gateway {
             destination,
             credentials: req.credentials.clone(),
             ring_timeout: req.ring_timeout,
-            sdp_offer: sdp::offer(SocketAddr::new(rtp_ip, rtp_addr.port()), id, 1),
+            sdp_offer: crate::sip::trunk_prefs::order_offer(
+                &sdp::offer(SocketAddr::new(rtp_ip, rtp_addr.port()), id, 1),
+                &req.codecs,
+            ),
             timers: Timers::default(),
             user_agent: String::new(),
             extra_headers: req.extra_headers.clone(),

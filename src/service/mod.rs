@@ -332,6 +332,8 @@ impl Service {
                     s.notification_id = Some(row.id.clone());
                     s.outbound_proxy = trunk.proxy;
                     s.failover = trunk.alternates.clone();
+                    s.call_headers.extend(trunk.prefs.headers());
+                    s.prefs = trunk.prefs.clone();
                     s.credentials = trunk.credentials;
                     s.advertise = trunk.advertise;
                     s.symmetric_rtp = svc.config.trunks.get(&plan.trunk).is_some_and(|t| t.symmetric_rtp);

@@ -26,6 +26,11 @@ pub enum TrunkError {
     #[error("trunk {0:?}: username_env and password_env must be set together")]
     IncompleteCredentials(String),
     #[error("trunk {trunk:?}: {error}")]
+    BadPrefs {
+        trunk: String,
+        error: crate::sip::trunk_prefs::PrefsError,
+    },
+    #[error("trunk {trunk:?}: {error}")]
     BadAddress {
         trunk: String,
         error: crate::sip::advertise::AdvertiseError,
@@ -42,6 +47,7 @@ impl TrunkError {
                 "trunk_credentials_missing"
             }
             TrunkError::BadAddress { .. } => "trunk_bad_address",
+            TrunkError::BadPrefs { .. } => "trunk_bad_identity",
         }
     }
 }
@@ -59,6 +65,8 @@ pub struct Trunk {
     /// in `realm` when set.
     pub registrar_credentials: Option<Credentials>,
     pub advertise: crate::sip::advertise::Advertise,
+    /// Caller identity and codec order of its calls.
+    pub prefs: crate::sip::trunk_prefs::CallPrefs,
 }
 
 impl Trunk {
@@ -129,6 +137,10 @@ pub async fn resolve(
         trunk: name.to_string(),
         error,
     })?;
+    let prefs = t.call_prefs().map_err(|error| TrunkError::BadPrefs {
+        trunk: name.to_string(),
+        error,
+    })?;
     // Without a realm, whoever answers the INVITE could ask for a hash of
     // the password; only the trunk's own proxy is asked to be trusted.
     let call_credentials = credentials
@@ -140,6 +152,7 @@ pub async fn resolve(
         credentials: call_credentials,
         registrar_credentials: credentials,
         advertise,
+        prefs,
     })
 }
 
@@ -162,6 +175,11 @@ mod tests {
             proxies: Vec::new(),
             keepalive: None,
             keepalive_misses: None,
+            asserted_identity: None,
+            preferred_identity: None,
+            from_user: None,
+            from_display: None,
+            codecs: Vec::new(),
         }
     }
 

@@ -268,9 +268,10 @@ impl Call {
 
     fn local_party(&self) -> String {
         match &self.cfg.from_display {
+            // A display name from a file must not end the header early.
             Some(d) => format!(
                 "\"{}\" <{}>;tag={}",
-                d.replace('"', ""),
+                d.replace(['"', '\\'], "").replace(char::is_control, ""),
                 self.cfg.from_uri,
                 self.local_tag
             ),

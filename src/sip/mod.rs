@@ -14,6 +14,7 @@ mod flood_tests;
 pub mod fork;
 pub mod header;
 pub mod info_dtmf;
+pub mod keepalive;
 pub mod leg;
 pub mod limiter;
 pub mod message;
@@ -25,6 +26,7 @@ pub mod sdp;
 pub mod session_timer;
 pub mod timers;
 pub mod transaction;
+pub mod trunk_prefs;
 #[cfg(test)]
 mod trunk_tests;
 pub mod uas;
