@@ -9,6 +9,7 @@
 //!   metrics) and skipped, and used again once it answers.
 //! - Caller identity and codec order per trunk, checked by sipp on the
 //!   wire; an identity carrying CR/LF makes the trunk unusable.
+//! - A registrar answering 423 gets a REGISTER with its Min-Expires.
 
 mod common;
 
@@ -327,4 +328,38 @@ fn the_trunk_sets_caller_identity_and_codec_order_on_the_wire() {
     let id = s.notify("evil", "T2")["id"].as_str().unwrap().to_string();
     let n = s.wait_state(&id, &["failed"], Duration::from_secs(20));
     assert_eq!(n["final"]["reason"], "trunk_bad_identity", "{n:#}");
+}
+
+#[test]
+fn a_423_on_register_is_answered_with_the_min_expires() {
+    let dir = scratch("register-423");
+    copy_prompts(&dir);
+    let sdir = dir.join("sipp");
+    std::fs::create_dir_all(&sdir).unwrap();
+    let mut registrar = Sipp::uas("register_423.xml", &sdir, &[]);
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/reg.toml"),
+        plan("reg", "sip:x@127.0.0.1:5999", Some("reg"), "text = \"x\""),
+    )
+    .unwrap();
+    let trunk = format!(
+        "[trunks.reg]\nregistrar = \"127.0.0.1:{}\"\naor = \"sip:alice@127.0.0.1\"\nregister_expires = 60\n",
+        registrar.port
+    );
+    let s = Serve::start(&dir, &trunk, "38500-38599");
+    let status = registrar.wait(Duration::from_secs(15));
+    let log = registrar.messages();
+    assert!(status.success(), "the second REGISTER did not ask for 120 s:\n{log}");
+    assert_eq!(log.matches("REGISTER sip:").count(), 2, "{log}");
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, r) = s.http("GET", "/readyz", None).unwrap();
+        let state = r["registrations"]["sip:alice@127.0.0.1"].as_str().unwrap_or("");
+        if state.starts_with("registered for 120 s") {
+            break;
+        }
+        assert!(Instant::now() < until, "{r:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
