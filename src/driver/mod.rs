@@ -192,7 +192,7 @@ impl Gateway {
         };
         let answer = sdp::answer(SocketAddr::new(rtp_ip, rtp_addr.port()), id, &inc.offer);
         self.sip.answer(inc.handle, answer);
-        Ok(self.active_call(id, inc.handle, socket, inc.events))
+        Ok(self.active_call(id, inc.handle, Arc::new(socket), inc.events))
     }
 
     /// Place a call. Returns once the INVITE is queued.

@@ -77,6 +77,16 @@ pub enum EndReason {
     /// Answered, then the session timer ran out (RFC 4028): the refresh
     /// never came, or ours was refused with 408/481. We sent BYE.
     SessionExpired,
+    /// 300/301/302 with these Contact targets, highest q first; the
+    /// dialling side decides whether to follow (`sip::redirect`).
+    Redirected { code: u16, targets: Vec<String> },
+    /// A redirect callout would not follow: the target is not one the
+    /// dialplan names, or too many hops.
+    RedirectRefused {
+        code: u16,
+        target: String,
+        why: super::redirect::Refusal,
+    },
 }
 
 /// What the call reports to its owner.

@@ -216,9 +216,10 @@ impl Board {
     /// not known down first, then the down ones, still in order, as a last
     /// resort (a probe can be wrong; a call is worth the try).
     pub fn order(&self, trunk: &str, addrs: &[SocketAddr]) -> Vec<SocketAddr> {
-        let (mut live, down): (Vec<_>, Vec<_>) = addrs
+        let (mut live, down): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs
             .iter()
-            .partition(|a| self.health(trunk, **a) != Health::Down);
+            .copied()
+            .partition(|a| self.health(trunk, *a) != Health::Down);
         live.extend(down);
         live
     }

@@ -110,7 +110,7 @@ pub fn same_target(a: &SipUri, b: &SipUri) -> bool {
     let lower = |p: Option<&str>| p.map(str::to_ascii_lowercase);
     a.scheme == b.scheme
         && a.user == b.user
-        && a.target() == b.target()
+        && a.target().1 == b.target().1
         && a.host.eq_ignore_ascii_case(&b.host)
         && lower(param(&a.params, "transport")) == lower(param(&b.params, "transport"))
         && lower(param(&a.params, "maddr")) == lower(param(&b.params, "maddr"))

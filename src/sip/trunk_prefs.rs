@@ -18,7 +18,7 @@ const MAX_LEN: usize = 256;
 pub enum PrefsError {
     #[error("{field}: control characters (CR, LF, ...) are not allowed")]
     Control { field: &'static str },
-    #[error("{field}: longer than {MAX_LEN} characters")]
+    #[error("{field}: longer than 256 characters")]
     TooLong { field: &'static str },
     #[error("{field}: {value:?} is not a sip:, sips: or tel: URI (optionally \"Name\" <uri>)")]
     NotAnIdentity { field: &'static str, value: String },
@@ -259,7 +259,7 @@ mod tests {
         }
         let long = format!("<sip:{}@b>", "a".repeat(300));
         assert_eq!(
-            CallPrefs::parse(&raw(Some(&long), None, &[])),
+            CallPrefs::parse(&raw(Some(long.as_str()), None, &[])),
             Err(PrefsError::TooLong {
                 field: "asserted_identity"
             })
