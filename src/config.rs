@@ -337,6 +337,9 @@ pub struct Config {
     pub voices: BTreeMap<String, crate::tts::VoiceConfig>,
     /// SIP trunks by name, selected by a dialplan's `trunk`.
     pub trunks: BTreeMap<String, TrunkConfig>,
+    /// DNS servers (`IP:port`) for trunk names (SRV, A/AAAA); empty: the
+    /// system's resolver.
+    pub dns_servers: Vec<std::net::SocketAddr>,
     /// HTTP timeouts and the connection limit.
     pub http: HttpConfig,
     /// Bounds on a notification's variables and message.
@@ -382,6 +385,7 @@ impl Default for Config {
             max_body: 64 * 1024,
             voices: BTreeMap::new(),
             trunks: BTreeMap::new(),
+            dns_servers: Vec::new(),
             http: HttpConfig::default(),
             limits: LimitsConfig::default(),
             sip_flood: SipFloodConfig::default(),
@@ -415,6 +419,7 @@ impl std::fmt::Debug for Config {
             .field("max_body", &self.max_body)
             .field("voices", &self.voices.keys().collect::<Vec<_>>())
             .field("trunks", &self.trunks)
+            .field("dns_servers", &self.dns_servers)
             .field("http", &self.http)
             .field("limits", &self.limits)
             .field("sip_flood", &self.sip_flood)

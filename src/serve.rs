@@ -81,9 +81,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
     }
     // Trunks are never banned, whatever they send (the registrar is
     // trusted when its registration starts).
+    crate::driver::resolve::configure(&config.dns_servers);
     for proxy in config.trunks.values().flat_map(|t| t.all_proxies()) {
-        match tokio::net::lookup_host(proxy.as_str()).await {
-            Ok(addrs) => addrs.for_each(|a| gateway.sip().trust(a.ip())),
+        match crate::driver::resolve::resolve(proxy).await {
+            Ok(r) => r.addrs.iter().for_each(|a| gateway.sip().trust(a.ip())),
             Err(e) => {
                 tracing::warn!(%proxy, error = %e, "cannot resolve a trunk proxy to trust it")
             }
@@ -348,7 +349,7 @@ async fn start_keepalives(svc: &Arc<Service>) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let targets: Vec<_> = trunk.proxy.iter().chain(&trunk.alternates).copied().collect();
+        let targets: Vec<String> = t.all_proxies().cloned().collect();
         if targets.is_empty() {
             anyhow::bail!("trunk {name:?}: keepalive needs proxy or proxies");
         }

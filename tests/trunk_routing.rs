@@ -10,6 +10,8 @@
 //! - Caller identity and codec order per trunk, checked by sipp on the
 //!   wire; an identity carrying CR/LF makes the trunk unusable.
 //! - A registrar answering 423 gets a REGISTER with its Min-Expires.
+//! - DNS: a trunk named by a bare host is found through SRV on a real
+//!   dnsmasq (priority order), and followed when the record changes.
 
 mod common;
 
@@ -362,4 +364,74 @@ fn a_423_on_register_is_answered_with_the_min_expires() {
         assert!(Instant::now() < until, "{r:#}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// dnsmasq on `port` serving `_sip._udp.trunk.test` with these SRV
+/// (target, port, priority) records, all targets at 127.0.0.1, TTL 1 s.
+fn dnsmasq(port: u16, srv: &[(&str, u16, u16)]) -> KillOnDrop {
+    require("dnsmasq");
+    let mut cmd = Command::new("dnsmasq");
+    cmd.args(["--no-daemon", "--listen-address=127.0.0.1", "--bind-interfaces"])
+        .args(["--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file="])
+        .args(["--user=nobody", "--local-ttl=1", &format!("--port={port}")]);
+    for (target, p, prio) in srv {
+        cmd.arg(format!("--srv-host=_sip._udp.trunk.test,{target}.trunk.test,{p},{prio},0"));
+        cmd.arg(format!("--host-record={target}.trunk.test,127.0.0.1"));
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dnsmasq");
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    KillOnDrop(child)
+}
+
+#[test]
+fn a_trunk_name_is_found_by_srv_and_followed_when_dns_changes() {
+    require("espeak-ng");
+    let dir = scratch("dns-srv");
+    copy_prompts(&dir);
+    let (pa, pb, pc) = (free_port_pair(), free_port_pair(), free_port_pair());
+    let (adir, bdir, cdir) = (dir.join("a"), dir.join("b"), dir.join("c"));
+    let _a = proxy("busy.xml", &adir, pa);
+    let _b = proxy("busy.xml", &bdir, pb);
+    let _c = proxy("busy.xml", &cdir, pc);
+    let dns_port = free_port_pair();
+    let mut dns = Some(dnsmasq(dns_port, &[("a", pa, 10), ("b", pb, 20)]));
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/ha.toml"),
+        plan("ha", "sip:+4712345678@carrier.example", Some("ha"), "text = \"x\""),
+    )
+    .unwrap();
+    let cfg = format!(
+        "dns_servers = [\"127.0.0.1:{dns_port}\"]\n\
+         [trunks.ha]\nproxy = \"trunk.test\"\nkeepalive = \"1s\"\nkeepalive_misses = 2\n"
+    );
+    let s = Serve::start(&dir, &cfg, "38600-38699");
+    let (a, b, c) = (
+        format!("127.0.0.1:{pa}"),
+        format!("127.0.0.1:{pb}"),
+        format!("127.0.0.1:{pc}"),
+    );
+    // Both SRV targets are probed; the call goes to priority 10.
+    wait_health(&s, &a, "up");
+    wait_health(&s, &b, "up");
+    let (n, _) = run(&s, "T1");
+    assert_eq!(attempt_outcomes(&n), [("Bob".into(), "busy".into())], "{n:#}");
+    assert_eq!((invites(&adir), invites(&bdir)), (1, 0));
+
+    // The record changes (TTL 1 s): C replaces A, without a restart.
+    dns.take();
+    let _dns = dnsmasq(dns_port, &[("c", pc, 10), ("b", pb, 20)]);
+    let r = wait_health(&s, &c, "up");
+    assert!(r["trunks"]["ha"][&a].is_null(), "A is forgotten: {r:#}");
+    let (n, _) = run(&s, "T2");
+    assert_eq!(attempt_outcomes(&n), [("Bob".into(), "busy".into())], "{n:#}");
+    assert_eq!((invites(&adir), invites(&cdir)), (1, 1));
 }

@@ -5,6 +5,7 @@
 pub mod keepalive;
 pub mod media;
 pub mod net;
+pub mod resolve;
 pub mod sip;
 
 use std::net::{IpAddr, SocketAddr};

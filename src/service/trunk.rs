@@ -103,13 +103,19 @@ pub async fn resolve(
             trunk: name.to_string(),
             proxy: p.clone(),
         };
-        let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(p.as_str()))
+        // SRV or A/AAAA (RFC 3263), each address in the order to try.
+        let found = tokio::time::timeout(RESOLVE_TIMEOUT, crate::driver::resolve::resolve(p))
             .await
             .map_err(|_| unresolved())?
-            .map_err(|_| unresolved())?
-            .next()
-            .ok_or_else(unresolved)?;
-        proxies.push(found);
+            .map_err(|e| {
+                tracing::debug!(trunk = %name, proxy = %p, error = %e, "proxy does not resolve");
+                unresolved()
+            })?;
+        for a in found.addrs {
+            if !proxies.contains(&a) {
+                proxies.push(a);
+            }
+        }
     }
     let proxy = proxies.first().copied();
     let alternates = proxies.iter().skip(1).copied().collect();

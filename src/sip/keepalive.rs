@@ -204,6 +204,14 @@ impl Board {
         t.entry(trunk.to_string()).or_default().insert(addr, h);
     }
 
+    /// Forget `trunk`'s addresses other than `keep` (DNS moved them).
+    pub fn retain(&self, trunk: &str, keep: &[SocketAddr]) {
+        let mut t = self.trunks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = t.get_mut(trunk) {
+            m.retain(|a, _| keep.contains(a));
+        }
+    }
+
     pub fn health(&self, trunk: &str, addr: SocketAddr) -> Health {
         let t = self.trunks.lock().unwrap_or_else(|e| e.into_inner());
         t.get(trunk)

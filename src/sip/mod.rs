@@ -22,6 +22,7 @@ pub mod offer_answer;
 pub mod prack;
 pub mod redirect;
 pub mod register;
+pub mod resolve;
 pub mod sdp;
 pub mod session_timer;
 pub mod timers;
