@@ -513,7 +513,13 @@ async fn run_call(
         .dial(DialRequest {
             uri: c.uri.clone(),
             from_uri: script.prefs.from_uri(&plan.caller_id),
-            from_display: Some(script.prefs.from_display.clone().unwrap_or_else(|| plan.name.clone())),
+            from_display: Some(
+                script
+                    .prefs
+                    .from_display
+                    .clone()
+                    .unwrap_or_else(|| plan.name.clone()),
+            ),
             codecs: script.prefs.codecs.clone(),
             credentials: script.credentials.clone(),
             ring_timeout: plan.escalation.ring_timeout,

@@ -225,13 +225,19 @@ fn calls_fail_over_between_proxies_that_keepalive_watches() {
     wait_health(&s, &b, "up");
     let metrics = s.text("/metrics");
     assert!(
-        metrics.contains(&format!("callout_trunk_up{{trunk=\"ha\",address=\"{a}\"}} 1")),
+        metrics.contains(&format!(
+            "callout_trunk_up{{trunk=\"ha\",address=\"{a}\"}} 1"
+        )),
         "{metrics}"
     );
 
     // 1. A answers 503: the same attempt goes on through B.
     let (n, events) = run(&s, "T1");
-    assert_eq!(attempt_outcomes(&n), [("Bob".into(), "busy".into())], "{n:#}");
+    assert_eq!(
+        attempt_outcomes(&n),
+        [("Bob".into(), "busy".into())],
+        "{n:#}"
+    );
     let f = failovers(&events);
     assert_eq!(f.len(), 1, "{events:?}");
     assert_eq!(f[0]["code"], 503);
@@ -245,11 +251,17 @@ fn calls_fail_over_between_proxies_that_keepalive_watches() {
     assert_eq!(r["trunks"]["ha"][&b], "up", "{r:#}");
     let metrics = s.text("/metrics");
     assert!(
-        metrics.contains(&format!("callout_trunk_up{{trunk=\"ha\",address=\"{a}\"}} 0")),
+        metrics.contains(&format!(
+            "callout_trunk_up{{trunk=\"ha\",address=\"{a}\"}} 0"
+        )),
         "{metrics}"
     );
     let (n, events) = run(&s, "T2");
-    assert_eq!(attempt_outcomes(&n), [("Bob".into(), "busy".into())], "{n:#}");
+    assert_eq!(
+        attempt_outcomes(&n),
+        [("Bob".into(), "busy".into())],
+        "{n:#}"
+    );
     assert!(failovers(&events).is_empty(), "{events:?}");
     assert_eq!((invites(&adir), invites(&bdir)), (1, 2));
 
@@ -258,7 +270,11 @@ fn calls_fail_over_between_proxies_that_keepalive_watches() {
     sipp_a = Some(proxy("busy.xml", &a2dir, pa));
     wait_health(&s, &a, "up");
     let (n, events) = run(&s, "T3");
-    assert_eq!(attempt_outcomes(&n), [("Bob".into(), "busy".into())], "{n:#}");
+    assert_eq!(
+        attempt_outcomes(&n),
+        [("Bob".into(), "busy".into())],
+        "{n:#}"
+    );
     assert!(failovers(&events).is_empty(), "{events:?}");
     assert_eq!((invites(&a2dir), invites(&bdir)), (1, 2));
 
@@ -315,7 +331,11 @@ fn the_trunk_sets_caller_identity_and_codec_order_on_the_wire() {
 
     let id = s.notify("id", "T1")["id"].as_str().unwrap().to_string();
     let n = s.wait_state(&id, &["exhausted", "failed"], Duration::from_secs(40));
-    assert_eq!(attempt_outcomes(&n), [("Bob".into(), "busy".into())], "{n:#}");
+    assert_eq!(
+        attempt_outcomes(&n),
+        [("Bob".into(), "busy".into())],
+        "{n:#}"
+    );
     let status = sipp.wait(Duration::from_secs(10));
     let log = sipp.messages();
     assert!(status.success(), "sipp's checks failed:\n{log}");
@@ -352,12 +372,17 @@ fn a_423_on_register_is_answered_with_the_min_expires() {
     let s = Serve::start(&dir, &trunk, "38500-38599");
     let status = registrar.wait(Duration::from_secs(15));
     let log = registrar.messages();
-    assert!(status.success(), "the second REGISTER did not ask for 120 s:\n{log}");
+    assert!(
+        status.success(),
+        "the second REGISTER did not ask for 120 s:\n{log}"
+    );
     assert_eq!(log.matches("REGISTER sip:").count(), 2, "{log}");
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         let (_, r) = s.http("GET", "/readyz", None).unwrap();
-        let state = r["registrations"]["sip:alice@127.0.0.1"].as_str().unwrap_or("");
+        let state = r["registrations"]["sip:alice@127.0.0.1"]
+            .as_str()
+            .unwrap_or("");
         if state.starts_with("registered for 120 s") {
             break;
         }
@@ -371,11 +396,22 @@ fn a_423_on_register_is_answered_with_the_min_expires() {
 fn dnsmasq(port: u16, srv: &[(&str, u16, u16)]) -> KillOnDrop {
     require("dnsmasq");
     let mut cmd = Command::new("dnsmasq");
-    cmd.args(["--no-daemon", "--listen-address=127.0.0.1", "--bind-interfaces"])
-        .args(["--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file="])
-        .args(["--user=nobody", "--local-ttl=1", &format!("--port={port}")]);
+    cmd.args([
+        "--no-daemon",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+    ])
+    .args([
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        "--pid-file=",
+    ])
+    .args(["--user=nobody", "--local-ttl=1", &format!("--port={port}")]);
     for (target, p, prio) in srv {
-        cmd.arg(format!("--srv-host=_sip._udp.trunk.test,{target}.trunk.test,{p},{prio},0"));
+        cmd.arg(format!(
+            "--srv-host=_sip._udp.trunk.test,{target}.trunk.test,{p},{prio},0"
+        ));
         cmd.arg(format!("--host-record={target}.trunk.test,127.0.0.1"));
     }
     let child = cmd
@@ -406,7 +442,12 @@ fn a_trunk_name_is_found_by_srv_and_followed_when_dns_changes() {
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
     std::fs::write(
         dir.join("dialplans/ha.toml"),
-        plan("ha", "sip:+4712345678@carrier.example", Some("ha"), "text = \"x\""),
+        plan(
+            "ha",
+            "sip:+4712345678@carrier.example",
+            Some("ha"),
+            "text = \"x\"",
+        ),
     )
     .unwrap();
     let cfg = format!(
@@ -423,7 +464,11 @@ fn a_trunk_name_is_found_by_srv_and_followed_when_dns_changes() {
     wait_health(&s, &a, "up");
     wait_health(&s, &b, "up");
     let (n, _) = run(&s, "T1");
-    assert_eq!(attempt_outcomes(&n), [("Bob".into(), "busy".into())], "{n:#}");
+    assert_eq!(
+        attempt_outcomes(&n),
+        [("Bob".into(), "busy".into())],
+        "{n:#}"
+    );
     assert_eq!((invites(&adir), invites(&bdir)), (1, 0));
 
     // The record changes (TTL 1 s): C replaces A, without a restart.
@@ -432,6 +477,10 @@ fn a_trunk_name_is_found_by_srv_and_followed_when_dns_changes() {
     let r = wait_health(&s, &c, "up");
     assert!(r["trunks"]["ha"][&a].is_null(), "A is forgotten: {r:#}");
     let (n, _) = run(&s, "T2");
-    assert_eq!(attempt_outcomes(&n), [("Bob".into(), "busy".into())], "{n:#}");
+    assert_eq!(
+        attempt_outcomes(&n),
+        [("Bob".into(), "busy".into())],
+        "{n:#}"
+    );
     assert_eq!((invites(&adir), invites(&cdir)), (1, 1));
 }

@@ -44,7 +44,9 @@ pub async fn test_call(config: &Config, uri: &str) -> Vec<Verdict> {
     let mut call = match gw
         .dial(DialRequest {
             uri: uri.to_string(),
-            from_uri: trunk.prefs.from_uri(&format!("sip:callout@{}", gw.sip_addr())),
+            from_uri: trunk
+                .prefs
+                .from_uri(&format!("sip:callout@{}", gw.sip_addr())),
             from_display: Some("callout doctor".into()),
             credentials: trunk.credentials,
             ring_timeout: RING,

@@ -121,7 +121,9 @@ impl Keepalive {
                         Health::Down => {
                             tracing::warn!(trunk = %self.name, address = %p.target(), "trunk address down (OPTIONS not answered)")
                         }
-                        _ => tracing::info!(trunk = %self.name, address = %p.target(), "trunk address up"),
+                        _ => {
+                            tracing::info!(trunk = %self.name, address = %p.target(), "trunk address up")
+                        }
                     }
                     self.board.set(&self.name, p.target(), h);
                 }

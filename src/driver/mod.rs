@@ -314,10 +314,16 @@ pub enum CallUpdate {
     Sip(CallEvent),
     Media(MediaEvent),
     /// A 3xx was followed: a new INVITE went to `target`.
-    Redirected { code: u16, target: String },
+    Redirected {
+        code: u16,
+        target: String,
+    },
     /// The proxy timed out (`code` None) or answered 5xx: a new INVITE
     /// went to the next proxy `to`.
-    FailedOver { code: Option<u16>, to: SocketAddr },
+    FailedOver {
+        code: Option<u16>,
+        to: SocketAddr,
+    },
 }
 
 /// A placed call: read its events with [`ActiveCall::next`], drive its

@@ -145,7 +145,15 @@ pub async fn resolve(target: &str) -> Result<Resolved, ResolveError> {
                 // No SRV: the name itself on 5060 (RFC 3263 4.2).
                 Err(e) => {
                     tracing::debug!(%name, error = %e, "no SRV record; trying A/AAAA");
-                    let mut r = host(&Dns { resolver: d.resolver.clone(), custom: true }, &name, 5060).await?;
+                    let mut r = host(
+                        &Dns {
+                            resolver: d.resolver.clone(),
+                            custom: true,
+                        },
+                        &name,
+                        5060,
+                    )
+                    .await?;
                     r.valid_until = clamp(r.valid_until, now);
                     return Ok(r);
                 }
@@ -164,7 +172,16 @@ pub async fn resolve(target: &str) -> Result<Resolved, ResolveError> {
             for r in order_srv(&records, |n| rand::random::<u32>() % (n + 1)) {
                 // Additional-section addresses are cached by hickory; a
                 // target that does not resolve is skipped, not fatal.
-                match host(&Dns { resolver: d.resolver.clone(), custom: true }, &r.target, r.port).await {
+                match host(
+                    &Dns {
+                        resolver: d.resolver.clone(),
+                        custom: true,
+                    },
+                    &r.target,
+                    r.port,
+                )
+                .await
+                {
                     Ok(h) => {
                         valid_until = valid_until.min(h.valid_until);
                         for a in h.addrs {
@@ -173,7 +190,9 @@ pub async fn resolve(target: &str) -> Result<Resolved, ResolveError> {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(target = %r.target, error = %e, "SRV target does not resolve"),
+                    Err(e) => {
+                        tracing::warn!(target = %r.target, error = %e, "SRV target does not resolve")
+                    }
                 }
             }
             if addrs.is_empty() {

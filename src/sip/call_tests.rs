@@ -537,7 +537,11 @@ fn a_302_is_acked_and_reports_its_targets_best_first() {
     );
     // The transaction ACKs it; no second INVITE from the call itself.
     assert_eq!(h.last(Method::Ack).uri, inv.uri);
-    let invites = h.sent_methods().iter().filter(|(_, m)| m == "INVITE").count();
+    let invites = h
+        .sent_methods()
+        .iter()
+        .filter(|(_, m)| m == "INVITE")
+        .count();
     assert_eq!(invites, 1);
 }
 

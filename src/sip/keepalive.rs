@@ -162,9 +162,15 @@ impl Probe {
         let branch = format!("z9hG4bK-ka{}-{}", self.tag, self.cseq);
         let mut req = Request::new(Method::Options, self.uri.clone());
         let h = &mut req.headers;
-        h.push("Via", format!("SIP/2.0/UDP {};branch={branch};rport", self.local));
+        h.push(
+            "Via",
+            format!("SIP/2.0/UDP {};branch={branch};rport", self.local),
+        );
         h.push("Max-Forwards", "70");
-        h.push("From", format!("<sip:callout@{}>;tag={}", self.local, self.tag));
+        h.push(
+            "From",
+            format!("<sip:callout@{}>;tag={}", self.local, self.tag),
+        );
         h.push("To", format!("<{}>", self.uri));
         h.push("Call-ID", self.call_id.clone());
         h.push("CSeq", format!("{} OPTIONS", self.cseq));
@@ -407,7 +413,13 @@ mod tests {
         assert!(!b.all_down("u"));
         b.set("q\"x", z, Health::Up);
         let m = b.metrics_text();
-        assert!(m.contains("callout_trunk_up{trunk=\"t\",address=\"10.0.0.1:5060\"} 0"), "{m}");
-        assert!(m.contains("callout_trunk_up{trunk=\"q_x\",address=\"10.0.0.3:5060\"} 1"), "{m}");
+        assert!(
+            m.contains("callout_trunk_up{trunk=\"t\",address=\"10.0.0.1:5060\"} 0"),
+            "{m}"
+        );
+        assert!(
+            m.contains("callout_trunk_up{trunk=\"q_x\",address=\"10.0.0.3:5060\"} 1"),
+            "{m}"
+        );
     }
 }

@@ -182,7 +182,12 @@ mod tests {
         ]);
         assert_eq!(
             targets(&r),
-            ["sip:plain@h", "sip:high@h", "sip:mid@h;transport=udp", "sip:low@h"]
+            [
+                "sip:plain@h",
+                "sip:high@h",
+                "sip:mid@h;transport=udp",
+                "sip:low@h"
+            ]
         );
         assert!(targets(&resp(&[])).is_empty());
     }
@@ -217,7 +222,10 @@ mod tests {
         // The first allowed one wins over disallowed ones before it.
         assert_eq!(
             p.decide(
-                &["sip:evil@203.0.113.1".into(), "sip:bob@10.0.0.1:5070".into()],
+                &[
+                    "sip:evil@203.0.113.1".into(),
+                    "sip:bob@10.0.0.1:5070".into()
+                ],
                 &dialled
             ),
             Decision::Follow("sip:bob@10.0.0.1:5070".into())

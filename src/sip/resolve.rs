@@ -151,10 +151,21 @@ mod tests {
                 name: "carrier.example".into()
             }
         );
-        for bad in ["", "a b", "host:port", "host:99999", ":5060", "a\r\nb", "x/y"] {
+        for bad in [
+            "",
+            "a b",
+            "host:port",
+            "host:99999",
+            ":5060",
+            "a\r\nb",
+            "x/y",
+        ] {
             assert!(Lookup::parse(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(Lookup::srv_name("carrier.example"), "_sip._udp.carrier.example.");
+        assert_eq!(
+            Lookup::srv_name("carrier.example"),
+            "_sip._udp.carrier.example."
+        );
     }
 
     #[test]
@@ -166,10 +177,16 @@ mod tests {
             srv(30, 0, "."),
         ];
         // pick(n) = 0: the first record with running weight >= 0.
-        let low: Vec<_> = order_srv(&recs, |_| 0).into_iter().map(|r| r.target).collect();
+        let low: Vec<_> = order_srv(&recs, |_| 0)
+            .into_iter()
+            .map(|r| r.target)
+            .collect();
         assert_eq!(low, ["a", "b", "backup"]);
         // pick(n) = n: the last.
-        let high: Vec<_> = order_srv(&recs, |n| n).into_iter().map(|r| r.target).collect();
+        let high: Vec<_> = order_srv(&recs, |n| n)
+            .into_iter()
+            .map(|r| r.target)
+            .collect();
         assert_eq!(high, ["b", "a", "backup"]);
         // Over many draws, weight 90 comes first about 9 times in 10.
         let mut seed = 7u32;

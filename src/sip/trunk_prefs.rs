@@ -22,7 +22,9 @@ pub enum PrefsError {
     TooLong { field: &'static str },
     #[error("{field}: {value:?} is not a sip:, sips: or tel: URI (optionally \"Name\" <uri>)")]
     NotAnIdentity { field: &'static str, value: String },
-    #[error("from_user: {0:?} may hold only letters, digits and -_.!~*'()&=+$,;?/ (RFC 3261 user)")]
+    #[error(
+        "from_user: {0:?} may hold only letters, digits and -_.!~*'()&=+$,;?/ (RFC 3261 user)"
+    )]
     BadUser(String),
     #[error("codecs: {0:?} is not PCMU or PCMA")]
     UnknownCodec(String),
@@ -112,9 +114,8 @@ impl CallPrefs {
         if let Some(u) = raw.from_user {
             plain("from_user", u)?;
             let ok = !u.is_empty()
-                && u.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b)
-                });
+                && u.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b));
             if !ok {
                 return Err(PrefsError::BadUser(u.to_string()));
             }
@@ -186,8 +187,16 @@ pub fn order_offer(sdp: &[u8], order: &[Codec]) -> Vec<u8> {
             if parts.len() < 3 {
                 return sdp.to_vec();
             }
-            let fmts: Vec<u8> = parts.split_off(2).iter().filter_map(|f| f.parse().ok()).collect();
-            let mut kept: Vec<u8> = wanted.iter().copied().filter(|p| fmts.contains(p)).collect();
+            let fmts: Vec<u8> = parts
+                .split_off(2)
+                .iter()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            let mut kept: Vec<u8> = wanted
+                .iter()
+                .copied()
+                .filter(|p| fmts.contains(p))
+                .collect();
             if kept.is_empty() {
                 return sdp.to_vec();
             }
@@ -199,7 +208,11 @@ pub fn order_offer(sdp: &[u8], order: &[Codec]) -> Vec<u8> {
                 }
             }
             let list: Vec<String> = kept.iter().map(u8::to_string).collect();
-            out.push_str(&format!("m=audio {} {}\r\n", parts.join(" "), list.join(" ")));
+            out.push_str(&format!(
+                "m=audio {} {}\r\n",
+                parts.join(" "),
+                list.join(" ")
+            ));
             continue;
         }
         let names_dropped = ["a=rtpmap:", "a=fmtp:"].iter().any(|p| {
@@ -231,8 +244,12 @@ mod tests {
 
     #[test]
     fn identities_are_normalised_and_injection_is_refused() {
-        let p = CallPrefs::parse(&raw(Some("\"Ops \\\"NOC\\\"\" <sip:+4712345678@carrier.example>"), None, &[]))
-            .unwrap();
+        let p = CallPrefs::parse(&raw(
+            Some("\"Ops \\\"NOC\\\"\" <sip:+4712345678@carrier.example>"),
+            None,
+            &[],
+        ))
+        .unwrap();
         assert_eq!(
             p.headers(),
             [(
@@ -276,7 +293,10 @@ mod tests {
         assert_eq!(p.from_uri("sip:gw.example"), "sip:+4712345678@gw.example");
         assert_eq!(CallPrefs::default().from_uri("sip:a@b"), "sip:a@b");
         for bad in ["a b", "a@b", "a\r\nb", "", "a<b"] {
-            assert!(CallPrefs::parse(&raw(None, Some(bad), &[])).is_err(), "{bad:?}");
+            assert!(
+                CallPrefs::parse(&raw(None, Some(bad), &[])).is_err(),
+                "{bad:?}"
+            );
         }
         let d = RawPrefs {
             from_display: Some("Ops\r\nX: y"),
@@ -290,10 +310,16 @@ mod tests {
         let offer = super::super::sdp::offer("192.0.2.1:4000".parse().unwrap(), 1, 1);
         let s = |b: Vec<u8>| String::from_utf8(b).unwrap();
         let pcma_first = s(order_offer(&offer, &[Codec::Pcma, Codec::Pcmu]));
-        assert!(pcma_first.contains("m=audio 4000 RTP/AVP 8 0 101\r\n"), "{pcma_first}");
+        assert!(
+            pcma_first.contains("m=audio 4000 RTP/AVP 8 0 101\r\n"),
+            "{pcma_first}"
+        );
         assert!(pcma_first.contains("a=rtpmap:0 PCMU/8000"));
         let only_pcma = s(order_offer(&offer, &[Codec::Pcma]));
-        assert!(only_pcma.contains("m=audio 4000 RTP/AVP 8 101\r\n"), "{only_pcma}");
+        assert!(
+            only_pcma.contains("m=audio 4000 RTP/AVP 8 101\r\n"),
+            "{only_pcma}"
+        );
         assert!(!only_pcma.contains("PCMU"), "{only_pcma}");
         assert!(only_pcma.contains("a=rtpmap:101 telephone-event/8000"));
         // What callout itself parses still finds the codec.
