@@ -132,7 +132,7 @@ pub fn targets(resp: &Response) -> Vec<String> {
             found.push(((q * 1000.0) as u32, na.uri));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found.into_iter().map(|(_, u)| u).collect()
 }
 
