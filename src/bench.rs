@@ -181,9 +181,12 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
         credentials: None,
         ring_timeout: Duration::from_secs(10),
         outbound_proxy: None,
+        failover: Vec::new(),
         extra_headers: Vec::new(),
         media: Default::default(),
         advertise: Default::default(),
+        redirect: crate::sip::redirect::RedirectPolicy::default(),
+        codecs: Vec::new(),
     };
     let rss_idle = rss_kib();
 

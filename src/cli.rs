@@ -395,9 +395,12 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
             credentials,
             ring_timeout: o.timeout,
             outbound_proxy: None,
+            failover: Vec::new(),
             extra_headers: Vec::new(),
             media: o.media,
             advertise: Default::default(),
+            redirect: crate::sip::redirect::RedirectPolicy::default(),
+            codecs: Vec::new(),
         })
         .await?;
     let emit = |v: serde_json::Value| println!("{v}");
@@ -471,6 +474,12 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
                 }
             }
             CallUpdate::Media(_) => {}
+            CallUpdate::FailedOver { code, to } => emit(
+                json!({"event": "failover", "code": code, "proxy": to.to_string(), "at_ms": ms(Instant::now())}),
+            ),
+            CallUpdate::Redirected { code, target } => emit(
+                json!({"event": "redirected", "code": code, "target": target, "at_ms": ms(Instant::now())}),
+            ),
         }
     }
     let ok = digits.len() == o.collect && answered;
@@ -509,6 +518,12 @@ pub fn describe(r: &EndReason) -> String {
         EndReason::LocalHangup => "hung up by callout".into(),
         EndReason::RemoteHangup => "hung up by the callee".into(),
         EndReason::SessionExpired => "session timer expired (no refresh)".into(),
+        EndReason::Redirected { code, targets } => {
+            format!("redirected ({code}) to {}", targets.join(", "))
+        }
+        EndReason::RedirectRefused { code, target, .. } => {
+            format!("redirect ({code}) to {target} refused")
+        }
     }
 }
 

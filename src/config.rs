@@ -56,6 +56,49 @@ pub struct TrunkConfig {
     /// calls answer challenges only when they go through `proxy`, and the
     /// registrar's challenges are answered (see docs/security.md).
     pub realm: Option<String>,
+    /// Failover: more proxies (`host:port`), tried in order after
+    /// `proxy` when it is down or a call to it times out or gets 5xx.
+    #[serde(default)]
+    pub proxies: Vec<String>,
+    /// Send OPTIONS to each proxy this often (e.g. "30s"); unset: no
+    /// keepalive (see docs/sip-dialog.md, Trunks).
+    pub keepalive: Option<String>,
+    /// Unanswered (or 5xx) OPTIONS in a row before a proxy is down
+    /// (default 3).
+    pub keepalive_misses: Option<u32>,
+    /// Caller identity of this trunk's calls (RFC 3325): sent as
+    /// `P-Asserted-Identity` / `P-Preferred-Identity`; `"Name" <uri>` or a
+    /// sip:, sips: or tel: URI.
+    pub asserted_identity: Option<String>,
+    pub preferred_identity: Option<String>,
+    /// From user part (e.g. the carrier's DID) and display name, over the
+    /// dialplan's `caller_id` user and name.
+    pub from_user: Option<String>,
+    pub from_display: Option<String>,
+    /// Codecs to offer, in order: `["PCMA", "PCMU"]`, or one of them only
+    /// (default PCMU then PCMA).
+    #[serde(default)]
+    pub codecs: Vec<String>,
+}
+
+impl TrunkConfig {
+    /// The caller identity and codec settings, validated.
+    pub fn call_prefs(
+        &self,
+    ) -> Result<crate::sip::trunk_prefs::CallPrefs, crate::sip::trunk_prefs::PrefsError> {
+        crate::sip::trunk_prefs::CallPrefs::parse(&crate::sip::trunk_prefs::RawPrefs {
+            asserted_identity: self.asserted_identity.as_deref(),
+            preferred_identity: self.preferred_identity.as_deref(),
+            from_user: self.from_user.as_deref(),
+            from_display: self.from_display.as_deref(),
+            codecs: &self.codecs,
+        })
+    }
+
+    /// `proxy` then `proxies`, in the order calls try them.
+    pub fn all_proxies(&self) -> impl Iterator<Item = &String> {
+        self.proxy.iter().chain(self.proxies.iter())
+    }
 }
 
 /// Where ticket events go.
@@ -299,6 +342,9 @@ pub struct Config {
     pub voices: BTreeMap<String, crate::tts::VoiceConfig>,
     /// SIP trunks by name, selected by a dialplan's `trunk`.
     pub trunks: BTreeMap<String, TrunkConfig>,
+    /// DNS servers (`IP:port`) for trunk names (SRV, A/AAAA); empty: the
+    /// system's resolver.
+    pub dns_servers: Vec<std::net::SocketAddr>,
     /// HTTP timeouts and the connection limit.
     pub http: HttpConfig,
     /// Bounds on a notification's variables and message.
@@ -346,6 +392,7 @@ impl Default for Config {
             max_body: 64 * 1024,
             voices: BTreeMap::new(),
             trunks: BTreeMap::new(),
+            dns_servers: Vec::new(),
             http: HttpConfig::default(),
             limits: LimitsConfig::default(),
             sip_flood: SipFloodConfig::default(),
@@ -380,6 +427,7 @@ impl std::fmt::Debug for Config {
             .field("max_body", &self.max_body)
             .field("voices", &self.voices.keys().collect::<Vec<_>>())
             .field("trunks", &self.trunks)
+            .field("dns_servers", &self.dns_servers)
             .field("http", &self.http)
             .field("limits", &self.limits)
             .field("sip_flood", &self.sip_flood)

@@ -87,6 +87,11 @@ pub struct Script {
     pub call_headers: Vec<(String, String)>,
     /// The trunk's outbound proxy, when the dialplan's trunk has one.
     pub outbound_proxy: Option<std::net::SocketAddr>,
+    /// Proxies to fail over to, in order, when `outbound_proxy` times out
+    /// or answers 5xx.
+    pub failover: Vec<std::net::SocketAddr>,
+    /// The trunk's caller identity and codec order.
+    pub prefs: crate::sip::trunk_prefs::CallPrefs,
     /// The trunk's digest credentials.
     pub credentials: Option<crate::sip::auth::Credentials>,
     /// The trunk's peers sit behind NAT: latch onto their RTP source.
@@ -190,6 +195,8 @@ impl Script {
             fallbacks,
             call_headers: Vec::new(),
             outbound_proxy: None,
+            failover: Vec::new(),
+            prefs: Default::default(),
             credentials: None,
             symmetric_rtp: false,
             advertise: Default::default(),
@@ -514,17 +521,29 @@ async fn run_call(
     let mut call = match gw
         .dial(DialRequest {
             uri: c.uri.clone(),
-            from_uri: plan.caller_id.clone(),
-            from_display: Some(plan.name.clone()),
+            from_uri: script.prefs.from_uri(&plan.caller_id),
+            from_display: Some(
+                script
+                    .prefs
+                    .from_display
+                    .clone()
+                    .unwrap_or_else(|| plan.name.clone()),
+            ),
+            codecs: script.prefs.codecs.clone(),
             credentials: script.credentials.clone(),
             ring_timeout: plan.escalation.ring_timeout,
             outbound_proxy: script.outbound_proxy,
+            failover: script.failover.clone(),
             extra_headers: script.call_headers.clone(),
             media: crate::media::session::MediaPolicy {
                 dtmf: plan.dtmf,
                 symmetric_rtp: script.symmetric_rtp,
             },
             advertise: script.advertise,
+            redirect: crate::sip::redirect::RedirectPolicy::new(
+                plan.contacts.iter().map(|c| c.uri.as_str()),
+                crate::sip::redirect::DEFAULT_MAX_HOPS,
+            ),
         })
         .await
     {
@@ -592,6 +611,14 @@ async fn run_call(
                 match ev {
                     CallUpdate::Sip(CallEvent::Ringing) => {
                         obs.event(json!({"event": "call.ringing", "attempt": attempt, "at_ms": at()})).await;
+                    }
+                    CallUpdate::FailedOver { code, to } => {
+                        obs.event(json!({"event": "call.failover", "attempt": attempt, "code": code,
+                            "proxy": to.to_string(), "at_ms": at()})).await;
+                    }
+                    CallUpdate::Redirected { code, target } => {
+                        obs.event(json!({"event": "call.redirected", "attempt": attempt, "code": code,
+                            "target": target, "at_ms": at()})).await;
                     }
                     CallUpdate::Sip(CallEvent::Answered(_)) => {
                         obs.event(json!({"event": "call.answered", "attempt": attempt, "at_ms": at()})).await;

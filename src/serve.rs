@@ -81,10 +81,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
     }
     // Trunks are never banned, whatever they send (the registrar is
     // trusted when its registration starts).
-    for t in config.trunks.values() {
-        let Some(proxy) = &t.proxy else { continue };
-        match tokio::net::lookup_host(proxy.as_str()).await {
-            Ok(addrs) => addrs.for_each(|a| gateway.sip().trust(a.ip())),
+    crate::driver::resolve::configure(&config.dns_servers);
+    for proxy in config.trunks.values().flat_map(|t| t.all_proxies()) {
+        match crate::driver::resolve::resolve(proxy).await {
+            Ok(r) => r.addrs.iter().for_each(|a| gateway.sip().trust(a.ip())),
             Err(e) => {
                 tracing::warn!(%proxy, error = %e, "cannot resolve a trunk proxy to trust it")
             }
@@ -153,6 +153,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             journal.display()
         );
     }
+    start_keepalives(&svc).await?;
     for (name, t) in &svc.config.trunks {
         let Some(registrar) = &t.registrar else {
             continue;
@@ -346,5 +347,46 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         crate::cluster::node::release(&svc, node).await;
     }
     crate::logging::notice("stopped; unfinished notifications resume at the next start");
+    Ok(())
+}
+
+/// OPTIONS keepalive for each trunk that asks for it, on its resolved
+/// proxies (see `sip::keepalive`).
+async fn start_keepalives(svc: &Arc<Service>) -> anyhow::Result<()> {
+    for (name, t) in &svc.config.trunks {
+        let Some(every) = &t.keepalive else { continue };
+        let interval = crate::util::parse_duration(every)
+            .with_context(|| format!("trunk {name:?}: keepalive"))?;
+        // An unusable trunk is reported by /readyz; no reason not to start.
+        let trunk = match svc.trunk(name).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(trunk = %name, error = %e, "no keepalive for an unusable trunk");
+                continue;
+            }
+        };
+        let targets: Vec<String> = t.all_proxies().cloned().collect();
+        if targets.is_empty() {
+            anyhow::bail!("trunk {name:?}: keepalive needs proxy or proxies");
+        }
+        let cfg = crate::sip::keepalive::KeepaliveConfig {
+            interval,
+            misses: t.keepalive_misses.unwrap_or(3),
+        };
+        let advertise = trunk.advertise.sip.map(|a| a.ip());
+        let task = crate::driver::keepalive::spawn(
+            name.clone(),
+            targets,
+            svc.gateway.sip_addr().ip(),
+            advertise,
+            cfg,
+            svc.trunk_health.clone(),
+            svc.shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("trunk {name:?}: keepalive socket"))?;
+        drop(task);
+        tracing::info!(trunk = %name, every = %every, "trunk keepalive running");
+    }
     Ok(())
 }

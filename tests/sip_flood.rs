@@ -46,9 +46,12 @@ async fn answer_time(gw: &Gateway, uri: String) -> Duration {
             credentials: None,
             ring_timeout: Duration::from_secs(10),
             outbound_proxy: None,
+            failover: Vec::new(),
             extra_headers: Vec::new(),
             media: Default::default(),
             advertise: Default::default(),
+            redirect: Default::default(),
+            codecs: Vec::new(),
         })
         .await
         .expect("dial");

@@ -722,7 +722,8 @@ async fn readyz(State(svc): Shared) -> Response {
     let ready = store == "ok" && undialable.is_empty();
     let mut body = json!({"database": db, "store": store, "pending_writes": w.pending,
         "journaled_writes": w.in_journal, "sip": svc.gateway.sip_addr().to_string(),
-        "registrations": svc.gateway.sip().registrations(), "undialable": undialable});
+        "registrations": svc.gateway.sip().registrations(), "trunks": svc.trunk_health.snapshot(),
+        "undialable": undialable});
     if let Some(c) = svc.cluster.get() {
         body["node"] = json!({"id": c.id, "leases_held": c.leases_held()});
     }
@@ -809,6 +810,7 @@ async fn metrics(State(svc): Shared) -> Response {
             s.remembered,
         ));
     }
+    out.push_str(&svc.trunk_health.metrics_text());
     if let Some(p) = svc.pipeline.get() {
         out.push_str(&incidents::metrics_text(p));
     }

@@ -44,14 +44,19 @@ pub async fn test_call(config: &Config, uri: &str) -> Vec<Verdict> {
     let mut call = match gw
         .dial(DialRequest {
             uri: uri.to_string(),
-            from_uri: format!("sip:callout@{}", gw.sip_addr()),
+            from_uri: trunk
+                .prefs
+                .from_uri(&format!("sip:callout@{}", gw.sip_addr())),
             from_display: Some("callout doctor".into()),
             credentials: trunk.credentials,
             ring_timeout: RING,
             outbound_proxy: trunk.proxy,
-            extra_headers: Vec::new(),
+            failover: trunk.alternates.clone(),
+            extra_headers: trunk.prefs.headers(),
             media: Default::default(),
             advertise: trunk.advertise,
+            redirect: crate::sip::redirect::RedirectPolicy::default(),
+            codecs: trunk.prefs.codecs.clone(),
         })
         .await
     {

@@ -81,6 +81,7 @@ pub async fn run(o: &Options, report: &mut dyn FnMut(&Verdict)) -> Vec<Verdict> 
                     Verdict::new(Level::Ok, "configuration", format!("{} loads", p.display())),
                     &mut all,
                 );
+                crate::driver::resolve::configure(&c.dns_servers);
                 c
             }
             Err(e) => {

@@ -2,8 +2,10 @@
 //! clock task, and [`Gateway`], which places calls and hands each caller an
 //! [`ActiveCall`] that merges SIP and media events.
 
+pub mod keepalive;
 pub mod media;
 pub mod net;
+pub mod resolve;
 pub mod sip;
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,9 +20,10 @@ use crate::media::audio::Prompt;
 use crate::media::session::{MediaEvent, MediaPolicy, MediaSession};
 use crate::sip::advertise::Advertise;
 use crate::sip::auth::Credentials;
-use crate::sip::call::{CallConfig, CallEvent};
+use crate::sip::call::{CallConfig, CallEvent, EndReason};
 use crate::sip::endpoint::CallHandle;
 use crate::sip::header::SipUri;
+use crate::sip::redirect::{self, Decision, RedirectPolicy};
 use crate::sip::sdp;
 use crate::sip::transaction::Timers;
 use media::{MediaCommand, MediaHandle, PortPool};
@@ -53,6 +56,9 @@ pub struct DialRequest {
     pub ring_timeout: Duration,
     /// Send the INVITE here instead of the URI's host (a trunk's proxy).
     pub outbound_proxy: Option<SocketAddr>,
+    /// Proxies to try next, in order, when the INVITE times out or gets
+    /// a 5xx before any answer (a new Call-ID each).
+    pub failover: Vec<SocketAddr>,
     /// Extra INVITE headers.
     pub extra_headers: Vec<(String, String)>,
     /// DTMF paths and whom media is accepted from.
@@ -60,6 +66,10 @@ pub struct DialRequest {
     /// The trunk's advertised addresses (each falls back to the
     /// gateway's, see [`Gateway::set_advertise`]).
     pub advertise: Advertise,
+    /// Which 3xx targets may be dialled (the default: none).
+    pub redirect: RedirectPolicy,
+    /// Codecs to offer, in order (empty: PCMU, PCMA).
+    pub codecs: Vec<sdp::Codec>,
 }
 
 /// The running gateway: one SIP socket, one media clock, an RTP port pool.
@@ -183,11 +193,35 @@ impl Gateway {
         };
         let answer = sdp::answer(SocketAddr::new(rtp_ip, rtp_addr.port()), id, &inc.offer);
         self.sip.answer(inc.handle, answer);
-        Ok(self.active_call(id, inc.handle, socket, inc.events))
+        Ok(self.active_call(id, inc.handle, Arc::new(socket), inc.events))
     }
 
     /// Place a call. Returns once the INVITE is queued.
     pub async fn dial(&self, req: DialRequest) -> Result<ActiveCall, DialError> {
+        let socket = self
+            .ports
+            .lock()
+            .await
+            .bind()
+            .await
+            .map_err(DialError::NoPort)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let socket = Arc::new(socket);
+        let (handle, sip_rx) = self.invite(id, &req, &socket).await?;
+        let mut call = self.active_call(id, handle, socket, sip_rx);
+        call.policy = req.media;
+        call.dialled.push(req.uri.clone());
+        call.redial = Some(Box::new((self.clone(), req)));
+        Ok(call)
+    }
+
+    /// Send the INVITE of `req` for call `id` with media on `socket`.
+    async fn invite(
+        &self,
+        id: u64,
+        req: &DialRequest,
+        socket: &UdpSocket,
+    ) -> Result<(CallHandle, mpsc::UnboundedReceiver<CallEvent>), DialError> {
         let uri = SipUri::parse(&req.uri).map_err(|_| DialError::BadUri(req.uri.clone()))?;
         let destination = match req.outbound_proxy {
             Some(p) => p,
@@ -208,41 +242,34 @@ impl Gateway {
                 })?
             }
         };
-        let socket = self
-            .ports
-            .lock()
-            .await
-            .bind()
-            .await
-            .map_err(DialError::NoPort)?;
         let rtp_addr = socket.local_addr().map_err(DialError::NoPort)?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (local, pinned, rtp_ip) = self.addresses_toward(destination, req.advertise);
         let cfg = CallConfig {
             target: req.uri.clone(),
-            from_uri: req.from_uri,
-            from_display: req.from_display,
+            from_uri: req.from_uri.clone(),
+            from_display: req.from_display.clone(),
             local,
             destination,
-            credentials: req.credentials,
+            credentials: req.credentials.clone(),
             ring_timeout: req.ring_timeout,
-            sdp_offer: sdp::offer(SocketAddr::new(rtp_ip, rtp_addr.port()), id, 1),
+            sdp_offer: crate::sip::trunk_prefs::order_offer(
+                &sdp::offer(SocketAddr::new(rtp_ip, rtp_addr.port()), id, 1),
+                &req.codecs,
+            ),
             timers: Timers::default(),
             user_agent: String::new(),
-            extra_headers: req.extra_headers,
+            extra_headers: req.extra_headers.clone(),
         };
         let (sip_tx, sip_rx) = mpsc::unbounded_channel();
         let handle = self.sip.dial_as(cfg, pinned, sip_tx).await?;
-        let mut call = self.active_call(id, handle, socket, sip_rx);
-        call.policy = req.media;
-        Ok(call)
+        Ok((handle, sip_rx))
     }
 
     fn active_call(
         &self,
         id: u64,
         handle: CallHandle,
-        socket: UdpSocket,
+        socket: Arc<UdpSocket>,
         sip_rx: mpsc::UnboundedReceiver<CallEvent>,
     ) -> ActiveCall {
         let (media_tx, media_rx) = mpsc::unbounded_channel();
@@ -251,7 +278,7 @@ impl Gateway {
             handle,
             sip: self.sip.clone(),
             media: self.media.clone(),
-            socket: Some(Arc::new(socket)),
+            socket: Some(socket),
             sip_rx,
             media_rx,
             media_tx,
@@ -260,7 +287,24 @@ impl Gateway {
             next_prompt: 1,
             record: false,
             policy: MediaPolicy::default(),
+            redial: None,
+            dialled: Vec::new(),
         }
+    }
+}
+
+/// Whether an unanswered call's end means "try the next proxy": no
+/// response at all, or a 5xx (503 most often: the proxy is overloaded or
+/// has no way on). Carries the code for the record.
+fn failover_code(r: &EndReason) -> Option<Option<u16>> {
+    match r {
+        EndReason::Unreachable { code: None } => Some(None),
+        EndReason::Unreachable { code: Some(c) } | EndReason::Rejected { code: c, .. }
+            if (500..600).contains(c) =>
+        {
+            Some(Some(*c))
+        }
+        _ => None,
     }
 }
 
@@ -269,6 +313,17 @@ impl Gateway {
 pub enum CallUpdate {
     Sip(CallEvent),
     Media(MediaEvent),
+    /// A 3xx was followed: a new INVITE went to `target`.
+    Redirected {
+        code: u16,
+        target: String,
+    },
+    /// The proxy timed out (`code` None) or answered 5xx: a new INVITE
+    /// went to the next proxy `to`.
+    FailedOver {
+        code: Option<u16>,
+        to: SocketAddr,
+    },
 }
 
 /// A placed call: read its events with [`ActiveCall::next`], drive its
@@ -287,6 +342,10 @@ pub struct ActiveCall {
     next_prompt: u64,
     record: bool,
     policy: MediaPolicy,
+    /// How to dial again when a 3xx is followed (dialled calls only).
+    redial: Option<Box<(Gateway, DialRequest)>>,
+    /// Every URI this call has sent an INVITE to, in order.
+    dialled: Vec<String>,
 }
 
 impl ActiveCall {
@@ -308,6 +367,22 @@ impl ActiveCall {
                         self.finish();
                         continue;
                     };
+                    let ev = match ev {
+                        CallEvent::Ended(EndReason::Redirected { code, targets }) => {
+                            match self.follow(code, &targets).await {
+                                Ok(target) => return Some(CallUpdate::Redirected { code, target }),
+                                Err(reason) => CallEvent::Ended(reason),
+                            }
+                        }
+                        CallEvent::Ended(reason) => match failover_code(&reason) {
+                            Some(code) => match self.fail_over().await {
+                                Some(to) => return Some(CallUpdate::FailedOver { code, to }),
+                                None => CallEvent::Ended(reason),
+                            },
+                            None => CallEvent::Ended(reason),
+                        },
+                        ev => ev,
+                    };
                     match &ev {
                         CallEvent::Answered(neg)
                         | CallEvent::EarlyMedia(neg)
@@ -323,6 +398,63 @@ impl ActiveCall {
                 Some(ev) = self.media_rx.recv() => return Some(CallUpdate::Media(ev)),
             }
         }
+    }
+
+    /// Follow a 3xx if the dial's redirect rule allows it: a new INVITE
+    /// (new Call-ID) to the allowed target, media on the same port.
+    /// Otherwise the reason the call ends with.
+    async fn follow(&mut self, code: u16, targets: &[String]) -> Result<String, EndReason> {
+        let refused = |target, why| EndReason::RedirectRefused { code, target, why };
+        let Some(redial) = self.redial.as_mut() else {
+            let target = targets.first().cloned().unwrap_or_default();
+            return Err(refused(target, redirect::Refusal::NotInDialplan));
+        };
+        let target = match redial.1.redirect.decide(targets, &self.dialled) {
+            Decision::Follow(t) => t,
+            Decision::Refuse { target, why } => {
+                tracing::warn!(code, target = %crate::logging::Redacted(&target), ?why, "redirect refused");
+                return Err(refused(target, why));
+            }
+        };
+        let Some(socket) = self.socket.clone() else {
+            return Err(refused(target, redirect::Refusal::NoTarget));
+        };
+        redial.1.uri = target.clone();
+        let (gw, req) = (&redial.0, &redial.1);
+        match gw.invite(self.id, req, &socket).await {
+            Ok((handle, sip_rx)) => {
+                tracing::info!(code, target = %crate::logging::Redacted(&target), "following a redirect");
+                self.handle = handle;
+                self.sip_rx = sip_rx;
+                self.dialled.push(target.clone());
+                Ok(target)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow a redirect");
+                Err(EndReason::Unreachable { code: None })
+            }
+        }
+    }
+
+    /// Send the INVITE again through the next failover proxy, if any.
+    async fn fail_over(&mut self) -> Option<SocketAddr> {
+        let socket = self.socket.clone()?;
+        let redial = self.redial.as_mut()?;
+        while !redial.1.failover.is_empty() {
+            let to = redial.1.failover.remove(0);
+            redial.1.outbound_proxy = Some(to);
+            let (gw, req) = (&redial.0, &redial.1);
+            match gw.invite(self.id, req, &socket).await {
+                Ok((handle, sip_rx)) => {
+                    tracing::warn!(proxy = %to, "failing over to the next proxy");
+                    self.handle = handle;
+                    self.sip_rx = sip_rx;
+                    return Some(to);
+                }
+                Err(e) => tracing::warn!(proxy = %to, error = %e, "cannot fail over"),
+            }
+        }
+        None
     }
 
     /// Start media on the first SDP; every later one (the 200 after a

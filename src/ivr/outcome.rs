@@ -25,6 +25,12 @@ pub enum Outcome {
         result: ActionEnd,
     },
     Cancelled,
+    /// A 3xx sent the call to a target the dialplan does not name (or
+    /// too many times); it was not followed.
+    RedirectRefused {
+        code: u16,
+        target: String,
+    },
     /// The process stopped while the call was up (set on restart).
     Interrupted,
 }
@@ -66,6 +72,12 @@ impl Outcome {
             EndReason::Rejected { code, .. } => Outcome::Failed { code: *code },
             EndReason::Cancelled => Outcome::Cancelled,
             EndReason::MediaMismatch => Outcome::Failed { code: 488 },
+            EndReason::RedirectRefused { code, target, .. } => Outcome::RedirectRefused {
+                code: *code,
+                target: target.clone(),
+            },
+            // Only seen where no redirect rule applied.
+            EndReason::Redirected { code, .. } => Outcome::Failed { code: *code },
             EndReason::LocalHangup | EndReason::RemoteHangup | EndReason::SessionExpired => {
                 Outcome::AnsweredNoInput
             }

@@ -219,6 +219,7 @@ pub fn describe(
         "call.dialing" => format!("calling {}{attempt}", s("contact")),
         "call.ringing" => format!("ringing{attempt}"),
         "call.answered" => format!("answered{attempt}"),
+        "call.redirected" => format!("redirected ({}) to {}{attempt}", d["code"], s("target")),
         "call.amd" => format!("answering machine detection: {}{attempt}", d["result"]),
         "digit" => format!("key {} pressed{attempt}", s("digit")),
         "call.ended" => format!(

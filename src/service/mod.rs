@@ -85,6 +85,8 @@ pub struct Service {
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Node>>,
     /// Console sessions and the live event feed of its board.
     pub console: crate::console::Console,
+    /// What trunk keepalive found (`[trunks.X] keepalive`).
+    pub trunk_health: Arc<crate::sip::keepalive::Board>,
 }
 
 /// State names stored for each ending.
@@ -126,6 +128,7 @@ impl Service {
             pipeline_webhook: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
             console: crate::console::Console::default(),
+            trunk_health: Arc::default(),
         })
     }
 
@@ -400,6 +403,9 @@ impl Service {
                     s.pins = Arc::new(svc.store.clone());
                     s.notification_id = Some(row.id.clone());
                     s.outbound_proxy = trunk.proxy;
+                    s.failover = trunk.alternates.clone();
+                    s.call_headers.extend(trunk.prefs.headers());
+                    s.prefs = trunk.prefs.clone();
                     s.credentials = trunk.credentials;
                     s.advertise = trunk.advertise;
                     s.symmetric_rtp = svc.config.trunks.get(&plan.trunk).is_some_and(|t| t.symmetric_rtp);
@@ -443,7 +449,9 @@ impl Service {
     /// The proxy address and credentials of a trunk, or why it cannot be
     /// used (then nothing is dialled through it).
     pub async fn trunk(&self, name: &str) -> Result<trunk::Trunk, trunk::TrunkError> {
-        trunk::resolve(name, &self.config.trunks).await
+        let mut t = trunk::resolve(name, &self.config.trunks).await?;
+        t.order_by(name, &self.trunk_health);
+        Ok(t)
     }
 
     /// Contracts that cannot dial now, with the reason (their trunk is
@@ -453,7 +461,14 @@ impl Service {
         let mut out = std::collections::BTreeMap::new();
         for plan in self.registry.snapshot().values() {
             if !by_trunk.contains_key(&plan.trunk) {
-                let r = self.trunk(&plan.trunk).await.err().map(|e| e.to_string());
+                let r = match self.trunk(&plan.trunk).await {
+                    Err(e) => Some(e.to_string()),
+                    Ok(_) if self.trunk_health.all_down(&plan.trunk) => Some(format!(
+                        "trunk {:?}: every proxy is down (OPTIONS keepalive)",
+                        plan.trunk
+                    )),
+                    Ok(_) => None,
+                };
                 by_trunk.insert(plan.trunk.clone(), r);
             }
             if let Some(Some(why)) = by_trunk.get(&plan.trunk) {

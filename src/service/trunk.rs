@@ -26,6 +26,11 @@ pub enum TrunkError {
     #[error("trunk {0:?}: username_env and password_env must be set together")]
     IncompleteCredentials(String),
     #[error("trunk {trunk:?}: {error}")]
+    BadPrefs {
+        trunk: String,
+        error: crate::sip::trunk_prefs::PrefsError,
+    },
+    #[error("trunk {trunk:?}: {error}")]
     BadAddress {
         trunk: String,
         error: crate::sip::advertise::AdvertiseError,
@@ -42,6 +47,7 @@ impl TrunkError {
                 "trunk_credentials_missing"
             }
             TrunkError::BadAddress { .. } => "trunk_bad_address",
+            TrunkError::BadPrefs { .. } => "trunk_bad_identity",
         }
     }
 }
@@ -50,6 +56,8 @@ impl TrunkError {
 #[derive(Debug, Clone, Default)]
 pub struct Trunk {
     pub proxy: Option<SocketAddr>,
+    /// More proxies to fail over to, in order (after `proxy`).
+    pub alternates: Vec<SocketAddr>,
     /// For calls: `None` when a challenge must not be answered (no
     /// `realm` and no proxy: the INVITE goes straight to the callee).
     pub credentials: Option<Credentials>,
@@ -57,6 +65,19 @@ pub struct Trunk {
     /// in `realm` when set.
     pub registrar_credentials: Option<Credentials>,
     pub advertise: crate::sip::advertise::Advertise,
+    /// Caller identity and codec order of its calls.
+    pub prefs: crate::sip::trunk_prefs::CallPrefs,
+}
+
+impl Trunk {
+    /// Put the proxies keepalive found down last (see
+    /// [`crate::sip::keepalive::Board::order`]).
+    pub fn order_by(&mut self, name: &str, board: &crate::sip::keepalive::Board) {
+        let all: Vec<SocketAddr> = self.proxy.iter().chain(&self.alternates).copied().collect();
+        let mut ordered = board.order(name, &all).into_iter();
+        self.proxy = ordered.next();
+        self.alternates = ordered.collect();
+    }
 }
 
 fn env_value(var: &str) -> Option<String> {
@@ -76,22 +97,28 @@ pub async fn resolve(
             Err(TrunkError::NotConfigured(name.to_string()))
         };
     };
-    let proxy = match &t.proxy {
-        Some(p) => {
-            let unresolved = || TrunkError::ProxyUnresolved {
-                trunk: name.to_string(),
-                proxy: p.clone(),
-            };
-            let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(p.as_str()))
-                .await
-                .map_err(|_| unresolved())?
-                .map_err(|_| unresolved())?
-                .next()
-                .ok_or_else(unresolved)?;
-            Some(found)
+    let mut proxies = Vec::new();
+    for p in t.all_proxies() {
+        let unresolved = || TrunkError::ProxyUnresolved {
+            trunk: name.to_string(),
+            proxy: p.clone(),
+        };
+        // SRV or A/AAAA (RFC 3263), each address in the order to try.
+        let found = tokio::time::timeout(RESOLVE_TIMEOUT, crate::driver::resolve::resolve(p))
+            .await
+            .map_err(|_| unresolved())?
+            .map_err(|e| {
+                tracing::debug!(trunk = %name, proxy = %p, error = %e, "proxy does not resolve");
+                unresolved()
+            })?;
+        for a in found.addrs {
+            if !proxies.contains(&a) {
+                proxies.push(a);
+            }
         }
-        None => None,
-    };
+    }
+    let proxy = proxies.first().copied();
+    let alternates = proxies.iter().skip(1).copied().collect();
     let credentials = match (&t.username_env, &t.password_env) {
         (None, None) => None,
         (Some(u), Some(p)) => {
@@ -116,6 +143,10 @@ pub async fn resolve(
         trunk: name.to_string(),
         error,
     })?;
+    let prefs = t.call_prefs().map_err(|error| TrunkError::BadPrefs {
+        trunk: name.to_string(),
+        error,
+    })?;
     // Without a realm, whoever answers the INVITE could ask for a hash of
     // the password; only the trunk's own proxy is asked to be trusted.
     let call_credentials = credentials
@@ -123,9 +154,11 @@ pub async fn resolve(
         .filter(|c| c.realm.is_some() || proxy.is_some());
     Ok(Trunk {
         proxy,
+        alternates,
         credentials: call_credentials,
         registrar_credentials: credentials,
         advertise,
+        prefs,
     })
 }
 
@@ -145,6 +178,14 @@ mod tests {
             sip_advertise: None,
             rtp_advertise: None,
             realm: None,
+            proxies: Vec::new(),
+            keepalive: None,
+            keepalive_misses: None,
+            asserted_identity: None,
+            preferred_identity: None,
+            from_user: None,
+            from_display: None,
+            codecs: Vec::new(),
         }
     }
 

@@ -77,6 +77,16 @@ pub enum EndReason {
     /// Answered, then the session timer ran out (RFC 4028): the refresh
     /// never came, or ours was refused with 408/481. We sent BYE.
     SessionExpired,
+    /// 300/301/302 with these Contact targets, highest q first; the
+    /// dialling side decides whether to follow (`sip::redirect`).
+    Redirected { code: u16, targets: Vec<String> },
+    /// A redirect callout would not follow: the target is not one the
+    /// dialplan names, or too many hops.
+    RedirectRefused {
+        code: u16,
+        target: String,
+        why: super::redirect::Refusal,
+    },
 }
 
 /// What the call reports to its owner.
@@ -268,9 +278,10 @@ impl Call {
 
     fn local_party(&self) -> String {
         match &self.cfg.from_display {
+            // A display name from a file must not end the header early.
             Some(d) => format!(
                 "\"{}\" <{}>;tag={}",
-                d.replace('"', ""),
+                d.replace(['"', '\\'], "").replace(char::is_control, ""),
                 self.cfg.from_uri,
                 self.local_tag
             ),
@@ -675,6 +686,12 @@ impl Call {
                 let reason = match (self.cancel, code) {
                     (Some(CancelCause::RingTimeout), 487) => EndReason::NoAnswer { code: None },
                     (Some(CancelCause::Owner), 487) => EndReason::Cancelled,
+                    // 305 (use proxy) and 380 are never followed: a
+                    // callee must not choose our route.
+                    (None, 300..=302) => EndReason::Redirected {
+                        code,
+                        targets: super::redirect::targets(&resp),
+                    },
                     _ => map_failure(code, &resp.reason),
                 };
                 self.end(now, reason);

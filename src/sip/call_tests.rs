@@ -480,8 +480,16 @@ fn final_codes_map_to_outcomes() {
         (503, EndReason::Unreachable { code: Some(503) }),
         (
             302,
-            EndReason::Rejected {
+            EndReason::Redirected {
                 code: 302,
+                targets: vec![],
+            },
+        ),
+        // The callee must not choose our proxy (RFC 3261 8.1.3.4).
+        (
+            305,
+            EndReason::Rejected {
+                code: 305,
                 reason: "Unknown".into(),
             },
         ),
@@ -506,6 +514,35 @@ fn final_codes_map_to_outcomes() {
         h.respond(&inv, code, Some("t"), b"", &[]);
         assert_eq!(h.ended(), Some(&want), "code {code}");
     }
+}
+
+#[test]
+fn a_302_is_acked_and_reports_its_targets_best_first() {
+    let mut h = Harness::new();
+    h.dial(Duration::from_secs(30), None);
+    let inv = h.last(Method::Invite);
+    h.respond(
+        &inv,
+        302,
+        Some("t"),
+        b"",
+        &[("Contact", "<sip:b@h>;q=0.2, <sip:a@h>;q=0.7")],
+    );
+    assert_eq!(
+        h.ended(),
+        Some(&EndReason::Redirected {
+            code: 302,
+            targets: vec!["sip:a@h".into(), "sip:b@h".into()],
+        })
+    );
+    // The transaction ACKs it; no second INVITE from the call itself.
+    assert_eq!(h.last(Method::Ack).uri, inv.uri);
+    let invites = h
+        .sent_methods()
+        .iter()
+        .filter(|(_, m)| m == "INVITE")
+        .count();
+    assert_eq!(invites, 1);
 }
 
 #[test]

@@ -46,11 +46,19 @@ impl Serve {
             .collect();
         let db = format!("sqlite://{}", dir.join("data/callout.db").display());
         let config = dir.join("callout.toml");
+        // Top-level keys in `extra` (before its first table) go before
+        // the tokens table, where TOML can still take them.
+        let split = if extra.starts_with('[') {
+            0
+        } else {
+            extra.find("\n[").map_or(extra.len(), |i| i + 1)
+        };
+        let (top, extra) = extra.split_at(split);
         std::fs::write(
             &config,
             format!(
                 "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"{rtp}\"\n\
-                 database_url = \"{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
+                 database_url = \"{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n{top}\
                  [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n{extra}",
                 dp = dir.join("dialplans").display(),
                 pr = dir.join("prompts").display(),
