@@ -183,6 +183,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
         extra_headers: Vec::new(),
         media: Default::default(),
         advertise: Default::default(),
+        transport: Default::default(),
     };
     let rss_idle = rss_kib();
 

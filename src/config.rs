@@ -25,7 +25,7 @@ pub struct TokenConfig {
 /// A SIP trunk: where calls of the dialplans naming it are sent, and the
 /// digest credentials, read from environment variables named here (never
 /// written in the file).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     /// Outbound proxy `host:port`; without it calls go to the URI's host.
@@ -56,6 +56,52 @@ pub struct TrunkConfig {
     /// calls answer challenges only when they go through `proxy`, and the
     /// registrar's challenges are answered (see docs/security.md).
     pub realm: Option<String>,
+    /// `udp`, `tcp` or `tls`; unset: the URI's `sips:`/`;transport=`,
+    /// else UDP. See docs/configuration.md.
+    #[serde(default)]
+    pub transport: Option<crate::sip::transport::Transport>,
+    /// TLS settings of a `transport = "tls"` trunk.
+    #[serde(default)]
+    pub tls: Option<TrunkTls>,
+}
+
+/// `[trunks.NAME.tls]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkTls {
+    /// The name the proxy's certificate must carry; default: the host of
+    /// `proxy`, else the URI's host.
+    pub server_name: Option<String>,
+    /// PEM CA certificates trusted instead of the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key, for trunks that ask for one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl TrunkConfig {
+    /// The transport and TLS settings calls through this trunk use.
+    pub fn trunk_transport(&self) -> crate::sip::transport::TrunkTransport {
+        let tls = self.tls.clone().unwrap_or_default();
+        let proxy_host = self.proxy.as_deref().map(|p| {
+            // host:port, [v6]:port or a bare host.
+            match p.rsplit_once(':') {
+                Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => {
+                    h.trim_start_matches('[').trim_end_matches(']').to_string()
+                }
+                _ => p.trim_start_matches('[').trim_end_matches(']').to_string(),
+            }
+        });
+        crate::sip::transport::TrunkTransport {
+            transport: self.transport,
+            tls: Some(crate::sip::transport::TlsSettings {
+                server_name: tls.server_name.or(proxy_host).unwrap_or_default(),
+                ca_file: tls.ca_file,
+                client_cert: tls.cert_file,
+                client_key: tls.key_file,
+            }),
+        }
+    }
 }
 
 /// Where ticket events go.

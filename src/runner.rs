@@ -93,6 +93,8 @@ pub struct Script {
     pub symmetric_rtp: bool,
     /// The trunk's `sip_advertise` / `rtp_advertise`.
     pub advertise: crate::sip::advertise::Advertise,
+    /// The trunk's transport (UDP, TCP, TLS) and TLS settings.
+    pub transport: crate::sip::transport::TrunkTransport,
     /// Cancelled when the process shuts down: a ringing call is cancelled,
     /// an answered one hears the end of its current prompt, and the
     /// escalation stops where it is (it resumes at the next start).
@@ -193,6 +195,7 @@ impl Script {
             credentials: None,
             symmetric_rtp: false,
             advertise: Default::default(),
+            transport: Default::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             pins: Arc::new(crate::pin_store::MemoryPins::default()),
         })
@@ -516,6 +519,7 @@ async fn run_call(
                 symmetric_rtp: script.symmetric_rtp,
             },
             advertise: script.advertise,
+            transport: script.transport.clone(),
         })
         .await
     {

@@ -49,6 +49,7 @@ async fn answer_time(gw: &Gateway, uri: String) -> Duration {
             extra_headers: Vec::new(),
             media: Default::default(),
             advertise: Default::default(),
+            transport: Default::default(),
         })
         .await
         .expect("dial");

@@ -52,6 +52,7 @@ pub async fn test_call(config: &Config, uri: &str) -> Vec<Verdict> {
             extra_headers: Vec::new(),
             media: Default::default(),
             advertise: trunk.advertise,
+            transport: trunk.transport,
         })
         .await
     {

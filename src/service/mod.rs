@@ -330,6 +330,7 @@ impl Service {
                     s.outbound_proxy = trunk.proxy;
                     s.credentials = trunk.credentials;
                     s.advertise = trunk.advertise;
+                    s.transport = trunk.transport;
                     s.symmetric_rtp = svc.config.trunks.get(&plan.trunk).is_some_and(|t| t.symmetric_rtp);
                     s
                 }

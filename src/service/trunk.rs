@@ -57,6 +57,8 @@ pub struct Trunk {
     /// in `realm` when set.
     pub registrar_credentials: Option<Credentials>,
     pub advertise: crate::sip::advertise::Advertise,
+    /// `transport` and the TLS settings.
+    pub transport: crate::sip::transport::TrunkTransport,
 }
 
 fn env_value(var: &str) -> Option<String> {
@@ -126,6 +128,7 @@ pub async fn resolve(
         credentials: call_credentials,
         registrar_credentials: credentials,
         advertise,
+        transport: t.trunk_transport(),
     })
 }
 
@@ -145,6 +148,7 @@ mod tests {
             sip_advertise: None,
             rtp_advertise: None,
             realm: None,
+            ..Default::default()
         }
     }
 

@@ -24,6 +24,9 @@ pub mod sdp;
 pub mod session_timer;
 pub mod timers;
 pub mod transaction;
+pub mod transport;
+#[cfg(test)]
+mod transport_tests;
 #[cfg(test)]
 mod trunk_tests;
 pub mod uas;
