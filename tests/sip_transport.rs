@@ -17,10 +17,16 @@ use common::*;
 
 /// sipp as a UAS on a transport (`-t t1` for TCP), playing `digits.pcap`.
 fn sipp_uas(dir: &Path, transport: &[&str]) -> Sipp {
+    sipp_uas_with(dir, "answer_digits.xml", transport)
+}
+
+fn sipp_uas_with(dir: &Path, scenario: &str, transport: &[&str]) -> Sipp {
     require("sipp");
     let port = free_port_pair();
     let media = free_port_pair();
-    let scen = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/answer_digits.xml");
+    let scen = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(scenario);
     let child = Command::new("sipp")
         .current_dir(dir)
         .args(["-sf", scen.to_str().unwrap()])
@@ -252,7 +258,7 @@ fn calls_through_kamailio_over_tcp_and_tls_keep_its_route_and_check_its_name() {
         let sdir = dir.join(name);
         std::fs::create_dir_all(&sdir).unwrap();
         digits_pcap(&sdir);
-        let mut sipp = sipp_uas(&sdir, &[]);
+        let mut sipp = sipp_uas_with(&sdir, "answer_digits_rr.xml", &[]);
         let uri = uri_of(sipp.port);
         let (ok, lines, stderr) = call_collecting(
             &uri,

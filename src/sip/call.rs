@@ -272,6 +272,11 @@ impl Call {
         self.transport
     }
 
+    /// The Request-URI the call was placed to.
+    pub fn target(&self) -> &str {
+        &self.cfg.target
+    }
+
     /// True when the call has ended and no retransmission can still need
     /// an answer from it.
     pub fn is_finished(&self, now: Instant) -> bool {

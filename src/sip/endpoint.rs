@@ -677,9 +677,15 @@ impl Endpoint {
             return;
         };
         let (via, may_upgrade) = self.leg_transport.get(&handle).copied().unwrap_or_default();
+        let initial = match call {
+            Leg::Out(c) => c.target().to_string(),
+            Leg::In(_) => String::new(),
+        };
         while let Some(mut t) = call.poll_transmit() {
-            let mut tr = via;
-            if may_upgrade {
+            let (mut tr, bytes) =
+                transport::for_request(via, &initial, std::mem::take(&mut t.bytes));
+            t.bytes = bytes;
+            if may_upgrade && tr == Transport::Udp {
                 if let Some(up) = transport::upgrade_large_request(&t.bytes) {
                     t.bytes = up;
                     tr = Transport::Tcp;

@@ -130,14 +130,59 @@ pub fn upgrade_large_request(bytes: &[u8]) -> Option<Vec<u8>> {
     if bytes.len() <= UDP_MTU_LIMIT || bytes.starts_with(b"SIP/2.0") {
         return None;
     }
-    let needle = b"SIP/2.0/UDP ";
+    rewrite_via(bytes, Transport::Udp, Transport::Tcp)
+}
+
+/// The request with its first Via's transport changed from `from` to `to`.
+pub fn rewrite_via(bytes: &[u8], from: Transport, to: Transport) -> Option<Vec<u8>> {
+    let needle = format!("SIP/2.0/{} ", from.via_name());
     let head_end = find(bytes, b"\r\n\r\n")?;
-    let at = find(&bytes[..head_end], needle)?;
+    let at = find(&bytes[..head_end], needle.as_bytes())?;
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&bytes[..at]);
-    out.extend_from_slice(b"SIP/2.0/TCP ");
+    out.extend_from_slice(format!("SIP/2.0/{} ", to.via_name()).as_bytes());
     out.extend_from_slice(&bytes[at + needle.len()..]);
     Some(out)
+}
+
+/// The transport the next hop of an in-dialog request we send names: its
+/// first Route's URI, else its Request-URI (`;transport=`, `sips:`) when
+/// that is not `initial`, the target the call was placed to (whose
+/// transport was chosen with the trunk's). `None` for responses and URIs
+/// that name none (the call's own transport applies).
+pub fn next_hop(bytes: &[u8], initial: &str) -> Option<Transport> {
+    let head = &bytes[..find(bytes, b"\r\n\r\n")?];
+    if bytes.starts_with(b"SIP/2.0")
+        || !(find(head, b"transport=").is_some() || find(head, b"sips:").is_some())
+    {
+        return None;
+    }
+    let super::message::Message::Request(req) = super::message::parse(bytes).ok()? else {
+        return None;
+    };
+    let uri = match req.headers.get("Route") {
+        Some(r) => super::header::NameAddr::parse(r).ok()?.uri,
+        None if req.uri == initial => return None,
+        None => req.uri.clone(),
+    };
+    from_uri(&SipUri::parse(&uri).ok()?).ok().flatten()
+}
+
+/// The transport of a request of a call over `leg` placed to `initial`:
+/// what the next hop names, except that a TLS call never leaves TLS (a
+/// SIPS dialog stays SIPS, RFC 3261 26.2.2), with the Via rewritten to
+/// match.
+pub fn for_request(leg: Transport, initial: &str, bytes: Vec<u8>) -> (Transport, Vec<u8>) {
+    if leg == Transport::Tls {
+        return (leg, bytes);
+    }
+    match next_hop(&bytes, initial) {
+        Some(hop) if hop != leg => match rewrite_via(&bytes, leg, hop) {
+            Some(b) => (hop, b),
+            None => (leg, bytes),
+        },
+        _ => (leg, bytes),
+    }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -369,6 +414,53 @@ mod tests {
         assert!(choose(Some(Transport::Tcp), &uri("sip:a@h;transport=tls")).is_err());
         assert!(choose(None, &uri("sip:a@h;transport=sctp")).is_err());
         assert!(choose(None, &uri("sips:a@h;transport=udp")).is_err());
+    }
+
+    #[test]
+    fn in_dialog_requests_follow_the_next_hop() {
+        let req = |uri: &str, route: Option<&str>| {
+            let mut s =
+                format!("BYE {uri} SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKx\r\n");
+            if let Some(r) = route {
+                s.push_str(&format!("Route: {r}\r\n"));
+            }
+            s.push_str("Call-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+            s.into_bytes()
+        };
+        let first = "sip:bob@10.0.0.9;transport=tcp";
+        // A Contact naming UDP: UDP, with the Via saying so.
+        let (t, b) = for_request(
+            Transport::Tcp,
+            first,
+            req("sip:bob@10.0.0.9:5070;transport=UDP", None),
+        );
+        assert_eq!(t, Transport::Udp);
+        assert!(String::from_utf8(b)
+            .unwrap()
+            .contains("Via: SIP/2.0/UDP 10.0.0.1"));
+        // The first route decides.
+        let (t, _) = for_request(
+            Transport::Udp,
+            first,
+            req(
+                "sip:bob@10.0.0.9:5070",
+                Some("<sip:10.0.0.2;transport=tcp;lr>"),
+            ),
+        );
+        assert_eq!(t, Transport::Tcp);
+        // The initial target keeps the transport chosen with the trunk.
+        let (t, _) = for_request(Transport::Tcp, first, req(first, None));
+        assert_eq!(t, Transport::Tcp);
+        // Nothing named: the call's transport.
+        let (t, _) = for_request(Transport::Tcp, first, req("sip:bob@10.0.0.9:5070", None));
+        assert_eq!(t, Transport::Tcp);
+        // TLS never leaves TLS.
+        let (t, _) = for_request(
+            Transport::Tls,
+            first,
+            req("sip:bob@10.0.0.9:5070;transport=udp", None),
+        );
+        assert_eq!(t, Transport::Tls);
     }
 
     #[test]
