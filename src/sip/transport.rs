@@ -442,10 +442,13 @@ mod tests {
         let (t, _) = for_request(
             Transport::Udp,
             first,
-            req(
+            String::from_utf8(req(
                 "sip:bob@10.0.0.9:5070",
                 Some("<sip:10.0.0.2;transport=tcp;lr>"),
-            ),
+            ))
+            .unwrap()
+            .replace("SIP/2.0/TCP", "SIP/2.0/UDP")
+            .into_bytes(),
         );
         assert_eq!(t, Transport::Tcp);
         // The initial target keeps the transport chosen with the trunk.
