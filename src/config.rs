@@ -545,6 +545,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn trunk_transport_and_tls_settings() {
+        let c: Config = toml::from_str(
+            "[trunks.c]\nproxy = \"sip.example.net:5061\"\ntransport = \"tls\"\n\
+             [trunks.c.tls]\nca_file = \"/etc/ca.pem\"\n\
+             [trunks.u]\nproxy = \"[2001:db8::1]:5060\"\n",
+        )
+        .unwrap();
+        let t = c.trunks["c"].trunk_transport();
+        assert_eq!(t.transport, Some(crate::sip::transport::Transport::Tls));
+        let tls = t.tls.unwrap();
+        assert_eq!(tls.server_name, "sip.example.net");
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        let u = c.trunks["u"].trunk_transport();
+        assert_eq!(u.transport, None);
+        assert_eq!(u.tls.unwrap().server_name, "2001:db8::1");
+        assert!(toml::from_str::<Config>("[trunks.x]\ntransport = \"sctp\"\n").is_err());
+        assert!(toml::from_str::<Config>("[trunks.x.tls]\nverify = false\n").is_err());
+    }
+
+    #[test]
     fn sip_flood_section_parses_into_a_policy() {
         let c: Config = toml::from_str(
             "[sip_flood]\nwindow = \"1s\"\nmax_requests = 5\nban = \"10m\"\ntrusted = [\"192.0.2.1\"]\n",
