@@ -187,6 +187,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
         advertise: Default::default(),
         redirect: crate::sip::redirect::RedirectPolicy::default(),
         codecs: Vec::new(),
+        transport: Default::default(),
     };
     let rss_idle = rss_kib();
 

@@ -364,6 +364,8 @@ pub struct CallOptions {
     pub advertise: crate::sip::advertise::Advertise,
     /// `--realm`: the only realm a challenge is answered for.
     pub realm: Option<String>,
+    /// `--tls-ca-file` / `--tls-server-name`, for TLS URIs.
+    pub tls: crate::sip::transport::TlsSettings,
 }
 
 /// `callout call`: ring, play the prompt until input or timeout, print
@@ -401,6 +403,10 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
             advertise: Default::default(),
             redirect: crate::sip::redirect::RedirectPolicy::default(),
             codecs: Vec::new(),
+            transport: crate::sip::transport::TrunkTransport {
+                transport: None,
+                tls: Some(o.tls),
+            },
         })
         .await?;
     let emit = |v: serde_json::Value| println!("{v}");

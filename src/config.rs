@@ -25,7 +25,7 @@ pub struct TokenConfig {
 /// A SIP trunk: where calls of the dialplans naming it are sent, and the
 /// digest credentials, read from environment variables named here (never
 /// written in the file).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     /// Outbound proxy `host:port`; without it calls go to the URI's host.
@@ -79,9 +79,53 @@ pub struct TrunkConfig {
     /// (default PCMU then PCMA).
     #[serde(default)]
     pub codecs: Vec<String>,
+    /// `udp`, `tcp` or `tls`; unset: the URI's `sips:`/`;transport=`,
+    /// else UDP. See docs/configuration.md.
+    #[serde(default)]
+    pub transport: Option<crate::sip::transport::Transport>,
+    /// TLS settings of a `transport = "tls"` trunk.
+    #[serde(default)]
+    pub tls: Option<TrunkTls>,
+}
+
+/// `[trunks.NAME.tls]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkTls {
+    /// The name the proxy's certificate must carry; default: the host of
+    /// `proxy`, else the URI's host.
+    pub server_name: Option<String>,
+    /// PEM CA certificates trusted instead of the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key, for trunks that ask for one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 impl TrunkConfig {
+    /// The transport and TLS settings calls through this trunk use.
+    pub fn trunk_transport(&self) -> crate::sip::transport::TrunkTransport {
+        let tls = self.tls.clone().unwrap_or_default();
+        let proxy_host = self.proxy.as_deref().map(|p| {
+            // host:port, [v6]:port or a bare host.
+            match p.rsplit_once(':') {
+                Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => {
+                    h.trim_start_matches('[').trim_end_matches(']').to_string()
+                }
+                _ => p.trim_start_matches('[').trim_end_matches(']').to_string(),
+            }
+        });
+        crate::sip::transport::TrunkTransport {
+            transport: self.transport,
+            tls: Some(crate::sip::transport::TlsSettings {
+                server_name: tls.server_name.or(proxy_host).unwrap_or_default(),
+                ca_file: tls.ca_file,
+                client_cert: tls.cert_file,
+                client_key: tls.key_file,
+            }),
+        }
+    }
+
     /// The caller identity and codec settings, validated.
     pub fn call_prefs(
         &self,
@@ -553,6 +597,26 @@ impl std::fmt::Debug for RedactedUrl<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trunk_transport_and_tls_settings() {
+        let c: Config = toml::from_str(
+            "[trunks.c]\nproxy = \"sip.example.net:5061\"\ntransport = \"tls\"\n\
+             [trunks.c.tls]\nca_file = \"/etc/ca.pem\"\n\
+             [trunks.u]\nproxy = \"[2001:db8::1]:5060\"\n",
+        )
+        .unwrap();
+        let t = c.trunks["c"].trunk_transport();
+        assert_eq!(t.transport, Some(crate::sip::transport::Transport::Tls));
+        let tls = t.tls.unwrap();
+        assert_eq!(tls.server_name, "sip.example.net");
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        let u = c.trunks["u"].trunk_transport();
+        assert_eq!(u.transport, None);
+        assert_eq!(u.tls.unwrap().server_name, "2001:db8::1");
+        assert!(toml::from_str::<Config>("[trunks.x]\ntransport = \"sctp\"\n").is_err());
+        assert!(toml::from_str::<Config>("[trunks.x.tls]\nverify = false\n").is_err());
+    }
 
     #[test]
     fn sip_flood_section_parses_into_a_policy() {

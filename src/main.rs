@@ -69,6 +69,14 @@ enum Cmd {
         /// Answer digest challenges only for this realm.
         #[arg(long)]
         realm: Option<String>,
+        /// For a `sips:` or `;transport=tls` URI: PEM CA certificates to
+        /// trust instead of the public roots.
+        #[arg(long)]
+        tls_ca_file: Option<PathBuf>,
+        /// For TLS: the name the certificate must carry (default: the
+        /// URI's host).
+        #[arg(long)]
+        tls_server_name: Option<String>,
     },
     /// Run the service: REST API, store, escalations, webhooks.
     Serve {
@@ -698,6 +706,8 @@ fn main() -> ExitCode {
             sip_advertise,
             rtp_advertise,
             realm,
+            tls_ca_file,
+            tls_server_name,
         } => (|| {
             let rt = runtime()?;
             let opts = cli::CallOptions {
@@ -720,6 +730,12 @@ fn main() -> ExitCode {
                     rtp_advertise.as_deref(),
                 )?,
                 realm,
+                tls: callout::sip::transport::TlsSettings {
+                    server_name: tls_server_name.unwrap_or_default(),
+                    ca_file: tls_ca_file,
+                    client_cert: None,
+                    client_key: None,
+                },
             };
             rt.block_on(cli::call(opts))
         })(),

@@ -98,6 +98,8 @@ pub struct Script {
     pub symmetric_rtp: bool,
     /// The trunk's `sip_advertise` / `rtp_advertise`.
     pub advertise: crate::sip::advertise::Advertise,
+    /// The trunk's transport (UDP, TCP, TLS) and TLS settings.
+    pub transport: crate::sip::transport::TrunkTransport,
     /// Cancelled when the process shuts down: a ringing call is cancelled,
     /// an answered one hears the end of its current prompt, and the
     /// escalation stops where it is (it resumes at the next start).
@@ -200,6 +202,7 @@ impl Script {
             credentials: None,
             symmetric_rtp: false,
             advertise: Default::default(),
+            transport: Default::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             pins: Arc::new(crate::pin_store::MemoryPins::default()),
         })
@@ -544,6 +547,7 @@ async fn run_call(
                 plan.contacts.iter().map(|c| c.uri.as_str()),
                 crate::sip::redirect::DEFAULT_MAX_HOPS,
             ),
+            transport: script.transport.clone(),
         })
         .await
     {

@@ -168,7 +168,23 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             .with_context(|| format!("trunk {name:?}: cannot resolve registrar {registrar}"))?;
         let trunk = svc.trunk(name).await?;
         let (local, pinned, _) = svc.gateway.addresses_toward(destination, trunk.advertise);
-        svc.gateway.sip().register_as(
+        let transport = trunk.transport.transport.unwrap_or_default();
+        let tls = (transport == crate::sip::transport::Transport::Tls)
+            .then(|| trunk.transport.tls.clone())
+            .flatten()
+            .map(|mut s| {
+                if s.server_name.is_empty() {
+                    // No proxy named: the registrar's own host.
+                    s.server_name = registrar
+                        .rsplit_once(':')
+                        .map_or(registrar.as_str(), |(h, _)| h)
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string();
+                }
+                s
+            });
+        svc.gateway.sip().register_on(
             crate::sip::register::RegistrationConfig {
                 registrar_uri: format!("sip:{registrar}"),
                 aor,
@@ -179,6 +195,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
                 timers: Default::default(),
             },
             pinned,
+            transport,
+            tls,
         );
     }
     if let Some(token) = pipeline_token {

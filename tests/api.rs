@@ -758,14 +758,7 @@ fn calls_go_through_the_trunk_proxy_with_its_credentials() {
             sip_advertise: None,
             rtp_advertise: None,
             realm: None,
-            proxies: Vec::new(),
-            keepalive: None,
-            keepalive_misses: None,
-            asserted_identity: None,
-            preferred_identity: None,
-            from_user: None,
-            from_display: None,
-            codecs: Vec::new(),
+            ..Default::default()
         },
     );
     let plan = plan_text("carrier", "sip:+81312345678@pbx.invalid", "10s")
@@ -831,14 +824,7 @@ fn trunk_registration_is_made_and_refreshed() {
             sip_advertise: None,
             rtp_advertise: None,
             realm: None,
-            proxies: Vec::new(),
-            keepalive: None,
-            keepalive_misses: None,
-            asserted_identity: None,
-            preferred_identity: None,
-            from_user: None,
-            from_display: None,
-            codecs: Vec::new(),
+            ..Default::default()
         },
     );
     let s = start_full(

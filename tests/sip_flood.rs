@@ -52,6 +52,7 @@ async fn answer_time(gw: &Gateway, uri: String) -> Duration {
             advertise: Default::default(),
             redirect: Default::default(),
             codecs: Vec::new(),
+            transport: Default::default(),
         })
         .await
         .expect("dial");

@@ -57,6 +57,7 @@ pub async fn test_call(config: &Config, uri: &str) -> Vec<Verdict> {
             advertise: trunk.advertise,
             redirect: crate::sip::redirect::RedirectPolicy::default(),
             codecs: trunk.prefs.codecs.clone(),
+            transport: trunk.transport,
         })
         .await
     {

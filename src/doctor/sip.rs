@@ -30,6 +30,7 @@ fn timers() -> Timers {
         t1: Duration::from_millis(250),
         t2: Duration::from_secs(1),
         t4: Duration::from_secs(1),
+        reliable: false,
     }
 }
 

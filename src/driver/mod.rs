@@ -7,6 +7,7 @@ pub mod media;
 pub mod net;
 pub mod resolve;
 pub mod sip;
+pub mod stream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,7 @@ use crate::sip::header::SipUri;
 use crate::sip::redirect::{self, Decision, RedirectPolicy};
 use crate::sip::sdp;
 use crate::sip::transaction::Timers;
+use crate::sip::transport::{TlsSettings, Transport};
 use media::{MediaCommand, MediaHandle, PortPool};
 use sip::SipHandle;
 
@@ -44,6 +46,8 @@ pub enum DialError {
     NoPort(#[source] std::io::Error),
     #[error(transparent)]
     SipGone(#[from] sip::SipGone),
+    #[error(transparent)]
+    Transport(#[from] crate::sip::transport::TransportError),
 }
 
 /// What to dial.
@@ -70,6 +74,9 @@ pub struct DialRequest {
     pub redirect: RedirectPolicy,
     /// Codecs to offer, in order (empty: PCMU, PCMA).
     pub codecs: Vec<sdp::Codec>,
+    /// The trunk's transport and TLS settings; the URI's `sips:` or
+    /// `;transport=` apply when the trunk names none.
+    pub transport: crate::sip::transport::TrunkTransport,
 }
 
 /// The running gateway: one SIP socket, one media clock, an RTP port pool.
@@ -223,6 +230,8 @@ impl Gateway {
         socket: &UdpSocket,
     ) -> Result<(CallHandle, mpsc::UnboundedReceiver<CallEvent>), DialError> {
         let uri = SipUri::parse(&req.uri).map_err(|_| DialError::BadUri(req.uri.clone()))?;
+        let (transport, may_upgrade) =
+            crate::sip::transport::choose(req.transport.transport, &uri)?;
         let destination = match req.outbound_proxy {
             Some(p) => p,
             None => {
@@ -261,7 +270,29 @@ impl Gateway {
             extra_headers: req.extra_headers.clone(),
         };
         let (sip_tx, sip_rx) = mpsc::unbounded_channel();
-        let handle = self.sip.dial_as(cfg, pinned, sip_tx).await?;
+        let tls = match transport {
+            Transport::Tls => {
+                let mut t = req.transport.tls.clone().unwrap_or(TlsSettings {
+                    server_name: String::new(),
+                    ca_file: None,
+                    client_cert: None,
+                    client_key: None,
+                });
+                if t.server_name.is_empty() {
+                    t.server_name = uri
+                        .host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string();
+                }
+                Some(t)
+            }
+            _ => None,
+        };
+        let handle = self
+            .sip
+            .dial_on(cfg, pinned, transport, may_upgrade, tls, sip_tx)
+            .await?;
         Ok((handle, sip_rx))
     }
 

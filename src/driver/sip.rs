@@ -10,6 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::sip::call::{CallConfig, CallEvent};
 use crate::sip::endpoint::{CallHandle, Endpoint, Stats};
+use crate::sip::transport::{TlsSettings, Transport};
+
+use super::stream::{StreamEvent, Streams};
 
 /// Commands to the SIP task.
 pub enum SipCommand {
@@ -19,10 +22,20 @@ pub enum SipCommand {
         pinned: bool,
         events: mpsc::UnboundedSender<CallEvent>,
         reply: oneshot::Sender<CallHandle>,
+        /// The call's transport, whether a large request may move to TCP,
+        /// and the TLS settings toward its destination.
+        transport: Transport,
+        may_upgrade: bool,
+        tls: Option<TlsSettings>,
     },
     Hangup(CallHandle),
     Answer(CallHandle, Vec<u8>),
-    Register(Box<crate::sip::register::RegistrationConfig>, bool),
+    Register(
+        Box<crate::sip::register::RegistrationConfig>,
+        bool,
+        Transport,
+        Option<TlsSettings>,
+    ),
     Advertise(Option<SocketAddr>),
     Stats(oneshot::Sender<Stats>),
     Flood(crate::sip::limiter::FloodPolicy),
@@ -63,6 +76,22 @@ impl SipHandle {
         pinned: bool,
         events: mpsc::UnboundedSender<CallEvent>,
     ) -> Result<CallHandle, SipGone> {
+        self.dial_on(cfg, pinned, Transport::Udp, true, None, events)
+            .await
+    }
+
+    /// As [`SipHandle::dial_as`], over `transport` (see
+    /// [`Endpoint::start_call_on`]); `tls` names the certificate and
+    /// trust anchors for a TLS destination.
+    pub async fn dial_on(
+        &self,
+        cfg: CallConfig,
+        pinned: bool,
+        transport: Transport,
+        may_upgrade: bool,
+        tls: Option<TlsSettings>,
+        events: mpsc::UnboundedSender<CallEvent>,
+    ) -> Result<CallHandle, SipGone> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(SipCommand::Dial {
@@ -70,6 +99,9 @@ impl SipHandle {
                 cfg: Box::new(cfg),
                 events,
                 reply,
+                transport,
+                may_upgrade,
+                tls,
             })
             .map_err(|_| SipGone)?;
         rx.await.map_err(|_| SipGone)
@@ -84,7 +116,21 @@ impl SipHandle {
     /// As [`SipHandle::register`]; `pinned` when `cfg.local` is a
     /// configured advertised address.
     pub fn register_as(&self, cfg: crate::sip::register::RegistrationConfig, pinned: bool) {
-        let _ = self.tx.send(SipCommand::Register(Box::new(cfg), pinned));
+        self.register_on(cfg, pinned, Transport::Udp, None);
+    }
+
+    /// As [`SipHandle::register_as`], over `transport` (`tls`: the
+    /// registrar's name and trust anchors).
+    pub fn register_on(
+        &self,
+        cfg: crate::sip::register::RegistrationConfig,
+        pinned: bool,
+        transport: Transport,
+        tls: Option<TlsSettings>,
+    ) {
+        let _ = self
+            .tx
+            .send(SipCommand::Register(Box::new(cfg), pinned, transport, tls));
     }
 
     /// The process-wide `sip_advertise` (see [`Endpoint::set_advertise`]).
@@ -147,12 +193,29 @@ pub async fn spawn(
     std_socket.set_nonblocking(true)?;
     let socket = UdpSocket::from_std(std_socket)?;
     let local = socket.local_addr()?;
+    // TCP on the same port as UDP, so a Contact or Via with
+    // `;transport=tcp` reaches us; without it, TCP is outbound only.
+    let (stream_tx, stream_rx) = mpsc::unbounded_channel();
+    let streams = Streams::new(stream_tx);
+    match tokio::net::TcpListener::bind(local).await {
+        Ok(l) => streams.listen_tcp(l),
+        Err(e) => {
+            tracing::warn!(%local, error = %e, "sip: cannot listen on TCP; TCP is outbound only")
+        }
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let seed = rand::random();
     let mut ep = Endpoint::new(local, seed);
     ep.set_accept_incoming(incoming.is_some());
     let registered = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
-    tokio::spawn(run(socket, ep, rx, incoming, registered.clone()));
+    tokio::spawn(run(
+        socket,
+        (streams, stream_rx),
+        ep,
+        rx,
+        incoming,
+        registered.clone(),
+    ));
     Ok(SipHandle {
         tx,
         local,
@@ -162,6 +225,7 @@ pub async fn spawn(
 
 async fn run(
     socket: UdpSocket,
+    (mut streams, mut stream_rx): (Streams, mpsc::UnboundedReceiver<StreamEvent>),
     mut ep: Endpoint,
     mut rx: mpsc::UnboundedReceiver<SipCommand>,
     incoming: Option<mpsc::UnboundedSender<Incoming>>,
@@ -185,18 +249,29 @@ async fn run(
                 // on Linux; it is not fatal for the socket.
                 Err(e) => tracing::debug!(error = %e, "sip recv"),
             },
+            Some(ev) = stream_rx.recv() => {
+                for (from, transport, bytes) in streams.on_event(ev) {
+                    ep.handle_stream_message(Instant::now(), from, transport, &bytes);
+                }
+            }
             cmd = rx.recv() => match cmd {
-                Some(SipCommand::Dial { cfg, pinned, events, reply }) => {
-                    let h = ep.start_call_as(Instant::now(), *cfg, pinned);
+                Some(SipCommand::Dial { cfg, pinned, events, reply, transport, may_upgrade, tls }) => {
+                    if let Some(tls) = tls {
+                        streams.set_tls(cfg.destination, tls);
+                    }
+                    let h = ep.start_call_on(Instant::now(), *cfg, pinned, transport, may_upgrade);
                     subscribers.insert(h, events);
                     let _ = reply.send(h);
                 }
                 Some(SipCommand::Hangup(h)) => ep.hangup(Instant::now(), h),
                 Some(SipCommand::Answer(h, sdp)) => ep.answer(Instant::now(), h, sdp),
                 Some(SipCommand::Advertise(a)) => ep.set_advertise(a),
-                Some(SipCommand::Register(cfg, pinned)) => {
+                Some(SipCommand::Register(cfg, pinned, transport, tls)) => {
                     let aor = cfg.aor.clone();
-                    let cid = ep.start_registration_as(Instant::now(), *cfg, pinned);
+                    if let Some(tls) = tls {
+                        streams.set_tls(cfg.destination, tls);
+                    }
+                    let cid = ep.start_registration_on(Instant::now(), *cfg, pinned, transport);
                     aors.insert(cid, aor);
                 }
                 Some(SipCommand::Stats(reply)) => { let _ = reply.send(ep.stats()); }
@@ -206,8 +281,10 @@ async fn run(
             },
             _ = sleep => ep.handle_timeout(Instant::now()),
         }
-        while let Some(t) = ep.poll_transmit() {
-            if let Err(e) = socket.send_to(&t.bytes, t.dest).await {
+        while let Some((transport, t)) = ep.poll_send() {
+            if transport.is_reliable() {
+                streams.send(transport, t.dest, t.bytes);
+            } else if let Err(e) = socket.send_to(&t.bytes, t.dest).await {
                 tracing::warn!(error = %e, dest = %t.dest, "sip send failed");
             }
         }

@@ -408,6 +408,7 @@ impl Service {
                     s.prefs = trunk.prefs.clone();
                     s.credentials = trunk.credentials;
                     s.advertise = trunk.advertise;
+                    s.transport = trunk.transport;
                     s.symmetric_rtp = svc.config.trunks.get(&plan.trunk).is_some_and(|t| t.symmetric_rtp);
                     s
                 }

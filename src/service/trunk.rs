@@ -67,6 +67,8 @@ pub struct Trunk {
     pub advertise: crate::sip::advertise::Advertise,
     /// Caller identity and codec order of its calls.
     pub prefs: crate::sip::trunk_prefs::CallPrefs,
+    /// `transport` and the TLS settings.
+    pub transport: crate::sip::transport::TrunkTransport,
 }
 
 impl Trunk {
@@ -159,6 +161,7 @@ pub async fn resolve(
         registrar_credentials: credentials,
         advertise,
         prefs,
+        transport: t.trunk_transport(),
     })
 }
 
@@ -178,14 +181,7 @@ mod tests {
             sip_advertise: None,
             rtp_advertise: None,
             realm: None,
-            proxies: Vec::new(),
-            keepalive: None,
-            keepalive_misses: None,
-            asserted_identity: None,
-            preferred_identity: None,
-            from_user: None,
-            from_display: None,
-            codecs: Vec::new(),
+            ..Default::default()
         }
     }
 

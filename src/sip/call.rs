@@ -22,6 +22,7 @@ use super::prack::{self, Prack, Provisional};
 use super::sdp::{self, Negotiated};
 use super::session_timer::{SessionTimer, TimerAction};
 use super::transaction::{InviteClient, NonInviteClient, Timers, TxOutput};
+use super::transport::Transport;
 use super::Transmit;
 
 #[path = "call_dialog.rs"]
@@ -135,6 +136,7 @@ enum CancelCause {
 #[derive(Debug)]
 pub struct Call {
     cfg: CallConfig,
+    transport: Transport,
     call_id: String,
     local_tag: String,
     branch_seed: String,
@@ -193,10 +195,25 @@ impl Call {
         local_tag: String,
         branch_seed: String,
     ) -> Call {
+        Call::new_on(now, cfg, Transport::Udp, call_id, local_tag, branch_seed)
+    }
+
+    /// As [`Call::new`], over `transport` (Via, Contact and, when
+    /// reliable, no request retransmissions).
+    pub fn new_on(
+        now: Instant,
+        mut cfg: CallConfig,
+        transport: Transport,
+        call_id: String,
+        local_tag: String,
+        branch_seed: String,
+    ) -> Call {
+        cfg.timers.reliable = transport.is_reliable();
         let ring_deadline = Some(now + cfg.ring_timeout);
         let local_sdp = LocalSdp::from_offer(&cfg.sdp_offer);
         let mut call = Call {
             cfg,
+            transport,
             call_id,
             local_tag,
             branch_seed,
@@ -261,6 +278,15 @@ impl Call {
         self.cfg.destination
     }
 
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The Request-URI the call was placed to.
+    pub fn target(&self) -> &str {
+        &self.cfg.target
+    }
+
     /// True when the call has ended and no retransmission can still need
     /// an answer from it.
     pub fn is_finished(&self, now: Instant) -> bool {
@@ -273,7 +299,12 @@ impl Call {
     }
 
     fn via(&self, branch: &str) -> String {
-        format!("SIP/2.0/UDP {};branch={};rport", self.cfg.local, branch)
+        format!(
+            "SIP/2.0/{} {};branch={};rport",
+            self.transport.via_name(),
+            self.cfg.local,
+            branch
+        )
     }
 
     fn local_party(&self) -> String {
@@ -297,7 +328,11 @@ impl Call {
     }
 
     fn contact(&self) -> String {
-        format!("<sip:callout@{}>", self.cfg.local)
+        format!(
+            "<sip:callout@{}{}>",
+            self.cfg.local,
+            self.transport.uri_param()
+        )
     }
 
     fn send_invite(&mut self, now: Instant) {

@@ -22,6 +22,7 @@ use super::message::{self, Message, Method, Request, Response};
 use super::register::{RegEvent, Registration, RegistrationConfig};
 use super::timers::TimerHeap;
 use super::transaction::Timers;
+use super::transport::{self, Transport};
 use super::uas::IncomingCall;
 use super::validate::{salvage, validate_request};
 use super::Transmit;
@@ -167,7 +168,13 @@ pub struct Endpoint {
     limiter: Limiter,
     bans: VecDeque<IpAddr>,
     last_now: Option<Instant>,
-    transmit: VecDeque<Transmit>,
+    transmit: VecDeque<(Transport, Transmit)>,
+    /// Each call's transport, and whether its large requests may move to
+    /// TCP (RFC 3261 18.1.1: the transport was not named).
+    leg_transport: HashMap<CallHandle, (Transport, bool)>,
+    /// The transport of the message being handled: responses and new
+    /// incoming calls go back on it (a stream's own connection).
+    input_transport: Transport,
     events: VecDeque<(CallHandle, CallEvent)>,
     stats: Stats,
     user_agent: String,
@@ -202,6 +209,8 @@ impl Endpoint {
             bans: VecDeque::new(),
             last_now: None,
             transmit: VecDeque::new(),
+            leg_transport: HashMap::new(),
+            input_transport: Transport::Udp,
             events: VecDeque::new(),
             stats: Stats::default(),
             user_agent: format!("callout/{}", env!("CARGO_PKG_VERSION")),
@@ -280,8 +289,19 @@ impl Endpoint {
     pub fn start_registration_as(
         &mut self,
         now: Instant,
+        cfg: RegistrationConfig,
+        pinned: bool,
+    ) -> String {
+        self.start_registration_on(now, cfg, pinned, Transport::Udp)
+    }
+
+    /// As [`Endpoint::start_registration_as`], over `transport`.
+    pub fn start_registration_on(
+        &mut self,
+        now: Instant,
         mut cfg: RegistrationConfig,
         pinned: bool,
+        transport: Transport,
     ) -> String {
         cfg.local = self.sent_by(cfg.local, cfg.destination, pinned);
         let call_id = format!("{}@callout", self.token(20));
@@ -290,7 +310,7 @@ impl Endpoint {
         if !pinned {
             self.learning_regs.insert(call_id.clone());
         }
-        let r = Registration::new(now, cfg, call_id.clone(), tag, seed);
+        let r = Registration::new_on(now, cfg, transport, call_id.clone(), tag, seed);
         self.registrations.insert(call_id.clone(), r);
         self.drain_registration(&call_id);
         call_id
@@ -299,7 +319,7 @@ impl Endpoint {
     fn drain_registration(&mut self, call_id: &str) {
         if let Some(r) = self.registrations.get_mut(call_id) {
             while let Some(t) = r.poll_transmit() {
-                self.transmit.push_back(t);
+                self.transmit.push_back((r.transport(), t));
             }
             while let Some(e) = r.poll_event() {
                 self.reg_events.push_back((call_id.to_string(), e));
@@ -365,7 +385,21 @@ impl Endpoint {
 
     /// As [`Endpoint::start_call`]; `pinned` when `cfg.local` is a
     /// configured `sip_advertise` that nothing learned may replace.
-    pub fn start_call_as(&mut self, now: Instant, mut cfg: CallConfig, pinned: bool) -> CallHandle {
+    pub fn start_call_as(&mut self, now: Instant, cfg: CallConfig, pinned: bool) -> CallHandle {
+        self.start_call_on(now, cfg, pinned, Transport::Udp, true)
+    }
+
+    /// As [`Endpoint::start_call_as`], over `transport`; `may_upgrade`
+    /// when the transport was not named, so a request over the UDP size
+    /// limit goes over TCP instead (RFC 3261 18.1.1).
+    pub fn start_call_on(
+        &mut self,
+        now: Instant,
+        mut cfg: CallConfig,
+        pinned: bool,
+        transport: Transport,
+        may_upgrade: bool,
+    ) -> CallHandle {
         cfg.local = self.sent_by(cfg.local, cfg.destination, pinned);
         if cfg.user_agent.is_empty() {
             cfg.user_agent = self.user_agent.clone();
@@ -375,7 +409,11 @@ impl Endpoint {
         let seed = self.token(10);
         let handle = CallHandle(self.next_handle);
         self.next_handle += 1;
-        let call = Call::new(now, cfg, call_id.clone(), tag, seed);
+        let call = Call::new_on(now, cfg, transport, call_id.clone(), tag, seed);
+        self.leg_transport.insert(
+            handle,
+            (transport, may_upgrade && transport == Transport::Udp),
+        );
         self.limiter.add_peer(call.destination().ip());
         self.by_call_id.insert(call_id, handle);
         self.calls.insert(handle, Leg::Out(Box::new(call)));
@@ -395,6 +433,21 @@ impl Endpoint {
             Some(Leg::Out(c)) => Some(c),
             _ => None,
         }
+    }
+
+    /// Feed one message received on a stream (TCP or TLS), already
+    /// framed (see [`transport::Framer`]): answers go back on `transport`
+    /// to `from`, that is on the same connection.
+    pub fn handle_stream_message(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        transport: Transport,
+        bytes: &[u8],
+    ) {
+        self.input_transport = transport;
+        self.handle_datagram(now, from, bytes);
+        self.input_transport = Transport::Udp;
     }
 
     /// Feed one received datagram. Never panics, whatever the bytes.
@@ -440,10 +493,13 @@ impl Endpoint {
         self.stats.rejected += 1;
         let tag = self.token(8);
         let resp = Response::for_headers(&s.headers, code, Some(&tag));
-        self.transmit.push_back(Transmit {
-            dest: from,
-            bytes: resp.to_bytes(),
-        });
+        self.transmit.push_back((
+            self.input_transport,
+            Transmit {
+                dest: from,
+                bytes: resp.to_bytes(),
+            },
+        ));
     }
 
     /// RFC 3581: a trusted peer's `received`/`rport` is where it sees us;
@@ -568,6 +624,8 @@ impl Endpoint {
                         let handle = CallHandle(self.next_handle);
                         self.next_handle += 1;
                         self.by_call_id.insert(call_id, handle);
+                        self.leg_transport
+                            .insert(handle, (self.input_transport, false));
                         self.calls.insert(handle, Leg::In(Box::new(call)));
                         self.drain(handle, now);
                         return;
@@ -605,18 +663,35 @@ impl Endpoint {
         if !resp.headers.iter().any(|h| h.name == "Server") {
             resp.headers.push("Server", self.user_agent.clone());
         }
-        self.transmit.push_back(Transmit {
-            dest,
-            bytes: resp.to_bytes(),
-        });
+        self.transmit.push_back((
+            self.input_transport,
+            Transmit {
+                dest,
+                bytes: resp.to_bytes(),
+            },
+        ));
     }
 
     fn drain(&mut self, handle: CallHandle, now: Instant) {
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
-        while let Some(t) = call.poll_transmit() {
-            self.transmit.push_back(t);
+        let (via, may_upgrade) = self.leg_transport.get(&handle).copied().unwrap_or_default();
+        let initial = match call {
+            Leg::Out(c) => c.target().to_string(),
+            Leg::In(_) => String::new(),
+        };
+        while let Some(mut t) = call.poll_transmit() {
+            let (mut tr, bytes) =
+                transport::for_request(via, &initial, std::mem::take(&mut t.bytes));
+            t.bytes = bytes;
+            if may_upgrade && tr == Transport::Udp {
+                if let Some(up) = transport::upgrade_large_request(&t.bytes) {
+                    t.bytes = up;
+                    tr = Transport::Tcp;
+                }
+            }
+            self.transmit.push_back((tr, t));
         }
         while let Some(e) = call.poll_event() {
             self.events.push_back((handle, e));
@@ -625,6 +700,7 @@ impl Endpoint {
             let cid = call.call_id().to_string();
             self.limiter.remove_peer(call.peer_ip());
             self.calls.remove(&handle);
+            self.leg_transport.remove(&handle);
             self.by_call_id.remove(&cid);
             self.wakes.clear(&Wake::Call(handle));
         } else {
@@ -663,6 +739,11 @@ impl Endpoint {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmit.pop_front().map(|(_, t)| t)
+    }
+
+    /// As [`Endpoint::poll_transmit`], with the transport to send it on.
+    pub fn poll_send(&mut self) -> Option<(Transport, Transmit)> {
         self.transmit.pop_front()
     }
 

@@ -27,6 +27,9 @@ pub mod sdp;
 pub mod session_timer;
 pub mod timers;
 pub mod transaction;
+pub mod transport;
+#[cfg(test)]
+mod transport_tests;
 pub mod trunk_prefs;
 #[cfg(test)]
 mod trunk_tests;

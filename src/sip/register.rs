@@ -65,6 +65,7 @@ const MAX_423: u8 = 3;
 #[derive(Debug)]
 pub struct Registration {
     cfg: RegistrationConfig,
+    transport: super::transport::Transport,
     call_id: String,
     tag: String,
     seed: String,
@@ -92,6 +93,7 @@ impl Registration {
     ) -> Registration {
         let mut r = Registration {
             cfg,
+            transport: super::transport::Transport::Udp,
             call_id,
             tag,
             seed,
@@ -110,8 +112,60 @@ impl Registration {
         r
     }
 
+    /// As [`Registration::new`], over `transport` (Via, Contact, and no
+    /// retransmissions when reliable).
+    pub fn new_on(
+        now: Instant,
+        mut cfg: RegistrationConfig,
+        transport: super::transport::Transport,
+        call_id: String,
+        tag: String,
+        seed: String,
+    ) -> Registration {
+        if transport == super::transport::Transport::Udp {
+            return Registration::new(now, cfg, call_id, tag, seed);
+        }
+        cfg.timers.reliable = true;
+        let mut r = Registration::new_unsent(cfg, call_id, tag, seed);
+        r.transport = transport;
+        r.send(now);
+        r
+    }
+
+    fn new_unsent(cfg: RegistrationConfig, call_id: String, tag: String, seed: String) -> Self {
+        Registration {
+            cfg,
+            transport: super::transport::Transport::Udp,
+            call_id,
+            tag,
+            seed,
+            cseq: 0,
+            tx: None,
+            challenge: None,
+            nc: 0,
+            auth_failures: 0,
+            too_brief: 0,
+            contact_changed: false,
+            next_at: None,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn transport(&self) -> super::transport::Transport {
+        self.transport
+    }
+
     pub fn call_id(&self) -> &str {
         &self.call_id
+    }
+
+    fn contact_uri(&self) -> String {
+        format!(
+            "sip:callout@{}{}",
+            self.cfg.local,
+            self.transport.uri_param()
+        )
     }
 
     pub fn destination(&self) -> SocketAddr {
@@ -140,8 +194,11 @@ impl Registration {
         req.headers.push(
             "Via",
             format!(
-                "SIP/2.0/UDP {};branch=z9hG4bK{}r{};rport",
-                self.cfg.local, self.seed, self.cseq
+                "SIP/2.0/{} {};branch=z9hG4bK{}r{};rport",
+                self.transport.via_name(),
+                self.cfg.local,
+                self.seed,
+                self.cseq
             ),
         );
         req.headers.push("Max-Forwards", "70");
@@ -151,7 +208,7 @@ impl Registration {
         req.headers.push("Call-ID", self.call_id.clone());
         req.headers.push("CSeq", format!("{} REGISTER", self.cseq));
         req.headers
-            .push("Contact", format!("<sip:callout@{}>", self.cfg.local));
+            .push("Contact", format!("<{}>", self.contact_uri()));
         req.headers.push("Expires", self.cfg.expires.to_string());
         if let (Some((header, ch)), Some(creds)) = (&self.challenge, &self.cfg.credentials) {
             self.nc += 1;
@@ -223,7 +280,7 @@ impl Registration {
             200..=299 => {
                 self.auth_failures = 0;
                 self.too_brief = 0;
-                let ours = format!("sip:callout@{}", self.cfg.local);
+                let ours = self.contact_uri();
                 let granted = r
                     .headers
                     .all("Contact")

@@ -21,6 +21,10 @@ pub struct Timers {
     pub t1: Duration,
     pub t2: Duration,
     pub t4: Duration,
+    /// The transport is reliable (TCP, TLS): requests are not
+    /// retransmitted (Timers A and E are not started, RFC 3261 17.1.1.2,
+    /// 17.1.2.2); Timers B and F still bound the wait.
+    pub reliable: bool,
 }
 
 impl Default for Timers {
@@ -29,6 +33,7 @@ impl Default for Timers {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
+            reliable: false,
         }
     }
 }
@@ -77,7 +82,7 @@ impl InviteClient {
             bytes: bytes.clone(),
             timers,
             state: IcState::Calling,
-            timer_a: Some((now + timers.t1, timers.t1)),
+            timer_a: (!timers.reliable).then_some((now + timers.t1, timers.t1)),
             timer_b: Some(now + timers.t1 * 64),
             timer_end: None,
             ack: None,
@@ -246,7 +251,7 @@ impl NonInviteClient {
             bytes: bytes.clone(),
             timers,
             state: NicState::Trying,
-            timer_e: Some((now + timers.t1, timers.t1)),
+            timer_e: (!timers.reliable).then_some((now + timers.t1, timers.t1)),
             timer_f: Some(now + timers.t1 * 64),
             timer_k: None,
             transmit: VecDeque::new(),
