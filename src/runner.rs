@@ -265,7 +265,20 @@ pub async fn escalate(
             obs.event(json!({"event": "notification.resumed", "at_ms": 0}))
                 .await;
             if let Some(attempt) = esc.active_attempt() {
-                obs.event(json!({"event": "call.ended", "attempt": attempt, "outcome": Outcome::Interrupted, "at_ms": 0}))
+                // Who was being called: the store adds the attempt from
+                // this when its `call.dialing` never landed (a node cut
+                // off from the database right after it dialled).
+                let (contact, round) = esc
+                    .attempts()
+                    .iter()
+                    .find(|a| a.attempt == attempt)
+                    .map(|a| {
+                        let name = plan.contacts.get(a.contact).map(|c| c.name.clone());
+                        (name, a.round)
+                    })
+                    .unwrap_or((None, 0));
+                obs.event(json!({"event": "call.ended", "attempt": attempt, "outcome": Outcome::Interrupted,
+                    "contact": contact, "round": round, "at_ms": 0}))
                     .await;
                 esc.call_ended(attempt, Outcome::Interrupted, now_ms());
             }

@@ -89,6 +89,24 @@ pub(super) async fn record_event_in(
                 .await?;
         }
         "call.ended" => {
+            // An attempt whose `call.dialing` never landed (its node was
+            // fenced off) is added by the node that resumed it, which
+            // names the contact.
+            if let Some(contact) = payload["contact"].as_str() {
+                sqlx::query(
+                    "INSERT INTO attempts (id, notification_id, attempt, contact, round, started_ms, answered_ms, \
+                     ended_ms, outcome, sip_code, digits) VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, NULL, NULL, '') \
+                     ON CONFLICT (notification_id, attempt) DO NOTHING",
+                )
+                .bind(new_id("call"))
+                .bind(notification_id)
+                .bind(attempt)
+                .bind(contact)
+                .bind(payload["round"].as_i64().unwrap_or(0))
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
                     "UPDATE attempts SET ended_ms = $1, outcome = $2, sip_code = $3 WHERE notification_id = $4 \
                      AND attempt = $5 AND ended_ms IS NULL",
