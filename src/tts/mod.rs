@@ -182,13 +182,25 @@ impl Tts {
         let pcm = to_i16(&normalise(&resample(&audio.samples, audio.rate, RATE)));
         let path = self.cache.path(&key);
         // Write under a temporary name and rename, so a reader never sees
-        // half a file.
-        let tmp = path.with_extension("part");
+        // half a file. The name is this render's own: the same phrase can
+        // be rendered twice at once (a dialplan's fixed phrases warming up
+        // while the first notification needs one of them), and a shared
+        // name let one rename take the other's file away.
+        static PART: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = path.with_extension(format!(
+            "part-{}-{}",
+            std::process::id(),
+            PART.fetch_add(1, Ordering::Relaxed)
+        ));
         write_wav(&tmp, &pcm).map_err(|e| TtsError::BadOutput {
             engine: "cache".into(),
             detail: e.to_string(),
         })?;
-        std::fs::rename(&tmp, &path)?;
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            // The audio is here already: only the disk copy is lost.
+            tracing::warn!(error = %e, "cannot store a rendered prompt in the cache");
+            let _ = std::fs::remove_file(&tmp);
+        }
         let _ = self.cache.evict();
         let p = Prompt::from_pcm(text.chars().take(40).collect::<String>(), pcm);
         self.memory.insert(&key, p.clone());
