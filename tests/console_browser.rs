@@ -181,6 +181,19 @@ impl Browser {
         );
         let button = self.wait("#signin", Duration::from_secs(5));
         self.cmd("POST", &format!("/element/{button}/click"), None);
+        // The sign-in page has a `main h1` too: wait for the redirect to
+        // land, or the next navigation races with it.
+        let until = Instant::now() + Duration::from_secs(10);
+        while self.js("return location.pathname + ' ' + document.readyState")
+            != json!("/console complete")
+        {
+            assert!(
+                Instant::now() < until,
+                "sign-in did not land on /console: {}",
+                self.js("return location.href")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         self.wait("main h1", Duration::from_secs(10));
     }
 }
