@@ -22,6 +22,19 @@ const KEY_ENV: &str = "CALLOUT_TEST_REDMINE_KEY";
 
 /// A Redmine server on loopback; stopped and started again by the outage
 /// test.
+/// The running Redmine server's pid (0: none), for [`stop_redmine_at_exit`].
+static REDMINE_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn stop_redmine_at_exit() {
+    let pid = REDMINE_PID.load(std::sync::atomic::Ordering::Relaxed);
+    if pid != 0 {
+        // SAFETY: a plain syscall on a pid this binary started.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
 struct Redmine {
     dir: PathBuf,
     port: u16,
@@ -66,6 +79,13 @@ impl Redmine {
             .stderr(log)
             .spawn()
             .unwrap();
+        REDMINE_PID.store(child.id(), std::sync::atomic::Ordering::Relaxed);
+        static AT_EXIT: std::sync::Once = std::sync::Once::new();
+        // The Redmine lives in a static, never dropped: stop it when the
+        // test binary exits, or it outlives the run.
+        AT_EXIT.call_once(|| unsafe {
+            libc::atexit(stop_redmine_at_exit);
+        });
         *self.child.lock().unwrap() = Some(child);
         let until = Instant::now() + Duration::from_secs(90);
         loop {
