@@ -15,6 +15,9 @@
 //! 1 abandoned, 1 machine; depth mean 10/7; SIP 503 once; within 10 min:
 //! 6 of 10.
 
+#[path = "common/pg.rs"]
+mod pg;
+
 use callout::reports::{self, monthly, Dimension, Filter};
 use callout::store::{AttemptRow, NotificationRow, Store};
 use serde_json::json;
@@ -321,34 +324,18 @@ async fn known_answers_sqlite() {
 
 #[tokio::test]
 async fn known_answers_postgres() {
-    let Ok(admin) = std::env::var("CALLOUT_TEST_POSTGRES_URL") else {
-        eprintln!("\n*** SKIPPED known_answers_postgres: set CALLOUT_TEST_POSTGRES_URL ***\n");
+    let Some(db) = pg::ScratchDb::create(
+        "known_answers_postgres",
+        &format!("callout_reports_{}", std::process::id()),
+    )
+    .await
+    else {
         return;
     };
-    use sqlx::Connection;
-    let db = format!("callout_reports_{}", std::process::id());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .expect("PostgreSQL reachable");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{db}"),
-        None => panic!("CALLOUT_TEST_POSTGRES_URL must end with /DATABASE"),
-    };
     {
-        let store = Store::connect(&url).await.unwrap();
+        let store = Store::connect(&db.url).await.unwrap();
         check(&store).await;
         store.pool().close().await;
     }
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    db.drop_db().await;
 }

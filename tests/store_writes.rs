@@ -4,6 +4,9 @@
 //! notification is stored with its key in one commit only in the case it
 //! may be, leaving every other case to the claim path untouched.
 
+#[path = "common/pg.rs"]
+mod pg;
+
 use callout::store::{KeyClaim, NotificationRow, Store, StoreWrite};
 use serde_json::json;
 
@@ -175,33 +178,17 @@ async fn sqlite_store_writes() {
 
 #[tokio::test]
 async fn postgres_store_writes() {
-    let Ok(admin) = std::env::var("CALLOUT_TEST_POSTGRES_URL") else {
-        eprintln!("\n*** SKIPPED postgres_store_writes: set CALLOUT_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/test) ***\n");
+    let Some(db) = pg::ScratchDb::create(
+        "postgres_store_writes",
+        &format!("callout_writes_{}", std::process::id()),
+    )
+    .await
+    else {
         return;
     };
-    use sqlx::Connection;
-    let db = format!("callout_writes_{}", std::process::id());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .expect("PostgreSQL reachable");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{db}"),
-        None => panic!("CALLOUT_TEST_POSTGRES_URL must end with /DATABASE"),
-    };
     {
-        let store = Store::connect(&url).await.unwrap();
+        let store = Store::connect(&db.url).await.unwrap();
         exercise(&store).await;
     }
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    db.drop_db().await;
 }
