@@ -150,6 +150,24 @@ fn start_node_with(dir: &Path, name: &str, db: &str, rtp: &str, extra: &str) -> 
     node
 }
 
+/// A node's counter `name` from `/metrics` (0 when absent or the node
+/// does not answer), with the whole page for messages.
+fn metric(base: &str, name: &str) -> (u64, String) {
+    let text = reqwest::blocking::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    let value = text
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (value, text)
+}
+
 fn http(base: &str, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
     let c = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(15))
@@ -466,18 +484,7 @@ fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
     // The work was spread: the survivors' takeovers and metrics.
     let mut total_takeovers = 0;
     for n in &nodes {
-        let text = reqwest::blocking::Client::new()
-            .get(format!("{}/metrics", n.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .and_then(|r| r.text())
-            .unwrap_or_default();
-        let takeovers: u64 = text
-            .lines()
-            .find(|l| l.starts_with("callout_cluster_takeovers_total"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let (takeovers, _) = metric(&n.base, "callout_cluster_takeovers_total");
         eprintln!("{}: {takeovers} takeovers", n.name);
         total_takeovers += takeovers;
     }
@@ -634,18 +641,7 @@ fn a_partitioned_node_is_fenced_and_dials_nothing_after_takeover() {
     proxy.set_cut(false);
     let until = Instant::now() + Duration::from_secs(30);
     let rejections = loop {
-        let text = reqwest::blocking::Client::new()
-            .get(format!("{}/metrics", a.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .and_then(|r| r.text())
-            .unwrap_or_default();
-        let n: u64 = text
-            .lines()
-            .find(|l| l.starts_with("callout_cluster_fencing_rejections_total"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let (n, text) = metric(&a.base, "callout_cluster_fencing_rejections_total");
         if n > 0 {
             break n;
         }
