@@ -366,6 +366,8 @@ pub struct CallOptions {
     pub realm: Option<String>,
     /// `--tls-ca-file` / `--tls-server-name`, for TLS URIs.
     pub tls: crate::sip::transport::TlsSettings,
+    /// `--srtp`: unset, required on TLS and off otherwise.
+    pub srtp: Option<crate::media::srtp::SrtpMode>,
 }
 
 /// `callout call`: ring, play the prompt until input or timeout, print
@@ -406,6 +408,7 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
             transport: crate::sip::transport::TrunkTransport {
                 transport: None,
                 tls: Some(o.tls),
+                srtp: o.srtp,
             },
         })
         .await?;
@@ -489,9 +492,13 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
         }
     }
     let ok = digits.len() == o.collect && answered;
+    let media = tokio::time::timeout(Duration::from_secs(1), call.media_summary())
+        .await
+        .ok()
+        .flatten();
     emit(
         json!({"event": "result", "digits": digits, "answered": answered,
-        "outcome": outcome, "success": ok}),
+        "outcome": outcome, "media": media, "success": ok}),
     );
     if ok {
         return Ok(ExitCode::SUCCESS);

@@ -86,6 +86,11 @@ pub struct TrunkConfig {
     /// TLS settings of a `transport = "tls"` trunk.
     #[serde(default)]
     pub tls: Option<TrunkTls>,
+    /// SRTP with SDES keys: `required`, `optional` or `off`; default
+    /// `required` on TLS calls, `off` otherwise. Keys are never offered
+    /// on anything but TLS (docs/security.md).
+    #[serde(default)]
+    pub srtp: Option<crate::media::srtp::SrtpMode>,
 }
 
 /// `[trunks.NAME.tls]`.
@@ -116,6 +121,7 @@ impl TrunkConfig {
             }
         });
         crate::sip::transport::TrunkTransport {
+            srtp: self.srtp,
             transport: self.transport,
             tls: Some(crate::sip::transport::TlsSettings {
                 server_name: tls.server_name.or(proxy_host).unwrap_or_default(),
@@ -528,7 +534,7 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| {
+        let config: Config = toml::from_str(&text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
@@ -537,8 +543,49 @@ impl Config {
                 path: path.display().to_string(),
                 message: format!("line {line}: {}", e.message()),
             }
-        })
+        })?;
+        config
+            .check_srtp(&text)
+            .map_err(|message| ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            })?;
+        Ok(config)
     }
+
+    /// SDES keys travel in the SDP: a trunk that would send them over UDP
+    /// or TCP is refused at load, with the line of its `srtp` setting.
+    fn check_srtp(&self, text: &str) -> Result<(), String> {
+        use crate::media::srtp::SrtpMode;
+        use crate::sip::transport::Transport;
+        for (name, t) in &self.trunks {
+            let clear = matches!(t.transport, Some(Transport::Udp | Transport::Tcp));
+            if clear && matches!(t.srtp, Some(SrtpMode::Required | SrtpMode::Optional)) {
+                let line = srtp_line(text, name).unwrap_or(0);
+                return Err(format!(
+                    "line {line}: trunks.{name}.srtp: SRTP keys (SDES) are sent in the SDP and \
+                     must not travel in clear; use transport = \"tls\" or srtp = \"off\""
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The line of `srtp =` in `[trunks.NAME]`, for error messages.
+fn srtp_line(text: &str, name: &str) -> Option<usize> {
+    let header = format!("[trunks.{name}]");
+    let quoted = format!("[trunks.\"{name}\"]");
+    let mut inside = false;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            inside = l == header || l == quoted;
+        } else if inside && l.starts_with("srtp") {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// A database URL fit for printing: the password (in the authority or as
@@ -597,6 +644,28 @@ impl std::fmt::Debug for RedactedUrl<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn srtp_keys_in_clear_are_refused_at_load_with_the_line() {
+        let dir = std::env::temp_dir().join(format!("callout-srtp-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("callout.toml");
+        std::fs::write(
+            &p,
+            "[trunks.a]\ntransport = \"tls\"\nsrtp = \"required\"\n\n[trunks.b]\ntransport = \"udp\"\n\nsrtp = \"optional\"\n",
+        )
+        .unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("line 7") && e.contains("trunks.b.srtp"), "{e}");
+        std::fs::write(&p, "[trunks.b]\ntransport = \"udp\"\nsrtp = \"off\"\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(
+            c.trunks["b"].trunk_transport().srtp,
+            Some(crate::media::srtp::SrtpMode::Off)
+        );
+        assert!(toml::from_str::<Config>("[trunks.x]\nsrtp = \"maybe\"\n").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn trunk_transport_and_tls_settings() {

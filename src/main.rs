@@ -77,6 +77,10 @@ enum Cmd {
         /// URI's host).
         #[arg(long)]
         tls_server_name: Option<String>,
+        /// SRTP with SDES keys: required, optional or off (default:
+        /// required on TLS, off otherwise; never on UDP/TCP).
+        #[arg(long)]
+        srtp: Option<callout::media::srtp::SrtpMode>,
     },
     /// Run the service: REST API, store, escalations, webhooks.
     Serve {
@@ -708,6 +712,7 @@ fn main() -> ExitCode {
             realm,
             tls_ca_file,
             tls_server_name,
+            srtp,
         } => (|| {
             let rt = runtime()?;
             let opts = cli::CallOptions {
@@ -736,6 +741,7 @@ fn main() -> ExitCode {
                     client_cert: None,
                     client_key: None,
                 },
+                srtp,
             };
             rt.block_on(cli::call(opts))
         })(),

@@ -327,6 +327,7 @@ pub async fn escalate(
                         "round": round, "at_ms": now_ms() - started}),
                     )
                     .await;
+                    let mut media = None;
                     let outcome = tracing::Instrument::instrument(
                         run_call(
                             gw,
@@ -337,6 +338,7 @@ pub async fn escalate(
                             &mut cancel,
                             started,
                             obs,
+                            &mut media,
                         ),
                         tracing::info_span!("call", attempt),
                     )
@@ -348,7 +350,7 @@ pub async fn escalate(
                     }
                     obs.event(
                         json!({"event": "call.ended", "attempt": attempt, "contact": c.name,
-                        "outcome": outcome, "at_ms": now_ms() - started}),
+                        "outcome": outcome, "media": media, "at_ms": now_ms() - started}),
                     )
                     .await;
                     if outcome == Outcome::Interrupted && script.shutdown.is_cancelled() {
@@ -525,6 +527,7 @@ async fn run_call(
     cancel: &mut watch::Receiver<Option<String>>,
     started: i64,
     obs: &dyn Observer,
+    media: &mut Option<crate::driver::media::MediaSummary>,
 ) -> Outcome {
     let c = &plan.contacts[contact];
     let at = || now_ms() - started;
@@ -844,6 +847,11 @@ async fn run_call(
             }
         }
     }
+    // The media's last figures (SRTP, RTCP) for the call record.
+    *media = tokio::time::timeout(Duration::from_secs(1), call.media_summary())
+        .await
+        .ok()
+        .flatten();
     outcome.unwrap_or(if cancelled {
         Outcome::Cancelled
     } else {

@@ -35,6 +35,7 @@ fuzz_tests!(
     sip_dialog,
     sdp,
     rtp_session,
+    rtcp,
     wav,
     dialplan,
     flow,
@@ -50,6 +51,7 @@ fn every_target_has_a_test_and_a_corpus() {
         "sip_dialog",
         "sdp",
         "rtp_session",
+        "rtcp",
         "wav",
         "dialplan",
         "flow",
@@ -71,7 +73,7 @@ fn every_target_has_a_test_and_a_corpus() {
 /// the budget covers them and keeps CI time for the SIP and media targets.
 fn share(name: &str) -> f64 {
     match name {
-        "intake" => 0.2,
+        "intake" | "rtcp" => 0.2,
         "mail" => 1.0 / 3.0,
         _ => 1.0,
     }
@@ -546,6 +548,11 @@ fn dictionary(name: &str) -> &'static [&'static [u8]] {
             b"0-15",
             b"a=sendonly\r\n",
             b"a=inactive\r\n",
+            b" RTP/SAVP ",
+            b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:",
+            b"a=rtcp-mux\r\n",
+            b"|2^31",
+            b"|1:4",
             b"\r\n",
             b" 0",
             b" 8",
@@ -569,6 +576,18 @@ fn dictionary(name: &str) -> &'static [&'static [u8]] {
             &[0; 4],
             &[0x14, 0xac],
             &[0x15, 0xac],
+        ],
+        "rtcp" => &[
+            &[0x80, 200],
+            &[0x81, 201],
+            &[0x81, 202],
+            &[0x80, 203],
+            &[0x9f],
+            &[0x00, 0x06],
+            &[0x00, 0xff],
+            &[0xff; 4],
+            &[0; 4],
+            b"|RTCP|",
         ],
         "wav" => &[
             b"RIFF",

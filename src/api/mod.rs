@@ -423,6 +423,7 @@ async fn notification_json(svc: &Service, id: &str) -> Result<Value, ApiError> {
         )
     })?;
     let attempts = svc.store.attempts(id).await?;
+    let media = svc.store.attempt_media(id).await?;
     let outbox = svc.store.outbox(id).await?;
     let acked_by = match &n.final_state {
         Some(f) if f["state"] == "acked" => attempts
@@ -436,7 +437,13 @@ async fn notification_json(svc: &Service, id: &str) -> Result<Value, ApiError> {
         "summary": n.summary, "variables": n.variables, "state": n.state, "final": n.final_state,
         "acked_by": acked_by, "actions": actions, "cancel_reason": n.cancel_reason,
         "created_ms": n.created_ms, "updated_ms": n.updated_ms,
-        "attempts": attempts,
+        "attempts": attempts.iter().map(|a| {
+            let mut v = json!(a);
+            if let Some(m) = media.iter().find(|m| m.attempt == a.attempt) {
+                v["media"] = json!(m);
+            }
+            v
+        }).collect::<Vec<_>>(),
         "webhooks": {
             "queued": outbox.iter().filter(|o| o.delivered_ms.is_none() && !o.gave_up).count(),
             "delivered": outbox.iter().filter(|o| o.delivered_ms.is_some()).count(),
@@ -760,6 +767,8 @@ async fn metrics(State(svc): Shared) -> Response {
             "callout_calls_total{{outcome=\"{outcome}\"}} {n}\n"
         ));
     }
+    // RTCP and SRTP figures of ended calls (driver/media.rs).
+    out.push_str(&crate::driver::media::counters::text());
     out.push_str(&format!(
         "# TYPE callout_active_calls gauge\ncallout_active_calls {}\n\
          # TYPE callout_active_escalations gauge\ncallout_active_escalations {}\n\

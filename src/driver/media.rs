@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::media::audio::Prompt;
-use crate::media::session::{MediaEvent, MediaSession};
+use crate::media::rtcp::RtcpFigures;
+use crate::media::session::{MediaEvent, MediaSession, MediaStats};
 
 /// Packet interval.
 pub const PTIME: Duration = Duration::from_millis(20);
@@ -25,9 +26,15 @@ pub enum MediaCommand {
         id: u64,
         session: Box<MediaSession>,
         socket: Arc<UdpSocket>,
+        /// The RTCP socket (RTP port + 1).
+        rtcp: Option<Arc<UdpSocket>>,
         events: mpsc::UnboundedSender<MediaEvent>,
     },
     Remove(u64),
+    /// RTCP from the network.
+    InboundRtcp(u64, SocketAddr, Vec<u8>),
+    /// What the session counted and RTCP reported, for the call record.
+    Summary(u64, tokio::sync::oneshot::Sender<MediaSummary>),
     /// A new offer/answer exchange: media follows it.
     Update(u64, crate::sip::sdp::Negotiated),
     Play(u64, u64, Arc<Prompt>),
@@ -42,9 +49,88 @@ pub enum MediaCommand {
     TakeRecording(u64, tokio::sync::oneshot::Sender<Vec<i16>>),
 }
 
+/// A call's media figures at one moment (the end, for the call record).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct MediaSummary {
+    /// The call's media was SRTP.
+    pub srtp: bool,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    /// SRTP/SRTCP packets dropped for a failed authentication or replay.
+    pub srtp_auth_failed: u64,
+    pub rtcp_sent: u64,
+    pub rtcp_received: u64,
+    pub rtcp: RtcpFigures,
+}
+
+impl MediaSummary {
+    fn of(s: &MediaSession) -> MediaSummary {
+        let st: MediaStats = s.stats();
+        MediaSummary {
+            srtp: s.is_secure(),
+            packets_sent: st.sent,
+            packets_received: st.received,
+            srtp_auth_failed: st.auth_failed,
+            rtcp_sent: st.rtcp_sent,
+            rtcp_received: st.rtcp_received,
+            rtcp: s.rtcp_figures(),
+        }
+    }
+}
+
+/// Process-wide counters for `/metrics` (`callout_rtcp_*`,
+/// `callout_srtp_*`), added when a call's media ends.
+pub mod counters {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub static RTCP_SENT: AtomicU64 = AtomicU64::new(0);
+    pub static RTCP_RECEIVED: AtomicU64 = AtomicU64::new(0);
+    pub static RTCP_REMOTE_LOST: AtomicU64 = AtomicU64::new(0);
+    pub static SRTP_CALLS: AtomicU64 = AtomicU64::new(0);
+    pub static SRTP_AUTH_FAILED: AtomicU64 = AtomicU64::new(0);
+    /// The last ended call's far-end jitter and round trip, in µs.
+    pub static RTCP_LAST_JITTER_US: AtomicU64 = AtomicU64::new(0);
+    pub static RTCP_LAST_RTT_US: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn add(s: &super::MediaSummary) {
+        let r = Ordering::Relaxed;
+        RTCP_SENT.fetch_add(s.rtcp_sent, r);
+        RTCP_RECEIVED.fetch_add(s.rtcp_received, r);
+        RTCP_REMOTE_LOST.fetch_add(s.rtcp.remote_cumulative_lost.max(0) as u64, r);
+        SRTP_CALLS.fetch_add(u64::from(s.srtp), r);
+        SRTP_AUTH_FAILED.fetch_add(s.srtp_auth_failed, r);
+        if s.rtcp.reports > 0 {
+            RTCP_LAST_JITTER_US.store((s.rtcp.remote_jitter_ms * 1000.0) as u64, r);
+        }
+        if let Some(rtt) = s.rtcp.rtt_ms {
+            RTCP_LAST_RTT_US.store((rtt * 1000.0) as u64, r);
+        }
+    }
+
+    /// Prometheus text for these counters.
+    pub fn text() -> String {
+        let r = Ordering::Relaxed;
+        let mut out = String::new();
+        for (name, kind, help, v) in [
+            ("callout_rtcp_sent_total", "counter", "RTCP sender reports sent", RTCP_SENT.load(r)),
+            ("callout_rtcp_received_total", "counter", "RTCP packets accepted from call peers", RTCP_RECEIVED.load(r)),
+            ("callout_rtcp_remote_lost_total", "counter", "Our RTP packets the far ends reported lost (RTCP cumulative lost at each call's end)", RTCP_REMOTE_LOST.load(r)),
+            ("callout_rtcp_last_jitter_microseconds", "gauge", "Far-end interarrival jitter of the last ended call with RTCP", RTCP_LAST_JITTER_US.load(r)),
+            ("callout_rtcp_last_rtt_microseconds", "gauge", "Round trip (LSR/DLSR) of the last ended call that had one", RTCP_LAST_RTT_US.load(r)),
+            ("callout_srtp_calls_total", "counter", "Calls whose media was SRTP", SRTP_CALLS.load(r)),
+            ("callout_srtp_auth_failed_total", "counter", "SRTP/SRTCP packets dropped for failed authentication or replay", SRTP_AUTH_FAILED.load(r)),
+        ] {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+        }
+        out
+    }
+}
+
 struct Entry {
     session: Box<MediaSession>,
     socket: Arc<UdpSocket>,
+    rtcp: Option<Arc<UdpSocket>>,
+    rtcp_task: Option<JoinHandle<()>>,
     events: mpsc::UnboundedSender<MediaEvent>,
     start: Instant,
     recv_task: JoinHandle<()>,
@@ -110,6 +196,16 @@ fn run(
                     if !pkt.is_empty() {
                         let _ = e.socket.try_send_to(pkt, remote);
                     }
+                    let now_ms = e.start.elapsed().as_millis() as u64;
+                    if let Some(report) = e.session.poll_rtcp(now_ms) {
+                        let to = e.session.rtcp_remote();
+                        // rtcp-mux (to == remote) shares the RTP socket.
+                        let sock = match &e.rtcp {
+                            Some(r) if to != remote => r,
+                            _ => &e.socket,
+                        };
+                        let _ = sock.try_send_to(&report, to);
+                    }
                     drain(e);
                 }
             }
@@ -135,14 +231,26 @@ fn handle(
             id,
             session,
             socket,
+            rtcp,
             events,
         } => {
-            let recv_task = rt.spawn(recv_loop(id, socket.clone(), self_tx.clone()));
+            let mut session = session;
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            session.set_wallclock(wall);
+            let recv_task = rt.spawn(recv_loop(id, socket.clone(), self_tx.clone(), false));
+            let rtcp_task = rtcp
+                .clone()
+                .map(|r| rt.spawn(recv_loop(id, r, self_tx.clone(), true)));
             calls.insert(
                 id,
                 Entry {
                     session,
                     socket,
+                    rtcp,
+                    rtcp_task,
                     events,
                     start: Instant::now(),
                     recv_task,
@@ -152,6 +260,21 @@ fn handle(
         MediaCommand::Remove(id) => {
             if let Some(e) = calls.remove(&id) {
                 e.recv_task.abort();
+                if let Some(t) = e.rtcp_task {
+                    t.abort();
+                }
+                counters::add(&MediaSummary::of(&e.session));
+            }
+        }
+        MediaCommand::InboundRtcp(id, from, bytes) => {
+            if let Some(e) = calls.get_mut(&id) {
+                let now_ms = e.start.elapsed().as_millis() as u64;
+                e.session.handle_rtcp(now_ms, from, &bytes);
+            }
+        }
+        MediaCommand::Summary(id, reply) => {
+            if let Some(e) = calls.get(&id) {
+                let _ = reply.send(MediaSummary::of(&e.session));
             }
         }
         MediaCommand::Inbound(id, from, bytes) => {
@@ -199,16 +322,18 @@ fn drain(e: &mut Entry) {
     }
 }
 
-async fn recv_loop(id: u64, socket: Arc<UdpSocket>, tx: MediaHandle) {
+async fn recv_loop(id: u64, socket: Arc<UdpSocket>, tx: MediaHandle, rtcp: bool) {
     let mut buf = vec![0u8; 2048];
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
-                if tx
-                    .tx
-                    .send(MediaCommand::Inbound(id, from, buf[..n].to_vec()))
-                    .is_err()
-                {
+                let data = buf[..n].to_vec();
+                let cmd = if rtcp {
+                    MediaCommand::InboundRtcp(id, from, data)
+                } else {
+                    MediaCommand::Inbound(id, from, data)
+                };
+                if tx.tx.send(cmd).is_err() {
                     return;
                 }
             }
@@ -248,6 +373,23 @@ impl PortPool {
             end,
             next: start,
         })
+    }
+
+    /// Bind a free even port for RTP and the odd one above it for RTCP
+    /// (RFC 3550 11), trying each pair at most once from a random place.
+    pub async fn bind_pair(&mut self) -> std::io::Result<(UdpSocket, UdpSocket)> {
+        let slots = (self.end - self.start) / 2 + 1;
+        for _ in 0..slots {
+            let rtp = self.bind().await?;
+            let port = rtp.local_addr()?.port();
+            if let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(self.ip, port + 1)).await {
+                return Ok((rtp, rtcp));
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "no free RTP/RTCP port pair in range",
+        ))
     }
 
     /// Bind a free even port, trying each at most once from a random

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::media::audio::Prompt;
 use crate::media::session::{MediaEvent, MediaPolicy, MediaSession};
+use crate::media::srtp::{SdesKey, SrtpMode};
 use crate::sip::advertise::Advertise;
 use crate::sip::auth::Credentials;
 use crate::sip::call::{CallConfig, CallEvent, EndReason};
@@ -28,7 +29,7 @@ use crate::sip::redirect::{self, Decision, RedirectPolicy};
 use crate::sip::sdp;
 use crate::sip::transaction::Timers;
 use crate::sip::transport::{TlsSettings, Transport};
-use media::{MediaCommand, MediaHandle, PortPool};
+use media::{MediaCommand, MediaHandle, MediaSummary, PortPool};
 use sip::SipHandle;
 
 /// Why a call could not be placed.
@@ -48,6 +49,20 @@ pub enum DialError {
     SipGone(#[from] sip::SipGone),
     #[error(transparent)]
     Transport(#[from] crate::sip::transport::TransportError),
+    #[error("srtp = {0:?} needs a TLS transport: SDES keys travel in the SDP and are never sent in clear (use a sips: URI or transport = \"tls\", or srtp = \"off\")")]
+    SrtpWithoutTls(SrtpMode),
+}
+
+/// The SRTP mode a call uses on `transport`: the setting, else required
+/// on TLS and off otherwise; keys on a clear transport are refused.
+pub fn srtp_mode(setting: Option<SrtpMode>, transport: Transport) -> Result<SrtpMode, DialError> {
+    match (setting, transport) {
+        (None, Transport::Tls) => Ok(SrtpMode::Required),
+        (None, _) => Ok(SrtpMode::Off),
+        (Some(SrtpMode::Off), _) => Ok(SrtpMode::Off),
+        (Some(m), Transport::Tls) => Ok(m),
+        (Some(m), _) => Err(DialError::SrtpWithoutTls(m)),
+    }
 }
 
 /// What to dial.
@@ -182,11 +197,11 @@ impl Gateway {
 
     /// Answer an incoming call; media starts when its ACK arrives.
     pub async fn accept(&self, inc: sip::Incoming) -> Result<ActiveCall, DialError> {
-        let socket = self
+        let (socket, rtcp) = self
             .ports
             .lock()
             .await
-            .bind()
+            .bind_pair()
             .await
             .map_err(DialError::NoPort)?;
         let rtp_addr = socket.local_addr().map_err(DialError::NoPort)?;
@@ -200,22 +215,29 @@ impl Gateway {
         };
         let answer = sdp::answer(SocketAddr::new(rtp_ip, rtp_addr.port()), id, &inc.offer);
         self.sip.answer(inc.handle, answer);
-        Ok(self.active_call(id, inc.handle, Arc::new(socket), inc.events))
+        let mut call = self.active_call(id, inc.handle, Arc::new(socket), inc.events);
+        call.rtcp = Some(Arc::new(rtcp));
+        Ok(call)
     }
 
     /// Place a call. Returns once the INVITE is queued.
     pub async fn dial(&self, req: DialRequest) -> Result<ActiveCall, DialError> {
-        let socket = self
+        let (socket, rtcp) = self
             .ports
             .lock()
             .await
-            .bind()
+            .bind_pair()
             .await
             .map_err(DialError::NoPort)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let socket = Arc::new(socket);
-        let (handle, sip_rx) = self.invite(id, &req, &socket).await?;
+        // One key per call, from the CSPRNG; used only if the transport
+        // turns out to be TLS.
+        let key = SdesKey::generate(1);
+        let (handle, sip_rx, mode) = self.invite(id, &req, &socket, &key).await?;
         let mut call = self.active_call(id, handle, socket, sip_rx);
+        call.rtcp = Some(Arc::new(rtcp));
+        call.srtp = (mode != SrtpMode::Off).then_some((key, mode));
         call.policy = req.media;
         call.dialled.push(req.uri.clone());
         call.redial = Some(Box::new((self.clone(), req)));
@@ -228,10 +250,12 @@ impl Gateway {
         id: u64,
         req: &DialRequest,
         socket: &UdpSocket,
-    ) -> Result<(CallHandle, mpsc::UnboundedReceiver<CallEvent>), DialError> {
+        key: &SdesKey,
+    ) -> Result<(CallHandle, mpsc::UnboundedReceiver<CallEvent>, SrtpMode), DialError> {
         let uri = SipUri::parse(&req.uri).map_err(|_| DialError::BadUri(req.uri.clone()))?;
         let (transport, may_upgrade) =
             crate::sip::transport::choose(req.transport.transport, &uri)?;
+        let mode = srtp_mode(req.transport.srtp, transport)?;
         let destination = match req.outbound_proxy {
             Some(p) => p,
             None => {
@@ -253,6 +277,13 @@ impl Gateway {
         };
         let rtp_addr = socket.local_addr().map_err(DialError::NoPort)?;
         let (local, pinned, rtp_ip) = self.addresses_toward(destination, req.advertise);
+        let mut offer = crate::sip::trunk_prefs::order_offer(
+            &sdp::offer(SocketAddr::new(rtp_ip, rtp_addr.port()), id, 1),
+            &req.codecs,
+        );
+        if mode != SrtpMode::Off {
+            offer = sdp::secure(&offer, key, mode == SrtpMode::Required);
+        }
         let cfg = CallConfig {
             target: req.uri.clone(),
             from_uri: req.from_uri.clone(),
@@ -261,10 +292,7 @@ impl Gateway {
             destination,
             credentials: req.credentials.clone(),
             ring_timeout: req.ring_timeout,
-            sdp_offer: crate::sip::trunk_prefs::order_offer(
-                &sdp::offer(SocketAddr::new(rtp_ip, rtp_addr.port()), id, 1),
-                &req.codecs,
-            ),
+            sdp_offer: offer,
             timers: Timers::default(),
             user_agent: String::new(),
             extra_headers: req.extra_headers.clone(),
@@ -293,7 +321,7 @@ impl Gateway {
             .sip
             .dial_on(cfg, pinned, transport, may_upgrade, tls, sip_tx)
             .await?;
-        Ok((handle, sip_rx))
+        Ok((handle, sip_rx, mode))
     }
 
     fn active_call(
@@ -310,6 +338,9 @@ impl Gateway {
             sip: self.sip.clone(),
             media: self.media.clone(),
             socket: Some(socket),
+            rtcp: None,
+            srtp: None,
+            summary: None,
             sip_rx,
             media_rx,
             media_tx,
@@ -365,6 +396,11 @@ pub struct ActiveCall {
     sip: SipHandle,
     media: MediaHandle,
     socket: Option<Arc<UdpSocket>>,
+    rtcp: Option<Arc<UdpSocket>>,
+    /// Our SRTP key and mode when the call offered one.
+    srtp: Option<(SdesKey, SrtpMode)>,
+    /// The media figures, asked for as the session is removed.
+    summary: Option<tokio::sync::oneshot::Receiver<MediaSummary>>,
     sip_rx: mpsc::UnboundedReceiver<CallEvent>,
     media_rx: mpsc::UnboundedReceiver<MediaEvent>,
     media_tx: mpsc::UnboundedSender<MediaEvent>,
@@ -436,6 +472,7 @@ impl ActiveCall {
     /// Otherwise the reason the call ends with.
     async fn follow(&mut self, code: u16, targets: &[String]) -> Result<String, EndReason> {
         let refused = |target, why| EndReason::RedirectRefused { code, target, why };
+        let key = self.offer_key();
         let Some(redial) = self.redial.as_mut() else {
             let target = targets.first().cloned().unwrap_or_default();
             return Err(refused(target, redirect::Refusal::NotInDialplan));
@@ -452,8 +489,9 @@ impl ActiveCall {
         };
         redial.1.uri = target.clone();
         let (gw, req) = (&redial.0, &redial.1);
-        match gw.invite(self.id, req, &socket).await {
-            Ok((handle, sip_rx)) => {
+        match gw.invite(self.id, req, &socket, &key).await {
+            Ok((handle, sip_rx, mode)) => {
+                self.srtp = (mode != SrtpMode::Off).then_some((key, mode));
                 tracing::info!(code, target = %crate::logging::Redacted(&target), "following a redirect");
                 self.handle = handle;
                 self.sip_rx = sip_rx;
@@ -475,8 +513,14 @@ impl ActiveCall {
             let to = redial.1.failover.remove(0);
             redial.1.outbound_proxy = Some(to);
             let (gw, req) = (&redial.0, &redial.1);
-            match gw.invite(self.id, req, &socket).await {
-                Ok((handle, sip_rx)) => {
+            let key = self
+                .srtp
+                .as_ref()
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| SdesKey::generate(1));
+            match gw.invite(self.id, req, &socket, &key).await {
+                Ok((handle, sip_rx, mode)) => {
+                    self.srtp = (mode != SrtpMode::Off).then_some((key, mode));
                     tracing::warn!(proxy = %to, "failing over to the next proxy");
                     self.handle = handle;
                     self.sip_rx = sip_rx;
@@ -488,9 +532,29 @@ impl ActiveCall {
         None
     }
 
+    /// The key a new INVITE of this call offers (the same all along).
+    fn offer_key(&self) -> SdesKey {
+        self.srtp
+            .as_ref()
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| SdesKey::generate(1))
+    }
+
     /// Start media on the first SDP; every later one (the 200 after a
-    /// 183, a re-INVITE) moves the running session.
+    /// 183, a re-INVITE) moves the running session. With SRTP required,
+    /// an SDP without a usable key gets no media at all and the call is
+    /// hung up: nothing is ever sent or taken in clear.
     fn start_media(&mut self, neg: &sdp::Negotiated) {
+        if let Some((_, SrtpMode::Required)) = &self.srtp {
+            if neg.crypto.is_none() {
+                tracing::error!(
+                    "the answer has no usable SRTP key (a=crypto {}) but SRTP is required: hanging up",
+                    crate::media::srtp::SUITE
+                );
+                self.hangup();
+                return;
+            }
+        }
         if self.media_added {
             self.media.send(MediaCommand::Update(self.id, neg.clone()));
             return;
@@ -499,6 +563,13 @@ impl ActiveCall {
             return;
         };
         let mut session = MediaSession::new(neg, rand::random(), rand::random(), rand::random());
+        if let (Some((key, _)), Some(remote)) = (&self.srtp, &neg.crypto) {
+            if let Err(e) = session.set_srtp(key.clone(), remote) {
+                tracing::error!(error = %e, "cannot set up SRTP: hanging up");
+                self.hangup();
+                return;
+            }
+        }
         session.set_policy(self.policy);
         if self.record {
             session.record();
@@ -507,6 +578,7 @@ impl ActiveCall {
             id: self.id,
             session: Box::new(session),
             socket,
+            rtcp: self.rtcp.clone(),
             events: self.media_tx.clone(),
         });
         self.media_added = true;
@@ -517,9 +589,33 @@ impl ActiveCall {
         // Stop sending RTP at once; a recording call keeps its session
         // until dropped so the recording can still be taken.
         if self.media_added && !self.record {
-            self.media.send(MediaCommand::Remove(self.id));
-            self.media_added = false;
+            self.remove_media();
         }
+    }
+
+    /// Ask for the final figures, then remove the session (the media
+    /// thread takes commands in order, so the figures are the last).
+    fn remove_media(&mut self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.media.send(MediaCommand::Summary(self.id, tx));
+        self.summary = Some(rx);
+        self.media.send(MediaCommand::Remove(self.id));
+        self.media_added = false;
+    }
+
+    /// What the media session counted and RTCP reported: the final
+    /// figures once the call has ended, else the figures so far. `None`
+    /// when the call never had media.
+    pub async fn media_summary(&mut self) -> Option<MediaSummary> {
+        if let Some(rx) = self.summary.take() {
+            return rx.await.ok();
+        }
+        if !self.media_added {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.media.send(MediaCommand::Summary(self.id, tx));
+        rx.await.ok()
     }
 
     /// Queue a prompt; returns the id reported in prompt events.
@@ -574,5 +670,6 @@ impl Drop for ActiveCall {
             self.media.send(MediaCommand::Remove(self.id));
         }
         self.socket = None;
+        self.rtcp = None;
     }
 }

@@ -24,11 +24,90 @@ pub fn sdp(data: &[u8]) -> bool {
                 (back.remote, back.codec, back.dtmf_pt, back.ptime),
                 (n.remote, n.codec, n.dtmf_pt, Some(n.send_ptime())),
                 "our answer to this SDP means something else"
-            )
+            );
+            // With an SRTP key, the secured answer keeps the choice and
+            // states exactly that key.
+            if let Some(k) = &n.crypto {
+                let sec = sdp::secure(&again, k, n.savp);
+                let s = sdp::parse_answer(&sec).expect("a secured answer parses");
+                assert_eq!((s.crypto.as_ref(), s.savp), (Some(k), n.savp));
+                assert_eq!((s.remote, s.codec), (n.remote, n.codec));
+            }
         }
         Err(e) => panic!("our answer to this SDP does not parse: {e}"),
     }
     true
+}
+
+/// RTCP datagrams (split on `|RTCP|`): the compound parser, the
+/// session's RTCP state, and a live session fed them on its RTCP port and
+/// (rtcp-mux) its RTP port. A sender report that parses must read back
+/// the same from the report we build with its fields.
+pub fn rtcp(data: &[u8]) -> bool {
+    use crate::media::rtcp::{self, Packet};
+    let peer: SocketAddr = PEER.parse().expect("constant address");
+    let peer_rtcp: SocketAddr = "127.0.0.1:4001".parse().expect("constant address");
+    let mut n = Negotiated {
+        remote: peer,
+        codec: Codec::Pcmu,
+        dtmf_pt: Some(101),
+        local_dtmf_pt: Some(101),
+        direction: Default::default(),
+        ptime: None,
+        crypto: None,
+        savp: false,
+        rtcp_mux: false,
+    };
+    let mut plain = MediaSession::new(&n, SSRC, 1, 1);
+    n.rtcp_mux = true;
+    let mut muxed = MediaSession::new(&n, SSRC, 1, 1);
+    let mut any = false;
+    for (i, d) in super::split(data, b"|RTCP|").enumerate() {
+        let now = i as u64 * 700;
+        plain.tick();
+        plain.handle_rtcp(now, peer_rtcp, d);
+        muxed.handle_packet(now, peer, d);
+        let _ = plain.poll_rtcp(now);
+        let _ = muxed.poll_rtcp(now);
+        let Ok(pkts) = rtcp::parse(d) else { continue };
+        any = true;
+        if let Some(Packet::Sr {
+            ssrc,
+            ntp,
+            rtp_ts,
+            packets,
+            octets,
+            reports,
+        }) = pkts.first()
+        {
+            let built = rtcp::build_sr(
+                *ssrc,
+                *ntp,
+                *rtp_ts,
+                *packets,
+                *octets,
+                reports.first().copied(),
+                "fuzz",
+            );
+            let back = rtcp::parse(&built).expect("our own report parses");
+            let want = Packet::Sr {
+                ssrc: *ssrc,
+                ntp: *ntp,
+                rtp_ts: *rtp_ts,
+                packets: *packets,
+                octets: *octets,
+                reports: reports.iter().take(1).copied().collect(),
+            };
+            assert_eq!(
+                back.first(),
+                Some(&want),
+                "our report reads back differently"
+            );
+        }
+    }
+    let f = plain.rtcp_figures();
+    assert!(f.remote_fraction_lost_pct <= 100.0, "fraction over 100 %");
+    any
 }
 
 const PEER: &str = "127.0.0.1:4000";
@@ -86,6 +165,9 @@ pub fn rtp_session(data: &[u8]) -> bool {
         local_dtmf_pt: (setup & 16 == 0).then_some(101),
         direction: Default::default(),
         ptime: None,
+        crypto: None,
+        savp: false,
+        rtcp_mux: false,
     };
     let mut s = MediaSession::new(&negotiated, SSRC, 100, 1000);
     s.set_policy(MediaPolicy {

@@ -22,7 +22,7 @@ mod text;
 pub use api::api;
 pub use intake::intake;
 pub use mail::mail;
-pub use media::{rtp_session, sdp, wav};
+pub use media::{rtcp, rtp_session, sdp, wav};
 pub use sip::{sip_dialog, sip_message};
 pub use text::{dialplan, flow};
 
@@ -36,6 +36,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sip_dialog", sip_dialog),
     ("sdp", sdp),
     ("rtp_session", rtp_session),
+    ("rtcp", rtcp),
     ("wav", wav),
     ("dialplan", dialplan),
     ("flow", flow),

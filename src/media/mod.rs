@@ -6,4 +6,6 @@ pub mod audio;
 pub mod g711;
 pub mod inband;
 pub mod rfc4733;
+pub mod rtcp;
 pub mod session;
+pub mod srtp;

@@ -20,6 +20,8 @@ const FRAME_MS: u64 = 20;
 use super::g711;
 use super::inband;
 use super::rfc4733::{self, EventPayload, EventReceiver};
+use super::rtcp::{self, RtcpFigures, RtcpState};
+use super::srtp::{SdesKey, Srtp, SrtpError};
 use crate::sip::sdp::{Codec, Negotiated};
 
 /// Where a digit came from.
@@ -152,6 +154,14 @@ pub struct MediaStats {
     pub echo_digits: u64,
     /// In-band digits dropped because the far end sends RFC 4733 events.
     pub inband_ignored: u64,
+    /// Dropped: SRTP/SRTCP authentication or replay check failed. Such a
+    /// packet is never decoded, played or read for keys.
+    pub auth_failed: u64,
+    /// RTCP packets sent and accepted from the peer.
+    pub rtcp_sent: u64,
+    pub rtcp_received: u64,
+    /// RTCP dropped: from elsewhere, malformed.
+    pub rtcp_rejected: u64,
 }
 
 /// How long after we sent audio its echo may come back: round trip plus
@@ -211,6 +221,17 @@ pub struct MediaSession {
     amd: Option<Amd>,
     /// A received frame reached the detector since the last tick.
     amd_fed: bool,
+    /// SRTP: our key (when we offered one) and the contexts once the
+    /// peer's key is known.
+    local_key: Option<SdesKey>,
+    srtp: Option<Srtp>,
+    /// Payload octets sent (for the sender report).
+    octets: u32,
+    rtcp: RtcpState,
+    /// RTCP on the RTP port (RFC 5761) instead of port + 1.
+    rtcp_mux: bool,
+    /// Unix epoch ms at session time 0: the NTP clock of our reports.
+    wallclock_ms: u64,
 }
 
 impl MediaSession {
@@ -255,6 +276,101 @@ impl MediaSession {
             ticks_ms: 0,
             amd: None,
             amd_fed: false,
+            local_key: None,
+            srtp: None,
+            octets: 0,
+            rtcp: RtcpState::default(),
+            rtcp_mux: media.rtcp_mux,
+            wallclock_ms: 0,
+        }
+    }
+
+    /// Protect this session with SRTP: `local` is the key we offered,
+    /// `remote` the one the peer's SDP gave. From now on nothing leaves
+    /// in clear and nothing is taken that fails authentication.
+    pub fn set_srtp(&mut self, local: SdesKey, remote: &SdesKey) -> Result<(), SrtpError> {
+        self.srtp = Some(Srtp::new(&local, remote)?);
+        self.local_key = Some(local);
+        Ok(())
+    }
+
+    pub fn is_secure(&self) -> bool {
+        self.srtp.is_some()
+    }
+
+    /// The Unix time (ms) at session time 0, for the NTP timestamps of
+    /// our sender reports; the driver reads the clock, not the session.
+    pub fn set_wallclock(&mut self, epoch_ms: u64) {
+        self.wallclock_ms = epoch_ms;
+    }
+
+    /// Where our RTCP goes: the RTP peer's port + 1 (RFC 3550 11), or
+    /// the RTP port itself with rtcp-mux.
+    pub fn rtcp_remote(&self) -> SocketAddr {
+        if self.rtcp_mux {
+            self.remote
+        } else {
+            SocketAddr::new(self.remote.ip(), self.remote.port().wrapping_add(1))
+        }
+    }
+
+    /// What RTCP told us so far (for the call record and metrics).
+    pub fn rtcp_figures(&self) -> RtcpFigures {
+        self.rtcp.figures()
+    }
+
+    /// Our sender report when one is due (every ~5 s), protected when the
+    /// call is SRTP; send it to [`MediaSession::rtcp_remote`].
+    pub fn poll_rtcp(&mut self, now_ms: u64) -> Option<Vec<u8>> {
+        if !self.rtcp.due(now_ms) {
+            return None;
+        }
+        let ntp = rtcp::ntp_from_unix_ms(self.wallclock_ms.saturating_add(now_ms));
+        let block = self.rtcp.block(self.peer_ssrc, now_ms);
+        let sr = rtcp::build_sr(
+            self.ssrc,
+            ntp,
+            self.ts,
+            self.stats.sent as u32,
+            self.octets,
+            block,
+            "callout",
+        );
+        let out = match &mut self.srtp {
+            Some(s) => s.protect_rtcp(&sr).ok()?,
+            None => sr,
+        };
+        self.stats.rtcp_sent += 1;
+        Some(out)
+    }
+
+    /// An RTCP datagram (on the RTCP port, or demultiplexed from the RTP
+    /// port with rtcp-mux). Taken only from the peer's RTCP address and,
+    /// on an SRTP call, only when SRTCP authenticates it.
+    pub fn handle_rtcp(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) {
+        if from != self.rtcp_remote() {
+            self.stats.rtcp_rejected += 1;
+            return;
+        }
+        let plain;
+        let data = match &mut self.srtp {
+            Some(s) => match s.unprotect_rtcp(bytes) {
+                Ok(p) => {
+                    plain = p;
+                    &plain[..]
+                }
+                Err(_) => {
+                    self.stats.auth_failed += 1;
+                    return;
+                }
+            },
+            None => bytes,
+        };
+        let ntp = rtcp::ntp_from_unix_ms(self.wallclock_ms.saturating_add(now_ms));
+        if self.rtcp.handle(data, self.ssrc, now_ms, ntp) {
+            self.stats.rtcp_received += 1;
+        } else {
+            self.stats.rtcp_rejected += 1;
         }
     }
 
@@ -307,6 +423,19 @@ impl MediaSession {
         }
         self.frames_per_packet = usize::from(media.send_ptime() / FRAME_MS as u16).max(1);
         self.pending_audio.clear();
+        self.rtcp_mux = media.rtcp_mux;
+        // A new key from the peer (RFC 4568 7.1.4: a re-offer may rekey).
+        // Without one the SRTP context stays: whether a call may go back
+        // to clear RTP is decided with the SDP (required never does).
+        if let (Some(local), Some(remote)) = (&self.local_key, &media.crypto) {
+            let same = self.srtp.as_ref().is_some_and(|s| s.remote_key() == remote);
+            if !same {
+                match Srtp::new(local, remote) {
+                    Ok(s) => self.srtp = Some(s),
+                    Err(e) => tracing::warn!(error = %e, "cannot rekey SRTP; keeping the old key"),
+                }
+            }
+        }
     }
 
     pub fn codec(&self) -> Codec {
@@ -381,6 +510,25 @@ impl MediaSession {
     /// end holds the call, or while a 40/60 ms packet is still gathering
     /// its frames.
     pub fn tick(&mut self) -> &[u8] {
+        let n = self.tick_plain().len();
+        if n == 0 {
+            return &self.buf;
+        }
+        self.octets = self.octets.wrapping_add(n.saturating_sub(12) as u32);
+        if let Some(s) = &mut self.srtp {
+            match s.protect_rtp(&self.buf) {
+                Ok(p) => {
+                    self.buf.clear();
+                    self.buf.extend_from_slice(&p);
+                }
+                // Never send in clear what should have been protected.
+                Err(_) => self.buf.clear(),
+            }
+        }
+        &self.buf
+    }
+
+    fn tick_plain(&mut self) -> &[u8] {
         if self.amd.is_some() && !std::mem::take(&mut self.amd_fed) {
             self.amd_feed(&[0; FRAME]);
         }
@@ -545,6 +693,40 @@ impl MediaSession {
     /// negotiated payload type. Everything else is dropped and counted, so
     /// nobody else can inject keys or take the audio.
     pub fn handle_packet(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) {
+        // RFC 5761 4: with rtcp-mux, RTCP types 192-223 share the port.
+        if self.rtcp_mux && bytes.len() > 1 && (192..=223).contains(&bytes[1]) {
+            self.handle_rtcp(now_ms, from, bytes);
+            return;
+        }
+        if self.srtp.is_none() {
+            self.handle_plain(now_ms, from, bytes);
+            return;
+        }
+        // Cheap checks first: a stranger's or another stream's packet is
+        // not worth a decryption (nor a replay-window entry).
+        let Ok(pkt) = rtp_rs::RtpReader::new(bytes) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if from != self.remote && (self.latched || !self.policy.symmetric_rtp) {
+            self.stats.wrong_source += 1;
+            return;
+        }
+        if self.peer_ssrc.is_some_and(|s| s != pkt.ssrc()) {
+            self.stats.wrong_ssrc += 1;
+            return;
+        }
+        let plain = match self.srtp.as_mut().map(|s| s.unprotect_rtp(bytes)) {
+            Some(Ok(p)) => p,
+            _ => {
+                self.stats.auth_failed += 1;
+                return;
+            }
+        };
+        self.handle_plain(now_ms, from, &plain);
+    }
+
+    fn handle_plain(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) {
         let Ok(pkt) = rtp_rs::RtpReader::new(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -574,6 +756,11 @@ impl MediaSession {
             None => self.peer_ssrc = Some(pkt.ssrc()),
         }
         self.stats.received += 1;
+        self.rtcp.recv.on_packet(
+            u16::from(pkt.sequence_number()),
+            pkt.timestamp(),
+            rtcp::rtp_units(now_ms),
+        );
         if !self.latched {
             self.latched = true;
             self.remote = from;
@@ -748,6 +935,9 @@ mod tests {
             local_dtmf_pt: Some(101),
             direction: Default::default(),
             ptime: None,
+            crypto: None,
+            savp: false,
+            rtcp_mux: false,
         }
     }
 
@@ -1179,3 +1369,7 @@ mod tests {
         assert_eq!(got, "4");
     }
 }
+
+#[cfg(test)]
+#[path = "session_secure_tests.rs"]
+mod secure_tests;

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 
 use super::sdp::{self, Negotiated, SdpError};
+use crate::media::srtp::SdesKey;
 
 /// What we said in SDP so far, so the next SDP we send fits the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,9 @@ pub struct LocalSdp {
     session_id: u64,
     /// The `o=` version of the last SDP we sent.
     version: u64,
+    /// Our SRTP key and whether we offered `RTP/SAVP` (SRTP required):
+    /// every later SDP of ours states the same key.
+    security: Option<(SdesKey, bool)>,
 }
 
 impl LocalSdp {
@@ -33,6 +37,7 @@ impl LocalSdp {
             addr: ours.remote,
             session_id,
             version,
+            security: ours.crypto.map(|k| (k, ours.savp)),
         })
     }
 
@@ -46,8 +51,18 @@ impl LocalSdp {
     /// as it was (RFC 3261 14.2).
     pub fn answer_offer(&mut self, offer: &[u8]) -> Result<(Vec<u8>, Negotiated), SdpError> {
         let media = sdp::parse_offer(offer)?;
+        // SRTP once required stays required: a new offer without a key
+        // would move the call to clear RTP.
+        if matches!(self.security, Some((_, true))) && media.crypto.is_none() {
+            return Err(SdpError::NoCrypto);
+        }
         self.version += 1;
-        let body = sdp::answer_versioned(self.addr, self.session_id, self.version, &media);
+        let mut body = sdp::answer_versioned(self.addr, self.session_id, self.version, &media);
+        if let (Some((key, _)), Some(theirs)) = (&self.security, &media.crypto) {
+            // The answer's line carries the tag of the offer's line it
+            // accepts (RFC 4568 5.1.2), with our own key.
+            body = sdp::secure(&body, &key.with_tag(theirs.tag), media.savp);
+        }
         Ok((body, media))
     }
 
@@ -56,7 +71,11 @@ impl LocalSdp {
     /// offer again, with the next version.
     pub fn reoffer(&mut self) -> Vec<u8> {
         self.version += 1;
-        sdp::offer(self.addr, self.session_id, self.version)
+        let offer = sdp::offer(self.addr, self.session_id, self.version);
+        match &self.security {
+            Some((key, savp)) => sdp::secure(&offer, key, *savp),
+            None => offer,
+        }
     }
 }
 
@@ -131,6 +150,37 @@ mod tests {
             assert!(l.answer_offer(&bad).is_err());
         }
         assert_eq!(l.version(), 1);
+    }
+
+    #[test]
+    fn srtp_keys_stay_in_every_later_sdp_and_cannot_be_dropped() {
+        let key = SdesKey::generate(1);
+        let first = sdp::secure(
+            &sdp::offer("127.0.0.1:20000".parse().unwrap(), 77, 1),
+            &key,
+            true,
+        );
+        let mut l = LocalSdp::from_offer(&first).unwrap();
+        let o = text(&l.reoffer());
+        assert!(
+            o.contains("RTP/SAVP") && o.contains(&key.attribute()),
+            "{o}"
+        );
+        // A re-offer without a key is refused; with one it is answered
+        // with our key under the offer's tag.
+        assert_eq!(
+            l.answer_offer(&offer("", 4000, "0 96")),
+            Err(SdpError::NoCrypto)
+        );
+        let theirs = SdesKey::generate(5);
+        let secured = sdp::secure(&offer("", 4000, "0 96"), &theirs, true);
+        let (ans, m) = l.answer_offer(&secured).unwrap();
+        assert_eq!(m.crypto, Some(theirs));
+        let a = text(&ans);
+        assert!(
+            a.contains(&key.with_tag(5).attribute()) && a.contains("RTP/SAVP"),
+            "{a}"
+        );
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub enum SdpError {
     NoCommonCodec,
     #[error("malformed line {0}")]
     Malformed(usize),
+    #[error("no usable SRTP key (a=crypto) where SRTP is required")]
+    NoCrypto,
 }
 
 /// Build callout's offer.
@@ -163,6 +165,13 @@ pub struct Negotiated {
     pub direction: Direction,
     /// The far end's `a=ptime`, if it gave one.
     pub ptime: Option<u16>,
+    /// The far end's SRTP key: its first `a=crypto` line with the one
+    /// suite we take (RFC 4568). `None` without one.
+    pub crypto: Option<crate::media::srtp::SdesKey>,
+    /// The audio stream's profile is `RTP/SAVP`.
+    pub savp: bool,
+    /// The far end's SDP has `a=rtcp-mux` (RFC 5761).
+    pub rtcp_mux: bool,
 }
 
 impl Negotiated {
@@ -208,6 +217,9 @@ fn parse(body: &[u8]) -> Result<Negotiated, SdpError> {
     let mut session_dir: Option<Direction> = None;
     let mut media_dir: Option<Direction> = None;
     let mut ptime: Option<u16> = None;
+    let mut crypto: Option<crate::media::srtp::SdesKey> = None;
+    let mut savp = false;
+    let mut rtcp_mux = false;
     let mut session_level = true;
     for (idx, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
@@ -244,7 +256,7 @@ fn parse(body: &[u8]) -> Result<Negotiated, SdpError> {
                         .unwrap_or(port)
                         .parse()
                         .map_err(|_| SdpError::Malformed(idx + 1))?;
-                    let _proto = parts.next();
+                    savp = parts.next() == Some("RTP/SAVP");
                     let fmts = parts.filter_map(|p| p.parse::<u8>().ok()).collect();
                     audio = Some((port, fmts));
                 } else {
@@ -260,6 +272,14 @@ fn parse(body: &[u8]) -> Result<Negotiated, SdpError> {
                     // Fractional ptimes ("20.0") are in the wild.
                     let whole = p.trim().split('.').next().unwrap_or_default();
                     ptime = whole.parse().ok().filter(|&p| p > 0);
+                } else if let Some(c) = value.strip_prefix("crypto:") {
+                    // Lines with other suites are skipped (RFC 4568 6.1:
+                    // the answerer picks one it supports).
+                    if crypto.is_none() {
+                        crypto = crate::media::srtp::SdesKey::parse(c).ok();
+                    }
+                } else if value.trim() == "rtcp-mux" {
+                    rtcp_mux = true;
                 } else if let Some(map) = value.strip_prefix("rtpmap:") {
                     if let Some((pt, enc)) = map.split_once(' ') {
                         if let Ok(pt) = pt.trim().parse::<u8>() {
@@ -312,7 +332,35 @@ fn parse(body: &[u8]) -> Result<Negotiated, SdpError> {
         local_dtmf_pt: None,
         direction,
         ptime,
+        crypto,
+        savp,
+        rtcp_mux,
     })
+}
+
+/// Make an SDP of ours secure: the audio stream's profile becomes
+/// `RTP/SAVP` when `savp` (else stays `RTP/AVP`, the best-effort SDES
+/// offer many PBXes understand) and `key` is stated in an `a=crypto`
+/// line at the end of the (only) audio section.
+pub fn secure(body: &[u8], key: &crate::media::srtp::SdesKey, savp: bool) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return body.to_vec();
+    };
+    let mut out = String::with_capacity(text.len() + 80);
+    for line in text.split_inclusive("\r\n") {
+        match line.strip_prefix("m=audio ") {
+            Some(rest) if savp => {
+                out.push_str("m=audio ");
+                out.push_str(&rest.replacen(" RTP/AVP ", " RTP/SAVP ", 1));
+            }
+            _ => out.push_str(line),
+        }
+    }
+    if !out.ends_with("\r\n") {
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!("a=crypto:{}\r\n", key.attribute()));
+    out.into_bytes()
 }
 
 #[cfg(test)]
@@ -333,6 +381,38 @@ mod tests {
         assert_eq!(parse_answer(rejected), Err(SdpError::Rejected));
         let g729 = b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5 RTP/AVP 18\r\n";
         assert_eq!(parse_answer(g729), Err(SdpError::NoCommonCodec));
+    }
+
+    #[test]
+    fn srtp_offers_carry_a_key_and_answers_are_read() {
+        use crate::media::srtp::SdesKey;
+        let k = SdesKey::generate(1);
+        let plain = offer("127.0.0.1:40000".parse().unwrap(), 1, 1);
+        let o = secure(&plain, &k, true);
+        let t = String::from_utf8(o.clone()).unwrap();
+        assert!(t.contains("m=audio 40000 RTP/SAVP 0 8 101\r\n"), "{t}");
+        assert!(
+            t.ends_with(&format!("a=crypto:{}\r\n", k.attribute())),
+            "{t}"
+        );
+        let n = parse_answer(&o).unwrap();
+        assert_eq!((n.crypto.as_ref(), n.savp), (Some(&k), true));
+        // Best effort: AVP with the key.
+        let n = parse_answer(&secure(&plain, &k, false)).unwrap();
+        assert_eq!((n.crypto.as_ref(), n.savp), (Some(&k), false));
+        assert_eq!(parse_answer(&plain).unwrap().crypto, None);
+        // A peer listing an unknown suite first: the one we take is used;
+        // a malformed key is no key.
+        let b = format!(
+            "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/SAVP 0\r\na=rtcp-mux\r\n\
+             a=crypto:1 AEAD_AES_256_GCM inline:AAAA\r\na=crypto:2 {}\r\n",
+            k.with_tag(2).attribute()
+        );
+        let n = parse_answer(b.as_bytes()).unwrap();
+        assert_eq!(n.crypto.map(|c| c.tag), Some(2));
+        assert!(n.rtcp_mux);
+        let bad = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:!!\r\n";
+        assert_eq!(parse_answer(bad.as_bytes()).unwrap().crypto, None);
     }
 
     #[test]

@@ -223,6 +223,8 @@ pub struct TrunkTransport {
     /// `None`: not configured (the URI decides, else UDP).
     pub transport: Option<Transport>,
     pub tls: Option<TlsSettings>,
+    /// SRTP (SDES) for the calls; `None`: required on TLS, off otherwise.
+    pub srtp: Option<crate::media::srtp::SrtpMode>,
 }
 
 /// Largest header block accepted on a stream.

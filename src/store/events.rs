@@ -118,6 +118,27 @@ pub(super) async fn record_event_in(
                 .bind(attempt)
                 .execute(&mut *tx)
                 .await?;
+            let m = &payload["media"];
+            if m.is_object() {
+                let r = &m["rtcp"];
+                let has_reports = r["reports"].as_i64().unwrap_or(0) > 0;
+                sqlx::query(
+                    "UPDATE attempts SET srtp = $1, srtp_auth_failed = $2, rtcp_reports = $3, remote_lost = $4, \
+                     remote_fraction_lost_pct = $5, remote_jitter_ms = $6, rtt_ms = $7 \
+                     WHERE notification_id = $8 AND attempt = $9",
+                )
+                .bind(i64::from(m["srtp"].as_bool().unwrap_or(false)))
+                .bind(m["srtp_auth_failed"].as_i64())
+                .bind(r["reports"].as_i64())
+                .bind(r["remote_cumulative_lost"].as_i64().filter(|_| has_reports))
+                .bind(r["remote_fraction_lost_pct"].as_f64().filter(|_| has_reports))
+                .bind(r["remote_jitter_ms"].as_f64().filter(|_| has_reports))
+                .bind(r["rtt_ms"].as_f64())
+                .bind(notification_id)
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         _ => {}
     }

@@ -75,6 +75,20 @@ pub struct AttemptRow {
     pub digits: String,
 }
 
+/// What one attempt's media did (migration 0016): SRTP and the far
+/// end's RTCP figures; `None` fields where the call had none.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AttemptMedia {
+    pub attempt: i64,
+    pub srtp: Option<bool>,
+    pub srtp_auth_failed: Option<i64>,
+    pub rtcp_reports: Option<i64>,
+    pub remote_lost: Option<i64>,
+    pub remote_fraction_lost_pct: Option<f64>,
+    pub remote_jitter_ms: Option<f64>,
+    pub rtt_ms: Option<f64>,
+}
+
 /// A webhook delivery waiting or done.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OutboxRow {
@@ -574,6 +588,35 @@ impl Store {
                     outcome: json_col(r, "outcome")?,
                     sip_code: r.try_get("sip_code")?,
                     digits: r.try_get("digits")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The media figures of a notification's attempts that had media.
+    pub async fn attempt_media(
+        &self,
+        notification_id: &str,
+    ) -> Result<Vec<AttemptMedia>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT attempt, srtp, srtp_auth_failed, rtcp_reports, remote_lost, remote_fraction_lost_pct, \
+             remote_jitter_ms, rtt_ms FROM attempts WHERE notification_id = $1 AND srtp IS NOT NULL \
+             ORDER BY attempt",
+        )
+        .bind(notification_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptMedia {
+                    attempt: r.try_get("attempt")?,
+                    srtp: r.try_get::<Option<i64>, _>("srtp")?.map(|v| v != 0),
+                    srtp_auth_failed: r.try_get("srtp_auth_failed")?,
+                    rtcp_reports: r.try_get("rtcp_reports")?,
+                    remote_lost: r.try_get("remote_lost")?,
+                    remote_fraction_lost_pct: r.try_get("remote_fraction_lost_pct")?,
+                    remote_jitter_ms: r.try_get("remote_jitter_ms")?,
+                    rtt_ms: r.try_get("rtt_ms")?,
                 })
             })
             .collect()
