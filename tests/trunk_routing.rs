@@ -166,10 +166,14 @@ fn invites(dir: &Path) -> usize {
 }
 
 fn wait_health(s: &Serve, addr: &str, want: &str) -> serde_json::Value {
+    wait_trunk_health(s, "ha", addr, want)
+}
+
+fn wait_trunk_health(s: &Serve, trunk: &str, addr: &str, want: &str) -> serde_json::Value {
     let until = Instant::now() + Duration::from_secs(15);
     loop {
         let (_, r) = s.http("GET", "/readyz", None).unwrap();
-        if r["trunks"]["ha"][addr] == want {
+        if r["trunks"][trunk][addr] == want {
             return r;
         }
         assert!(Instant::now() < until, "{addr} never {want}: {r:#}");
@@ -515,7 +519,7 @@ fn a_contract_fails_over_to_its_next_trunk_and_skips_a_dead_one() {
     );
     let s = Serve::start(&dir, &trunks, "38700-38799");
     let a = format!("127.0.0.1:{pa}");
-    wait_health(&s, &a, "up");
+    wait_trunk_health(&s, "first", &a, "up");
 
     // 1. First's 503 moves the same attempt to the second trunk.
     let (n, events) = run(&s, "T1");
@@ -546,7 +550,7 @@ fn a_contract_fails_over_to_its_next_trunk_and_skips_a_dead_one() {
     // 2. First dies: keepalive marks it down, the contract stays
     //    dialable, and the next call goes straight to the second trunk.
     drop(sipp_a.take());
-    wait_health(&s, &a, "down");
+    wait_trunk_health(&s, "first", &a, "down");
     let (st, r) = s.http("GET", "/readyz", None).unwrap();
     assert!(r["undialable"]["ha"].is_null(), "{st} {r:#}");
     let (n, events) = run(&s, "T2");
