@@ -413,7 +413,9 @@ async fn follow_registrar(
                     if !r.addrs.contains(&current) {
                         tracing::info!(%registrar, from = %current, to = %first, "registrar moved (DNS); registering there");
                         current = first;
-                        svc.gateway.sip().move_registration(&aor, first, tls.clone());
+                        svc.gateway
+                            .sip()
+                            .move_registration(&aor, first, tls.clone());
                     }
                 }
             }

@@ -308,7 +308,11 @@ fn trunks_authenticate_through_kamailio_over_udp_tcp_and_tls_for_their_realm_onl
         .unwrap()
         .to_string();
     for (t, id) in &ids {
-        let n = s.wait_state(id, &["acked", "exhausted", "failed"], Duration::from_secs(45));
+        let n = s.wait_state(
+            id,
+            &["acked", "exhausted", "failed"],
+            Duration::from_secs(45),
+        );
         assert_eq!(n["state"], "acked", "{t}: {n:#}\n{}", kam.log());
     }
     for (t, sipp) in &mut callees {
@@ -332,15 +336,19 @@ fn trunks_authenticate_through_kamailio_over_udp_tcp_and_tls_for_their_realm_onl
             "{t}: {log}"
         );
         assert!(
-            log.lines().any(|l| l
-                .contains("AUTHENTICATED realm=carrier.test user=")
-                && l.ends_with(&format!("over {t}"))),
+            log.lines()
+                .any(|l| l.contains("AUTHENTICATED realm=carrier.test user=")
+                    && l.ends_with(&format!("over {t}"))),
             "{t}: {log}"
         );
     }
 
     // The foreign realm: challenged, never answered, and the record says so.
-    let n = s.wait_state(&other, &["acked", "exhausted", "failed"], Duration::from_secs(30));
+    let n = s.wait_state(
+        &other,
+        &["acked", "exhausted", "failed"],
+        Duration::from_secs(30),
+    );
     assert_eq!(n["state"], "exhausted", "{n:#}");
     let outcome = &n["attempts"][0]["outcome"];
     assert_eq!(outcome["outcome"], "auth_refused", "{n:#}");
@@ -445,8 +453,18 @@ fn a_forked_call_keeps_the_first_device_and_byes_the_second() {
     let uri = format!("sip:fork@127.0.0.1:{}", kam.port);
     let call = std::thread::spawn(move || {
         callout(&[
-            "call", &uri, "--prompt", &prompt(), "--collect", "2", "--timeout", "15s",
-            "--user", "alice", "--realm", "127.0.0.1",
+            "call",
+            &uri,
+            "--prompt",
+            &prompt(),
+            "--collect",
+            "2",
+            "--timeout",
+            "15s",
+            "--user",
+            "alice",
+            "--realm",
+            "127.0.0.1",
         ])
     });
     // baresip's 200 went up first (the live call); sipp's second, and
@@ -461,7 +479,11 @@ fn a_forked_call_keeps_the_first_device_and_byes_the_second() {
     }
     let (st, lines, stderr) = call.join().unwrap();
     let log = kam.log();
-    assert!(st.success(), "{stderr}\n{lines:#?}\n{log}\n{}", baresip.log());
+    assert!(
+        st.success(),
+        "{stderr}\n{lines:#?}\n{log}\n{}",
+        baresip.log()
+    );
     // Digits from the live call (not sipp's 4 and 2, whose RTP is not
     // the live call's and stops with its BYE).
     assert_eq!(result(&lines)["digits"], "79", "{lines:#?}");
@@ -479,7 +501,8 @@ fn a_forked_call_keeps_the_first_device_and_byes_the_second() {
     // baresip's dialog: ACKed on its own tag, and its BYE (the end of
     // the live call) only after sipp's.
     assert!(
-        log.lines().any(|l| l.contains(&format!("INDIALOG ACK over udp to-tag={btag}"))),
+        log.lines()
+            .any(|l| l.contains(&format!("INDIALOG ACK over udp to-tag={btag}"))),
         "{log}"
     );
     let baresip_bye = log

@@ -542,7 +542,11 @@ fn a_contract_fails_over_to_its_next_trunk_and_skips_a_dead_one() {
             .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
             .collect::<String>()
     };
-    assert!(log_of(&adir).contains("<sip:+4711111@"), "{}", log_of(&adir));
+    assert!(
+        log_of(&adir).contains("<sip:+4711111@"),
+        "{}",
+        log_of(&adir)
+    );
     let b_log = log_of(&bdir);
     assert!(b_log.contains("<sip:+4722222@"), "{b_log}");
     assert!(!b_log.contains("+4711111"), "{b_log}");
@@ -649,13 +653,30 @@ fn naptr_picks_the_transport_before_srv() {
     let dns_port = free_port_pair();
     let _dns = KillOnDrop(
         Command::new("dnsmasq")
-            .args(["--no-daemon", "--listen-address=127.0.0.1", "--bind-interfaces"])
-            .args(["--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file="])
-            .args(["--user=nobody", "--local-ttl=1", &format!("--port={dns_port}")])
+            .args([
+                "--no-daemon",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+            ])
+            .args([
+                "--no-resolv",
+                "--no-hosts",
+                "--conf-file=/dev/null",
+                "--pid-file=",
+            ])
+            .args([
+                "--user=nobody",
+                "--local-ttl=1",
+                &format!("--port={dns_port}"),
+            ])
             .arg("--naptr-record=trunk.test,20,10,S,SIP+D2U,,_sip._udp.trunk.test")
             .arg("--naptr-record=trunk.test,10,10,S,SIP+D2T,,_sip._tcp.trunk.test")
-            .arg(format!("--srv-host=_sip._tcp.trunk.test,t.trunk.test,{pt},10,0"))
-            .arg(format!("--srv-host=_sip._udp.trunk.test,u.trunk.test,{pu},10,0"))
+            .arg(format!(
+                "--srv-host=_sip._tcp.trunk.test,t.trunk.test,{pt},10,0"
+            ))
+            .arg(format!(
+                "--srv-host=_sip._udp.trunk.test,u.trunk.test,{pu},10,0"
+            ))
             .arg("--host-record=t.trunk.test,127.0.0.1")
             .arg("--host-record=u.trunk.test,127.0.0.1")
             .stdin(Stdio::null())
@@ -679,9 +700,8 @@ fn naptr_picks_the_transport_before_srv() {
         ),
     )
     .unwrap();
-    let cfg = format!(
-        "dns_servers = [\"127.0.0.1:{dns_port}\"]\n[trunks.ha]\nproxy = \"trunk.test\"\n"
-    );
+    let cfg =
+        format!("dns_servers = [\"127.0.0.1:{dns_port}\"]\n[trunks.ha]\nproxy = \"trunk.test\"\n");
     let s = Serve::start(&dir, &cfg, "38900-38999");
     let (n, _) = run(&s, "T1");
     assert_eq!(

@@ -531,14 +531,18 @@ impl ActiveCall {
             match gw.invite(self.id, req, &socket).await {
                 Ok((handle, sip_rx)) => {
                     match &trunk {
-                        Some(t) => tracing::warn!(trunk = %t, proxy = ?to, "failing over to the next trunk"),
+                        Some(t) => {
+                            tracing::warn!(trunk = %t, proxy = ?to, "failing over to the next trunk")
+                        }
                         None => tracing::warn!(proxy = ?to, "failing over to the next proxy"),
                     }
                     self.handle = handle;
                     self.sip_rx = sip_rx;
                     return Some((to, trunk));
                 }
-                Err(e) => tracing::warn!(proxy = ?to, trunk = ?trunk, error = %e, "cannot fail over"),
+                Err(e) => {
+                    tracing::warn!(proxy = ?to, trunk = ?trunk, error = %e, "cannot fail over")
+                }
             }
         }
     }

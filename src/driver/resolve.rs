@@ -207,7 +207,10 @@ async fn naptr(d: &Dns, name: &str) -> (Vec<Naptr>, Instant) {
     let fqdn = format!("{}.", name.trim_end_matches('.'));
     match d
         .resolver
-        .lookup(fqdn.as_str(), hickory_resolver::proto::rr::RecordType::NAPTR)
+        .lookup(
+            fqdn.as_str(),
+            hickory_resolver::proto::rr::RecordType::NAPTR,
+        )
         .await
     {
         Ok(l) => {

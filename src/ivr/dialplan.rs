@@ -574,24 +574,58 @@ impl Checker<'_> {
             }
         };
         if let Some(v) = &r.asserted_identity {
-            check(v.span(), RawPrefs { asserted_identity: Some(v.get_ref()), ..Default::default() });
+            check(
+                v.span(),
+                RawPrefs {
+                    asserted_identity: Some(v.get_ref()),
+                    ..Default::default()
+                },
+            );
         }
         if let Some(v) = &r.preferred_identity {
-            check(v.span(), RawPrefs { preferred_identity: Some(v.get_ref()), ..Default::default() });
+            check(
+                v.span(),
+                RawPrefs {
+                    preferred_identity: Some(v.get_ref()),
+                    ..Default::default()
+                },
+            );
         }
         if let Some(v) = &r.from_user {
-            check(v.span(), RawPrefs { from_user: Some(v.get_ref()), ..Default::default() });
+            check(
+                v.span(),
+                RawPrefs {
+                    from_user: Some(v.get_ref()),
+                    ..Default::default()
+                },
+            );
         }
         if let Some(v) = &r.from_display {
-            check(v.span(), RawPrefs { from_display: Some(v.get_ref()), ..Default::default() });
+            check(
+                v.span(),
+                RawPrefs {
+                    from_display: Some(v.get_ref()),
+                    ..Default::default()
+                },
+            );
         }
         if let Some(v) = &r.codecs {
-            check(v.span(), RawPrefs { codecs: v.get_ref(), ..Default::default() });
+            check(
+                v.span(),
+                RawPrefs {
+                    codecs: v.get_ref(),
+                    ..Default::default()
+                },
+            );
         }
         if !ok {
             return CallPrefs::default();
         }
-        let codecs = r.codecs.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default();
+        let codecs = r
+            .codecs
+            .as_ref()
+            .map(|v| v.get_ref().clone())
+            .unwrap_or_default();
         CallPrefs::parse(&RawPrefs {
             asserted_identity: r.asserted_identity.as_ref().map(|v| v.get_ref().as_str()),
             preferred_identity: r.preferred_identity.as_ref().map(|v| v.get_ref().as_str()),
@@ -1187,7 +1221,9 @@ pub fn load_str_env(
         if name.is_empty() || *name == raw.trunk || failover_trunks.contains(name) {
             c.err(
                 t.span(),
-                format!("failover_trunks: {name:?} is empty, the contract's trunk, or listed twice"),
+                format!(
+                    "failover_trunks: {name:?} is empty, the contract's trunk, or listed twice"
+                ),
             );
         }
         failover_trunks.push(name.clone());

@@ -75,15 +75,10 @@ impl Outcome {
             EndReason::Unreachable { code } => Outcome::Failed {
                 code: code.unwrap_or(0),
             },
-            EndReason::Rejected { code, reason } => {
-                match crate::sip::auth::refused_realm(reason) {
-                    Some(realm) => Outcome::AuthRefused {
-                        code: *code,
-                        realm,
-                    },
-                    None => Outcome::Failed { code: *code },
-                }
-            }
+            EndReason::Rejected { code, reason } => match crate::sip::auth::refused_realm(reason) {
+                Some(realm) => Outcome::AuthRefused { code: *code, realm },
+                None => Outcome::Failed { code: *code },
+            },
             EndReason::Cancelled => Outcome::Cancelled,
             EndReason::MediaMismatch => Outcome::Failed { code: 488 },
             EndReason::RedirectRefused { code, target, .. } => Outcome::RedirectRefused {

@@ -500,7 +500,9 @@ impl Service {
             }
         }
         if usable.is_empty() {
-            return Err(first_error.unwrap_or_else(|| trunk::TrunkError::NotConfigured(plan.trunk.clone())));
+            return Err(
+                first_error.unwrap_or_else(|| trunk::TrunkError::NotConfigured(plan.trunk.clone()))
+            );
         }
         // Down trunks last, the order otherwise kept (a stable sort).
         usable.sort_by_key(|(name, _)| self.trunk_health.all_down(name));
@@ -515,7 +517,9 @@ impl Service {
         let mut by_trunk: std::collections::BTreeMap<String, Option<String>> = Default::default();
         let mut out = std::collections::BTreeMap::new();
         for plan in self.registry.snapshot().values() {
-            let names: Vec<&String> = std::iter::once(&plan.trunk).chain(&plan.failover_trunks).collect();
+            let names: Vec<&String> = std::iter::once(&plan.trunk)
+                .chain(&plan.failover_trunks)
+                .collect();
             for name in &names {
                 if !by_trunk.contains_key(*name) {
                     let r = match self.trunk(name).await {
@@ -530,7 +534,9 @@ impl Service {
             }
             // Undialable only when no trunk of it is usable; the reason
             // given is its own trunk's.
-            let all_bad = names.iter().all(|n| matches!(by_trunk.get(*n), Some(Some(_))));
+            let all_bad = names
+                .iter()
+                .all(|n| matches!(by_trunk.get(*n), Some(Some(_))));
             if let (true, Some(Some(why))) = (all_bad, by_trunk.get(&plan.trunk)) {
                 out.insert(plan.contract.clone(), why.clone());
             }

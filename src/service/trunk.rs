@@ -113,12 +113,12 @@ pub async fn resolve(
             RESOLVE_TIMEOUT,
             crate::driver::resolve::resolve_for(p, t.transport),
         )
-            .await
-            .map_err(|_| unresolved())?
-            .map_err(|e| {
-                tracing::debug!(trunk = %name, proxy = %p, error = %e, "proxy does not resolve");
-                unresolved()
-            })?;
+        .await
+        .map_err(|_| unresolved())?
+        .map_err(|e| {
+            tracing::debug!(trunk = %name, proxy = %p, error = %e, "proxy does not resolve");
+            unresolved()
+        })?;
         if proxies.is_empty() && t.transport.is_none() {
             dns_transport = found.transport;
         }

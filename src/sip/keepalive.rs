@@ -410,7 +410,10 @@ mod tests {
     #[test]
     fn a_tcp_or_tls_trunk_is_probed_over_its_own_transport() {
         let t0 = Instant::now();
-        for (t, via) in [(Transport::Tcp, "SIP/2.0/TCP "), (Transport::Tls, "SIP/2.0/TLS ")] {
+        for (t, via) in [
+            (Transport::Tcp, "SIP/2.0/TCP "),
+            (Transport::Tls, "SIP/2.0/TLS "),
+        ] {
             let mut p = probe(t0).with_transport(t0, t);
             assert_eq!(p.transport(), t);
             let r = sent(&mut p);
