@@ -31,10 +31,12 @@ pub struct CallsBench {
     /// How long the concurrent calls stream.
     pub hold: Duration,
     pub prompt: PathBuf,
+    /// Signal over TCP instead of UDP (both callout and sipp's UAC).
+    pub tcp: bool,
 }
 
 /// A sipp UAS answering every call, whose SDP sends our RTP to `sink`.
-fn start_sipp_uas(dir: &Path, port: u16, sink: u16) -> anyhow::Result<Child> {
+fn start_sipp_uas(dir: &Path, port: u16, sink: u16, tcp: bool) -> anyhow::Result<Child> {
     let scenario =
         include_str!("../tests/sipp/bench_uas.xml").replace("RTP_SINK_PORT", &sink.to_string());
     let path = dir.join("bench_uas.xml");
@@ -50,20 +52,34 @@ fn start_sipp_uas(dir: &Path, port: u16, sink: u16) -> anyhow::Result<Child> {
             &port.to_string(),
         ])
         .args(["-max_socket", "4096", "-buff_size", "8388608"])
+        .args(if tcp { &["-t", "t1"][..] } else { &[][..] })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting sipp (apt-get install sip-tester)")?;
     let until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < until && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    let free = |p: u16| {
+        if tcp {
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        } else {
+            UdpSocket::bind(("127.0.0.1", p)).is_ok()
+        }
+    };
+    while Instant::now() < until && free(port) {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(child)
 }
 
+/// A port free on UDP and on TCP.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    loop {
+        let p = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return Ok(p);
+        }
+    }
 }
 
 /// Resident set size of this process, in KiB.
@@ -168,12 +184,17 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
     let sink = crate::driver::net::roomy_udp("127.0.0.1:0".parse()?)?;
     let sink_port = sink.local_addr()?.port();
     let uas_port = free_port()?;
-    let mut uas = start_sipp_uas(&dir, uas_port, sink_port)?;
+    let mut uas = start_sipp_uas(&dir, uas_port, sink_port, o.tcp)?;
     let recording = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let sink_thread = spawn_sink(sink, recording.clone(), stop.clone());
     let gw = Gateway::start("127.0.0.1:0".parse()?, "20000-29999").await?;
-    let target = format!("sip:bench@127.0.0.1:{uas_port}");
+    let target = if o.tcp {
+        format!("sip:bench@127.0.0.1:{uas_port};transport=tcp")
+    } else {
+        format!("sip:bench@127.0.0.1:{uas_port}")
+    };
+    println!("transport: {}", if o.tcp { "tcp" } else { "udp" });
     let req = DialRequest {
         uri: target.clone(),
         from_uri: "sip:bench@127.0.0.1".into(),
@@ -188,6 +209,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
         redirect: crate::sip::redirect::RedirectPolicy::default(),
         codecs: Vec::new(),
         transport: Default::default(),
+        next_trunks: Vec::new(),
     };
     let rss_idle = rss_kib();
 
@@ -331,7 +353,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
     // The peer's own figure: sipp's UAC against a fresh sipp UAS, same
     // scenario and machine, signalling only.
     let uas_port = free_port()?;
-    let mut uas = start_sipp_uas(&dir, uas_port, sink_port)?;
+    let mut uas = start_sipp_uas(&dir, uas_port, sink_port, o.tcp)?;
     let started = Instant::now();
     let status = Command::new("sipp")
         .current_dir(&dir)
@@ -362,6 +384,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
             "-buff_size",
             "8388608",
         ])
+        .args(if o.tcp { &["-t", "t1"][..] } else { &[][..] })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

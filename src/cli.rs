@@ -410,6 +410,7 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
                 tls: Some(o.tls),
                 srtp: o.srtp,
             },
+            next_trunks: Vec::new(),
         })
         .await?;
     let emit = |v: serde_json::Value| println!("{v}");
@@ -483,8 +484,9 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
                 }
             }
             CallUpdate::Media(_) => {}
-            CallUpdate::FailedOver { code, to } => emit(
-                json!({"event": "failover", "code": code, "proxy": to.to_string(), "at_ms": ms(Instant::now())}),
+            CallUpdate::FailedOver { code, to, trunk } => emit(
+                json!({"event": "failover", "code": code, "proxy": to.map(|a| a.to_string()),
+                "trunk": trunk, "at_ms": ms(Instant::now())}),
             ),
             CallUpdate::Redirected { code, target } => emit(
                 json!({"event": "redirected", "code": code, "target": target, "at_ms": ms(Instant::now())}),

@@ -280,6 +280,10 @@ enum BenchCmd {
         hold: Duration,
         #[arg(long, default_value = "prompts/press-a-key.wav")]
         prompt: PathBuf,
+        /// Signal over TCP (sipp `-t t1`, `;transport=tcp`) instead of UDP,
+        /// for callout and for sipp's own UAC beside it.
+        #[arg(long)]
+        tcp: bool,
     },
     /// Notifications per second through the API, and POST -> INVITE latency.
     Api {
@@ -685,6 +689,7 @@ fn main() -> ExitCode {
                     concurrent,
                     hold,
                     prompt,
+                    tcp,
                 },
         } => runtime().and_then(|rt| {
             rt.block_on(callout::bench::calls(callout::bench::CallsBench {
@@ -693,6 +698,7 @@ fn main() -> ExitCode {
                 concurrent,
                 hold,
                 prompt,
+                tcp,
             }))
             .map(|_| ExitCode::SUCCESS)
         }),

@@ -90,6 +90,8 @@ pub struct Script {
     /// Proxies to fail over to, in order, when `outbound_proxy` times out
     /// or answers 5xx.
     pub failover: Vec<std::net::SocketAddr>,
+    /// The contract's next trunks (`failover_trunks`), in the order to try.
+    pub next_trunks: Vec<crate::driver::TrunkHop>,
     /// The trunk's caller identity and codec order.
     pub prefs: crate::sip::trunk_prefs::CallPrefs,
     /// The trunk's digest credentials.
@@ -198,6 +200,7 @@ impl Script {
             call_headers: Vec::new(),
             outbound_proxy: None,
             failover: Vec::new(),
+            next_trunks: Vec::new(),
             prefs: Default::default(),
             credentials: None,
             symmetric_rtp: false,
@@ -564,6 +567,7 @@ async fn run_call(
                 crate::sip::redirect::DEFAULT_MAX_HOPS,
             ),
             transport: script.transport.clone(),
+            next_trunks: script.next_trunks.clone(),
         })
         .await
     {
@@ -632,9 +636,9 @@ async fn run_call(
                     CallUpdate::Sip(CallEvent::Ringing) => {
                         obs.event(json!({"event": "call.ringing", "attempt": attempt, "at_ms": at()})).await;
                     }
-                    CallUpdate::FailedOver { code, to } => {
+                    CallUpdate::FailedOver { code, to, trunk } => {
                         obs.event(json!({"event": "call.failover", "attempt": attempt, "code": code,
-                            "proxy": to.to_string(), "at_ms": at()})).await;
+                            "proxy": to.map(|a| a.to_string()), "trunk": trunk, "at_ms": at()})).await;
                     }
                     CallUpdate::Redirected { code, target } => {
                         obs.event(json!({"event": "call.redirected", "attempt": attempt, "code": code,

@@ -56,13 +56,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
         )
     })?;
     for plan in registry.snapshot().values() {
-        if plan.trunk != "default" && !config.trunks.contains_key(&plan.trunk) {
-            anyhow::bail!(
-                "{}: trunk {:?} is not configured (add [trunks.{}] to the configuration)",
-                plan.source.display(),
-                plan.trunk,
-                plan.trunk
-            );
+        for trunk in std::iter::once(&plan.trunk).chain(&plan.failover_trunks) {
+            if trunk != "default" && !config.trunks.contains_key(trunk) {
+                anyhow::bail!(
+                    "{}: trunk {:?} is not configured (add [trunks.{}] to the configuration)",
+                    plan.source.display(),
+                    trunk,
+                    trunk
+                );
+            }
         }
     }
     let advertise = config.advertise()?;
@@ -161,12 +163,16 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
         let aor = t.aor.clone().with_context(|| {
             format!("trunk {name:?}: a registrar needs aor = \"sip:user@domain\"")
         })?;
-        let destination = tokio::net::lookup_host(registrar.as_str())
-            .await
-            .ok()
-            .and_then(|mut a| a.next())
-            .with_context(|| format!("trunk {name:?}: cannot resolve registrar {registrar}"))?;
         let trunk = svc.trunk(name).await?;
+        // RFC 3263 as for proxies (NAPTR/SRV for a bare name, A/AAAA for
+        // host:port), followed as the answers' TTLs say (below).
+        let found = crate::driver::resolve::resolve_for(registrar, trunk.transport.transport)
+            .await
+            .with_context(|| format!("trunk {name:?}: cannot resolve registrar {registrar}"))?;
+        let destination = *found
+            .addrs
+            .first()
+            .with_context(|| format!("trunk {name:?}: registrar {registrar} has no address"))?;
         let (local, pinned, _) = svc.gateway.addresses_toward(destination, trunk.advertise);
         let transport = trunk.transport.transport.unwrap_or_default();
         let tls = (transport == crate::sip::transport::Transport::Tls)
@@ -187,7 +193,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
         svc.gateway.sip().register_on(
             crate::sip::register::RegistrationConfig {
                 registrar_uri: format!("sip:{registrar}"),
-                aor,
+                aor: aor.clone(),
                 destination,
                 local,
                 credentials: trunk.registrar_credentials,
@@ -196,8 +202,21 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             },
             pinned,
             transport,
-            tls,
+            tls.clone(),
         );
+        if crate::sip::resolve::Lookup::parse(registrar)
+            .is_ok_and(|l| !matches!(l, crate::sip::resolve::Lookup::Literal(_)))
+        {
+            tokio::spawn(follow_registrar(
+                svc.clone(),
+                registrar.clone(),
+                aor,
+                trunk.transport.transport,
+                tls,
+                destination,
+                found.valid_until,
+            ));
+        }
     }
     if let Some(token) = pipeline_token {
         let own = listener.local_addr()?;
@@ -368,6 +387,46 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resolve a registrar's name again whenever its DNS answers expire, and
+/// move the registration to the first address when the one in use is no
+/// longer listed; until shutdown.
+/// A failed lookup keeps the address and tries again in 5 s.
+async fn follow_registrar(
+    svc: Arc<Service>,
+    registrar: String,
+    aor: String,
+    transport: Option<crate::sip::transport::Transport>,
+    tls: Option<crate::sip::transport::TlsSettings>,
+    mut current: std::net::SocketAddr,
+    mut until: std::time::Instant,
+) {
+    loop {
+        tokio::select! {
+            _ = svc.shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(until.into()) => {}
+        }
+        match crate::driver::resolve::resolve_for(&registrar, transport).await {
+            Ok(r) => {
+                until = r.valid_until;
+                if let Some(first) = r.addrs.first().copied() {
+                    // Still listed: stay (weights may reorder ties).
+                    if !r.addrs.contains(&current) {
+                        tracing::info!(%registrar, from = %current, to = %first, "registrar moved (DNS); registering there");
+                        current = first;
+                        svc.gateway
+                            .sip()
+                            .move_registration(&aor, first, tls.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%registrar, error = %e, "registrar does not resolve; keeping its address");
+                until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            }
+        }
+    }
+}
+
 /// OPTIONS keepalive for each trunk that asks for it, on its resolved
 /// proxies (see `sip::keepalive`).
 async fn start_keepalives(svc: &Arc<Service>) -> anyhow::Result<()> {
@@ -397,6 +456,7 @@ async fn start_keepalives(svc: &Arc<Service>) -> anyhow::Result<()> {
             targets,
             svc.gateway.sip_addr().ip(),
             advertise,
+            trunk.transport.clone(),
             cfg,
             svc.trunk_health.clone(),
             svc.shutdown.clone(),

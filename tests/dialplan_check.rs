@@ -14,6 +14,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("bad_timezone", "4:12: unknown time zone \"Mars/Olympus\""),
     ("bad_uri", "13:7: contact uri \"+81 90 1111 2222\" is not a sip:, sips: or tel:+number URI"),
     ("bad_window", "14:9: invalid time window \"mon-fri 9-17\""),
+    ("call_codecs", "25:10: call.codecs: \"G729\" is not PCMU or PCMA"),
+    ("call_identity", "26:21: call.asserted_identity: control characters (CR, LF, ...) are not allowed"),
     ("duplicate_contact", "25:8: contact \"A\" is listed twice"),
     ("duplicate_key", "23:1: duplicate key `1` in table `menu.keys`"),
     ("no_ack", "21:1: no key is mapped to \"ack\""),

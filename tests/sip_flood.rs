@@ -53,6 +53,7 @@ async fn answer_time(gw: &Gateway, uri: String) -> Duration {
             redirect: Default::default(),
             codecs: Vec::new(),
             transport: Default::default(),
+            next_trunks: Vec::new(),
         })
         .await
         .expect("dial");

@@ -166,10 +166,14 @@ fn invites(dir: &Path) -> usize {
 }
 
 fn wait_health(s: &Serve, addr: &str, want: &str) -> serde_json::Value {
+    wait_trunk_health(s, "ha", addr, want)
+}
+
+fn wait_trunk_health(s: &Serve, trunk: &str, addr: &str, want: &str) -> serde_json::Value {
     let until = Instant::now() + Duration::from_secs(15);
     loop {
         let (_, r) = s.http("GET", "/readyz", None).unwrap();
-        if r["trunks"]["ha"][addr] == want {
+        if r["trunks"][trunk][addr] == want {
             return r;
         }
         assert!(Instant::now() < until, "{addr} never {want}: {r:#}");
@@ -483,4 +487,302 @@ fn a_trunk_name_is_found_by_srv_and_followed_when_dns_changes() {
         "{n:#}"
     );
     assert_eq!((invites(&adir), invites(&cdir)), (1, 1));
+}
+
+#[test]
+fn a_contract_fails_over_to_its_next_trunk_and_skips_a_dead_one() {
+    require("espeak-ng");
+    let dir = scratch("trunk-failover");
+    copy_prompts(&dir);
+    let (pa, pb) = (free_port_pair(), free_port_pair());
+    let (adir, bdir) = (dir.join("a"), dir.join("b"));
+    // Trunk "first" refuses with 503; trunk "second" is busy.
+    let mut sipp_a = Some(proxy("unavailable.xml", &adir, pa));
+    let _sipp_b = proxy("busy.xml", &bdir, pb);
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    let mut p = plan(
+        "ha",
+        "sip:+4712345678@carrier.example",
+        Some("first"),
+        "text = \"x\"",
+    );
+    p = p.replace(
+        "trunk = \"first\"\n",
+        "trunk = \"first\"\nfailover_trunks = [\"second\"]\n",
+    );
+    std::fs::write(dir.join("dialplans/ha.toml"), p).unwrap();
+    // Each trunk has its own identity: the second's must be on the
+    // INVITE that goes through it.
+    let trunks = format!(
+        "[trunks.first]\nproxy = \"127.0.0.1:{pa}\"\nkeepalive = \"1s\"\nkeepalive_misses = 2\nfrom_user = \"+4711111\"\n\
+         [trunks.second]\nproxy = \"127.0.0.1:{pb}\"\nfrom_user = \"+4722222\"\n"
+    );
+    let s = Serve::start(&dir, &trunks, "38700-38799");
+    let a = format!("127.0.0.1:{pa}");
+    wait_trunk_health(&s, "first", &a, "up");
+
+    // 1. First's 503 moves the same attempt to the second trunk.
+    let (n, events) = run(&s, "T1");
+    assert_eq!(
+        attempt_outcomes(&n),
+        [("Bob".into(), "busy".into())],
+        "{n:#}"
+    );
+    let f = failovers(&events);
+    assert_eq!(f.len(), 1, "{events:?}");
+    assert_eq!(f[0]["code"], 503);
+    assert_eq!(f[0]["trunk"], "second");
+    assert_eq!(f[0]["proxy"], format!("127.0.0.1:{pb}"));
+    assert_eq!((invites(&adir), invites(&bdir)), (1, 1));
+    let log_of = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect::<String>()
+    };
+    assert!(
+        log_of(&adir).contains("<sip:+4711111@"),
+        "{}",
+        log_of(&adir)
+    );
+    let b_log = log_of(&bdir);
+    assert!(b_log.contains("<sip:+4722222@"), "{b_log}");
+    assert!(!b_log.contains("+4711111"), "{b_log}");
+
+    // 2. First dies: keepalive marks it down, the contract stays
+    //    dialable, and the next call goes straight to the second trunk.
+    drop(sipp_a.take());
+    wait_trunk_health(&s, "first", &a, "down");
+    let (st, r) = s.http("GET", "/readyz", None).unwrap();
+    assert!(r["undialable"]["ha"].is_null(), "{st} {r:#}");
+    let (n, events) = run(&s, "T2");
+    assert_eq!(
+        attempt_outcomes(&n),
+        [("Bob".into(), "busy".into())],
+        "{n:#}"
+    );
+    assert!(failovers(&events).is_empty(), "{events:?}");
+    assert_eq!((invites(&adir), invites(&bdir)), (1, 2));
+}
+
+#[test]
+fn a_contracts_call_settings_override_its_trunks() {
+    require("espeak-ng");
+    let dir = scratch("contract-identity");
+    copy_prompts(&dir);
+    let sdir = dir.join("sipp");
+    std::fs::create_dir_all(&sdir).unwrap();
+    let mut sipp = Sipp::uas("busy.xml", &sdir, &[]);
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    let mut p = plan(
+        "acme",
+        "sip:+4790000000@carrier.example",
+        Some("id"),
+        "text = \"x\"",
+    );
+    p.push_str(
+        "[call]\nasserted_identity = '\"Acme NOC\" <sip:+4799999999@carrier.example>'\n\
+         from_display = \"Acme\"\ncodecs = [\"PCMU\"]\n",
+    );
+    std::fs::write(dir.join("dialplans/acme.toml"), p).unwrap();
+    let trunks = format!(
+        "[trunks.id]\nproxy = \"127.0.0.1:{port}\"\n\
+         asserted_identity = '\"Ops\" <sip:+4712345678@carrier.example>'\n\
+         from_user = \"+4712345678\"\nfrom_display = \"Ops NOC\"\ncodecs = [\"PCMA\", \"PCMU\"]\n",
+        port = sipp.port
+    );
+    let s = Serve::start(&dir, &trunks, "38800-38899");
+    let id = s.notify("acme", "T1")["id"].as_str().unwrap().to_string();
+    let n = s.wait_state(&id, &["exhausted", "failed"], Duration::from_secs(40));
+    assert_eq!(
+        attempt_outcomes(&n),
+        [("Bob".into(), "busy".into())],
+        "{n:#}"
+    );
+    assert!(sipp.wait(Duration::from_secs(10)).success());
+    let log = sipp.messages();
+    // The contract's identity, display name and codecs; the trunk's From
+    // user, which the contract does not set.
+    assert!(
+        log.contains("P-Asserted-Identity: \"Acme NOC\" <sip:+4799999999@carrier.example>"),
+        "{log}"
+    );
+    assert!(!log.contains("\"Ops\""), "{log}");
+    assert!(log.contains("From: \"Acme\" <sip:+4712345678@"), "{log}");
+    assert!(log.contains("RTP/AVP 0 101"), "PCMU only:\n{log}");
+}
+
+#[test]
+fn naptr_picks_the_transport_before_srv() {
+    require("espeak-ng");
+    require("dnsmasq");
+    let dir = scratch("dns-naptr");
+    copy_prompts(&dir);
+    // The TCP callee NAPTR points at, and a UDP one that plain SRV would
+    // have chosen.
+    let tdir = dir.join("tcp");
+    std::fs::create_dir_all(&tdir).unwrap();
+    let pt = loop {
+        let p = free_port_pair();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            break p;
+        }
+    };
+    let scen = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/busy.xml");
+    let tcp_sipp = KillOnDrop(
+        Command::new("sipp")
+            .current_dir(&tdir)
+            .args(["-sf", scen.to_str().unwrap(), "-t", "t1"])
+            .args(["-i", "127.0.0.1", "-p", &pt.to_string()])
+            .args(["-mp", &free_port_pair().to_string(), "-trace_msg"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sipp"),
+    );
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && std::net::TcpListener::bind(("127.0.0.1", pt)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pu = free_port_pair();
+    let udir = dir.join("udp");
+    let _udp_sipp = proxy("busy.xml", &udir, pu);
+    let dns_port = free_port_pair();
+    let _dns = KillOnDrop(
+        Command::new("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+            ])
+            .args([
+                "--no-resolv",
+                "--no-hosts",
+                "--conf-file=/dev/null",
+                "--pid-file=",
+            ])
+            .args([
+                "--user=nobody",
+                "--local-ttl=1",
+                &format!("--port={dns_port}"),
+            ])
+            .arg("--naptr-record=trunk.test,20,10,S,SIP+D2U,,_sip._udp.trunk.test")
+            .arg("--naptr-record=trunk.test,10,10,S,SIP+D2T,,_sip._tcp.trunk.test")
+            .arg(format!(
+                "--srv-host=_sip._tcp.trunk.test,t.trunk.test,{pt},10,0"
+            ))
+            .arg(format!(
+                "--srv-host=_sip._udp.trunk.test,u.trunk.test,{pu},10,0"
+            ))
+            .arg("--host-record=t.trunk.test,127.0.0.1")
+            .arg("--host-record=u.trunk.test,127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq"),
+    );
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && UdpSocket::bind(("127.0.0.1", dns_port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/ha.toml"),
+        plan(
+            "ha",
+            "sip:+4712345678@carrier.example",
+            Some("ha"),
+            "text = \"x\"",
+        ),
+    )
+    .unwrap();
+    let cfg =
+        format!("dns_servers = [\"127.0.0.1:{dns_port}\"]\n[trunks.ha]\nproxy = \"trunk.test\"\n");
+    let s = Serve::start(&dir, &cfg, "38900-38999");
+    let (n, _) = run(&s, "T1");
+    assert_eq!(
+        attempt_outcomes(&n),
+        [("Bob".into(), "busy".into())],
+        "{n:#}"
+    );
+    // NAPTR's order 10 (TCP) won over order 20 and over plain SRV UDP.
+    assert_eq!((invites(&tdir), invites(&udir)), (1, 0));
+    let log: String = std::fs::read_dir(&tdir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(log.contains("Via: SIP/2.0/TCP "), "{log}");
+    drop(tcp_sipp);
+}
+
+/// A registrar that answers every REGISTER 200 (60 s) and counts them.
+fn counting_registrar() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = s.local_addr().unwrap().port();
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = n.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((len, from)) = s.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+            if !text.starts_with("REGISTER ") {
+                continue;
+            }
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut resp = String::from("SIP/2.0 200 OK\r\n");
+            for l in text.split("\r\n") {
+                let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+                if ["via", "from", "call-id", "cseq", "contact"].contains(&name.as_str()) {
+                    resp.push_str(l);
+                    resp.push_str("\r\n");
+                } else if name == "to" {
+                    resp.push_str(&format!("{l};tag=reg\r\n"));
+                }
+            }
+            resp.push_str("Expires: 60\r\nContent-Length: 0\r\n\r\n");
+            let _ = s.send_to(resp.as_bytes(), from);
+        }
+    });
+    (port, n)
+}
+
+#[test]
+fn a_registrar_found_by_srv_is_followed_when_dns_changes() {
+    let dir = scratch("registrar-dns");
+    copy_prompts(&dir);
+    let (pa, at_a) = counting_registrar();
+    let (pb, at_b) = counting_registrar();
+    let dns_port = free_port_pair();
+    let mut dns = Some(dnsmasq(dns_port, &[("a", pa, 10)]));
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/reg.toml"),
+        plan("reg", "sip:x@127.0.0.1:5999", Some("reg"), "text = \"x\""),
+    )
+    .unwrap();
+    let cfg = format!(
+        "dns_servers = [\"127.0.0.1:{dns_port}\"]\n\
+         [trunks.reg]\nregistrar = \"trunk.test\"\naor = \"sip:alice@trunk.test\"\nregister_expires = 60\n"
+    );
+    let _s = Serve::start(&dir, &cfg, "39000-39099");
+    let wait = |what: &str, n: &std::sync::atomic::AtomicUsize| {
+        let until = Instant::now() + Duration::from_secs(10);
+        while n.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < until, "no REGISTER at {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("A", &at_a);
+    assert_eq!(at_b.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // The SRV record now names B (TTL 1 s): the registration moves there
+    // without a restart, long before its 60 s refresh.
+    dns.take();
+    let _dns = dnsmasq(dns_port, &[("b", pb, 10)]);
+    wait("B after the DNS change", &at_b);
 }

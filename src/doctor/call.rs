@@ -58,6 +58,7 @@ pub async fn test_call(config: &Config, uri: &str) -> Vec<Verdict> {
             redirect: crate::sip::redirect::RedirectPolicy::default(),
             codecs: trunk.prefs.codecs.clone(),
             transport: trunk.transport,
+            next_trunks: Vec::new(),
         })
         .await
     {

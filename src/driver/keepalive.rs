@@ -1,8 +1,10 @@
 //! The tokio side of trunk keepalive: one task per trunk, with its own UDP
-//! socket, runs a [`Probe`] per resolved address (re-resolving as the DNS
-//! TTLs say) and writes what they find to the shared [`Board`]. Its own socket keeps the probes out of the call
+//! socket (or, for a TCP/TLS trunk, its own connections, one per address,
+//! kept and reused like the calls'), runs a [`Probe`] per resolved address
+//! (re-resolving as the DNS TTLs say) and writes what they find to the
+//! shared [`Board`]. Its own socket keeps the probes out of the call
 //! endpoint (and its flood limits); the addresses it reports are those the
-//! calls are sent to.
+//! calls are sent to, over the transport the calls use.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,38 +16,52 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sip::keepalive::{Board, Health, KeepaliveConfig, Probe};
 use crate::sip::message::{parse, Message};
+use crate::sip::transport::{Transport, TrunkTransport};
+
+use super::stream::{StreamEvent, Streams};
 
 /// Probe the proxies of trunk `name` (configured strings, resolved here
 /// and again when their DNS answers expire) from a socket on `bind_ip`,
 /// until `stop`. `advertise` (when set) is the address written in
-/// Via/From.
+/// Via/From. A trunk whose `transport` is TCP or TLS is probed over it
+/// (TLS with its name and CA checked); otherwise over UDP.
+#[allow(clippy::too_many_arguments)]
 pub async fn spawn(
     name: String,
     proxies: Vec<String>,
     bind_ip: IpAddr,
     advertise: Option<IpAddr>,
+    transport: TrunkTransport,
     cfg: KeepaliveConfig,
     board: Arc<Board>,
     stop: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let k = Keepalive {
         name,
         proxies,
         advertise,
+        transport: transport.transport.unwrap_or(Transport::Udp),
+        tls: transport.tls,
+        streams: Streams::new(tx),
         cfg,
         board,
         bound: socket.local_addr()?,
         probes: HashMap::new(),
         resolve_at: Instant::now(),
     };
-    Ok(tokio::spawn(k.run(socket, stop)))
+    Ok(tokio::spawn(k.run(socket, rx, stop)))
 }
 
 struct Keepalive {
     name: String,
     proxies: Vec<String>,
     advertise: Option<IpAddr>,
+    transport: Transport,
+    tls: Option<crate::sip::transport::TlsSettings>,
+    /// The probes' connections when `transport` is TCP or TLS.
+    streams: Streams,
     cfg: KeepaliveConfig,
     board: Arc<Board>,
     bound: SocketAddr,
@@ -60,7 +76,7 @@ impl Keepalive {
         let mut addrs = Vec::new();
         let mut until = Instant::now() + Duration::from_secs(300);
         for p in &self.proxies {
-            match super::resolve::resolve(p).await {
+            match super::resolve::resolve_for(p, Some(self.transport)).await {
                 Ok(r) => {
                     until = until.min(r.valid_until);
                     addrs.extend(r.addrs);
@@ -99,12 +115,33 @@ impl Keepalive {
                 format!("sip:{t}"),
                 call_id.clone(),
                 format!("{tag:x}"),
-            );
+            )
+            .with_transport(now, self.transport);
+            if self.transport == Transport::Tls {
+                if let Some(tls) = &self.tls {
+                    self.streams.set_tls(*t, tls.clone());
+                }
+            }
             self.probes.insert(call_id, p);
         }
     }
 
-    async fn run(mut self, socket: UdpSocket, stop: CancellationToken) {
+    /// A response for one of our probes (matched by Call-ID).
+    fn on_response(&mut self, bytes: &[u8]) {
+        if let Ok(Message::Response(resp)) = parse(bytes) {
+            let cid = resp.headers.get("Call-ID").unwrap_or_default().to_string();
+            if let Some(p) = self.probes.get_mut(&cid) {
+                p.handle_response(Instant::now(), &resp);
+            }
+        }
+    }
+
+    async fn run(
+        mut self,
+        socket: UdpSocket,
+        mut streams: tokio::sync::mpsc::UnboundedReceiver<StreamEvent>,
+        stop: CancellationToken,
+    ) {
         let mut buf = vec![0u8; 65536];
         loop {
             if Instant::now() >= self.resolve_at {
@@ -112,7 +149,11 @@ impl Keepalive {
             }
             for p in self.probes.values_mut() {
                 while let Some(t) = p.poll_transmit() {
-                    if let Err(e) = socket.send_to(&t.bytes, t.dest).await {
+                    if p.transport().is_reliable() {
+                        // A connection that cannot be made answers with a
+                        // local 503 (below): a miss, as a silent UDP peer.
+                        self.streams.send(p.transport(), t.dest, t.bytes);
+                    } else if let Err(e) = socket.send_to(&t.bytes, t.dest).await {
                         tracing::debug!(trunk = %self.name, dest = %t.dest, error = %e, "keepalive send failed");
                     }
                 }
@@ -145,11 +186,11 @@ impl Keepalive {
                 r = socket.recv_from(&mut buf) => {
                     // ICMP port unreachable from a dead address surfaces here.
                     let Ok((n, _)) = r else { continue };
-                    if let Ok(Message::Response(resp)) = parse(&buf[..n]) {
-                        let cid = resp.headers.get("Call-ID").unwrap_or_default().to_string();
-                        if let Some(p) = self.probes.get_mut(&cid) {
-                            p.handle_response(Instant::now(), &resp);
-                        }
+                    self.on_response(&buf[..n]);
+                }
+                Some(ev) = streams.recv() => {
+                    for (_, _, bytes) in self.streams.on_event(ev) {
+                        self.on_response(&bytes);
                     }
                 }
                 _ = sleep => {

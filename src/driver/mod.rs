@@ -92,6 +92,43 @@ pub struct DialRequest {
     /// The trunk's transport and TLS settings; the URI's `sips:` or
     /// `;transport=` apply when the trunk names none.
     pub transport: crate::sip::transport::TrunkTransport,
+    /// Whole trunks to try next, in order, once every proxy of this one
+    /// (`outbound_proxy`, then `failover`) timed out or answered 5xx.
+    pub next_trunks: Vec<TrunkHop>,
+}
+
+/// Another trunk a call may move to: everything of a [`DialRequest`] that
+/// is the trunk's rather than the callee's.
+#[derive(Debug, Clone)]
+pub struct TrunkHop {
+    pub name: String,
+    /// Its proxies in the order to try; the first becomes the outbound
+    /// proxy (none: the URI's host).
+    pub proxies: Vec<SocketAddr>,
+    pub credentials: Option<Credentials>,
+    pub from_uri: String,
+    pub from_display: Option<String>,
+    /// Every extra header of the INVITE (identity headers are per trunk).
+    pub extra_headers: Vec<(String, String)>,
+    pub codecs: Vec<sdp::Codec>,
+    pub advertise: Advertise,
+    pub transport: crate::sip::transport::TrunkTransport,
+}
+
+impl TrunkHop {
+    /// Make `req` go through this trunk.
+    fn apply(self, req: &mut DialRequest) {
+        let mut proxies = self.proxies.into_iter();
+        req.outbound_proxy = proxies.next();
+        req.failover = proxies.collect();
+        req.credentials = self.credentials;
+        req.from_uri = self.from_uri;
+        req.from_display = self.from_display;
+        req.extra_headers = self.extra_headers;
+        req.codecs = self.codecs;
+        req.advertise = self.advertise;
+        req.transport = self.transport;
+    }
 }
 
 /// The running gateway: one SIP socket, one media clock, an RTP port pool.
@@ -381,10 +418,12 @@ pub enum CallUpdate {
         target: String,
     },
     /// The proxy timed out (`code` None) or answered 5xx: a new INVITE
-    /// went to the next proxy `to`.
+    /// went to the next proxy `to` (`None`: the URI's host), of the next
+    /// trunk `trunk` when it moved to another trunk.
     FailedOver {
         code: Option<u16>,
-        to: SocketAddr,
+        to: Option<SocketAddr>,
+        trunk: Option<String>,
     },
 }
 
@@ -443,7 +482,9 @@ impl ActiveCall {
                         }
                         CallEvent::Ended(reason) => match failover_code(&reason) {
                             Some(code) => match self.fail_over().await {
-                                Some(to) => return Some(CallUpdate::FailedOver { code, to }),
+                                Some((to, trunk)) => {
+                                    return Some(CallUpdate::FailedOver { code, to, trunk })
+                                }
                                 None => CallEvent::Ended(reason),
                             },
                             None => CallEvent::Ended(reason),
@@ -505,13 +546,25 @@ impl ActiveCall {
         }
     }
 
-    /// Send the INVITE again through the next failover proxy, if any.
-    async fn fail_over(&mut self) -> Option<SocketAddr> {
+    /// Send the INVITE again through the next failover proxy, if any,
+    /// else through the next trunk: where it went, and the trunk's name
+    /// when it moved to another trunk.
+    async fn fail_over(&mut self) -> Option<(Option<SocketAddr>, Option<String>)> {
         let socket = self.socket.clone()?;
         let redial = self.redial.as_mut()?;
-        while !redial.1.failover.is_empty() {
-            let to = redial.1.failover.remove(0);
-            redial.1.outbound_proxy = Some(to);
+        loop {
+            let (to, trunk) = if !redial.1.failover.is_empty() {
+                let to = redial.1.failover.remove(0);
+                redial.1.outbound_proxy = Some(to);
+                (Some(to), None)
+            } else if !redial.1.next_trunks.is_empty() {
+                let hop = redial.1.next_trunks.remove(0);
+                let name = hop.name.clone();
+                hop.apply(&mut redial.1);
+                (redial.1.outbound_proxy, Some(name))
+            } else {
+                return None;
+            };
             let (gw, req) = (&redial.0, &redial.1);
             let key = self
                 .srtp
@@ -521,15 +574,21 @@ impl ActiveCall {
             match gw.invite(self.id, req, &socket, &key).await {
                 Ok((handle, sip_rx, mode)) => {
                     self.srtp = (mode != SrtpMode::Off).then_some((key, mode));
-                    tracing::warn!(proxy = %to, "failing over to the next proxy");
+                    match &trunk {
+                        Some(t) => {
+                            tracing::warn!(trunk = %t, proxy = ?to, "failing over to the next trunk")
+                        }
+                        None => tracing::warn!(proxy = ?to, "failing over to the next proxy"),
+                    }
                     self.handle = handle;
                     self.sip_rx = sip_rx;
-                    return Some(to);
+                    return Some((to, trunk));
                 }
-                Err(e) => tracing::warn!(proxy = %to, error = %e, "cannot fail over"),
+                Err(e) => {
+                    tracing::warn!(proxy = ?to, trunk = ?trunk, error = %e, "cannot fail over")
+                }
             }
         }
-        None
     }
 
     /// The key a new INVITE of this call offers (the same all along).

@@ -1,5 +1,7 @@
-//! DNS for trunk proxies (RFC 3263): SRV `_sip._udp` for a bare name,
-//! A/AAAA for `host:port`, through hickory-resolver, which caches each
+//! DNS for trunk proxies (RFC 3263): NAPTR then SRV for a bare name (the
+//! NAPTR records choose the transport when the trunk names none; without
+//! them, SRV for the trunk's transport, `_sip._udp` by default), A/AAAA
+//! for `host:port`, through hickory-resolver, which caches each
 //! answer for its TTL. Every notification resolves its trunk afresh, and
 //! keepalive re-resolves when the shortest TTL runs out, so a changed
 //! record is followed without a restart.
@@ -15,7 +17,8 @@ use std::time::{Duration, Instant};
 use hickory_resolver::config::{NameServerConfig, Protocol, ResolverConfig, ResolverOpts};
 use hickory_resolver::TokioAsyncResolver;
 
-use crate::sip::resolve::{order_srv, Lookup, Srv};
+use crate::sip::resolve::{order_srv, pick_naptr, Lookup, Naptr, Srv};
+use crate::sip::transport::Transport;
 
 /// Re-resolve at least this often, whatever the TTL (and names the system
 /// resolver answered, which give none).
@@ -28,6 +31,9 @@ const MIN_TTL: Duration = Duration::from_secs(1);
 pub struct Resolved {
     pub addrs: Vec<SocketAddr>,
     pub valid_until: Instant,
+    /// The transport NAPTR (or the SRV name used) stands for; `None` for
+    /// an address or `host:port`.
+    pub transport: Option<Transport>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +106,7 @@ async fn host(d: &Dns, name: &str, port: u16) -> Result<Resolved, ResolveError> 
         return Ok(Resolved {
             addrs,
             valid_until: now + MAX_TTL,
+            transport: None,
         });
     }
     let fqdn = if name.ends_with('.') {
@@ -122,16 +129,28 @@ async fn host(d: &Dns, name: &str, port: u16) -> Result<Resolved, ResolveError> 
     Ok(Resolved {
         addrs,
         valid_until: clamp(ips.valid_until(), now),
+        transport: None,
     })
 }
 
-/// Resolve one configured proxy string.
+/// Resolve one configured proxy string for a trunk using UDP or naming
+/// no transport.
 pub async fn resolve(target: &str) -> Result<Resolved, ResolveError> {
+    resolve_for(target, None).await
+}
+
+/// Resolve one configured proxy string; `transport` is the trunk's
+/// (`None`: NAPTR may choose any, else UDP).
+pub async fn resolve_for(
+    target: &str,
+    transport: Option<Transport>,
+) -> Result<Resolved, ResolveError> {
     let now = Instant::now();
     match Lookup::parse(target)? {
         Lookup::Literal(a) => Ok(Resolved {
             addrs: vec![a],
             valid_until: now + MAX_TTL,
+            transport: None,
         }),
         Lookup::Host { host: h, port } => {
             let d = dns()?;
@@ -139,66 +158,129 @@ pub async fn resolve(target: &str) -> Result<Resolved, ResolveError> {
         }
         Lookup::Srv { name } => {
             let d = dns()?;
-            let owner = Lookup::srv_name(&name);
-            let srv = match d.resolver.srv_lookup(owner.as_str()).await {
-                Ok(s) => s,
-                // No SRV: the name itself on 5060 (RFC 3263 4.2).
-                Err(e) => {
-                    tracing::debug!(%name, error = %e, "no SRV record; trying A/AAAA");
-                    let mut r = host(
-                        &Dns {
-                            resolver: d.resolver.clone(),
-                            custom: true,
-                        },
-                        &name,
-                        5060,
-                    )
-                    .await?;
-                    r.valid_until = clamp(r.valid_until, now);
-                    return Ok(r);
-                }
+            let d = Dns {
+                resolver: d.resolver.clone(),
+                custom: true,
             };
-            let mut valid_until = clamp(srv.as_lookup().valid_until(), now);
-            let records: Vec<Srv> = srv
-                .iter()
-                .map(|r| Srv {
-                    priority: r.priority(),
-                    weight: r.weight(),
-                    port: r.port(),
-                    target: r.target().to_utf8(),
-                })
-                .collect();
-            let mut addrs = Vec::new();
-            for r in order_srv(&records, |n| rand::random::<u32>() % (n + 1)) {
-                // Additional-section addresses are cached by hickory; a
-                // target that does not resolve is skipped, not fatal.
-                match host(
-                    &Dns {
-                        resolver: d.resolver.clone(),
-                        custom: true,
-                    },
-                    &r.target,
-                    r.port,
-                )
-                .await
-                {
-                    Ok(h) => {
-                        valid_until = valid_until.min(h.valid_until);
-                        for a in h.addrs {
-                            if !addrs.contains(&a) {
-                                addrs.push(a);
-                            }
-                        }
+            // RFC 3263 4.1: NAPTR first; each usable record names an SRV
+            // owner, tried in order until one leads to an address.
+            let allowed: Vec<Transport> = match transport {
+                Some(t) => vec![t],
+                None => vec![Transport::Udp, Transport::Tcp, Transport::Tls],
+            };
+            let (naptr, naptr_until) = naptr(&d, &name).await;
+            for (t, owner) in pick_naptr(&naptr, &allowed) {
+                match srv(&d, &owner).await {
+                    Ok(Some(mut r)) => {
+                        r.valid_until = r.valid_until.min(clamp(naptr_until, now));
+                        r.transport = Some(t);
+                        return Ok(r);
                     }
-                    Err(e) => {
-                        tracing::warn!(target = %r.target, error = %e, "SRV target does not resolve")
+                    Ok(None) => {
+                        tracing::debug!(%owner, "NAPTR target has no SRV record")
                     }
+                    Err(e) => tracing::warn!(%owner, error = %e, "NAPTR target does not resolve"),
                 }
             }
-            if addrs.is_empty() {
-                return Err(ResolveError::NoAddress(name));
+            let t = transport.unwrap_or(Transport::Udp);
+            let owner = Lookup::srv_name_for(t, &name);
+            match srv(&d, &owner).await? {
+                // Only NAPTR chooses a transport; this one is the trunk's.
+                Some(mut r) => {
+                    r.transport = transport;
+                    Ok(r)
+                }
+                // No SRV: the name itself on 5060 (RFC 3263 4.2).
+                None => {
+                    let mut r = host(&d, &name, 5060).await?;
+                    r.valid_until = clamp(r.valid_until, now);
+                    Ok(r)
+                }
             }
-            Ok(Resolved { addrs, valid_until })
         }
     }
+}
+
+/// The NAPTR records of `name` (none when the lookup fails) and until
+/// when they hold.
+async fn naptr(d: &Dns, name: &str) -> (Vec<Naptr>, Instant) {
+    let fqdn = format!("{}.", name.trim_end_matches('.'));
+    match d
+        .resolver
+        .lookup(
+            fqdn.as_str(),
+            hickory_resolver::proto::rr::RecordType::NAPTR,
+        )
+        .await
+    {
+        Ok(l) => {
+            let records = l
+                .iter()
+                .filter_map(|r| match r {
+                    hickory_resolver::proto::rr::RData::NAPTR(n) => Some(Naptr {
+                        order: n.order(),
+                        preference: n.preference(),
+                        flags: String::from_utf8_lossy(n.flags()).into_owned(),
+                        services: String::from_utf8_lossy(n.services()).into_owned(),
+                        replacement: n.replacement().to_utf8(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            (records, l.valid_until())
+        }
+        Err(e) => {
+            tracing::debug!(%name, error = %e, "no NAPTR record");
+            (Vec::new(), Instant::now() + MAX_TTL)
+        }
+    }
+}
+
+/// The addresses an SRV owner name leads to, in RFC 2782 order; `None`
+/// when it has no SRV record.
+async fn srv(d: &Dns, owner: &str) -> Result<Option<Resolved>, ResolveError> {
+    let now = Instant::now();
+    let srv = match d.resolver.srv_lookup(owner).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%owner, error = %e, "no SRV record");
+            return Ok(None);
+        }
+    };
+    let mut valid_until = clamp(srv.as_lookup().valid_until(), now);
+    let records: Vec<Srv> = srv
+        .iter()
+        .map(|r| Srv {
+            priority: r.priority(),
+            weight: r.weight(),
+            port: r.port(),
+            target: r.target().to_utf8(),
+        })
+        .collect();
+    let mut addrs = Vec::new();
+    for r in order_srv(&records, |n| rand::random::<u32>() % (n + 1)) {
+        // Additional-section addresses are cached by hickory; a target
+        // that does not resolve is skipped, not fatal.
+        match host(d, &r.target, r.port).await {
+            Ok(h) => {
+                valid_until = valid_until.min(h.valid_until);
+                for a in h.addrs {
+                    if !addrs.contains(&a) {
+                        addrs.push(a);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target = %r.target, error = %e, "SRV target does not resolve")
+            }
+        }
+    }
+    if addrs.is_empty() {
+        return Err(ResolveError::NoAddress(owner.to_string()));
+    }
+    Ok(Some(Resolved {
+        addrs,
+        valid_until,
+        transport: None,
+    }))
 }

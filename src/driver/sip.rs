@@ -37,6 +37,12 @@ pub enum SipCommand {
         Option<TlsSettings>,
     ),
     Advertise(Option<SocketAddr>),
+    /// The registrar of `aor` moved to this address (re-resolved).
+    MoveRegistration {
+        aor: String,
+        destination: SocketAddr,
+        tls: Option<TlsSettings>,
+    },
     Stats(oneshot::Sender<Stats>),
     Flood(crate::sip::limiter::FloodPolicy),
     Trust(std::net::IpAddr),
@@ -131,6 +137,16 @@ impl SipHandle {
         let _ = self
             .tx
             .send(SipCommand::Register(Box::new(cfg), pinned, transport, tls));
+    }
+
+    /// Send `aor`'s registration to `destination` from now on (its
+    /// registrar's name resolves elsewhere).
+    pub fn move_registration(&self, aor: &str, destination: SocketAddr, tls: Option<TlsSettings>) {
+        let _ = self.tx.send(SipCommand::MoveRegistration {
+            aor: aor.to_string(),
+            destination,
+            tls,
+        });
     }
 
     /// The process-wide `sip_advertise` (see [`Endpoint::set_advertise`]).
@@ -273,6 +289,19 @@ async fn run(
                     }
                     let cid = ep.start_registration_on(Instant::now(), *cfg, pinned, transport);
                     aors.insert(cid, aor);
+                }
+                Some(SipCommand::MoveRegistration { aor, destination, tls }) => {
+                    if let Some(tls) = tls {
+                        streams.set_tls(destination, tls);
+                    }
+                    let cids: Vec<String> = aors
+                        .iter()
+                        .filter(|(_, a)| **a == aor)
+                        .map(|(c, _)| c.clone())
+                        .collect();
+                    for cid in cids {
+                        ep.move_registration(Instant::now(), &cid, destination);
+                    }
                 }
                 Some(SipCommand::Stats(reply)) => { let _ = reply.send(ep.stats()); }
                 Some(SipCommand::Flood(policy)) => ep.set_flood_policy(policy),

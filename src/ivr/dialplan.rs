@@ -267,6 +267,13 @@ pub struct Dialplan {
     pub language: Language,
     pub voice: Option<String>,
     pub trunk: String,
+    /// Trunks tried next, in order, when a call through `trunk` (every
+    /// proxy of it) times out, gets a 5xx, or the trunk is down.
+    pub failover_trunks: Vec<String>,
+    /// The contract's caller identity and codec order (`[call]`), over
+    /// its trunk's.
+    #[serde(skip)]
+    pub call_prefs: crate::sip::trunk_prefs::CallPrefs,
     /// Which DTMF paths calls listen to (`both`, `rfc4733`, `inband`).
     pub dtmf: crate::media::session::DtmfMode,
     pub caller_id: String,
@@ -302,6 +309,10 @@ struct RawDialplan {
     #[serde(default = "default_trunk")]
     trunk: String,
     #[serde(default)]
+    failover_trunks: Vec<Spanned<String>>,
+    /// Caller identity and codecs of this contract's calls.
+    call: Option<RawCall>,
+    #[serde(default)]
     dtmf: crate::media::session::DtmfMode,
     caller_id: Option<Spanned<String>>,
     #[serde(default = "default_tz")]
@@ -329,6 +340,17 @@ struct RawDialplan {
     /// Read by `pipeline::config`, which keeps its own spans.
     #[allow(dead_code)]
     pipeline: Option<toml::Value>,
+}
+
+/// `[call]`: a trunk's identity and codec settings, per contract.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCall {
+    asserted_identity: Option<Spanned<String>>,
+    preferred_identity: Option<Spanned<String>>,
+    from_user: Option<Spanned<String>>,
+    from_display: Option<Spanned<String>>,
+    codecs: Option<Spanned<Vec<String>>>,
 }
 
 fn default_trunk() -> String {
@@ -535,6 +557,83 @@ impl Checker<'_> {
             column,
             message: message.into(),
         });
+    }
+
+    /// `[call]`, each setting checked on its own so an error points at
+    /// its line.
+    fn call_prefs(&mut self, raw: Option<&RawCall>) -> crate::sip::trunk_prefs::CallPrefs {
+        use crate::sip::trunk_prefs::{CallPrefs, RawPrefs};
+        let Some(r) = raw else {
+            return CallPrefs::default();
+        };
+        let mut ok = true;
+        let mut check = |span: std::ops::Range<usize>, p: RawPrefs<'_>| {
+            if let Err(e) = CallPrefs::parse(&p) {
+                self.err(span, format!("call.{e}"));
+                ok = false;
+            }
+        };
+        if let Some(v) = &r.asserted_identity {
+            check(
+                v.span(),
+                RawPrefs {
+                    asserted_identity: Some(v.get_ref()),
+                    ..Default::default()
+                },
+            );
+        }
+        if let Some(v) = &r.preferred_identity {
+            check(
+                v.span(),
+                RawPrefs {
+                    preferred_identity: Some(v.get_ref()),
+                    ..Default::default()
+                },
+            );
+        }
+        if let Some(v) = &r.from_user {
+            check(
+                v.span(),
+                RawPrefs {
+                    from_user: Some(v.get_ref()),
+                    ..Default::default()
+                },
+            );
+        }
+        if let Some(v) = &r.from_display {
+            check(
+                v.span(),
+                RawPrefs {
+                    from_display: Some(v.get_ref()),
+                    ..Default::default()
+                },
+            );
+        }
+        if let Some(v) = &r.codecs {
+            check(
+                v.span(),
+                RawPrefs {
+                    codecs: v.get_ref(),
+                    ..Default::default()
+                },
+            );
+        }
+        if !ok {
+            return CallPrefs::default();
+        }
+        let codecs = r
+            .codecs
+            .as_ref()
+            .map(|v| v.get_ref().clone())
+            .unwrap_or_default();
+        CallPrefs::parse(&RawPrefs {
+            asserted_identity: r.asserted_identity.as_ref().map(|v| v.get_ref().as_str()),
+            preferred_identity: r.preferred_identity.as_ref().map(|v| v.get_ref().as_str()),
+            from_user: r.from_user.as_ref().map(|v| v.get_ref().as_str()),
+            from_display: r.from_display.as_ref().map(|v| v.get_ref().as_str()),
+            codecs: &codecs,
+        })
+        .unwrap_or_default()
     }
 
     fn duration(&mut self, v: &Spanned<String>, what: &str) -> Duration {
@@ -1116,6 +1215,20 @@ pub fn load_str_env(
         }
         None => "sip:callout@localhost".into(),
     };
+    let mut failover_trunks: Vec<String> = Vec::new();
+    for t in &raw.failover_trunks {
+        let name = t.get_ref();
+        if name.is_empty() || *name == raw.trunk || failover_trunks.contains(name) {
+            c.err(
+                t.span(),
+                format!(
+                    "failover_trunks: {name:?} is empty, the contract's trunk, or listed twice"
+                ),
+            );
+        }
+        failover_trunks.push(name.clone());
+    }
+    let call_prefs = c.call_prefs(raw.call.as_ref());
     let pipeline = match crate::pipeline::config::load(text, file) {
         Ok(p) => p.map(|p| crate::pipeline::config::Shared(std::sync::Arc::new(p))),
         Err(e) => {
@@ -1160,6 +1273,8 @@ pub fn load_str_env(
         language: raw.language,
         voice: raw.voice,
         trunk: raw.trunk,
+        failover_trunks,
+        call_prefs,
         dtmf: raw.dtmf,
         caller_id,
         timezone: raw.timezone.get_ref().clone(),

@@ -31,6 +31,12 @@ pub enum Outcome {
         code: u16,
         target: String,
     },
+    /// A digest challenge for a realm other than the trunk's was not
+    /// answered (no hash sent): someone other than the trunk asked.
+    AuthRefused {
+        code: u16,
+        realm: String,
+    },
     /// The process stopped while the call was up (set on restart).
     Interrupted,
 }
@@ -69,7 +75,10 @@ impl Outcome {
             EndReason::Unreachable { code } => Outcome::Failed {
                 code: code.unwrap_or(0),
             },
-            EndReason::Rejected { code, .. } => Outcome::Failed { code: *code },
+            EndReason::Rejected { code, reason } => match crate::sip::auth::refused_realm(reason) {
+                Some(realm) => Outcome::AuthRefused { code: *code, realm },
+                None => Outcome::Failed { code: *code },
+            },
             EndReason::Cancelled => Outcome::Cancelled,
             EndReason::MediaMismatch => Outcome::Failed { code: 488 },
             EndReason::RedirectRefused { code, target, .. } => Outcome::RedirectRefused {

@@ -383,7 +383,7 @@ impl Service {
             let obs = StoreObserver::new(svc.clone(), &row.id);
             // Fail closed: an unusable trunk never becomes a direct dial
             // without its proxy or credentials.
-            let trunk = match svc.trunk(&plan.trunk).await {
+            let (trunk, next_trunks) = match svc.trunks_for(&plan).await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::error!(notification = %row.id, trunk = %plan.trunk, error = %e, "the contract's trunk is unusable; not dialling");
@@ -399,13 +399,37 @@ impl Service {
                 Ok(Ok(mut s)) => {
                     // Lets a PBX log or a test tie each INVITE to its notification.
                     s.call_headers.push(("X-Callout-Notification".into(), row.id.clone()));
+                    let base_headers = s.call_headers.clone();
+                    s.next_trunks = next_trunks
+                        .into_iter()
+                        .map(|(name, t)| {
+                            let prefs = plan.call_prefs.over(&t.prefs);
+                            let mut extra_headers = base_headers.clone();
+                            extra_headers.extend(prefs.headers());
+                            crate::driver::TrunkHop {
+                                name,
+                                proxies: t.proxy.iter().chain(&t.alternates).copied().collect(),
+                                credentials: t.credentials,
+                                from_uri: prefs.from_uri(&plan.caller_id),
+                                from_display: Some(
+                                    prefs.from_display.clone().unwrap_or_else(|| plan.name.clone()),
+                                ),
+                                extra_headers,
+                                codecs: prefs.codecs.clone(),
+                                advertise: t.advertise,
+                                transport: t.transport,
+                            }
+                        })
+                        .collect();
                     s.actions = svc.actions.clone();
                     s.pins = Arc::new(svc.store.clone());
                     s.notification_id = Some(row.id.clone());
                     s.outbound_proxy = trunk.proxy;
                     s.failover = trunk.alternates.clone();
-                    s.call_headers.extend(trunk.prefs.headers());
-                    s.prefs = trunk.prefs.clone();
+                    // The contract's caller identity and codecs over the trunk's.
+                    let prefs = plan.call_prefs.over(&trunk.prefs);
+                    s.call_headers.extend(prefs.headers());
+                    s.prefs = prefs;
                     s.credentials = trunk.credentials;
                     s.advertise = trunk.advertise;
                     s.transport = trunk.transport;
@@ -455,24 +479,65 @@ impl Service {
         Ok(t)
     }
 
+    /// The trunks a contract's calls go through: its `trunk` then its
+    /// `failover_trunks`, a trunk whose every proxy keepalive found down
+    /// moved last; an unusable one is skipped (logged) unless none is
+    /// usable, then the first one's error. The first, and the rest in
+    /// order with their names.
+    pub async fn trunks_for(
+        &self,
+        plan: &crate::ivr::dialplan::Dialplan,
+    ) -> Result<(trunk::Trunk, Vec<(String, trunk::Trunk)>), trunk::TrunkError> {
+        let mut usable = Vec::new();
+        let mut first_error = None;
+        for name in std::iter::once(&plan.trunk).chain(&plan.failover_trunks) {
+            match self.trunk(name).await {
+                Ok(t) => usable.push((name.clone(), t)),
+                Err(e) => {
+                    tracing::warn!(trunk = %name, error = %e, "trunk unusable; skipped");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if usable.is_empty() {
+            return Err(
+                first_error.unwrap_or_else(|| trunk::TrunkError::NotConfigured(plan.trunk.clone()))
+            );
+        }
+        // Down trunks last, the order otherwise kept (a stable sort).
+        usable.sort_by_key(|(name, _)| self.trunk_health.all_down(name));
+        let mut it = usable.into_iter();
+        let (_, first) = it.next().expect("not empty");
+        Ok((first, it.collect()))
+    }
+
     /// Contracts that cannot dial now, with the reason (their trunk is
     /// unusable), for `/readyz`.
     pub async fn undialable_contracts(&self) -> std::collections::BTreeMap<String, String> {
         let mut by_trunk: std::collections::BTreeMap<String, Option<String>> = Default::default();
         let mut out = std::collections::BTreeMap::new();
         for plan in self.registry.snapshot().values() {
-            if !by_trunk.contains_key(&plan.trunk) {
-                let r = match self.trunk(&plan.trunk).await {
-                    Err(e) => Some(e.to_string()),
-                    Ok(_) if self.trunk_health.all_down(&plan.trunk) => Some(format!(
-                        "trunk {:?}: every proxy is down (OPTIONS keepalive)",
-                        plan.trunk
-                    )),
-                    Ok(_) => None,
-                };
-                by_trunk.insert(plan.trunk.clone(), r);
+            let names: Vec<&String> = std::iter::once(&plan.trunk)
+                .chain(&plan.failover_trunks)
+                .collect();
+            for name in &names {
+                if !by_trunk.contains_key(*name) {
+                    let r = match self.trunk(name).await {
+                        Err(e) => Some(e.to_string()),
+                        Ok(_) if self.trunk_health.all_down(name) => Some(format!(
+                            "trunk {name:?}: every proxy is down (OPTIONS keepalive)"
+                        )),
+                        Ok(_) => None,
+                    };
+                    by_trunk.insert((*name).clone(), r);
+                }
             }
-            if let Some(Some(why)) = by_trunk.get(&plan.trunk) {
+            // Undialable only when no trunk of it is usable; the reason
+            // given is its own trunk's.
+            let all_bad = names
+                .iter()
+                .all(|n| matches!(by_trunk.get(*n), Some(Some(_))));
+            if let (true, Some(Some(why))) = (all_bad, by_trunk.get(&plan.trunk)) {
                 out.insert(plan.contract.clone(), why.clone());
             }
         }

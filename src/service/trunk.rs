@@ -100,19 +100,28 @@ pub async fn resolve(
         };
     };
     let mut proxies = Vec::new();
+    // What NAPTR chose for the first name, when the trunk names no
+    // transport (RFC 3263 4.1).
+    let mut dns_transport = None;
     for p in t.all_proxies() {
         let unresolved = || TrunkError::ProxyUnresolved {
             trunk: name.to_string(),
             proxy: p.clone(),
         };
         // SRV or A/AAAA (RFC 3263), each address in the order to try.
-        let found = tokio::time::timeout(RESOLVE_TIMEOUT, crate::driver::resolve::resolve(p))
-            .await
-            .map_err(|_| unresolved())?
-            .map_err(|e| {
-                tracing::debug!(trunk = %name, proxy = %p, error = %e, "proxy does not resolve");
-                unresolved()
-            })?;
+        let found = tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            crate::driver::resolve::resolve_for(p, t.transport),
+        )
+        .await
+        .map_err(|_| unresolved())?
+        .map_err(|e| {
+            tracing::debug!(trunk = %name, proxy = %p, error = %e, "proxy does not resolve");
+            unresolved()
+        })?;
+        if proxies.is_empty() && t.transport.is_none() {
+            dns_transport = found.transport;
+        }
         for a in found.addrs {
             if !proxies.contains(&a) {
                 proxies.push(a);
@@ -161,7 +170,11 @@ pub async fn resolve(
         registrar_credentials: credentials,
         advertise,
         prefs,
-        transport: t.trunk_transport(),
+        transport: {
+            let mut tt = t.trunk_transport();
+            tt.transport = tt.transport.or(dns_transport);
+            tt
+        },
     })
 }
 

@@ -221,6 +221,15 @@ pub fn realm_refusal(asked: &str, ours: &str) -> String {
     )
 }
 
+/// The realm a [`realm_refusal`] reason names, so the call record can
+/// say which realm was refused without re-deriving it.
+pub fn refused_realm(reason: &str) -> Option<String> {
+    let rest = reason.strip_prefix("digest challenge for realm ")?;
+    let (quoted, _) = rest.rsplit_once(" refused: the trunk's realm is ")?;
+    let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
+    Some(inner.replace("\\\"", "\"").replace("\\\\", "\\"))
+}
+
 /// `k=v, k="v", ...` into lower-cased keys and unquoted values.
 fn parse_auth_params(s: &str) -> Vec<(String, String)> {
     super::message::split_list(s)
@@ -241,6 +250,16 @@ fn parse_auth_params(s: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_realm_refusal_names_the_realm_it_refused() {
+        let r = realm_refusal("evil \"x\" refused: the trunk's", "carrier.test");
+        assert_eq!(
+            refused_realm(&r).as_deref(),
+            Some("evil \"x\" refused: the trunk's")
+        );
+        assert_eq!(refused_realm("authentication failed"), None);
+    }
 
     fn creds() -> Credentials {
         Credentials {

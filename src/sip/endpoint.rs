@@ -316,6 +316,18 @@ impl Endpoint {
         call_id
     }
 
+    /// Send registration `call_id` to its registrar's new address.
+    pub fn move_registration(&mut self, now: Instant, call_id: &str, destination: SocketAddr) {
+        if !self.registrations.contains_key(call_id) {
+            return;
+        }
+        self.trust(destination.ip());
+        if let Some(r) = self.registrations.get_mut(call_id) {
+            r.set_destination(now, destination);
+        }
+        self.drain_registration(call_id);
+    }
+
     fn drain_registration(&mut self, call_id: &str) {
         if let Some(r) = self.registrations.get_mut(call_id) {
             while let Some(t) = r.poll_transmit() {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::header::Via;
 use super::message::{Method, Request, Response};
+use super::transport::Transport;
 use super::Transmit;
 
 /// How often and how patiently to probe.
@@ -56,6 +57,9 @@ pub struct Probe {
     next_send: Instant,
     missed: u32,
     health: Health,
+    /// Named in Via: the trunk's own transport, so a probe tests the
+    /// path its calls take (a TCP/TLS trunk may not listen on UDP).
+    transport: Transport,
     transmit: VecDeque<Transmit>,
     changes: VecDeque<Health>,
 }
@@ -87,11 +91,29 @@ impl Probe {
             next_send: now,
             missed: 0,
             health: Health::Unknown,
+            transport: Transport::Udp,
             transmit: VecDeque::new(),
             changes: VecDeque::new(),
         };
         p.handle_timeout(now);
         p
+    }
+
+    /// The same probe over `transport` (the first OPTIONS, already queued,
+    /// is rebuilt for it).
+    pub fn with_transport(mut self, now: Instant, transport: Transport) -> Probe {
+        if self.transport != transport {
+            self.transport = transport;
+            self.transmit.clear();
+            self.outstanding = None;
+            self.cseq = self.cseq.saturating_sub(1);
+            self.send(now);
+        }
+        self
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     pub fn target(&self) -> SocketAddr {
@@ -164,7 +186,11 @@ impl Probe {
         let h = &mut req.headers;
         h.push(
             "Via",
-            format!("SIP/2.0/UDP {};branch={branch};rport", self.local),
+            format!(
+                "SIP/2.0/{} {};branch={branch};rport",
+                self.transport.via_name(),
+                self.local
+            ),
         );
         h.push("Max-Forwards", "70");
         h.push(
@@ -379,6 +405,25 @@ mod tests {
         let c = sent(&mut p);
         answer(&mut p, t0 + s(20), &c, 405);
         assert_eq!(p.health(), Health::Up);
+    }
+
+    #[test]
+    fn a_tcp_or_tls_trunk_is_probed_over_its_own_transport() {
+        let t0 = Instant::now();
+        for (t, via) in [
+            (Transport::Tcp, "SIP/2.0/TCP "),
+            (Transport::Tls, "SIP/2.0/TLS "),
+        ] {
+            let mut p = probe(t0).with_transport(t0, t);
+            assert_eq!(p.transport(), t);
+            let r = sent(&mut p);
+            assert!(p.poll_transmit().is_none(), "one probe, not two");
+            assert!(r.headers.get("Via").unwrap().starts_with(via), "{r:?}");
+            assert_eq!(r.headers.get("CSeq"), Some("1 OPTIONS"));
+            // Its answer counts.
+            answer(&mut p, t0, &r, 200);
+            assert_eq!(p.health(), Health::Up);
+        }
     }
 
     #[test]

@@ -186,6 +186,20 @@ impl Registration {
         }
     }
 
+    /// The registrar's address changed (DNS said so): register there at
+    /// once, after the transaction in progress if any. Same Call-ID and
+    /// next CSeq: one registration, moved.
+    pub fn set_destination(&mut self, now: Instant, destination: SocketAddr) {
+        if self.cfg.destination == destination {
+            return;
+        }
+        self.cfg.destination = destination;
+        self.contact_changed = true;
+        if self.tx.as_ref().is_none_or(|t| t.is_done()) {
+            self.send(now);
+        }
+    }
+
     fn send(&mut self, now: Instant) {
         self.cseq += 1;
         self.contact_changed = false;

@@ -1,9 +1,12 @@
 //! Locating a trunk's proxies (RFC 3263 4), sans-IO: what to look up for a
-//! configured `host[:port]`, and the order SRV records are tried in (RFC
-//! 2782: lowest priority first, weighted random within a priority). The
-//! lookups themselves are `driver::resolve`'s.
+//! configured `host[:port]`, which NAPTR records lead where (RFC 3263
+//! 4.1), and the order SRV records are tried in (RFC 2782: lowest
+//! priority first, weighted random within a priority). The lookups
+//! themselves are `driver::resolve`'s.
 
 use std::net::{IpAddr, SocketAddr};
+
+use super::transport::Transport;
 
 /// What a configured proxy string asks to look up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +58,57 @@ impl Lookup {
     /// The SRV owner name for UDP (RFC 3263 4.2), with the root dot so no
     /// search domain is appended.
     pub fn srv_name(name: &str) -> String {
-        format!("_sip._udp.{name}.")
+        Lookup::srv_name_for(Transport::Udp, name)
     }
+
+    /// The SRV owner name for `transport` (RFC 3263 4.1, without NAPTR:
+    /// `_sip._udp`, `_sip._tcp`, `_sips._tcp`).
+    pub fn srv_name_for(transport: Transport, name: &str) -> String {
+        let name = name.trim_end_matches('.');
+        match transport {
+            Transport::Udp => format!("_sip._udp.{name}."),
+            Transport::Tcp => format!("_sip._tcp.{name}."),
+            Transport::Tls => format!("_sips._tcp.{name}."),
+        }
+    }
+}
+
+/// One NAPTR record (RFC 3403), as far as SIP uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Naptr {
+    pub order: u16,
+    pub preference: u16,
+    pub flags: String,
+    pub services: String,
+    pub replacement: String,
+}
+
+/// The SRV owner names NAPTR `records` lead to, best first, with the
+/// transport each stands for (RFC 3263 4.1): only `S` records for
+/// `SIP+D2U`, `SIP+D2T` or `SIPS+D2T` whose transport is in `allowed`
+/// (the trunk's own when it names one: a URI or a trunk asking for TLS is
+/// never downgraded by DNS), by order then preference. Records with a
+/// regexp rather than a replacement are not used (SIP never needs them).
+pub fn pick_naptr(records: &[Naptr], allowed: &[Transport]) -> Vec<(Transport, String)> {
+    let mut usable: Vec<&Naptr> = records
+        .iter()
+        .filter(|r| r.flags.eq_ignore_ascii_case("s"))
+        .filter(|r| !r.replacement.is_empty() && r.replacement != ".")
+        .collect();
+    usable.sort_by_key(|r| (r.order, r.preference));
+    let mut out: Vec<(Transport, String)> = Vec::new();
+    for r in usable {
+        let t = match r.services.to_ascii_uppercase().as_str() {
+            "SIP+D2U" => Transport::Udp,
+            "SIP+D2T" => Transport::Tcp,
+            "SIPS+D2T" => Transport::Tls,
+            _ => continue,
+        };
+        if allowed.contains(&t) && !out.iter().any(|(_, n)| *n == r.replacement) {
+            out.push((t, r.replacement.clone()));
+        }
+    }
+    out
 }
 
 /// One SRV record.
@@ -165,6 +217,47 @@ mod tests {
         assert_eq!(
             Lookup::srv_name("carrier.example"),
             "_sip._udp.carrier.example."
+        );
+    }
+
+    fn naptr(order: u16, pref: u16, flags: &str, services: &str, repl: &str) -> Naptr {
+        Naptr {
+            order,
+            preference: pref,
+            flags: flags.into(),
+            services: services.into(),
+            replacement: repl.into(),
+        }
+    }
+
+    #[test]
+    fn naptr_records_lead_to_srv_names_by_order_and_transport() {
+        let recs = [
+            naptr(20, 10, "s", "SIP+D2U", "_sip._udp.example.com"),
+            naptr(10, 20, "s", "SIP+D2T", "_sip._tcp.example.com"),
+            naptr(10, 10, "S", "SIPS+D2T", "_sips._tcp.example.com"),
+            naptr(5, 10, "u", "SIP+D2T", "x"),
+            naptr(5, 10, "s", "SIP+D2S", "_sip._sctp.example.com"),
+            naptr(5, 10, "s", "E2U+sip", "_e164.example.com"),
+        ];
+        let all = [Transport::Udp, Transport::Tcp, Transport::Tls];
+        assert_eq!(
+            pick_naptr(&recs, &all),
+            [
+                (Transport::Tls, "_sips._tcp.example.com".to_string()),
+                (Transport::Tcp, "_sip._tcp.example.com".to_string()),
+                (Transport::Udp, "_sip._udp.example.com".to_string()),
+            ]
+        );
+        // A trunk that says TCP takes only the TCP record.
+        assert_eq!(
+            pick_naptr(&recs, &[Transport::Tcp]),
+            [(Transport::Tcp, "_sip._tcp.example.com".to_string())]
+        );
+        assert!(pick_naptr(&recs[3..], &all).is_empty());
+        assert_eq!(
+            Lookup::srv_name_for(Transport::Tls, "example.com."),
+            "_sips._tcp.example.com."
         );
     }
 

@@ -144,6 +144,25 @@ impl CallPrefs {
         })
     }
 
+    /// These settings (a contract's) over `base` (its trunk's): each one
+    /// set here wins; a codec list given here replaces the trunk's.
+    pub fn over(&self, base: &CallPrefs) -> CallPrefs {
+        CallPrefs {
+            asserted: self.asserted.clone().or_else(|| base.asserted.clone()),
+            preferred: self.preferred.clone().or_else(|| base.preferred.clone()),
+            from_user: self.from_user.clone().or_else(|| base.from_user.clone()),
+            from_display: self
+                .from_display
+                .clone()
+                .or_else(|| base.from_display.clone()),
+            codecs: if self.codecs.is_empty() {
+                base.codecs.clone()
+            } else {
+                self.codecs.clone()
+            },
+        }
+    }
+
     /// The identity headers for the INVITE.
     pub fn headers(&self) -> Vec<(String, String)> {
         let mut h = Vec::new();
@@ -333,5 +352,30 @@ mod tests {
         );
         let codecs = ["G729".to_string()];
         assert!(CallPrefs::parse(&raw(None, None, &codecs)).is_err());
+    }
+
+    #[test]
+    fn a_contracts_settings_win_over_its_trunks() {
+        let trunk = CallPrefs::parse(&RawPrefs {
+            asserted_identity: Some("sip:+4711@carrier.example"),
+            from_user: Some("+4711"),
+            codecs: &["PCMU".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let contract = CallPrefs::parse(&RawPrefs {
+            asserted_identity: Some("\"Acme NOC\" <sip:+4722@carrier.example>"),
+            codecs: &["PCMA".into(), "PCMU".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let m = contract.over(&trunk);
+        assert_eq!(
+            m.asserted.as_deref(),
+            Some("\"Acme NOC\" <sip:+4722@carrier.example>")
+        );
+        assert_eq!(m.from_user.as_deref(), Some("+4711"), "kept from the trunk");
+        assert_eq!(m.codecs, [Codec::Pcma, Codec::Pcmu]);
+        assert_eq!(CallPrefs::default().over(&trunk), trunk);
     }
 }

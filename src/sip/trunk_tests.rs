@@ -339,3 +339,40 @@ fn interval_too_brief_raises_expires_a_bounded_number_of_times() {
     }
     assert!(refused);
 }
+
+#[test]
+fn a_moved_registrar_gets_the_same_registration_at_its_new_address() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(addr(BOUND), 1);
+    let cid = ep.start_registration(
+        t0,
+        RegistrationConfig {
+            registrar_uri: "sip:carrier.example".into(),
+            aor: "sip:0312345678@carrier.example".into(),
+            destination: addr(TRUNK),
+            local: addr(BOUND),
+            credentials: None,
+            expires: 600,
+            timers: Timers::default(),
+        },
+    );
+    let first = requests(sent(&mut ep)).remove(0);
+    let ok = Response::for_request(&first, 200, Some("r"));
+    ep.handle_datagram(t0, addr(TRUNK), &ok.to_bytes());
+    assert!(sent(&mut ep).is_empty());
+    // DNS now says elsewhere: a REGISTER goes there at once, same
+    // registration (Call-ID), next CSeq.
+    let moved = addr("198.51.100.2:5080");
+    ep.move_registration(t0, &cid, moved);
+    let t = ep.poll_transmit().expect("a REGISTER to the new address");
+    assert_eq!(t.dest, moved);
+    let Ok(Message::Request(again)) = parse(&t.bytes) else {
+        panic!("not a request")
+    };
+    assert_eq!(again.method, Method::Register);
+    assert_eq!(again.headers.get("Call-ID"), first.headers.get("Call-ID"));
+    assert_eq!(again.headers.get("CSeq"), Some("2 REGISTER"));
+    // The same address again: nothing.
+    ep.move_registration(t0, &cid, moved);
+    assert!(ep.poll_transmit().is_none());
+}

@@ -357,6 +357,16 @@ impl Baresip {
     /// The same, quitting after `secs` seconds instead of 60 (tests that
     /// take several calls).
     pub fn start_for(dir: &Path, source_wav: &Path, secs: u32) -> Baresip {
+        Baresip::start_account(
+            dir,
+            source_wav,
+            secs,
+            "<sip:bob@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA",
+        )
+    }
+
+    /// The same with its own `accounts` line (e.g. one that registers).
+    pub fn start_account(dir: &Path, source_wav: &Path, secs: u32, account: &str) -> Baresip {
         require("baresip");
         // free_port_pair checks UDP only; baresip also binds SIP over TCP
         // and TLS (sip_port + 1) and exits when one is taken, so ports are
@@ -371,7 +381,7 @@ impl Baresip {
             {
                 continue;
             }
-            if let Some(b) = Self::try_start(dir, source_wav, secs, sip_port, ctrl_port) {
+            if let Some(b) = Self::try_start(dir, source_wav, secs, sip_port, ctrl_port, account) {
                 return b;
             }
         }
@@ -387,6 +397,7 @@ impl Baresip {
         secs: u32,
         sip_port: u16,
         ctrl_port: u16,
+        account: &str,
     ) -> Option<Baresip> {
         let config = format!(
             "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n\
@@ -398,11 +409,7 @@ impl Baresip {
             dir = dir.display()
         );
         std::fs::write(dir.join("config"), config).unwrap();
-        std::fs::write(
-            dir.join("accounts"),
-            "<sip:bob@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("accounts"), format!("{account}\n")).unwrap();
         let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
         let mut child = Command::new("baresip")
             .args(["-f", dir.to_str().unwrap(), "-t", &secs.to_string()])
