@@ -16,13 +16,15 @@
 //! Needs `CALLOUT_TEST_POSTGRES_URL`; skipped loudly without it.
 
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pg::ScratchDb;
+use pg::ScratchDb;
 use common::{free_port_pair, require, scratch, KillOnDrop};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
