@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pg::ScratchDb;
 use common::{free_port_pair, require, scratch, KillOnDrop};
+use pg::ScratchDb;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
