@@ -265,8 +265,9 @@ enum Forwarded {
 }
 
 impl Forwarded {
-    fn of(i: Input) -> Result<Forwarded, Input> {
-        Ok(match i {
+    /// `None` for what only the node that asked can use.
+    fn of(i: Input) -> Option<Forwarded> {
+        Some(match i {
             Input::Outcome {
                 incident,
                 notification,
@@ -302,7 +303,7 @@ impl Forwarded {
             }
             Input::SilenceAdded(silence) => Forwarded::SilenceAdded { silence },
             Input::SilenceRemoved(id) => Forwarded::SilenceRemoved { id },
-            other => return Err(other),
+            Input::Notified { .. } | Input::ActionResult { .. } | Input::Reload => return None,
         })
     }
 
@@ -343,12 +344,9 @@ impl Forwarded {
 /// node's own earlier term (a call asked for, an action's result) are
 /// dropped: the engine restored from the database asks again.
 async fn forward(p: &Pipeline, i: Input) {
-    let f = match Forwarded::of(i) {
-        Ok(f) => f,
-        Err(_) => {
-            tracing::debug!("pipeline: an answer for an earlier term here dropped");
-            return;
-        }
+    let Some(f) = Forwarded::of(i) else {
+        tracing::debug!("pipeline: an answer for an earlier term here dropped");
+        return;
     };
     let Ok(body) = serde_json::to_string(&f) else {
         return;
