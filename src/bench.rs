@@ -490,7 +490,45 @@ pub fn tts(repeat: usize) -> anyhow::Result<()> {
 ///
 /// With `fresh`, every notification names a new host, so its message is
 /// synthesised after the POST: POST -> INVITE then includes "audio ready".
-pub async fn api(rate: u32, seconds: u32, language: &str, fresh: bool) -> anyhow::Result<()> {
+/// With `postgres` (an admin URL), the service runs on a fresh database
+/// there as a `[cluster]` node (leases, fencing), dropped at the end.
+pub async fn api(
+    rate: u32,
+    seconds: u32,
+    language: &str,
+    fresh: bool,
+    postgres: Option<&str>,
+) -> anyhow::Result<()> {
+    let Some(admin) = postgres else {
+        return api_on(rate, seconds, language, fresh, None).await;
+    };
+    use sqlx::Connection;
+    let db = format!("callout_bench_api_{}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut conn)
+        .await?;
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db}"),
+        None => anyhow::bail!("--postgres must end with /DATABASE"),
+    };
+    let r = api_on(rate, seconds, language, fresh, Some(url)).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    r
+}
+
+async fn api_on(
+    rate: u32,
+    seconds: u32,
+    language: &str,
+    fresh: bool,
+    postgres: Option<String>,
+) -> anyhow::Result<()> {
     let (lang, message, menu) = match language {
         "ja" => (
             "ja",
@@ -545,10 +583,22 @@ pub async fn api(rate: u32, seconds: u32, language: &str, fresh: bool) -> anyhow
         ),
     )?;
     let token = "bench-token";
+    let store_name = if postgres.is_some() {
+        "PostgreSQL, one [cluster] node"
+    } else {
+        "SQLite"
+    };
+    let mut cluster = crate::cluster::ClusterConfig::default();
+    if postgres.is_some() {
+        cluster.node_id = Some("bench-1".into());
+    }
     let config = crate::config::Config {
         listen: "127.0.0.1:0".into(),
         sip: "127.0.0.1:0".into(),
-        database_url: format!("sqlite://{}/data/callout.db", dir.display()),
+        database_url: postgres
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/data/callout.db", dir.display())),
+        cluster,
         dialplans: dir.join("dialplans"),
         tts_cache: dir.join("tts"),
         tokens: vec![crate::config::TokenConfig {
@@ -632,7 +682,7 @@ pub async fn api(rate: u32, seconds: u32, language: &str, fresh: bool) -> anyhow
     invite_ms.sort_by(f64::total_cmp);
     let accepted = results.iter().filter(|r| r.2.is_some()).count();
     println!(
-        "api ({language}, {}): {accepted}/{total} notifications accepted in {:.2} s ({:.0}/s offered, {:.0}/s accepted)",
+        "api ({language}, {}, {store_name}): {accepted}/{total} notifications accepted in {:.2} s ({:.0}/s offered, {:.0}/s accepted)",
         if fresh { "a new message each" } else { "cached message" },
         posting.as_secs_f64(),
         rate,

@@ -297,6 +297,11 @@ enum BenchCmd {
         /// A new host in every notification, so each message is synthesised.
         #[arg(long)]
         fresh_text: bool,
+        /// Admin URL of a PostgreSQL server (…/postgres): the service runs
+        /// on a fresh database there, as a `[cluster]` node, instead of
+        /// SQLite (the database is dropped afterwards).
+        #[arg(long, env = "CALLOUT_BENCH_POSTGRES_URL")]
+        postgres: Option<String>,
     },
     /// Speech synthesis time per second of audio, and cache hit time.
     Tts {
@@ -580,9 +585,18 @@ fn main() -> ExitCode {
                     seconds,
                     language,
                     fresh_text,
+                    postgres,
                 },
         } => runtime()
-            .and_then(|rt| rt.block_on(callout::bench::api(rate, seconds, &language, fresh_text)))
+            .and_then(|rt| {
+                rt.block_on(callout::bench::api(
+                    rate,
+                    seconds,
+                    &language,
+                    fresh_text,
+                    postgres.as_deref(),
+                ))
+            })
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd: BenchCmd::Actions { runs, steps },

@@ -218,6 +218,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             ));
         }
     }
+    // Made before the pipeline, which runs under its named leases.
+    let node = crate::cluster::Node::new(&svc.config.cluster, &svc.store, &svc.shutdown)?;
     if let Some(token) = pipeline_token {
         let own = listener.local_addr()?;
         let own = if own.ip().is_unspecified() {
@@ -238,6 +240,12 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
                 .map(|s| s.registry.snapshot())
                 .unwrap_or_default()
         });
+        // Clustered, each of the pipeline's three kinds of work runs on
+        // the one node holding its lease (`cluster::role`).
+        let role = |name| {
+            node.as_ref()
+                .and_then(|n| n.role(&svc.config.cluster, name))
+        };
         let p = crate::pipeline::driver::start(
             svc.store.clone(),
             plans.clone(),
@@ -246,10 +254,16 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
             svc.config.pipeline.expire.as_millis() as i64,
             svc.config.pipeline.recovered_wait.as_millis() as i64,
             svc.shutdown.clone(),
+            role("pipeline"),
         )
         .await?;
         if let Some(mo) = &svc.config.pipeline.mail_out {
-            let task = crate::pipeline::mail_outbox::start(p.clone(), mo, svc.shutdown.clone())?;
+            let task = crate::pipeline::mail_outbox::start(
+                p.clone(),
+                mo,
+                svc.shutdown.clone(),
+                role("mail_outbox"),
+            )?;
             svc.tasks.spawn(task);
             tracing::info!(relay = %mo.host, "mail outbox running");
         } else if p.contracts().values().any(|c| !c.notices.rules.is_empty()) {
@@ -268,7 +282,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
                 svc.shutdown.clone(),
             ));
         }
-        crate::tickets::sync::start(&svc, plans, p.clone()).await?;
+        crate::tickets::sync::start(&svc, plans, p.clone(), role("ticket_sync")).await?;
         let _ = svc.pipeline.set(p);
         let _ = svc
             .pipeline_webhook
@@ -277,7 +291,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
     }
     // Clustered, leases decide who resumes what (and replace the
     // sweeper); alone, this process resumes everything.
-    let node = crate::cluster::Node::new(&svc.config.cluster, &svc.store, &svc.shutdown)?;
     if let Some(node) = node {
         let _ = svc.cluster.set(node.clone());
         if let Err(e) = svc.actions.recover().await {

@@ -90,6 +90,8 @@ async fn exercise(store: &Store, second: &Store) {
     assert_eq!(incs.len(), 2);
     let w = PipelineWrite {
         mails: Vec::new(),
+        fence: None,
+        inbox_done: Vec::new(),
         incidents: incs.clone(),
         new_tickets: incs
             .iter()

@@ -86,6 +86,7 @@ pub async fn run(o: TicketsBench) -> anyhow::Result<()> {
         86_400_000,
         crate::pipeline::engine::DEFAULT_RECOVERED_WAIT_MS,
         shutdown.clone(),
+        None,
     )
     .await?;
     let server = RedmineServer {

@@ -21,6 +21,7 @@
 
 pub mod lease;
 pub mod node;
+pub mod role;
 
 use std::time::Duration;
 

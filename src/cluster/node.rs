@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::Leases;
+use super::role::Role;
 use super::ClusterConfig;
 use crate::ivr::escalation::Escalation;
 use crate::service::Service;
@@ -49,6 +50,8 @@ pub struct Node {
     tokens: Mutex<HashMap<String, CancellationToken>>,
     pub metrics: ClusterMetrics,
     kick: Notify,
+    /// The pipeline's named leases on this node, woken with it.
+    roles: Mutex<Vec<Arc<Role>>>,
     /// Stops renewing (after the leases were handed back).
     stop: CancellationToken,
     parent: CancellationToken,
@@ -86,6 +89,7 @@ impl Node {
             tokens: Mutex::new(HashMap::new()),
             metrics: ClusterMetrics::default(),
             kick: Notify::new(),
+            roles: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
             parent: shutdown.clone(),
         })))
@@ -203,10 +207,29 @@ impl Node {
         }
     }
 
+    /// Start the named lease `name` (`super::role`) on this node.
+    pub fn role(&self, cfg: &ClusterConfig, name: &'static str) -> Option<Arc<Role>> {
+        let r = Role::start(name, cfg, &self.store, &self.parent)?;
+        self.roles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r.clone());
+        Some(r)
+    }
+
     /// `/metrics` lines of this node.
     pub fn metrics_text(&self) -> String {
         let m = &self.metrics;
-        format!(
+        let mut roles = String::from("# TYPE callout_cluster_work_lease_held gauge\n");
+        for r in self.roles.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            roles.push_str(&format!(
+                "callout_cluster_work_lease_held{{node=\"{}\",name=\"{}\"}} {}\n",
+                self.id,
+                r.name,
+                u8::from(r.term().is_some())
+            ));
+        }
+        roles + &format!(
             "# TYPE callout_cluster_leases_held gauge\ncallout_cluster_leases_held{{node=\"{n}\"}} {}\n\
              # TYPE callout_cluster_takeovers_total counter\ncallout_cluster_takeovers_total{{node=\"{n}\"}} {}\n\
              # TYPE callout_cluster_fencing_rejections_total counter\ncallout_cluster_fencing_rejections_total{{node=\"{n}\"}} {}\n\
@@ -359,6 +382,9 @@ impl Node {
                     if l.listen("callout_leases").await.is_ok() {
                         while let Ok(_n) = l.recv().await {
                             self.kick.notify_one();
+                            for r in self.roles.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                                r.kick();
+                            }
                         }
                     }
                 }
@@ -430,6 +456,9 @@ pub async fn release(svc: &Service, node: &Node) {
         tracing::warn!(node = %node.id, "store writes still pending; leases left to expire");
         return;
     }
+    // The pipeline's work leases (`role`) first: release_all_leases wakes
+    // the other nodes.
+    let _ = tokio::time::timeout(TRY_TIMEOUT, node.store.release_work_leases_of(&node.id)).await;
     match tokio::time::timeout(TRY_TIMEOUT, node.store.release_all_leases(&node.id)).await {
         Ok(Ok(n)) => tracing::info!(node = %node.id, leases = n, "leases handed back"),
         Ok(Err(e)) => {

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{ActionReport, Engine, GatewayOutcome, Incident, Output, Silence};
 use super::gateway::{GatewayClient, NotifyResult};
+use crate::cluster::role::{Role, Term};
 use crate::ivr::dialplan::Dialplan;
 use crate::runner::now_ms;
 use crate::store::{new_id, PipelineWrite, Store, TimelineRow};
@@ -85,6 +86,8 @@ pub struct Pipeline {
     /// Wakes the mail outbox when a step queued notices.
     pub mail_wake: Notify,
     seq: AtomicI64,
+    /// Clustered: the `pipeline` lease (`crate::cluster::role`).
+    pub role: Option<Arc<Role>>,
 }
 
 impl Pipeline {
@@ -142,7 +145,11 @@ fn ticket_prefix(inc: &Incident) -> String {
 }
 
 /// Start the pipeline task. `gateway` is this process's own API or a
-/// remote one.
+/// remote one. With `role` (several nodes on one PostgreSQL) the engine
+/// runs only while this node holds the `pipeline` lease; otherwise what
+/// reaches this node for it is left in `pipeline_inbox` for the node that
+/// does (`crate::cluster::role`, `docs/deployment.md`).
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     store: Store,
     plans: Plans,
@@ -151,8 +158,9 @@ pub async fn start(
     expire_ms: i64,
     recovered_wait_ms: i64,
     shutdown: CancellationToken,
+    role: Option<Arc<Role>>,
 ) -> Result<Arc<Pipeline>, crate::store::StoreError> {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::unbounded_channel();
     let seq = store.max_timeline_seq().await? + 1;
     let p = Arc::new(Pipeline {
         intake: super::group_commit::GroupCommit::start(store.clone()),
@@ -164,48 +172,209 @@ pub async fn start(
         kick: Notify::new(),
         mail_wake: Notify::new(),
         seq: AtomicI64::new(seq),
+        role: role.clone(),
     });
-    let mut engine = Engine::new();
-    engine.set_expire_ms(expire_ms);
-    engine.set_recovered_wait_ms(recovered_wait_ms);
-    let now = now_ms();
-    let cfgs = p.contracts();
-    let max_reopen = cfgs.values().map(|c| c.reopen_ms).max().unwrap_or(0);
-    engine.set_contracts(now, cfgs);
-    for h in p.store.heartbeats().await? {
-        engine.restore_heartbeat(now, h);
-    }
-    let mut tickets = HashMap::new();
-    if max_reopen > 0 {
-        for r in p.store.recently_closed(now - max_reopen).await? {
-            engine.restore(r.incident);
+    let times = (expire_ms, recovered_wait_ms);
+    match role {
+        None => {
+            let task = Task::restore(p.clone(), gateway, times, None).await?;
+            tokio::spawn(async move { task.run(&mut rx, shutdown).await });
+        }
+        Some(role) => {
+            tokio::spawn(lead(p.clone(), gateway, times, rx, shutdown, role));
         }
     }
-    for r in p.store.open_incidents().await? {
-        if let Some(t) = r.ticket {
-            tickets.insert(r.incident.id.clone(), t);
-        }
-        engine.restore(r.incident);
-    }
-    for s in p.store.silences(now).await? {
-        let _ = engine.add_silence(s);
-    }
-    engine.lost_first_actions(now);
-    let task = Task {
-        p: p.clone(),
-        engine,
-        gateway,
-        tickets,
-        cancel_on_confirm: HashSet::new(),
-        snapshot: HashMap::new(),
-        strays: HashSet::new(),
-    };
-    tokio::spawn(task.run(rx, shutdown));
     Ok(p)
+}
+
+/// Clustered: run the engine while this node holds the `pipeline` lease,
+/// forward inputs to the inbox while it does not.
+async fn lead(
+    p: Arc<Pipeline>,
+    gateway: GatewayClient,
+    times: (i64, i64),
+    mut rx: mpsc::UnboundedReceiver<Input>,
+    shutdown: CancellationToken,
+    role: Arc<Role>,
+) {
+    loop {
+        let term = loop {
+            tokio::select! {
+                t = role.acquire() => match t {
+                    Some(t) => break t,
+                    None => return,
+                },
+                Some(i) = rx.recv() => forward(&p, i).await,
+            }
+        };
+        // Other nodes wrote timeline lines meanwhile: continue after them.
+        if let Ok(s) = p.store.max_timeline_seq().await {
+            p.seq.fetch_max(s + 1, Ordering::Relaxed);
+        }
+        let task = match Task::restore(p.clone(), gateway.clone(), times, Some(term.clone())).await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "pipeline: cannot load its state; trying again");
+                tokio::select! {
+                    _ = term.token.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                if shutdown.is_cancelled() {
+                    role.release(&term).await;
+                    return;
+                }
+                continue;
+            }
+        };
+        tracing::info!(epoch = term.fence.epoch, "pipeline: running on this node");
+        task.run(&mut rx, term.token.clone()).await;
+        if shutdown.is_cancelled() {
+            role.release(&term).await;
+            return;
+        }
+        role.stopped(&term, "the pipeline stopped");
+    }
+}
+
+/// An input for the engine this node does not run, as stored in
+/// `pipeline_inbox`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Forwarded {
+    Outcome {
+        incident: String,
+        notification: String,
+        acked_by: Option<String>,
+        state: Option<String>,
+    },
+    Stray {
+        incident: String,
+        notification: String,
+    },
+    Close {
+        incident: String,
+        by: String,
+    },
+    SilenceAdded {
+        silence: Silence,
+    },
+    SilenceRemoved {
+        id: String,
+    },
+}
+
+impl Forwarded {
+    /// `None` for what only the node that asked can use.
+    fn of(i: Input) -> Option<Forwarded> {
+        Some(match i {
+            Input::Outcome {
+                incident,
+                notification,
+                outcome,
+            } => {
+                let (acked_by, state) = match outcome {
+                    GatewayOutcome::Acked { by } => (by, None),
+                    GatewayOutcome::Ended { state } => (None, Some(state)),
+                };
+                Forwarded::Outcome {
+                    incident,
+                    notification,
+                    acked_by,
+                    state,
+                }
+            }
+            Input::Stray {
+                incident,
+                notification,
+            } => Forwarded::Stray {
+                incident,
+                notification,
+            },
+            Input::Close {
+                incident,
+                by,
+                reply,
+            } => {
+                // The node running the engine decides; this one can only
+                // say the request is stored.
+                let _ = reply.send(true);
+                Forwarded::Close { incident, by }
+            }
+            Input::SilenceAdded(silence) => Forwarded::SilenceAdded { silence },
+            Input::SilenceRemoved(id) => Forwarded::SilenceRemoved { id },
+            Input::Notified { .. } | Input::ActionResult { .. } | Input::Reload => return None,
+        })
+    }
+
+    fn input(self) -> Input {
+        match self {
+            Forwarded::Outcome {
+                incident,
+                notification,
+                acked_by,
+                state,
+            } => Input::Outcome {
+                incident,
+                notification,
+                outcome: match state {
+                    Some(state) => GatewayOutcome::Ended { state },
+                    None => GatewayOutcome::Acked { by: acked_by },
+                },
+            },
+            Forwarded::Stray {
+                incident,
+                notification,
+            } => Input::Stray {
+                incident,
+                notification,
+            },
+            Forwarded::Close { incident, by } => Input::Close {
+                incident,
+                by,
+                reply: oneshot::channel().0,
+            },
+            Forwarded::SilenceAdded { silence } => Input::SilenceAdded(silence),
+            Forwarded::SilenceRemoved { id } => Input::SilenceRemoved(id),
+        }
+    }
+}
+
+/// Store an input for the node that runs the engine. Answers to this
+/// node's own earlier term (a call asked for, an action's result) are
+/// dropped: the engine restored from the database asks again.
+async fn forward(p: &Pipeline, i: Input) {
+    let Some(f) = Forwarded::of(i) else {
+        tracing::debug!("pipeline: an answer for an earlier term here dropped");
+        return;
+    };
+    let Ok(body) = serde_json::to_string(&f) else {
+        return;
+    };
+    let id = new_id("pin");
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..8 {
+        match p.store.pipeline_inbox_put(&id, now_ms(), &body).await {
+            Ok(()) => {
+                let _ = p.store.wake_nodes().await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pipeline: cannot leave an input for the running node; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::error!("pipeline: an input for the running node was lost");
 }
 
 struct Task {
     p: Arc<Pipeline>,
+    /// Clustered: the `pipeline` lease every step is written under.
+    term: Option<Term>,
+    /// Rows of `pipeline_inbox` handled, deleted by the next step.
+    inbox_done: Vec<String>,
     engine: Engine,
     gateway: GatewayClient,
     tickets: HashMap<String, String>,
@@ -224,10 +393,64 @@ enum Effect {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, shutdown: CancellationToken) {
+    /// The engine with everything the database holds for it.
+    async fn restore(
+        p: Arc<Pipeline>,
+        gateway: GatewayClient,
+        (expire_ms, recovered_wait_ms): (i64, i64),
+        term: Option<Term>,
+    ) -> Result<Task, crate::store::StoreError> {
+        let mut engine = Engine::new();
+        engine.set_expire_ms(expire_ms);
+        engine.set_recovered_wait_ms(recovered_wait_ms);
+        let now = now_ms();
+        let cfgs = p.contracts();
+        let max_reopen = cfgs.values().map(|c| c.reopen_ms).max().unwrap_or(0);
+        engine.set_contracts(now, cfgs);
+        for h in p.store.heartbeats().await? {
+            engine.restore_heartbeat(now, h);
+        }
+        let mut tickets = HashMap::new();
+        if max_reopen > 0 {
+            for r in p.store.recently_closed(now - max_reopen).await? {
+                engine.restore(r.incident);
+            }
+        }
+        for r in p.store.open_incidents().await? {
+            if let Some(t) = r.ticket {
+                tickets.insert(r.incident.id.clone(), t);
+            }
+            engine.restore(r.incident);
+        }
+        for s in p.store.silences(now).await? {
+            let _ = engine.add_silence(s);
+        }
+        engine.lost_first_actions(now);
+        Ok(Task {
+            p,
+            term,
+            inbox_done: Vec::new(),
+            engine,
+            gateway,
+            tickets,
+            cancel_on_confirm: HashSet::new(),
+            snapshot: HashMap::new(),
+            strays: HashSet::new(),
+        })
+    }
+
+    async fn run(mut self, rx: &mut mpsc::UnboundedReceiver<Input>, stop: CancellationToken) {
         // Restored incidents may have asked for calls again.
-        self.flush().await;
+        if !self.flush(&stop).await {
+            return;
+        }
         loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            if self.term.is_some() {
+                self.read_inbox().await;
+            }
             // Stored alerts first, in arrival order (an alert stored
             // before a window ended, e.g. its recovery, is seen before the
             // window end), then the window ends that are due, all written
@@ -266,7 +489,9 @@ impl Task {
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
-            self.flush().await;
+            if !self.flush(&stop).await {
+                return;
+            }
             let now = now_ms();
             if more || self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 continue;
@@ -283,10 +508,35 @@ impl Task {
                     while let Ok(i) = rx.try_recv() {
                         self.input(i);
                     }
-                    self.flush().await;
+                    if !self.flush(&stop).await {
+                        return;
+                    }
                 }
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
             }
+        }
+    }
+
+    /// Inputs other nodes left for the engine.
+    async fn read_inbox(&mut self) {
+        let rows = match self.p.store.pipeline_inbox(200).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "pipeline: reading the inbox failed");
+                return;
+            }
+        };
+        for (id, body) in rows {
+            if self.inbox_done.contains(&id) {
+                continue;
+            }
+            match serde_json::from_str::<Forwarded>(&body) {
+                Ok(f) => self.input(f.input()),
+                Err(e) => {
+                    tracing::error!(id = %id, error = %e, "pipeline: an unreadable inbox row dropped")
+                }
+            }
+            self.inbox_done.push(id);
         }
     }
 
@@ -353,20 +603,25 @@ impl Task {
         }
     }
 
-    /// Write what the engine decided, then ask the gateway.
-    async fn flush(&mut self) {
+    /// Write what the engine decided, then ask the gateway. `false` when
+    /// the work must stop here: `stop` was cancelled before the step was
+    /// stored, or (clustered) another node holds the pipeline now and the
+    /// database refused the step.
+    async fn flush(&mut self, stop: &CancellationToken) -> bool {
         let now = now_ms();
         let mut w = PipelineWrite {
             now_ms: now,
+            fence: self.term.as_ref().map(|t| t.fence.clone()),
             ..Default::default()
         };
         let mut outputs = Vec::new();
         while let Some(o) = self.engine.poll_output() {
             outputs.push(o);
         }
-        if outputs.is_empty() && !self.engine.has_dirty() {
-            return;
+        if outputs.is_empty() && !self.engine.has_dirty() && self.inbox_done.is_empty() {
+            return true;
         }
+        w.inbox_done = std::mem::take(&mut self.inbox_done);
         w.incidents = self.engine.take_dirty();
         w.heartbeats = self.engine.take_heartbeats_dirty();
         self.snapshot = w
@@ -492,8 +747,17 @@ impl Task {
         // the intake and the gateway share).
         let mut wait = Duration::from_millis(100);
         let taken = loop {
+            if stop.is_cancelled() && self.term.is_some() {
+                return false;
+            }
             match self.p.store.apply_pipeline(&w).await {
                 Ok(t) => break t,
+                Err(crate::store::StoreError::Fenced(_)) => {
+                    if let (Some(role), Some(t)) = (&self.p.role, &self.term) {
+                        role.fenced(t);
+                    }
+                    return false;
+                }
                 Err(e) => {
                     self.p.metrics.store_retries.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "pipeline: the store did not take a step; retrying");
@@ -523,6 +787,7 @@ impl Task {
                 }
             }
         }
+        true
     }
 
     /// A first-level action, through the gateway's action API.

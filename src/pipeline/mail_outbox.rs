@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use super::driver::Pipeline;
 use super::engine::Incident;
 use super::notice_mail::{self, header_safe, Notice, NoticeEvent, Sender};
+use crate::cluster::role::{run_while_held, Role, Term};
 use crate::runner::now_ms;
-use crate::store::{new_id, MailEnd, OutboxMail, QueuedMail, TimelineRow};
+use crate::store::{new_id, Fence, MailEnd, OutboxMail, QueuedMail, StoreError, TimelineRow};
 
 /// How the connection to the relay is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -225,16 +226,34 @@ pub fn backoff_ms(attempts: i64, min_ms: i64, max_ms: i64) -> i64 {
 }
 
 /// Check the settings and start the sending task.
+/// With `role` (several nodes on one PostgreSQL) it runs only while this
+/// node holds the `mail_outbox` lease: the lease is confirmed on the
+/// database before each mail, and each mail's record is refused once
+/// another node claimed it.
 pub fn start(
     p: Arc<Pipeline>,
     cfg: &MailOutConfig,
     shutdown: CancellationToken,
+    role: Option<Arc<Role>>,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, MailOutError> {
-    let c = cfg.check()?;
-    Ok(run(p, c, shutdown))
+    let c = Arc::new(cfg.check()?);
+    let r = role.clone();
+    Ok(run_while_held(role, shutdown, move |term, stop| {
+        run(p.clone(), c.clone(), stop, r.clone().zip(term))
+    }))
 }
 
-async fn run(p: Arc<Pipeline>, c: Checked, shutdown: CancellationToken) {
+/// Stop sending: another node holds the outbox now.
+#[derive(Debug)]
+struct Fenced;
+
+async fn run(
+    p: Arc<Pipeline>,
+    c: Arc<Checked>,
+    shutdown: CancellationToken,
+    held: Option<(Arc<Role>, Term)>,
+) {
+    let fence = held.as_ref().map(|(_, t)| &t.fence);
     loop {
         let now = now_ms();
         let mut full = false;
@@ -245,7 +264,19 @@ async fn run(p: Arc<Pipeline>, c: Checked, shutdown: CancellationToken) {
                     if shutdown.is_cancelled() {
                         return;
                     }
-                    send_one(&p, &c, r).await;
+                    // A mail cannot be fenced once it is out: make sure
+                    // the lease is still ours just before.
+                    if let Some((role, term)) = &held {
+                        if !role.confirm(term).await {
+                            return;
+                        }
+                    }
+                    if send_one(&p, &c, r, fence).await.is_err() {
+                        if let Some((role, term)) = &held {
+                            role.fenced(term);
+                        }
+                        return;
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "mail outbox: reading the queue failed"),
@@ -275,6 +306,7 @@ fn line(p: &Pipeline, text: String) -> TimelineRow {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn finish(
     p: &Pipeline,
     r: &QueuedMail,
@@ -283,7 +315,8 @@ async fn finish(
     message_id: Option<&str>,
     error: Option<&str>,
     text: String,
-) {
+    fence: Option<&Fence>,
+) -> Result<(), Fenced> {
     let incident = &r.notice.incident;
     match end {
         MailEnd::Sent => tracing::info!(incident = %incident, "{text}"),
@@ -296,10 +329,11 @@ async fn finish(
     for _ in 0..8 {
         match p
             .store
-            .mail_finish(&r.id, incident, end, attempts, message_id, error, &l)
+            .mail_finish(&r.id, incident, end, attempts, message_id, error, &l, fence)
             .await
         {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
+            Err(StoreError::Fenced(_)) => return Err(Fenced),
             Err(e) => {
                 tracing::error!(error = %e, "mail outbox: recording a mail failed; retrying");
                 tokio::time::sleep(wait).await;
@@ -307,17 +341,32 @@ async fn finish(
             }
         }
     }
+    Ok(())
 }
 
-async fn send_one(p: &Pipeline, c: &Checked, r: QueuedMail) {
+async fn send_one(
+    p: &Pipeline,
+    c: &Checked,
+    r: QueuedMail,
+    fence: Option<&Fence>,
+) -> Result<(), Fenced> {
     let n = &r.notice;
     let what = format!("{} notice", n.event.as_str());
     let attempts = r.attempts + 1;
     let Some(plan) = p.plan(&r.contract) else {
         let why = format!("contract {} has no dialplan now", r.contract);
         let text = format!("{what} given up: {why}");
-        finish(p, &r, MailEnd::GivenUp, attempts, None, Some(&why), text).await;
-        return;
+        return finish(
+            p,
+            &r,
+            MailEnd::GivenUp,
+            attempts,
+            None,
+            Some(&why),
+            text,
+            fence,
+        )
+        .await;
     };
     let config = plan
         .pipeline
@@ -336,11 +385,14 @@ async fn send_one(p: &Pipeline, c: &Checked, r: QueuedMail) {
         (Ok(i), Ok(e)) => (i.and_then(|i| i.ticket), e),
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "mail outbox: reading the incident failed; later");
-            let _ = p
+            let retry = p
                 .store
-                .mail_retry(&r.id, r.attempts, now_ms() + c.retry_min_ms, "store")
+                .mail_retry(&r.id, r.attempts, now_ms() + c.retry_min_ms, "store", fence)
                 .await;
-            return;
+            return match retry {
+                Err(StoreError::Fenced(_)) => Err(Fenced),
+                _ => Ok(()),
+            };
         }
     };
     let ticket = ticket.unwrap_or_else(|| n.incident.clone());
@@ -359,8 +411,17 @@ async fn send_one(p: &Pipeline, c: &Checked, r: QueuedMail) {
         Err(e) => {
             let why = e.to_string();
             let text = format!("{what} given up: {why}");
-            finish(p, &r, MailEnd::GivenUp, attempts, None, Some(&why), text).await;
-            return;
+            return finish(
+                p,
+                &r,
+                MailEnd::GivenUp,
+                attempts,
+                None,
+                Some(&why),
+                text,
+                fence,
+            )
+            .await;
         }
     };
     let message_id = notice_mail::message_id(&r.id, &n.incident, &c.sender.domain);
@@ -378,8 +439,9 @@ async fn send_one(p: &Pipeline, c: &Checked, r: QueuedMail) {
                 Some(&message_id),
                 None,
                 text,
+                fence,
             )
-            .await;
+            .await
         }
         Err(e) if e.is_permanent() => {
             let why = header_safe(&e.to_string(), 300);
@@ -387,7 +449,17 @@ async fn send_one(p: &Pipeline, c: &Checked, r: QueuedMail) {
                 "{what} to {} given up: the relay refused it ({why})",
                 to.join(", ")
             );
-            finish(p, &r, MailEnd::GivenUp, attempts, None, Some(&why), text).await;
+            finish(
+                p,
+                &r,
+                MailEnd::GivenUp,
+                attempts,
+                None,
+                Some(&why),
+                text,
+                fence,
+            )
+            .await
         }
         Err(e) => {
             let why = header_safe(&e.to_string(), 300);
@@ -397,14 +469,30 @@ async fn send_one(p: &Pipeline, c: &Checked, r: QueuedMail) {
                     "{what} to {} given up after {attempts} attempts: {why}",
                     to.join(", ")
                 );
-                finish(p, &r, MailEnd::GivenUp, attempts, None, Some(&why), text).await;
-                return;
+                return finish(
+                    p,
+                    &r,
+                    MailEnd::GivenUp,
+                    attempts,
+                    None,
+                    Some(&why),
+                    text,
+                    fence,
+                )
+                .await;
             }
             let delay = backoff_ms(attempts, c.retry_min_ms, c.retry_max_ms);
             tracing::warn!(incident = %n.incident, attempts, retry_in_ms = delay, error = %why, "mail outbox: the relay did not take the {what}; retrying");
-            if let Err(e) = p.store.mail_retry(&r.id, attempts, now + delay, &why).await {
-                tracing::warn!(error = %e, "mail outbox: recording a retry failed");
+            match p
+                .store
+                .mail_retry(&r.id, attempts, now + delay, &why, fence)
+                .await
+            {
+                Err(StoreError::Fenced(_)) => return Err(Fenced),
+                Err(e) => tracing::warn!(error = %e, "mail outbox: recording a retry failed"),
+                Ok(()) => {}
             }
+            Ok(())
         }
     }
 }

@@ -556,10 +556,28 @@ impl Service {
     /// neither stays pending nor takes a re-sent alert for its ticket.
     async fn fail(&self, id: &str, obs: &StoreObserver, reason: &str, detail: &str) {
         let fin = json!({"state": "failed", "reason": reason, "detail": detail, "at_ms": now_ms()});
-        match self.store.finish_active(id, "failed", &fin, now_ms()).await {
+        // Clustered, under the lease's epoch like every other write: a
+        // node that lost the notification (or never held it) cannot end it.
+        if self.cluster.get().is_some() && obs.epoch().is_none() {
+            tracing::warn!(notification = %id, "not failing a notification this node holds no lease on");
+            return;
+        }
+        match self
+            .store
+            .finish_active_fenced(id, "failed", &fin, now_ms(), obs.epoch())
+            .await
+        {
             Ok(true) => {}
-            // It ended meanwhile: that ending stands.
-            Ok(false) => return,
+            // It ended meanwhile (that ending stands), or another node
+            // claimed it since.
+            Ok(false) => {
+                if let (Some(c), Some(_)) = (self.cluster.get(), obs.epoch()) {
+                    c.metrics
+                        .fencing_rejections
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return;
+            }
             Err(e) => {
                 tracing::error!(notification = %id, error = %e, "cannot store the failed state")
             }

@@ -43,6 +43,11 @@ impl StoreObserver {
         }
     }
 
+    /// The lease epoch its writes carry (clustered).
+    pub(crate) fn epoch(&self) -> Option<i64> {
+        self.epoch
+    }
+
     /// Queue an event (its attempt change and its webhook), in order.
     pub(crate) fn record(&self, v: Value) {
         let event = v["event"].as_str().unwrap_or("").to_string();

@@ -69,6 +69,11 @@ pub struct PipelineWrite {
     /// Customer notices this step causes (the mail outbox).
     pub mails: Vec<super::OutboxMail>,
     pub now_ms: i64,
+    /// Clustered: the pipeline lease this step is written under; the step
+    /// is refused (`StoreError::Fenced`) once another node claimed it.
+    pub fence: Option<super::Fence>,
+    /// Rows of `pipeline_inbox` this step handled (deleted with it).
+    pub inbox_done: Vec<String>,
 }
 
 /// Filters of `GET /v1/incidents`.
@@ -224,6 +229,14 @@ impl Store {
         w: &PipelineWrite,
     ) -> Result<Vec<(String, String)>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // First, so the lease row stays locked until the commit.
+        super::work_leases::check(&mut tx, w.fence.as_ref()).await?;
+        for id in &w.inbox_done {
+            sqlx::query("DELETE FROM pipeline_inbox WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut tickets = Vec::new();
         for (incident, prefix) in &w.new_tickets {
             tickets.push((incident.clone(), next_ticket(&mut tx, prefix).await?));

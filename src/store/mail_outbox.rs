@@ -119,7 +119,10 @@ impl Store {
         attempts: i64,
         next_ms: i64,
         error: &str,
+        fence: Option<&super::Fence>,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        super::work_leases::check(&mut tx, fence).await?;
         sqlx::query(
             "UPDATE mail_outbox SET attempts = $1, next_ms = $2, last_error = $3 \
              WHERE id = $4 AND state = 'queued'",
@@ -128,8 +131,9 @@ impl Store {
         .bind(next_ms)
         .bind(error)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -144,8 +148,10 @@ impl Store {
         message_id: Option<&str>,
         error: Option<&str>,
         line: &TimelineRow,
+        fence: Option<&super::Fence>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        super::work_leases::check(&mut tx, fence).await?;
         sqlx::query(
             "UPDATE mail_outbox SET state = $1, attempts = $2, done_ms = $3, message_id = $4, \
              last_error = $5 WHERE id = $6",

@@ -37,6 +37,10 @@ pub enum StoreError {
     Contended(&'static str),
     #[error("{0}: the database did not answer in time")]
     Timeout(&'static str),
+    /// Another node claimed this work (`crate::cluster::role`): the
+    /// write was refused and the work stops here.
+    #[error("{0}: another node holds this work now (fenced)")]
+    Fenced(String),
 }
 
 /// A notification as stored.
@@ -139,6 +143,8 @@ macro_rules! ended {
 // After `ended!`, which it uses.
 mod leases;
 pub use leases::Claimed;
+mod work_leases;
+pub use work_leases::Fence;
 
 /// The store.
 #[derive(Debug, Clone)]
@@ -469,6 +475,35 @@ impl Store {
         .bind(final_json.to_string())
         .bind(now_ms)
         .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// As [`Store::finish_active`], and with `epoch` (clustered) only
+    /// while that lease epoch still holds the notification (fencing).
+    pub async fn finish_active_fenced(
+        &self,
+        id: &str,
+        state: &str,
+        final_json: &serde_json::Value,
+        now_ms: i64,
+        epoch: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let Some(epoch) = epoch else {
+            return self.finish_active(id, state, final_json, now_ms).await;
+        };
+        let n = sqlx::query(concat!(
+            "UPDATE notifications SET state = $1, final = $2, updated_ms = $3 WHERE id = $4 \
+             AND epoch = $5 AND state NOT IN ",
+            ended!()
+        ))
+        .bind(state)
+        .bind(final_json.to_string())
+        .bind(now_ms)
+        .bind(id)
+        .bind(epoch)
         .execute(&self.pool)
         .await?
         .rows_affected();

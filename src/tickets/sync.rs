@@ -32,6 +32,7 @@ use super::config::{RedmineContract, TicketConfig, TicketsSettings};
 use super::notes::render;
 use super::redmine::{Redmine, RedmineTickets};
 use super::{NewTicket, TicketAdapter, TicketError};
+use crate::cluster::role::{Role, Term};
 use crate::ivr::dialplan::{Dialplan, Language};
 use crate::pipeline::driver::Plans;
 use crate::pipeline::engine::Incident;
@@ -96,6 +97,8 @@ pub struct TicketSync {
     incidents: HashMap<String, IncState>,
     started_ms: i64,
     pub metrics: Arc<SyncMetrics>,
+    /// Clustered: the `ticket_sync` lease this node works under.
+    held: Option<(Arc<Role>, Term)>,
 }
 
 /// The contract whose ticket an incident has (the called contract; the
@@ -167,11 +170,33 @@ impl TicketSync {
             incidents: HashMap::new(),
             started_ms: crate::runner::now_ms(),
             metrics: Arc::default(),
+            held: None,
         }
     }
 
     /// Run until `shutdown`: a pass every 200 ms.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        self.run_term(&shutdown).await;
+    }
+
+    /// Clustered: run only while this node holds the `ticket_sync` lease,
+    /// confirmed on the database before each incident's Redmine calls.
+    pub async fn run_held(mut self, role: Arc<Role>, shutdown: CancellationToken) {
+        while let Some(term) = role.acquire().await {
+            // What another node did meanwhile is only in the database.
+            self.incidents.clear();
+            self.held = Some((role.clone(), term.clone()));
+            self.run_term(&term.token).await;
+            self.held = None;
+            if shutdown.is_cancelled() {
+                role.release(&term).await;
+                return;
+            }
+            role.stopped(&term, "the ticket sync stopped");
+        }
+    }
+
+    async fn run_term(&mut self, shutdown: &CancellationToken) {
         loop {
             let now = crate::runner::now_ms();
             if let Err(e) = self.pass(now).await {
@@ -269,6 +294,11 @@ impl TicketSync {
                 .is_none_or(|s| s.next_try_ms <= now);
             if !due {
                 continue;
+            }
+            if let Some((role, term)) = &self.held {
+                if !role.confirm(term).await {
+                    return Ok(());
+                }
             }
             match self.sync_one(row, now).await {
                 Ok(()) => {
@@ -449,6 +479,7 @@ pub async fn start(
     svc: &crate::service::Service,
     plans: Plans,
     pipeline: Arc<crate::pipeline::driver::Pipeline>,
+    role: Option<Arc<Role>>,
 ) -> Result<(), TicketError> {
     let snapshot = plans();
     let uses: Vec<&Dialplan> = snapshot
@@ -475,6 +506,9 @@ pub async fn start(
         pipeline,
     );
     tracing::info!(contracts = uses.len(), "tickets: Redmine sync running");
-    svc.tasks.spawn(sync.run(svc.shutdown.clone()));
+    match role {
+        Some(role) => svc.tasks.spawn(sync.run_held(role, svc.shutdown.clone())),
+        None => svc.tasks.spawn(sync.run(svc.shutdown.clone())),
+    };
     Ok(())
 }
