@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod api;
+pub mod channels;
 pub mod bench;
 pub mod cli;
 pub mod cluster;

@@ -125,6 +125,8 @@ macro_rules! ended {
 // After `ended!`, which it uses.
 mod leases;
 pub use leases::Claimed;
+mod channels;
+pub use channels::{ChannelAsk, ChannelTry, TrunkCounts};
 
 /// The store.
 #[derive(Debug, Clone)]
