@@ -643,12 +643,18 @@ mod tests {
         let c: Config =
             toml::from_str("[trunks.c]\nproxy = \"p:5060\"\nmax_channels = 4\nmax_cps = 2\n")
                 .unwrap();
-        assert_eq!((c.trunks["c"].max_channels, c.trunks["c"].max_cps), (Some(4), Some(2)));
+        assert_eq!(
+            (c.trunks["c"].max_channels, c.trunks["c"].max_cps),
+            (Some(4), Some(2))
+        );
         assert_eq!(Config::default().trunks.len(), 0);
         let dir = std::env::temp_dir().join(format!("callout-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for (bad, line) in [
-            ("[trunks.c]\nproxy = \"p:5060\"\n\nmax_channels = 0\n", "line 4"),
+            (
+                "[trunks.c]\nproxy = \"p:5060\"\n\nmax_channels = 0\n",
+                "line 4",
+            ),
             ("[trunks.c]\nmax_cps = -3\n", "line 2"),
             ("[trunks.c]\nmax_channels = \"four\"\n", "line 2"),
         ] {

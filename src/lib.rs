@@ -5,8 +5,8 @@
 
 pub mod action;
 pub mod api;
-pub mod channels;
 pub mod bench;
+pub mod channels;
 pub mod cli;
 pub mod cluster;
 pub mod config;

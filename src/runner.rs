@@ -366,8 +366,9 @@ pub async fn escalate(
                     .await;
                     if let Some((ch, ask)) = &script.channel {
                         if let Some(r) = &report.refusal {
-                            if let Some(until) =
-                                ch.refused(&ask.trunk, r.code, r.retry_after_s, &r.reason).await
+                            if let Some(until) = ch
+                                .refused(&ask.trunk, r.code, r.retry_after_s, &r.reason)
+                                .await
                             {
                                 tracing::warn!(trunk = %ask.trunk, code = r.code, "the trunk is full; new calls back off");
                                 obs.event(json!({"event": "trunk.backoff", "trunk": ask.trunk, "attempt": attempt,

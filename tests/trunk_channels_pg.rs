@@ -67,7 +67,9 @@ impl Db {
             use sqlx::{Connection, Row};
             let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
             let r = sqlx::query(q).fetch_one(&mut c).await.unwrap();
-            r.try_get::<Option<String>, _>(0).unwrap().unwrap_or_default()
+            r.try_get::<Option<String>, _>(0)
+                .unwrap()
+                .unwrap_or_default()
         })
     }
 }
@@ -277,11 +279,14 @@ impl Uas {
                 block.clear();
             };
             for line in text.lines() {
-                if let Some(rest) = line.strip_prefix("-----------------------------------------------") {
+                if let Some(rest) =
+                    line.strip_prefix("-----------------------------------------------")
+                {
                     flush(stamp, &mut block);
-                    stamp = chrono::NaiveDateTime::parse_from_str(rest.trim(), "%Y-%m-%d %H:%M:%S%.f")
-                        .ok()
-                        .map(|t| t.and_utc().timestamp_micros() as f64 / 1000.0);
+                    stamp =
+                        chrono::NaiveDateTime::parse_from_str(rest.trim(), "%Y-%m-%d %H:%M:%S%.f")
+                            .ok()
+                            .map(|t| t.and_utc().timestamp_micros() as f64 / 1000.0);
                 } else {
                     block.push(line);
                 }
@@ -380,11 +385,18 @@ fn trunk_limits_hold_across_three_nodes() {
         get(&nodes[0], &first)["state"] == "exhausted"
     });
     let second = post(&nodes[1], "refused", "R2", "critical");
-    wait_for("the second notification to queue", Duration::from_secs(10), || {
-        let q = &get(&nodes[1], &second)["queued_for_trunk"];
-        q["trunk"] == "full" && q["since_ms"].as_i64().is_some()
-    });
-    let backoff = metric(&nodes[2].base, "callout_trunk_backoff_seconds{trunk=\"full\"}");
+    wait_for(
+        "the second notification to queue",
+        Duration::from_secs(10),
+        || {
+            let q = &get(&nodes[1], &second)["queued_for_trunk"];
+            q["trunk"] == "full" && q["since_ms"].as_i64().is_some()
+        },
+    );
+    let backoff = metric(
+        &nodes[2].base,
+        "callout_trunk_backoff_seconds{trunk=\"full\"}",
+    );
     assert!(backoff > 0.5, "node-c sees the backoff: {backoff}");
     wait_for("the second call", Duration::from_secs(20), || {
         get(&nodes[1], &second)["state"] == "exhausted"
@@ -394,7 +406,10 @@ fn trunk_limits_hold_across_three_nodes() {
     assert_eq!(refused.len(), 2, "{refused:?}");
     let gap = refused[1].invite_ms - refused[0].invite_ms;
     eprintln!("503 Retry-After: 3 -> next INVITE (another node) after {gap:.0} ms");
-    assert!(gap >= 2_900.0, "Retry-After honoured across nodes: {gap} ms");
+    assert!(
+        gap >= 2_900.0,
+        "Retry-After honoured across nodes: {gap} ms"
+    );
     assert!(gap < 8_000.0, "and not much longer: {gap} ms");
     assert_eq!(refused[1].notification, second);
 
@@ -406,7 +421,10 @@ fn trunk_limits_hold_across_three_nodes() {
         severity.insert(id, "minor");
     }
     wait_for("minor ones queued", Duration::from_secs(20), || {
-        metric(&nodes[1].base, "callout_trunk_queue_depth{trunk=\"carrier\"}") >= 16.0
+        metric(
+            &nodes[1].base,
+            "callout_trunk_queue_depth{trunk=\"carrier\"}",
+        ) >= 16.0
     });
     let mut criticals = Vec::new();
     for i in 0..12 {
@@ -475,7 +493,10 @@ fn trunk_limits_hold_across_three_nodes() {
         .count();
     let order: Vec<&str> = calls.iter().map(sev).collect();
     eprintln!("INVITE order at the UAS: {order:?}");
-    assert!(overtaking.is_empty(), "minor ones dialled before waiting critical ones: {overtaking:?}");
+    assert!(
+        overtaking.is_empty(),
+        "minor ones dialled before waiting critical ones: {overtaking:?}"
+    );
     assert!(
         minor_after >= 8,
         "the critical ones went ahead of minor ones queued earlier: {minor_after} minor after the last critical"

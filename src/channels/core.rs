@@ -91,13 +91,7 @@ pub fn trunk_full(code: u16, retry_after_s: Option<u32>, reason: &str) -> bool {
                 .iter()
                 .any(|c| r.replace(' ', "").contains(c));
             q850 || [
-                "full",
-                "congest",
-                "capacity",
-                "channel",
-                "trunk",
-                "limit",
-                "overload",
+                "full", "congest", "capacity", "channel", "trunk", "limit", "overload",
             ]
             .iter()
             .any(|w| r.contains(w))
@@ -337,7 +331,11 @@ mod tests {
         assert_eq!(s.refused(0, 404, None, "Not Found"), None);
         assert_eq!(s.refused(0, 480, Some(10), ""), None);
         assert_eq!(s.backoff_until_ms, 0);
-        assert!(trunk_full(486, None, "Busy Here; Q.850;cause=34;text=\"No circuit/channel available\""));
+        assert!(trunk_full(
+            486,
+            None,
+            "Busy Here; Q.850;cause=34;text=\"No circuit/channel available\""
+        ));
         assert!(trunk_full(486, None, "Trunk Full"));
         assert!(trunk_full(486, Some(5), "Busy Here"));
         assert!(trunk_full(600, None, "Q.850 ; cause=42"));

@@ -276,7 +276,12 @@ impl Channels {
             woken.as_mut().enable();
             let t = match self.try_once(ask).await {
                 Ok(t) => t,
-                Err(e) if self.db.get().is_some_and(|d| d.node.epoch(&ask.id).is_none()) => {
+                Err(e)
+                    if self
+                        .db
+                        .get()
+                        .is_some_and(|d| d.node.epoch(&ask.id).is_none()) =>
+                {
                     tracing::warn!(trunk = %ask.trunk, error = %e, "stopped waiting for a channel");
                     self.leave(&ask.trunk, &ask.id);
                     return Wait::Stopped;
@@ -292,9 +297,11 @@ impl Channels {
             };
             if t.granted {
                 if let Some(since) = queued_since {
-                    obs.event(json!({"event": "trunk.granted", "trunk": ask.trunk, "attempt": attempt,
-                        "waited_ms": (now_ms() - since).max(0), "at_ms": now_ms() - started}))
-                        .await;
+                    obs.event(
+                        json!({"event": "trunk.granted", "trunk": ask.trunk, "attempt": attempt,
+                        "waited_ms": (now_ms() - since).max(0), "at_ms": now_ms() - started}),
+                    )
+                    .await;
                 }
                 return Wait::Granted(Channel {
                     channels: self.clone(),
@@ -305,9 +312,11 @@ impl Channels {
             if queued_since.is_none() {
                 queued_since = Some(t.since_ms);
                 tracing::info!(trunk = %ask.trunk, "every channel of the trunk is taken (or it backs off); queued");
-                obs.event(json!({"event": "trunk.queued", "trunk": ask.trunk, "attempt": attempt,
-                    "since_ms": t.since_ms, "at_ms": now_ms() - started}))
-                    .await;
+                obs.event(
+                    json!({"event": "trunk.queued", "trunk": ask.trunk, "attempt": attempt,
+                    "since_ms": t.since_ms, "at_ms": now_ms() - started}),
+                )
+                .await;
             }
             // On one node only a release or the clock (cps, backoff) can
             // change anything; the long wait is a safety net.
@@ -380,8 +389,7 @@ impl Channels {
         if let Some(db) = self.db.get() {
             let r = tokio::time::timeout(
                 TRY_TIMEOUT,
-                db.store
-                    .channel_refused(trunk, code, retry_after_s, reason),
+                db.store.channel_refused(trunk, code, retry_after_s, reason),
             )
             .await;
             return match r {
@@ -442,11 +450,9 @@ impl Channels {
                 backoff_ms: 0,
             };
             if let Some(db) = self.db.get() {
-                if let Ok(Ok(c)) = tokio::time::timeout(
-                    TRY_TIMEOUT,
-                    db.store.channel_counts(trunk, &db.node.id),
-                )
-                .await
+                if let Ok(Ok(c)) =
+                    tokio::time::timeout(TRY_TIMEOUT, db.store.channel_counts(trunk, &db.node.id))
+                        .await
                 {
                     v.in_use = c.in_use;
                     v.queued = c.queued;
@@ -493,7 +499,10 @@ impl Channels {
                     3 => v.queued_here.to_string(),
                     _ => format!("{:.3}", v.backoff_ms as f64 / 1000.0),
                 };
-                out.push_str(&format!("{name}{{trunk=\"{}\"}} {value}\n", label(&v.trunk)));
+                out.push_str(&format!(
+                    "{name}{{trunk=\"{}\"}} {value}\n",
+                    label(&v.trunk)
+                ));
             }
         }
         out
@@ -537,7 +546,9 @@ mod tests {
         let (_tx, rx) = watch::channel(None);
         let stop = CancellationToken::new();
         let mut r = rx.clone();
-        let Wait::Granted(first) = ch.acquire(&ask("a", 2, 1), &mut r, &stop, &Quiet, 1, 0).await
+        let Wait::Granted(first) = ch
+            .acquire(&ask("a", 2, 1), &mut r, &stop, &Quiet, 1, 0)
+            .await
         else {
             panic!("a free channel is granted at once");
         };
@@ -561,7 +572,10 @@ mod tests {
         while ch.snapshot().await[0].queued < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(ch.queued("minor").await.map(|q| q.0).as_deref(), Some("carrier"));
+        assert_eq!(
+            ch.queued("minor").await.map(|q| q.0).as_deref(),
+            Some("carrier")
+        );
         drop(first);
         for t in tasks {
             t.await.unwrap();
@@ -584,7 +598,9 @@ mod tests {
         let ch = Channels::new(&trunks);
         let stop = CancellationToken::new();
         let (_t0, mut r0) = watch::channel(None);
-        let Wait::Granted(_held) = ch.acquire(&ask("a", 2, 1), &mut r0, &stop, &Quiet, 1, 0).await
+        let Wait::Granted(_held) = ch
+            .acquire(&ask("a", 2, 1), &mut r0, &stop, &Quiet, 1, 0)
+            .await
         else {
             panic!()
         };
@@ -593,7 +609,8 @@ mod tests {
         let stop2 = stop.clone();
         let t = tokio::spawn(async move {
             matches!(
-                ch2.acquire(&ask("b", 0, 2), &mut rx, &stop2, &Quiet, 1, 0).await,
+                ch2.acquire(&ask("b", 0, 2), &mut rx, &stop2, &Quiet, 1, 0)
+                    .await,
                 Wait::Cancelled
             )
         });
@@ -604,7 +621,10 @@ mod tests {
         assert!(t.await.unwrap());
         assert_eq!(ch.snapshot().await[0].queued, 0);
         // A 503 with Retry-After backs the trunk off; a busy callee not.
-        assert!(ch.refused("carrier", 486, None, "Busy Here").await.is_none());
+        assert!(ch
+            .refused("carrier", 486, None, "Busy Here")
+            .await
+            .is_none());
         assert!(ch.refused("carrier", 503, Some(2), "").await.is_some());
         assert!(ch.snapshot().await[0].backoff_ms > 1_000);
     }

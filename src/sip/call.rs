@@ -767,7 +767,8 @@ impl Call {
                     _ => map_failure(code, &resp.reason),
                 };
                 if code >= 400 {
-                    self.events.push_back(CallEvent::Refused(Refusal::of(&resp)));
+                    self.events
+                        .push_back(CallEvent::Refused(Refusal::of(&resp)));
                 }
                 self.end(now, reason);
             }

@@ -279,11 +279,7 @@ impl Store {
 
     /// Live channels and waiters per trunk (those of live leases only),
     /// and `node`'s share.
-    pub async fn channel_counts(
-        &self,
-        trunk: &str,
-        node: &str,
-    ) -> Result<TrunkCounts, StoreError> {
+    pub async fn channel_counts(&self, trunk: &str, node: &str) -> Result<TrunkCounts, StoreError> {
         let count = |table: &'static str| {
             format!(
                 "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN t.node = $2 THEN 1 ELSE 0 END), 0) AS here \
