@@ -458,7 +458,9 @@ pub async fn call(o: CallOptions) -> anyhow::Result<ExitCode> {
                 json!({"event": "media_updated", "codec": neg.codec, "remote_rtp": neg.remote.to_string(),
                 "direction": neg.direction, "at_ms": ms(Instant::now())}),
             ),
-            CallUpdate::Sip(CallEvent::InfoDigit { .. } | CallEvent::Offered(_)) => {}
+            CallUpdate::Sip(
+                CallEvent::InfoDigit { .. } | CallEvent::Offered(_) | CallEvent::Refused(_),
+            ) => {}
             CallUpdate::Sip(CallEvent::Ended(reason)) => {
                 emit(json!({"event": "ended", "reason": reason, "at_ms": ms(Instant::now())}));
                 outcome = Some(reason);

@@ -91,6 +91,26 @@ pub struct TrunkConfig {
     /// on anything but TLS (docs/security.md).
     #[serde(default)]
     pub srtp: Option<crate::media::srtp::SrtpMode>,
+    /// Calls up at once on this trunk, across all nodes (the carrier's
+    /// channels); more wait in its queue, most severe first. Unset: no
+    /// limit. See `crate::channels`.
+    #[serde(default, deserialize_with = "positive")]
+    pub max_channels: Option<u32>,
+    /// New calls per second on this trunk, across all nodes. Unset: no
+    /// limit.
+    #[serde(default, deserialize_with = "positive")]
+    pub max_cps: Option<u32>,
+}
+
+/// A count that must be at least 1 (the file's line is in the error).
+fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = i64::deserialize(d)?;
+    if !(1..=100_000).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "must be a whole number from 1 to 100000, not {v}"
+        )));
+    }
+    Ok(Some(v as u32))
 }
 
 /// `[trunks.NAME.tls]`.
@@ -685,6 +705,34 @@ mod tests {
         assert_eq!(u.tls.unwrap().server_name, "2001:db8::1");
         assert!(toml::from_str::<Config>("[trunks.x]\ntransport = \"sctp\"\n").is_err());
         assert!(toml::from_str::<Config>("[trunks.x.tls]\nverify = false\n").is_err());
+    }
+
+    #[test]
+    fn trunk_channel_limits_are_checked_with_their_line() {
+        let c: Config =
+            toml::from_str("[trunks.c]\nproxy = \"p:5060\"\nmax_channels = 4\nmax_cps = 2\n")
+                .unwrap();
+        assert_eq!(
+            (c.trunks["c"].max_channels, c.trunks["c"].max_cps),
+            (Some(4), Some(2))
+        );
+        assert_eq!(Config::default().trunks.len(), 0);
+        let dir = std::env::temp_dir().join(format!("callout-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (bad, line) in [
+            (
+                "[trunks.c]\nproxy = \"p:5060\"\n\nmax_channels = 0\n",
+                "line 4",
+            ),
+            ("[trunks.c]\nmax_cps = -3\n", "line 2"),
+            ("[trunks.c]\nmax_channels = \"four\"\n", "line 2"),
+        ] {
+            let f = dir.join("callout.toml");
+            std::fs::write(&f, bad).unwrap();
+            let e = Config::load(&f).unwrap_err().to_string();
+            assert!(e.contains(line) && e.contains("callout.toml"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

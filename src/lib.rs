@@ -6,6 +6,7 @@
 pub mod action;
 pub mod api;
 pub mod bench;
+pub mod channels;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -108,6 +108,9 @@ pub struct Script {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The contract's PIN lockout (the database in the service).
     pub pins: Arc<dyn crate::pin_store::PinStore>,
+    /// The trunk's channel limits, when it has any: each call takes a
+    /// channel before its INVITE (`crate::channels`).
+    pub channel: Option<(Arc<crate::channels::Channels>, crate::channels::Ask)>,
 }
 
 impl Script {
@@ -208,6 +211,7 @@ impl Script {
             transport: Default::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             pins: Arc::new(crate::pin_store::MemoryPins::default()),
+            channel: None,
         })
     }
 
@@ -325,12 +329,30 @@ pub async fn escalate(
                         .await;
                         return None;
                     }
+                    // A limited trunk: wait for one of its channels (a
+                    // cancel meanwhile dials nothing: run_call sees it).
+                    let channel = match &script.channel {
+                        None => None,
+                        Some((ch, ask)) => match ch
+                            .acquire(ask, &mut cancel, &script.shutdown, obs, attempt, started)
+                            .await
+                        {
+                            crate::channels::Wait::Granted(c) => Some(c),
+                            crate::channels::Wait::Cancelled => None,
+                            crate::channels::Wait::Stopped => {
+                                obs.event(json!({"event": "notification.suspended", "at_ms": now_ms() - started}))
+                                    .await;
+                                return None;
+                            }
+                        },
+                    };
                     obs.event(
                         json!({"event": "call.dialing", "attempt": attempt, "contact": c.name,
                         "round": round, "at_ms": now_ms() - started}),
                     )
                     .await;
                     let mut media = None;
+                    let mut report = TrunkReport::default();
                     let outcome = tracing::Instrument::instrument(
                         run_call(
                             gw,
@@ -342,10 +364,30 @@ pub async fn escalate(
                             started,
                             obs,
                             &mut media,
+                            &mut report,
                         ),
                         tracing::info_span!("call", attempt),
                     )
                     .await;
+                    if let Some((ch, ask)) = &script.channel {
+                        if let Some(r) = &report.refusal {
+                            if let Some(until) = ch
+                                .refused(&ask.trunk, r.code, r.retry_after_s, &r.reason)
+                                .await
+                            {
+                                tracing::warn!(trunk = %ask.trunk, code = r.code, "the trunk is full; new calls back off");
+                                obs.event(json!({"event": "trunk.backoff", "trunk": ask.trunk, "attempt": attempt,
+                                    "code": r.code, "retry_after_s": r.retry_after_s, "until_ms": until,
+                                    "at_ms": now_ms() - started}))
+                                    .await;
+                            }
+                        } else if report.got_through {
+                            ch.got_through(&ask.trunk).await;
+                        }
+                    }
+                    // The channel is free once the call is over (and
+                    // before the next call of this escalation asks).
+                    drop(channel);
                     // A cancel that arrived during the call carries its reason.
                     let reason = cancel.borrow().clone();
                     if let Some(reason) = reason {
@@ -520,6 +562,15 @@ async fn pin_failed(
     locked
 }
 
+/// What a call told about its trunk, for the channel limits' backoff.
+#[derive(Debug, Default)]
+struct TrunkReport {
+    /// The final failure response, if the call ended with one.
+    refusal: Option<crate::sip::call::Refusal>,
+    /// It rang or was answered.
+    got_through: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_call(
     gw: &Gateway,
@@ -531,6 +582,7 @@ async fn run_call(
     started: i64,
     obs: &dyn Observer,
     media: &mut Option<crate::driver::media::MediaSummary>,
+    report: &mut TrunkReport,
 ) -> Outcome {
     let c = &plan.contacts[contact];
     let at = || now_ms() - started;
@@ -633,7 +685,9 @@ async fn run_call(
                     continue;
                 };
                 match ev {
+                    CallUpdate::Sip(CallEvent::Refused(r)) => report.refusal = Some(r),
                     CallUpdate::Sip(CallEvent::Ringing) => {
+                        report.got_through = true;
                         obs.event(json!({"event": "call.ringing", "attempt": attempt, "at_ms": at()})).await;
                     }
                     CallUpdate::FailedOver { code, to, trunk } => {
@@ -645,6 +699,7 @@ async fn run_call(
                             "target": target, "at_ms": at()})).await;
                     }
                     CallUpdate::Sip(CallEvent::Answered(_)) => {
+                        report.got_through = true;
                         obs.event(json!({"event": "call.answered", "attempt": attempt, "at_ms": at()})).await;
                         answered_at = Some(tokio::time::Instant::now());
                         if cancelled {

@@ -293,6 +293,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<(Arc<Service>, tokio::n
     // sweeper); alone, this process resumes everything.
     if let Some(node) = node {
         let _ = svc.cluster.set(node.clone());
+        // Trunk channels, queues, backoff and keepalive verdicts are the
+        // nodes' together, before any work is claimed.
+        svc.channels
+            .use_database(&svc.store, node.clone(), svc.config.database_url.clone());
+        crate::channels::health::spawn(&svc, &node.id);
         if let Err(e) = svc.actions.recover().await {
             tracing::error!(error = %e, "cannot mark interrupted action runs");
         }

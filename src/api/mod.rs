@@ -432,7 +432,14 @@ async fn notification_json(svc: &Service, id: &str) -> Result<Value, ApiError> {
         _ => None,
     };
     let actions = svc.store.runs_of(id).await?;
+    // Waiting for a channel of its trunk (`crate::channels`).
+    let queued = svc
+        .channels
+        .queued(id)
+        .await
+        .map(|(trunk, since_ms)| json!({"trunk": trunk, "since_ms": since_ms}));
     Ok(json!({
+        "queued_for_trunk": queued,
         "id": n.id, "contract": n.contract, "ticket": n.ticket, "severity": n.severity, "host": n.host,
         "summary": n.summary, "variables": n.variables, "state": n.state, "final": n.final_state,
         "acked_by": acked_by, "actions": actions, "cancel_reason": n.cancel_reason,
@@ -734,6 +741,9 @@ async fn readyz(State(svc): Shared) -> Response {
     if let Some(c) = svc.cluster.get() {
         body["node"] = json!({"id": c.id, "leases_held": c.leases_held()});
     }
+    // Limited trunks: channels in use and calls waiting (all nodes, and
+    // this node's share), backoff left. A full trunk is not unready.
+    body["channels"] = json!(svc.channels.snapshot().await);
     if ready {
         return (StatusCode::OK, Json(body)).into_response();
     }
@@ -820,6 +830,7 @@ async fn metrics(State(svc): Shared) -> Response {
         ));
     }
     out.push_str(&svc.trunk_health.metrics_text());
+    out.push_str(&svc.channels.metrics_text().await);
     if let Some(p) = svc.pipeline.get() {
         out.push_str(&incidents::metrics_text(p));
     }

@@ -125,6 +125,11 @@ impl Node {
         self.leases().epoch(id)
     }
 
+    /// Cancelled when this node stops its cluster work (shutdown).
+    pub fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     pub fn leases_held(&self) -> usize {
         self.leases().len()
     }

@@ -87,6 +87,8 @@ pub struct Service {
     pub console: crate::console::Console,
     /// What trunk keepalive found (`[trunks.X] keepalive`).
     pub trunk_health: Arc<crate::sip::keepalive::Board>,
+    /// Trunk channel limits (`[trunks.X] max_channels`, `max_cps`).
+    pub channels: Arc<crate::channels::Channels>,
 }
 
 /// State names stored for each ending.
@@ -110,6 +112,7 @@ impl Service {
     ) -> Arc<Service> {
         let actions = Arc::new(crate::action::Actions::with_store(store.clone()));
         let slots = admission::Slots::new(config.limits.max_dialling);
+        let channels = crate::channels::Channels::new(&config.trunks);
         Arc::new(Service {
             config,
             store,
@@ -129,6 +132,7 @@ impl Service {
             cluster: std::sync::OnceLock::new(),
             console: crate::console::Console::default(),
             trunk_health: Arc::default(),
+            channels,
         })
     }
 
@@ -434,6 +438,14 @@ impl Service {
                     s.advertise = trunk.advertise;
                     s.transport = trunk.transport;
                     s.symmetric_rtp = svc.config.trunks.get(&plan.trunk).is_some_and(|t| t.symmetric_rtp);
+                    if svc.channels.gated(&plan.trunk) {
+                        s.channel = Some((svc.channels.clone(), crate::channels::Ask {
+                            trunk: plan.trunk.clone(),
+                            id: row.id.clone(),
+                            rank: admission::severity_rank(&row.severity),
+                            created_ms: row.created_ms,
+                        }));
+                    }
                     s
                 }
                 Ok(Err(e)) => {

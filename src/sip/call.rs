@@ -114,7 +114,44 @@ pub enum CallEvent {
         digit: char,
         duration_ms: Option<u32>,
     },
+    /// The final failure response, just before `Ended`: what a trunk's
+    /// backoff needs (`crate::channels`).
+    Refused(Refusal),
     Ended(EndReason),
+}
+
+/// A final failure response as the caller's trunk policy reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: u16,
+    /// `Retry-After` seconds (RFC 3261 20.33), when given.
+    pub retry_after_s: Option<u32>,
+    /// The status phrase and any `Reason` header (RFC 3326).
+    pub reason: String,
+}
+
+impl Refusal {
+    fn of(resp: &Response) -> Refusal {
+        let retry_after_s = resp.headers.get("Retry-After").and_then(|v| {
+            let digits: String = v
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .take(9)
+                .collect();
+            digits.parse().ok()
+        });
+        let mut reason: String = resp.reason.chars().take(200).collect();
+        if let Some(r) = resp.headers.get("Reason") {
+            reason.push_str("; ");
+            reason.extend(r.chars().take(200));
+        }
+        Refusal {
+            code: resp.code,
+            retry_after_s,
+            reason,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -729,6 +766,10 @@ impl Call {
                     },
                     _ => map_failure(code, &resp.reason),
                 };
+                if code >= 400 {
+                    self.events
+                        .push_back(CallEvent::Refused(Refusal::of(&resp)));
+                }
                 self.end(now, reason);
             }
         }

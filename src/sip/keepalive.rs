@@ -228,6 +228,10 @@ impl Probe {
 #[derive(Debug, Default)]
 pub struct Board {
     trunks: Mutex<BTreeMap<String, BTreeMap<SocketAddr, Health>>>,
+    /// What the nodes sharing a database found together (the latest
+    /// change of any node wins, `channels::health`): when present it
+    /// overrides this node's own probes.
+    cluster: Mutex<BTreeMap<String, BTreeMap<SocketAddr, Health>>>,
 }
 
 impl Board {
@@ -245,11 +249,39 @@ impl Board {
     }
 
     pub fn health(&self, trunk: &str, addr: SocketAddr) -> Health {
+        let c = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = c.get(trunk).and_then(|m| m.get(&addr)) {
+            return *h;
+        }
+        drop(c);
         let t = self.trunks.lock().unwrap_or_else(|e| e.into_inner());
         t.get(trunk)
             .and_then(|m| m.get(&addr))
             .copied()
             .unwrap_or(Health::Unknown)
+    }
+
+    /// This node's own verdicts (up or down; not yet known ones left
+    /// out), for the other nodes.
+    pub fn own_verdicts(&self) -> Vec<(String, SocketAddr, bool)> {
+        let t = self.trunks.lock().unwrap_or_else(|e| e.into_inner());
+        t.iter()
+            .flat_map(|(n, m)| {
+                m.iter()
+                    .filter(|(_, h)| **h != Health::Unknown)
+                    .map(move |(a, h)| (n.clone(), *a, *h == Health::Down))
+            })
+            .collect()
+    }
+
+    /// Replace the nodes' shared verdicts (trunk, address, down).
+    pub fn set_cluster(&self, verdicts: &[(String, SocketAddr, bool)]) {
+        let mut m: BTreeMap<String, BTreeMap<SocketAddr, Health>> = BTreeMap::new();
+        for (t, a, down) in verdicts {
+            let h = if *down { Health::Down } else { Health::Up };
+            m.entry(t.clone()).or_default().insert(*a, h);
+        }
+        *self.cluster.lock().unwrap_or_else(|e| e.into_inner()) = m;
     }
 
     /// `addrs` (in configured order) as calls should try them: addresses
@@ -267,8 +299,8 @@ impl Board {
     /// Whether every probed address of `trunk` is down (false when none
     /// is probed).
     pub fn all_down(&self, trunk: &str) -> bool {
-        let t = self.trunks.lock().unwrap_or_else(|e| e.into_inner());
-        t.get(trunk)
+        self.snapshot()
+            .get(trunk)
             .is_some_and(|m| !m.is_empty() && m.values().all(|h| *h == Health::Down))
     }
 
@@ -299,15 +331,23 @@ impl Board {
     }
 
     /// trunk -> address -> health.
+    /// With the nodes' shared verdicts over this node's own.
     pub fn snapshot(&self) -> BTreeMap<String, BTreeMap<String, Health>> {
-        let t = self.trunks.lock().unwrap_or_else(|e| e.into_inner());
-        t.iter()
-            .map(|(n, m)| {
-                (
-                    n.clone(),
-                    m.iter().map(|(a, h)| (a.to_string(), *h)).collect(),
-                )
-            })
+        let mut out: BTreeMap<String, BTreeMap<SocketAddr, Health>> = self
+            .trunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (n, m) in self
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.entry(n.clone()).or_default().extend(m.iter());
+        }
+        out.into_iter()
+            .map(|(n, m)| (n, m.iter().map(|(a, h)| (a.to_string(), *h)).collect()))
             .collect()
     }
 }

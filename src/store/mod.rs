@@ -145,6 +145,8 @@ mod leases;
 pub use leases::Claimed;
 mod work_leases;
 pub use work_leases::Fence;
+mod channels;
+pub use channels::{ChannelAsk, ChannelTry, TrunkCounts};
 
 /// The store.
 #[derive(Debug, Clone)]
