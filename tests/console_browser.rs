@@ -284,10 +284,10 @@ fn the_console_in_chromium() {
     for c in ["acme", "beta"] {
         // acme's alerts wait an hour before anyone is called (the
         // incident stays pending), and it can restart a service on web01
-        // (the test's sshd).
+        // (the test's sshd; key 2 on the phone, as a dialplan requires).
         let extra = if c == "acme" {
             format!(
-                "[actions.restart]\nflow = \"restart-app\"\ndescription = \"restart of the app\"\npin = false\n\
+                "\"2\" = {{ action = \"restart\" }}\n[actions.restart]\nflow = \"restart-app\"\ndescription = \"restart of the app\"\npin = false\n\
                  params = {{ host = \"{{host}}\", service = \"app\" }}\n[pipeline]\nwait = \"1h\"\n{}",
                 sshd.inventory(&["app"])
             )
