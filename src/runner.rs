@@ -14,7 +14,7 @@ use crate::action::flow::Phase;
 use crate::action::{Actions, Requester, RunLock, RunMeta, RunRecord};
 use crate::driver::{CallUpdate, DialRequest, Gateway};
 use crate::ivr::dialplan::{ActionSay, Dialplan, Language, Phrase};
-use crate::ivr::escalation::{Escalation, EscalationOutput, Final};
+use crate::ivr::escalation::{Escalation, EscalationOutput, Final, OperatorAck};
 use crate::ivr::menu::{Menu, MenuOutput, PinCheck, Say};
 use crate::ivr::outcome::ActionEnd;
 use crate::ivr::outcome::Outcome;
@@ -33,6 +33,28 @@ pub struct Notification {
     pub summary: String,
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+}
+
+/// Why a running escalation is told to stop (over its `watch` channel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Cancelled, with the reason (alert recovered, operator).
+    Cancel(String),
+    /// An operator acknowledged for someone on the phone: it ends as an
+    /// acknowledgement, not a cancel.
+    Ack(OperatorAck),
+}
+
+impl Stop {
+    /// Give the stop to the engine.
+    pub fn apply(&self, esc: &mut Escalation, now_ms: i64) {
+        match self {
+            Stop::Cancel(reason) => esc.cancel(now_ms, reason),
+            Stop::Ack(ack) => {
+                esc.acknowledge(now_ms, ack.clone());
+            }
+        }
+    }
 }
 
 /// Wall-clock time in Unix epoch ms (the engines' clock).
@@ -262,7 +284,7 @@ pub async fn escalate(
     gw: &Gateway,
     plan: Arc<Dialplan>,
     script: Arc<Script>,
-    mut cancel: watch::Receiver<Option<String>>,
+    mut cancel: watch::Receiver<Option<Stop>>,
     obs: &dyn Observer,
     resume: Option<Escalation>,
 ) -> Option<Final> {
@@ -302,8 +324,8 @@ pub async fn escalate(
             esc
         }
     };
-    if let Some(reason) = cancel.borrow().clone() {
-        esc.cancel(now_ms(), &reason);
+    if let Some(stop) = cancel.borrow().clone() {
+        stop.apply(&mut esc, now_ms());
     }
     obs.checkpoint(&esc).await;
     loop {
@@ -389,9 +411,9 @@ pub async fn escalate(
                     // before the next call of this escalation asks).
                     drop(channel);
                     // A cancel that arrived during the call carries its reason.
-                    let reason = cancel.borrow().clone();
-                    if let Some(reason) = reason {
-                        esc.cancel(now_ms(), &reason);
+                    let stop = cancel.borrow().clone();
+                    if let Some(stop) = stop {
+                        stop.apply(&mut esc, now_ms());
                     }
                     obs.event(
                         json!({"event": "call.ended", "attempt": attempt, "contact": c.name,
@@ -430,8 +452,18 @@ pub async fn escalate(
                         Final::Cancelled { .. } => "notification.cancelled",
                     };
                     obs.checkpoint(&esc).await;
-                    obs.event(json!({"event": name, "final": f, "attempts": esc.attempts(), "at_ms": now_ms() - started}))
-                        .await;
+                    let mut ev = json!({"event": name, "final": f, "attempts": esc.attempts(), "at_ms": now_ms() - started});
+                    // The same event as a key press, saying how it came.
+                    if let Final::Acked {
+                        console: Some(a), ..
+                    } = &f
+                    {
+                        ev["via"] = json!("console");
+                        ev["by"] = json!(a.by);
+                        ev["operator"] = json!(a.operator);
+                        ev["reason"] = json!(a.reason);
+                    }
+                    obs.event(ev).await;
                     return Some(f);
                 }
             }
@@ -447,8 +479,8 @@ pub async fn escalate(
             _ = script.shutdown.cancelled() => continue,
             _ = tokio::time::sleep(wait) => esc.handle_timeout(now_ms()),
             r = cancel.changed() => {
-                let reason = if r.is_ok() { cancel.borrow().clone() } else { None };
-                esc.cancel(now_ms(), reason.as_deref().unwrap_or("cancelled"));
+                let stop = if r.is_ok() { cancel.borrow().clone() } else { None };
+                stop.unwrap_or_else(|| Stop::Cancel("cancelled".into())).apply(&mut esc, now_ms());
             }
         }
         obs.checkpoint(&esc).await;
@@ -578,7 +610,7 @@ async fn run_call(
     script: &Script,
     attempt: u32,
     contact: usize,
-    cancel: &mut watch::Receiver<Option<String>>,
+    cancel: &mut watch::Receiver<Option<Stop>>,
     started: i64,
     obs: &dyn Observer,
     media: &mut Option<crate::driver::media::MediaSummary>,

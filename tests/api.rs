@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 const NOTIFY: &str = "notify-token-for-tests";
 const OPERATE: &str = "operate-token-for-tests";
 const ADMIN: &str = "admin-token-for-tests";
+const CUSTOMER: &str = "customer-token-for-tests";
 
 fn token(name: &str, secret: &str, scope: &str) -> TokenConfig {
     TokenConfig {
@@ -98,6 +99,10 @@ fn start_full(
             token("pipeline", NOTIFY, "notify"),
             token("ops", OPERATE, "operate"),
             token("root", ADMIN, "admin"),
+            TokenConfig {
+                contracts: vec!["ring".into()],
+                ..token("portal", CUSTOMER, "customer")
+            },
         ],
         webhooks: WebhookConfig {
             url: webhook,
@@ -463,6 +468,159 @@ fn cancel_while_ringing_sends_cancel_and_ends_cancelled() {
     assert_eq!(st, 409, "already ended");
 }
 
+/// An operator acknowledges for someone on the phone while the call
+/// rings at sipp: the ringing call is cancelled (sipp sees the CANCEL),
+/// the notification ends `acked` (not `cancelled`) with who and by which
+/// token, the event is `notification.acked` with `via: "console"`, and a
+/// repeat is answered as the first.
+#[test]
+fn acknowledge_for_someone_while_ringing_ends_acked_not_cancelled() {
+    let dir = scratch("api-ack");
+    let sdir = dir.join("sipp");
+    std::fs::create_dir_all(&sdir).unwrap();
+    let mut sipp = Sipp::uas("ring_no_answer.xml", &sdir, &[]);
+    let s = start(
+        &dir,
+        &[("ring", plan_text("ring", &sipp.uri(), "30s"))],
+        None,
+    );
+    let id = s.notify("ring", "ACK1");
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v, _) = s.call(
+            "GET",
+            &format!("/v1/notifications/{id}"),
+            Some(OPERATE),
+            None,
+            None,
+        );
+        if v["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "never dialled: {v:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let path = format!("/v1/notifications/{id}/acknowledge");
+    let ack = json!({"by": "Oncall", "reason": "called back on the desk phone"});
+    // Refusals first: nothing changes.
+    let (st, v, _) = s.call(
+        "POST",
+        &path,
+        Some(OPERATE),
+        Some(json!({"reason": "x"})),
+        None,
+    );
+    assert_eq!((st, v["field"].as_str()), (422, Some("by")), "{v}");
+    let (st, v, _) = s.call(
+        "POST",
+        &path,
+        Some(OPERATE),
+        Some(json!({"by": "a\nb"})),
+        None,
+    );
+    assert_eq!(st, 422, "{v}");
+    let (st, v, _) = s.call(
+        "POST",
+        &path,
+        Some(OPERATE),
+        Some(json!({"by": "x", "extra": 1})),
+        None,
+    );
+    assert_eq!((st, v["field"].as_str()), (422, Some("extra")), "{v}");
+    for (tok, want) in [(None, 401), (Some(NOTIFY), 403), (Some(CUSTOMER), 403)] {
+        let (st, v, _) = s.call("POST", &path, tok, Some(ack.clone()), None);
+        assert_eq!(st, want, "{tok:?}: {v}");
+    }
+    let (st, _, _) = s.call(
+        "POST",
+        "/v1/notifications/ntf_nope/acknowledge",
+        Some(OPERATE),
+        Some(ack.clone()),
+        None,
+    );
+    assert_eq!(st, 404);
+    let (_, v, _) = s.call(
+        "GET",
+        &format!("/v1/notifications/{id}"),
+        Some(OPERATE),
+        None,
+        None,
+    );
+    assert!(
+        v["final"].is_null() && v["attempts"][0]["ended_ms"].is_null(),
+        "a refused acknowledgement changed it: {v:#}"
+    );
+
+    let (st, v, _) = s.call("POST", &path, Some(OPERATE), Some(ack.clone()), None);
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(
+        (v["by"].as_str(), v["operator"].as_str()),
+        (Some("Oncall"), Some("ops"))
+    );
+    let (st, v, _) = s.call("POST", &path, Some(OPERATE), Some(ack.clone()), None);
+    assert!(st == 202 || st == 200, "a repeat: {st} {v}");
+    assert_eq!(v["repeated"], true, "{v}");
+    let done = s.wait_state(&id, &["acked", "cancelled"], Duration::from_secs(10));
+    assert_eq!(done["state"], "acked", "{done:#}");
+    assert_eq!(done["final"]["console"]["by"], "Oncall", "{done:#}");
+    assert_eq!(done["final"]["console"]["operator"], "ops", "{done:#}");
+    assert_eq!(done["acked_by"], "Oncall", "{done:#}");
+    assert!(done["cancel_reason"].is_null(), "{done:#}");
+    // The ringing call itself was hung up.
+    assert_eq!(
+        done["attempts"][0]["outcome"]["outcome"], "cancelled",
+        "{done:#}"
+    );
+    assert!(
+        sipp.wait(Duration::from_secs(10)).success(),
+        "sipp got a CANCEL: {}",
+        sipp.messages()
+    );
+    // Repeats after the end: the same person is answered as before,
+    // anyone else (or a cancel) finds it ended.
+    let (st, v, _) = s.call("POST", &path, Some(OPERATE), Some(ack.clone()), None);
+    assert_eq!((st, &v["repeated"]), (200, &json!(true)), "{v}");
+    let (st, _, _) = s.call(
+        "POST",
+        &path,
+        Some(OPERATE),
+        Some(json!({"by": "Someone else"})),
+        None,
+    );
+    assert_eq!(st, 409);
+    let (st, _, _) = s.call(
+        "POST",
+        &format!("/v1/notifications/{id}/cancel"),
+        Some(NOTIFY),
+        None,
+        None,
+    );
+    assert_eq!(st, 409);
+    // The same event a key press gives, saying it came from the console.
+    let db = format!("sqlite://{}/data/callout.db", dir.display());
+    let events: Vec<(String, Value)> = s._rt.block_on(async {
+        let store = callout::store::Store::connect(&db).await.unwrap();
+        store
+            .outbox(&id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.event, serde_json::from_str(&o.payload).unwrap()))
+            .collect()
+    });
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert!(!names.contains(&"notification.cancelled"), "{names:?}");
+    let acked = events
+        .iter()
+        .find(|(e, _)| e == "notification.acked")
+        .unwrap_or_else(|| panic!("no notification.acked in {names:?}"));
+    assert_eq!(acked.1["via"], "console", "{}", acked.1);
+    assert_eq!(acked.1["by"], "Oncall", "{}", acked.1);
+    assert_eq!(acked.1["operator"], "ops", "{}", acked.1);
+    assert_eq!(acked.1["final"]["state"], "acked", "{}", acked.1);
+}
+
 /// A receiver that verifies signatures and fails the first two deliveries.
 #[test]
 fn webhooks_are_signed_retried_and_arrive_once_in_order() {
@@ -700,6 +858,7 @@ fn openapi_document_matches_the_router() {
         "/v1/notifications",
         "/v1/notifications/{id}",
         "/v1/notifications/{id}/cancel",
+        "/v1/notifications/{id}/acknowledge",
         "/v1/calls/{id}",
         "/v1/contracts",
         "/v1/contracts/{id}",

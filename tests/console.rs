@@ -605,6 +605,95 @@ fn console_sessions_board_pages_and_customer_binding() {
     );
     assert!(csv.text.contains("\r\nacme,1,1,1.0000,"), "{}", csv.text);
 
+    // ---- What callees hear, playable: scoped like the data ----
+    let wav = |r: &Resp| {
+        r.status == 200
+            && r.headers["content-type"] == "audio/wav"
+            && r.text.as_bytes().starts_with(b"RIFF")
+            && r.text.len() > 2000
+    };
+    let r = op.get(&s, &format!("/v1/notifications/{n_acme}/audio"));
+    assert!(wav(&r), "{} {:?}", r.status, r.headers);
+    assert!(wav(
+        &cu.get(&s, &format!("/v1/notifications/{n_acme}/audio"))
+    ));
+    assert_eq!(
+        cu.get(&s, &format!("/v1/notifications/{n_beta}/audio"))
+            .status,
+        404,
+        "another contract's message"
+    );
+    assert_eq!(
+        req(
+            &s,
+            "GET",
+            &format!("/v1/notifications/{n_acme}/audio"),
+            &[],
+            None
+        )
+        .status,
+        401
+    );
+    assert!(wav(&op.get(&s, "/v1/contracts/acme/phrases/goodbye")));
+    assert_eq!(op.get(&s, "/v1/contracts/acme/phrases/nosuch").status, 404);
+    assert_eq!(cu.get(&s, "/v1/contracts/acme/phrases/goodbye").status, 403);
+    let page = op.get(&s, &format!("/console/notifications/{n_acme}"));
+    assert!(
+        page.text
+            .contains(&format!("src=\"/v1/notifications/{n_acme}/audio\"")),
+        "{}",
+        page.text
+    );
+    assert!(page.headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("media-src 'self'"));
+
+    // ---- Contracts: who is reachable now ----
+    let r = op.get(&s, "/v1/contracts/acme/reachable");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["reachable_now"], json!(["Bob"]), "{}", r.text);
+    assert!(r.json()["contacts"][0]["change_ms"].is_null(), "24/7");
+    assert_eq!(cu.get(&s, "/v1/contracts/acme/reachable").status, 403);
+    let c = op.get(&s, "/console/contracts");
+    assert!(
+        c.text.contains("class=\"reach\"")
+            && c.text.contains("class=\"reachable-now\">Bob<")
+            && c.text.contains("data-phrase=\"goodbye\""),
+        "{}",
+        c.text
+    );
+
+    // ---- Acknowledge for someone: operators only, on a call ----
+    let ack = format!("/v1/incidents/{inc_acme}/acknowledge");
+    let r = cu.post(&s, &ack, json!({"by": "Bob"}));
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = op.post(&s, &ack, json!({"by": "Bob"}));
+    assert_eq!(r.status, 409, "pending: nobody is called yet: {}", r.text);
+    let r = op.post(
+        &s,
+        &format!("/v1/notifications/{n_acme}/acknowledge"),
+        json!({"by": "Bob"}),
+    );
+    assert_eq!(r.status, 409, "ended: {}", r.text);
+    let r = req(
+        &s,
+        "POST",
+        &format!("/v1/notifications/{n_acme}/acknowledge"),
+        &[("cookie", &op.cookie)],
+        Some(json!({"by": "Bob"})),
+    );
+    assert_eq!(r.status, 403, "no CSRF token: {}", r.text);
+
+    // ---- The wall display: no controls ----
+    let w = op.get(&s, "/console?wall=1");
+    assert!(
+        w.text.contains("<body class=\"wall\">") && !w.text.contains("id=\"signout\""),
+        "{}",
+        w.text
+    );
+    assert!(op.get(&s, "/console").text.contains("id=\"signout\""));
+
     // ---- Sign-out ends the session ----
     let r = req(
         &s,

@@ -4,8 +4,12 @@
 //! after 4 s): sign in through the form, watch the call appear on the
 //! board and leave it, open the notification, switch language, load the
 //! analytics with this test's own calls and find the plotted series, and
-//! see that a customer's browser gets nothing of another contract.
-//! Screenshots go to `target/tmp/console-browser-*/` (the path is printed).
+//! see that a customer's browser gets nothing of another contract; run a
+//! contract's action on an incident against a real sshd (dry run, then
+//! the confirmed run with its steps shown live), and the wall display at
+//! 1920x1080 next to the laptop layout.
+//! Screenshots go to `$CARGO_TARGET_DIR/console-screenshots/` (each path
+//! is printed), a Japanese page among them.
 //! Without chromedriver the test says so loudly and is skipped.
 
 mod common;
@@ -16,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::serve::*;
+use common::sshd::Sshd;
 use common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -28,6 +33,22 @@ fn hex(s: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Where screenshots are kept: `console-screenshots/` in the cargo
+/// target directory (this test binary is `<target>/<profile>/deps/…`).
+fn shots_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.ancestors().nth(3).map(|p| p.to_path_buf()))
+        })
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let d = target.join("console-screenshots");
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 /// A WebDriver session.
@@ -161,6 +182,20 @@ impl Browser {
         )
     }
 
+    /// The window's size in CSS pixels.
+    fn size(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.wait(css, Duration::from_secs(10));
+        self.cmd("POST", &format!("/element/{e}/click"), None);
+    }
+
     fn screenshot(&self, path: &std::path::Path) {
         let b64 = self.cmd("GET", "/screenshot", None);
         let png = base64::engine::general_purpose::STANDARD
@@ -239,14 +274,36 @@ fn the_console_in_chromium() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let uri = format!("sip:bob@127.0.0.1:{port}");
-    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    let sshd = Sshd::start(&dir.join("host"));
+    std::fs::create_dir_all(dir.join("dialplans/flows")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/flows/restart-app.toml"),
+        sshd.flow("10s"),
+    )
+    .unwrap();
     for c in ["acme", "beta"] {
+        // acme's alerts wait an hour before anyone is called (the
+        // incident stays pending), and it can restart a service on web01
+        // (the test's sshd; key 2 on the phone, as a dialplan requires).
+        let extra = if c == "acme" {
+            format!(
+                "\"2\" = {{ action = \"restart\" }}\n[actions.restart]\nflow = \"restart-app\"\ndescription = \"restart of the app\"\npin = false\n\
+                 params = {{ host = \"{{host}}\", service = \"app\" }}\n[pipeline]\nwait = \"1h\"\n{}",
+                sshd.inventory(&["app"])
+            )
+        } else {
+            String::new()
+        };
         std::fs::write(
             dir.join(format!("dialplans/{c}.toml")),
-            plan(c, &uri, None, "text = \"Alert on {host}.\""),
+            format!(
+                "{}{extra}",
+                plan(c, &uri, None, "text = \"Alert on {host}.\"")
+            ),
         )
         .unwrap();
     }
+    let shots = shots_dir();
     let s = Serve::start(
         &dir,
         &format!(
@@ -283,7 +340,7 @@ fn the_console_in_chromium() {
         Duration::from_secs(30),
     );
     assert!(b.text(&row).contains("Bob"), "{}", b.text(&row));
-    b.screenshot(&dir.join("board-call-talking.png"));
+    b.screenshot(&shots.join("board-call-talking.png"));
     // The key pressed shows on the call's line while it is up.
     let keys = format!(".call[data-notification=\"{id}\"] .keys");
     let until = Instant::now() + Duration::from_secs(15);
@@ -338,7 +395,10 @@ fn the_console_in_chromium() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(all.contains("answered") && all.contains("acked"), "{all}");
-    b.screenshot(&dir.join("notification.png"));
+    // The message the callee heard, playable on the page.
+    let src = b.js("return document.getElementById('message-audio').getAttribute('src');");
+    assert_eq!(src, json!(format!("/v1/notifications/{id}/audio")));
+    b.screenshot(&shots.join("notification.png"));
 
     // Language: English, then the switch, then Japanese (remembered).
     b.go(&format!("{}/console", s.base));
@@ -366,7 +426,113 @@ fn the_console_in_chromium() {
     }
     let rate = b.js("return document.querySelector('g.series[data-series=\"answer_rate_by_contract\"] rect[data-key=\"acme\"]').getAttribute('data-value');");
     assert_eq!(rate, json!("1"), "acme's answer rate");
-    b.screenshot(&dir.join("analytics.png"));
+    b.screenshot(&shots.join("analytics-ja.png"));
+
+    // Contracts, in Japanese: who is reachable, the fixed phrases.
+    b.go(&format!("{}/console/contracts", s.base));
+    let now = b.wait("#contract-acme .reachable-now", Duration::from_secs(10));
+    assert_eq!(b.text(&now), "Bob");
+    assert!(!b
+        .find_all("#contract-acme audio[data-phrase=\"goodbye\"]")
+        .is_empty());
+    b.screenshot(&shots.join("contracts-ja.png"));
+
+    // An incident of acme (pending: its wait is an hour), and one of its
+    // contract's actions run from its page against the real sshd.
+    let (st, v) = s
+        .http("POST", "/v1/intake/alertmanager", Some(json!({"version": "4", "status": "firing", "alerts": [
+            {"status": "firing", "labels": {"alertname": "process_down", "host": "web01", "contract": "acme",
+             "severity": "critical"}, "annotations": {"summary": "app is down"}}]})))
+        .unwrap();
+    assert_eq!(st, 202, "{v}");
+    let until = Instant::now() + Duration::from_secs(15);
+    let inc = loop {
+        let (_, v) = s.http("GET", "/v1/incidents?contract=acme", None).unwrap();
+        if let Some(i) = v["items"][0]["id"].as_str() {
+            break i.to_string();
+        }
+        assert!(Instant::now() < until, "no incident: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!sshd.running("app"));
+    b.go(&format!("{}/console/incidents/{inc}", s.base));
+    b.click("button.action[data-action=\"restart\"]");
+    let plan_box = b.wait("#confirm", Duration::from_secs(15));
+    let plan_text = b.text(&b.wait("#plan", Duration::from_secs(1)));
+    assert!(
+        plan_text.contains("restart") && plan_text.contains("web01"),
+        "the dry run's plan: {plan_text}"
+    );
+    assert!(
+        sshd.calls().is_empty(),
+        "a dry run ran something: {:?}",
+        sshd.calls()
+    );
+    b.screenshot(&shots.join("incident-dry-run-ja.png"));
+    b.cmd("POST", &format!("/element/{plan_box}/click"), None);
+    // Each step shows as it happens, then the result.
+    for step in ["running", "restart", "running-again"] {
+        b.wait(
+            &format!("#progress li[data-step=\"{step}\"]"),
+            Duration::from_secs(30),
+        );
+    }
+    b.wait(
+        "#progress li.finished[data-result=\"succeeded\"]",
+        Duration::from_secs(30),
+    );
+    b.wait(
+        "#result[data-result=\"succeeded\"]",
+        Duration::from_secs(30),
+    );
+    assert!(
+        sshd.running("app"),
+        "the restart did not happen: {:?}",
+        sshd.calls()
+    );
+    assert!(
+        sshd.calls().iter().any(|c| c == "restart app"),
+        "{:?}",
+        sshd.calls()
+    );
+    b.screenshot(&shots.join("incident-action-run-ja.png"));
+
+    // The board at 1920x1080 on the wall: large type, no controls, the
+    // two columns side by side; on a laptop, one under the other.
+    b.size(1920, 1080);
+    b.go(&format!("{}/console?wall=1", s.base));
+    b.wait("body.wall", Duration::from_secs(10));
+    b.wait(
+        &format!("article[data-id=\"{inc}\"]"),
+        Duration::from_secs(15),
+    );
+    assert!(b.find_all("#signout").is_empty() && b.find_all("nav").is_empty());
+    let layout = "const n = document.getElementById('notifications').getBoundingClientRect();
+        const i = document.getElementById('incidents').getBoundingClientRect();
+        return [n.left, n.top, i.left, i.top, parseFloat(getComputedStyle(document.body).fontSize),
+                document.documentElement.scrollWidth, window.innerWidth];";
+    let v = b.js(layout);
+    let f = |k: usize| v[k].as_f64().unwrap();
+    assert!(f(2) > f(0) + 400.0, "side by side on the wall: {v}");
+    assert!(f(4) >= 20.0, "large type on the wall: {v}");
+    assert!(f(5) <= f(6), "no horizontal scrolling: {v}");
+    b.screenshot(&shots.join("wall-1920x1080-ja.png"));
+    b.size(1366, 768);
+    b.go(&format!("{}/console", s.base));
+    b.wait("#signout", Duration::from_secs(10));
+    b.wait(
+        &format!("article[data-id=\"{inc}\"]"),
+        Duration::from_secs(15),
+    );
+    let v = b.js(layout);
+    let f = |k: usize| v[k].as_f64().unwrap();
+    assert!(
+        f(3) > f(1) && (f(2) - f(0)).abs() < 1.0,
+        "stacked on a laptop: {v}"
+    );
+    assert!(f(5) <= f(6), "no horizontal scrolling: {v}");
+    b.screenshot(&shots.join("board-laptop-1366x768-ja.png"));
+    b.size(1280, 900);
 
     // A customer of acme: beta's notification is not on any screen.
     let beta = s.notify("beta", "T-BROWSER-2")["id"]
@@ -399,5 +565,5 @@ fn the_console_in_chromium() {
         b.find_all("rect[data-key=\"beta\"]").is_empty(),
         "beta in a customer's analytics"
     );
-    b.screenshot(&dir.join("customer-analytics.png"));
+    b.screenshot(&shots.join("customer-analytics.png"));
 }

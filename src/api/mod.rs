@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 mod access;
+mod acknowledge;
 mod actions;
 mod error;
 mod incident_actions;
@@ -130,6 +131,13 @@ pub(crate) fn reader(svc: &Service, headers: &HeaderMap) -> Result<Caller, ApiEr
     access::reader(svc, headers, &[])
 }
 
+pub(crate) use access::not_found as access_not_found;
+
+/// A caller with the `operate` scope (a bound token: its contracts only).
+pub(crate) fn operator(svc: &Service, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    access::actor(svc, headers, Scope::Operate)
+}
+
 /// The router; tested with `tower::ServiceExt::oneshot` or over a socket.
 pub fn router(svc: Arc<Service>) -> Router {
     let max_body = svc.config.max_body;
@@ -141,9 +149,25 @@ pub fn router(svc: Arc<Service>) -> Router {
         )
         .route("/v1/notifications/{id}", get(get_notification))
         .route("/v1/notifications/{id}/cancel", post(cancel_notification))
+        .route(
+            "/v1/notifications/{id}/acknowledge",
+            post(acknowledge::acknowledge_notification),
+        )
+        .route(
+            "/v1/notifications/{id}/audio",
+            get(crate::console::audio::notification_audio),
+        )
         .route("/v1/calls/{id}", get(get_call))
         .route("/v1/contracts", get(list_contracts))
         .route("/v1/contracts/{id}", get(get_contract))
+        .route(
+            "/v1/contracts/{id}/phrases/{name}",
+            get(crate::console::audio::contract_phrase),
+        )
+        .route(
+            "/v1/contracts/{id}/reachable",
+            get(crate::console::reach::contract_reachability),
+        )
         .route(
             "/v1/contracts/{id}/pin-lock",
             get(pin_lock::get_pin_lock).delete(pin_lock::clear_pin_lock),
@@ -159,6 +183,10 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/incidents", get(incidents::list_incidents))
         .route("/v1/incidents/{id}", get(incidents::get_incident))
         .route("/v1/incidents/{id}/close", post(incidents::close_incident))
+        .route(
+            "/v1/incidents/{id}/acknowledge",
+            post(acknowledge::acknowledge_incident),
+        )
         .route(
             "/v1/incidents/{id}/actions/{action}",
             post(incident_actions::run_incident_action),
@@ -426,8 +454,13 @@ async fn notification_json(svc: &Service, id: &str) -> Result<Value, ApiError> {
     let media = svc.store.attempt_media(id).await?;
     let outbox = svc.store.outbox(id).await?;
     let acked_by = match &n.final_state {
-        Some(f) if f["state"] == "acked" => attempts
-            .get(f["attempt"].as_u64().unwrap_or(0) as usize - 1)
+        // An operator's acknowledgement names the person it was for.
+        Some(f) if f["state"] == "acked" && f["console"]["by"].is_string() => {
+            f["console"]["by"].as_str().map(str::to_string)
+        }
+        Some(f) if f["state"] == "acked" => (f["attempt"].as_u64().unwrap_or(0) as usize)
+            .checked_sub(1)
+            .and_then(|i| attempts.get(i))
             .map(|a| a.contact.clone()),
         _ => None,
     };

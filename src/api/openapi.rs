@@ -40,6 +40,15 @@ pub struct CancelRequest {
     reason: Option<String>,
 }
 
+/// `POST /v1/notifications/{id}/acknowledge` body.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AcknowledgeRequest {
+    /// Who acknowledged, on the phone (a contact's name, or anyone's).
+    by: String,
+    reason: Option<String>,
+}
+
 /// An RFC 9457 problem document.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -102,6 +111,7 @@ impl Modify for Bearer {
         super::list_notifications,
         super::get_notification,
         super::cancel_notification,
+        super::acknowledge::acknowledge_notification,
         super::get_call,
         super::list_contracts,
         super::get_contract,
@@ -120,6 +130,7 @@ impl Modify for Bearer {
         NotificationRequest,
         Accepted,
         CancelRequest,
+        AcknowledgeRequest,
         Problem,
         PinLockState,
         ContactFailures,

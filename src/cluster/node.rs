@@ -281,7 +281,7 @@ impl Node {
                     return;
                 }
             };
-        let pairs: Vec<(String, i64)> = rows.iter().map(|(i, e, _)| (i.clone(), *e)).collect();
+        let pairs: Vec<(String, i64)> = rows.iter().map(|(i, e, _, _)| (i.clone(), *e)).collect();
         let (lost, strays) = self.leases().renewed(sent, &pairs);
         for id in lost {
             // Ended here (its final state is stored) or claimed elsewhere.
@@ -318,8 +318,10 @@ impl Node {
                 let _ = self.store.release_lease(&id, epoch).await;
             }
         }
-        for (id, _, reason) in rows {
-            if let Some(reason) = reason {
+        for (id, _, reason, ack) in rows {
+            if let Some(ack) = ack {
+                svc.deliver_ack(&id, &ack);
+            } else if let Some(reason) = reason {
                 svc.deliver_cancel(&id, &reason);
             }
         }

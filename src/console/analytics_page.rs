@@ -40,6 +40,15 @@ fn count_label(v: f64) -> String {
     }
 }
 
+/// An instant as a person in `tz` reads it.
+fn local_time(ms: i64, tz: chrono_tz::Tz) -> String {
+    use chrono::TimeZone;
+    tz.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.format("%a %Y-%m-%d %H:%M %Z").to_string())
+        .unwrap_or_default()
+}
+
 fn pct(r: f64) -> String {
     format!("{:.0}%", r * 100.0)
 }
@@ -452,23 +461,62 @@ pub(crate) async fn contracts(State(svc): Shared, headers: HeaderMap) -> Respons
             name = esc(&p.name),
             co = t(l, "contacts"),
         );
-        for c in &p.contacts {
-            let up = crate::ivr::window::available(&c.windows, now, c.tz, &p.holidays);
+        let reach = super::reach::reachability(p, now);
+        for (c, r) in p.contacts.iter().zip(&reach.contacts) {
+            let change = match r.change_ms {
+                Some(ms) => format!(
+                    " <small class=\"change\" data-change-ms=\"{ms}\">{what} {at}</small>",
+                    what = if r.reachable {
+                        t(l, "until")
+                    } else {
+                        t(l, "opens")
+                    },
+                    at = esc(&local_time(ms, c.tz)),
+                ),
+                None => String::new(),
+            };
             let _ = write!(
                 body,
-                "<li class=\"{cls}\">{n} <span class=\"badge\">{st}</span> <small>{when} ({tz})</small></li>",
-                cls = if up { "up" } else { "down" },
+                "<li class=\"{cls}\" data-contact=\"{n}\">{n} <span class=\"badge\">{st}</span> <small>{when} ({tz})</small>{change}</li>",
+                cls = if r.reachable { "up" } else { "down" },
                 n = esc(&c.name),
-                st = if up { t(l, "reachable") } else { t(l, "unreachable") },
+                st = if r.reachable { t(l, "reachable") } else { t(l, "unreachable") },
                 when = esc(&if c.when.is_empty() { "24/7".to_string() } else { c.when.join(", ") }),
                 tz = esc(&c.timezone),
             );
         }
+        let now_list = if reach.reachable_now.is_empty() {
+            t(l, "nobody").to_string()
+        } else {
+            reach.reachable_now.join(", ")
+        };
+        let next = match &reach.next_opening {
+            Some((who, ms)) => {
+                let tz = p
+                    .contacts
+                    .iter()
+                    .find(|c| &c.name == who)
+                    .map_or(chrono_tz::Tz::UTC, |c| c.tz);
+                format!(
+                    "<span data-next-ms=\"{ms}\">{} · {}</span>",
+                    esc(who),
+                    esc(&local_time(*ms, tz))
+                )
+            }
+            None => "-".to_string(),
+        };
+        let _ = write!(
+            body,
+            "</ol><p class=\"reach\"><b>{rn}:</b> <span class=\"reachable-now\">{nl}</span> · <b>{nw}:</b> {next}</p>",
+            rn = t(l, "reachable_now"),
+            nl = esc(&now_list),
+            nw = t(l, "next_window"),
+        );
         let e = &p.escalation;
         let fd = crate::util::format_duration;
         let _ = write!(
             body,
-            "</ol><h3>{r}</h3><p>rounds {rounds} · ring {ring} · between calls {bc} · between rounds {br}</p><h3>{m}</h3><ul>",
+            "<h3>{r}</h3><p>rounds {rounds} · ring {ring} · between calls {bc} · between rounds {br}</p><h3>{m}</h3><ul>",
             r = t(l, "rounds"),
             rounds = e.rounds,
             ring = fd(e.ring_timeout),
@@ -499,6 +547,20 @@ pub(crate) async fn contracts(State(svc): Shared, headers: HeaderMap) -> Respons
                 esc(n),
                 esc(&a.flow),
                 esc(&a.description)
+            );
+        }
+        let _ = write!(
+            body,
+            "</ul><h3>{}</h3><ul class=\"phrases\">",
+            t(l, "phrases")
+        );
+        for name in super::audio::PHRASES {
+            let _ = write!(
+                body,
+                "<li>{n} <audio controls preload=\"none\" data-phrase=\"{n}\" \
+                 src=\"/v1/contracts/{id}/phrases/{n}\"></audio></li>",
+                n = esc(name),
+                id = esc(&p.contract),
             );
         }
         let _ = write!(

@@ -144,6 +144,20 @@ pub fn t(lang: Lang, key: &str) -> &'static str {
         "events" => ("Events", "イベント"),
         "outcome" => ("Outcome", "結果"),
         "who" => ("Who", "誰"),
+        "until" => ("until", "終了"),
+        "opens" => ("window opens", "開始"),
+        "reachable_now" => ("Reachable now", "現在連絡可能"),
+        "next_window" => ("Next window opens", "次に連絡可能になる人"),
+        "nobody" => ("nobody", "なし"),
+        "phrases" => ("Fixed phrases", "固定フレーズ"),
+        "message_audio" => ("The message callees hear", "発信先が聞くメッセージ"),
+        "acknowledged" => ("acknowledged", "応答済み"),
+        "ack_who" => (
+            "Who acknowledged on the phone?",
+            "電話で応答したのは誰ですか？",
+        ),
+        "run" => ("Run", "実行"),
+        "progress" => ("Progress", "進捗"),
         _ => ("?", "?"),
     };
     match lang {
@@ -171,6 +185,9 @@ pub fn script_phrases(lang: Lang) -> String {
         "ticket",
         "outcome",
         "who",
+        "acknowledged",
+        "ack_who",
+        "progress",
     ];
     let m: serde_json::Map<String, serde_json::Value> = keys
         .iter()

@@ -14,9 +14,11 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 mod analytics_page;
+pub mod audio;
 pub mod i18n;
 mod live;
 mod pages;
+pub mod reach;
 pub mod session;
 pub mod svg;
 

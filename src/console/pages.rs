@@ -25,7 +25,7 @@ const STYLE: &str = include_str!("assets/console.css");
 /// Only this origin's own script and style: the pages show text that
 /// came from alerts and mails.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+                   media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Who is looking at a page.
 pub(super) struct Viewer {
@@ -97,6 +97,12 @@ fn secure(mut r: Response) -> Response {
 
 /// The page around `body`.
 fn layout(v: &Viewer, page: &str, title: &str, body: &str) -> Response {
+    layout_with(v, page, title, body, false)
+}
+
+/// The page around `body`; `wall`: for a wall display (larger type, no
+/// controls: nobody clicks on a wall).
+fn layout_with(v: &Viewer, page: &str, title: &str, body: &str, wall: bool) -> Response {
     let l = v.lang;
     let mut nav = String::new();
     let mut link = |href: &str, key: &str, id: &str| {
@@ -114,25 +120,36 @@ fn layout(v: &Viewer, page: &str, title: &str, body: &str) -> Response {
     } else {
         String::new()
     };
+    let controls = if wall {
+        format!(
+            "<span class=\"clock\" id=\"clock\"></span><span class=\"who\">{}</span>",
+            esc(&v.name)
+        )
+    } else {
+        format!(
+            "<nav>{nav}</nav><span class=\"who\">{who}{role}</span>\
+             <button type=\"button\" id=\"lang\" data-lang=\"{other}\">{switch}</button>\
+             <button type=\"button\" id=\"signout\">{signout}</button>",
+            who = esc(&v.name),
+            other = if l == Lang::Ja { "en" } else { "ja" },
+            switch = t(l, "language"),
+            signout = t(l, "sign_out"),
+        )
+    };
     let html = format!(
         "<!DOCTYPE html><html lang=\"{code}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"csrf\" content=\"{csrf}\"><meta name=\"page\" content=\"{page}\">\
          <title>{title} - callout</title><link rel=\"stylesheet\" href=\"/console/assets/console.css\">\
-         <script src=\"/console/assets/console.js\" defer></script></head><body>\
-         <header><span class=\"brand\">callout</span><nav>{nav}</nav><span class=\"who\">{who}{role}</span>\
-         <button type=\"button\" id=\"lang\" data-lang=\"{other}\">{switch}</button>\
-         <button type=\"button\" id=\"signout\">{signout}</button></header>\
+         <script src=\"/console/assets/console.js\" defer></script></head><body{body_class}>\
+         <header><span class=\"brand\">callout</span>{controls}</header>\
          <script type=\"application/json\" id=\"phrases\">{phrases}</script>\
          <main><h1>{title}</h1>{body}</main></body></html>",
         code = l.code(),
         csrf = esc(&v.csrf),
         page = esc(page),
         title = esc(title),
-        who = esc(&v.name),
-        other = if l == Lang::Ja { "en" } else { "ja" },
-        switch = t(l, "language"),
-        signout = t(l, "sign_out"),
+        body_class = if wall { " class=\"wall\"" } else { "" },
         // `</` cannot end this block: JSON escapes it.
         phrases = super::i18n::script_phrases(l).replace("</", "<\\/"),
     );
@@ -295,19 +312,29 @@ pub(super) async fn style() -> Response {
         .into_response()
 }
 
-pub(super) async fn board(State(svc): Shared, headers: HeaderMap) -> Response {
+/// `GET /console` (`?wall=1`: the wall display's board).
+pub(super) async fn board(
+    State(svc): Shared,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     let Some(v) = viewer(&svc, &headers) else {
         return to_login();
     };
     let l = v.lang;
+    let wall = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "wall=1" || kv == "wall=true"));
+    // Two columns side by side on a wide screen (console.css), one under
+    // the other on a laptop.
     let body = format!(
-        "<section><h2>{n}</h2><div id=\"notifications\" class=\"cards\"></div></section>\
-         <section><h2>{i}</h2><div id=\"incidents\" class=\"cards\"></div></section>\
+        "<div class=\"board\"><section class=\"col\"><h2>{n}</h2><div id=\"notifications\" class=\"cards\"></div></section>\
+         <section class=\"col\"><h2>{i}</h2><div id=\"incidents\" class=\"cards\"></div></section></div>\
          <p class=\"status\" id=\"live\"></p>",
         n = t(l, "notifications"),
         i = t(l, "incidents"),
     );
-    layout(&v, "board", t(l, "board"), &body)
+    layout_with(&v, "board", t(l, "board"), &body, wall)
 }
 
 pub(super) async fn incident(
@@ -323,21 +350,27 @@ pub(super) async fn incident(
         format!(
             "<section id=\"ops\" data-run=\"{run}\"><button type=\"button\" id=\"close\">{c}</button> \
              <button type=\"button\" id=\"cancel\">{x}</button> \
-             <button type=\"button\" id=\"ackfor\">{a}</button>\
-             <div id=\"actions\"></div><pre id=\"plan\"></pre><div id=\"result\"></div></section>",
+             <input type=\"text\" id=\"ackby\" maxlength=\"200\" placeholder=\"{aw}\"> <button type=\"button\" id=\"ackfor\">{a}</button>\
+             <div id=\"actions\"></div><pre id=\"plan\"></pre>\
+             <section id=\"progress-box\" hidden><h3>{pg}</h3><ol id=\"progress\"></ol></section>\
+             <div id=\"result\"></div></section>",
+            pg = t(l, "progress"),
             run = v.actions,
             c = t(l, "close"),
             x = t(l, "cancel"),
             a = t(l, "ack_for"),
+            aw = t(l, "ack_who"),
         )
     } else {
         String::new()
     };
     let body = format!(
         "<div id=\"incident\" data-id=\"{id}\"><dl id=\"facts\"></dl></div>{ops}\
+         <section id=\"audio-box\" hidden><h2>{au}</h2><audio controls preload=\"none\" id=\"message-audio\"></audio></section>\
          <section><h2>{calls}</h2><table id=\"calls\"></table></section>\
          <section><h2>{tl}</h2><ol id=\"timeline\"></ol></section>",
         id = esc(&id),
+        au = t(l, "message_audio"),
         calls = t(l, "calls"),
         tl = t(l, "timeline"),
     );
@@ -361,18 +394,22 @@ pub(super) async fn notification(
     let ops = if v.operator {
         format!(
             "<section id=\"ops\"><button type=\"button\" id=\"cancel\">{x}</button> \
-             <button type=\"button\" id=\"ackfor\">{a}</button><div id=\"result\"></div></section>",
+             <input type=\"text\" id=\"ackby\" maxlength=\"200\" placeholder=\"{aw}\"> <button type=\"button\" id=\"ackfor\">{a}</button><div id=\"result\"></div></section>",
             x = t(l, "cancel"),
             a = t(l, "ack_for"),
+            aw = t(l, "ack_who"),
         )
     } else {
         String::new()
     };
     let body = format!(
         "<div id=\"notification\" data-id=\"{id}\"><dl id=\"facts\"></dl></div>{ops}\
+         <section><h2>{au}</h2><audio controls preload=\"none\" id=\"message-audio\" \
+         src=\"/v1/notifications/{id}/audio\"></audio></section>\
          <section><h2>{calls}</h2><table id=\"calls\"></table></section>\
          <section><h2>{ev}</h2><ol id=\"timeline\"></ol></section>",
         id = esc(&id),
+        au = t(l, "message_audio"),
         calls = t(l, "calls"),
         ev = t(l, "events"),
     );

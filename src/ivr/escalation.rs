@@ -54,6 +54,10 @@ pub enum Final {
         contact: usize,
         attempt: u32,
         at_ms: i64,
+        /// Recorded by an operator for someone on the phone (the console's
+        /// "acknowledge for someone"), not by a key press.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        console: Option<OperatorAck>,
     },
     /// A callee's maintenance action ended it: it fixed the problem (or
     /// found none), or it failed and the contract says to stop.
@@ -72,6 +76,18 @@ pub enum Final {
         at_ms: i64,
         reason: String,
     },
+}
+
+/// An acknowledgement an operator records for someone who answered the
+/// centre on the phone: it ends the escalation as an acknowledgement
+/// (counted as one in the reports), not as a cancel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorAck {
+    /// Who acknowledged (the person on the phone).
+    pub by: String,
+    /// The token that recorded it.
+    pub operator: String,
+    pub reason: String,
 }
 
 /// One attempt and how it went.
@@ -99,6 +115,13 @@ enum State {
     Cancelling {
         attempt: u32,
         reason: String,
+    },
+    /// An operator acknowledged for someone while a call was up; waiting
+    /// for that call to end (it is hung up as a cancel would).
+    Acking {
+        attempt: u32,
+        ack: OperatorAck,
+        at_ms: i64,
     },
     Done,
 }
@@ -192,7 +215,9 @@ impl Escalation {
     /// The attempt whose call is up or ringing, if any.
     pub fn active_attempt(&self) -> Option<u32> {
         match self.state {
-            State::Calling { attempt } | State::Cancelling { attempt, .. } => Some(attempt),
+            State::Calling { attempt }
+            | State::Cancelling { attempt, .. }
+            | State::Acking { attempt, .. } => Some(attempt),
             _ => None,
         }
     }
@@ -307,6 +332,11 @@ impl Escalation {
                 });
                 return;
             }
+            State::Acking { ack, at_ms, .. } => {
+                let f = self.operator_ack(ack, at_ms);
+                self.finish(f);
+                return;
+            }
             State::Calling { attempt: current } if current == attempt => {}
             other => {
                 // A late end of an attempt that is no longer current.
@@ -320,6 +350,7 @@ impl Escalation {
                     contact,
                     attempt,
                     at_ms: now_ms,
+                    console: None,
                 });
             }
             Outcome::Action { action, result }
@@ -369,11 +400,53 @@ impl Escalation {
                 };
                 self.out.push_back(EscalationOutput::Cancel { attempt });
             }
-            State::Done | State::Cancelling { .. } => {}
+            State::Done | State::Cancelling { .. } | State::Acking { .. } => {}
             State::NotStarted | State::Pausing { .. } => self.finish(Final::Cancelled {
                 at_ms: now_ms,
                 reason: reason.to_string(),
             }),
+        }
+    }
+
+    /// An operator acknowledges for someone on the phone: the escalation
+    /// ends acknowledged (a call that is up is hung up first). `false`
+    /// when it had already ended or a cancel was under way.
+    pub fn acknowledge(&mut self, now_ms: i64, ack: OperatorAck) -> bool {
+        match self.state.clone() {
+            State::Calling { attempt } => {
+                self.state = State::Acking {
+                    attempt,
+                    ack,
+                    at_ms: now_ms,
+                };
+                self.out.push_back(EscalationOutput::Cancel { attempt });
+                true
+            }
+            State::Done | State::Cancelling { .. } | State::Acking { .. } => false,
+            State::NotStarted | State::Pausing { .. } => {
+                let f = self.operator_ack(ack, now_ms);
+                self.finish(f);
+                true
+            }
+        }
+    }
+
+    /// The final state of an operator's acknowledgement: the contact it
+    /// names when `by` is one of the dialplan's contacts, otherwise the
+    /// one called last (the attempt it answers for).
+    fn operator_ack(&self, ack: OperatorAck, at_ms: i64) -> Final {
+        let last = self.attempts.last();
+        let contact = self
+            .contacts
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(ack.by.trim()))
+            .or(last.map(|a| a.contact))
+            .unwrap_or(0);
+        Final::Acked {
+            contact,
+            attempt: last.map_or(0, |a| a.attempt),
+            at_ms,
+            console: Some(ack),
         }
     }
 

@@ -134,7 +134,7 @@ fn next_leave_and_ack() {
             "42000 2: Busy",
             "162000 dial 0 r2",
             "187000 0: Acked",
-            "187000 finished Acked { contact: 0, attempt: 4, at_ms: 1795568587000 }",
+            "187000 finished Acked { contact: 0, attempt: 4, at_ms: 1795568587000, console: None }",
         ]
     );
     // b was skipped in round 2? It comes after a, so the ack stopped first.
@@ -241,6 +241,74 @@ fn cancel_while_ringing_and_while_pausing() {
     assert!(matches!(
         esc.poll_output(),
         Some(EscalationOutput::Finished(Final::Cancelled { .. }))
+    ));
+    esc.handle_timeout(35_000);
+    assert_eq!(esc.poll_output(), None);
+}
+
+#[test]
+fn an_operator_acknowledges_for_someone_while_ringing_and_while_pausing() {
+    use super::escalation::OperatorAck;
+    let ack = |by: &str| OperatorAck {
+        by: by.into(),
+        operator: "ops".into(),
+        reason: "called the centre back".into(),
+    };
+    let mut esc = Escalation::from_policy(
+        &policy(3),
+        vec![],
+        vec![contact("a", &[]), contact("b", &[])],
+    );
+    esc.start(0);
+    let Some(EscalationOutput::Dial { attempt, .. }) = esc.poll_output() else {
+        panic!()
+    };
+    assert!(esc.acknowledge(1_000, ack("B")));
+    // The ringing call is hung up first, as a cancel would.
+    assert_eq!(
+        esc.poll_output(),
+        Some(EscalationOutput::Cancel { attempt })
+    );
+    assert!(!esc.is_done());
+    assert!(!esc.acknowledge(1_100, ack("a")), "one acknowledgement");
+    esc.cancel(1_150, "too late");
+    // Survives a checkpoint while the call is being hung up.
+    let mut esc: Escalation = serde_json::from_str(&serde_json::to_string(&esc).unwrap()).unwrap();
+    esc.call_ended(attempt, Outcome::Cancelled, 1_300);
+    assert_eq!(
+        esc.poll_output(),
+        Some(EscalationOutput::Finished(Final::Acked {
+            contact: 1,
+            attempt,
+            at_ms: 1_000,
+            console: Some(ack("B")),
+        })),
+        "an acknowledgement at the time it was given, by the contact it names"
+    );
+    assert_eq!(esc.poll_output(), None, "nothing more is dialled");
+    assert!(!esc.acknowledge(2_000, ack("a")));
+
+    // Between calls: it ends at once, for the contact called last when
+    // `by` is nobody in the dialplan.
+    let mut esc = Escalation::from_policy(
+        &policy(3),
+        vec![],
+        vec![contact("a", &[]), contact("b", &[])],
+    );
+    esc.start(0);
+    let Some(EscalationOutput::Dial { attempt, .. }) = esc.poll_output() else {
+        panic!()
+    };
+    esc.call_ended(attempt, Outcome::NoAnswer, 30_000);
+    assert!(esc.acknowledge(31_000, ack("the night guard")));
+    assert!(matches!(
+        esc.poll_output(),
+        Some(EscalationOutput::Finished(Final::Acked {
+            contact: 0,
+            attempt: 1,
+            at_ms: 31_000,
+            console: Some(_)
+        }))
     ));
     esc.handle_timeout(35_000);
     assert_eq!(esc.poll_output(), None);

@@ -110,10 +110,85 @@ pub fn available(windows: &[Window], at_ms: i64, tz: Tz, holidays: &[NaiveDate])
     windows.is_empty() || windows.iter().any(|w| w.contains(at_ms, tz, holidays))
 }
 
+/// The first instant after `from_ms`, within `horizon_ms`, at which
+/// [`available`] gives another answer than at `from_ms`: when a reachable
+/// contact's window closes, or an unreachable one's opens. `None` when it
+/// does not change within the horizon (no windows: always reachable).
+///
+/// Windows are whole minutes in whole-minute time zones, so the answer
+/// can only change on a minute boundary: each one is asked in turn with
+/// the very function the escalation uses, holidays and overnight
+/// windows included (a week is about 10 000 questions).
+pub fn next_change(
+    windows: &[Window],
+    from_ms: i64,
+    tz: Tz,
+    holidays: &[NaiveDate],
+    horizon_ms: i64,
+) -> Option<i64> {
+    if windows.is_empty() {
+        return None;
+    }
+    let now = available(windows, from_ms, tz, holidays);
+    let mut t = from_ms.div_euclid(60_000) * 60_000 + 60_000;
+    let end = from_ms.saturating_add(horizon_ms.max(0));
+    while t <= end {
+        if available(windows, t, tz, holidays) != now {
+            return Some(t);
+        }
+        t += 60_000;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::Utc;
+
+    const WEEK: i64 = 7 * 86_400_000;
+
+    #[test]
+    fn the_next_change_is_where_the_window_opens_or_closes() {
+        let tokyo: Tz = "Asia/Tokyo".parse().unwrap();
+        let biz = [Window::parse("mon-fri 09:00-18:00").unwrap()];
+        // Friday 2026-11-27 17:30 JST: reachable until 18:00 JST.
+        let t = at("2026-11-27T08:30:00Z");
+        assert!(available(&biz, t, tokyo, &[]));
+        assert_eq!(
+            next_change(&biz, t, tokyo, &[], WEEK),
+            Some(at("2026-11-27T09:00:00Z"))
+        );
+        // Friday 18:00 JST: out, and next in on Monday 09:00 JST (past the
+        // weekend), which is Monday 00:00 UTC.
+        let t = at("2026-11-27T09:00:00Z");
+        assert!(!available(&biz, t, tokyo, &[]));
+        assert_eq!(
+            next_change(&biz, t, tokyo, &[], WEEK),
+            Some(at("2026-11-30T00:00:00Z"))
+        );
+        // Mid-minute: the change is still on the boundary.
+        assert_eq!(
+            next_change(&biz, t + 12_345, tokyo, &[], WEEK),
+            Some(at("2026-11-30T00:00:00Z"))
+        );
+        // A holiday on Monday pushes it to Tuesday.
+        let hol = [NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()];
+        assert_eq!(
+            next_change(&biz, t, tokyo, &hol, WEEK),
+            Some(at("2026-12-01T00:00:00Z"))
+        );
+        // Not within the horizon, and never for a 24/7 contact.
+        assert_eq!(next_change(&biz, t, tokyo, &[], 3_600_000), None);
+        assert_eq!(next_change(&[], t, tokyo, &[], WEEK), None);
+        // An overnight window started Friday ends Saturday 09:00 JST.
+        let night = [Window::parse("mon-fri 18:00-09:00").unwrap()];
+        let t = at("2026-11-27T14:00:00Z");
+        assert_eq!(
+            next_change(&night, t, tokyo, &[], WEEK),
+            Some(at("2026-11-28T00:00:00Z"))
+        );
+    }
 
     fn at(s: &str) -> i64 {
         chrono::DateTime::parse_from_rfc3339(s)

@@ -202,6 +202,15 @@ pub fn verify(
     Err("the signature does not match")
 }
 
+/// Who acknowledged: the person an operator named, or the contact who
+/// pressed the key.
+fn acked_by(d: &Value, contact_name: &dyn Fn(u64) -> Option<String>) -> Option<String> {
+    d["final"]["console"]["by"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| d["final"]["contact"].as_u64().and_then(contact_name))
+}
+
 /// A gateway event as one timeline line, and the final outcome when it
 /// is one. `contact_name` turns a contact index into a name.
 pub fn describe(
@@ -235,9 +244,14 @@ pub fn describe(
         "audio.ready" => "the message is rendered".into(),
         "notification.started" => "the escalation started".into(),
         "notification.acked" | "notification.action_taken" => {
-            let who = d["final"]["contact"].as_u64().and_then(contact_name);
+            let who = acked_by(d, contact_name);
+            // An operator's acknowledgement for someone on the phone says so.
+            let via = match (d["via"].as_str(), d["operator"].as_str()) {
+                (Some("console"), Some(op)) => format!(" (recorded in the console by {op})"),
+                _ => String::new(),
+            };
             format!(
-                "acknowledged{}",
+                "acknowledged{}{via}",
                 who.map(|w| format!(" by {w}")).unwrap_or_default()
             )
         }
@@ -263,7 +277,7 @@ pub fn describe(
     };
     let outcome = match t {
         "notification.acked" | "notification.action_taken" => Some(GatewayOutcome::Acked {
-            by: d["final"]["contact"].as_u64().and_then(contact_name),
+            by: acked_by(d, contact_name),
         }),
         "notification.exhausted" | "notification.cancelled" | "notification.failed" => {
             Some(GatewayOutcome::Ended {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::Service;
 use crate::action::plan::{resolve, RunPlan};
@@ -104,6 +104,7 @@ impl Service {
         let task = self.tasks.spawn(async move {
             let obs = RunObserver {
                 svc: svc.clone(),
+                contract: rp.contract.clone(),
                 stream: meta
                     .notification
                     .clone()
@@ -127,12 +128,18 @@ impl Service {
 /// webhook stream (the notification's when given, else the run's own).
 struct RunObserver {
     svc: Arc<Service>,
+    contract: String,
     stream: String,
 }
 
 impl Observer for RunObserver {
     fn event(&self, v: Value) -> Fut<'_> {
         Box::pin(async move {
+            // The console shows the run's steps as they happen; its feed
+            // shows a customer only its contracts' events.
+            let mut live = v.clone();
+            live["contract"] = json!(self.contract);
+            self.svc.console.live.publish(&self.stream, &live);
             let event = v["event"].as_str().unwrap_or("").to_string();
             if let Err(e) = self
                 .svc

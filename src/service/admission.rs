@@ -194,7 +194,7 @@ impl Slots {
 pub async fn wait(
     svc: &Arc<Service>,
     row: &NotificationRow,
-    cancel: &mut watch::Receiver<Option<String>>,
+    cancel: &mut watch::Receiver<Option<crate::runner::Stop>>,
 ) -> Option<Slot> {
     let (slot, admit, granted) = svc.slots.request(&row.id, &row.severity, row.created_ms);
     let Some(granted) = granted else {

@@ -70,7 +70,7 @@ pub struct Service {
     pub writer: writer::Writer,
     /// Runs maintenance actions, one per contract, host and flow.
     pub actions: Arc<crate::action::Actions>,
-    running: Mutex<HashMap<String, watch::Sender<Option<String>>>>,
+    running: Mutex<HashMap<String, watch::Sender<Option<crate::runner::Stop>>>>,
     pub outbox_kick: Notify,
     pub shutdown: CancellationToken,
     pub tasks: tokio_util::task::TaskTracker,
@@ -89,6 +89,11 @@ pub struct Service {
     pub trunk_health: Arc<crate::sip::keepalive::Board>,
     /// Trunk channel limits (`[trunks.X] max_channels`, `max_cps`).
     pub channels: Arc<crate::channels::Channels>,
+}
+
+/// The stop a stored row already asks for (its cancel reason).
+fn stop_of(row: &NotificationRow) -> Option<crate::runner::Stop> {
+    row.cancel_reason.clone().map(crate::runner::Stop::Cancel)
 }
 
 /// State names stored for each ending.
@@ -156,7 +161,10 @@ impl Service {
         self.config.webhooks.url.clone()
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Option<String>>>> {
+    fn running(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Option<crate::runner::Stop>>>>
+    {
         // A poisoned lock only means a holder panicked; the map is intact.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -323,10 +331,20 @@ impl Service {
 
     /// Pass a cancel stored by another node to the escalation running
     /// here (once).
+    pub(crate) fn deliver_ack(&self, id: &str, ack: &crate::ivr::escalation::OperatorAck) {
+        if let Some(tx) = self.running().get(id) {
+            if tx.borrow().is_none() {
+                let _ = tx.send(Some(crate::runner::Stop::Ack(ack.clone())));
+            }
+        }
+    }
+
+    /// Pass a cancel stored by another node to the escalation running
+    /// here (once).
     pub(crate) fn deliver_cancel(&self, id: &str, reason: &str) {
         if let Some(tx) = self.running().get(id) {
             if tx.borrow().is_none() {
-                let _ = tx.send(Some(reason.to_string()));
+                let _ = tx.send(Some(crate::runner::Stop::Cancel(reason.to_string())));
             }
         }
     }
@@ -350,7 +368,7 @@ impl Service {
             },
             None => self.shutdown.clone(),
         };
-        let (tx, rx) = watch::channel(row.cancel_reason.clone());
+        let (tx, rx) = watch::channel(stop_of(&row));
         {
             let mut running = self.running();
             if running.contains_key(&row.id) {
@@ -371,6 +389,15 @@ impl Service {
                 id: row.id.clone(),
             };
             let mut rx = rx;
+            // An operator's acknowledgement stored before this start (a
+            // restart, or another node took the work) ends it as one.
+            if resume.is_some() {
+                if let Ok(Some(ack)) = svc.store.ack_request(&row.id).await {
+                    if let Some(tx) = svc.running().get(&row.id) {
+                        tx.send_replace(Some(crate::runner::Stop::Ack(ack)));
+                    }
+                }
+            }
             // Wait for a dialling slot before anything costly; the row
             // stays `pending` meanwhile. Held until the task ends.
             let Some(_slot) = admission::wait(&svc, &row, &mut rx).await else {
@@ -606,7 +633,26 @@ impl Service {
         let accepted = self.store.request_cancel(id, reason, now_ms()).await?;
         if accepted {
             if let Some(tx) = self.running().get(id) {
-                let _ = tx.send(Some(reason.to_string()));
+                let _ = tx.send(Some(crate::runner::Stop::Cancel(reason.to_string())));
+            }
+        }
+        Ok(accepted)
+    }
+
+    /// An operator acknowledges for someone on the phone: stored first
+    /// (a restart or another node resumes it as an acknowledgement),
+    /// then handed to the running escalation. `Ok(false)` when the
+    /// notification had ended or was already being stopped.
+    pub async fn acknowledge(
+        &self,
+        id: &str,
+        ack: &crate::ivr::escalation::OperatorAck,
+    ) -> Result<bool, StoreError> {
+        let accepted = self.store.request_ack(id, ack, now_ms()).await?;
+        if accepted {
+            if let Some(tx) = self.running().get(id) {
+                // Replaces nothing: the store took it only if no stop was asked.
+                let _ = tx.send(Some(crate::runner::Stop::Ack(ack.clone())));
             }
         }
         Ok(accepted)

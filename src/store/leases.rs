@@ -15,6 +15,15 @@ macro_rules! db_now {
     };
 }
 
+/// A renewed lease: id, epoch, and any stop asked for it on the database
+/// (a cancel reason, an operator's acknowledgement) by another node.
+pub type LeaseRenewal = (
+    String,
+    i64,
+    Option<String>,
+    Option<crate::ivr::escalation::OperatorAck>,
+);
+
 /// A notification this node just claimed.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -115,13 +124,13 @@ impl Store {
         &self,
         node: &str,
         ttl_ms: i64,
-    ) -> Result<Vec<(String, i64, Option<String>)>, StoreError> {
+    ) -> Result<Vec<LeaseRenewal>, StoreError> {
         let rows = sqlx::query(concat!(
             "UPDATE notifications SET lease_until_ms = ",
             db_now!(),
             " + $2 WHERE owner = $1 AND state NOT IN ",
             ended!(),
-            " RETURNING id, epoch, cancel_reason"
+            " RETURNING id, epoch, cancel_reason, ack_request"
         ))
         .bind(node)
         .bind(ttl_ms)
@@ -129,10 +138,12 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let ack: Option<String> = r.try_get("ack_request")?;
                 Ok((
                     r.try_get("id")?,
                     r.try_get("epoch")?,
                     r.try_get("cancel_reason")?,
+                    ack.and_then(|a| serde_json::from_str(&a).ok()),
                 ))
             })
             .collect()

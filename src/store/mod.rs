@@ -142,7 +142,7 @@ macro_rules! ended {
 
 // After `ended!`, which it uses.
 mod leases;
-pub use leases::Claimed;
+pub use leases::{Claimed, LeaseRenewal};
 mod work_leases;
 pub use work_leases::Fence;
 mod channels;
@@ -512,7 +512,46 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Record a cancel request; `false` when the notification had ended.
+    /// Record an operator's acknowledgement for someone on the phone;
+    /// `false` when the notification had ended or a stop (cancel or
+    /// acknowledgement) was already asked for.
+    pub async fn request_ack(
+        &self,
+        id: &str,
+        ack: &crate::ivr::escalation::OperatorAck,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(ack).unwrap_or_default();
+        let n = sqlx::query(concat!(
+            "UPDATE notifications SET ack_request = $1, updated_ms = $2 WHERE id = $3 \
+             AND cancel_reason IS NULL AND ack_request IS NULL AND state NOT IN ",
+            ended!()
+        ))
+        .bind(json)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// The acknowledgement an operator asked for, if any.
+    pub async fn ack_request(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::ivr::escalation::OperatorAck>, StoreError> {
+        let row = sqlx::query("SELECT ack_request FROM notifications WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let s: Option<String> = r.try_get("ack_request")?;
+        Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    /// Record a cancel request; `false` when the notification had ended
+    /// (or an operator's acknowledgement is already ending it).
     pub async fn request_cancel(
         &self,
         id: &str,
@@ -520,7 +559,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let n = sqlx::query(concat!(
-            "UPDATE notifications SET cancel_reason = $1, updated_ms = $2 WHERE id = $3 AND state NOT IN ",
+            "UPDATE notifications SET cancel_reason = $1, updated_ms = $2 WHERE id = $3 \
+             AND ack_request IS NULL AND state NOT IN ",
             ended!()
         ))
         .bind(reason)

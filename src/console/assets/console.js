@@ -114,8 +114,10 @@
   }
 
   function onEvent(v) {
-    const n = board.notifications.get(v.notification);
     const ev = v.event || "";
+    // An action's steps belong to its incident's page, not the board.
+    if (ev.startsWith("action.")) return;
+    const n = board.notifications.get(v.notification);
     if (!n) {
       if (!ev.startsWith("notification.") || ev === "notification.started" || ev === "notification.resumed") scheduleLoad();
       return;
@@ -159,6 +161,12 @@
     }, 1000);
     // Incidents change without call events (wait windows, recoveries).
     setInterval(scheduleLoad, 10000);
+    const clock = document.getElementById("clock");
+    if (clock) {
+      const tick = () => { clock.textContent = new Date().toLocaleString(document.documentElement.lang); };
+      tick();
+      setInterval(tick, 1000);
+    }
   }
 
   // ---- Notification and incident pages ----
@@ -180,20 +188,31 @@
     const r = await api("POST", `/v1/notifications/${encodeURIComponent(id)}/cancel`, { reason });
     say(r.status === 202 ? `cancelled: ${reason}` : `HTTP ${r.status} ${(r.body && r.body.detail) || ""}`);
   }
-  function wireNotificationButtons(getId) {
+  // Acknowledge for someone on the phone: an acknowledgement (the
+  // escalation ends `acked`, as by a key press), not a cancel.
+  async function acknowledge(path, by) {
+    const r = await api("POST", path, { by, reason: "acknowledged on the phone" });
+    const ok = r.status === 202 || r.status === 200;
+    say(ok ? `${tr("acknowledged")}: ${by}` : `HTTP ${r.status} ${(r.body && r.body.detail) || ""}`);
+    const res = document.getElementById("result");
+    if (res && ok) res.dataset.acknowledged = by;
+  }
+  function wireNotificationButtons(getId, ackPath) {
     const c = document.getElementById("cancel");
     if (c) c.addEventListener("click", () => { const id = getId(); if (id) cancelNotification(id, "cancelled by an operator in the console"); });
     const a = document.getElementById("ackfor");
     if (a) a.addEventListener("click", () => {
-      const id = getId(); if (!id) return;
-      const who = window.prompt(tr("ack_for")); if (!who) return;
-      cancelNotification(id, `acknowledged on the phone by ${who}`);
+      const input = document.getElementById("ackby");
+      const who = input ? input.value.trim() : "";
+      if (!who) { say(tr("ack_who")); if (input) input.focus(); return; }
+      const path = ackPath(); if (!path) return;
+      acknowledge(path, who);
     });
   }
 
   if (page === "notification") {
     const id = document.getElementById("notification").dataset.id;
-    wireNotificationButtons(() => id);
+    wireNotificationButtons(() => id, () => `/v1/notifications/${encodeURIComponent(id)}/acknowledge`);
     (async () => {
       const r = await api("GET", `/v1/notifications/${encodeURIComponent(id)}`);
       if (r.status !== 200) { document.getElementById("facts").textContent = `HTTP ${r.status}`; return; }
@@ -214,7 +233,7 @@
   if (page === "incident") {
     const id = document.getElementById("incident").dataset.id;
     let inc = null;
-    wireNotificationButtons(() => inc && inc.notification);
+    wireNotificationButtons(() => inc && inc.notification, () => `/v1/incidents/${encodeURIComponent(id)}/acknowledge`);
     const close = document.getElementById("close");
     if (close) close.addEventListener("click", async () => {
       const r = await api("POST", `/v1/incidents/${encodeURIComponent(id)}/close`, {});
@@ -233,7 +252,12 @@
       }
       if (inc.notification) {
         const n = await api("GET", `/v1/notifications/${encodeURIComponent(inc.notification)}`);
-        if (n.status === 200) callsTable(document.getElementById("calls"), n.body.attempts);
+        if (n.status === 200) {
+          callsTable(document.getElementById("calls"), n.body.attempts);
+          // The message its callees hear, playable here.
+          const au = document.getElementById("message-audio");
+          if (au) { au.src = `/v1/notifications/${encodeURIComponent(inc.notification)}/audio`; document.getElementById("audio-box").hidden = false; }
+        }
       }
       const box = document.getElementById("actions");
       if (box) {
@@ -252,12 +276,43 @@
       const plan = document.getElementById("plan");
       if (r.status !== 200) { plan.textContent = `HTTP ${r.status} ${(r.body && r.body.detail) || ""}`; return; }
       plan.textContent = r.body.text;
+      const old = document.getElementById("confirm");
+      if (old) old.remove();
       const go = el("button", { type: "button", id: "confirm" }, `${tr("confirm")}: ${action}`);
       go.addEventListener("click", async () => {
         go.disabled = true;
         say("…");
+        // The run's steps arrive on the live feed while the request waits.
+        const box = document.getElementById("progress-box");
+        const list = document.getElementById("progress");
+        list.replaceChildren();
+        box.hidden = false;
+        let runId = null;
+        const es = new EventSource("/console/events");
+        es.addEventListener("call", (e) => {
+          let v = null; try { v = JSON.parse(e.data); } catch (x) { return; }
+          const ev = v.event || "";
+          if (!ev.startsWith("action.")) return;
+          if (ev === "action.started") {
+            if (runId || v.action !== action || v.contract !== inc.contract) return;
+            runId = v.run && v.run.run_id;
+            list.append(el("li", { class: "step started" }, `${time(v.ts_ms)} started ${v.flow} on ${v.host || ""}: ${(v.steps || []).map((s) => s.name).join(", ")}`));
+          } else if (runId && v.run_id === runId && ev === "action.step") {
+            const st = v.step || {};
+            const li = el("li", { class: `step outcome-${st.outcome || ""}`, "data-step": st.name || "" },
+              `${time(st.started_ms)} ${st.phase || ""} ${st.name || ""} (${st.attempt || 1}): ${st.outcome || ""}${st.exit_code !== undefined && st.exit_code !== null ? " exit " + st.exit_code : ""}`);
+            if (st.stdout) li.append(el("pre", {}, String(st.stdout)));
+            list.append(li);
+          } else if (runId && v.run_id === runId && ev === "action.finished") {
+            list.append(el("li", { class: "step finished", "data-result": v.result || "" }, `${time(v.ts_ms)} ${v.result || ""}`));
+          }
+        });
+        await new Promise((ok) => { es.onopen = ok; setTimeout(ok, 2000); });
         const x = await api("POST", path, { confirm: r.body.confirm });
-        say(x.status === 200 ? JSON.stringify(x.body, null, 1) : `HTTP ${x.status} ${(x.body && x.body.detail) || ""}`);
+        setTimeout(() => es.close(), 1000);
+        say(x.status === 200 ? `${x.body.result || ""}` : `HTTP ${x.status} ${(x.body && x.body.detail) || ""}`);
+        const res = document.getElementById("result");
+        if (res && x.status === 200) res.dataset.result = x.body.result || "";
       });
       plan.after(go);
     }
