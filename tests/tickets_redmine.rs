@@ -239,16 +239,61 @@ fn dialplan(contract: &str, project: &str, uri: &str, wait: &str, language: &str
 }
 
 fn serve(dir: &Path, r: &Redmine, rtp: &str) -> Serve {
+    serve_with(dir, r, rtp, "")
+}
+
+fn serve_with(dir: &Path, r: &Redmine, rtp: &str, extra: &str) -> Serve {
     // The key reaches callout only through the variable the config names.
     std::env::set_var(KEY_ENV, &r.key);
     Serve::start(
         dir,
         &format!(
-            "[tickets]\npoll = \"1s\"\nsettle = \"300ms\"\n[tickets.redmine.main]\nurl = \"{}\"\napi_key_env = \"{KEY_ENV}\"\n",
+            "[tickets]\npoll = \"1s\"\nsettle = \"300ms\"\n[tickets.redmine.main]\nurl = \"{}\"\napi_key_env = \"{KEY_ENV}\"\n{extra}",
             r.base()
         ),
         rtp,
     )
+}
+
+/// A real SMTP server on loopback (Python's `aiosmtpd`): `550` for
+/// `reject@…`, every other recipient taken.
+fn smtp(dir: &Path) -> (u16, common::KillOnDrop) {
+    const SERVER: &str = r#"
+import sys, signal
+from aiosmtpd.controller import Controller
+class Handler:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith('reject@'):
+            return '550 5.1.1 <%s>: mailbox unavailable' % address
+        envelope.rcpt_tos.append(address)
+        return '250 OK'
+    async def handle_DATA(self, server, session, envelope):
+        return '250 2.0.0 accepted'
+c = Controller(Handler(), hostname='127.0.0.1', port=int(sys.argv[1]))
+c.start()
+signal.sigwait([signal.SIGTERM, signal.SIGINT])
+c.stop()
+"#;
+    let port = free_port_pair();
+    let script = dir.join("smtpd.py");
+    std::fs::write(&script, SERVER).unwrap();
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let child = Command::new(python)
+        .arg(&script)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3 with aiosmtpd (apt-get install python3-aiosmtpd)");
+    let until = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "aiosmtpd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (port, common::KillOnDrop(child))
 }
 
 fn event(contract: &str, host: &str, action: &str) -> Value {
@@ -341,16 +386,29 @@ fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
     let (_callee, uri) = pressing_callee("45100-45199");
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
     // Whoever acknowledges is the assignee: Bob is the admin user here.
+    // The customer is mailed at the occurrence; the recovery notice's
+    // recipient is refused by the relay (given up).
     std::fs::write(
         dir.join("dialplans/acme.toml"),
         format!(
-            "{}assignees = {{ Bob = {} }}\n",
+            "{}assignees = {{ Bob = {} }}\n\
+             [pipeline.notices.occurrence]\nto = [\"ops@acme.example\"]\n\
+             [pipeline.notices.recovery]\nto = [\"reject@acme.example\"]\n",
             dialplan("acme", "story", &uri, "1s", "ja"),
             r.uid
         ),
     )
     .unwrap();
-    let s = serve(dir, r, "45000-45099");
+    let (smtp_port, _smtp) = smtp(dir);
+    let s = serve_with(
+        dir,
+        r,
+        "45000-45099",
+        &format!(
+            "[pipeline.mail_out]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n\
+             from = \"callout <callout@noc.example>\"\ntimeout = \"5s\"\n"
+        ),
+    );
 
     post_event(&s, event("acme", "web-01", "trigger"));
     // The issue exists at the occurrence and its id is the ticket.
@@ -422,6 +480,33 @@ fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
     assert!(all.contains("web-01"), "{all}");
     assert_eq!(issue["status"]["name"], "Closed");
     assert_eq!(inc["ticket"].as_str(), Some(ticket.as_str()));
+    // The mails are on the ticket too: the occurrence notice sent, the
+    // recovery notice given up with the relay's reason; still in order,
+    // once each.
+    let id = inc["id"].as_str().unwrap().to_string();
+    let issue = wait_for(
+        "the mail notes on the issue",
+        Duration::from_secs(30),
+        || {
+            let issue = r.issue(&ticket);
+            let all: String = issue["journals"]
+                .as_array()?
+                .iter()
+                .filter_map(|j| j["notes"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            (all.contains("occurrence notice mailed to ops@acme.example")
+                && all.contains("recovery notice to reject@acme.example given up")
+                && all.contains("550"))
+            .then_some(issue)
+        },
+    );
+    let (_, inc) = s.http("GET", &format!("/v1/incidents/{id}"), None).unwrap();
+    assert_eq!(note_seqs(&issue, &id), timeline_seqs(&inc));
+    assert!(
+        issue["journals"].to_string().contains("[メール]"),
+        "{issue}"
+    );
 }
 
 #[test]
@@ -795,10 +880,8 @@ fn a_held_incident_is_related_to_the_monitoring_path_issue() {
     assert!(!rt.block_on(cust.link(&b, &a)).unwrap(), "either side");
     let rel = relations(r, &a);
     assert_eq!(rel.len(), 1, "{rel:?}");
-    assert_eq!(
-        rel[0],
-        (a.parse().unwrap(), b.parse().unwrap(), "relates".into())
-    );
+    let want: (i64, i64, String) = (a.parse().unwrap(), b.parse().unwrap(), "relates".into());
+    assert_eq!(rel[0], want);
     assert_eq!(rt.block_on(cust.fetch(&a)).unwrap().links, vec![b.clone()]);
 
     // Across projects Redmine refuses by default: the error names its
@@ -872,14 +955,12 @@ fn a_held_incident_is_related_to_the_monitoring_path_issue() {
         let rel = relations(r, &host_issue);
         (!rel.is_empty()).then_some(rel)
     });
-    assert_eq!(
-        rel,
-        vec![(
-            host_issue.parse().unwrap(),
-            path_issue.parse().unwrap(),
-            "relates".to_string()
-        )]
-    );
+    let want: Vec<(i64, i64, String)> = vec![(
+        host_issue.parse().unwrap(),
+        path_issue.parse().unwrap(),
+        "relates".to_string(),
+    )];
+    assert_eq!(rel, want);
     // It is on the host's issue as a note, once.
     let id = host["id"].as_str().unwrap().to_string();
     wait_for("the relation's note", Duration::from_secs(20), || {
@@ -972,5 +1053,115 @@ fn an_issue_redmine_refuses_names_what_it_wants() {
             && e.contains("Customer ref")
             && e.contains("pipeline.ticket.project, .tracker, .custom_fields"),
         "{e}"
+    );
+}
+
+/// A hostile alert field stays a value: a host and an incident id full
+/// of query-string and header syntax go into Redmine as JSON values and
+/// URL-encoded query values, never as parameters or headers of their own.
+#[test]
+fn hostile_fields_stay_values_in_redmine() {
+    let Some(r) = redmine() else { return };
+    let _one = serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    use callout::tickets::TicketAdapter;
+    let mut a = adapter(r, &rt, "cust");
+    let (st, cf) = r.get("/custom_fields.json").unwrap();
+    assert_eq!(st, 200, "{cf}");
+    let host_field = cf["custom_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "Host")
+        .and_then(|f| f["id"].as_i64())
+        .unwrap();
+    a.resolved.fields.insert("host".into(), host_field);
+    let hostile = "web&project_id=1&status_id=5\r\nX-Redmine-API-Key: x\r\n#frag";
+    let mut t = new_ticket("in_hostile&status_id=5&description=~x#y");
+    t.host = hostile.into();
+    t.subject = format!("[critical] {hostile}");
+    let n = rt.block_on(a.open(&t)).unwrap();
+    let issue = r.issue(&n);
+    assert_eq!(issue["project"]["name"], "cust", "{issue}");
+    assert_eq!(issue["status"]["name"], "New", "{issue}");
+    let host = issue["custom_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "Host")
+        .cloned()
+        .unwrap();
+    assert_eq!(host["value"], hostile, "{issue}");
+    // Opening again finds the same issue through the encoded search.
+    assert_eq!(rt.block_on(a.open(&t)).unwrap(), n);
+    // Another incident whose id is a prefix of it does not.
+    let other = rt
+        .block_on(a.open(&new_ticket("in_hostile&status_id=5")))
+        .unwrap();
+    assert_ne!(other, n);
+}
+
+/// The embedded store's `link`: a `link` line on the ticket's timeline
+/// naming the other ticket, once, read back by `fetch`; an unknown number
+/// is an error naming it. Needs no Redmine.
+#[test]
+fn embedded_tickets_link_once_and_read_back() {
+    use callout::tickets::TicketAdapter;
+    let tmp = scratch("tickets-embedded-link");
+    let dir = tmp.as_path();
+    copy_prompts(dir);
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    let plan = dialplan("emb", "unused", "sip:bob@127.0.0.1:9", "1h", "en");
+    let plan = &plan[..plan.find("[pipeline.ticket]").unwrap()];
+    std::fs::write(dir.join("dialplans/emb.toml"), plan).unwrap();
+    let s = Serve::start(dir, "", "45600-45699");
+    post_event(&s, event("emb", "a-01", "trigger"));
+    post_event(&s, event("emb", "b-01", "trigger"));
+    let tickets = wait_for("two embedded tickets", Duration::from_secs(20), || {
+        let (_, v) = s.http("GET", "/v1/incidents?contract=emb", None)?;
+        let t: Vec<(String, String)> = v["items"]
+            .as_array()?
+            .iter()
+            .filter_map(|i| Some((i["id"].as_str()?.into(), i["ticket"].as_str()?.into())))
+            .collect();
+        (t.len() == 2).then_some(t)
+    });
+    let ((id_a, a), (_, b)) = (&tickets[0], &tickets[1]);
+    assert!(
+        a.starts_with("EMB-") && b.starts_with("EMB-"),
+        "{tickets:?}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(callout::store::Store::connect(&s.db)).unwrap();
+    let seq = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1 << 40));
+    let emb = callout::tickets::embedded::EmbeddedTickets {
+        store,
+        next_seq: std::sync::Arc::new(move || {
+            seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        }),
+    };
+    assert!(rt.block_on(emb.link(a, b)).unwrap());
+    assert!(!rt.block_on(emb.link(a, b)).unwrap(), "once");
+    assert_eq!(rt.block_on(emb.fetch(a)).unwrap().links, vec![b.clone()]);
+    assert!(rt.block_on(emb.fetch(b)).unwrap().links.is_empty());
+    let e = rt.block_on(emb.link(a, "EMB-999999")).unwrap_err();
+    assert_eq!(e.to_string(), "ticket EMB-999999 not found");
+    // The line is on the incident's timeline through the API too.
+    let (_, inc) = s
+        .http("GET", &format!("/v1/incidents/{id_a}"), None)
+        .unwrap();
+    let links: Vec<&Value> = inc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "link")
+        .collect();
+    assert_eq!(links.len(), 1, "{inc}");
+    assert!(
+        links[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("related to ticket {b}")),
+        "{inc}"
     );
 }

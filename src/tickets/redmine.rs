@@ -646,17 +646,29 @@ impl RedmineTickets {
             .await
         {
             Ok(_) => Ok(true),
-            Err(TicketError::Refused { errors, .. })
-                if self.project_of(number).await? != self.project_of(other).await? =>
-            {
+            Err(TicketError::Refused {
+                server,
+                what,
+                errors,
+                setting,
+            }) => {
                 // Redmine's own words are in its user's language; the two
                 // projects differing is what says which setting it is.
-                Err(TicketError::CrossProject {
-                    server: self.server.name.clone(),
-                    from: from.to_string(),
-                    to: to.to_string(),
-                    errors,
-                })
+                if self.project_of(number).await? != self.project_of(other).await? {
+                    Err(TicketError::CrossProject {
+                        server,
+                        from: from.to_string(),
+                        to: to.to_string(),
+                        errors,
+                    })
+                } else {
+                    Err(TicketError::Refused {
+                        server,
+                        what,
+                        errors,
+                        setting,
+                    })
+                }
             }
             Err(e) => Err(e),
         }
