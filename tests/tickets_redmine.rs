@@ -39,6 +39,8 @@ struct Redmine {
     dir: PathBuf,
     port: u16,
     key: String,
+    /// A user who is no administrator and no member of project `secret`.
+    watcher_key: String,
     /// The admin's user id (a member of project `story`, so assignable).
     uid: i64,
     child: Mutex<Option<Child>>,
