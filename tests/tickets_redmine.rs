@@ -1006,6 +1006,12 @@ fn a_reopened_incident_reopens_its_issue_and_is_not_closed_by_it() {
     .unwrap();
     let s = serve(dir, r, "45500-45599");
     post_event(&s, event("delta", "mq-01", "trigger"));
+    wait_for("the issue", Duration::from_secs(20), || {
+        incident(&s, "delta")?["ticket"]
+            .as_str()?
+            .parse::<u64>()
+            .ok()
+    });
     post_event(&s, event("delta", "mq-01", "resolve"));
     // A flap: closed, and so is its issue.
     let (inc, _) = wait_all_notes(&s, r, "delta", Duration::from_secs(30));
