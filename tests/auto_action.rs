@@ -85,16 +85,22 @@ ssh = {{ argv = ["{svc}", "restart", "{{service}}"] }}
 /// One host per service: alerts for one host join one incident, and each
 /// case here needs its own.
 fn host_of(service: &str) -> &'static str {
-    if service == "app" {
+    if service.starts_with("app") {
         "web01"
+    } else if service == "inform" {
+        "web03"
     } else {
         "web02"
     }
 }
 
 fn alert(s: &Serve, service: &str) {
+    alert_named(s, "process_down", service)
+}
+
+fn alert_named(s: &Serve, name: &str, service: &str) {
     let body = json!({"version": "4", "status": "firing", "alerts": [
-        {"status": "firing", "labels": {"alertname": "process_down", "host": host_of(service),
+        {"status": "firing", "labels": {"alertname": name, "host": host_of(service),
          "contract": "ops", "service": service, "severity": "critical"},
          "annotations": {"summary": format!("{service} is down")}}
     ]});
@@ -192,9 +198,10 @@ fn a_first_level_restart_calls_nobody_when_it_works_and_says_why_when_it_fails()
     )
     .unwrap();
     let inventory = format!(
-        "{}\n[inventory.hosts.web02]\naddress = \"127.0.0.1\"\nport = {}\nos = \"debian-12\"\n",
-        sshd.inventory(&["app", "broken"]),
-        sshd.port
+        "{}\n[inventory.hosts.web02]\naddress = \"127.0.0.1\"\nport = {p}\nos = \"debian-12\"\n\
+         [inventory.hosts.web03]\naddress = \"127.0.0.1\"\nport = {p}\nos = \"debian-12\"\n",
+        sshd.inventory(&["app", "broken", "inform"]),
+        p = sshd.port
     );
     std::fs::write(
         dialplans.join("ops.toml"),
@@ -244,6 +251,11 @@ recovery_verify = "check"
 match = ['alertname="process_down"']
 action = "restart"
 on_success = "mail"
+
+[[pipeline.auto_actions]]
+match = ['alertname="process_down_inform"']
+action = "restart"
+on_success = "call"
 
 {inv}"#,
             inv = inventory
@@ -444,4 +456,63 @@ on_success = "mail"
         sshd.calls()
     );
     assert_eq!(inc["notifications"], 0, "somebody was called: {inc:#}");
+
+    // 5. A hostile alert field never reaches the host: the service label
+    // is not a service of the inventory (nor a plain word), so the run
+    // is refused by the same checks as a call's, nothing runs, and the
+    // escalation starts with the refusal in front.
+    let hostile = "app;touch${IFS}/tmp/pwned\nrm";
+    alert(&s, hostile);
+    let inc = wait_for(
+        "the escalation after the refused run",
+        Duration::from_secs(30),
+        || incident_of(&s, hostile).filter(|i| has(i, "notify", "escalation started")),
+    );
+    assert!(
+        has(&inc, "notify", "did not fix it: the escalation starts"),
+        "{:#?}",
+        lines(&inc)
+    );
+    assert!(
+        lines(&inc).iter().any(|(k, t)| k == "action"
+            && t.starts_with("action restart (flow auto-restart)")
+            && (t.contains("did not run") || t.contains("refused"))),
+        "{:#?}",
+        lines(&inc)
+    );
+    assert!(
+        !sshd
+            .calls()
+            .iter()
+            .any(|c| c.contains("touch") || c.contains("pwned")),
+        "{:?}",
+        sshd.calls()
+    );
+
+    // 6. The contract says "call to inform": the fix works and verifies,
+    // and the escalation still starts, to tell.
+    alert_named(&s, "process_down_inform", "inform");
+    let inc = wait_for("the call to inform", Duration::from_secs(30), || {
+        incident_of(&s, "inform").filter(|i| has(i, "notify", "escalation started"))
+    });
+    assert!(sshd.running("inform"), "the restart did not happen");
+    assert!(
+        has(
+            &inc,
+            "notify",
+            "fixed by the first-level action and verified: calling to inform"
+        ),
+        "{:#?}",
+        lines(&inc)
+    );
+    assert!(
+        has(
+            &inc,
+            "action",
+            "action restart (flow auto-restart) on web03 succeeded and verified"
+        ),
+        "{:#?}",
+        lines(&inc)
+    );
+    assert_eq!(inc["notifications"], 1, "{inc:#}");
 }

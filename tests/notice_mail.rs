@@ -436,3 +436,152 @@ fn notices_are_threaded_retried_and_given_up_against_a_real_relay() {
         .iter()
         .any(|m| m["rcpt_tos"].to_string().contains("reject@")));
 }
+
+/// The escalation ends with nobody reached, end to end: a real sipp UAS
+/// answers `486 Busy Here` to every call of two rounds, and a contract
+/// whose trunk cannot be used has its notification failed by the
+/// gateway. Each customer gets the exhausted notice from the real relay,
+/// with the ticket number in the subject, threaded under the occurrence
+/// notice, and a line on the incident's timeline.
+#[test]
+fn an_escalation_nobody_takes_mails_the_exhausted_notice() {
+    let tmp = scratch("notice-exhausted");
+    let dir = tmp.as_path();
+    copy_prompts(dir);
+    let sdir = dir.join("sipp");
+    std::fs::create_dir_all(&sdir).unwrap();
+    // Two rounds of one contact: two INVITEs, both refused.
+    let mut sipp = common::Sipp::uas("busy.xml", &sdir, &["-m", "2"]);
+    let plan = |contract: &str, uri: &str, trunk: &str| {
+        format!(
+            "contract = \"{contract}\"\nname = \"{contract} Ltd\"\nlanguage = \"en\"\n{trunk}\
+             [escalation]\nrounds = 2\nring_timeout = \"10s\"\nbetween_calls = \"1s\"\nbetween_rounds = \"1s\"\n\
+             [[contacts]]\nname = \"Bob\"\nuri = \"{uri}\"\n[message]\ntext = \"Alert on {{host}}.\"\n\
+             [menu]\nprompt = \"Press 1.\"\n[menu.keys]\n\"1\" = \"ack\"\n\
+             [pipeline]\nwait = \"0s\"\n\
+             [pipeline.notices.occurrence]\nto = [\"ops@{contract}.example\"]\n\
+             [pipeline.notices.exhausted]\nto = [\"ops@{contract}.example\", \"boss@{contract}.example\"]\n"
+        )
+    };
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/busy.toml"),
+        plan("busy", &sipp.uri(), ""),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("dialplans/nogw.toml"),
+        plan("nogw", &sipp.uri(), "trunk = \"broken-dns\"\n"),
+    )
+    .unwrap();
+    let smtp_port = free_port_pair();
+    let _smtp = start_smtp(dir, smtp_port);
+    let s = Serve::start(
+        dir,
+        &format!(
+            "[trunks.broken-dns]\nproxy = \"proxy.invalid:5060\"\n\
+             [pipeline.mail_out]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n\
+             from = \"callout <callout@noc.example>\"\ntimeout = \"5s\"\nretry_min = \"1s\"\nretry_max = \"2s\"\n"
+        ),
+        "44300-44399",
+    );
+    for contract in ["busy", "nogw"] {
+        let (st, v) = s
+            .http(
+                "POST",
+                "/v1/intake/events",
+                Some(json!({"event_action": "trigger", "dedup_key": "web", "routing_key": contract,
+                    "payload": {"summary": "web does not answer", "source": "web-01", "severity": "critical"}})),
+            )
+            .unwrap();
+        assert_eq!(st, 202, "{v}");
+    }
+    for contract in ["busy", "nogw"] {
+        let got = wait_for(
+            &format!("{contract}: the occurrence and exhausted mails"),
+            Duration::from_secs(60),
+            || {
+                let m: Vec<Value> = mails(dir)
+                    .into_iter()
+                    .filter(|m| {
+                        m["rcpt_tos"]
+                            .to_string()
+                            .contains(&format!("@{contract}.example"))
+                    })
+                    .collect();
+                (m.len() >= 2).then_some(m)
+            },
+        );
+        let inc = incident(&s, contract).unwrap();
+        let (id, ticket) = (
+            inc["id"].as_str().unwrap().to_string(),
+            inc["ticket"].as_str().unwrap().to_string(),
+        );
+        let (occ, ex) = (&got[0], &got[1]);
+        assert!(
+            occ["subject"].as_str().unwrap().contains("Alert"),
+            "{occ:#}"
+        );
+        let subject = ex["subject"].as_str().unwrap();
+        assert!(subject.contains(&format!("[{ticket}]")), "{subject}");
+        assert!(
+            subject.contains("Nobody has taken the alert yet: web-01 web does not answer"),
+            "{subject}"
+        );
+        assert_eq!(
+            ex["rcpt_tos"],
+            json!([
+                format!("ops@{contract}.example"),
+                format!("boss@{contract}.example")
+            ])
+        );
+        let text = ex["text"].as_str().unwrap();
+        assert!(text.contains(&format!("Ticket: {ticket}")), "{text}");
+        assert!(text.contains(&format!("{contract} Ltd")), "{text}");
+        let occ_id = occ["message_id"].as_str().unwrap();
+        assert!(ex["message_id"].as_str().unwrap().contains(&id), "{ex:#}");
+        assert_eq!(ex["in_reply_to"].as_str(), Some(occ_id), "{ex:#}");
+        assert_eq!(ex["references"].as_str(), Some(occ_id), "{ex:#}");
+        let lines = wait_for("the mail lines", Duration::from_secs(10), || {
+            let l = mail_lines(&s, &id);
+            (l.len() == 2).then_some(l)
+        });
+        assert!(
+            lines[1].starts_with(&format!(
+                "exhausted notice mailed to ops@{contract}.example, boss@{contract}.example"
+            )),
+            "{lines:?}"
+        );
+        let story: Vec<String> = timeline(&s, &id)
+            .iter()
+            .map(|l| l["text"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert!(
+            story
+                .iter()
+                .any(|l| l.contains("nobody took it") || l.contains("the gateway refused the call")),
+            "{story:#?}"
+        );
+    }
+    // The busy callee was really called twice (two rounds), and refused
+    // both; the broken trunk's contract never reached it.
+    let status = sipp.wait(Duration::from_secs(30));
+    assert!(status.success(), "sipp: {}", sipp.messages());
+    let trace = sipp.messages();
+    assert!(
+        trace.matches("SIP/2.0 486 Busy Here").count() >= 2,
+        "{trace}"
+    );
+    let nogw = incident(&s, "nogw").unwrap();
+    let (_, n) = s
+        .http(
+            "GET",
+            &format!(
+                "/v1/notifications/{}",
+                nogw["notification"].as_str().unwrap_or("")
+            ),
+            None,
+        )
+        .unwrap();
+    assert_eq!(n["state"], "failed", "{n:#}");
+}

@@ -167,6 +167,19 @@ impl Store {
         Ok(())
     }
 
+    /// Follow again the tickets of incidents reopened after their sync
+    /// ended (a reopen keeps the incident and its issue).
+    pub async fn ticket_syncs_reopen(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE ticket_sync SET done_ms = NULL, updated_ms = $1 WHERE done_ms IS NOT NULL \
+             AND incident_id IN (SELECT id FROM incidents WHERE closed_ms IS NULL)",
+        )
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     /// Timeline entries after `after_seq`, in order.
     pub async fn timeline_after(
         &self,

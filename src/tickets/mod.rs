@@ -34,8 +34,13 @@ pub enum TicketError {
     #[error("{server}: the API key was refused (401): check the key in ${env} (tickets.redmine.{server}.api_key_env)")]
     BadKey { server: String, env: String },
     /// 403: the key's user may not do this.
-    #[error("{server}: forbidden (403) while {what}: the API key's user lacks the permission")]
-    Forbidden { server: String, what: String },
+    #[error("{server}: forbidden (403) while {what}: the user of the API key in ${env} lacks the permission (give it a role on the project, or use another key: tickets.redmine.{server}.api_key_env; {setting})")]
+    Forbidden {
+        server: String,
+        what: String,
+        env: String,
+        setting: String,
+    },
     /// 404 or a name that does not exist there.
     #[error("{server}: {what} not found ({setting})")]
     NotFound {
@@ -44,12 +49,24 @@ pub enum TicketError {
         setting: String,
     },
     /// 422: the system refused the content.
-    #[error("{server}: refused (422) while {what}: {errors}")]
+    #[error("{server}: refused (422) while {what}: {errors} ({setting})")]
     Refused {
         server: String,
         what: String,
         errors: String,
+        setting: String,
     },
+    /// 422 on relating issues of two projects: Redmine's setting is off.
+    #[error("{server}: refused (422) to relate issue #{from} to #{to} of another project ({errors}): allow it in Redmine under Administration → Settings → Issue tracking → \"Allow cross-project issue relations\" (Setting.cross_project_issue_relations)")]
+    CrossProject {
+        server: String,
+        from: String,
+        to: String,
+        errors: String,
+    },
+    /// A ticket that is not there (the embedded store).
+    #[error("ticket {0} not found")]
+    NoTicket(String),
     /// Anything else the system answered.
     #[error("{server}: unexpected answer {status} while {what}")]
     Unexpected {
@@ -119,6 +136,8 @@ pub struct RemoteTicket {
     pub closed_by: Option<String>,
     /// The markers of the notes it holds.
     pub markers: Vec<String>,
+    /// The tickets related to it (by [`TicketAdapter::link`] or by hand).
+    pub links: Vec<String>,
 }
 
 /// What the pipeline needs of a ticket system.
@@ -134,8 +153,10 @@ pub trait TicketAdapter: Send + Sync {
     fn set_status<'a>(&'a self, number: &'a str, status: TicketStatus) -> Fut<'a, ()>;
     /// Close with a resolution note.
     fn close<'a>(&'a self, number: &'a str, resolution: &'a str) -> Fut<'a, ()>;
-    /// Relate two tickets (a monitoring-path incident and one it holds).
-    fn link<'a>(&'a self, number: &'a str, other: &'a str) -> Fut<'a, ()>;
+    /// Relate two tickets (an incident held under a monitoring-path
+    /// incident and that incident's ticket). Idempotent: `Ok(false)` when
+    /// they were related already, `Ok(true)` when this call related them.
+    fn link<'a>(&'a self, number: &'a str, other: &'a str) -> Fut<'a, bool>;
     /// Read the ticket back (status, who closed it, the notes' markers).
     fn fetch<'a>(&'a self, number: &'a str) -> Fut<'a, RemoteTicket>;
 }

@@ -34,7 +34,11 @@ pub fn status_of(row: &TimelineRow) -> Option<TicketStatus> {
     if row.kind != "state" {
         return None;
     }
-    match parse_state(&row.text)?.1 {
+    let (from, to, _) = parse_state(&row.text)?;
+    match to {
+        // A reopen: the same ticket is open again (and a person's close
+        // of it no longer stands).
+        "pending" | "notifying" if matches!(from, "closed" | "expired") => Some(TicketStatus::Open),
         "acknowledged" => Some(TicketStatus::InProgress),
         "recovered" => Some(TicketStatus::Resolved),
         "closed" | "expired" => Some(TicketStatus::Closed),
@@ -118,6 +122,13 @@ fn label(lang: Language, row: &TimelineRow) -> &'static str {
                 "連絡"
             } else {
                 "Escalation"
+            }
+        }
+        "link" => {
+            if ja {
+                "関連チケット"
+            } else {
+                "Related"
             }
         }
         "mail" => {
@@ -222,6 +233,14 @@ mod tests {
             None
         );
         assert_eq!(status_of(&row("alert", "a → acknowledged")), None);
+        assert_eq!(
+            status_of(&row(
+                "state",
+                "closed → pending: reopened by a new occurrence inside the reopen window"
+            )),
+            Some(TicketStatus::Open)
+        );
+        assert_eq!(status_of(&row("state", "suppressed → pending: x")), None);
     }
 
     #[test]

@@ -132,6 +132,8 @@ impl Redmine {
             StatusCode::FORBIDDEN => Err(TicketError::Forbidden {
                 server: self.name.clone(),
                 what: what.to_string(),
+                env: self.key_env.clone(),
+                setting: setting.to_string(),
             }),
             StatusCode::NOT_FOUND => Err(TicketError::NotFound {
                 server: self.name.clone(),
@@ -154,6 +156,7 @@ impl Redmine {
                     server: self.name.clone(),
                     what: what.to_string(),
                     errors,
+                    setting: setting.to_string(),
                 })
             }
             s => Err(TicketError::Unexpected {
@@ -184,7 +187,7 @@ impl Redmine {
             .map_err(|_| TicketError::Config(format!("tickets.redmine.{}.url", self.name)))?
             .pop_if_empty()
             .push(&format!("{}.json", c.project));
-        url.set_query(Some("include=trackers"));
+        url.set_query(Some("include=trackers,issue_custom_fields"));
         let project = self
             .call(
                 reqwest::Method::GET,
@@ -290,33 +293,90 @@ impl Redmine {
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
         .collect();
-        if !wanted.is_empty() {
-            // Listing custom fields needs an administrator's key.
-            let cf = self
-                .get(
-                    "custom_fields.json",
-                    "the custom fields (the key's user must be an administrator to list them)",
-                    "pipeline.ticket.custom_fields",
-                )
-                .await?;
-            for (key, name) in wanted {
-                let id = cf["custom_fields"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|f| {
-                        f["name"].as_str() == Some(name.as_str())
-                            && f["customized_type"].as_str() == Some("issue")
-                    })
-                    .and_then(|f| f["id"].as_i64())
-                    .ok_or_else(|| {
-                        nf(
-                            format!("issue custom field {name:?}"),
-                            &format!("pipeline.ticket.custom_fields.{key}"),
-                        )
-                    })?;
-                fields.insert(key.to_string(), id);
+        // Listing custom fields needs an administrator's key: without
+        // custom fields to map, a key that may not list them still serves
+        // (the check for required fields is then Redmine's, at the first
+        // issue).
+        let cf = match self
+            .get(
+                "custom_fields.json",
+                "listing the custom fields (the key's user must be an administrator to list them)",
+                "pipeline.ticket.custom_fields",
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(TicketError::Forbidden { .. }) if wanted.is_empty() => Value::Null,
+            Err(e) => return Err(e),
+        };
+        let issue_fields: Vec<&Value> = cf["custom_fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["customized_type"].as_str() == Some("issue"))
+            .collect();
+        let for_tracker = |f: &Value| {
+            f["trackers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| t["id"].as_i64() == Some(tracker_id))
+        };
+        for (key, name) in &wanted {
+            let f = issue_fields
+                .iter()
+                .find(|f| f["name"].as_str() == Some(name.as_str()))
+                .ok_or_else(|| {
+                    nf(
+                        format!("issue custom field {name:?}"),
+                        &format!("pipeline.ticket.custom_fields.{key}"),
+                    )
+                })?;
+            // Redmine drops a value for a field its tracker does not
+            // have, silently: say so now rather than lose it.
+            if !for_tracker(f) {
+                return Err(nf(
+                    format!(
+                        "issue custom field {name:?} on tracker {:?} (enable the tracker in the field's settings)",
+                        c.tracker
+                    ),
+                    &format!("pipeline.ticket.custom_fields.{key}"),
+                ));
             }
+            let id = f["id"].as_i64().ok_or_else(|| {
+                nf(
+                    format!("issue custom field {name:?}"),
+                    &format!("pipeline.ticket.custom_fields.{key}"),
+                )
+            })?;
+            fields.insert(key.to_string(), id);
+        }
+        // A required field of this project and tracker that callout does
+        // not fill makes Redmine refuse every issue (422): name it now.
+        let enabled: Vec<i64> = project["project"]["issue_custom_fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["id"].as_i64())
+            .collect();
+        if let Some(f) = issue_fields.iter().find(|f| {
+            f["is_required"].as_bool() == Some(true)
+                && for_tracker(f)
+                && f["id"].as_i64().is_some_and(|id| enabled.contains(&id))
+                && !f["id"]
+                    .as_i64()
+                    .is_some_and(|id| fields.values().any(|v| *v == id))
+                && f["default_value"].as_str().is_none_or(str::is_empty)
+        }) {
+            return Err(TicketError::Config(format!(
+                "{}: issue custom field {:?} is required in project {:?} for tracker {:?} and callout does not fill it: \
+                 map it under pipeline.ticket.custom_fields (host, contract, severity, incident), give it a default value, \
+                 or make it optional in Redmine",
+                self.name,
+                f["name"].as_str().unwrap_or("?"),
+                c.project,
+                c.tracker
+            )));
         }
         let mut assignees = BTreeMap::new();
         if !c.assignees.is_empty() {
@@ -380,6 +440,19 @@ pub struct RedmineTickets {
     pub resolved: Resolved,
 }
 
+/// The other issue of each relation in a Redmine `relations` array.
+fn related(relations: &Value, me: u64) -> Vec<String> {
+    relations
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            let (a, b) = (r["issue_id"].as_u64()?, r["issue_to_id"].as_u64()?);
+            Some(if a == me { b } else { a }.to_string())
+        })
+        .collect()
+}
+
 fn issue_id(number: &str) -> Result<u64, TicketError> {
     number
         .trim_start_matches('#')
@@ -408,6 +481,24 @@ impl RedmineTickets {
             )
             .await
             .map(|_| ())
+            .map_err(|e| match e {
+                // A status Redmine's workflow does not allow the key's
+                // user, or a note too long: say where to look.
+                TicketError::Refused {
+                    server,
+                    what,
+                    errors,
+                    ..
+                } => TicketError::Refused {
+                    server,
+                    what,
+                    errors,
+                    setting: "pipeline.ticket.status: Redmine's workflow must let the key's user \
+                              move the tracker's issues to it"
+                        .into(),
+                },
+                e => e,
+            })
     }
 
     /// The issue already opened for an incident (after a crash between
@@ -482,7 +573,8 @@ impl RedmineTickets {
                 url,
                 Some(&json!({ "issue": issue })),
                 "creating the issue",
-                "pipeline.ticket.project",
+                "pipeline.ticket.project, .tracker, .custom_fields; or a custom field \
+                 Redmine requires that callout does not fill",
             )
             .await?
             .unwrap_or_default();
@@ -496,8 +588,94 @@ impl RedmineTickets {
             })
     }
 
+    /// The issues related to one, whichever side made the relation.
+    async fn relations(&self, number: &str) -> Result<Vec<String>, TicketError> {
+        let url = self
+            .server
+            .url(&format!("issues/{}/relations.json", issue_id(number)?))?;
+        let v = self
+            .server
+            .call(
+                reqwest::Method::GET,
+                url,
+                None,
+                "reading the issue's relations",
+                "the issue (deleted in Redmine?)",
+            )
+            .await?
+            .unwrap_or_default();
+        Ok(related(&v["relations"], issue_id(number)?))
+    }
+
+    /// The project of an issue (to explain a refused relation).
+    async fn project_of(&self, number: &str) -> Result<Option<i64>, TicketError> {
+        let url = self.issue_url(number, None)?;
+        let v = self
+            .server
+            .call(
+                reqwest::Method::GET,
+                url,
+                None,
+                "reading the issue",
+                "the issue (deleted in Redmine?)",
+            )
+            .await?
+            .unwrap_or_default();
+        Ok(v["issue"]["project"]["id"].as_i64())
+    }
+
+    /// Relate `number` to `other` (`relates`) unless they are already:
+    /// a retry after a lost answer must not fail on Redmine's "has
+    /// already been taken".
+    async fn link_impl(&self, number: &str, other: &str) -> Result<bool, TicketError> {
+        let (from, to) = (issue_id(number)?, issue_id(other)?);
+        if self.relations(number).await?.contains(&to.to_string()) {
+            return Ok(false);
+        }
+        let url = self.server.url(&format!("issues/{from}/relations.json"))?;
+        let body = json!({"relation": {"issue_to_id": to, "relation_type": "relates"}});
+        match self
+            .server
+            .call(
+                reqwest::Method::POST,
+                url,
+                Some(&body),
+                &format!("relating issue #{from} to #{to}"),
+                "the issue (deleted in Redmine?)",
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(TicketError::Refused {
+                server,
+                what,
+                errors,
+                setting,
+            }) => {
+                // Redmine's own words are in its user's language; the two
+                // projects differing is what says which setting it is.
+                if self.project_of(number).await? != self.project_of(other).await? {
+                    Err(TicketError::CrossProject {
+                        server,
+                        from: from.to_string(),
+                        to: to.to_string(),
+                        errors,
+                    })
+                } else {
+                    Err(TicketError::Refused {
+                        server,
+                        what,
+                        errors,
+                        setting,
+                    })
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn fetch_impl(&self, number: &str) -> Result<RemoteTicket, TicketError> {
-        let url = self.issue_url(number, Some("include=journals"))?;
+        let url = self.issue_url(number, Some("include=journals,relations"))?;
         let v = self
             .server
             .call(
@@ -535,7 +713,9 @@ impl RedmineTickets {
             })
             .and_then(|j| j["user"]["name"].as_str())
             .map(str::to_string);
+        let links = related(&v["issue"]["relations"], issue_id(number)?);
         Ok(RemoteTicket {
+            links,
             closed: self.resolved.closed_ids.contains(&status_id),
             status: v["issue"]["status"]["name"]
                 .as_str()
@@ -601,22 +781,8 @@ impl TicketAdapter for RedmineTickets {
         })
     }
 
-    fn link<'a>(&'a self, number: &'a str, other: &'a str) -> Fut<'a, ()> {
-        Box::pin(async move {
-            let url = self
-                .server
-                .url(&format!("issues/{}/relations.json", issue_id(number)?))?;
-            self.server
-                .call(
-                    reqwest::Method::POST,
-                    url,
-                    Some(&json!({"relation": {"issue_to_id": issue_id(other)?, "relation_type": "relates"}})),
-                    "linking issues",
-                    "the issue",
-                )
-                .await
-                .map(|_| ())
-        })
+    fn link<'a>(&'a self, number: &'a str, other: &'a str) -> Fut<'a, bool> {
+        Box::pin(self.link_impl(number, other))
     }
 
     fn fetch<'a>(&'a self, number: &'a str) -> Fut<'a, RemoteTicket> {

@@ -78,6 +78,12 @@ struct IncState {
     backoff_ms: i64,
     last_poll_ms: i64,
     close_asked: bool,
+    /// The incident's `reopened` count when `close_asked` was set: a
+    /// reopen makes the issue ours again.
+    reopened: u32,
+    /// Related to the monitoring-path incident's issue (or nothing to
+    /// relate), in this process.
+    linked: bool,
 }
 
 struct Contract {
@@ -284,6 +290,8 @@ impl TicketSync {
                     .await?;
             }
         }
+        // A reopened incident writes to its issue again.
+        self.store.ticket_syncs_reopen(now).await?;
         let rows = self.store.ticket_syncs_open().await?;
         let live: HashSet<&str> = rows.iter().map(|r| r.incident.as_str()).collect();
         self.incidents.retain(|k, _| live.contains(k.as_str()));
@@ -383,6 +391,10 @@ impl TicketSync {
         let settle = self.settings.settle.as_millis() as i64;
         let ready: Vec<_> = all.iter().filter(|t| t.at_ms <= now - settle).collect();
         let state = self.incidents.entry(inc.id.clone()).or_default();
+        if state.reopened != inc.reopened {
+            state.reopened = inc.reopened;
+            state.close_asked = false;
+        }
         let mut present = HashSet::new();
         if !state.verified && !ready.is_empty() {
             present = adapter.fetch(&number).await?.markers.into_iter().collect();
@@ -406,6 +418,10 @@ impl TicketSync {
                 .ticket_sync_advance(&inc.id, t.seq, crate::runner::now_ms())
                 .await?;
         }
+        if !self.link_held(&inc, &cfg, &adapter, &number, lang).await? {
+            // The path's issue is not there yet: not done before it is.
+            return Ok(());
+        }
         if !inc.state.is_open() {
             // Events the gateway sends just after the close (the call's
             // cancellation) still land on the issue.
@@ -417,7 +433,10 @@ impl TicketSync {
         }
         let poll = self.settings.poll.as_millis() as i64;
         let state = self.incidents.entry(inc.id.clone()).or_default();
-        if !state.close_asked && now - state.last_poll_ms >= poll {
+        // Polled only once every note is written: until then the issue's
+        // status may be one callout is about to change (a reopen).
+        let caught_up = ready.len() == all.len();
+        if !state.close_asked && caught_up && now - state.last_poll_ms >= poll {
             state.last_poll_ms = now;
             let remote = adapter.fetch(&number).await?;
             if remote.closed {
@@ -433,6 +452,85 @@ impl TicketSync {
             }
         }
         Ok(())
+    }
+}
+
+impl TicketSync {
+    /// An incident held under a monitoring-path incident: relate its issue
+    /// to the path incident's (which lives in the monitoring centre's
+    /// contract, often another project). Once per incident; the line on
+    /// its timeline (one per pair, by id) becomes a note. A refusal that
+    /// a person must fix (Redmine's cross-project setting) is recorded
+    /// on the timeline and does not hold the notes back. `Ok(false)`: the
+    /// path's issue does not exist yet.
+    async fn link_held(
+        &mut self,
+        inc: &Incident,
+        cfg: &RedmineContract,
+        adapter: &RedmineTickets,
+        number: &str,
+        lang: Language,
+    ) -> Result<bool, TicketError> {
+        let Some(path) = inc.held_by.clone() else {
+            return Ok(true);
+        };
+        if self.incidents.get(&inc.id).is_some_and(|s| s.linked) {
+            return Ok(true);
+        }
+        let Some(path_inc) = self.store.get_incident(&path).await? else {
+            return Ok(true);
+        };
+        let path_issue = match self.redmine_cfg(&path_inc.incident) {
+            // The path's ticket is embedded: `held_by` is the relation.
+            None => None,
+            Some((pc, _, _)) if pc.server != cfg.server => {
+                tracing::warn!(incident = %inc.id, path = %path, "tickets: the monitoring path's issue is on another Redmine server; not related");
+                None
+            }
+            Some(_) => match self.store.ticket_sync(&path).await?.and_then(|r| r.issue) {
+                Some(n) => Some(n),
+                None => return Ok(false),
+            },
+        };
+        let Some(path_issue) = path_issue else {
+            self.incidents.entry(inc.id.clone()).or_default().linked = true;
+            return Ok(true);
+        };
+        let (id, kind, text) = match adapter.link(number, &path_issue).await {
+            Ok(_) => (
+                format!("tl_link_{}_{path}", inc.id),
+                "link",
+                match lang {
+                    Language::Ja => format!(
+                        "監視経路障害 {path} のチケット Redmine #{path_issue} に関連付け"
+                    ),
+                    Language::En => format!(
+                        "related to Redmine #{path_issue}, the ticket of monitoring-path incident {path}"
+                    ),
+                },
+            ),
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::error!(incident = %inc.id, path = %path, error = %e, "tickets: could not relate the issue to the monitoring path's");
+                (
+                    format!("tl_link_failed_{}_{path}", inc.id),
+                    "ticket",
+                    format!("could not relate #{number} to Redmine #{path_issue} ({path}): {e}"),
+                )
+            }
+        };
+        self.incidents.entry(inc.id.clone()).or_default().linked = true;
+        let line = crate::store::TimelineRow {
+            id,
+            seq: self.hooks.next_seq(),
+            at_ms: crate::runner::now_ms(),
+            kind: kind.into(),
+            text,
+            alert: None,
+            data: Some(serde_json::json!({"ticket": path_issue, "incident": path})),
+        };
+        self.store.add_timeline(&inc.id, &line).await?;
+        Ok(true)
     }
 }
 
