@@ -676,7 +676,7 @@ mod tests {
         )
         .unwrap();
         let e = Config::load(&p).unwrap_err().to_string();
-        assert!(e.contains("line 7") && e.contains("trunks.b.srtp"), "{e}");
+        assert!(e.contains("line 8") && e.contains("trunks.b.srtp"), "{e}");
         std::fs::write(&p, "[trunks.b]\ntransport = \"udp\"\nsrtp = \"off\"\n").unwrap();
         let c = Config::load(&p).unwrap();
         assert_eq!(

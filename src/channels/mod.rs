@@ -260,10 +260,10 @@ impl Channels {
     /// Wait for a channel of `ask.trunk`. The first time it has to wait,
     /// `trunk.queued` is reported (with since when); a grant after a wait
     /// reports `trunk.granted`.
-    pub async fn acquire(
+    pub async fn acquire<S>(
         self: &Arc<Self>,
         ask: &Ask,
-        cancel: &mut watch::Receiver<Option<String>>,
+        cancel: &mut watch::Receiver<Option<S>>,
         stop: &CancellationToken,
         obs: &dyn Observer,
         attempt: u32,
@@ -543,7 +543,7 @@ mod tests {
             },
         );
         let ch = Channels::new(&trunks);
-        let (_tx, rx) = watch::channel(None);
+        let (_tx, rx) = watch::channel(None::<String>);
         let stop = CancellationToken::new();
         let mut r = rx.clone();
         let Wait::Granted(first) = ch
@@ -597,14 +597,14 @@ mod tests {
         );
         let ch = Channels::new(&trunks);
         let stop = CancellationToken::new();
-        let (_t0, mut r0) = watch::channel(None);
+        let (_t0, mut r0) = watch::channel(None::<String>);
         let Wait::Granted(_held) = ch
             .acquire(&ask("a", 2, 1), &mut r0, &stop, &Quiet, 1, 0)
             .await
         else {
             panic!()
         };
-        let (tx, mut rx) = watch::channel(None);
+        let (tx, mut rx) = watch::channel(None::<String>);
         let ch2 = ch.clone();
         let stop2 = stop.clone();
         let t = tokio::spawn(async move {

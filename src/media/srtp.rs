@@ -201,10 +201,16 @@ impl Srtp {
     /// Authenticate (tag and replay window) and decrypt. A failure leaves
     /// the window as it was: a forged packet cannot push real ones out.
     pub fn unprotect_rtp(&mut self, packet: &[u8]) -> Result<Vec<u8>, SrtpError> {
-        self.rx
-            .decrypt_rtp(packet)
-            .map(|b| b.to_vec())
-            .map_err(|e| SrtpError(e.to_string()))
+        // webrtc-srtp 0.17 slices `len - tag` without checking: a packet
+        // shorter than a header and its tag panics inside the crate.
+        if packet.len() < MIN_SRTP {
+            return Err(SrtpError(format!(
+                "{} bytes: too short for SRTP",
+                packet.len()
+            )));
+        }
+        let rx = &mut self.rx;
+        guarded(|| rx.decrypt_rtp(packet).map(|b| b.to_vec()))
     }
 
     pub fn protect_rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, SrtpError> {
@@ -215,10 +221,28 @@ impl Srtp {
     }
 
     pub fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, SrtpError> {
-        self.rx
-            .decrypt_rtcp(packet)
-            .map(|b| b.to_vec())
-            .map_err(|e| SrtpError(e.to_string()))
+        if packet.len() < MIN_SRTCP {
+            return Err(SrtpError(format!(
+                "{} bytes: too short for SRTCP",
+                packet.len()
+            )));
+        }
+        let rx = &mut self.rx;
+        guarded(|| rx.decrypt_rtcp(packet).map(|b| b.to_vec()))
+    }
+}
+
+/// RTP header and the 80-bit tag.
+const MIN_SRTP: usize = 12 + 10;
+/// RTCP header, sender SSRC, the SRTCP index and the tag.
+const MIN_SRTCP: usize = 8 + 4 + 10;
+
+/// Bytes from the network go through a third-party crate: whatever else
+/// in them it does not check must not take the media thread down.
+fn guarded(f: impl FnOnce() -> Result<Vec<u8>, webrtc_srtp::Error>) -> Result<Vec<u8>, SrtpError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| SrtpError(e.to_string())),
+        Err(_) => Err(SrtpError("malformed packet refused".into())),
     }
 }
 

@@ -405,7 +405,7 @@ mod tests {
         // a malformed key is no key.
         let b = format!(
             "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/SAVP 0\r\na=rtcp-mux\r\n\
-             a=crypto:1 AEAD_AES_256_GCM inline:AAAA\r\na=crypto:2 {}\r\n",
+             a=crypto:1 AEAD_AES_256_GCM inline:AAAA\r\na=crypto:{}\r\n",
             k.with_tag(2).attribute()
         );
         let n = parse_answer(b.as_bytes()).unwrap();
