@@ -624,6 +624,11 @@ async fn run_call(
     tracing::info!(contact = %c.name, uri = %crate::logging::Redacted(&c.uri), "dialling");
     // Read before dialling, so the answered call never waits for it.
     let pin = pin_check(plan, script).await;
+    // The lease can go while the PIN state is read (a fenced write stops
+    // this node's work): nothing may be dialled then.
+    if script.shutdown.is_cancelled() {
+        return Outcome::Interrupted;
+    }
     let mut call = match gw
         .dial(DialRequest {
             uri: c.uri.clone(),
