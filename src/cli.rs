@@ -366,7 +366,7 @@ pub struct CallOptions {
     pub realm: Option<String>,
     /// `--tls-ca-file` / `--tls-server-name`, for TLS URIs.
     pub tls: crate::sip::transport::TlsSettings,
-    /// `--srtp`: unset, required on TLS and off otherwise.
+    /// `--srtp`: unset, optional on TLS and off otherwise.
     pub srtp: Option<crate::media::srtp::SrtpMode>,
 }
 

@@ -333,7 +333,14 @@ fn srtp_over_tls_with_baresip_is_heard_and_drops_tampered_packets() {
         &peer,
         &uri,
         port,
-        &["--tls-ca-file", &ca, "--tls-server-name", "localhost"],
+        &[
+            "--tls-ca-file",
+            &ca,
+            "--tls-server-name",
+            "localhost",
+            "--srtp",
+            "required",
+        ],
         Duration::from_millis(9500),
     );
     let log = peer.log();

@@ -53,11 +53,13 @@ pub enum DialError {
     SrtpWithoutTls(SrtpMode),
 }
 
-/// The SRTP mode a call uses on `transport`: the setting, else required
-/// on TLS and off otherwise; keys on a clear transport are refused.
+/// The SRTP mode a call uses on `transport`: the setting, else optional
+/// on TLS (offered, and a peer without SRTP still gets its call: most
+/// carriers' TLS trunks do not do SDES) and off otherwise; keys on a
+/// clear transport are refused.
 pub fn srtp_mode(setting: Option<SrtpMode>, transport: Transport) -> Result<SrtpMode, DialError> {
     match (setting, transport) {
-        (None, Transport::Tls) => Ok(SrtpMode::Required),
+        (None, Transport::Tls) => Ok(SrtpMode::Optional),
         (None, _) => Ok(SrtpMode::Off),
         (Some(SrtpMode::Off), _) => Ok(SrtpMode::Off),
         (Some(m), Transport::Tls) => Ok(m),
