@@ -154,25 +154,24 @@ impl Node {
         self.lost(id, "a write was fenced");
     }
 
-    /// Claim a notification this node just accepted; `true` when this
-    /// node runs it.
-    pub async fn claim_new(&self, id: &str) -> bool {
-        let sent = self.now();
-        match tokio::time::timeout(TRY_TIMEOUT, self.store.claim_new(id, &self.id, self.ttl_ms))
-            .await
-        {
-            Ok(Ok(Some(epoch))) => {
-                self.hold(id, epoch, sent);
-                self.metrics.claims.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Ok(Ok(None)) => false,
-            Ok(Err(e)) => {
-                tracing::warn!(notification = %id, error = %e, "cannot claim a new notification; a poll will");
-                false
-            }
-            Err(_) => false,
-        }
+    /// The owner to store with a notification this node accepts: it is
+    /// claimed in the insert's own commit.
+    pub fn owner(&self) -> (&str, i64) {
+        (&self.id, self.ttl_ms)
+    }
+
+    /// The monotonic time to pass to [`Node::inserted`]: taken before the
+    /// insert is sent, so the lease's deadline here is never later than
+    /// the database's.
+    pub fn send_time(&self) -> i64 {
+        self.now()
+    }
+
+    /// A notification stored with [`Node::owner`] in its insert at
+    /// `sent_at`: this node holds it at epoch 1.
+    pub fn inserted(&self, id: &str, sent_at: i64) {
+        self.hold(id, 1, sent_at);
+        self.metrics.claims.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Before a dial: the lease is still this node's on the database.

@@ -232,18 +232,20 @@ impl Service {
             return Ok(None);
         }
         let row = new_row(n, now);
+        // Clustered, this node claims it in the insert's commit.
+        let cluster = self.cluster.get();
+        let sent = cluster.map(|c| c.send_time());
         if !self
             .store
-            .insert_notification_keyed(&row, key, body_hash)
+            .insert_notification_keyed_as(&row, key, body_hash, cluster.map(|c| c.owner()))
             .await?
         {
             return Ok(None);
         }
-        match self.cluster.get() {
-            // Clustered, the notification runs where its claim lands.
-            Some(c) if !c.claim_new(&row.id).await => {}
-            _ => self.start(row.clone(), plan.clone(), None),
+        if let (Some(c), Some(sent)) = (cluster, sent) {
+            c.inserted(&row.id, sent);
         }
+        self.start(row.clone(), plan.clone(), None);
         Ok(Some(row))
     }
 
@@ -273,10 +275,17 @@ impl Service {
             .await;
         }
         let row = new_row(&n, now);
-        // Committed before the caller answers 202. A racing request for the
-        // same active contract + ticket loses on the unique index and gets
-        // the winner's notification.
-        if let Err(e) = self.store.insert_notification(&row, key).await {
+        let cluster = self.cluster.get();
+        let sent = cluster.map(|c| c.send_time());
+        // Committed (and, clustered, claimed by this node) before the
+        // caller answers 202. A racing request for the same active
+        // contract + ticket loses on the unique index and gets the
+        // winner's notification.
+        if let Err(e) = self
+            .store
+            .insert_notification_as(&row, key, cluster.map(|c| c.owner()))
+            .await
+        {
             if let Some(active) = self.store.find_active(&n.contract, &n.ticket).await? {
                 if let Some(k) = key {
                     self.store.release_key(k).await?;
@@ -285,12 +294,10 @@ impl Service {
             }
             return Err(e.into());
         }
-        match self.cluster.get() {
-            // Another node claimed it first (or the claim failed and a
-            // poll will): it runs there.
-            Some(c) if !c.claim_new(&row.id).await => {}
-            _ => self.start(row.clone(), plan, None),
+        if let (Some(c), Some(sent)) = (cluster, sent) {
+            c.inserted(&row.id, sent);
         }
+        self.start(row.clone(), plan, None);
         Ok((row, true))
     }
 

@@ -125,12 +125,18 @@ impl Store {
         node: &str,
         ttl_ms: i64,
     ) -> Result<Vec<LeaseRenewal>, StoreError> {
+        // Rows are locked in id order, as the store writer's group commit
+        // locks them (`apply_writes_fenced`): a plain UPDATE locks in scan
+        // order and deadlocked against it under load. `NO KEY` so event
+        // inserts (a foreign key's share lock) are not held up.
         let rows = sqlx::query(concat!(
-            "UPDATE notifications SET lease_until_ms = ",
-            db_now!(),
-            " + $2 WHERE owner = $1 AND state NOT IN ",
+            "WITH c AS (SELECT id FROM notifications WHERE owner = $1 AND state NOT IN ",
             ended!(),
-            " RETURNING id, epoch, cancel_reason, ack_request"
+            " ORDER BY id FOR NO KEY UPDATE) UPDATE notifications n SET lease_until_ms = ",
+            db_now!(),
+            " + $2 FROM c WHERE n.id = c.id AND n.owner = $1 AND n.state NOT IN ",
+            ended!(),
+            " RETURNING n.id, n.epoch, n.cancel_reason, n.ack_request"
         ))
         .bind(node)
         .bind(ttl_ms)

@@ -324,8 +324,24 @@ impl Store {
         n: &NotificationRow,
         key: Option<&str>,
     ) -> Result<(), StoreError> {
+        self.insert_notification_as(n, key, None).await
+    }
+
+    /// As [`Store::insert_notification`], and with `owner` (a cluster
+    /// node and its lease ttl) the notification is claimed by that node in
+    /// the same commit, at epoch 1 (one commit per accepted notification
+    /// instead of two; see [`Store::claim_new`]).
+    pub async fn insert_notification_as(
+        &self,
+        n: &NotificationRow,
+        key: Option<&str>,
+        owner: Option<(&str, i64)>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         writes::insert_notification_in(&mut tx, n).await?;
+        if let Some((node, ttl_ms)) = owner {
+            writes::claim_inserted_in(&mut tx, &n.id, node, ttl_ms).await?;
+        }
         if let Some(k) = key {
             sqlx::query(
                 "UPDATE idempotency SET notification_id = $1, state = 'done' WHERE key = $2",

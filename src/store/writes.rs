@@ -60,6 +60,27 @@ pub(super) async fn insert_notification_in(
     Ok(())
 }
 
+/// Claim, inside the transaction that inserted it, a notification for
+/// `node` at epoch 1 (PostgreSQL's clock for the expiry, as every lease).
+pub(super) async fn claim_inserted_in(
+    tx: &mut AnyConnection,
+    id: &str,
+    node: &str,
+    ttl_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE notifications SET owner = $1, epoch = 1, \
+         lease_until_ms = (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT + $2 \
+         WHERE id = $3 AND epoch = 0",
+    )
+    .bind(node)
+    .bind(ttl_ms)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 impl StoreWrite<'_> {
     fn notification(&self) -> &str {
         match *self {
@@ -152,10 +173,27 @@ impl Store {
         writes: &[(StoreWrite<'_>, Option<i64>)],
     ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // The fences are checked first, in notification id order: checking
+        // locks the row, and a lease renewal locks the node's rows in the
+        // same order, so the two never wait on each other in a cycle (in
+        // write order, a group over two notifications and a renewal over
+        // both deadlocked under load).
+        let mut fences: Vec<(&str, i64)> = writes
+            .iter()
+            .filter_map(|(w, fence)| fence.map(|e| (w.notification(), e)))
+            .collect();
+        fences.sort_unstable();
+        fences.dedup();
+        let mut holding = std::collections::HashSet::with_capacity(fences.len());
+        for (id, epoch) in fences {
+            if lease_holds(&mut tx, id, epoch).await? {
+                holding.insert((id, epoch));
+            }
+        }
         let mut held = Vec::with_capacity(writes.len());
         for (w, fence) in writes {
             let ok = match fence {
-                Some(epoch) => lease_holds(&mut tx, w.notification(), *epoch).await?,
+                Some(epoch) => holding.contains(&(w.notification(), *epoch)),
                 None => true,
             };
             if ok {
@@ -178,11 +216,26 @@ impl Store {
         key: &str,
         hash: &str,
     ) -> Result<bool, StoreError> {
+        self.insert_notification_keyed_as(n, key, hash, None).await
+    }
+
+    /// As [`Store::insert_notification_keyed`], claimed by `owner` in the
+    /// same commit (see [`Store::insert_notification_as`]).
+    pub async fn insert_notification_keyed_as(
+        &self,
+        n: &NotificationRow,
+        key: &str,
+        hash: &str,
+        owner: Option<(&str, i64)>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The notification first: a racing request for the same active
         // contract + ticket fails here, before it touches the key.
         if insert_notification_in(&mut tx, n).await.is_err() {
             return Ok(false);
+        }
+        if let Some((node, ttl_ms)) = owner {
+            claim_inserted_in(&mut tx, &n.id, node, ttl_ms).await?;
         }
         let claimed = sqlx::query(
             "INSERT INTO idempotency (key, request_hash, notification_id, state, created_ms) \
