@@ -7,7 +7,7 @@
 #[path = "common/pg.rs"]
 mod pg;
 
-use callout::store::{KeyClaim, NotificationRow, Store, StoreWrite};
+use callout::store::{AcceptInsert, AcceptRow, KeyClaim, NotificationRow, Store, StoreWrite};
 use serde_json::json;
 
 fn notification(id: &str, ticket: &str, created: i64) -> NotificationRow {
@@ -164,6 +164,96 @@ async fn exercise(store: &Store) {
     );
 }
 
+fn accept(id: &str, ticket: &str, insert: AcceptInsert) -> AcceptRow {
+    AcceptRow {
+        row: notification(id, ticket, 5000),
+        insert,
+        owner: None,
+    }
+}
+
+/// Accepted notifications stored in one commit: a conflict is one row's
+/// answer, never the batch's failure.
+async fn exercise_accept_batch(store: &Store) {
+    store
+        .insert_notification(&notification("ntf_b0", "B-ACTIVE", 4000), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_key("kb-claimed", "hc", 4000).await.unwrap(),
+        KeyClaim::Claimed
+    );
+    store
+        .accept_batch(&[accept(
+            "ntf_b9",
+            "B9",
+            AcceptInsert::FreshKey {
+                key: "kb-taken".into(),
+                hash: "h9".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    let stored = store
+        .accept_batch(&[
+            accept(
+                "ntf_b1",
+                "B1",
+                AcceptInsert::FreshKey {
+                    key: "kb1".into(),
+                    hash: "h1".into(),
+                },
+            ),
+            // The contract + ticket is active already.
+            accept("ntf_b2", "B-ACTIVE", AcceptInsert::Claimed { key: None }),
+            // The key is taken: its row must not stay.
+            accept(
+                "ntf_b3",
+                "B3",
+                AcceptInsert::FreshKey {
+                    key: "kb-taken".into(),
+                    hash: "h3".into(),
+                },
+            ),
+            accept(
+                "ntf_b4",
+                "B4",
+                AcceptInsert::Claimed {
+                    key: Some("kb-claimed".into()),
+                },
+            ),
+            accept("ntf_b5", "B5", AcceptInsert::Claimed { key: None }),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![true, false, false, true, true]);
+    for (id, there) in [
+        ("ntf_b1", true),
+        ("ntf_b2", false),
+        ("ntf_b3", false),
+        ("ntf_b4", true),
+        ("ntf_b5", true),
+    ] {
+        assert_eq!(
+            store.get_notification(id).await.unwrap().is_some(),
+            there,
+            "{id}"
+        );
+    }
+    assert_eq!(
+        store.claim_key("kb1", "h1", 6000).await.unwrap(),
+        KeyClaim::Done("ntf_b1".into())
+    );
+    assert_eq!(
+        store.claim_key("kb-taken", "h9", 6000).await.unwrap(),
+        KeyClaim::Done("ntf_b9".into())
+    );
+    assert_eq!(
+        store.claim_key("kb-claimed", "hc", 6000).await.unwrap(),
+        KeyClaim::Done("ntf_b4".into())
+    );
+}
+
 #[tokio::test]
 async fn sqlite_store_writes() {
     let dir = std::env::temp_dir().join(format!("callout-store-writes-{}", std::process::id()));
@@ -172,6 +262,7 @@ async fn sqlite_store_writes() {
         .await
         .unwrap();
     exercise(&store).await;
+    exercise_accept_batch(&store).await;
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -189,6 +280,7 @@ async fn postgres_store_writes() {
     {
         let store = Store::connect(&db.url).await.unwrap();
         exercise(&store).await;
+        exercise_accept_batch(&store).await;
     }
     db.drop_db().await;
 }

@@ -425,6 +425,13 @@ async fn create_notification(
                 "a request with this Idempotency-Key is still being processed",
             ))
         }
+        Err(AcceptError::Conflict) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "Notification just ended",
+                "another notification for this contract and ticket ended while this one was stored; send it again",
+            ))
+        }
         Err(AcceptError::Store(e)) => return Err(ApiError::internal(e)),
     };
     let location = format!("/v1/notifications/{}", row.id);

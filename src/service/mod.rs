@@ -2,6 +2,7 @@
 //! runs each escalation, persists every step, resumes after a restart, and
 //! feeds the webhook outbox.
 
+pub mod accept_batch;
 mod actions;
 pub mod admission;
 pub use actions::{RunError, RunReply, RunRequest};
@@ -30,7 +31,7 @@ use crate::driver::Gateway;
 use crate::ivr::escalation::{Escalation, Final};
 use crate::ivr::registry::Registry;
 use crate::runner::{now_ms, Notification, Observer, Script};
-use crate::store::{new_id, KeyClaim, NotificationRow, Store, StoreError};
+use crate::store::{new_id, AcceptInsert, AcceptRow, KeyClaim, NotificationRow, Store, StoreError};
 use crate::tts::Tts;
 
 /// Counters for `/metrics`.
@@ -54,6 +55,10 @@ pub enum AcceptError {
     KeyMismatch,
     #[error("a request with this Idempotency-Key is still being processed")]
     KeyInProgress,
+    /// Another notification for the contract + ticket was active when
+    /// this one was stored and ended before it could be returned instead.
+    #[error("another notification for this contract and ticket just ended; send it again")]
+    Conflict,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -68,6 +73,9 @@ pub struct Service {
     pub metrics: Metrics,
     /// Writes what escalations report, in order, without making them wait.
     pub writer: writer::Writer,
+    /// Stores accepted notifications, requests arriving together in one
+    /// commit.
+    pub accepts: accept_batch::AcceptBatcher,
     /// Runs maintenance actions, one per contract, host and flow.
     pub actions: Arc<crate::action::Actions>,
     running: Mutex<HashMap<String, watch::Sender<Option<crate::runner::Stop>>>>,
@@ -89,6 +97,15 @@ pub struct Service {
     pub trunk_health: Arc<crate::sip::keepalive::Board>,
     /// Trunk channel limits (`[trunks.X] max_channels`, `max_cps`).
     pub channels: Arc<crate::channels::Channels>,
+}
+
+/// This node as the owner stored with an accepted notification, when
+/// clustered.
+fn owner_of(cluster: Option<&Arc<crate::cluster::Node>>) -> Option<(String, i64)> {
+    cluster.map(|c| {
+        let (id, ttl) = c.owner();
+        (id.to_string(), ttl)
+    })
 }
 
 /// The stop a stored row already asks for (its cancel reason).
@@ -118,8 +135,10 @@ impl Service {
         let actions = Arc::new(crate::action::Actions::with_store(store.clone()));
         let slots = admission::Slots::new(config.limits.max_dialling);
         let channels = crate::channels::Channels::new(&config.trunks);
+        let accepts = accept_batch::AcceptBatcher::new(store.clone());
         Arc::new(Service {
             config,
+            accepts,
             store,
             registry,
             gateway,
@@ -235,11 +254,18 @@ impl Service {
         // Clustered, this node claims it in the insert's commit.
         let cluster = self.cluster.get();
         let sent = cluster.map(|c| c.send_time());
-        if !self
-            .store
-            .insert_notification_keyed_as(&row, key, body_hash, cluster.map(|c| c.owner()))
-            .await?
-        {
+        let stored = self
+            .accepts
+            .store(AcceptRow {
+                row: row.clone(),
+                insert: AcceptInsert::FreshKey {
+                    key: key.to_string(),
+                    hash: body_hash.to_string(),
+                },
+                owner: owner_of(cluster),
+            })
+            .await?;
+        if !stored {
             return Ok(None);
         }
         if let (Some(c), Some(sent)) = (cluster, sent) {
@@ -281,18 +307,28 @@ impl Service {
         // caller answers 202. A racing request for the same active
         // contract + ticket loses on the unique index and gets the
         // winner's notification.
-        if let Err(e) = self
-            .store
-            .insert_notification_as(&row, key, cluster.map(|c| c.owner()))
-            .await
-        {
+        let stored = self
+            .accepts
+            .store(AcceptRow {
+                row: row.clone(),
+                insert: AcceptInsert::Claimed {
+                    key: key.map(str::to_string),
+                },
+                owner: owner_of(cluster),
+            })
+            .await;
+        if !matches!(stored, Ok(true)) {
             if let Some(active) = self.store.find_active(&n.contract, &n.ticket).await? {
                 if let Some(k) = key {
                     self.store.release_key(k).await?;
                 }
                 return Ok((active, false));
             }
-            return Err(e.into());
+            return Err(match stored {
+                Err(e) => e.into(),
+                // The active one it lost to ended meanwhile.
+                _ => AcceptError::Conflict,
+            });
         }
         if let (Some(c), Some(sent)) = (cluster, sent) {
             c.inserted(&row.id, sent);

@@ -8,6 +8,7 @@ use rand::Rng;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod accepts;
 mod events;
 mod incidents;
 mod mail_outbox;
@@ -17,6 +18,7 @@ mod pins;
 mod runs;
 mod tickets;
 mod writes;
+pub use accepts::{AcceptInsert, AcceptRow};
 pub use pins::{ContactFailures, PinFailure};
 pub use runs::RunRow;
 pub use tickets::TicketSyncRow;
@@ -324,24 +326,8 @@ impl Store {
         n: &NotificationRow,
         key: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.insert_notification_as(n, key, None).await
-    }
-
-    /// As [`Store::insert_notification`], and with `owner` (a cluster
-    /// node and its lease ttl) the notification is claimed by that node in
-    /// the same commit, at epoch 1 (one commit per accepted notification
-    /// instead of two; see [`Store::claim_new`]).
-    pub async fn insert_notification_as(
-        &self,
-        n: &NotificationRow,
-        key: Option<&str>,
-        owner: Option<(&str, i64)>,
-    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         writes::insert_notification_in(&mut tx, n).await?;
-        if let Some((node, ttl_ms)) = owner {
-            writes::claim_inserted_in(&mut tx, &n.id, node, ttl_ms).await?;
-        }
         if let Some(k) = key {
             sqlx::query(
                 "UPDATE idempotency SET notification_id = $1, state = 'done' WHERE key = $2",

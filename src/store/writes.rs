@@ -37,27 +37,55 @@ pub enum StoreWrite<'a> {
     },
 }
 
+macro_rules! insert_notification_sql {
+    () => {
+        "INSERT INTO notifications (id, contract, ticket, severity, host, summary, variables, state, final, \
+         escalation, cancel_reason, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, NULL, $9, $10)"
+    };
+}
+
+fn insert_notification_query<'a>(
+    sql: &'a str,
+    n: &'a NotificationRow,
+) -> sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments<'a>> {
+    sqlx::query(sql)
+        .bind(&n.id)
+        .bind(&n.contract)
+        .bind(&n.ticket)
+        .bind(&n.severity)
+        .bind(&n.host)
+        .bind(&n.summary)
+        .bind(n.variables.to_string())
+        .bind(&n.state)
+        .bind(n.created_ms)
+        .bind(n.updated_ms)
+}
+
 pub(super) async fn insert_notification_in(
     tx: &mut AnyConnection,
     n: &NotificationRow,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO notifications (id, contract, ticket, severity, host, summary, variables, state, final, \
-         escalation, cancel_reason, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, NULL, $9, $10)",
-    )
-    .bind(&n.id)
-    .bind(&n.contract)
-    .bind(&n.ticket)
-    .bind(&n.severity)
-    .bind(&n.host)
-    .bind(&n.summary)
-    .bind(n.variables.to_string())
-    .bind(&n.state)
-    .bind(n.created_ms)
-    .bind(n.updated_ms)
-    .execute(&mut *tx)
-    .await?;
+    insert_notification_query(insert_notification_sql!(), n)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
+}
+
+/// Insert a notification unless a unique index refuses it (another
+/// active notification for its contract + ticket): `false` then, and the
+/// transaction stays usable.
+pub(super) async fn insert_notification_or_nothing_in(
+    tx: &mut AnyConnection,
+    n: &NotificationRow,
+) -> Result<bool, StoreError> {
+    let inserted = insert_notification_query(
+        concat!(insert_notification_sql!(), " ON CONFLICT DO NOTHING"),
+        n,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 /// Claim, inside the transaction that inserted it, a notification for
@@ -216,26 +244,11 @@ impl Store {
         key: &str,
         hash: &str,
     ) -> Result<bool, StoreError> {
-        self.insert_notification_keyed_as(n, key, hash, None).await
-    }
-
-    /// As [`Store::insert_notification_keyed`], claimed by `owner` in the
-    /// same commit (see [`Store::insert_notification_as`]).
-    pub async fn insert_notification_keyed_as(
-        &self,
-        n: &NotificationRow,
-        key: &str,
-        hash: &str,
-        owner: Option<(&str, i64)>,
-    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The notification first: a racing request for the same active
         // contract + ticket fails here, before it touches the key.
         if insert_notification_in(&mut tx, n).await.is_err() {
             return Ok(false);
-        }
-        if let Some((node, ttl_ms)) = owner {
-            claim_inserted_in(&mut tx, &n.id, node, ttl_ms).await?;
         }
         let claimed = sqlx::query(
             "INSERT INTO idempotency (key, request_hash, notification_id, state, created_ms) \
