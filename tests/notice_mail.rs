@@ -10,7 +10,10 @@
 //! - occurrence → exhausted → recovery threaded by Message-ID,
 //!   In-Reply-To and References;
 //! - a 4xx is retried, a 5xx is given up with the relay's reason; every
-//!   mail sent or given up is a line on the incident's timeline.
+//!   mail sent or given up is a line on the incident's timeline;
+//! - an action run on the incident (the first-level one, then an
+//!   operator's through the API) mails its result to the contract's
+//!   `action` recipients, threaded under the occurrence notice.
 
 mod common;
 
@@ -20,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::serve::{copy_prompts, Serve};
+use common::sshd::Sshd;
 use common::{free_port_pair, scratch, KillOnDrop};
 use serde_json::{json, Value};
 
@@ -584,4 +588,410 @@ fn an_escalation_nobody_takes_mails_the_exhausted_notice() {
         )
         .unwrap();
     assert_eq!(n["state"], "failed", "{n:#}");
+}
+
+/// Action results by mail, end to end: a Japanese contract's first-level
+/// rule restarts a "process" on a real sshd when the incident opens (the
+/// check finds it down, the restart runs, the verify passes), then an
+/// operator runs the same action through the API (its check finds
+/// nothing to fix). Each run mails the contract's `action` recipients
+/// through the real relay: the ticket number in the subject, the
+/// Japanese body decoded back intact, threaded under the occurrence
+/// notice and each other; each mail is a line on the incident's timeline
+/// (its ticket), as are the runs' steps.
+#[test]
+fn action_results_are_mailed_threaded_under_the_occurrence() {
+    let tmp = scratch("notice-action");
+    let dir = tmp.as_path();
+    copy_prompts(dir);
+    let sshd = Sshd::start(&dir.join("host"));
+    std::fs::create_dir_all(dir.join("dialplans/flows")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/flows/restart-service.toml"),
+        sshd.flow("10s"),
+    )
+    .unwrap();
+    // Nobody is called (the fix verifies, the contract says mail only):
+    // the contact's address is never dialled.
+    std::fs::write(
+        dir.join("dialplans/acme.toml"),
+        format!(
+            "variables = [\"service\"]\n{}\n{}",
+            dialplan(
+                "acme",
+                "ACME株式会社",
+                "sip:bob@127.0.0.1:9",
+                "[[pipeline.auto_actions]]\nmatch = ['alertname=\"process_down\"']\naction = \"restart\"\non_success = \"mail\"\n\
+                 [pipeline.notices.occurrence]\nto = [\"ops@acme.example\"]\n\
+                 [pipeline.notices.action]\nto = [\"ops@acme.example\", \"作業担当 <works@acme.example>\"]\n\
+                 [actions.restart]\nflow = \"restart-service\"\ndescription = \"サービスの再起動\"\npin = false\n\
+                 params = { host = \"{host}\", service = \"{service}\" }\n",
+            ),
+            sshd.inventory(&["app"])
+        ),
+    )
+    .unwrap();
+    let smtp_port = free_port_pair();
+    let _smtp = start_smtp(dir, smtp_port);
+    let s = Serve::start(
+        dir,
+        &format!(
+            "[pipeline.mail_out]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n\
+             from = \"callout <callout@noc.example>\"\ntimeout = \"5s\"\nretry_min = \"1s\"\nretry_max = \"2s\"\n"
+        ),
+        "44500-44599",
+    );
+    let body = json!({"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "process_down", "host": "web01",
+         "contract": "acme", "service": "app", "severity": "critical"},
+         "annotations": {"summary": "appプロセス停止"}}
+    ]});
+    let (st, v) = s
+        .http("POST", "/v1/intake/alertmanager", Some(body))
+        .unwrap();
+    assert_eq!(st, 202, "{v}");
+
+    // The first-level run: occurrence, then the action's result.
+    let got = wait_for(
+        "the occurrence and action mails",
+        Duration::from_secs(40),
+        || {
+            let m = mails(dir);
+            (m.len() >= 2).then_some(m)
+        },
+    );
+    assert!(sshd.running("app"), "the restart did not happen");
+    let inc = incident(&s, "acme").unwrap();
+    let (id, ticket) = (
+        inc["id"].as_str().unwrap().to_string(),
+        inc["ticket"].as_str().unwrap().to_string(),
+    );
+    let (occ, act) = (&got[0], &got[1]);
+    assert!(
+        occ["subject"].as_str().unwrap().contains("障害発生"),
+        "{occ:#}"
+    );
+    let occ_id = occ["message_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        act["rcpt_tos"],
+        json!(["ops@acme.example", "works@acme.example"]),
+        "{act:#}"
+    );
+    let subject = act["subject"].as_str().unwrap();
+    assert!(
+        subject.starts_with(&format!(
+            "[{ticket}] 復旧操作: web01 action restart (flow restart-service) on web01 succeeded and verified"
+        )),
+        "{subject}"
+    );
+    assert_eq!(act["charset"], "utf-8", "{act:#}");
+    let text = act["text"].as_str().unwrap();
+    for want in [
+        "ACME株式会社 ご担当者様",
+        "障害に対して復旧操作を実行しました。",
+        "結果: action restart (flow restart-service) on web01 succeeded and verified",
+        "内容: appプロセス停止",
+        &format!("チケット番号: {ticket}"),
+    ] {
+        assert!(text.contains(want), "{want:?} not in {text}");
+    }
+    let act_id = act["message_id"].as_str().unwrap().to_string();
+    assert!(act_id.contains(&id), "{act_id}");
+    assert_eq!(
+        act["in_reply_to"].as_str(),
+        Some(occ_id.as_str()),
+        "{act:#}"
+    );
+    assert_eq!(act["references"].as_str(), Some(occ_id.as_str()), "{act:#}");
+
+    wait_for("the first two mail lines", Duration::from_secs(10), || {
+        (mail_lines(&s, &id).len() == 2).then_some(())
+    });
+
+    // The operator's run: dry run, then the run; its mail threads under
+    // both.
+    let path = format!("/v1/incidents/{id}/actions/restart");
+    let (st, dry) = s
+        .http("POST", &path, Some(json!({"dry_run": true})))
+        .unwrap();
+    assert_eq!(st, 200, "{dry:#}");
+    let (st, rec) = s
+        .http("POST", &path, Some(json!({"confirm": dry["confirm"]})))
+        .unwrap();
+    assert_eq!(st, 200, "{rec:#}");
+    assert_eq!(rec["result"], "not_needed", "{rec:#}");
+    let op = wait_for(
+        "the operator's action mail",
+        Duration::from_secs(20),
+        || mails(dir).into_iter().nth(2),
+    );
+    let subject = op["subject"].as_str().unwrap();
+    assert!(
+        subject.starts_with(&format!(
+            "[{ticket}] 復旧操作: web01 operator t: action restart (flow restart-service) on web01 found nothing to fix"
+        )),
+        "{subject}"
+    );
+    assert!(
+        op["text"]
+            .as_str()
+            .unwrap()
+            .contains("結果: operator t: action restart"),
+        "{op:#}"
+    );
+    assert_eq!(op["in_reply_to"].as_str(), Some(act_id.as_str()), "{op:#}");
+    assert_eq!(
+        op["references"].as_str(),
+        Some(format!("{occ_id} {act_id}").as_str()),
+        "{op:#}"
+    );
+
+    // Each mail is a line on the timeline (the embedded ticket), after
+    // the run it tells of; the steps are there too.
+    let lines = wait_for("three mail lines", Duration::from_secs(10), || {
+        let l = mail_lines(&s, &id);
+        (l.len() == 3).then_some(l)
+    });
+    assert!(
+        lines[0].starts_with("occurrence notice mailed"),
+        "{lines:?}"
+    );
+    for l in &lines[1..] {
+        assert!(
+            l.starts_with("action notice mailed to ops@acme.example, works@acme.example"),
+            "{lines:?}"
+        );
+    }
+    assert!(lines[1].contains(&act_id), "{lines:?}");
+    let story: Vec<(String, String)> = timeline(&s, &id)
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap_or("").to_string(),
+                l["text"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let at = |want: &str| {
+        story
+            .iter()
+            .position(|(_, t)| t.starts_with(want))
+            .unwrap_or_else(|| panic!("{want:?} not in {story:#?}"))
+    };
+    let auto_step = at("action restart step 2/3: execute restart: ssh web01:");
+    let auto_result = at("action restart (flow restart-service) on web01 succeeded and verified");
+    let auto_mail = at("action notice mailed");
+    let op_step = at("action restart step 1/1: check running: ssh web01:");
+    let op_result = at("operator t: action restart");
+    assert!(
+        auto_step < auto_result
+            && auto_result < auto_mail
+            && auto_mail < op_step
+            && op_step < op_result,
+        "{story:#?}"
+    );
+    let (_, full) = s.http("GET", &format!("/v1/incidents/{id}"), None).unwrap();
+    assert_eq!(full["notifications"], 0, "somebody was called: {full:#}");
+}
+
+/// A relay that wants TLS and a login: STARTTLS on one port (AUTH refused
+/// before it), SMTPS on another, both with a certificate from a test CA
+/// callout is given as `ca_file`, both taking only user `callout` with
+/// the password from the environment. Each accepted mail is written with
+/// who logged in and the TLS cipher of its session.
+const TLS_SERVER: &str = r#"
+import email, email.policy, json, os, ssl, sys, signal
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+starttls_port, smtps_port, out, cert, key, password = sys.argv[1:7]
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(cert, key)
+
+def auth(server, session, envelope, mechanism, data):
+    ok = isinstance(data, LoginPassword) and data.login == b'callout' \
+        and data.password == password.encode()
+    return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+
+class Handler:
+    def __init__(self, name):
+        self.name = name
+    async def handle_DATA(self, server, session, envelope):
+        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        rec = {'relay': self.name, 'rcpt_tos': envelope.rcpt_tos,
+               'login': session.auth_data.login.decode() if session.auth_data else None,
+               'authenticated': session.authenticated,
+               'cipher': str(server.transport.get_extra_info('cipher')),
+               'subject': str(msg['subject'])}
+        n = len([f for f in os.listdir(out) if f.endswith('.json')])
+        tmp = os.path.join(out, 'tmp')
+        with open(tmp, 'w') as f:
+            json.dump(rec, f, ensure_ascii=False)
+        os.rename(tmp, os.path.join(out, '%03d.json' % n))
+        return '250 2.0.0 accepted'
+
+a = Controller(Handler('starttls'), hostname='127.0.0.1', port=int(starttls_port),
+               tls_context=ctx, require_starttls=True, authenticator=auth, auth_required=True)
+# aiosmtpd counts only STARTTLS as TLS for AUTH; this port speaks
+# nothing but TLS.
+b = Controller(Handler('smtps'), hostname='127.0.0.1', port=int(smtps_port),
+               ssl_context=ctx, authenticator=auth, auth_required=True, auth_require_tls=False)
+a.start()
+b.start()
+signal.sigwait([signal.SIGTERM, signal.SIGINT])
+a.stop()
+b.stop()
+"#;
+
+/// A test CA and a server certificate for 127.0.0.1 signed by it (a
+/// self-signed CA certificate is not a server certificate to rustls):
+/// (CA, certificate, key).
+fn test_ca_and_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    common::require("openssl");
+    let script = "set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj /CN=callout-test-ca -keyout ca.key -out ca.pem 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > leaf.ext
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+  -extfile leaf.ext -out cert.pem 2>/dev/null
+";
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+/// `[pipeline.mail_out]` with `security = "starttls"` and `"tls"`,
+/// credentials from environment variables and the relay's CA from
+/// `ca_file`, against real TLS relays that refuse anything less: the
+/// occurrence notice of each of two callout instances is delivered
+/// encrypted and logged in.
+#[test]
+fn notices_go_out_over_starttls_and_smtps_with_a_login() {
+    let tmp = scratch("notice-tls");
+    let dir = tmp.as_path();
+    let (ca, cert, key) = test_ca_and_certificate(dir);
+    let (starttls, smtps) = (free_port_pair(), free_port_pair());
+    let out = dir.join("mails");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(dir.join("tls_smtpd.py"), TLS_SERVER).unwrap();
+    let password = "pässwörd-1234";
+    let _relay = KillOnDrop(
+        Command::new(python())
+            .arg(dir.join("tls_smtpd.py"))
+            .args([starttls.to_string(), smtps.to_string()])
+            .arg(&out)
+            .arg(&cert)
+            .arg(&key)
+            .arg(password)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd"),
+    );
+    for port in [starttls, smtps] {
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "the TLS relay did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The credentials reach callout only through the variables named.
+    std::env::set_var("CALLOUT_TEST_SMTP_USER", "callout");
+    std::env::set_var("CALLOUT_TEST_SMTP_PASS", password);
+    let mut serves = Vec::new();
+    for (security, port, rtp) in [
+        ("starttls", starttls, "44600-44649"),
+        ("tls", smtps, "44650-44699"),
+    ] {
+        let d = dir.join(security);
+        copy_prompts(&d);
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/fallback-ja.wav"),
+            d.join("prompts/fallback-ja.wav"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(d.join("dialplans")).unwrap();
+        std::fs::write(
+            d.join("dialplans/acme.toml"),
+            dialplan(
+                "acme",
+                "ACME",
+                "sip:bob@127.0.0.1:9",
+                &format!("[pipeline.notices.occurrence]\nto = [\"{security}@acme.example\"]\n"),
+            ),
+        )
+        .unwrap();
+        let s = Serve::start(
+            &d,
+            &format!(
+                "[pipeline.mail_out]\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"{security}\"\n\
+                 ca_file = \"{ca}\"\nusername_env = \"CALLOUT_TEST_SMTP_USER\"\npassword_env = \"CALLOUT_TEST_SMTP_PASS\"\n\
+                 from = \"callout <callout@noc.example>\"\ntimeout = \"5s\"\nretry_min = \"1s\"\nretry_max = \"2s\"\n",
+                ca = ca.display()
+            ),
+            rtp,
+        );
+        let (st, v) = s
+            .http(
+                "POST",
+                "/v1/intake/events",
+                Some(json!({"event_action": "trigger", "dedup_key": "web", "routing_key": "acme",
+                    "payload": {"summary": "web does not answer", "source": "web-01", "severity": "critical"}})),
+            )
+            .unwrap();
+        assert_eq!(st, 202, "{v}");
+        serves.push((security, s));
+    }
+    let got = wait_for("both mails", Duration::from_secs(40), || {
+        let m = mails(dir);
+        (m.len() >= 2).then_some(m)
+    });
+    for (security, s) in &serves {
+        let relay = if *security == "tls" {
+            "smtps"
+        } else {
+            "starttls"
+        };
+        let m = got
+            .iter()
+            .find(|m| m["relay"] == relay)
+            .unwrap_or_else(|| panic!("nothing through {relay}: {got:#?}"));
+        assert_eq!(
+            m["rcpt_tos"],
+            json!([format!("{security}@acme.example")]),
+            "{m:#}"
+        );
+        assert_eq!(m["authenticated"], true, "{m:#}");
+        assert_eq!(m["login"], "callout", "{m:#}");
+        assert!(m["cipher"].as_str().unwrap().contains("TLS"), "{m:#}");
+        let inc = incident(s, "acme").unwrap();
+        let ticket = inc["ticket"].as_str().unwrap();
+        assert!(
+            m["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("[{ticket}] 障害発生")),
+            "{m:#}"
+        );
+        let lines = wait_for("the mail line", Duration::from_secs(10), || {
+            let l = mail_lines(s, inc["id"].as_str().unwrap());
+            (!l.is_empty()).then_some(l)
+        });
+        assert!(
+            lines[0].starts_with(&format!(
+                "occurrence notice mailed to {security}@acme.example"
+            )),
+            "{lines:?}"
+        );
+    }
 }

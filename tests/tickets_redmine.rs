@@ -12,6 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::serve::{copy_prompts, pressing_callee, Serve};
+use common::sshd::Sshd;
 use common::{free_port_pair, scratch};
 use serde_json::{json, Value};
 
@@ -386,18 +387,40 @@ fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
     )
     .unwrap();
     let (_callee, uri) = pressing_callee("45100-45199");
-    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    std::fs::create_dir_all(dir.join("dialplans/flows")).unwrap();
+    // The maintenance host: a real sshd whose service `app` is down. The
+    // flow checks it, restarts it and verifies it; run again on the
+    // recovery (the recovery verify) its check passes.
+    let sshd = Sshd::start(&dir.join("host"));
+    std::fs::write(
+        dir.join("dialplans/flows/restart-service.toml"),
+        sshd.flow("10s"),
+    )
+    .unwrap();
     // Whoever acknowledges is the assignee: Bob is the admin user here.
-    // The customer is mailed at the occurrence; the recovery notice's
-    // recipient is refused by the relay (given up).
+    // The customer is mailed at the occurrence and when an action runs;
+    // the recovery notice's recipient is refused by the relay (given up).
     std::fs::write(
         dir.join("dialplans/acme.toml"),
         format!(
             "{}assignees = {{ Bob = {} }}\n\
              [pipeline.notices.occurrence]\nto = [\"ops@acme.example\"]\n\
-             [pipeline.notices.recovery]\nto = [\"reject@acme.example\"]\n",
-            dialplan("acme", "story", &uri, "1s", "ja"),
-            r.uid
+             [pipeline.notices.action]\nto = [\"ops@acme.example\"]\n\
+             [pipeline.notices.recovery]\nto = [\"reject@acme.example\"]\n\
+             [actions.restart]\nflow = \"restart-service\"\ndescription = \"restart of app\"\npin = false\n\
+             params = {{ host = \"{{host}}\", service = \"app\" }}\n\
+             [inventory]\nservices = [\"app\"]\n\
+             [inventory.ssh]\nuser = \"{user}\"\nkey_file = \"{key}\"\nknown_hosts = \"{kh}\"\nconnect_timeout = \"3s\"\n\
+             [inventory.hosts.web-01]\naddress = \"127.0.0.1\"\nport = {port}\nos = \"debian-12\"\n",
+            dialplan("acme", "story", &uri, "1s", "ja").replace(
+                "[pipeline]\nwait = \"1s\"\n",
+                "[pipeline]\nwait = \"1s\"\nrecovery_verify = \"restart\"\n"
+            ),
+            r.uid,
+            user = sshd.user,
+            key = sshd.key.display(),
+            kh = sshd.known_hosts.display(),
+            port = sshd.port,
         ),
     )
     .unwrap();
@@ -457,6 +480,33 @@ fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
         Some(r.uid),
         "assigned to the contact who acknowledged"
     );
+    // The engineer has an operator restart the service through the API:
+    // the dry run first, then the run with its confirm value.
+    assert!(!sshd.running("app"));
+    let path = format!(
+        "/v1/incidents/{}/actions/restart",
+        inc["id"].as_str().unwrap()
+    );
+    let (st, dry) = s
+        .http("POST", &path, Some(json!({"dry_run": true})))
+        .unwrap();
+    assert_eq!(st, 200, "{dry:#}");
+    assert!(
+        sshd.calls().is_empty(),
+        "the dry run ran something: {:?}",
+        sshd.calls()
+    );
+    let (st, rec) = s
+        .http("POST", &path, Some(json!({"confirm": dry["confirm"]})))
+        .unwrap();
+    assert_eq!(st, 200, "{rec:#}");
+    assert_eq!(rec["result"], "succeeded", "{rec:#}");
+    assert!(sshd.running("app"), "the restart did not happen");
+    assert_eq!(
+        sshd.calls(),
+        ["status app", "restart app", "status app"],
+        "check, execute, verify"
+    );
     post_event(&s, event("acme", "web-01", "resolve"));
     let (inc, issue) = wait_all_notes(&s, r, "acme", Duration::from_secs(40));
     let notes: Vec<&str> = issue["journals"]
@@ -481,6 +531,65 @@ fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
     }
     assert!(all.contains("web-01"), "{all}");
     assert_eq!(issue["status"]["name"], "Closed");
+    // The action with its steps, between the acknowledgement and the
+    // recovery: each step a note of its own (phase, what ran, exit
+    // status, an excerpt of what it printed), in the order it ran, once;
+    // then the operator's run's result, on this same issue.
+    let once = |needle: &str| -> usize {
+        let at: Vec<usize> = notes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.contains(needle))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(at.len(), 1, "{needle:?} not once in the notes:\n{all}");
+        at[0]
+    };
+    let fakesvc = sshd.fakesvc.display().to_string();
+    let ack = once("通知中 → 受領済み");
+    let steps = [
+        once(&format!(
+            "action restart step 1/3: check running: ssh web-01: {fakesvc} status app → exit 3, failed: app is stopped"
+        )),
+        once(&format!(
+            "action restart step 2/3: execute restart: ssh web-01: {fakesvc} restart app → exit 0, ok: restarted app"
+        )),
+        once(&format!(
+            "action restart step 3/3: verify running-again: ssh web-01: {fakesvc} status app → exit 0, ok: app is running"
+        )),
+        once("operator t: action restart (flow restart-service) on web-01 succeeded and verified"),
+    ];
+    let recovered = once("受領済み → 復旧");
+    // On recovery the verify flow runs (its check passes: nothing to
+    // fix) and its step and verdict are on the issue before the close.
+    let verify = [
+        once("recovery verify: action restart runs before the ticket closes"),
+        once(&format!(
+            "action restart step 1/1: check running: ssh web-01: {fakesvc} status app → exit 0, ok: app is running"
+        )),
+        once("recovery verified: action restart (flow restart-service) on web-01 found nothing to fix"),
+    ];
+    let closed = once("復旧 → クローズ");
+    let order: Vec<usize> = [ack]
+        .into_iter()
+        .chain(steps)
+        .chain([recovered])
+        .chain(verify)
+        .chain([closed])
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "{order:?} out of order:\n{all}"
+    );
+    for i in &steps {
+        assert!(notes[*i].starts_with("[保守作業] "), "{}", notes[*i]);
+    }
+    assert!(
+        notes[closed].contains("recovery verified"),
+        "{}",
+        notes[closed]
+    );
+    assert_eq!(sshd.calls().len(), 4, "{:?}", sshd.calls());
     assert_eq!(inc["ticket"].as_str(), Some(ticket.as_str()));
     // The mails are on the ticket too: the occurrence notice sent, the
     // recovery notice given up with the relay's reason; still in order,
@@ -498,6 +607,7 @@ fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
                 .collect::<Vec<_>>()
                 .join("\n");
             (all.contains("occurrence notice mailed to ops@acme.example")
+                && all.contains("action notice mailed to ops@acme.example")
                 && all.contains("recovery notice to reject@acme.example given up")
                 && all.contains("550"))
             .then_some(issue)
@@ -511,6 +621,9 @@ fn the_whole_story_of_an_incident_is_on_its_redmine_issue() {
     );
 }
 
+/// Redmine stopped mid-incident, and callout killed and started again
+/// while it is down: once Redmine is back the notes arrive, in order,
+/// once each, and the issue that could not be created is created.
 #[test]
 fn notes_written_while_redmine_is_down_arrive_late_in_order_once() {
     let Some(r) = redmine() else { return };
@@ -552,6 +665,11 @@ fn notes_written_while_redmine_is_down_arrive_late_in_order_once() {
     assert!(embedded.starts_with("BETA-"), "{second}");
     // Down for a while: the sync backs off, the incidents go on.
     std::thread::sleep(Duration::from_secs(3));
+    // And callout itself is killed (SIGKILL) while Redmine is down, then
+    // started again on the same database: the notes it still owes and
+    // the issue it could not create are in its outbox, not in memory.
+    drop(s);
+    let s = serve(dir, r, "45200-45299");
     r.start();
     let (inc, issue) = wait_all_notes(&s, r, "beta&host=db-01", Duration::from_secs(60));
     assert_eq!(inc["ticket"].as_str(), Some(ticket.as_str()));

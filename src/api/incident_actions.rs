@@ -19,7 +19,7 @@ use super::error::{ApiPath as Path, RawBody};
 use super::incidents::pipeline;
 use super::{authorize, ApiError, Scope, Shared};
 use crate::action::Requester;
-use crate::pipeline::action_run::{describe, params_for};
+use crate::pipeline::action_run::{describe, params_for, step_lines};
 use crate::pipeline::driver::Input;
 use crate::pipeline::engine::ActionReport;
 use crate::runner::now_ms;
@@ -151,10 +151,26 @@ pub(crate) async fn run_incident_action(
     };
     let (ok, line) = describe(&action, &rec);
     let line = format!("operator {token}: {line}");
+    // Each step is an entry (a ticket note) of its own, in the order it
+    // ran, then the run's result.
+    let at_ms = now_ms();
+    let steps = step_lines(&action, &rec);
+    for (i, text) in steps.iter().enumerate() {
+        let row = TimelineRow {
+            id: new_id("tl"),
+            seq: p.next_seq(),
+            at_ms,
+            kind: "action".into(),
+            text: text.clone(),
+            alert: None,
+            data: Some(json!({"run_id": rec["run_id"], "step": i + 1})),
+        };
+        p.store.add_timeline(&id, &row).await?;
+    }
     let row = TimelineRow {
         id: new_id("tl"),
         seq: p.next_seq(),
-        at_ms: now_ms(),
+        at_ms,
         kind: "action".into(),
         text: line.clone(),
         alert: None,
@@ -166,6 +182,8 @@ pub(crate) async fn run_incident_action(
         report: ActionReport {
             ok,
             text: line,
+            // On the timeline already, written above.
+            steps,
             automatic: false,
         },
     });

@@ -99,6 +99,102 @@ pub fn describe(action: &str, rec: &Value) -> (bool, String) {
     )
 }
 
+/// The step lines of a finished run record, one per step run, in the
+/// order they ran: phase, what ran, the exit or HTTP status and a short
+/// excerpt of what it printed. Each becomes a timeline entry, so a
+/// ticket note of its own.
+pub fn step_lines(action: &str, rec: &Value) -> Vec<String> {
+    let Some(steps) = rec["steps"].as_array() else {
+        return Vec::new();
+    };
+    let total = steps.len();
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let attempt = match st["attempt"].as_u64() {
+                Some(a) if a > 1 => format!(" (attempt {a})"),
+                _ => String::new(),
+            };
+            let status = if let Some(code) = st["exit_code"].as_i64() {
+                format!("exit {code}")
+            } else if let Some(code) = st["http_status"].as_u64() {
+                format!("HTTP {code}")
+            } else if let Some(sig) = st["signal"].as_i64() {
+                format!("signal {sig}")
+            } else {
+                "no status".to_string()
+            };
+            let excerpt = excerpt(st);
+            format!(
+                "action {action} step {n}/{total}: {phase} {name}{attempt}: {what} → {status}, {outcome}{excerpt}",
+                n = i + 1,
+                phase = st["phase"].as_str().unwrap_or("?"),
+                name = st["name"].as_str().unwrap_or("?"),
+                what = cut(&what_ran(&st["op"]), 200),
+                outcome = st["outcome"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect()
+}
+
+/// What a step ran, in one line: `ssh HOST: ARGV`, `ARGV`, `METHOD URL`.
+fn what_ran(op: &Value) -> String {
+    let argv = |k: &str| {
+        op[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().unwrap_or("?"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    match op["kind"].as_str() {
+        Some("ssh") => format!(
+            "ssh {}: {}",
+            op["host"].as_str().unwrap_or("?"),
+            argv("remote")
+        ),
+        Some("command") => argv("argv"),
+        Some("http") => format!(
+            "{} {}",
+            op["method"].as_str().unwrap_or("?"),
+            op["url"].as_str().unwrap_or("?")
+        ),
+        Some(other) => other.to_string(),
+        None => "?".to_string(),
+    }
+}
+
+/// `: ` and the first printed line (stdout, else stderr, else the
+/// error), cut short; empty when the step printed nothing.
+fn excerpt(st: &Value) -> String {
+    ["stdout", "stderr", "error"]
+        .iter()
+        .filter_map(|k| st[*k].as_str())
+        .find_map(|t| t.lines().map(str::trim).find(|l| !l.is_empty()))
+        .map(|l| format!(": {}", cut(l, 160)))
+        .unwrap_or_default()
+}
+
+/// At most `max` characters, control characters as spaces (a host's
+/// output is not trusted to be one clean line).
+fn cut(s: &str, max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        let mut c: String = flat.chars().take(max.saturating_sub(1)).collect();
+        c.push('…');
+        c
+    }
+}
+
 /// What the callee hears before the message: what was tried and how it
 /// ended (`result` is the timeline's line).
 pub fn spoken(plan: &Dialplan, action: &str, ok: bool, result: &str) -> String {
@@ -141,6 +237,7 @@ pub async fn run(
                 "action {action} is not in contract {}'s dialplan",
                 plan.contract
             ),
+            steps: Vec::new(),
             automatic,
         };
     };
@@ -154,13 +251,60 @@ pub async fn run(
             ActionReport {
                 ok,
                 text,
+                steps: step_lines(action, &rec),
                 automatic,
             }
         }
         Err(why) => ActionReport {
             ok: false,
             text: format!("action {action} (flow {}) did not run: {why}", def.flow),
+            steps: Vec::new(),
             automatic,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_step_is_a_line_with_what_ran_its_status_and_an_excerpt() {
+        let rec = json!({
+            "result": "succeeded", "run_id": "run_1", "flow": "restart", "host": "web-01",
+            "steps": [
+                {"phase": "check", "name": "running", "attempt": 1,
+                 "op": {"kind": "ssh", "host": "web-01", "remote": ["fakesvc", "status", "app"]},
+                 "outcome": "failed", "exit_code": 3, "stdout": "\napp is stopped\nmore", "stderr": ""},
+                {"phase": "verify", "name": "running-again", "attempt": 2,
+                 "op": {"kind": "http", "method": "GET", "url": "http://web-01/health"},
+                 "outcome": "ok", "http_status": 200, "stdout": "", "stderr": ""},
+                {"phase": "execute", "name": "kick", "attempt": 1,
+                 "op": {"kind": "command", "argv": ["/bin/kick", "x"]},
+                 "outcome": "error", "stdout": "", "stderr": "", "error": "spawn: no such file\r\nX-Injected: 1"},
+            ]
+        });
+        assert_eq!(
+            step_lines("restart", &rec),
+            vec![
+                "action restart step 1/3: check running: ssh web-01: fakesvc status app → exit 3, failed: app is stopped",
+                "action restart step 2/3: verify running-again (attempt 2): GET http://web-01/health → HTTP 200, ok",
+                "action restart step 3/3: execute kick: /bin/kick x → no status, error: spawn: no such file",
+            ]
+        );
+        // A refused run has no steps; a record without any is no panic.
+        assert!(step_lines("restart", &json!({"result": "refused"})).is_empty());
+        assert!(step_lines("restart", &json!(null)).is_empty());
+    }
+
+    #[test]
+    fn a_long_or_multiline_excerpt_is_cut_to_one_short_line() {
+        let long = "x".repeat(500);
+        let rec = json!({"steps": [{"phase": "check", "name": "n", "op": {"kind": "ssh", "host": "h", "remote": ["a"]},
+            "outcome": "ok", "exit_code": 0, "stdout": format!("{long}\nsecond"), "stderr": ""}]});
+        let l = &step_lines("a", &rec)[0];
+        assert!(l.ends_with('…'), "{l}");
+        assert!(!l.contains('\n') && !l.contains("second"), "{l}");
+        assert!(l.chars().count() < 300, "{l}");
     }
 }

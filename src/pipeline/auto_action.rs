@@ -57,6 +57,9 @@ pub struct ActionReport {
     pub ok: bool,
     /// One line: what ran and how it ended.
     pub text: String,
+    /// One line per step run, in order (`action_run::step_lines`): each
+    /// goes on the timeline, so on the ticket, before `text`.
+    pub steps: Vec<String>,
     /// Run by the pipeline itself before any call (else an operator's).
     pub automatic: bool,
 }
@@ -190,6 +193,7 @@ impl Engine {
                 format!("{why}; the recovery verify failed"),
             )
         };
+        self.step_timeline(now, incident, &r.steps);
         self.timeline(
             incident,
             now,
@@ -200,6 +204,13 @@ impl Engine {
         self.notice(incident, NoticeEvent::Action, r.text.clone());
         self.close(now, incident, &close);
         true
+    }
+
+    /// A run's steps, one timeline entry each, in the order they ran.
+    fn step_timeline(&mut self, now: i64, incident: &str, steps: &[String]) {
+        for s in steps {
+            self.timeline(incident, now, "action", s.clone(), None);
+        }
     }
 
     /// A run on the incident ended (the pipeline's own or an operator's).
@@ -215,6 +226,7 @@ impl Engine {
         // An operator's run is on the timeline already (the API writes it
         // before it answers).
         if r.automatic {
+            self.step_timeline(now, incident, &r.steps);
             self.timeline(incident, now, "action", r.text.clone(), None);
         }
         self.notice(incident, NoticeEvent::Action, r.text.clone());
@@ -303,6 +315,7 @@ impl Engine {
                 ActionReport {
                     ok: false,
                     text: "the action's result was lost in a restart".into(),
+                    steps: Vec::new(),
                     automatic: true,
                 },
             );

@@ -141,12 +141,24 @@ fn a_verified_fix_calls_nobody_when_the_contract_says_mail() {
         ActionReport {
             ok: true,
             text: "action restart-web succeeded and verified".into(),
+            steps: vec!["step one".into(), "step two".into()],
             automatic: true,
         },
     );
     let out = drain(&mut e);
     assert!(!notified(&out));
     assert_eq!(mails(&out), vec![NoticeEvent::Action]);
+    // Each step is a timeline entry of its own, in order, then the result.
+    let l = lines(&out);
+    assert_eq!(
+        l[..3],
+        [
+            "step one".to_string(),
+            "step two".into(),
+            "action restart-web succeeded and verified".into()
+        ],
+        "{l:#?}"
+    );
     let inc = e.incident(&id).unwrap();
     assert!(inc.escalation_done);
     assert_eq!(
@@ -165,6 +177,7 @@ fn a_verified_fix_calls_nobody_when_the_contract_says_mail() {
         ActionReport {
             ok: false,
             text: "late".into(),
+            steps: Vec::new(),
             automatic: true,
         },
     );
@@ -181,6 +194,7 @@ fn a_verified_fix_calls_to_inform_when_the_contract_says_call() {
         ActionReport {
             ok: true,
             text: "ok".into(),
+            steps: Vec::new(),
             automatic: true,
         },
     );
@@ -197,6 +211,7 @@ fn a_failed_fix_starts_the_escalation_and_a_lost_one_counts_as_failed() {
         ActionReport {
             ok: false,
             text: "failed at the verify step running-again (failed)".into(),
+            steps: Vec::new(),
             automatic: true,
         },
     );
@@ -279,6 +294,7 @@ fn a_recovery_verify_runs_and_its_result_is_written_before_the_close() {
             ActionReport {
                 ok,
                 text: "action check-web (flow check) on web-01 found nothing to fix".into(),
+                steps: vec!["action check-web step 1/1: check status".into()],
                 automatic: true,
             },
         );
@@ -295,6 +311,10 @@ fn a_recovery_verify_runs_and_its_result_is_written_before_the_close() {
             at_verdict.is_some() && at_close.is_some() && at_verdict < at_close,
             "{l:#?}"
         );
+        let at_step = l
+            .iter()
+            .position(|t| t.starts_with("action check-web step 1/1"));
+        assert!(at_step.is_some() && at_step < at_verdict, "{l:#?}");
         assert!(closed(&out));
     }
 }

@@ -802,6 +802,7 @@ impl Task {
                 None => ActionReport {
                     ok: false,
                     text: format!("contract {} has no dialplan now", inc.contract),
+                    steps: Vec::new(),
                     automatic: true,
                 },
             };

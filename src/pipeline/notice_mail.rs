@@ -235,11 +235,12 @@ fn default_subject(lang: Language, e: NoticeEvent) -> &'static str {
         (Language::En, NoticeEvent::Exhausted) => {
             "Nobody has taken the alert yet: {host} {summary}"
         }
-        (Language::En, NoticeEvent::Action) => "Automatic action on {host}: {detail}",
+        // Automatic or an operator's: the detail says which.
+        (Language::En, NoticeEvent::Action) => "Maintenance action on {host}: {detail}",
         (Language::En, NoticeEvent::Recovery) => "Recovered: {host} {summary}",
         (Language::Ja, NoticeEvent::Occurrence) => "障害発生: {host} {summary}",
         (Language::Ja, NoticeEvent::Exhausted) => "担当者が未対応です: {host} {summary}",
-        (Language::Ja, NoticeEvent::Action) => "自動対応: {host} {detail}",
+        (Language::Ja, NoticeEvent::Action) => "復旧操作: {host} {detail}",
         (Language::Ja, NoticeEvent::Recovery) => "復旧: {host} {summary}",
     }
 }

@@ -103,6 +103,15 @@ fn label(lang: Language, row: &TimelineRow) -> &'static str {
                 "State"
             }
         }
+        // A run on the incident: the pipeline's own or an operator's, its
+        // steps and its result.
+        "action" => {
+            if ja {
+                "保守作業"
+            } else {
+                "Maintenance"
+            }
+        }
         "gateway" if ty.starts_with("action") => {
             if ja {
                 "保守作業"
@@ -302,5 +311,12 @@ mod tests {
             chrono_tz::UTC,
         );
         assert!(n.text.contains("&lt;b&gt;x&lt;/b&gt;"), "{}", n.text);
+        let n = render(
+            Language::Ja,
+            "in_1",
+            &row("action", "action restart step 1/3: check running"),
+            chrono_tz::UTC,
+        );
+        assert!(n.text.starts_with("[保守作業] "), "{}", n.text);
     }
 }
