@@ -482,6 +482,19 @@ impl RedmineTickets {
             .await
             .map(|_| ())
             .map_err(|e| match e {
+                // Redmine answers an edit that lost a race with another
+                // edit of the same issue (ActiveRecord::StaleObjectError:
+                // a person saving it at that moment) with a 422 and no
+                // error at all. Nothing was saved: try again, rather than
+                // give up the incident's notes as a wrong setting.
+                TicketError::Refused { server, errors, .. } if errors.trim().is_empty() => {
+                    TicketError::Unreachable {
+                        server,
+                        reason: format!(
+                            "422 without a reason while {what}: an edit of issue #{number} at the same moment; retried"
+                        ),
+                    }
+                }
                 // A status Redmine's workflow does not allow the key's
                 // user, or a note too long: say where to look.
                 TicketError::Refused {
