@@ -817,7 +817,8 @@ fn monthly_page_and_pdf_over_http() {
         .iter()
         .map(|g| g["notifications"].as_i64().unwrap())
         .collect();
-    assert_eq!(counts, [10, 0, 0]);
+    // Both in Tokyo: 09:00-17:00 JST are business, n9 at 18:00 JST is off.
+    assert_eq!(counts, [9, 1, 0]);
 
     // The customer: beta's report, never acme's.
     let (st, _, body) = get(
