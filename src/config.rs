@@ -435,6 +435,57 @@ pub struct Config {
     pub tickets: crate::tickets::config::TicketsSettings,
     /// Several nodes on one PostgreSQL (`[cluster]`).
     pub cluster: crate::cluster::ClusterConfig,
+    /// The centre's default quality target (`[reports]`).
+    pub reports: ReportsSettings,
+}
+
+/// `[reports]`: the centre-wide quality target, used for the whole
+/// centre's line of the monthly report and for every contract whose
+/// dialplan does not set its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportsSettings {
+    #[serde(deserialize_with = "duration")]
+    pub ack_within: Duration,
+    #[serde(deserialize_with = "percent")]
+    pub ack_target_percent: f64,
+    #[serde(deserialize_with = "opt_percent")]
+    pub answer_rate_percent: Option<f64>,
+}
+
+impl Default for ReportsSettings {
+    fn default() -> Self {
+        let t = crate::reports::calendar::Target::default();
+        ReportsSettings {
+            ack_within: Duration::from_millis(t.ack_within_ms as u64),
+            ack_target_percent: t.percent,
+            answer_rate_percent: t.answer_rate_percent,
+        }
+    }
+}
+
+impl ReportsSettings {
+    pub fn target(&self) -> crate::reports::calendar::Target {
+        crate::reports::calendar::Target {
+            ack_within_ms: i64::try_from(self.ack_within.as_millis()).unwrap_or(i64::MAX),
+            percent: self.ack_target_percent,
+            answer_rate_percent: self.answer_rate_percent,
+        }
+    }
+}
+
+fn percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "{v} is not a percentage (0 to 100)"
+        )));
+    }
+    Ok(v)
+}
+
+fn opt_percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    percent(d).map(Some)
 }
 
 /// `[intake]`: the SMTP listener for alert mails (off unless configured).
@@ -472,6 +523,7 @@ impl Default for Config {
             intake: IntakeConfig::default(),
             tickets: Default::default(),
             cluster: Default::default(),
+            reports: Default::default(),
         }
     }
 }
@@ -506,6 +558,7 @@ impl std::fmt::Debug for Config {
             .field("pipeline", &self.pipeline)
             .field("intake", &self.intake)
             .field("tickets", &self.tickets)
+            .field("reports", &self.reports)
             .finish_non_exhaustive()
     }
 }

@@ -14,11 +14,30 @@
 //! (nearest rank, the 7th) 15 min; 15 calls, 9 answered, 6 unanswered,
 //! 1 abandoned, 1 machine; depth mean 10/7; SIP 503 once; within 10 min:
 //! 6 of 10.
+//!
+//! Periods (default hours: business Mon-Fri 09:00-18:00, sleep
+//! 00:00-07:00): in UTC, 00:00-06:00 (n0-n6) are sleep, 07:00-08:00 off,
+//! 09:00 business; with acme in Tokyo (09:00-18:00 JST that Monday) and
+//! beta in UTC: business 8 + 1 (n9), off 1 (n8), sleep 0.
+//!
+//! Operator acknowledgements, a second data set five weeks later (Monday
+//! 2026-12-07 00:00 UTC), contracts gamma and delta:
+//! - c0 (gamma): call 1 unanswered, call 2 up when an operator records an
+//!   ack at +6 min; the escalation, hanging up first, ends at +9 min;
+//! - c1 (gamma): key press on call 1 at +2 min;
+//! - c2 (delta): an operator's ack at +1 min before any call.
+//!
+//! So ack times 6, 2, 1 min (not 9): median 2 min, p90 6 min; depth 2
+//! and 1 (c2 rang nobody): mean 1.5. Targets: gamma 7 min / 100 % (met
+//! 2/2; with the escalation's 9 min it would miss), the centre 1 min /
+//! 50 % (delta has none: 1/1 met; the centre 1/3 missed).
 
+mod common;
 #[path = "common/pg.rs"]
 mod pg;
 
-use callout::reports::{self, monthly, Dimension, Filter};
+use callout::reports::calendar::{Calendar, ContractReports, Setup, Target};
+use callout::reports::{self, monthly, quality, Dimension, Filter};
 use callout::store::{AttemptRow, NotificationRow, Store};
 use serde_json::json;
 
@@ -277,9 +296,7 @@ async fn check(store: &Store) {
     .unwrap();
     assert_eq!(none.figures.notifications, 0);
 
-    let m = monthly::report(store, &f, monthly::Target::default())
-        .await
-        .unwrap();
+    let m = monthly::report(store, &f, &Setup::default()).await.unwrap();
     let all = m.iter().find(|m| m.contract == "*").unwrap();
     assert_eq!(all.month, "2026-11");
     assert_eq!(
@@ -293,14 +310,55 @@ async fn check(store: &Store) {
     let easy = monthly::report(
         store,
         &f,
-        monthly::Target {
-            ack_within_ms: 15 * MIN,
-            percent: 70.0,
+        &Setup {
+            default_target: Target {
+                ack_within_ms: 15 * MIN,
+                percent: 70.0,
+                answer_rate_percent: Some(80.0),
+            },
+            ..Setup::default()
         },
     )
     .await
     .unwrap();
-    assert!(easy.iter().find(|m| m.contract == "*").unwrap().met);
+    let all = easy.iter().find(|m| m.contract == "*").unwrap();
+    assert!(all.met);
+    assert_eq!(
+        (all.answer_rate, all.answer_rate_met),
+        (Some(70.0), Some(false))
+    );
+
+    // Periods, each contract in its own time zone.
+    let utc = reports::breakdown_in(store, &f, Dimension::Period, &Setup::default())
+        .await
+        .unwrap();
+    let keys: Vec<&str> = utc.iter().map(|g| g.key.as_str()).collect();
+    assert_eq!(keys, ["business", "off", "sleep"]);
+    let n = |g: &[reports::Group]| {
+        g.iter()
+            .map(|g| g.figures.notifications)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(n(&utc), [1, 2, 7]);
+    assert_eq!(utc[2].figures.acknowledged, 7);
+    assert_eq!(utc[2].figures.ack_median_ms, Some(4 * MIN));
+    assert_eq!(utc[1].figures.calls, 4);
+    let mut tokyo = Setup::default();
+    tokyo.contracts.insert(
+        "acme".into(),
+        ContractReports {
+            calendar: Calendar {
+                tz: "Asia/Tokyo".parse().unwrap(),
+                ..Calendar::default()
+            },
+            ..ContractReports::default()
+        },
+    );
+    let mixed = reports::breakdown_in(store, &f, Dimension::Period, &tokyo)
+        .await
+        .unwrap();
+    assert_eq!(n(&mixed), [9, 1, 0]);
+    assert_eq!(mixed[0].figures.acknowledged, 7);
 
     let csv = reports::csv::summary(&s);
     assert!(csv.starts_with("from_ms,to_ms,notifications,"), "{csv}");
@@ -311,6 +369,278 @@ async fn check(store: &Store) {
     assert!(csv.contains("sip_failure,503,1\r\n"), "{csv}");
 }
 
+const T1: i64 = T0 + 35 * 86_400_000;
+
+fn notification(id: &str, contract: &str, created: i64) -> NotificationRow {
+    NotificationRow {
+        id: id.into(),
+        contract: contract.into(),
+        ticket: format!("T-{id}"),
+        severity: "critical".into(),
+        host: "db-1".into(),
+        summary: "down".into(),
+        variables: json!({}),
+        state: "running".into(),
+        final_state: None,
+        escalation: None,
+        cancel_reason: None,
+        created_ms: created,
+        updated_ms: created,
+    }
+}
+
+async fn call(
+    store: &Store,
+    id: &str,
+    attempt: i64,
+    start: i64,
+    answered: bool,
+    outcome: &str,
+    end: i64,
+) {
+    store
+        .start_attempt(&AttemptRow {
+            id: format!("a_{id}_{attempt}"),
+            notification_id: id.into(),
+            attempt,
+            contact: "Carol".into(),
+            round: 1,
+            started_ms: start,
+            answered_ms: None,
+            ended_ms: None,
+            outcome: None,
+            sip_code: None,
+            digits: String::new(),
+        })
+        .await
+        .unwrap();
+    if answered {
+        store
+            .answer_attempt(id, attempt, start + 5_000)
+            .await
+            .unwrap();
+    }
+    store
+        .end_attempt(id, attempt, &json!({"outcome": outcome}), None, end)
+        .await
+        .unwrap();
+}
+
+/// The second data set: operators' acknowledgements (see the top).
+async fn console_acks(store: &Store) {
+    let ack = |by: &str| callout::ivr::escalation::OperatorAck {
+        by: by.into(),
+        operator: "operator".into(),
+        reason: "rang the centre back".into(),
+    };
+    let (c0, c1, c2) = (T1, T1 + 3_600_000, T1 + 2 * 3_600_000);
+    store
+        .insert_notification(&notification("c0", "gamma", c0), None)
+        .await
+        .unwrap();
+    call(store, "c0", 1, c0, false, "no_answer", c0 + MIN).await;
+    store
+        .start_attempt(&AttemptRow {
+            id: "a_c0_2".into(),
+            notification_id: "c0".into(),
+            attempt: 2,
+            contact: "Dave".into(),
+            round: 1,
+            started_ms: c0 + 2 * MIN,
+            answered_ms: None,
+            ended_ms: None,
+            outcome: None,
+            sip_code: None,
+            digits: String::new(),
+        })
+        .await
+        .unwrap();
+    // The real path: the operator's request is stored with its time...
+    assert!(store
+        .request_ack("c0", &ack("Dave"), c0 + 6 * MIN)
+        .await
+        .unwrap());
+    // ...and the escalation gets to it after hanging up call 2.
+    store
+        .end_attempt(
+            "c0",
+            2,
+            &json!({"outcome": "cancelled"}),
+            None,
+            c0 + 9 * MIN,
+        )
+        .await
+        .unwrap();
+    store
+        .finish(
+            "c0",
+            "acked",
+            &json!({"state": "acked", "contact": 1, "attempt": 2, "at_ms": c0 + 9 * MIN,
+                    "console": {"by": "Dave", "operator": "operator", "reason": "x"}}),
+            c0 + 9 * MIN,
+        )
+        .await
+        .unwrap();
+    store
+        .insert_notification(&notification("c1", "gamma", c1), None)
+        .await
+        .unwrap();
+    call(store, "c1", 1, c1, true, "acked", c1 + 2 * MIN + 4_000).await;
+    store
+        .finish(
+            "c1",
+            "acked",
+            &json!({"state": "acked", "contact": 0, "attempt": 1, "at_ms": c1 + 2 * MIN}),
+            c1 + 2 * MIN,
+        )
+        .await
+        .unwrap();
+    store
+        .insert_notification(&notification("c2", "delta", c2), None)
+        .await
+        .unwrap();
+    assert!(store
+        .request_ack("c2", &ack("Erin"), c2 + MIN)
+        .await
+        .unwrap());
+    store
+        .finish(
+            "c2",
+            "acked",
+            &json!({"state": "acked", "contact": 0, "attempt": 0, "at_ms": c2 + MIN + 30_000,
+                    "console": {"by": "Erin", "operator": "operator", "reason": "x"}}),
+            c2 + MIN + 30_000,
+        )
+        .await
+        .unwrap();
+}
+
+async fn check_console_acks(store: &Store) {
+    console_acks(store).await;
+    let f = Filter {
+        from_ms: T1,
+        to_ms: T1 + 86_400_000,
+        contracts: None,
+        tz_offset_min: 0,
+    };
+    let s = reports::summary(store, &f).await.unwrap();
+    let g = &s.figures;
+    assert_eq!((g.notifications, g.acknowledged), (3, 3));
+    assert_eq!(g.ack_median_ms, Some(2 * MIN));
+    assert_eq!(g.ack_p90_ms, Some(6 * MIN));
+    assert_eq!(g.escalation_depth_mean, Some(1.5));
+    assert_eq!(s.escalation_depth.get(&2), Some(&1));
+    assert_eq!(s.escalation_depth.get(&1), Some(&1));
+    let setup = Setup {
+        contracts: [(
+            "gamma".to_string(),
+            ContractReports {
+                ack_within_ms: Some(7 * MIN),
+                ack_percent: Some(100.0),
+                ..ContractReports::default()
+            },
+        )]
+        .into(),
+        default_target: Target {
+            ack_within_ms: MIN,
+            percent: 50.0,
+            answer_rate_percent: None,
+        },
+    };
+    let m = monthly::report(store, &f, &setup).await.unwrap();
+    let line = |c: &str| m.iter().find(|m| m.contract == c).unwrap();
+    assert_eq!(line("gamma").month, "2026-12");
+    assert_eq!((line("gamma").within_target, line("gamma").met), (2, true));
+    assert_eq!(line("gamma").target.ack_within_ms, 7 * MIN);
+    assert_eq!((line("delta").within_target, line("delta").met), (1, true));
+    assert_eq!((line("*").within_target, line("*").met), (1, false));
+}
+
+/// The monthly report of acme for 2026-11 (first data set) as a PDF,
+/// read back with pdftotext, in both languages.
+async fn check_pdf(store: &Store) {
+    let setup = Setup {
+        contracts: [(
+            "acme".to_string(),
+            ContractReports {
+                calendar: Calendar {
+                    tz: "Asia/Tokyo".parse().unwrap(),
+                    ..Calendar::default()
+                },
+                ack_within_ms: Some(5 * MIN),
+                ack_percent: Some(80.0),
+                ..ContractReports::default()
+            },
+        )]
+        .into(),
+        ..Setup::default()
+    };
+    let req = quality::Request::parse(Some("acme"), "2026-11").unwrap();
+    let r = quality::build(store, &setup, &req, None, chrono_tz::Tz::UTC)
+        .await
+        .unwrap();
+    assert_eq!(r.summary.figures.notifications, 8);
+    assert_eq!(r.months.len(), 1);
+    assert_eq!((r.months[0].within_target, r.months[0].met), (5, false));
+    for (lang, want) in [
+        (
+            callout::console::i18n::Lang::En,
+            &[
+                "Monthly quality",
+                "acme",
+                "2026-11",
+                "Asia/Tokyo",
+                "Answer rate",
+                "87.5%",
+                "4.0 min",
+                "15.0 min",
+                "Unanswered calls",
+                "1.43",
+                "acknowledged within 5 min in 80% of notifications",
+                "62.5%",
+                "missed",
+            ][..],
+        ),
+        (
+            callout::console::i18n::Lang::Ja,
+            &[
+                "月次品質レポート",
+                "acme",
+                "応答率",
+                "87.5%",
+                "4.0 min",
+                "15.0 min",
+                "不応答の発信",
+                "通知の 80% を 5 分以内に応答",
+                "62.5%",
+                "未達",
+            ][..],
+        ),
+    ] {
+        let pdf = reports::pdf::render(&quality::text(&r, lang)).unwrap();
+        assert!(pdf.starts_with(b"%PDF-"));
+        let text = pdftotext(&pdf);
+        for w in want {
+            assert!(text.contains(w), "{lang:?}: {w:?} not in:\n{text}");
+        }
+    }
+}
+
+/// The text of a PDF, by poppler's pdftotext.
+fn pdftotext(pdf: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("pdftotext")
+        .args(["-layout", "-enc", "UTF-8", "-", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("pdftotext (poppler-utils) installed");
+    child.stdin.take().unwrap().write_all(pdf).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "pdftotext failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[tokio::test]
 async fn known_answers_sqlite() {
     let dir = std::env::temp_dir().join(format!("callout-reports-{}", std::process::id()));
@@ -319,6 +649,8 @@ async fn known_answers_sqlite() {
         .await
         .unwrap();
     check(&store).await;
+    check_console_acks(&store).await;
+    check_pdf(&store).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -335,7 +667,252 @@ async fn known_answers_postgres() {
     {
         let store = Store::connect(&db.url).await.unwrap();
         check(&store).await;
+        check_console_acks(&store).await;
+        check_pdf(&store).await;
         store.pool().close().await;
     }
     db.drop_db().await;
+}
+
+/// The printable page and the PDF through a real `callout serve`: an
+/// operator reads acme's report in both languages; a customer bound to
+/// beta gets beta's and is told acme's does not exist, on the page and
+/// through the API.
+#[test]
+fn monthly_page_and_pdf_over_http() {
+    use common::serve::{copy_prompts, plan, Serve};
+    use sha2::{Digest, Sha256};
+    const OPERATOR: &str = "reports-operator-token";
+    const CUSTOMER: &str = "reports-customer-beta-token";
+    let hex = |s: &str| -> String {
+        Sha256::digest(s.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let dir = common::scratch("reports-http");
+    copy_prompts(&dir);
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    for (c, extra) in [
+        (
+            "acme",
+            "[reports]\nack_within = \"5m\"\nack_target_percent = 80\n",
+        ),
+        ("beta", ""),
+    ] {
+        std::fs::write(
+            dir.join(format!("dialplans/{c}.toml")),
+            format!(
+                "timezone = \"Asia/Tokyo\"\n{}{extra}",
+                plan(
+                    c,
+                    "sip:bob@127.0.0.1:9",
+                    None,
+                    "text = \"Alert on {host}.\""
+                )
+            ),
+        )
+        .unwrap();
+    }
+    // The history is written before the server starts (all of it ended,
+    // so nothing resumes).
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = Store::connect(&format!("sqlite://{}/data/callout.db", dir.display()))
+            .await
+            .unwrap();
+        seed(&store).await;
+        store.pool().close().await;
+    });
+    let s = Serve::start(
+        &dir,
+        &format!(
+            "[[tokens]]\nname = \"operator\"\nsha256 = \"{}\"\nscopes = [\"operate\"]\n\
+             [[tokens]]\nname = \"beta-portal\"\nsha256 = \"{}\"\nscopes = [\"customer\"]\ncontracts = [\"beta\"]\n",
+            hex(OPERATOR),
+            hex(CUSTOMER)
+        ),
+        "47800-47849",
+    );
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |token: &str, path: &str| {
+        let r = http
+            .get(format!("{}{path}", s.base))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let ctype = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (status, ctype, r.bytes().unwrap().to_vec())
+    };
+    for (lang, words) in [
+        (
+            "en",
+            &[
+                "Answer rate",
+                "87.5%",
+                "acknowledged within 5 min in 80% of notifications",
+                "missed",
+            ][..],
+        ),
+        (
+            "ja",
+            &["応答率", "87.5%", "通知の 80% を 5 分以内に応答", "未達"][..],
+        ),
+    ] {
+        let (st, ct, body) = get(
+            OPERATOR,
+            &format!("/v1/reports/monthly.pdf?contract=acme&month=2026-11&lang={lang}"),
+        );
+        assert_eq!(
+            (st, ct.as_str()),
+            (200, "application/pdf"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let text = pdftotext(&body);
+        for w in words {
+            assert!(text.contains(w), "{lang}: {w:?} not in\n{text}");
+        }
+    }
+    // The JSON says the same as the PDF: acme measured against its own target.
+    let (st, _, body) = get(
+        OPERATOR,
+        "/v1/reports/monthly?from=2026-11-01&to=2026-11-30&tz=540",
+    );
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let acme = v["months"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["contract"] == "acme")
+        .unwrap()
+        .clone();
+    assert_eq!(acme["target"]["ack_within_ms"], 5 * MIN);
+    assert_eq!(acme["within_target"], 5);
+    let star = v["months"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["contract"] == "*")
+        .unwrap();
+    assert_eq!(star["target"]["ack_within_ms"], 10 * MIN);
+    // The period breakdown over the API, with the dialplans' Tokyo hours.
+    let (st, _, body) = get(
+        OPERATOR,
+        "/v1/reports/by/period?from=2026-11-02&to=2026-11-02",
+    );
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let counts: Vec<i64> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["notifications"].as_i64().unwrap())
+        .collect();
+    // Both in Tokyo: 09:00-17:00 JST are business, n9 at 18:00 JST is off.
+    assert_eq!(counts, [9, 1, 0]);
+
+    // The customer: beta's report, never acme's.
+    let (st, _, body) = get(
+        CUSTOMER,
+        "/v1/reports/monthly.pdf?contract=acme&month=2026-11",
+    );
+    assert_eq!(st, 404, "{}", String::from_utf8_lossy(&body));
+    let (st, _, body) = get(
+        CUSTOMER,
+        "/v1/reports/monthly.pdf?contract=beta&month=2026-11&lang=en",
+    );
+    assert_eq!(st, 200);
+    let text = pdftotext(&body);
+    assert!(text.contains("beta") && !text.contains("acme"), "{text}");
+    // The centre-wide report of a customer covers its contracts only: 2 notifications.
+    let (st, _, body) = get(
+        CUSTOMER,
+        "/v1/reports/monthly.pdf?month=2026-11&lang=en&tz=Asia/Tokyo",
+    );
+    assert_eq!(st, 200);
+    let text = pdftotext(&body);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Notifications"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.trim_end().ends_with(" 2"), "{line:?}\n{text}");
+
+    // The pages, signed in as a browser would be.
+    let sign_in = |token: &str| -> String {
+        let r = http
+            .post(format!("{}/console/session", s.base))
+            .json(&serde_json::json!({"token": token}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let page = |cookie: &str, path: &str, lang: &str| -> String {
+        http.get(format!("{}{path}", s.base))
+            .header("cookie", format!("{cookie}; callout_lang={lang}"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let op = sign_in(OPERATOR);
+    let html = page(
+        &op,
+        "/console/reports/monthly?contract=acme&month=2026-11",
+        "en",
+    );
+    for w in [
+        "id=\"attainment\"",
+        "87.5%",
+        "4.0 min",
+        "62.5%",
+        "monthly.pdf?month=2026-11&amp;lang=en&amp;contract=acme",
+        "data-series=\"monthly_attainment\"",
+    ] {
+        assert!(html.contains(w), "{w:?} not in the page:\n{html}");
+    }
+    let html = page(
+        &op,
+        "/console/reports/monthly?contract=acme&month=2026-11",
+        "ja",
+    );
+    assert!(
+        html.contains("月次品質レポート") && html.contains("未達"),
+        "{html}"
+    );
+    let cu = sign_in(CUSTOMER);
+    let html = page(
+        &cu,
+        "/console/reports/monthly?contract=acme&month=2026-11",
+        "en",
+    );
+    assert!(
+        !html.contains("87.5%") && html.contains("Not found."),
+        "{html}"
+    );
+    let html = page(
+        &cu,
+        "/console/reports/monthly?contract=beta&month=2026-11",
+        "en",
+    );
+    assert!(
+        html.contains("id=\"attainment\"") && html.contains("beta"),
+        "{html}"
+    );
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::reports::calendar::{Calendar, ContractReports, Setup};
 use crate::reports::{self, monthly, Dimension, Filter};
 use crate::store::Store;
 
@@ -174,6 +175,24 @@ async fn run_on(store: &Store, label: &str, o: &ReportsBench) -> anyhow::Result<
         contracts: Some(vec!["c07".into()]),
         ..all.clone()
     };
+    // Every contract in Tokyo with the default hours, and a target of
+    // its own for half of them (as dialplans' `[reports]` would say).
+    let setup = Setup {
+        contracts: (0..20)
+            .map(|i| {
+                let c = ContractReports {
+                    calendar: Calendar {
+                        tz: chrono_tz::Asia::Tokyo,
+                        ..Calendar::default()
+                    },
+                    ack_within_ms: (i % 2 == 0).then_some(5 * 60_000),
+                    ..ContractReports::default()
+                };
+                (format!("c{i:02}"), c)
+            })
+            .collect(),
+        default_target: monthly::Target::default(),
+    };
     let r = o.repeat;
     time("summary (year, all)", r, async || {
         Ok(reports::summary(store, &all).await?)
@@ -190,8 +209,12 @@ async fn run_on(store: &Store, label: &str, o: &ReportsBench) -> anyhow::Result<
         })
         .await?;
     }
+    time("by period (year, all)", r, async || {
+        Ok(reports::breakdown_in(store, &all, Dimension::Period, &setup).await?)
+    })
+    .await?;
     time("monthly (year, all)", r, async || {
-        Ok(monthly::report(store, &all, monthly::Target::default()).await?)
+        Ok(monthly::report(store, &all, &setup).await?)
     })
     .await?;
     time("summary (year, 1 contract)", r, async || {

@@ -149,12 +149,17 @@ pub(crate) async fn analytics(
         Err(e) => return error_page(&v, "analytics", format!("{e:?}")),
     };
     let store = &svc.store;
-    let (s, hours, days, by_contract, by_contact) = match tokio::try_join!(
+    let setup = match reports::api::setup(&svc, &HashMap::new()) {
+        Ok(s) => s,
+        Err(e) => return error_page(&v, "analytics", format!("{e:?}")),
+    };
+    let (s, hours, days, by_contract, by_contact, by_period) = match tokio::try_join!(
         reports::summary(store, &f),
         reports::breakdown(store, &f, Dimension::Hour),
         reports::breakdown(store, &f, Dimension::Weekday),
         reports::breakdown(store, &f, Dimension::Contract),
         reports::breakdown(store, &f, Dimension::Contact),
+        reports::breakdown_in(store, &f, Dimension::Period, &setup),
     ) {
         Ok(r) => r,
         Err(e) => return error_page(&v, "analytics", e),
@@ -306,6 +311,27 @@ pub(crate) async fn analytics(
             &count_label,
         ),
     ));
+    let period_labels: Vec<String> = by_period.iter().map(|g| t(l, &g.key).to_string()).collect();
+    body.push_str(&plot(
+        t(l, "by_period"),
+        bars(
+            t(l, "notif_count"),
+            &period_labels,
+            &[
+                Series {
+                    name: "notifications_by_period",
+                    label: t(l, "notif_count"),
+                    values: count(&by_period, |f| f.notifications),
+                },
+                Series {
+                    name: "acked_by_period",
+                    label: t(l, "acknowledged_count"),
+                    values: count(&by_period, |f| f.acknowledged),
+                },
+            ],
+            &count_label,
+        ),
+    ));
     if !s.sip_failures.is_empty() {
         let labels: Vec<String> = s.sip_failures.keys().map(|k| k.to_string()).collect();
         body.push_str(&plot(
@@ -340,14 +366,15 @@ pub(crate) async fn quality(
         let from = crate::runner::now_ms() - 365 * 86_400_000;
         q.insert("from".into(), from.to_string());
     }
-    let (f, target) = match (
+    let (f, setup) = match (
         reports::api::filter(&q, &caller_of(&v)),
-        reports::api::target(&q),
+        reports::api::setup(&svc, &q),
     ) {
-        (Ok(f), Ok(t)) => (f, t),
+        (Ok(f), Ok(s)) => (f, s),
         (Err(e), _) | (_, Err(e)) => return error_page(&v, "quality", format!("{e:?}")),
     };
-    let months = match reports::monthly::report(&svc.store, &f, target).await {
+    let target = setup.default_target;
+    let months = match reports::monthly::report(&svc.store, &f, &setup).await {
         Ok(m) => m,
         Err(e) => return error_page(&v, "quality", e),
     };
@@ -371,7 +398,22 @@ pub(crate) async fn quality(
         } else {
             c.to_string()
         };
-        let _ = write!(body, "<section class=\"contract\"><h2>{}</h2>", esc(&title));
+        let target = ms.first().map_or(target, |m| m.target);
+        let last = ms.last().map(|m| m.month.as_str()).unwrap_or_default();
+        let link = format!(
+            "/console/reports/monthly?month={}{}",
+            esc(last),
+            if c == "*" {
+                String::new()
+            } else {
+                format!("&amp;contract={}", esc(c))
+            }
+        );
+        let _ = write!(
+            body,
+            "<section class=\"contract\"><h2><a href=\"{link}\">{}</a></h2>",
+            esc(&title)
+        );
         let labels: Vec<String> = ms.iter().map(|m| m.month.clone()).collect();
         body.push_str(&lines(
             t(l, "attainment"),

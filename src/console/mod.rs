@@ -17,6 +17,7 @@ mod analytics_page;
 pub mod audio;
 pub mod i18n;
 mod live;
+mod monthly_page;
 mod pages;
 pub mod reach;
 pub mod session;
@@ -87,6 +88,7 @@ pub fn routes() -> Router<Arc<crate::service::Service>> {
         .route("/console/contracts", get(pages::contracts))
         .route("/console/analytics", get(pages::analytics))
         .route("/console/quality", get(pages::quality))
+        .route("/console/reports/monthly", get(monthly_page::monthly))
         .route("/console/api/board", get(live::board))
         .route("/console/events", get(live::events))
         .route("/console/assets/console.js", get(pages::script))

@@ -294,6 +294,9 @@ pub struct Dialplan {
     pub amd: AmdConfig,
     /// The alert pipeline's rules for this contract (`[pipeline]`).
     pub pipeline: Option<crate::pipeline::config::Shared>,
+    /// Business / off / sleep hours and quality targets (`[reports]`).
+    #[serde(skip)]
+    pub reports: crate::reports::calendar::ContractReports,
     pub source: PathBuf,
 }
 
@@ -337,9 +340,30 @@ struct RawDialplan {
     phrases: RawPhrases,
     #[serde(default)]
     amd: RawAmd,
+    #[serde(default)]
+    reports: RawReports,
     /// Read by `pipeline::config`, which keeps its own spans.
     #[allow(dead_code)]
     pipeline: Option<toml::Value>,
+}
+
+/// `[reports]`: the centre's hours and quality targets for this contract.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReports {
+    business: Option<Spanned<OneOrMany>>,
+    sleep: Option<Spanned<OneOrMany>>,
+    ack_within: Option<Spanned<String>>,
+    ack_target_percent: Option<Spanned<f64>>,
+    answer_rate_percent: Option<Spanned<f64>>,
+}
+
+/// One window, or a list of them.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// `[call]`: a trunk's identity and codec settings, per contract.
@@ -653,6 +677,67 @@ impl Checker<'_> {
         default: Duration,
     ) -> Duration {
         v.as_ref().map_or(default, |v| self.duration(v, what))
+    }
+
+    /// `[reports]`: each value checked on its own line.
+    fn reports(
+        &mut self,
+        r: &RawReports,
+        tz: Tz,
+        holidays: &[NaiveDate],
+    ) -> crate::reports::calendar::ContractReports {
+        use crate::reports::calendar::{self as cal, Calendar, ContractReports};
+        let mut windows = |v: &Option<Spanned<OneOrMany>>, what: &str, default: &str| {
+            let list = match v.as_ref().map(|v| v.get_ref()) {
+                None => vec![default.to_string()],
+                Some(OneOrMany::One(s)) => vec![s.clone()],
+                Some(OneOrMany::Many(l)) => l.clone(),
+            };
+            let mut out = Vec::new();
+            for s in list {
+                match cal::parse_window(&s) {
+                    Ok(w) => out.push(w),
+                    Err(e) => self.err(
+                        v.as_ref().map_or(0..0, |v| v.span()),
+                        format!("reports.{what}: {e} (or HH:MM-HH:MM for every day)"),
+                    ),
+                }
+            }
+            out
+        };
+        let business = windows(&r.business, "business", cal::DEFAULT_BUSINESS);
+        let sleep = windows(&r.sleep, "sleep", cal::DEFAULT_SLEEP);
+        let mut percent = |v: &Option<Spanned<f64>>, what: &str| {
+            let p = v.as_ref()?;
+            let x = *p.get_ref();
+            if !(0.0..=100.0).contains(&x) {
+                self.err(p.span(), format!("reports.{what}: {x} is not 0 to 100"));
+                return None;
+            }
+            Some(x)
+        };
+        let ack_percent = percent(&r.ack_target_percent, "ack_target_percent");
+        let answer_rate_percent = percent(&r.answer_rate_percent, "answer_rate_percent");
+        let within = r
+            .ack_within
+            .as_ref()
+            .map(|v| self.duration(v, "reports.ack_within"));
+        if within.is_some_and(|d| d.is_zero()) {
+            if let Some(v) = &r.ack_within {
+                self.err(v.span(), "reports.ack_within must be more than 0");
+            }
+        }
+        ContractReports {
+            calendar: Calendar {
+                tz,
+                holidays: holidays.to_vec(),
+                business,
+                sleep,
+            },
+            ack_within_ms: within.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            ack_percent,
+            answer_rate_percent,
+        }
     }
 
     fn tz(&mut self, v: &Spanned<String>) -> Tz {
@@ -1229,6 +1314,7 @@ pub fn load_str_env(
         failover_trunks.push(name.clone());
     }
     let call_prefs = c.call_prefs(raw.call.as_ref());
+    let reports = c.reports(&raw.reports, tz, &holidays);
     let pipeline = match crate::pipeline::config::load(text, file) {
         Ok(p) => p.map(|p| crate::pipeline::config::Shared(std::sync::Arc::new(p))),
         Err(e) => {
@@ -1291,6 +1377,7 @@ pub fn load_str_env(
         phrases,
         amd,
         pipeline,
+        reports,
         source: file.to_path_buf(),
     })
 }

@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::NaiveDate;
 
-use super::monthly::Target;
+use super::calendar::Setup;
 use super::{Dimension, Filter};
 use crate::api::{ApiError, Caller};
 use crate::service::Service;
@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<Service>> {
         .route("/v1/reports/summary", get(summary))
         .route("/v1/reports/by/{dimension}", get(by))
         .route("/v1/reports/monthly", get(monthly))
+        .route("/v1/reports/monthly.pdf", get(super::pdf_api::monthly_pdf))
 }
 
 fn day_ms(name: &str, s: &str, tz_min: i64) -> Result<i64, ApiError> {
@@ -134,11 +135,11 @@ async fn by(
     let d = Dimension::parse(&dim).ok_or_else(|| {
         ApiError::invalid(
             "dimension",
-            "dimension must be contract, contact, hour or weekday",
+            "dimension must be contract, contact, hour, weekday or period",
         )
     })?;
     let f = filter(&q, &caller)?;
-    let rows = super::breakdown(&svc.store, &f, d).await?;
+    let rows = super::breakdown_in(&svc.store, &f, d, &setup(&svc, &HashMap::new())?).await?;
     Ok(if csv_wanted(&q) {
         csv(super::csv::groups(d.name(), &rows), d.name())
     } else {
@@ -147,11 +148,18 @@ async fn by(
     })
 }
 
-/// The target of a request (`target_minutes`, `target_percent`).
-pub(crate) fn target(q: &HashMap<String, String>) -> Result<Target, ApiError> {
-    let mut t = Target::default();
+/// Every contract's hours and targets (dialplans' `[reports]`) and the
+/// centre's default (callout.toml `[reports]`); `target_minutes` and
+/// `target_percent` in the request replace every line's target (to ask
+/// "what if"), as before per-contract targets existed.
+pub(crate) fn setup(svc: &Service, q: &HashMap<String, String>) -> Result<Setup, ApiError> {
+    let plans = svc.registry.snapshot();
+    let mut s = Setup::from_plans(
+        plans.values().map(|p| p.as_ref()),
+        svc.config.reports.target(),
+    );
     if let Some(m) = q.get("target_minutes") {
-        t.ack_within_ms = m
+        let ms = m
             .parse::<i64>()
             .ok()
             .filter(|m| (1..=7 * 24 * 60).contains(m))
@@ -159,17 +167,25 @@ pub(crate) fn target(q: &HashMap<String, String>) -> Result<Target, ApiError> {
                 ApiError::invalid("target_minutes", "target_minutes must be 1 to 10080")
             })?
             * 60_000;
+        s.default_target.ack_within_ms = ms;
+        for c in s.contracts.values_mut() {
+            c.ack_within_ms = Some(ms);
+        }
     }
     if let Some(p) = q.get("target_percent") {
-        t.percent = p
+        let p = p
             .parse::<f64>()
             .ok()
             .filter(|p| (0.0..=100.0).contains(p))
             .ok_or_else(|| {
                 ApiError::invalid("target_percent", "target_percent must be 0 to 100")
             })?;
+        s.default_target.percent = p;
+        for c in s.contracts.values_mut() {
+            c.ack_percent = Some(p);
+        }
     }
-    Ok(t)
+    Ok(s)
 }
 
 async fn monthly(
@@ -185,26 +201,35 @@ async fn monthly(
         q.insert("from".into(), from.to_string());
     }
     let f = filter(&q, &caller)?;
-    let t = target(&q)?;
-    let months = super::monthly::report(&svc.store, &f, t).await?;
+    let setup = setup(&svc, &q)?;
+    let months = super::monthly::report(&svc.store, &f, &setup).await?;
     Ok(if csv_wanted(&q) {
         let mut out = String::from(
-            "month,contract,notifications,acknowledged,within_target,attainment,met\r\n",
+            "month,contract,notifications,acknowledged,within_target,attainment,met,\
+             target_ack_within_ms,target_percent,answer_rate,answer_rate_target,answer_rate_met\r\n",
         );
         for m in &months {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{}\r\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{}\r\n",
                 m.month,
                 m.contract.replace([',', '"', '\r', '\n'], "_"),
                 m.notifications,
                 m.acknowledged,
                 m.within_target,
                 m.attainment.map(|a| format!("{a:.2}")).unwrap_or_default(),
-                m.met
+                m.met,
+                m.target.ack_within_ms,
+                m.target.percent,
+                m.answer_rate.map(|a| format!("{a:.2}")).unwrap_or_default(),
+                m.target
+                    .answer_rate_percent
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                m.answer_rate_met.map(|a| a.to_string()).unwrap_or_default(),
             ));
         }
         csv(out, "monthly")
     } else {
-        Json(serde_json::json!({"target": t, "months": months})).into_response()
+        Json(serde_json::json!({"target": setup.default_target, "months": months})).into_response()
     })
 }

@@ -10,14 +10,22 @@
 //!
 //! Definitions (docs/api.md repeats them):
 //! - answer rate: acknowledged notifications / notifications;
-//! - time to acknowledge: the escalation's `at_ms` of the ack minus the
-//!   notification's creation; median = middle value (mean of the two
+//! - time to acknowledge: when it was acknowledged minus the
+//!   notification's creation. An operator's acknowledgement (console or
+//!   `POST /v1/notifications/{id}/acknowledge`) counts from the moment
+//!   the operator recorded it (`ack_request.at_ms`), not from when the
+//!   escalation, busy hanging up a call, got to it; a key press counts
+//!   from the escalation's `at_ms`; median = middle value (mean of the two
 //!   middle ones for an even count), p90 = nearest rank (the
 //!   `ceil(0.9 n)`-th smallest);
 //! - unanswered call: never answered; abandoned: answered, no key pressed
 //!   (`answered_no_input`); machine: AMD said machine;
 //! - escalation depth: the attempt number that acknowledged (1 = the
-//!   first call was taken).
+//!   first call was taken); for an operator's acknowledgement, the last
+//!   call placed before it (none placed: not counted);
+//! - period: business / off / sleep hours of the notification's creation
+//!   in its contract's time zone, as the dialplan's `[reports]` says
+//!   ([`calendar`]).
 
 use std::collections::BTreeMap;
 
@@ -27,8 +35,12 @@ use sqlx::Row;
 use crate::store::{Store, StoreError};
 
 pub mod api;
+pub mod calendar;
 pub mod csv;
 pub mod monthly;
+pub mod pdf;
+pub(crate) mod pdf_api;
+pub mod quality;
 
 /// What a report covers.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +62,8 @@ pub enum Dimension {
     Contact,
     Hour,
     Weekday,
+    /// Business / off / sleep hours, per contract ([`calendar::period`]).
+    Period,
 }
 
 impl Dimension {
@@ -59,6 +73,7 @@ impl Dimension {
             "contact" => Dimension::Contact,
             "hour" => Dimension::Hour,
             "weekday" => Dimension::Weekday,
+            "period" => Dimension::Period,
             _ => return None,
         })
     }
@@ -69,6 +84,7 @@ impl Dimension {
             Dimension::Contact => "contact",
             Dimension::Hour => "hour",
             Dimension::Weekday => "weekday",
+            Dimension::Period => "period",
         }
     }
 
@@ -81,6 +97,9 @@ impl Dimension {
             Dimension::Hour => "CAST(((n.created_ms + $3) / 3600000) % 24 AS TEXT)",
             // 1970-01-01 was a Thursday: day 0 + 4 = 4 (Sunday = 0).
             Dimension::Weekday => "CAST((((n.created_ms + $3) / 86400000) + 4) % 7 AS TEXT)",
+            // Contract and minute: the period is worked out here per group
+            // (windows are whole minutes), with each contract's calendar.
+            Dimension::Period => "n.contract || ':' || CAST(n.created_ms / 60000 AS TEXT)",
         }
     }
 }
@@ -160,9 +179,43 @@ struct Acc {
     f: Figures,
     acks: Vec<i64>,
     depth_sum: i64,
+    depth_n: i64,
+}
+
+/// When a notification was acknowledged: an operator's recorded time
+/// (`ack_request.at_ms`), else the escalation's final `at_ms`, else the
+/// end of the acknowledging call.
+pub fn ack_at(fin: Option<&str>, ack_request: Option<&str>, ended: Option<i64>) -> Option<i64> {
+    let at = |s: Option<&str>| {
+        s.and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+            .and_then(|v| v["at_ms"].as_i64())
+    };
+    at(ack_request).or_else(|| at(fin)).or(ended)
+}
+
+/// The attempt number an operator's acknowledgement answered for (the
+/// last call placed), from the final state.
+fn final_attempt(fin: Option<&str>) -> Option<i64> {
+    fin.and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        .and_then(|v| v["attempt"].as_i64())
+        .filter(|a| *a > 0)
 }
 
 impl Acc {
+    fn merge(&mut self, o: Acc) {
+        let (a, b) = (&mut self.f, o.f);
+        a.notifications += b.notifications;
+        a.acknowledged += b.acknowledged;
+        a.calls += b.calls;
+        a.answered_calls += b.answered_calls;
+        a.unanswered_calls += b.unanswered_calls;
+        a.abandoned_calls += b.abandoned_calls;
+        a.machine_calls += b.machine_calls;
+        self.acks.extend(o.acks);
+        self.depth_sum += o.depth_sum;
+        self.depth_n += o.depth_n;
+    }
+
     fn finish(mut self) -> Figures {
         self.acks.sort_unstable();
         let f = &mut self.f;
@@ -171,8 +224,8 @@ impl Acc {
         if f.notifications > 0 {
             f.answer_rate = Some(f.acknowledged as f64 / f.notifications as f64);
         }
-        if !self.acks.is_empty() {
-            f.escalation_depth_mean = Some(self.depth_sum as f64 / self.acks.len() as f64);
+        if self.depth_n > 0 {
+            f.escalation_depth_mean = Some(self.depth_sum as f64 / self.depth_n as f64);
         }
         self.f
     }
@@ -240,11 +293,14 @@ async fn collect(
         g.f.machine_calls = r.try_get::<Option<i64>, _>("machine")?.unwrap_or(0);
     }
 
-    // Acknowledgements: one row per acknowledged notification.
+    // Acknowledgements: one row per acknowledged notification, with the
+    // call that took it when a key press did (an operator's has none; by
+    // contact, those have no contact and are left out).
     let sql = format!(
-        "SELECT {key} AS k, n.created_ms AS created, n.final AS fin, a.attempt AS attempt, \
-         a.ended_ms AS ended FROM notifications n JOIN attempts a ON a.notification_id = n.id \
-         WHERE n.state = 'acked' AND a.outcome LIKE '%\"outcome\":\"acked\"%' AND {range}{cond}"
+        "SELECT {key} AS k, n.created_ms AS created, n.final AS fin, n.ack_request AS ackr, \
+         a.attempt AS attempt, a.ended_ms AS ended FROM notifications n LEFT JOIN attempts a \
+         ON a.notification_id = n.id AND a.outcome LIKE '%\"outcome\":\"acked\"%' \
+         WHERE n.state = 'acked' AND {range}{cond}"
     );
     let mut q = sqlx::query(&sql).bind(f.from_ms).bind(f.to_ms).bind(off);
     for v in &vals {
@@ -252,19 +308,23 @@ async fn collect(
     }
     let mut depth: BTreeMap<i64, i64> = BTreeMap::new();
     for r in q.fetch_all(pool).await? {
+        let Some(k) = r.try_get::<Option<String>, _>("k")? else {
+            continue;
+        };
         let created: i64 = r.try_get("created")?;
         let fin: Option<String> = r.try_get("fin")?;
+        let ackr: Option<String> = r.try_get("ackr")?;
         let ended: Option<i64> = r.try_get("ended")?;
-        let at = fin
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["at_ms"].as_i64())
-            .or(ended);
-        let attempt: i64 = r.try_get("attempt")?;
-        *depth.entry(attempt).or_default() += 1;
-        let g = groups.entry(r.try_get("k")?).or_default();
-        if let Some(at) = at {
+        let attempt: Option<i64> = r.try_get("attempt")?;
+        let attempt = attempt.or_else(|| final_attempt(fin.as_deref()));
+        let g = groups.entry(k).or_default();
+        if let Some(at) = ack_at(fin.as_deref(), ackr.as_deref(), ended) {
             g.acks.push((at - created).max(0));
+        }
+        if let Some(attempt) = attempt {
+            *depth.entry(attempt).or_default() += 1;
             g.depth_sum += attempt;
+            g.depth_n += 1;
         }
     }
     Ok((groups, depth))
@@ -324,13 +384,51 @@ pub async fn summary(store: &Store, f: &Filter) -> Result<Summary, StoreError> {
 }
 
 /// The figures by `dim`, groups in key order (hours and weekdays
-/// numerically, every hour 0-23 / weekday 0-6 present).
+/// numerically, every hour 0-23 / weekday 0-6 present), with the
+/// default calendar for every contract (see [`breakdown_in`]).
 pub async fn breakdown(
     store: &Store,
     f: &Filter,
     dim: Dimension,
 ) -> Result<Vec<Group>, StoreError> {
+    breakdown_in(store, f, dim, &calendar::Setup::default()).await
+}
+
+/// As [`breakdown`], reading each contract's hours from `setup` for the
+/// `period` dimension (business, off, sleep: always all three).
+pub async fn breakdown_in(
+    store: &Store,
+    f: &Filter,
+    dim: Dimension,
+    setup: &calendar::Setup,
+) -> Result<Vec<Group>, StoreError> {
     let (mut groups, _) = collect(store, f, Some(dim)).await?;
+    if dim == Dimension::Period {
+        let mut by: BTreeMap<calendar::Period, Acc> = BTreeMap::new();
+        let mut cals: BTreeMap<String, calendar::Calendar> = BTreeMap::new();
+        for (k, acc) in groups {
+            // "contract:minute"; a contract id has no ':' (dialplan rule),
+            // but split at the last one all the same.
+            let Some((contract, minute)) = k.rsplit_once(':') else {
+                continue;
+            };
+            let Ok(minute) = minute.parse::<i64>() else {
+                continue;
+            };
+            let cal = cals
+                .entry(contract.to_string())
+                .or_insert_with(|| setup.calendar(contract));
+            let p = calendar::period(cal, minute.saturating_mul(60_000));
+            by.entry(p).or_default().merge(acc);
+        }
+        return Ok(calendar::Period::ALL
+            .iter()
+            .map(|p| Group {
+                key: p.name().to_string(),
+                figures: by.remove(p).map(Acc::finish).unwrap_or_default(),
+            })
+            .collect());
+    }
     let fixed = match dim {
         Dimension::Hour => Some(24),
         Dimension::Weekday => Some(7),

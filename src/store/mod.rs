@@ -523,7 +523,14 @@ impl Store {
         ack: &crate::ivr::escalation::OperatorAck,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(ack).unwrap_or_default();
+        // With its own time: the reports count an operator's
+        // acknowledgement from when it was recorded, not from when the
+        // escalation (maybe hanging up a call first) got to it.
+        let mut v = serde_json::to_value(ack).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("at_ms".into(), now_ms.into());
+        }
+        let json = v.to_string();
         let n = sqlx::query(concat!(
             "UPDATE notifications SET ack_request = $1, updated_ms = $2 WHERE id = $3 \
              AND cancel_reason IS NULL AND ack_request IS NULL AND state NOT IN ",
