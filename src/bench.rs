@@ -15,6 +15,7 @@ use crate::media::audio::{read_wav_mono, resample, to_i16, Prompt, RATE};
 use crate::media::inband::Detector;
 use crate::sip::call::CallEvent;
 
+pub mod first_audio;
 pub mod pipeline;
 pub mod reports;
 pub mod tickets;

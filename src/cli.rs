@@ -315,11 +315,27 @@ pub async fn escalate(o: EscalateOptions) -> anyhow::Result<ExitCode> {
     let emit = |v: serde_json::Value| println!("{v}");
     let tts = crate::tts::Tts::new(&crate::tts::TtsConfig::default())?;
     let started = Instant::now();
+    // The message is synthesised sentence by sentence while the call
+    // rings (reported as `message.sentence` and `message.ready`).
+    let tts = std::sync::Arc::new(tts);
+    let message = match crate::runner::Script::message_job(&plan, &n, &o.prompts) {
+        Some((m, synth)) => {
+            let tts = tts.clone();
+            tokio::task::spawn_blocking(move || synth.run(&tts));
+            let rx = m.rx.clone();
+            let started_us = crate::speech::now_us();
+            tokio::spawn(async move {
+                crate::speech::report(rx, &crate::runner::PrintObserver, started_us).await
+            });
+            Some(m)
+        }
+        None => None,
+    };
     let script = {
         let (plan, prompts) = (plan.clone(), o.prompts.clone());
         let n = n.clone();
         tokio::task::spawn_blocking(move || {
-            crate::runner::Script::prepare(&plan, &n, &tts, &prompts)
+            crate::runner::Script::prepare_with(&plan, &n, &tts, &prompts, message)
         })
         .await??
     };

@@ -30,6 +30,7 @@ pub mod serve;
 pub mod service;
 pub mod sip;
 pub mod softphone;
+pub mod speech;
 pub mod store;
 pub mod tickets;
 pub mod tts;

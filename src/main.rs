@@ -303,6 +303,15 @@ enum BenchCmd {
         #[arg(long, env = "CALLOUT_BENCH_POSTGRES_URL")]
         postgres: Option<String>,
     },
+    /// Time to first audio: POST -> INVITE, -> first sentence of a fresh
+    /// 20-second Japanese message ready, -> whole message ready.
+    FirstAudio {
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Time between notifications.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        gap: Duration,
+    },
     /// Speech synthesis time per second of audio, and cache hit time.
     Tts {
         #[arg(long, default_value_t = 10)]
@@ -688,6 +697,11 @@ fn main() -> ExitCode {
                     },
                 ))
             })
+            .map(|_| ExitCode::SUCCESS),
+        Cmd::Bench {
+            cmd: BenchCmd::FirstAudio { runs, gap },
+        } => runtime()
+            .and_then(|rt| rt.block_on(callout::bench::first_audio::run(runs, gap)))
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd: BenchCmd::Tts { repeat },

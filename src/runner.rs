@@ -90,10 +90,14 @@ pub fn template_values(plan: &Dialplan, n: &Notification) -> BTreeMap<String, St
         .collect()
 }
 
-/// The audio of one notification, rendered before the first INVITE so the
-/// callee hears the message the moment they answer.
+/// The audio of one notification: every phrase rendered before the first
+/// INVITE (cache hits once the dialplan is prewarmed), and the message
+/// synthesised sentence by sentence while the call rings.
 pub struct Script {
     prompts: HashMap<Say, Arc<Prompt>>,
+    /// A text message, sentence by sentence as it is synthesised (a
+    /// recorded one is in `prompts`).
+    pub message: Option<crate::speech::MessageAudio>,
     /// Per-action phrases that replace the defaults.
     action_prompts: HashMap<(String, ActionSay), Arc<Prompt>>,
     /// Runs maintenance actions (shared by the whole service, so one run
@@ -136,23 +140,85 @@ pub struct Script {
 }
 
 impl Script {
-    /// Render every phrase. A phrase whose synthesis fails uses the
-    /// recorded fallback prompt for the language, so the call still goes out.
+    /// Render every phrase, the message too (blocking until all of it is
+    /// synthesised). A phrase whose synthesis fails uses the recorded
+    /// fallback prompt for the language, so the call still goes out.
     pub fn prepare(
         plan: &Dialplan,
         n: &Notification,
         tts: &Tts,
         prompts_dir: &std::path::Path,
     ) -> anyhow::Result<Script> {
-        let lang = plan.language;
-        let vars = template_values(plan, n);
-        let fallback_file = prompts_dir.join(match lang {
+        let job = Script::message_job(plan, n, prompts_dir);
+        let (message, synth) = match job {
+            Some((m, s)) => (Some(m), Some(s)),
+            None => (None, None),
+        };
+        if let Some(synth) = synth {
+            synth.run(tts);
+        }
+        let mut script = Script::prepare_with(plan, n, tts, prompts_dir, message)?;
+        if let Some(m) = &script.message {
+            let failed: Vec<String> =
+                m.rx.borrow()
+                    .sentences
+                    .iter()
+                    .filter_map(|s| match s {
+                        crate::speech::Sentence::Failed { why, .. } => Some(why.clone()),
+                        _ => None,
+                    })
+                    .collect();
+            script.fallbacks.extend(failed);
+        }
+        Ok(script)
+    }
+
+    /// The message's synthesis job, when the message is text: split into
+    /// sentences, to run (blocking, [`crate::speech::MessageSynth::run`])
+    /// while the call rings. A recorded message has none.
+    pub fn message_job(
+        plan: &Dialplan,
+        n: &Notification,
+        prompts_dir: &std::path::Path,
+    ) -> Option<(crate::speech::MessageAudio, crate::speech::MessageSynth)> {
+        let Phrase::Text(t) = &plan.message else {
+            return None;
+        };
+        let text = crate::ivr::dialplan::render(t, &template_values(plan, n));
+        // Loaded now (a small file), so a failed sentence has it at hand;
+        // a missing one only matters if a sentence fails.
+        let fallback = Prompt::load(&Script::fallback_file(plan, prompts_dir))
+            .inspect_err(|e| tracing::warn!(error = %e, "the recorded fallback is unusable"))
+            .ok();
+        Some(crate::speech::message(
+            &text,
+            plan.language,
+            plan.voice.as_deref(),
+            fallback,
+        ))
+    }
+
+    fn fallback_file(plan: &Dialplan, prompts_dir: &std::path::Path) -> std::path::PathBuf {
+        prompts_dir.join(match plan.language {
             Language::Ja => "fallback-ja.wav",
             Language::En => "fallback-en.wav",
-        });
+        })
+    }
+
+    /// Render every phrase but a text message, which `message` (from
+    /// [`Script::message_job`]) brings as it is synthesised.
+    pub fn prepare_with(
+        plan: &Dialplan,
+        n: &Notification,
+        tts: &Tts,
+        prompts_dir: &std::path::Path,
+        message: Option<crate::speech::MessageAudio>,
+    ) -> anyhow::Result<Script> {
+        let lang = plan.language;
+        let vars = template_values(plan, n);
+        let fallback_file = Script::fallback_file(plan, prompts_dir);
         let p = &plan.phrases;
         let mut all: Vec<(Say, &Phrase)> = vec![
-            (Say::Message, &plan.message),
             (Say::Menu, &plan.menu.prompt),
             (Say::InvalidKey, &p.invalid_key),
             (Say::Goodbye, &p.goodbye),
@@ -166,6 +232,9 @@ impl Script {
             (Say::Locked, &p.locked),
             (Say::ActionRequested, &p.action_requested),
         ];
+        if message.is_none() {
+            all.insert(0, (Say::Message, &plan.message));
+        }
         for s in crate::ivr::dialplan::ACTION_SAYS {
             all.push((Say::Action(s), p.action(s)));
         }
@@ -217,6 +286,7 @@ impl Script {
         Ok(Script {
             prompts,
             action_prompts,
+            message,
             actions: Arc::new(Actions::default()),
             alert: crate::action::alert_values(n),
             ticket: n.ticket.clone(),
@@ -487,6 +557,15 @@ pub async fn escalate(
     }
 }
 
+/// Who asked for the message the player is saying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessageFor {
+    /// The menu, with its prompt id (the menu's next prompts wait).
+    Menu(u64),
+    /// An answering machine: hang up once it is left.
+    Machine,
+}
+
 /// Silence between the last phrase and the BYE.
 const HANGUP_TAIL: Duration = Duration::from_millis(400);
 
@@ -681,6 +760,12 @@ async fn run_call(
     let mut stopping = false;
     let mut amd_pending = false;
     let mut machine_message: Option<u64> = None;
+    // A text message comes sentence by sentence (maybe still being
+    // synthesised): its player says it, and what the menu queues after it
+    // waits in `held` until the last sentence has been heard.
+    let mut msg = script.message.as_ref().map(crate::speech::CallMessage::new);
+    let mut msg_for: Option<MessageFor> = None;
+    let mut held: Vec<(u64, Say)> = Vec::new();
     let a = &plan.amd;
     let amd_params = crate::media::amd::AmdParams {
         initial_silence: a.initial_silence,
@@ -764,7 +849,7 @@ async fn run_call(
                             amd_pending = false;
                             menu.start(since(answered_at));
                         }
-                        if machine_message.is_none() {
+                        if machine_message.is_none() && msg_for != Some(MessageFor::Machine) {
                             menu.digit(d.digit, since(answered_at));
                         }
                     }
@@ -774,8 +859,13 @@ async fn run_call(
                             "cause": cause, "at_ms": at()})).await;
                         if result == crate::media::amd::AmdResult::Machine {
                             outcome.get_or_insert(Outcome::Machine);
-                            match (plan.escalation.on_machine, script.get(Say::Message)) {
-                                (crate::ivr::dialplan::OnMachine::LeaveMessage, Some(p)) => {
+                            let leave = plan.escalation.on_machine == crate::ivr::dialplan::OnMachine::LeaveMessage;
+                            match (leave, msg.as_mut(), script.get(Say::Message)) {
+                                (true, Some(m), _) => {
+                                    m.play();
+                                    msg_for = Some(MessageFor::Machine);
+                                }
+                                (true, None, Some(p)) => {
                                     machine_message = Some(call.play(p));
                                 }
                                 _ => call.hangup(),
@@ -790,7 +880,9 @@ async fn run_call(
                     }
                     CallUpdate::Media(MediaEvent::PromptFinished { .. }) if stopping => call.hangup(),
                     CallUpdate::Media(MediaEvent::PromptFinished { id }) => {
-                        if let Some(mid) = ids.remove(&id) {
+                        if msg.as_mut().is_some_and(|m| m.prompt_finished(id)) {
+                            // The player goes on (below).
+                        } else if let Some(mid) = ids.remove(&id) {
                             menu.prompt_finished(mid, since(answered_at));
                         }
                     }
@@ -835,14 +927,25 @@ async fn run_call(
                 hangup_at = None;
                 call.hangup();
             }
+            _ = async {
+                match msg.as_mut() {
+                    Some(m) => m.wait().await,
+                    None => std::future::pending().await,
+                }
+            }, if msg.is_some() => {}
             _ = timer, if !stopping => menu.handle_timeout(since(answered_at)),
             _ = script.shutdown.cancelled(), if !stopping => {
                 stopping = true;
                 outcome = Some(Outcome::Interrupted);
                 if action_run.is_some() {
                     // A fix half-done is worse than a late stop: let it end.
-                } else if answered_at.is_some() && !ids.is_empty() {
+                } else if answered_at.is_some()
+                    && (!ids.is_empty() || msg.as_ref().is_some_and(|m| m.is_sounding()))
+                {
                     // Finish the sentence being spoken, then hang up.
+                    if let Some(m) = msg.as_mut() {
+                        m.stop();
+                    }
                     call.clear_queue();
                 } else {
                     call.hangup();
@@ -864,15 +967,28 @@ async fn run_call(
                 continue;
             }
             match o {
-                MenuOutput::Play { id, say } => {
-                    if let Some(p) = script.get_for(running_action.as_deref(), say) {
-                        let media_id = call.play(p);
-                        ids.insert(media_id, id);
+                MenuOutput::Play { id, say } => match msg.as_mut() {
+                    Some(m) if say == Say::Message => {
+                        m.play();
+                        msg_for = Some(MessageFor::Menu(id));
+                        held.clear();
                     }
-                }
+                    _ if msg_for.is_some() => held.push((id, say)),
+                    _ => {
+                        if let Some(p) = script.get_for(running_action.as_deref(), say) {
+                            let media_id = call.play(p);
+                            ids.insert(media_id, id);
+                        }
+                    }
+                },
                 MenuOutput::StopPlayback => {
                     call.stop_audio();
                     ids.clear();
+                    if let Some(m) = msg.as_mut() {
+                        m.stop();
+                    }
+                    msg_for = None;
+                    held.clear();
                 }
                 MenuOutput::Hangup => {
                     // Let the far end's jitter buffer play out the last
@@ -940,6 +1056,37 @@ async fn run_call(
                         }
                     }
                 }
+            }
+        }
+        let notes = match msg.as_mut() {
+            Some(m) if !stopping => m.drain(&mut call),
+            _ => Vec::new(),
+        };
+        for note in notes {
+            match note {
+                crate::speech::PlayerNote::Fallback { sentence, why } => {
+                    obs.event(json!({"event": "message.fallback", "attempt": attempt, "sentence": sentence,
+                        "why": why, "at_ms": at()}))
+                    .await;
+                }
+                // The message was heard whole: the menu's prompts may follow
+                // (the message is never the menu's last prompt, so the menu
+                // needs no word of it).
+                crate::speech::PlayerNote::Finished => match msg_for.take() {
+                    Some(MessageFor::Menu(_)) => {
+                        for (id, say) in held.drain(..) {
+                            if let Some(p) = script.get_for(running_action.as_deref(), say) {
+                                ids.insert(call.play(p), id);
+                            }
+                        }
+                    }
+                    Some(MessageFor::Machine) => {
+                        obs.event(json!({"event": "call.message_left", "attempt": attempt, "at_ms": at()}))
+                            .await;
+                        call.hangup();
+                    }
+                    None => {}
+                },
             }
         }
     }

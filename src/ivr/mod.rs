@@ -9,6 +9,7 @@ pub mod outcome;
 pub mod pin;
 #[cfg(test)]
 mod pin_menu_tests;
+pub mod player;
 pub mod registry;
 #[cfg(test)]
 mod tests;

@@ -465,10 +465,25 @@ impl Service {
                     return;
                 }
             };
-            // Synthesis runs off the async workers, before the first INVITE.
+            // Synthesis runs off the async workers. The message is
+            // synthesised sentence by sentence, the first first, while the
+            // first call rings: the INVITE never waits for it. The other
+            // phrases are rendered before the INVITE (cache hits once the
+            // dialplan is prewarmed).
             let (tts, p2, prompts) = (svc.tts.clone(), plan.clone(), svc.config.prompts.clone());
             let span = tracing::Span::current();
-            let script = tokio::task::spawn_blocking(move || span.in_scope(|| Script::prepare(&p2, &n, &tts, &prompts))).await;
+            let message = match Script::message_job(&plan, &n, &prompts) {
+                Some((m, synth)) => {
+                    let (tts, span) = (tts.clone(), span.clone());
+                    tokio::task::spawn_blocking(move || span.in_scope(|| synth.run(&tts)));
+                    let (rx, obs) = (m.rx.clone(), StoreObserver::new(svc.clone(), &row.id));
+                    let started_us = crate::speech::now_us();
+                    tokio::spawn(async move { crate::speech::report(rx, &obs, started_us).await });
+                    Some(m)
+                }
+                None => None,
+            };
+            let script = tokio::task::spawn_blocking(move || span.in_scope(|| Script::prepare_with(&p2, &n, &tts, &prompts, message))).await;
             let script = match script {
                 Ok(Ok(mut s)) => {
                     // Lets a PBX log or a test tie each INVITE to its notification.

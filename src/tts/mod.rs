@@ -4,6 +4,7 @@ pub mod cache;
 pub mod engine;
 pub mod memory;
 pub mod readers;
+pub mod sentences;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

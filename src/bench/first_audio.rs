@@ -1,0 +1,200 @@
+//! `callout bench first-audio`: time to first audio for a fresh
+//! 20-second Japanese message. The service runs in process (real HTTP,
+//! SQLite, Open JTalk); each notification names a new host, so its
+//! message is synthesised after the POST. For each, from the POST leaving
+//! the client: the INVITE arriving at a UDP callee (matched by the
+//! `X-Callout-Notification` header; it answers 486), the first sentence
+//! ready (`message.first`) and the whole message ready (`message.ready`),
+//! both as the service recorded them.
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::speech::now_us;
+
+/// About 20 seconds of speech with the mei voice, in nine sentences.
+const MESSAGE: &str = "こちらはACME社の監視センターです。ホスト{host}で重大な障害が発生しました。\
+ウェブサーバが三分前から応答していません。データベースへの接続も失敗しています。\
+影響を受けているお客様は約二千名です。直ちに状況を確認してください。\
+復旧手順は運用マニュアルの第五章にあります。障害の詳細はチケットに記録されています。\
+至急対応をお願いします。";
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+pub async fn run(runs: usize, gap: Duration) -> anyhow::Result<()> {
+    use sha2::Digest;
+    let dir =
+        std::env::temp_dir().join(format!("callout-bench-first-audio-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("dialplans"))?;
+    let callee = UdpSocket::bind("127.0.0.1:0")?;
+    let callee_addr = callee.local_addr()?;
+    let arrivals: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+    {
+        let arrivals = arrivals.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok((n, from)) = callee.recv_from(&mut buf) {
+                let now = now_us();
+                let Ok(crate::sip::message::Message::Request(req)) =
+                    crate::sip::message::parse(&buf[..n])
+                else {
+                    continue;
+                };
+                if req.method != crate::sip::message::Method::Invite {
+                    continue;
+                }
+                if let Some(id) = req.headers.get("X-Callout-Notification") {
+                    arrivals
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(id.to_string())
+                        .or_insert(now);
+                }
+                let busy = crate::sip::message::Response::for_request(&req, 486, Some("bench"));
+                let _ = callee.send_to(&busy.to_bytes(), from);
+            }
+        });
+    }
+    std::fs::write(
+        dir.join("dialplans/bench.toml"),
+        format!(
+            "contract = \"bench\"\nname = \"Bench\"\nlanguage = \"ja\"\n[escalation]\nrounds = 1\nring_timeout = \"10s\"\n\
+             between_calls = \"1s\"\nbetween_rounds = \"1m\"\n[[contacts]]\nname = \"Callee\"\nuri = \"sip:callee@{callee_addr}\"\n\
+             [message]\ntext = \"{MESSAGE}\"\n[menu]\nprompt = \"対応する場合は1を押してください。\"\n[menu.keys]\n\"1\" = \"ack\"\n"
+        ),
+    )?;
+    let token = "bench-token";
+    let config = crate::config::Config {
+        listen: "127.0.0.1:0".into(),
+        sip: "127.0.0.1:0".into(),
+        database_url: format!("sqlite://{}/data/callout.db", dir.display()),
+        dialplans: dir.join("dialplans"),
+        tts_cache: dir.join("tts"),
+        tokens: vec![crate::config::TokenConfig {
+            name: "bench".into(),
+            sha256: sha2::Sha256::digest(token.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            scopes: vec!["admin".into()],
+            contracts: Vec::new(),
+        }],
+        ..Default::default()
+    };
+    let (svc, listener) = crate::serve::start(config).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, crate::api::router(svc)).await });
+    let store =
+        crate::store::Store::connect(&format!("sqlite://{}/data/callout.db", dir.display()))
+            .await
+            .context("open the bench database")?;
+    let client = reqwest::Client::new();
+    let post = |t: usize| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let body = serde_json::json!({"contract": "bench", "ticket": format!("F{t}"),
+                "severity": "major", "host": format!("web-{t}"), "summary": "down"});
+            let sent = now_us();
+            let r = client
+                .post(format!("{base}/v1/notifications"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await?;
+            let v: serde_json::Value = r.json().await?;
+            let id = v["id"].as_str().context("no id in the reply")?.to_string();
+            anyhow::Ok((sent, id))
+        }
+    };
+    // One notification first: the fixed phrases are in the cache (the
+    // service prewarms them at start), as they are in service.
+    let (_, warm) = post(0).await?;
+    wait_ready(&store, &warm).await;
+    let load_before = loadavg();
+    let mut sent = Vec::new();
+    for t in 1..=runs {
+        sent.push(post(t).await?);
+        tokio::time::sleep(gap).await;
+    }
+    let (mut invite, mut first, mut whole, mut audio) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (at, id) in &sent {
+        let evs = wait_ready(&store, id).await;
+        let get = |name: &str, field: &str| {
+            evs.iter()
+                .find(|(e, _)| e == name)
+                .and_then(|(_, v)| v[field].as_i64())
+        };
+        let arrived = arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied();
+        let ms = |us: Option<i64>| us.map(|u| (u - at) as f64 / 1000.0);
+        if let (Some(i), Some(f), Some(w)) = (
+            ms(arrived),
+            ms(get("message.first", "ready_us")),
+            ms(get("message.ready", "done_us")),
+        ) {
+            invite.push(i);
+            first.push(f);
+            whole.push(w);
+            audio.push(get("message.ready", "audio_ms").unwrap_or(0) as f64 / 1000.0);
+        }
+    }
+    let load_after = loadavg();
+    let fmt = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        format!(
+            "p50 {:.1} ms, max {:.1} ms",
+            super::percentile(&s, 0.5),
+            s.last().copied().unwrap_or(f64::NAN)
+        )
+    };
+    println!(
+        "first-audio (ja, Open JTalk, SQLite): {}/{runs} notifications, message {:.1} s of speech, {} s apart",
+        invite.len(),
+        audio.iter().sum::<f64>() / audio.len().max(1) as f64,
+        gap.as_secs_f64()
+    );
+    println!("POST -> INVITE at the callee: {}", fmt(&invite));
+    println!(
+        "POST -> first sentence ready (time to first audio): {}",
+        fmt(&first)
+    );
+    println!("POST -> whole message ready: {}", fmt(&whole));
+    println!("load average before {load_before}, after {load_after}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A notification's events once its message is ready (30 s at most).
+async fn wait_ready(store: &crate::store::Store, id: &str) -> Vec<(String, serde_json::Value)> {
+    for _ in 0..300 {
+        if let Ok(rows) = store.outbox(id).await {
+            if rows.iter().any(|r| r.event == "message.ready") {
+                return rows
+                    .into_iter()
+                    .map(|r| {
+                        (
+                            r.event,
+                            serde_json::from_str(&r.payload).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Vec::new()
+}

@@ -1,0 +1,455 @@
+//! The message player, sans-IO: says a notification's message sentence by
+//! sentence while the sentences are still being synthesised (the call is
+//! dialled before the speech is ready).
+//!
+//! It is fed what happens (a sentence is ready or failed, "play the
+//! message" when someone answers or asks for it again, a queued segment
+//! finished playing, the clock) and yields what to queue on the call's
+//! media: whole sentences, in order. The media task paces each into
+//! 20 ms frames and sends silence whenever its queue is empty, so a
+//! sentence that is not ready yet is heard as a pause *between* whole
+//! sentences: a sentence is never cut, never skipped, never played out of
+//! order, and [`PlayerOutput::Finished`] (after which the menu speaks)
+//! comes only once the last sentence has been heard.
+//!
+//! Order of calls: `new`; any number of `sentence_ready` / `sentence_failed`
+//! (before or after `play`); `play` to start (again); after every input
+//! drain `poll_output`, then sleep until `poll_timeout` and call
+//! `handle_timeout` (the tick).
+
+use std::collections::VecDeque;
+
+/// How long the player waits, with nothing left to play, for a sentence
+/// still being synthesised before it says the recorded fallback for it
+/// instead (an engine that hangs must not hold the callee in silence).
+pub const STALL_MS: u64 = 5_000;
+
+#[derive(Debug, Clone)]
+enum Slot<A> {
+    Pending,
+    Ready(A),
+    Failed,
+}
+
+/// Why a sentence was said with the recorded fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackWhy {
+    /// Its synthesis failed.
+    Failed,
+    /// It was not ready within [`STALL_MS`] of the audio running out.
+    Late,
+}
+
+/// What to do with the call's audio.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlayerOutput<A> {
+    /// Queue this sentence's audio, whole, behind what is queued.
+    Play { sentence: usize, audio: A },
+    /// The sentence is said with the recorded fallback: queue `audio`
+    /// when there is one (a run of failed sentences says it once; `None`
+    /// then, and when no fallback could be loaded).
+    Fallback {
+        sentence: usize,
+        audio: Option<A>,
+        why: FallbackWhy,
+    },
+    /// The whole message has been played: what follows (the menu) may
+    /// be queued now.
+    Finished,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Idle,
+    Playing {
+        /// The next sentence to queue.
+        next: usize,
+        /// Segments queued on the media and not finished yet.
+        queued: usize,
+        /// Since when the media has had nothing to play while `next`
+        /// is pending.
+        waiting_since: Option<u64>,
+        /// The fallback was queued for the sentence before `next`.
+        in_fallback: bool,
+    },
+}
+
+/// Plays one message of `n` sentences; see the module docs.
+#[derive(Debug)]
+pub struct MessagePlayer<A> {
+    slots: Vec<Slot<A>>,
+    fallback: Option<A>,
+    stall_ms: u64,
+    state: State,
+    out: VecDeque<PlayerOutput<A>>,
+}
+
+impl<A: Clone> MessagePlayer<A> {
+    /// A message of `sentences` sentences, none ready yet; `fallback` is
+    /// said for sentences that cannot be synthesised.
+    pub fn new(sentences: usize, fallback: Option<A>, stall_ms: u64) -> Self {
+        MessagePlayer {
+            slots: vec![Slot::Pending; sentences],
+            fallback,
+            stall_ms,
+            state: State::Idle,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Sentence `k` is synthesised.
+    pub fn sentence_ready(&mut self, k: usize, audio: A, now_ms: u64) {
+        if let Some(s) = self.slots.get_mut(k) {
+            *s = Slot::Ready(audio);
+            self.pump(now_ms);
+        }
+    }
+
+    /// Sentence `k` cannot be synthesised.
+    pub fn sentence_failed(&mut self, k: usize, now_ms: u64) {
+        if let Some(s) = self.slots.get_mut(k) {
+            if matches!(s, Slot::Pending) {
+                *s = Slot::Failed;
+            }
+            self.pump(now_ms);
+        }
+    }
+
+    /// Play the message from its first sentence (answered, or asked for
+    /// again). The caller has stopped whatever was playing before.
+    pub fn play(&mut self, now_ms: u64) {
+        self.state = State::Playing {
+            next: 0,
+            queued: 0,
+            waiting_since: None,
+            in_fallback: false,
+        };
+        self.pump(now_ms);
+    }
+
+    /// The caller stopped the audio (a key was pressed): nothing queued
+    /// is left, and nothing more is queued until the next `play`.
+    pub fn stop(&mut self) {
+        self.state = State::Idle;
+        self.out.clear();
+    }
+
+    /// One segment this player queued has been played out.
+    pub fn segment_finished(&mut self, now_ms: u64) {
+        if let State::Playing { queued, .. } = &mut self.state {
+            *queued = queued.saturating_sub(1);
+        }
+        self.pump(now_ms);
+    }
+
+    /// The tick: a sentence that kept the callee waiting too long is said
+    /// with the fallback.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        let State::Playing {
+            next,
+            waiting_since: Some(since),
+            ..
+        } = self.state
+        else {
+            return;
+        };
+        if now_ms < since + self.stall_ms {
+            return;
+        }
+        self.fallback_for(next, FallbackWhy::Late);
+        self.pump(now_ms);
+    }
+
+    /// When to call `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        match self.state {
+            State::Playing {
+                waiting_since: Some(t),
+                ..
+            } => Some(t + self.stall_ms),
+            _ => None,
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<PlayerOutput<A>> {
+        self.out.pop_front()
+    }
+
+    /// The message is being played (started and not finished or stopped).
+    pub fn is_playing(&self) -> bool {
+        self.state != State::Idle
+    }
+
+    /// Every sentence is ready or failed.
+    pub fn all_resolved(&self) -> bool {
+        self.slots.iter().all(|s| !matches!(s, Slot::Pending))
+    }
+
+    /// Say the fallback for sentence `k` (once per run of such sentences)
+    /// and move past it.
+    fn fallback_for(&mut self, k: usize, why: FallbackWhy) {
+        let State::Playing {
+            next,
+            queued,
+            waiting_since,
+            in_fallback,
+        } = &mut self.state
+        else {
+            return;
+        };
+        let audio = if *in_fallback {
+            None
+        } else {
+            self.fallback.clone()
+        };
+        if audio.is_some() {
+            *queued += 1;
+        }
+        *in_fallback = true;
+        *next = k + 1;
+        *waiting_since = None;
+        self.out.push_back(PlayerOutput::Fallback {
+            sentence: k,
+            audio,
+            why,
+        });
+    }
+
+    /// Queue every sentence that can be queued now, in order.
+    fn pump(&mut self, now_ms: u64) {
+        loop {
+            let State::Playing {
+                next,
+                queued,
+                waiting_since,
+                in_fallback,
+            } = &mut self.state
+            else {
+                return;
+            };
+            let k = *next;
+            match self.slots.get(k) {
+                None => {
+                    if *queued == 0 {
+                        self.state = State::Idle;
+                        self.out.push_back(PlayerOutput::Finished);
+                    }
+                    return;
+                }
+                Some(Slot::Ready(a)) => {
+                    self.out.push_back(PlayerOutput::Play {
+                        sentence: k,
+                        audio: a.clone(),
+                    });
+                    *queued += 1;
+                    *next += 1;
+                    *waiting_since = None;
+                    *in_fallback = false;
+                }
+                Some(Slot::Failed) => self.fallback_for(k, FallbackWhy::Failed),
+                Some(Slot::Pending) => {
+                    // The wait for it counts once the callee has nothing
+                    // left to hear.
+                    if *queued == 0 && waiting_since.is_none() {
+                        *waiting_since = Some(now_ms);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type P = MessagePlayer<&'static str>;
+    const FB: &str = "fallback";
+
+    fn drain(p: &mut P) -> Vec<PlayerOutput<&'static str>> {
+        std::iter::from_fn(|| p.poll_output()).collect()
+    }
+
+    fn play(k: usize, a: &'static str) -> PlayerOutput<&'static str> {
+        PlayerOutput::Play {
+            sentence: k,
+            audio: a,
+        }
+    }
+
+    /// Plays the queued segments out one by one, as the media would,
+    /// and returns everything heard until `Finished` (or nothing left).
+    fn play_out(p: &mut P, mut queued: usize, now: u64) -> Vec<PlayerOutput<&'static str>> {
+        let mut heard = Vec::new();
+        while queued > 0 {
+            p.segment_finished(now);
+            queued -= 1;
+            for o in drain(p) {
+                if matches!(
+                    o,
+                    PlayerOutput::Play { .. } | PlayerOutput::Fallback { audio: Some(_), .. }
+                ) {
+                    queued += 1;
+                }
+                heard.push(o);
+            }
+        }
+        heard
+    }
+
+    #[test]
+    fn all_ready_at_answer_plays_in_order_then_finishes() {
+        let mut p = P::new(3, Some(FB), STALL_MS);
+        p.sentence_ready(0, "s0", 0);
+        p.sentence_ready(2, "s2", 0);
+        p.sentence_ready(1, "s1", 0);
+        assert!(drain(&mut p).is_empty(), "nothing before the answer");
+        p.play(100);
+        assert_eq!(drain(&mut p), [play(0, "s0"), play(1, "s1"), play(2, "s2")]);
+        // Not finished while anything is still being heard.
+        p.segment_finished(1000);
+        p.segment_finished(2000);
+        assert!(drain(&mut p).is_empty());
+        assert!(p.is_playing());
+        p.segment_finished(3000);
+        assert_eq!(drain(&mut p), [PlayerOutput::Finished]);
+        assert!(!p.is_playing());
+        assert_eq!(p.poll_timeout(), None);
+    }
+
+    #[test]
+    fn answered_before_the_first_sentence_waits_then_plays_whole_sentences() {
+        let mut p = P::new(3, Some(FB), STALL_MS);
+        p.play(0);
+        assert!(drain(&mut p).is_empty(), "silence: nothing is ready");
+        // Sentence 1 first: it must wait for sentence 0.
+        p.sentence_ready(1, "s1", 50);
+        assert!(drain(&mut p).is_empty(), "never out of order");
+        p.sentence_ready(0, "s0", 120);
+        assert_eq!(drain(&mut p), [play(0, "s0"), play(1, "s1")]);
+        // Both play out while sentence 2 is still being made: the media
+        // sends silence, and nothing (no menu) is queued meanwhile.
+        p.segment_finished(900);
+        p.segment_finished(1800);
+        assert!(drain(&mut p).is_empty());
+        assert_eq!(p.poll_timeout(), Some(1800 + STALL_MS));
+        p.handle_timeout(1900);
+        assert!(drain(&mut p).is_empty(), "the tick before the stall");
+        p.sentence_ready(2, "s2", 2000);
+        assert_eq!(drain(&mut p), [play(2, "s2")]);
+        assert_eq!(p.poll_timeout(), None);
+        p.segment_finished(2600);
+        assert_eq!(drain(&mut p), [PlayerOutput::Finished]);
+    }
+
+    #[test]
+    fn a_failed_sentence_says_the_fallback_once_per_run() {
+        let mut p = P::new(5, Some(FB), STALL_MS);
+        p.sentence_ready(0, "s0", 0);
+        p.sentence_failed(1, 0);
+        p.sentence_failed(2, 0);
+        p.sentence_ready(3, "s3", 0);
+        p.sentence_failed(4, 0);
+        // A failure reported for a ready sentence changes nothing.
+        p.sentence_failed(0, 0);
+        p.play(0);
+        let fb = |k, audio| PlayerOutput::Fallback {
+            sentence: k,
+            audio,
+            why: FallbackWhy::Failed,
+        };
+        assert_eq!(
+            drain(&mut p),
+            [
+                play(0, "s0"),
+                fb(1, Some(FB)),
+                fb(2, None),
+                play(3, "s3"),
+                fb(4, Some(FB))
+            ]
+        );
+        assert_eq!(play_out(&mut p, 4, 10), [PlayerOutput::Finished]);
+    }
+
+    #[test]
+    fn a_sentence_that_never_comes_is_said_with_the_fallback_after_the_stall() {
+        let mut p = P::new(2, Some(FB), 3_000);
+        p.sentence_ready(0, "s0", 0);
+        p.play(0);
+        assert_eq!(drain(&mut p), [play(0, "s0")]);
+        p.segment_finished(1_000);
+        assert_eq!(p.poll_timeout(), Some(4_000));
+        p.handle_timeout(4_000);
+        assert_eq!(
+            drain(&mut p),
+            [PlayerOutput::Fallback {
+                sentence: 1,
+                audio: Some(FB),
+                why: FallbackWhy::Late
+            }]
+        );
+        // Ready too late for this time round: not played twice.
+        p.sentence_ready(1, "s1", 4_100);
+        assert!(drain(&mut p).is_empty());
+        p.segment_finished(6_000);
+        assert_eq!(drain(&mut p), [PlayerOutput::Finished]);
+        // A repeat says it properly.
+        p.play(7_000);
+        assert_eq!(drain(&mut p), [play(0, "s0"), play(1, "s1")]);
+    }
+
+    #[test]
+    fn no_fallback_audio_still_finishes() {
+        let mut p = P::new(2, None, STALL_MS);
+        p.sentence_failed(0, 0);
+        p.sentence_ready(1, "s1", 0);
+        p.play(0);
+        assert_eq!(
+            drain(&mut p),
+            [
+                PlayerOutput::Fallback {
+                    sentence: 0,
+                    audio: None,
+                    why: FallbackWhy::Failed
+                },
+                play(1, "s1")
+            ]
+        );
+        assert_eq!(play_out(&mut p, 1, 5), [PlayerOutput::Finished]);
+    }
+
+    #[test]
+    fn repeat_replays_the_whole_message() {
+        let mut p = P::new(3, Some(FB), STALL_MS);
+        for (k, a) in ["s0", "s1", "s2"].into_iter().enumerate() {
+            p.sentence_ready(k, a, 0);
+        }
+        p.play(0);
+        let first = drain(&mut p);
+        // The repeat key in the middle of sentence 1: the caller stops
+        // the audio, then asks again.
+        p.segment_finished(500);
+        p.stop();
+        assert!(!p.is_playing());
+        // Late "finished" reports of stopped audio change nothing.
+        p.segment_finished(600);
+        assert!(drain(&mut p).is_empty());
+        p.play(700);
+        assert_eq!(drain(&mut p), first);
+        assert_eq!(play_out(&mut p, 3, 800), [PlayerOutput::Finished]);
+        // And once more after it finished.
+        p.play(5_000);
+        assert_eq!(drain(&mut p), first);
+    }
+
+    #[test]
+    fn an_empty_message_finishes_at_once_and_bad_indexes_are_ignored() {
+        let mut p = P::new(0, Some(FB), STALL_MS);
+        p.sentence_ready(7, "x", 0);
+        p.sentence_failed(9, 0);
+        p.play(0);
+        assert_eq!(drain(&mut p), [PlayerOutput::Finished]);
+    }
+}
