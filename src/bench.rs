@@ -106,9 +106,23 @@ fn start_tls_front(port: u16, to: u16, cert: &Path, key: &Path) -> anyhow::Resul
 }
 
 /// A sipp UAS answering every call, whose SDP sends our RTP to `sink`.
-fn start_sipp_uas(dir: &Path, port: u16, sink: u16, tcp: bool) -> anyhow::Result<Child> {
-    let scenario =
+/// `tls_front`: the port of the TLS front in front of it, which its
+/// Contact then names (in-dialog requests go there, over TLS).
+fn start_sipp_uas(
+    dir: &Path,
+    port: u16,
+    sink: u16,
+    tcp: bool,
+    tls_front: Option<u16>,
+) -> anyhow::Result<Child> {
+    let mut scenario =
         include_str!("../tests/sipp/bench_uas.xml").replace("RTP_SINK_PORT", &sink.to_string());
+    if let Some(front) = tls_front {
+        scenario = scenario.replace(
+            "[local_port];transport=[transport]",
+            &format!("{front};transport=tls"),
+        );
+    }
     let path = dir.join("bench_uas.xml");
     std::fs::write(&path, scenario)?;
     let child = Command::new("sipp")
@@ -255,12 +269,12 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
     let sink_port = sink.local_addr()?.port();
     let uas_port = free_port()?;
     let stream = o.tcp || o.tls;
-    let mut uas = start_sipp_uas(&dir, uas_port, sink_port, stream)?;
+    let front = if o.tls { Some(free_port()?) } else { None };
+    let mut uas = start_sipp_uas(&dir, uas_port, sink_port, stream, front)?;
     let mut tls_front = None;
     let mut transport = crate::sip::transport::TrunkTransport::default();
-    let target = if o.tls {
+    let target = if let Some(front) = front {
         let (ca, cert, key) = bench_ca(&dir)?;
-        let front = free_port()?;
         tls_front = Some(start_tls_front(front, uas_port, &cert, &key)?);
         transport.transport = Some(crate::sip::transport::Transport::Tls);
         transport.tls = Some(crate::sip::transport::TlsSettings {
@@ -453,7 +467,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
     // The peer's own figure: sipp's UAC against a fresh sipp UAS, same
     // scenario and machine, signalling only (over TCP for --tls).
     let uas_port = free_port()?;
-    let mut uas = start_sipp_uas(&dir, uas_port, sink_port, stream)?;
+    let mut uas = start_sipp_uas(&dir, uas_port, sink_port, stream, None)?;
     let started = Instant::now();
     let status = Command::new("sipp")
         .current_dir(&dir)
