@@ -34,12 +34,96 @@ pub struct CallsBench {
     pub prompt: PathBuf,
     /// Signal over TCP instead of UDP (both callout and sipp's UAC).
     pub tcp: bool,
+    /// Signal over TLS: callout's TLS connection ends at `socat` in front
+    /// of sipp's TCP UAS (sipp here is built without TLS); sipp's own UAC
+    /// runs over TCP.
+    pub tls: bool,
+}
+
+/// A test CA and a certificate for `localhost` signed by it, made with
+/// `openssl` in `dir`: (CA file, certificate, key). rustls refuses a
+/// self-signed certificate that is its own anchor, so two steps.
+fn bench_ca(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (cert, key, csr) = (
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+        dir.join("leaf.csr"),
+    );
+    let ext = dir.join("leaf.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )?;
+    let p = |x: &Path| x.to_string_lossy().into_owned();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<String>>();
+    let mut ca_req = words(&format!("req -x509 {ec} -days 2 -subj"));
+    ca_req.extend(["/CN=callout bench CA".into(), "-keyout".into(), p(&ca_key)]);
+    ca_req.extend(["-out".into(), p(&ca)]);
+    let mut leaf_req = words(&format!("req {ec} -subj /CN=localhost -keyout"));
+    leaf_req.extend([p(&key), "-out".into(), p(&csr)]);
+    let mut sign = words("x509 -req -days 2 -CAcreateserial -in");
+    sign.extend([p(&csr), "-CA".into(), p(&ca), "-CAkey".into(), p(&ca_key)]);
+    sign.extend(["-out".into(), p(&cert), "-extfile".into(), p(&ext)]);
+    let steps = [ca_req, leaf_req, sign];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running openssl")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {}: {}",
+                args.first().map(String::as_str).unwrap_or_default(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok((ca, cert, key))
+}
+
+/// `socat` terminating TLS on `port` (127.0.0.1) and relaying each
+/// connection to sipp's TCP UAS on `to`.
+fn start_tls_front(port: u16, to: u16, cert: &Path, key: &Path) -> anyhow::Result<Child> {
+    let child = Command::new("socat")
+        .arg(format!(
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+            cert.display(),
+            key.display()
+        ))
+        .arg(format!("TCP:127.0.0.1:{to}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting socat (apt-get install socat)")?;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
 }
 
 /// A sipp UAS answering every call, whose SDP sends our RTP to `sink`.
-fn start_sipp_uas(dir: &Path, port: u16, sink: u16, tcp: bool) -> anyhow::Result<Child> {
-    let scenario =
+/// `tls_front`: the port of the TLS front in front of it, which its
+/// Contact then names (in-dialog requests go there, over TLS).
+fn start_sipp_uas(
+    dir: &Path,
+    port: u16,
+    sink: u16,
+    tcp: bool,
+    tls_front: Option<u16>,
+) -> anyhow::Result<Child> {
+    let mut scenario =
         include_str!("../tests/sipp/bench_uas.xml").replace("RTP_SINK_PORT", &sink.to_string());
+    if let Some(front) = tls_front {
+        scenario = scenario.replace(
+            "[local_port];transport=[transport]",
+            &format!("{front};transport=tls"),
+        );
+    }
     let path = dir.join("bench_uas.xml");
     std::fs::write(&path, scenario)?;
     let child = Command::new("sipp")
@@ -185,17 +269,43 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
     let sink = crate::driver::net::roomy_udp("127.0.0.1:0".parse()?)?;
     let sink_port = sink.local_addr()?.port();
     let uas_port = free_port()?;
-    let mut uas = start_sipp_uas(&dir, uas_port, sink_port, o.tcp)?;
-    let recording = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sink_thread = spawn_sink(sink, recording.clone(), stop.clone());
-    let gw = Gateway::start("127.0.0.1:0".parse()?, "20000-29999").await?;
-    let target = if o.tcp {
+    let stream = o.tcp || o.tls;
+    let front = if o.tls { Some(free_port()?) } else { None };
+    let mut uas = start_sipp_uas(&dir, uas_port, sink_port, stream, front)?;
+    let mut tls_front = None;
+    let mut transport = crate::sip::transport::TrunkTransport::default();
+    let target = if let Some(front) = front {
+        let (ca, cert, key) = bench_ca(&dir)?;
+        tls_front = Some(start_tls_front(front, uas_port, &cert, &key)?);
+        transport.transport = Some(crate::sip::transport::Transport::Tls);
+        transport.tls = Some(crate::sip::transport::TlsSettings {
+            server_name: "localhost".into(),
+            ca_file: Some(ca),
+            client_cert: None,
+            client_key: None,
+        });
+        // SDES is offered (optional, the TLS default); sipp's answer has
+        // no key, so media is plain RTP as on the other transports.
+        format!("sip:bench@127.0.0.1:{front};transport=tls")
+    } else if o.tcp {
         format!("sip:bench@127.0.0.1:{uas_port};transport=tcp")
     } else {
         format!("sip:bench@127.0.0.1:{uas_port}")
     };
-    println!("transport: {}", if o.tcp { "tcp" } else { "udp" });
+    let recording = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink_thread = spawn_sink(sink, recording.clone(), stop.clone());
+    let gw = Gateway::start("127.0.0.1:0".parse()?, "20000-29999").await?;
+    println!(
+        "transport: {}",
+        if o.tls {
+            "tls (socat in front of sipp's tcp uas)"
+        } else if o.tcp {
+            "tcp"
+        } else {
+            "udp"
+        }
+    );
     let req = DialRequest {
         uri: target.clone(),
         from_uri: "sip:bench@127.0.0.1".into(),
@@ -209,7 +319,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
         advertise: Default::default(),
         redirect: crate::sip::redirect::RedirectPolicy::default(),
         codecs: Vec::new(),
-        transport: Default::default(),
+        transport,
         next_trunks: Vec::new(),
     };
     let rss_idle = rss_kib();
@@ -350,11 +460,15 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
     );
     let _ = uas.kill();
     let _ = uas.wait();
+    if let Some(mut f) = tls_front.take() {
+        let _ = f.kill();
+        let _ = f.wait();
+    }
 
     // The peer's own figure: sipp's UAC against a fresh sipp UAS, same
-    // scenario and machine, signalling only.
+    // scenario and machine, signalling only (over TCP for --tls).
     let uas_port = free_port()?;
-    let mut uas = start_sipp_uas(&dir, uas_port, sink_port, o.tcp)?;
+    let mut uas = start_sipp_uas(&dir, uas_port, sink_port, stream, None)?;
     let started = Instant::now();
     let status = Command::new("sipp")
         .current_dir(&dir)
@@ -385,7 +499,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
             "-buff_size",
             "8388608",
         ])
-        .args(if o.tcp { &["-t", "t1"][..] } else { &[][..] })
+        .args(if stream { &["-t", "t1"][..] } else { &[][..] })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -395,7 +509,12 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
     let _ = uas.wait();
     let sipp_rate = o.setup_calls as f64 / sipp_secs;
     println!(
-        "sipp uac: {} calls in {sipp_secs:.2} s = {sipp_rate:.0} calls/s (exit {})",
+        "sipp uac{}: {} calls in {sipp_secs:.2} s = {sipp_rate:.0} calls/s (exit {})",
+        if o.tls {
+            " (tcp: this sipp has no tls)"
+        } else {
+            ""
+        },
         o.setup_calls,
         status.code().unwrap_or(-1)
     );

@@ -284,6 +284,11 @@ enum BenchCmd {
         /// for callout and for sipp's own UAC beside it.
         #[arg(long)]
         tcp: bool,
+        /// Signal over TLS: sipp here has no TLS, so `socat` terminates
+        /// TLS (a test CA made with `openssl`) in front of sipp's TCP UAS;
+        /// sipp's own UAC figure beside it is then over TCP.
+        #[arg(long, conflicts_with = "tcp")]
+        tls: bool,
     },
     /// Notifications per second through the API, and POST -> INVITE latency.
     Api {
@@ -718,6 +723,7 @@ fn main() -> ExitCode {
                     hold,
                     prompt,
                     tcp,
+                    tls,
                 },
         } => runtime().and_then(|rt| {
             rt.block_on(callout::bench::calls(callout::bench::CallsBench {
@@ -727,6 +733,7 @@ fn main() -> ExitCode {
                 hold,
                 prompt,
                 tcp,
+                tls,
             }))
             .map(|_| ExitCode::SUCCESS)
         }),

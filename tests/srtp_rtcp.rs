@@ -1,5 +1,8 @@
 //! SRTP (SDES) over TLS and RTCP against a real peer: baresip with its
 //! `srtp` module, listening on TLS with a certificate from a test CA.
+//! baresip's SRTCP reports are authenticated and read on the SRTP call
+//! (its view of our stream, the round trip), and our jitter of its
+//! stream stays under 20 ms on loopback on both calls.
 //!
 //! The media of each call runs through a small relay of this test on
 //! 127.0.0.2: callout advertises that address (`--rtp-advertise`) with a
@@ -359,12 +362,24 @@ fn srtp_over_tls_with_baresip_is_heard_and_drops_tampered_packets() {
     assert_eq!(relay.counts.tampered.load(Ordering::Relaxed), 3);
     let r = &m["rtcp"];
     assert_eq!(r["local_cumulative_lost"], 3, "{m}");
-    assert!(m["srtp_auth_failed"].as_u64().unwrap_or(0) >= 3, "{m}");
+    // The tampered ones, and at most one more: at hang-up baresip may
+    // send a 16-byte RTCP packet (too short to carry an SRTCP index and
+    // tag) that arrives before callout's media is gone. Its reports do
+    // authenticate (below).
+    let failed = m["srtp_auth_failed"].as_u64().unwrap_or(0);
+    assert!((3..=4).contains(&failed), "{m}\n{stderr}");
     assert!(m["rtcp_sent"].as_u64().unwrap_or(0) >= 1, "{m}");
     assert!(relay.counts.rtcp_to_peer.load(Ordering::Relaxed) >= 1);
-    // Known gap (docs/sip-dialog.md, Not yet): baresip's SRTCP reports do
-    // not authenticate here (each counts in srtp_auth_failed), so this
-    // call shows no RTCP figures from the peer; the clear call below does.
+    // baresip's SRTCP reports authenticated and were read: its view of
+    // our stream (nothing of ours lost on the way) and the round trip.
+    assert!(relay.counts.rtcp_to_callout.load(Ordering::Relaxed) >= 1);
+    assert!(r["reports"].as_u64().unwrap_or(0) >= 1, "{m}\n{stderr}");
+    assert_eq!(r["remote_cumulative_lost"], 0, "{m}");
+    assert!(r["rtt_ms"].as_f64().is_some_and(|t| t < 50.0), "{m}");
+    // Our jitter of baresip's stream on loopback (its key presses do not
+    // count: an RFC 4733 event repeats its timestamp).
+    let j = r["local_jitter_ms"].as_f64().unwrap();
+    assert!(j < 20.0, "jitter {j} ms: {m}");
     // No RTP from callout was readable as clear G.711: baresip decrypted
     // it, and what it heard is our prompt.
     std::thread::sleep(Duration::from_millis(300));
@@ -427,4 +442,6 @@ fn rtcp_from_baresip_shows_the_loss_a_relay_causes() {
         "lost {lost}, dropped {dropped}: {m}"
     );
     assert!(r["rtt_ms"].as_f64().is_some_and(|t| t < 50.0), "{m}");
+    let j = r["local_jitter_ms"].as_f64().unwrap();
+    assert!(j < 20.0, "jitter {j} ms: {m}");
 }

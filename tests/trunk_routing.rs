@@ -786,3 +786,60 @@ fn a_registrar_found_by_srv_is_followed_when_dns_changes() {
     let _dns = dnsmasq(dns_port, &[("b", pb, 10)]);
     wait("B after the DNS change", &at_b);
 }
+
+/// Media settings follow the trunk that carries the call: trunk "first"
+/// (no `symmetric_rtp`) refuses with 503, the call moves to "second",
+/// whose callee sits behind NAT: its SDP names one port, its RTP (with
+/// the key press) comes from another. Only with second's
+/// `symmetric_rtp` does callout take that RTP and hear the 1; with the
+/// first trunk's setting kept, the key is dropped as from a stranger and
+/// nobody acknowledges.
+#[test]
+fn a_call_that_fails_over_uses_the_media_settings_of_the_trunk_it_moved_to() {
+    require("espeak-ng");
+    let dir = scratch("trunk-failover-media");
+    copy_prompts(&dir);
+    let (pa, pb) = (free_port_pair(), free_port_pair());
+    let (adir, bdir) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&bdir).unwrap();
+    // The NAT's outside port the SDP names: whatever reaches it is lost.
+    let nat = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let scen = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/answer_digits_natted.xml"),
+    )
+    .unwrap()
+    .replace("SDP_PORT", &nat.local_addr().unwrap().port().to_string());
+    let natted = bdir.join("natted.xml");
+    std::fs::write(&natted, scen).unwrap();
+    rfc4733_pcap(&bdir.join("digits.pcap"), &[('1', 1500, 120)], false);
+    let _sipp_a = proxy("unavailable.xml", &adir, pa);
+    let _sipp_b = proxy(natted.to_str().unwrap(), &bdir, pb);
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    let p = plan(
+        "ha",
+        "sip:+4712345678@carrier.example",
+        Some("first"),
+        "text = \"x\"",
+    )
+    .replace(
+        "trunk = \"first\"\n",
+        "trunk = \"first\"\nfailover_trunks = [\"second\"]\n",
+    );
+    std::fs::write(dir.join("dialplans/ha.toml"), p).unwrap();
+    let trunks = format!(
+        "[trunks.first]\nproxy = \"127.0.0.1:{pa}\"\n\
+         [trunks.second]\nproxy = \"127.0.0.1:{pb}\"\nsymmetric_rtp = true\n"
+    );
+    let s = Serve::start(&dir, &trunks, "35300-35399");
+    let (n, events) = run(&s, "T1");
+    let f = failovers(&events);
+    assert_eq!(f.len(), 1, "{events:?}");
+    assert_eq!(f[0]["trunk"], "second");
+    assert_eq!((invites(&adir), invites(&bdir)), (1, 1));
+    assert_eq!(n["state"], "acked", "{n:#}\n{events:?}");
+    assert_eq!(
+        attempt_outcomes(&n),
+        [("Bob".into(), "acked".into())],
+        "{n:#}"
+    );
+}

@@ -31,8 +31,8 @@ pub enum MediaCommand {
         events: mpsc::UnboundedSender<MediaEvent>,
     },
     Remove(u64),
-    /// RTCP from the network.
-    InboundRtcp(u64, SocketAddr, Vec<u8>),
+    /// RTCP from the network, with when it was read off the socket.
+    InboundRtcp(u64, SocketAddr, Vec<u8>, Instant),
     /// What the session counted and RTCP reported, for the call record.
     Summary(u64, tokio::sync::oneshot::Sender<MediaSummary>),
     /// A new offer/answer exchange: media follows it.
@@ -44,7 +44,10 @@ pub enum MediaCommand {
     SendDigit(u64, char, u16),
     StartAmd(u64, crate::media::amd::AmdParams),
     InfoDigit(u64, char),
-    Inbound(u64, SocketAddr, Vec<u8>),
+    /// RTP from the network, with when it was read off the socket: the
+    /// arrival time of jitter (RFC 3550 A.8) is the socket's, not when
+    /// the media thread got round to it between ticks.
+    Inbound(u64, SocketAddr, Vec<u8>, Instant),
     /// Stop and hand back what the session recorded.
     TakeRecording(u64, tokio::sync::oneshot::Sender<Vec<i16>>),
 }
@@ -266,9 +269,9 @@ fn handle(
                 counters::add(&MediaSummary::of(&e.session));
             }
         }
-        MediaCommand::InboundRtcp(id, from, bytes) => {
+        MediaCommand::InboundRtcp(id, from, bytes, at) => {
             if let Some(e) = calls.get_mut(&id) {
-                let now_ms = e.start.elapsed().as_millis() as u64;
+                let now_ms = at.saturating_duration_since(e.start).as_millis() as u64;
                 e.session.handle_rtcp(now_ms, from, &bytes);
             }
         }
@@ -277,9 +280,9 @@ fn handle(
                 let _ = reply.send(MediaSummary::of(&e.session));
             }
         }
-        MediaCommand::Inbound(id, from, bytes) => {
+        MediaCommand::Inbound(id, from, bytes, at) => {
             if let Some(e) = calls.get_mut(&id) {
-                let now_ms = e.start.elapsed().as_millis() as u64;
+                let now_ms = at.saturating_duration_since(e.start).as_millis() as u64;
                 e.session.handle_packet(now_ms, from, &bytes);
                 drain(e);
             }
@@ -327,11 +330,12 @@ async fn recv_loop(id: u64, socket: Arc<UdpSocket>, tx: MediaHandle, rtcp: bool)
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
+                let at = Instant::now();
                 let data = buf[..n].to_vec();
                 let cmd = if rtcp {
-                    MediaCommand::InboundRtcp(id, from, data)
+                    MediaCommand::InboundRtcp(id, from, data, at)
                 } else {
-                    MediaCommand::Inbound(id, from, data)
+                    MediaCommand::Inbound(id, from, data, at)
                 };
                 if tx.tx.send(cmd).is_err() {
                     return;

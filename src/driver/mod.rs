@@ -115,6 +115,9 @@ pub struct TrunkHop {
     pub codecs: Vec<sdp::Codec>,
     pub advertise: Advertise,
     pub transport: crate::sip::transport::TrunkTransport,
+    /// The trunk's `symmetric_rtp`: media settings are the trunk's that
+    /// carries the call, not the first one tried.
+    pub symmetric_rtp: bool,
 }
 
 impl TrunkHop {
@@ -130,6 +133,7 @@ impl TrunkHop {
         req.codecs = self.codecs;
         req.advertise = self.advertise;
         req.transport = self.transport;
+        req.media.symmetric_rtp = self.symmetric_rtp;
     }
 }
 
@@ -563,6 +567,8 @@ impl ActiveCall {
                 let hop = redial.1.next_trunks.remove(0);
                 let name = hop.name.clone();
                 hop.apply(&mut redial.1);
+                // The session is made at the answer with this policy.
+                self.policy = redial.1.media;
                 (redial.1.outbound_proxy, Some(name))
             } else {
                 return None;

@@ -141,6 +141,26 @@ pub fn parse(data: &[u8]) -> Result<Vec<Packet>, RtcpError> {
     Ok(out)
 }
 
+/// What a datagram on an RTP port shared with RTCP is (rtcp-mux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Muxed {
+    Rtp,
+    Rtcp,
+}
+
+/// Tell RTCP from RTP on one port (RFC 5761 4): the second octet of an
+/// RTCP packet is its type, 192-223 for every type in use (SR 200, RR
+/// 201, SDES, BYE, APP, feedback, XR); in RTP that octet is the marker
+/// bit and the payload type, so those values are RTP types 64-95 with
+/// the marker set, which RFC 5761 takes out of use on a muxed port.
+/// Anything too short to tell is RTP (and refused there as malformed).
+pub fn demux(datagram: &[u8]) -> Muxed {
+    match datagram.get(1) {
+        Some(192..=223) => Muxed::Rtcp,
+        _ => Muxed::Rtp,
+    }
+}
+
 /// Milliseconds since the Unix epoch as a 64-bit NTP timestamp.
 pub fn ntp_from_unix_ms(ms: u64) -> u64 {
     const UNIX_TO_NTP_S: u64 = 2_208_988_800;
@@ -219,9 +239,27 @@ pub struct ReceiverStats {
 }
 
 impl ReceiverStats {
-    /// A packet with sequence `seq` and timestamp `rtp_ts` arrived at
-    /// `arrival` (in RTP units of the same 8 kHz clock).
+    /// An audio packet with sequence `seq` and timestamp `rtp_ts` arrived
+    /// at `arrival` (in RTP units of the same 8 kHz clock): counted, and
+    /// its transit time moves the jitter estimate (A.8).
     pub fn on_packet(&mut self, seq: u16, rtp_ts: u32, arrival: u32) {
+        self.on_untimed(seq);
+        let transit = i64::from(arrival) - i64::from(rtp_ts);
+        if let Some(prev) = self.transit {
+            // Both clocks wrap at 2^32: take the difference modulo that.
+            let d = ((transit - prev) as i32).unsigned_abs();
+            // J += (|D| - J) / 16, with J kept scaled by 16 (A.8).
+            let j = self.jitter_q4 as i64;
+            self.jitter_q4 = (j + i64::from(d) - ((j + 8) >> 4)).clamp(0, u32::MAX as i64) as u32;
+        }
+        self.transit = Some(transit);
+    }
+
+    /// A packet counted for loss but not for jitter: an RFC 4733 event
+    /// repeats its start timestamp in every packet while it lasts (2.5.1),
+    /// so its transit time grows 20 ms a packet and would read as jitter
+    /// (a held key read as 90 ms of jitter on a clean loopback).
+    pub fn on_untimed(&mut self, seq: u16) {
         if !self.started {
             self.started = true;
             self.base_seq = u32::from(seq);
@@ -236,14 +274,6 @@ impl ReceiverStats {
             }
         }
         self.received = self.received.wrapping_add(1);
-        let transit = i64::from(arrival) - i64::from(rtp_ts);
-        if let Some(prev) = self.transit {
-            // Both clocks wrap at 2^32: take the difference modulo that.
-            let d = ((transit - prev) as i32).unsigned_abs();
-            let j = self.jitter_q4 as i64;
-            self.jitter_q4 = (j + i64::from(d) - ((j + 8) >> 4)).max(0) as u32;
-        }
-        self.transit = Some(transit);
     }
 
     pub fn received(&self) -> u32 {
@@ -263,8 +293,14 @@ impl ReceiverStats {
         expected - i64::from(self.received)
     }
 
+    /// Interarrival jitter in RTP timestamp units (what a report carries).
     pub fn jitter(&self) -> u32 {
         self.jitter_q4 >> 4
+    }
+
+    /// The same in milliseconds of the 8 kHz clock, unrounded.
+    pub fn jitter_ms(&self) -> f64 {
+        f64::from(self.jitter_q4) / 16.0 / 8.0
     }
 
     /// The report block for this stream, moving the interval on.
@@ -352,7 +388,7 @@ impl RtcpState {
     pub fn figures(&self) -> RtcpFigures {
         let mut f = self.figures;
         f.local_cumulative_lost = self.recv.cumulative_lost();
-        f.local_jitter_ms = f64::from(self.recv.jitter()) / 8.0;
+        f.local_jitter_ms = self.recv.jitter_ms();
         f
     }
 
@@ -519,6 +555,38 @@ mod tests {
     }
 
     #[test]
+    fn rtcp_and_rtp_are_told_apart_on_one_port() {
+        let rtcp = |pt: u8| [0x80, pt, 0, 1, 0, 0, 0, 7];
+        for pt in [200, 201, 202, 203, 204, 205, 206, 207] {
+            assert_eq!(demux(&rtcp(pt)), Muxed::Rtcp, "type {pt}");
+        }
+        assert_eq!(demux(&build_sr(7, 1, 2, 3, 4, None, "c")), Muxed::Rtcp);
+        // RTP: PCMU, PCMA and our telephone-event, with and without the
+        // marker bit; the edges of the range are RTP too.
+        for second in [
+            0u8,
+            0x80,
+            8,
+            0x88,
+            101,
+            0x80 | 101,
+            63 | 0x80,
+            96 | 0x80,
+            0xff,
+        ] {
+            let rtp = [0x80, second, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
+            assert_eq!(demux(&rtp), Muxed::Rtp, "second octet {second}");
+        }
+        assert_eq!(demux(&[0x80, 191]), Muxed::Rtp);
+        assert_eq!(demux(&[0x80, 192]), Muxed::Rtcp);
+        assert_eq!(demux(&[0x80, 223]), Muxed::Rtcp);
+        assert_eq!(demux(&[0x80, 224]), Muxed::Rtp);
+        // Too short to tell: RTP, which refuses it.
+        assert_eq!(demux(&[]), Muxed::Rtp);
+        assert_eq!(demux(&[0x80]), Muxed::Rtp);
+    }
+
+    #[test]
     fn receiver_statistics_count_loss_wrap_and_jitter() {
         let mut r = ReceiverStats::default();
         // 100 packets from 65500 across the wrap, every 10th lost, even
@@ -557,6 +625,63 @@ mod tests {
             d.on_packet(1, 0, 0);
         }
         assert_eq!(d.cumulative_lost(), -4);
+    }
+
+    /// RFC 3550 A.8 by hand: packets 20 ms (160 units) apart, arriving
+    /// 0, 8, 0, 24, 16 units late. Transit differences |D| are 8, 8, 24,
+    /// 8; with J16 the estimate scaled by 16 and J16 += |D| -
+    /// ((J16 + 8) >> 4): 8, 15, 38, 44. 44 / 16 = 2.75 units, reported
+    /// as 2; 2.75 / 8 = 0.34375 ms.
+    #[test]
+    fn jitter_follows_rfc3550_a8_on_a_hand_computed_sequence() {
+        let mut r = ReceiverStats::default();
+        for (i, late) in [0u32, 8, 0, 24, 16].into_iter().enumerate() {
+            let i = i as u32;
+            r.on_packet(i as u16, 5000 + i * 160, 90_000 + i * 160 + late);
+        }
+        assert_eq!(r.jitter_q4, 44);
+        assert_eq!(r.jitter(), 2);
+        assert_eq!(r.jitter_ms(), 0.34375);
+        // The session's clock: 20 ms apart in ms is 160 units apart.
+        assert_eq!(rtp_units(20) - rtp_units(0), 160);
+        assert_eq!(rtp_units(1), 8);
+    }
+
+    /// An RFC 4733 event repeats its start timestamp while the key is
+    /// held; those packets count for loss but not for jitter, so audio
+    /// around a held key on a perfect network still has no jitter.
+    #[test]
+    fn event_packets_count_for_loss_but_not_for_jitter() {
+        let mut r = ReceiverStats::default();
+        let mut seq = 0u16;
+        // 50 audio packets, then 9 event packets (each stamped with the
+        // event's start, 20 ms apart in arrival), then 50 audio again:
+        // the audio clock ran on during the event.
+        for i in 0..50u32 {
+            r.on_packet(seq, i * 160, 1000 + i * 160);
+            seq += 1;
+        }
+        for _ in 0..9 {
+            r.on_untimed(seq);
+            seq += 1;
+        }
+        for i in 59..109u32 {
+            r.on_packet(seq, i * 160, 1000 + i * 160);
+            seq += 1;
+        }
+        assert_eq!(r.jitter(), 0);
+        assert_eq!(r.received(), 109);
+        assert_eq!(r.cumulative_lost(), 0);
+        // Fed through the timed path, the same event packets read as
+        // jitter of many milliseconds: what the untimed path avoids.
+        let mut naive = ReceiverStats::default();
+        for i in 0..50u32 {
+            naive.on_packet(i as u16, i * 160, 1000 + i * 160);
+        }
+        for k in 0..9u32 {
+            naive.on_packet(50 + k as u16, 50 * 160, 1000 + (50 + k) * 160);
+        }
+        assert!(naive.jitter_ms() > 5.0, "{}", naive.jitter_ms());
     }
 
     #[test]

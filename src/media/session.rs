@@ -359,7 +359,8 @@ impl MediaSession {
                     plain = p;
                     &plain[..]
                 }
-                Err(_) => {
+                Err(e) => {
+                    tracing::debug!(error = %e, len = bytes.len(), "SRTCP packet refused");
                     self.stats.auth_failed += 1;
                     return;
                 }
@@ -694,7 +695,7 @@ impl MediaSession {
     /// nobody else can inject keys or take the audio.
     pub fn handle_packet(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) {
         // RFC 5761 4: with rtcp-mux, RTCP types 192-223 share the port.
-        if self.rtcp_mux && bytes.len() > 1 && (192..=223).contains(&bytes[1]) {
+        if self.rtcp_mux && rtcp::demux(bytes) == rtcp::Muxed::Rtcp {
             self.handle_rtcp(now_ms, from, bytes);
             return;
         }
@@ -756,11 +757,14 @@ impl MediaSession {
             None => self.peer_ssrc = Some(pkt.ssrc()),
         }
         self.stats.received += 1;
-        self.rtcp.recv.on_packet(
-            u16::from(pkt.sequence_number()),
-            pkt.timestamp(),
-            rtcp::rtp_units(now_ms),
-        );
+        let seq = u16::from(pkt.sequence_number());
+        if is_event {
+            self.rtcp.recv.on_untimed(seq);
+        } else {
+            self.rtcp
+                .recv
+                .on_packet(seq, pkt.timestamp(), rtcp::rtp_units(now_ms));
+        }
         if !self.latched {
             self.latched = true;
             self.remote = from;

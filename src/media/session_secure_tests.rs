@@ -175,3 +175,67 @@ fn plain_sessions_report_too_and_hostile_rtcp_never_panics() {
         ours.handle_packet(0, addr(PEER), &vec![0x80; n]);
     }
 }
+
+/// rtcp-mux (RFC 5761) on an SRTP call: each side's SRTCP goes to the
+/// other's RTP port, is told apart from SRTP there, authenticates and is
+/// read; without mux the same report on the RTP port would be taken for
+/// RTP and refused.
+#[test]
+fn rtcp_mux_shares_the_rtp_port_both_ways() {
+    let (k_ours, k_peer) = (SdesKey::generate(1), SdesKey::generate(1));
+    let mux = |remote: &str| Negotiated {
+        rtcp_mux: true,
+        ..neg(remote)
+    };
+    let mut ours = MediaSession::new(&mux(PEER), 7, 100, 1000);
+    let mut peer = MediaSession::new(&mux(OURS), 9, 500, 9000);
+    ours.set_srtp(k_ours.clone(), &k_peer).unwrap();
+    peer.set_srtp(k_peer, &k_ours).unwrap();
+    assert_eq!(ours.rtcp_remote(), addr(PEER));
+    ours.play(1, Prompt::from_pcm("p", vec![3000; 8000 * 12]));
+    peer.play(1, Prompt::from_pcm("p", vec![3000; 8000 * 12]));
+    for t in 0..400u64 {
+        let now = t * 20;
+        let p = ours.tick().to_vec();
+        peer.handle_packet(now, addr(OURS), &p);
+        let p = peer.tick().to_vec();
+        ours.handle_packet(now, addr(PEER), &p);
+        // Both reports arrive on the RTP port.
+        if let Some(sr) = peer.poll_rtcp(now) {
+            ours.handle_packet(now + 1, addr(PEER), &sr);
+        }
+        if let Some(sr) = ours.poll_rtcp(now) {
+            peer.handle_packet(now + 1, addr(OURS), &sr);
+        }
+    }
+    let (so, sp) = (ours.stats(), peer.stats());
+    assert_eq!((so.auth_failed, sp.auth_failed), (0, 0), "{so:?} {sp:?}");
+    assert!(
+        so.rtcp_received >= 2 && sp.rtcp_received >= 2,
+        "{so:?} {sp:?}"
+    );
+    assert_eq!(so.received, 400, "every RTP packet still taken as RTP");
+    let f = ours.rtcp_figures();
+    assert!(f.reports >= 2, "{f:?}");
+    assert_eq!(f.remote_cumulative_lost, 0);
+    assert!(f.rtt_ms.is_some(), "{f:?}");
+    assert_eq!(f.local_jitter_ms, 0.0, "even spacing, no jitter: {f:?}");
+
+    // Not negotiated: the same report on the RTP port is not RTCP.
+    let mut plain_ours = MediaSession::new(&neg(PEER), 7, 100, 1000);
+    let mut plain_peer = MediaSession::new(&neg(OURS), 9, 500, 9000);
+    let k = SdesKey::generate(1);
+    plain_ours.set_srtp(k_ours.clone(), &k).unwrap();
+    plain_peer.set_srtp(k, &k_ours).unwrap();
+    let sr = (0..200u64)
+        .find_map(|t| {
+            plain_peer.tick();
+            plain_peer.poll_rtcp(t * 20)
+        })
+        .unwrap();
+    plain_ours.handle_packet(3000, addr(PEER), &sr);
+    assert_eq!(plain_ours.stats().rtcp_received, 0);
+    // On its own port it is read.
+    plain_ours.handle_rtcp(3000, rtcp_addr(PEER), &sr);
+    assert_eq!(plain_ours.stats().rtcp_received, 1);
+}

@@ -507,6 +507,7 @@ impl Service {
                                 codecs: prefs.codecs.clone(),
                                 advertise: t.advertise,
                                 transport: t.transport,
+                                symmetric_rtp: t.symmetric_rtp,
                             }
                         })
                         .collect();
@@ -522,7 +523,9 @@ impl Service {
                     s.credentials = trunk.credentials;
                     s.advertise = trunk.advertise;
                     s.transport = trunk.transport;
-                    s.symmetric_rtp = svc.config.trunks.get(&plan.trunk).is_some_and(|t| t.symmetric_rtp);
+                    // The trunk tried first (a down one is moved last), not
+                    // necessarily the contract's own.
+                    s.symmetric_rtp = trunk.symmetric_rtp;
                     if svc.channels.gated(&plan.trunk) {
                         s.channel = Some((svc.channels.clone(), crate::channels::Ask {
                             trunk: plan.trunk.clone(),

@@ -69,6 +69,8 @@ pub struct Trunk {
     pub prefs: crate::sip::trunk_prefs::CallPrefs,
     /// `transport` and the TLS settings.
     pub transport: crate::sip::transport::TrunkTransport,
+    /// Latch onto the RTP source of its peers (they sit behind NAT).
+    pub symmetric_rtp: bool,
 }
 
 impl Trunk {
@@ -175,6 +177,7 @@ pub async fn resolve(
             tt.transport = tt.transport.or(dns_transport);
             tt
         },
+        symmetric_rtp: t.symmetric_rtp,
     })
 }
 

@@ -92,14 +92,15 @@ pub enum SdpError {
     NoCrypto,
 }
 
-/// Build callout's offer.
+/// Build callout's offer. It offers rtcp-mux (RFC 5761 5.1.1): used when
+/// the answer states it back, else RTCP stays on port + 1.
 pub fn offer(addr: SocketAddr, session_id: u64, version: u64) -> Vec<u8> {
     let ip = addr.ip();
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     format!(
         "v=0\r\no=callout {session_id} {version} IN {family} {ip}\r\ns=callout\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
 m=audio {port} RTP/AVP 0 8 {dtmf}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-15\r\na=ptime:20\r\na=sendrecv\r\n",
+a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-15\r\na=ptime:20\r\na=sendrecv\r\na=rtcp-mux\r\n",
         port = addr.port(),
         dtmf = OFFER_DTMF_PT,
     )
@@ -145,6 +146,11 @@ pub fn answer_versioned(
         chosen.send_ptime(),
         chosen.direction.answer().attribute()
     ));
+    // RFC 5761 5.1.1: accepted by stating it back; the session then
+    // sends and takes RTCP on the RTP port (`Negotiated::rtcp_mux`).
+    if chosen.rtcp_mux {
+        s.push_str("a=rtcp-mux\r\n");
+    }
     s.into_bytes()
 }
 
@@ -413,6 +419,28 @@ mod tests {
         assert!(n.rtcp_mux);
         let bad = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:!!\r\n";
         assert_eq!(parse_answer(bad.as_bytes()).unwrap().crypto, None);
+    }
+
+    /// RFC 5761: we offer rtcp-mux; an answer that states it back turns
+    /// it on, one without it leaves RTCP on port + 1; as the answerer we
+    /// state it back only when the offer had it.
+    #[test]
+    fn rtcp_mux_is_offered_and_followed_only_when_answered() {
+        let o = String::from_utf8(offer("127.0.0.1:40000".parse().unwrap(), 1, 1)).unwrap();
+        assert!(o.contains("m=audio 40000 RTP/AVP 0 8 101\r\n"), "{o}");
+        assert!(o.ends_with("a=sendrecv\r\na=rtcp-mux\r\n"), "{o}");
+        let without = b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/AVP 0\r\n";
+        let n = parse_answer(without).unwrap();
+        assert!(!n.rtcp_mux);
+        let with = b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp-mux\r\n";
+        assert!(parse_answer(with).unwrap().rtcp_mux);
+        // Stated for another media section only: not ours.
+        let video = b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/AVP 0\r\nm=video 5002 RTP/AVP 96\r\na=rtcp-mux\r\n";
+        assert!(!parse_answer(video).unwrap().rtcp_mux);
+        let addr: SocketAddr = "127.0.0.1:30000".parse().unwrap();
+        let ans = |b: &[u8]| String::from_utf8(answer(addr, 1, &parse_offer(b).unwrap())).unwrap();
+        assert!(ans(with).contains("a=rtcp-mux\r\n"));
+        assert!(!ans(without).contains("rtcp-mux"));
     }
 
     #[test]
