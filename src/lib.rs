@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod reports;
 pub mod runner;
 pub mod schema;
+pub mod script;
 pub mod serve;
 pub mod service;
 pub mod sip;

@@ -2,6 +2,7 @@
 //! menu and the escalation scheduler.
 
 pub mod dialplan;
+mod dialplan_file;
 pub mod escalation;
 pub mod inputs;
 pub mod menu;
