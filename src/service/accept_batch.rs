@@ -36,9 +36,15 @@ impl AcceptBatcher {
     /// PostgreSQL, whose pool commits in parallel; one on SQLite, whose
     /// single connection would only serialise them).
     pub fn new(store: Store) -> AcceptBatcher {
+        // `CALLOUT_ACCEPT_BATCH=0` commits each accept on its own (to
+        // compare the two in one benchmark run).
+        let off = std::env::var("CALLOUT_ACCEPT_BATCH").is_ok_and(|v| v == "0");
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return AcceptBatcher { store, jobs: None };
         };
+        if off {
+            return AcceptBatcher { store, jobs: None };
+        }
         let committers = if store.is_sqlite() { 1 } else { 4 };
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
