@@ -157,6 +157,40 @@ fn start_sipp_uas(
     Ok(child)
 }
 
+/// A UDP callee that answers every INVITE 486 and records when the first
+/// INVITE of each notification arrived (by its `X-Callout-Notification`
+/// header), by `clock`.
+pub(crate) fn spawn_busy_callee<T: Send + 'static>(
+    callee: UdpSocket,
+    clock: impl Fn() -> T + Send + 'static,
+) -> Arc<std::sync::Mutex<std::collections::HashMap<String, T>>> {
+    let arrivals: Arc<std::sync::Mutex<std::collections::HashMap<String, T>>> = Arc::default();
+    let seen = arrivals.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok((n, from)) = callee.recv_from(&mut buf) {
+            let now = clock();
+            let Ok(crate::sip::message::Message::Request(req)) =
+                crate::sip::message::parse(&buf[..n])
+            else {
+                continue;
+            };
+            if req.method != crate::sip::message::Method::Invite {
+                continue;
+            }
+            if let Some(id) = req.headers.get("X-Callout-Notification") {
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(id.to_string())
+                    .or_insert(now);
+            }
+            let busy = crate::sip::message::Response::for_request(&req, 486, Some("bench"));
+            let _ = callee.send_to(&busy.to_bytes(), from);
+        }
+    });
+    arrivals
+}
+
 /// A port free on UDP and on TCP.
 fn free_port() -> anyhow::Result<u16> {
     loop {
@@ -659,41 +693,13 @@ async fn api_on(
         other => bail!("unknown language {other:?}: use en or ja"),
     };
     use sha2::Digest;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
     let dir = std::env::temp_dir().join(format!("callout-bench-api-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("dialplans"))?;
     // The callee: records when each INVITE arrives, answers 486.
     let callee = UdpSocket::bind("127.0.0.1:0")?;
     let callee_addr = callee.local_addr()?;
-    let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
-    {
-        let arrivals = arrivals.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 65536];
-            while let Ok((n, from)) = callee.recv_from(&mut buf) {
-                let now = Instant::now();
-                let Ok(crate::sip::message::Message::Request(req)) =
-                    crate::sip::message::parse(&buf[..n])
-                else {
-                    continue;
-                };
-                if req.method != crate::sip::message::Method::Invite {
-                    continue;
-                }
-                if let Some(id) = req.headers.get("X-Callout-Notification") {
-                    arrivals
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(id.to_string())
-                        .or_insert(now);
-                }
-                let busy = crate::sip::message::Response::for_request(&req, 486, Some("bench"));
-                let _ = callee.send_to(&busy.to_bytes(), from);
-            }
-        });
-    }
+    let arrivals = spawn_busy_callee(callee, Instant::now);
     std::fs::write(
         dir.join("dialplans/bench.toml"),
         format!(

@@ -7,9 +7,7 @@
 //! ready (`message.first`) and the whole message ready (`message.ready`),
 //! both as the service recorded them.
 
-use std::collections::HashMap;
 use std::net::UdpSocket;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -37,33 +35,7 @@ pub async fn run(runs: usize, gap: Duration) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("dialplans"))?;
     let callee = UdpSocket::bind("127.0.0.1:0")?;
     let callee_addr = callee.local_addr()?;
-    let arrivals: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
-    {
-        let arrivals = arrivals.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 65536];
-            while let Ok((n, from)) = callee.recv_from(&mut buf) {
-                let now = now_us();
-                let Ok(crate::sip::message::Message::Request(req)) =
-                    crate::sip::message::parse(&buf[..n])
-                else {
-                    continue;
-                };
-                if req.method != crate::sip::message::Method::Invite {
-                    continue;
-                }
-                if let Some(id) = req.headers.get("X-Callout-Notification") {
-                    arrivals
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(id.to_string())
-                        .or_insert(now);
-                }
-                let busy = crate::sip::message::Response::for_request(&req, 486, Some("bench"));
-                let _ = callee.send_to(&busy.to_bytes(), from);
-            }
-        });
-    }
+    let arrivals = super::spawn_busy_callee(callee, now_us);
     std::fs::write(
         dir.join("dialplans/bench.toml"),
         format!(
