@@ -920,12 +920,30 @@ async fn known_answers_postgres() {
     db.drop_db().await;
 }
 
-/// The printable page and the PDF through a real `callout serve`: an
-/// operator reads acme's report in both languages; a customer bound to
-/// beta gets beta's and is told acme's does not exist, on the page and
-/// through the API.
+/// The printable page and the PDF through a real `callout serve` on
+/// SQLite: an operator reads acme's report in both languages; a customer
+/// bound to beta gets beta's and is told acme's does not exist, on the
+/// page and through the API.
 #[test]
 fn monthly_page_and_pdf_over_http() {
+    over_http("reports-http", None, "47800-47849");
+}
+
+/// The same on PostgreSQL.
+#[test]
+fn monthly_page_and_pdf_over_http_postgres() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(pg::ScratchDb::create(
+        "monthly_page_and_pdf_over_http_postgres",
+        &format!("callout_reports_http_{}", std::process::id()),
+    )) else {
+        return;
+    };
+    over_http("reports-http-pg", Some(&db.url), "47850-47899");
+    rt.block_on(db.drop_db());
+}
+
+fn over_http(name: &str, db: Option<&str>, rtp: &str) {
     use common::serve::{copy_prompts, plan, Serve};
     use sha2::{Digest, Sha256};
     const OPERATOR: &str = "reports-operator-token";
@@ -936,7 +954,7 @@ fn monthly_page_and_pdf_over_http() {
             .map(|b| format!("{b:02x}"))
             .collect()
     };
-    let dir = common::scratch("reports-http");
+    let dir = common::scratch(name);
     copy_prompts(&dir);
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
     for (c, extra) in [
@@ -963,22 +981,24 @@ fn monthly_page_and_pdf_over_http() {
     // The history is written before the server starts (all of it ended,
     // so nothing resumes).
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = Store::connect(&format!("sqlite://{}/data/callout.db", dir.display()))
-            .await
-            .unwrap();
+        let url = db.map_or_else(
+            || format!("sqlite://{}/data/callout.db", dir.display()),
+            str::to_string,
+        );
+        let store = Store::connect(&url).await.unwrap();
         seed(&store).await;
         store.pool().close().await;
     });
-    let s = Serve::start(
-        &dir,
-        &format!(
+    let tokens = format!(
             "[[tokens]]\nname = \"operator\"\nsha256 = \"{}\"\nscopes = [\"operate\"]\n\
              [[tokens]]\nname = \"beta-portal\"\nsha256 = \"{}\"\nscopes = [\"customer\"]\ncontracts = [\"beta\"]\n",
             hex(OPERATOR),
             hex(CUSTOMER)
-        ),
-        "47800-47849",
-    );
+        );
+    let s = match db {
+        Some(db) => Serve::start_with_db(&dir, db, &tokens, rtp),
+        None => Serve::start(&dir, &tokens, rtp),
+    };
     let http = reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
