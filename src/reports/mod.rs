@@ -37,6 +37,7 @@ use crate::store::{Store, StoreError};
 pub mod api;
 pub mod calendar;
 pub mod csv;
+pub mod facts;
 pub mod monthly;
 pub mod pdf;
 pub(crate) mod pdf_api;
@@ -175,11 +176,38 @@ fn nearest_rank(sorted: &[i64], p: f64) -> Option<i64> {
 }
 
 #[derive(Default)]
-struct Acc {
+pub(crate) struct Acc {
     f: Figures,
     acks: Vec<i64>,
     depth_sum: i64,
     depth_n: i64,
+    /// From the facts: the ack times at the ranks the median and p90
+    /// read, out of `n` (when `acks` has none).
+    ranked: Option<Ranked>,
+}
+
+/// Some ranks (1 = smallest) of `n` sorted ack times.
+pub(crate) struct Ranked {
+    n: usize,
+    at: BTreeMap<usize, i64>,
+}
+
+impl Ranked {
+    /// As [`median`] and [`nearest_rank`] over the whole sorted list.
+    fn median_p90(&self) -> (Option<i64>, Option<i64>) {
+        let n = self.n;
+        let at = |r: usize| self.at.get(&r).copied();
+        if n == 0 {
+            return (None, None);
+        }
+        let median = if n % 2 == 1 {
+            at(n / 2 + 1)
+        } else {
+            at(n / 2).zip(at(n / 2 + 1)).map(|(a, b)| (a + b) / 2)
+        };
+        let rank = (0.9 * n as f64).ceil() as usize;
+        (median, at(rank.clamp(1, n)))
+    }
 }
 
 /// When a notification was acknowledged: an operator's recorded time
@@ -219,8 +247,13 @@ impl Acc {
     fn finish(mut self) -> Figures {
         self.acks.sort_unstable();
         let f = &mut self.f;
-        f.ack_median_ms = median(&self.acks);
-        f.ack_p90_ms = nearest_rank(&self.acks, 0.9);
+        match (&self.ranked, self.acks.is_empty()) {
+            (Some(r), true) => (f.ack_median_ms, f.ack_p90_ms) = r.median_p90(),
+            _ => {
+                f.ack_median_ms = median(&self.acks);
+                f.ack_p90_ms = nearest_rank(&self.acks, 0.9);
+            }
+        }
         if f.notifications > 0 {
             f.answer_rate = Some(f.acknowledged as f64 / f.notifications as f64);
         }
@@ -231,11 +264,13 @@ impl Acc {
     }
 }
 
-/// Run the three queries of a breakdown; `None` groups everything.
+/// Run the three queries of a breakdown over the raw rows; `None` groups
+/// everything; `unfolded`: only notifications without facts yet.
 async fn collect(
-    store: &Store,
+    conn: &mut sqlx::AnyConnection,
     f: &Filter,
     dim: Option<Dimension>,
+    unfolded: bool,
 ) -> Result<(BTreeMap<String, Acc>, BTreeMap<i64, i64>), StoreError> {
     let key = dim.map_or("''", |d| d.key_sql());
     let group = if dim.is_some() { " GROUP BY k" } else { "" };
@@ -244,9 +279,12 @@ async fn collect(
         .unwrap_or_default();
     let off = f.tz_offset_min * 60_000;
     // `$3` is named in every statement so PostgreSQL knows its type.
-    let range = "n.created_ms >= $1 AND n.created_ms < $2 AND CAST($3 AS BIGINT) IS NOT NULL";
+    let range = if unfolded {
+        "n.report_folded = 0 AND n.created_ms >= $1 AND n.created_ms < $2 AND CAST($3 AS BIGINT) IS NOT NULL"
+    } else {
+        "n.created_ms >= $1 AND n.created_ms < $2 AND CAST($3 AS BIGINT) IS NOT NULL"
+    };
     let mut groups: BTreeMap<String, Acc> = BTreeMap::new();
-    let pool = store.pool();
 
     // Notifications (by contact: those the contact was called for).
     let sql = if dim == Some(Dimension::Contact) {
@@ -266,7 +304,7 @@ async fn collect(
     for v in &vals {
         q = q.bind(v);
     }
-    for r in q.fetch_all(pool).await? {
+    for r in q.fetch_all(&mut *conn).await? {
         let g = groups.entry(r.try_get("k")?).or_default();
         g.f.notifications = r.try_get("total")?;
         g.f.acknowledged = r.try_get::<Option<i64>, _>("acked")?.unwrap_or(0);
@@ -284,7 +322,7 @@ async fn collect(
     for v in &vals {
         q = q.bind(v);
     }
-    for r in q.fetch_all(pool).await? {
+    for r in q.fetch_all(&mut *conn).await? {
         let g = groups.entry(r.try_get("k")?).or_default();
         g.f.calls = r.try_get("total")?;
         g.f.answered_calls = r.try_get::<Option<i64>, _>("answered")?.unwrap_or(0);
@@ -307,7 +345,7 @@ async fn collect(
         q = q.bind(v);
     }
     let mut depth: BTreeMap<i64, i64> = BTreeMap::new();
-    for r in q.fetch_all(pool).await? {
+    for r in q.fetch_all(&mut *conn).await? {
         let Some(k) = r.try_get::<Option<String>, _>("k")? else {
             continue;
         };
@@ -330,26 +368,68 @@ async fn collect(
     Ok((groups, depth))
 }
 
-/// Every figure over the filter.
+/// Every figure over the filter (from the facts, see [`facts`]).
 pub async fn summary(store: &Store, f: &Filter) -> Result<Summary, StoreError> {
-    let (mut groups, escalation_depth) = collect(store, f, None).await?;
+    facts::fold_up_to(store, facts::REPORT_BATCHES).await?;
+    let mut tx = facts::snapshot(store).await?;
+    let s = summary_in(&mut tx, f, true).await?;
+    tx.commit().await?;
+    Ok(s)
+}
+
+/// As [`summary`], from the raw rows only, as before the facts (the
+/// reference the facts are tested against).
+pub async fn summary_raw(store: &Store, f: &Filter) -> Result<Summary, StoreError> {
+    let mut conn = store.pool().acquire().await?;
+    summary_in(&mut conn, f, false).await
+}
+
+/// The raw groups of what is not folded and, with `use_facts`, the
+/// facts of the rest.
+async fn groups_of(
+    conn: &mut sqlx::AnyConnection,
+    f: &Filter,
+    dim: Option<Dimension>,
+    use_facts: bool,
+) -> Result<(BTreeMap<String, Acc>, BTreeMap<i64, i64>), StoreError> {
+    let (mut groups, mut depth) = collect(&mut *conn, f, dim, use_facts).await?;
+    if use_facts {
+        let raw_acks = groups.values().any(|g| !g.acks.is_empty());
+        facts::collect(&mut *conn, f, dim, &mut groups, &mut depth, raw_acks).await?;
+    }
+    Ok((groups, depth))
+}
+
+async fn summary_in(
+    conn: &mut sqlx::AnyConnection,
+    f: &Filter,
+    use_facts: bool,
+) -> Result<Summary, StoreError> {
+    let (mut groups, escalation_depth) = groups_of(&mut *conn, f, None, use_facts).await?;
     let figures = groups.remove("").map(Acc::finish).unwrap_or_default();
-    let pool = store.pool();
+    let unfolded = if use_facts {
+        " AND n.report_folded = 0"
+    } else {
+        ""
+    };
     let (cond, vals) = contract_cond(f, "n.contract", 3)
         .map(|(c, v)| (format!(" AND {c}"), v))
         .unwrap_or_default();
     let sql = format!(
         "SELECT a.sip_code AS code, COUNT(*) AS total FROM attempts a JOIN notifications n \
          ON n.id = a.notification_id WHERE n.created_ms >= $1 AND n.created_ms < $2 \
-         AND a.sip_code IS NOT NULL AND a.sip_code >= 300{cond} GROUP BY a.sip_code"
+         AND a.sip_code IS NOT NULL AND a.sip_code >= 300{unfolded}{cond} GROUP BY a.sip_code"
     );
     let mut q = sqlx::query(&sql).bind(f.from_ms).bind(f.to_ms);
     for v in &vals {
         q = q.bind(v);
     }
     let mut sip_failures = BTreeMap::new();
-    for r in q.fetch_all(pool).await? {
+    for r in q.fetch_all(&mut *conn).await? {
         sip_failures.insert(r.try_get("code")?, r.try_get("total")?);
+    }
+    if use_facts {
+        facts::sip_failures(&mut *conn, f, &mut sip_failures).await?;
     }
     let (cond, vals) = contract_cond(f, "contract", 3)
         .map(|(c, v)| (format!(" AND {c}"), v))
@@ -363,7 +443,7 @@ pub async fn summary(store: &Store, f: &Filter) -> Result<Summary, StoreError> {
         q = q.bind(v);
     }
     let mut actions = BTreeMap::new();
-    for r in q.fetch_all(pool).await? {
+    for r in q.fetch_all(&mut *conn).await? {
         actions.insert(r.try_get::<String, _>("state")?, r.try_get("total")?);
     }
     let actions_run = actions.values().sum();
@@ -402,8 +482,33 @@ pub async fn breakdown_in(
     dim: Dimension,
     setup: &calendar::Setup,
 ) -> Result<Vec<Group>, StoreError> {
-    let (mut groups, _) = collect(store, f, Some(dim)).await?;
+    facts::fold_up_to(store, facts::REPORT_BATCHES).await?;
+    let mut tx = facts::snapshot(store).await?;
+    let g = breakdown_of(&mut tx, f, dim, setup, true).await?;
+    tx.commit().await?;
+    Ok(g)
+}
+
+/// As [`breakdown_in`], from the raw rows only (the reference).
+pub async fn breakdown_raw(
+    store: &Store,
+    f: &Filter,
+    dim: Dimension,
+    setup: &calendar::Setup,
+) -> Result<Vec<Group>, StoreError> {
+    let mut conn = store.pool().acquire().await?;
+    breakdown_of(&mut conn, f, dim, setup, false).await
+}
+
+async fn breakdown_of(
+    conn: &mut sqlx::AnyConnection,
+    f: &Filter,
+    dim: Dimension,
+    setup: &calendar::Setup,
+    use_facts: bool,
+) -> Result<Vec<Group>, StoreError> {
     if dim == Dimension::Period {
+        let (groups, _) = collect(&mut *conn, f, Some(dim), use_facts).await?;
         let mut by: BTreeMap<calendar::Period, Acc> = BTreeMap::new();
         let mut cals: BTreeMap<String, calendar::Calendar> = BTreeMap::new();
         for (k, acc) in groups {
@@ -421,6 +526,15 @@ pub async fn breakdown_in(
             let p = calendar::period(cal, minute.saturating_mul(60_000));
             by.entry(p).or_default().merge(acc);
         }
+        if use_facts {
+            for r in facts::period_rows(&mut *conn, f).await? {
+                let cal = cals
+                    .entry(r.contract.clone())
+                    .or_insert_with(|| setup.calendar(&r.contract));
+                let p = calendar::period(cal, r.minute.saturating_mul(60_000));
+                by.entry(p).or_default().merge(r.acc);
+            }
+        }
         return Ok(calendar::Period::ALL
             .iter()
             .map(|p| Group {
@@ -429,6 +543,7 @@ pub async fn breakdown_in(
             })
             .collect());
     }
+    let (mut groups, _) = groups_of(&mut *conn, f, Some(dim), use_facts).await?;
     let fixed = match dim {
         Dimension::Hour => Some(24),
         Dimension::Weekday => Some(7),
@@ -467,5 +582,29 @@ mod tests {
         assert_eq!(median(&[1, 3]), Some(2));
         assert_eq!(median(&[]), None);
         assert_eq!(nearest_rank(&[5], 0.9), Some(5));
+    }
+
+    /// The facts' percentiles read only the ranks SQL returns (around
+    /// n/2 and 0.9 n, as `facts::collect` selects them): the same as the
+    /// whole sorted list, for every n up to 1,000.
+    #[test]
+    fn ranked_percentiles_match_the_whole_list() {
+        for n in 1..=1000usize {
+            let sorted: Vec<i64> = (0..n as i64).map(|i| i * 7 + i * i % 5).collect();
+            let cnt = n as i64;
+            let at = (1..=cnt)
+                .filter(|rn| {
+                    (*rn >= cnt / 2 && *rn <= cnt / 2 + 1)
+                        || (rn * 10 >= cnt * 9 - 10 && rn * 10 <= cnt * 9 + 20)
+                })
+                .map(|rn| (rn as usize, sorted[rn as usize - 1]))
+                .collect();
+            let r = Ranked { n, at };
+            assert_eq!(
+                r.median_p90(),
+                (median(&sorted), nearest_rank(&sorted, 0.9)),
+                "{n}"
+            );
+        }
     }
 }

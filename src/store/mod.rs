@@ -451,8 +451,11 @@ impl Store {
         final_json: &serde_json::Value,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        // report_folded = 0: if it had ended before, its report facts
+        // are worked out again (migration 0017).
         sqlx::query(
-            "UPDATE notifications SET state = $1, final = $2, updated_ms = $3 WHERE id = $4",
+            "UPDATE notifications SET state = $1, final = $2, updated_ms = $3, report_folded = 0 \
+             WHERE id = $4",
         )
         .bind(state)
         .bind(final_json.to_string())

@@ -167,8 +167,10 @@ async fn apply_in(tx: &mut AnyConnection, w: &StoreWrite<'_>) -> Result<(), Stor
             final_state,
             at_ms,
         } => {
+            // report_folded = 0: see Store::finish.
             sqlx::query(
-                "UPDATE notifications SET state = $1, final = $2, updated_ms = $3 WHERE id = $4",
+                "UPDATE notifications SET state = $1, final = $2, updated_ms = $3, \
+                 report_folded = 0 WHERE id = $4",
             )
             .bind(state)
             .bind(final_state.to_string())

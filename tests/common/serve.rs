@@ -40,11 +40,31 @@ impl Serve {
         rtp: &str,
         cwd: Option<&Path>,
     ) -> Serve {
+        Self::start_full(dir, api_port, extra, rtp, cwd, None)
+    }
+
+    /// As [`Serve::start`], on the database `db` (e.g. PostgreSQL)
+    /// instead of `data/callout.db`.
+    pub fn start_with_db(dir: &Path, db: &str, extra: &str, rtp: &str) -> Serve {
+        Self::start_full(dir, free_port_pair(), extra, rtp, None, Some(db))
+    }
+
+    fn start_full(
+        dir: &Path,
+        api_port: u16,
+        extra: &str,
+        rtp: &str,
+        cwd: Option<&Path>,
+        db: Option<&str>,
+    ) -> Serve {
         let hash: String = Sha256::digest(TOKEN.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let db = format!("sqlite://{}", dir.join("data/callout.db").display());
+        let db = db.map_or_else(
+            || format!("sqlite://{}", dir.join("data/callout.db").display()),
+            str::to_string,
+        );
         let config = dir.join("callout.toml");
         // Top-level keys in `extra` (before its first table) go before
         // the tokens table, where TOML can still take them.
