@@ -109,7 +109,7 @@ impl Script {
         let text = crate::ivr::dialplan::render(t, &template_values(plan, n));
         // Loaded now (a small file), so a failed sentence has it at hand;
         // a missing one only matters if a sentence fails.
-        let fallback = Prompt::load(&Script::fallback_file(plan, prompts_dir))
+        let fallback = Prompt::load_cached(&Script::fallback_file(plan, prompts_dir))
             .inspect_err(|e| tracing::warn!(error = %e, "the recorded fallback is unusable"))
             .ok();
         Some(crate::speech::message(
@@ -170,7 +170,7 @@ impl Script {
                           phrase: &Phrase|
          -> anyhow::Result<Arc<Prompt>> {
             let why = match phrase {
-                Phrase::Recorded(path) => match Prompt::load(path) {
+                Phrase::Recorded(path) => match Prompt::load_cached(path) {
                     Ok(p) => return Ok(p),
                     Err(e) => {
                         tracing::error!(error = %e, phrase = ?say, "recorded prompt unusable; using the recorded fallback");
@@ -189,7 +189,7 @@ impl Script {
                 }
             };
             fallbacks.push(why);
-            Prompt::load(&fallback_file).map_err(|e| {
+            Prompt::load_cached(&fallback_file).map_err(|e| {
                 anyhow::anyhow!(
                     "the recorded fallback {} is unusable: {e}",
                     fallback_file.display()

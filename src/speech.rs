@@ -142,8 +142,13 @@ impl MessageSynth {
 /// sentence is ready (the time to first audio), `message.sentence` with
 /// `fallback` for each sentence whose synthesis failed, then
 /// `message.ready` with when each sentence was ready. `started_us` is the
-/// instant `at_ms` counts from (epoch µs).
-pub async fn report(mut rx: watch::Receiver<MessageState>, obs: &dyn Observer, started_us: i64) {
+/// instant `at_ms` counts from (epoch µs). Returns how many sentences
+/// are said with the fallback (0 when the job ended unfinished).
+pub async fn report(
+    mut rx: watch::Receiver<MessageState>,
+    obs: &dyn Observer,
+    started_us: i64,
+) -> usize {
     let mut told = 0usize;
     let at = |us: i64| (us - started_us) / 1000;
     loop {
@@ -198,11 +203,11 @@ pub async fn report(mut rx: watch::Receiver<MessageState>, obs: &dyn Observer, s
                 "done_us": done, "at_ms": at(done)}),
             )
             .await;
-            return;
+            return fallbacks.len();
         }
         if rx.changed().await.is_err() {
             // The job ended without finishing (nobody listened).
-            return;
+            return 0;
         }
     }
 }

@@ -169,6 +169,12 @@ fn accepted_notifications_are_always_dialled_or_failed() {
             .contains("Message"),
         "{ready:?}"
     );
+    // The phrase said with the fallback is counted.
+    let metrics = s.text("/metrics");
+    assert!(
+        metrics.contains("callout_tts_fallbacks_total 1\n"),
+        "{metrics}"
+    );
 
     // The fallback gone too: nothing to say, so `failed` with its event,
     // not `pending` forever.

@@ -2,10 +2,10 @@
 //! 20-second Japanese message. The service runs in process (real HTTP,
 //! SQLite, Open JTalk); each notification names a new host, so its
 //! message is synthesised after the POST. For each, from the POST leaving
-//! the client: the INVITE arriving at a UDP callee (matched by the
-//! `X-Callout-Notification` header; it answers 486), the first sentence
-//! ready (`message.first`) and the whole message ready (`message.ready`),
-//! both as the service recorded them.
+//! the client and from its 202: the INVITE arriving at a UDP callee
+//! (matched by the `X-Callout-Notification` header; it answers 486), the
+//! first sentence ready (`message.first`) and the whole message ready
+//! (`message.ready`), both as the service recorded them.
 
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -14,12 +14,14 @@ use anyhow::Context;
 
 use crate::speech::now_us;
 
-/// About 20 seconds of speech with the mei voice, in nine sentences.
-const MESSAGE: &str = "こちらはACME社の監視センターです。ホスト{host}で重大な障害が発生しました。\
-ウェブサーバが三分前から応答していません。データベースへの接続も失敗しています。\
-影響を受けているお客様は約二千名です。直ちに状況を確認してください。\
-復旧手順は運用マニュアルの第五章にあります。障害の詳細はチケットに記録されています。\
-至急対応をお願いします。";
+/// About 20 seconds of speech with the mei voice, in seven sentences.
+/// Every sentence names the host, so with a new host per notification no
+/// sentence can come from the speech cache: each is synthesised after the
+/// POST, the first one first.
+const MESSAGE: &str = "ホスト{host}について、ACME社の監視センターからお知らせします。\
+ホスト{host}で重大な障害が発生しました。{host}のウェブサーバが三分前から応答していません。\
+{host}からデータベースへの接続も失敗しています。直ちに{host}の状況を確認してください。\
+{host}の復旧手順は運用マニュアルの第五章にあります。{host}の件、至急対応をお願いします。";
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -82,14 +84,15 @@ pub async fn run(runs: usize, gap: Duration) -> anyhow::Result<()> {
                 .json(&body)
                 .send()
                 .await?;
+            let answered = now_us();
             let v: serde_json::Value = r.json().await?;
             let id = v["id"].as_str().context("no id in the reply")?.to_string();
-            anyhow::Ok((sent, id))
+            anyhow::Ok((sent, answered, id))
         }
     };
     // One notification first: the fixed phrases are in the cache (the
     // service prewarms them at start), as they are in service.
-    let (_, warm) = post(0).await?;
+    let (_, _, warm) = post(0).await?;
     wait_ready(&store, &warm).await;
     let load_before = loadavg();
     let mut sent = Vec::new();
@@ -99,7 +102,8 @@ pub async fn run(runs: usize, gap: Duration) -> anyhow::Result<()> {
     }
     let (mut invite, mut first, mut whole, mut audio) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (at, id) in &sent {
+    let (mut api, mut first_202, mut first_invite) = (Vec::new(), Vec::new(), Vec::new());
+    for (at, answered, id) in &sent {
         let evs = wait_ready(&store, id).await;
         let get = |name: &str, field: &str| {
             evs.iter()
@@ -119,6 +123,10 @@ pub async fn run(runs: usize, gap: Duration) -> anyhow::Result<()> {
         ) {
             invite.push(i);
             first.push(f);
+            let to_202 = (answered - at) as f64 / 1000.0;
+            api.push(to_202);
+            first_202.push(f - to_202);
+            first_invite.push(f - i);
             whole.push(w);
             audio.push(get("message.ready", "audio_ms").unwrap_or(0) as f64 / 1000.0);
         }
@@ -139,10 +147,16 @@ pub async fn run(runs: usize, gap: Duration) -> anyhow::Result<()> {
         audio.iter().sum::<f64>() / audio.len().max(1) as f64,
         gap.as_secs_f64()
     );
+    println!("POST -> 202: {}", fmt(&api));
     println!("POST -> INVITE at the callee: {}", fmt(&invite));
     println!(
         "POST -> first sentence ready (time to first audio): {}",
         fmt(&first)
+    );
+    println!("202 -> first sentence ready: {}", fmt(&first_202));
+    println!(
+        "INVITE -> first sentence ready (negative: ready before the INVITE): {}",
+        fmt(&first_invite)
     );
     println!("POST -> whole message ready: {}", fmt(&whole));
     println!("load average before {load_before}, after {load_after}");

@@ -2,8 +2,10 @@
 //! mono, resample to 8 kHz with a band-limited (windowed-sinc) filter, and
 //! hold the result ready in both G.711 laws.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::SystemTime;
 
 use super::g711;
 use crate::sip::sdp::Codec;
@@ -74,6 +76,47 @@ impl Prompt {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         Ok(Prompt::from_pcm(name, pcm))
+    }
+}
+
+/// What identifies one version of a file: a replaced recording has a
+/// new modification time or size.
+type Stamp = (Option<SystemTime>, u64);
+
+/// Recorded prompts already converted, by file. A recording said on every
+/// call (the fallback, a recorded menu) would otherwise be read and
+/// resampled for each notification: ~15 ms of CPU each, which at 100
+/// notifications a second took more than a core.
+static RECORDED: LazyLock<Mutex<HashMap<PathBuf, (Stamp, Arc<Prompt>)>>> =
+    LazyLock::new(Default::default);
+
+/// More distinct recordings than any set of dialplans names: past it the
+/// cache starts again rather than grow without bound.
+const RECORDED_MAX: usize = 1024;
+
+impl Prompt {
+    /// [`Prompt::load`], converted once per version of the file: the
+    /// file's metadata is read on every call, so a recording that was
+    /// replaced is read again and one that was deleted is an error.
+    pub fn load_cached(path: &Path) -> Result<Arc<Prompt>, AudioError> {
+        let meta = std::fs::metadata(path).map_err(|e| AudioError::Wav {
+            path: path.display().to_string(),
+            source: hound::Error::IoError(e),
+        })?;
+        let stamp: Stamp = (meta.modified().ok(), meta.len());
+        let cache = || RECORDED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, p)) = cache().get(path) {
+            if *s == stamp {
+                return Ok(p.clone());
+            }
+        }
+        let p = Prompt::load(path)?;
+        let mut c = cache();
+        if c.len() >= RECORDED_MAX {
+            c.clear();
+        }
+        c.insert(path.to_path_buf(), (stamp, p.clone()));
+        Ok(p)
     }
 }
 
@@ -276,5 +319,28 @@ mod tests {
         );
         // Upsampling 22050 -> 8000 and 8000 -> 16000 keep the length ratio.
         assert!((resample(&tone(440.0, 22050, 1.0), 22050, 8000).len() as i64 - 8000).abs() <= 1);
+    }
+
+    #[test]
+    fn a_recording_is_converted_once_per_version_of_its_file() {
+        let dir = std::env::temp_dir().join(format!("callout-audio-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("prompt.wav");
+        write_wav(&path, &[1000; 800]).unwrap();
+        let a = Prompt::load_cached(&path).unwrap();
+        let b = Prompt::load_cached(&path).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second load must come from the cache"
+        );
+        // Replaced by a different recording (another size): read again.
+        write_wav(&path, &[-1000; 1600]).unwrap();
+        let c = Prompt::load_cached(&path).unwrap();
+        assert_eq!(c.pcm.len(), 1600);
+        assert!(c.pcm.iter().all(|&v| v < 0));
+        // Deleted: an error, never the stale copy.
+        std::fs::remove_file(&path).unwrap();
+        assert!(Prompt::load_cached(&path).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -138,11 +138,60 @@ fn templated(plan: &Dialplan) -> Vec<&str> {
     .collect()
 }
 
+/// Typical speaking rate of the shipped voices, in ms per character of
+/// rendered text, measured: Open JTalk (mei) said the first-audio bench's
+/// Japanese message, 169 characters, in 32.1 s (190 ms); espeak-ng says
+/// English at about 60 ms.
+pub fn typical_ms_per_char(lang: crate::ivr::dialplan::Language) -> u64 {
+    match lang {
+        crate::ivr::dialplan::Language::Ja => 190,
+        crate::ivr::dialplan::Language::En => 60,
+    }
+}
+
+/// What the text's length says about its spoken length against a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Estimate {
+    /// Within three quarters of the limit at the typical rate: within it
+    /// unless the voice is a third slower than measured.
+    Short,
+    /// Over twice the limit at the typical rate (estimated ms): surely not.
+    Long(u64),
+    /// Near the limit: only synthesis tells.
+    Unsure,
+}
+
+/// Estimate `text`'s spoken length against `max_ms` without synthesis.
+pub fn estimate(text: &str, lang: crate::ivr::dialplan::Language, max_ms: u64) -> Estimate {
+    let ms = (text.chars().count() as u64).saturating_mul(typical_ms_per_char(lang));
+    if ms.saturating_mul(4) <= max_ms.saturating_mul(3) {
+        Estimate::Short
+    } else if ms > max_ms.saturating_mul(2) {
+        Estimate::Long(ms)
+    } else {
+        Estimate::Unsure
+    }
+}
+
+/// Whether every phrase that carries notification values is surely short
+/// enough ([`Estimate::Short`]): then [`check_speech`] has nothing to do
+/// and need not leave the async worker.
+pub fn speech_surely_short(plan: &Dialplan, n: &Notification, limits: &LimitsConfig) -> bool {
+    let values = crate::runner::template_values(plan, n);
+    let max_ms = limits.max_message.as_millis() as u64;
+    templated(plan).into_iter().all(|t| {
+        let text = crate::ivr::dialplan::render(t, &values);
+        estimate(&text, plan.language, max_ms) == Estimate::Short
+    })
+}
+
 /// Render every phrase that carries notification values, the way the call
 /// will, and refuse the notification when one would last longer than the
-/// limit. The field named is the longest value the phrase uses. Blocking
-/// (synthesis): run it off the async workers. The audio lands in the
-/// speech cache, so the escalation does not synthesise it again.
+/// limit. The field named is the longest value the phrase uses. Only a
+/// phrase whose length in characters leaves it near the limit is
+/// synthesised to measure it ([`estimate`]): the 202 and the INVITE must
+/// not wait for speech (the message is synthesised while the call rings).
+/// Blocking when it synthesises: run it off the async workers.
 ///
 /// A voice that fails here does not refuse the page: the call falls back
 /// to the recorded prompt, whose length is known.
@@ -156,6 +205,21 @@ pub fn check_speech(
     let max_ms = limits.max_message.as_millis() as u64;
     for template in templated(plan) {
         let text = crate::ivr::dialplan::render(template, &values);
+        match estimate(&text, plan.language, max_ms) {
+            Estimate::Short => continue,
+            Estimate::Long(ms) => {
+                let field = longest_field(template, n);
+                return Err(invalid(
+                    field.clone(),
+                    format!(
+                        "the message would last about {} s when spoken (at most {} s); shorten {field}",
+                        ms.div_ceil(1000),
+                        max_ms / 1000
+                    ),
+                ));
+            }
+            Estimate::Unsure => {}
+        }
         let prompt = match tts.render_voice(plan.language, plan.voice.as_deref(), &text) {
             Ok(p) => p,
             Err(e) => {
@@ -334,6 +398,24 @@ mod tests {
         assert_eq!(
             longest_field("On {host} in {region}: {summary}", &n),
             "summary"
+        );
+    }
+
+    #[test]
+    fn only_a_phrase_near_the_limit_is_synthesised_to_measure_it() {
+        use crate::ivr::dialplan::Language::{En, Ja};
+        // The first-audio bench's 20-second Japanese message (169
+        // characters) against the default 60 s: not synthesised.
+        assert_eq!(estimate(&"あ".repeat(169), Ja, 60_000), Estimate::Short);
+        assert_eq!(estimate(&"a".repeat(200), En, 60_000), Estimate::Short);
+        // Near the limit: synthesised.
+        assert_eq!(estimate(&"あ".repeat(236), Ja, 60_000), Estimate::Short);
+        assert_eq!(estimate(&"あ".repeat(237), Ja, 60_000), Estimate::Unsure);
+        assert_eq!(estimate(&"a".repeat(1500), En, 60_000), Estimate::Unsure);
+        // The hardening issue's 60 KB value: refused without synthesis.
+        assert_eq!(
+            estimate(&"London ".repeat(8500), En, 60_000),
+            Estimate::Long(59_500 * 60)
         );
     }
 }

@@ -346,6 +346,9 @@ impl Service {
         n: &mut Notification,
     ) -> Result<Vec<String>, input::InputError> {
         let ignored = input::check_variables(plan, n, &self.config.limits)?;
+        if input::speech_surely_short(plan, n, &self.config.limits) {
+            return Ok(ignored);
+        }
         let (plan, n2, tts, limits) = (
             plan.clone(),
             n.clone(),
@@ -478,7 +481,11 @@ impl Service {
                     tokio::task::spawn_blocking(move || span.in_scope(|| synth.run(&tts)));
                     let (rx, obs) = (m.rx.clone(), StoreObserver::new(svc.clone(), &row.id));
                     let started_us = crate::speech::now_us();
-                    tokio::spawn(async move { crate::speech::report(rx, &obs, started_us).await });
+                    let counted = svc.clone();
+                    tokio::spawn(async move {
+                        let failed = crate::speech::report(rx, &obs, started_us).await;
+                        counted.metrics.tts_fallbacks.fetch_add(failed as u64, Ordering::Relaxed);
+                    });
                     Some(m)
                 }
                 None => None,
@@ -547,9 +554,11 @@ impl Service {
                     return;
                 }
             };
-            if !script.fallbacks.is_empty() {
-                svc.metrics.tts_fallbacks.fetch_add(1, Ordering::Relaxed);
-            }
+            // Each phrase said with the fallback; the message's sentences
+            // are counted as their synthesis ends (above).
+            svc.metrics
+                .tts_fallbacks
+                .fetch_add(script.fallbacks.len() as u64, Ordering::Relaxed);
             obs.event(json!({"event": "audio.ready", "fallbacks": script.fallbacks})).await;
             let mut script = script;
             script.shutdown = stop.child_token();

@@ -9,11 +9,16 @@
 //! same phrase share one copy of its pre-encoded frames.
 //!
 //! Bounded by bytes of audio held; the least recently used entry goes
-//! first. The disk cache stays the durable one (and its LRU keeps being
-//! refreshed by the caller on a memory hit).
+//! first. The disk cache stays the durable one; its LRU is refreshed by
+//! the caller on a memory hit at most once per [`DISK_TOUCH_EVERY`] per
+//! phrase, and for every phrase hit since its last touch right before the
+//! disk cache evicts ([`MemoryCache::untouched_hits`]): touching the
+//! file's time on every hit was an inode write per phrase per
+//! notification (about 1,500 a second at 100 notifications/s).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::media::audio::Prompt;
 
@@ -21,10 +26,26 @@ use crate::media::audio::Prompt;
 /// 4 bytes per sample (PCM, µ-law, A-law) and 8,000 samples/s.
 pub const DEFAULT_MAX_BYTES: usize = 32 << 20;
 
+/// How often a phrase's disk-cache file has its time refreshed while it
+/// is served from memory.
+pub const DISK_TOUCH_EVERY: Duration = Duration::from_secs(600);
+
+/// A phrase found in memory.
+pub struct Hit {
+    pub prompt: Arc<Prompt>,
+    /// Refresh the disk-cache file's place in its LRU now.
+    pub touch_disk: bool,
+}
+
 struct Entry {
     prompt: Arc<Prompt>,
     bytes: usize,
     used: u64,
+    /// When its disk file's time was last refreshed (or it was inserted:
+    /// the caller has just read or written the file).
+    disk_touched: Instant,
+    /// When it was last served.
+    last_hit: Instant,
 }
 
 #[derive(Default)]
@@ -58,13 +79,21 @@ impl MemoryCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn get(&self, key: &str) -> Option<Arc<Prompt>> {
+    pub fn get(&self, key: &str, now: Instant) -> Option<Hit> {
         let mut g = self.lock();
         g.clock += 1;
-        let now = g.clock;
+        let clock = g.clock;
         let e = g.map.get_mut(key)?;
-        e.used = now;
-        Some(e.prompt.clone())
+        e.used = clock;
+        e.last_hit = now;
+        let touch_disk = now.saturating_duration_since(e.disk_touched) >= DISK_TOUCH_EVERY;
+        if touch_disk {
+            e.disk_touched = now;
+        }
+        Some(Hit {
+            prompt: e.prompt.clone(),
+            touch_disk,
+        })
     }
 
     /// Keep `prompt` under `key`, evicting the least recently used
@@ -75,6 +104,7 @@ impl MemoryCache {
         if bytes > self.max_bytes {
             return;
         }
+        let inserted = Instant::now();
         let mut g = self.lock();
         g.clock += 1;
         let used = g.clock;
@@ -84,6 +114,8 @@ impl MemoryCache {
                 prompt,
                 bytes,
                 used,
+                disk_touched: inserted,
+                last_hit: inserted,
             },
         ) {
             g.bytes -= old.bytes;
@@ -104,6 +136,21 @@ impl MemoryCache {
                 g.bytes -= e.bytes;
             }
         }
+    }
+
+    /// The keys served since their disk file was last touched, each then
+    /// marked touched: the caller touches them before the disk cache
+    /// evicts, so its order by file time is the true order of use.
+    pub fn untouched_hits(&self, now: Instant) -> Vec<String> {
+        let mut g = self.lock();
+        g.map
+            .iter_mut()
+            .filter(|(_, e)| e.last_hit > e.disk_touched)
+            .map(|(k, e)| {
+                e.disk_touched = now;
+                k.clone()
+            })
+            .collect()
     }
 
     /// Bytes of audio held.
@@ -131,11 +178,11 @@ mod tests {
     #[test]
     fn hits_share_one_copy() {
         let c = MemoryCache::new(1 << 20);
-        assert!(c.get("a").is_none());
+        assert!(c.get("a", Instant::now()).is_none());
         let p = prompt(800);
         c.insert("a", p.clone());
-        let hit = c.get("a").unwrap();
-        assert!(Arc::ptr_eq(&p, &hit));
+        let hit = c.get("a", Instant::now()).unwrap();
+        assert!(Arc::ptr_eq(&p, &hit.prompt));
         assert_eq!(c.bytes(), 800 * 4 + 1);
     }
 
@@ -145,10 +192,10 @@ mod tests {
         let c = MemoryCache::new(9_000);
         c.insert("a", prompt(1000));
         c.insert("b", prompt(1000));
-        assert!(c.get("a").is_some()); // "b" is now the oldest
+        assert!(c.get("a", Instant::now()).is_some()); // "b" is now the oldest
         c.insert("c", prompt(1000));
-        assert!(c.get("b").is_none(), "evicted");
-        assert!(c.get("a").is_some() && c.get("c").is_some());
+        assert!(c.get("b", Instant::now()).is_none(), "evicted");
+        assert!(c.get("a", Instant::now()).is_some() && c.get("c", Instant::now()).is_some());
         assert!(c.bytes() <= 9_000);
         // Replacing a key does not count it twice.
         c.insert("a", prompt(1000));
@@ -156,7 +203,32 @@ mod tests {
         assert_eq!(c.bytes(), 2 * 4001);
         // Larger than the whole bound: not kept, nothing evicted for it.
         c.insert("huge", prompt(10_000));
-        assert!(c.get("huge").is_none());
+        assert!(c.get("huge", Instant::now()).is_none());
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn the_disk_file_is_touched_once_per_interval_not_per_hit() {
+        let c = MemoryCache::new(1 << 20);
+        c.insert("a", prompt(800));
+        let t0 = Instant::now();
+        // Just written or read from disk: no touch for the next hits.
+        assert!(!c.get("a", t0).unwrap().touch_disk);
+        assert!(
+            !c.get("a", t0 + Duration::from_secs(599))
+                .unwrap()
+                .touch_disk
+        );
+        let later = t0 + DISK_TOUCH_EVERY + Duration::from_secs(1);
+        assert!(c.get("a", later).unwrap().touch_disk, "due");
+        assert!(!c.get("a", later).unwrap().touch_disk, "once");
+        assert!(c.get("a", later + DISK_TOUCH_EVERY).unwrap().touch_disk);
+        // Before an eviction: what was served since its last touch, once.
+        c.insert("b", prompt(800));
+        let t1 = later + DISK_TOUCH_EVERY + Duration::from_secs(5);
+        assert!(c.untouched_hits(t1).is_empty(), "no hits since the touches");
+        c.get("a", t1 + Duration::from_secs(1));
+        assert_eq!(c.untouched_hits(t1 + Duration::from_secs(2)), ["a"]);
+        assert!(c.untouched_hits(t1 + Duration::from_secs(3)).is_empty());
     }
 }

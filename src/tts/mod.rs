@@ -163,11 +163,13 @@ impl Tts {
     ) -> Result<Arc<Prompt>, TtsError> {
         let engine = self.engine(lang, voice)?;
         let key = Cache::key(&engine.id(), text);
-        if let Some(p) = self.memory.get(&key) {
-            // Refreshes the file's place in the disk cache's LRU.
-            let _ = self.cache.get(&key);
+        if let Some(hit) = self.memory.get(&key, std::time::Instant::now()) {
+            if hit.touch_disk {
+                // Refreshes the file's place in the disk cache's LRU.
+                let _ = self.cache.get(&key);
+            }
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(p);
+            return Ok(hit.prompt);
         }
         if let Some(path) = self.cache.get(&key) {
             if let Ok(p) = Prompt::load(&path) {
@@ -201,6 +203,9 @@ impl Tts {
             // The audio is here already: only the disk copy is lost.
             tracing::warn!(error = %e, "cannot store a rendered prompt in the cache");
             let _ = std::fs::remove_file(&tmp);
+        }
+        for key in self.memory.untouched_hits(std::time::Instant::now()) {
+            let _ = self.cache.get(&key);
         }
         let _ = self.cache.evict();
         let p = Prompt::from_pcm(text.chars().take(40).collect::<String>(), pcm);
