@@ -191,13 +191,20 @@ pub async fn escalate(
                     }
                     // A limited trunk: wait for one of its channels (a
                     // cancel meanwhile dials nothing: run_call sees it).
-                    let channel = match &script.channel {
+                    // The hold moves with the call when it fails over to
+                    // another trunk (counted where it is actually sent).
+                    let held = match &script.channel {
                         None => None,
+                        Some((ch, ask)) if !ch.gated(&ask.trunk) => {
+                            Some(Arc::new(crate::channels::Held::new(ch.clone(), ask, None)))
+                        }
                         Some((ch, ask)) => match ch
                             .acquire(ask, &mut cancel, &script.shutdown, obs, attempt, started)
                             .await
                         {
-                            crate::channels::Wait::Granted(c) => Some(c),
+                            crate::channels::Wait::Granted(c) => Some(Arc::new(
+                                crate::channels::Held::new(ch.clone(), ask, Some(c)),
+                            )),
                             crate::channels::Wait::Cancelled => None,
                             crate::channels::Wait::Stopped => {
                                 obs.event(json!({"event": "notification.suspended", "at_ms": now_ms() - started}))
@@ -225,29 +232,33 @@ pub async fn escalate(
                             obs,
                             &mut media,
                             &mut report,
+                            held.clone(),
                         ),
                         tracing::info_span!("call", attempt),
                     )
                     .await;
-                    if let Some((ch, ask)) = &script.channel {
+                    if let (Some((ch, _)), Some(h)) = (&script.channel, &held) {
+                        // The trunk the call ended on, after any failover.
+                        let trunk = h.trunk();
                         if let Some(r) = &report.refusal {
-                            if let Some(until) = ch
-                                .refused(&ask.trunk, r.code, r.retry_after_s, &r.reason)
-                                .await
+                            if let Some(until) =
+                                ch.refused(&trunk, r.code, r.retry_after_s, &r.reason).await
                             {
-                                tracing::warn!(trunk = %ask.trunk, code = r.code, "the trunk is full; new calls back off");
-                                obs.event(json!({"event": "trunk.backoff", "trunk": ask.trunk, "attempt": attempt,
+                                tracing::warn!(trunk = %trunk, code = r.code, "the trunk is full; new calls back off");
+                                obs.event(json!({"event": "trunk.backoff", "trunk": trunk, "attempt": attempt,
                                     "code": r.code, "retry_after_s": r.retry_after_s, "until_ms": until,
                                     "at_ms": now_ms() - started}))
                                     .await;
                             }
                         } else if report.got_through {
-                            ch.got_through(&ask.trunk).await;
+                            ch.got_through(&trunk).await;
                         }
                     }
                     // The channel is free once the call is over (and
                     // before the next call of this escalation asks).
-                    drop(channel);
+                    if let Some(h) = held {
+                        h.release();
+                    }
                     // A cancel that arrived during the call carries its reason.
                     let stop = cancel.borrow().clone();
                     if let Some(stop) = stop {
@@ -328,6 +339,8 @@ pub async fn escalate(
 /// Who asked for the message the player is saying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MessageFor {
+    /// Early media, before the 200 (`[call] early_message`).
+    Early,
     /// The menu, with its prompt id (the menu's next prompts wait).
     Menu(u64),
     /// An answering machine: hang up once it is left.
@@ -462,6 +475,7 @@ async fn run_call(
     obs: &dyn Observer,
     media: &mut Option<crate::driver::media::MediaSummary>,
     report: &mut TrunkReport,
+    held: Option<Arc<crate::channels::Held>>,
 ) -> Outcome {
     let c = &plan.contacts[contact];
     let at = || now_ms() - started;
@@ -507,7 +521,12 @@ async fn run_call(
         })
         .await
     {
-        Ok(call) => call,
+        Ok(mut call) => {
+            if let Some(h) = held {
+                call.set_trunk_gate(h);
+            }
+            call
+        }
         Err(e) => {
             obs.event(json!({"event": "call.failed", "attempt": attempt, "error": e.to_string(), "at_ms": at()})).await;
             return Outcome::Failed { code: 0 };
@@ -534,6 +553,12 @@ async fn run_call(
     let mut msg = script.message.as_ref().map(crate::speech::CallMessage::new);
     let mut msg_for: Option<MessageFor> = None;
     let mut held: Vec<(u64, Say)> = Vec::new();
+    // `[call] early_message`: the message started on early media and is
+    // still playing (a recorded one: its media id), to be taken over by
+    // the menu at the 200 rather than started again; `Some(None)` once
+    // it ended before the 200 (then the menu says it again, whole).
+    let mut early: Option<Option<u64>> = None;
+    let mut early_playing = false;
     let a = &plan.amd;
     let amd_params = crate::media::amd::AmdParams {
         initial_silence: a.initial_silence,
@@ -581,12 +606,32 @@ async fn run_call(
                         obs.event(json!({"event": "call.ringing", "attempt": attempt, "at_ms": at()})).await;
                     }
                     CallUpdate::FailedOver { code, to, trunk } => {
+                        // That refusal was the proxy's left behind: the
+                        // backoff is for what the call ends with.
+                        report.refusal = None;
                         obs.event(json!({"event": "call.failover", "attempt": attempt, "code": code,
                             "proxy": to.map(|a| a.to_string()), "trunk": trunk, "at_ms": at()})).await;
                     }
                     CallUpdate::Redirected { code, target } => {
                         obs.event(json!({"event": "call.redirected", "attempt": attempt, "code": code,
                             "target": target, "at_ms": at()})).await;
+                    }
+                    CallUpdate::Sip(CallEvent::EarlyMedia(_))
+                        if plan.early_message && early.is_none() && answered_at.is_none() && !cancelled =>
+                    {
+                        obs.event(json!({"event": "call.early_message", "attempt": attempt, "at_ms": at()})).await;
+                        early_playing = true;
+                        match msg.as_mut() {
+                            Some(m) => {
+                                m.play();
+                                msg_for = Some(MessageFor::Early);
+                                early = Some(None);
+                            }
+                            None => {
+                                early = Some(script.get(Say::Message).map(|p| call.play(p)));
+                                early_playing = early.flatten().is_some();
+                            }
+                        }
                     }
                     CallUpdate::Sip(CallEvent::Answered(_)) => {
                         report.got_through = true;
@@ -612,6 +657,11 @@ async fn run_call(
                     CallUpdate::Media(MediaEvent::Digit(d)) => {
                         obs.event(json!({"event": "digit", "attempt": attempt, "digit": d.digit.to_string(),
                             "source": d.source, "at_ms": at()})).await;
+                        if plan.early_message && answered_at.is_none() {
+                            // Heard on early media: nobody has answered, so
+                            // nothing may be acknowledged yet.
+                            continue;
+                        }
                         if amd_pending {
                             // A key press settles it: a person is there.
                             amd_pending = false;
@@ -647,6 +697,13 @@ async fn run_call(
                         call.hangup();
                     }
                     CallUpdate::Media(MediaEvent::PromptFinished { .. }) if stopping => call.hangup(),
+                    CallUpdate::Media(MediaEvent::PromptFinished { id })
+                        if answered_at.is_none() && early == Some(Some(id)) =>
+                    {
+                        // The recorded message ended before the 200.
+                        early = Some(None);
+                        early_playing = false;
+                    }
                     CallUpdate::Media(MediaEvent::PromptFinished { id }) => {
                         if msg.as_mut().is_some_and(|m| m.prompt_finished(id)) {
                             // The player goes on (below).
@@ -735,6 +792,21 @@ async fn run_call(
                 continue;
             }
             match o {
+                // The message started on early media goes on: the menu's
+                // first prompt is that one (taken over once).
+                MenuOutput::Play { id, say }
+                    if say == Say::Message && std::mem::take(&mut early_playing) =>
+                {
+                    match early.take().flatten() {
+                        Some(media_id) => {
+                            ids.insert(media_id, id);
+                        }
+                        None => {
+                            msg_for = Some(MessageFor::Menu(id));
+                            held.clear();
+                        }
+                    }
+                }
                 MenuOutput::Play { id, say } => match msg.as_mut() {
                     Some(m) if say == Say::Message => {
                         m.play();
@@ -841,7 +913,8 @@ async fn run_call(
                 // (the message is never the menu's last prompt, so the menu
                 // needs no word of it).
                 crate::speech::PlayerNote::Finished => match msg_for.take() {
-                    Some(MessageFor::Menu(_)) => {
+                    Some(MessageFor::Early | MessageFor::Menu(_)) => {
+                        early_playing = false;
                         for (id, say) in held.drain(..) {
                             if let Some(p) = script.get_for(running_action.as_deref(), say) {
                                 ids.insert(call.play(p), id);

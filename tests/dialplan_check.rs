@@ -15,6 +15,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("bad_uri", "13:7: contact uri \"+81 90 1111 2222\" is not a sip:, sips: or tel:+number URI"),
     ("bad_window", "14:9: invalid time window \"mon-fri 9-17\""),
     ("call_codecs", "25:10: call.codecs: \"G729\" is not PCMU or PCMA"),
+    ("call_early_message", "28:17: call.early_message cannot be used with [amd] enabled: the machine detector listens to the callee after the answer, when the message would already be playing"),
     ("call_identity", "26:21: call.asserted_identity: control characters (CR, LF, ...) are not allowed"),
     ("duplicate_contact", "25:8: contact \"A\" is listed twice"),
     ("duplicate_key", "23:1: duplicate key `1` in table `menu.keys`"),

@@ -1,8 +1,10 @@
 //! The dialog side of a call against sipp: media follows each SDP (early
 //! media on one port, the 200 on another; a re-INVITE to hold and back on
 //! a new port with PCMA), a reliable 183 is PRACKed once, and a trunk that
-//! answers 421 gets an INVITE requiring 100rel. RTP is caught by the
-//! test's own UDP sockets at the ports the scenarios' SDP names.
+//! answers 421 gets an INVITE requiring 100rel; keys pressed with the
+//! answer's telephone-event type (96) and with ours (101) both arrive.
+//! RTP is caught by the test's own UDP sockets at the ports the
+//! scenarios' SDP names.
 
 mod common;
 
@@ -197,4 +199,70 @@ fn a_second_fork_answer_is_acked_and_byed_and_its_bye_ignored() {
     assert_eq!(ended.len(), 1, "{lines:#?}");
     // Ended by the kept fork's BYE, 1.1 s after the other one's was refused.
     assert_eq!(ended[0]["reason"]["outcome"], "remote_hangup");
+}
+
+#[test]
+fn keys_sent_with_the_answers_telephone_event_96_and_with_ours_both_arrive() {
+    let dir = scratch("answer-te96");
+    let port = free_port_pair();
+    let rtp = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    rtp.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut sipp = Sipp::uas(
+        "answer_te96.xml",
+        &dir,
+        &["-set", "rtp_port", &port.to_string()],
+    );
+    // Half a second into callout's RTP: 4 with the answer's type (96),
+    // then 7 with the type callout offered (101).
+    let callee = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let until = Instant::now() + Duration::from_secs(15);
+        let mut got = 0usize;
+        while Instant::now() < until {
+            if let Ok((n, src)) = rtp.recv_from(&mut buf) {
+                if n < 12 {
+                    continue;
+                }
+                got += 1;
+                if got == 25 {
+                    for (digit, pt, seq, ts) in
+                        [(4u8, 96u8, 1000u16, 16_000u32), (7, 101, 1006, 24_000)]
+                    {
+                        for (i, p) in rfc4733_packets(digit, pt, seq, ts).into_iter().enumerate() {
+                            rtp.send_to(&p, src).unwrap();
+                            if i < 3 {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(150));
+                    }
+                }
+            } else if got > 25 {
+                break;
+            }
+        }
+    });
+    let (st, lines, stderr) = callout(&[
+        "call",
+        &sipp.uri(),
+        "--prompt",
+        &prompt(),
+        "--collect",
+        "2",
+        "--timeout",
+        "10s",
+    ]);
+    callee.join().unwrap();
+    let status = sipp.wait(Duration::from_secs(20));
+    assert!(status.success(), "{}\n{stderr}", sipp.messages());
+    assert!(st.success(), "{stderr}\n{lines:#?}");
+    assert_eq!(events(&lines, "answered")[0]["telephone_event"], 96);
+    assert_eq!(result(&lines)["digits"], "47", "{lines:#?}");
+    let sources: Vec<_> = events(&lines, "digit")
+        .iter()
+        .map(|d| d["source"].clone())
+        .collect();
+    assert_eq!(sources.len(), 2, "{lines:#?}");
+    assert!(sources.iter().all(|s| s == "rfc4733"), "{sources:?}");
 }

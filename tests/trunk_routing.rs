@@ -567,6 +567,56 @@ fn a_contract_fails_over_to_its_next_trunk_and_skips_a_dead_one() {
     assert_eq!((invites(&adir), invites(&bdir)), (1, 2));
 }
 
+/// A call that fails over is counted against the trunk it is sent on:
+/// only the second trunk is limited, so nothing but the failover takes
+/// a channel, and the second trunk's full 503 backs that trunk off.
+#[test]
+fn a_failed_over_call_counts_against_the_trunk_it_moved_to() {
+    require("espeak-ng");
+    let dir = scratch("trunk-failover-channels");
+    copy_prompts(&dir);
+    let (pa, pb) = (free_port_pair(), free_port_pair());
+    let (adir, bdir) = (dir.join("a"), dir.join("b"));
+    let _sipp_a = proxy("unavailable.xml", &adir, pa);
+    let _sipp_b = proxy("unavailable_retry_after.xml", &bdir, pb);
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    let p = plan(
+        "ha",
+        "sip:+4712345678@carrier.example",
+        Some("first"),
+        "text = \"x\"",
+    )
+    .replace(
+        "trunk = \"first\"\n",
+        "trunk = \"first\"\nfailover_trunks = [\"second\"]\n",
+    );
+    std::fs::write(dir.join("dialplans/ha.toml"), p).unwrap();
+    let trunks = format!(
+        "[trunks.first]\nproxy = \"127.0.0.1:{pa}\"\n\
+         [trunks.second]\nproxy = \"127.0.0.1:{pb}\"\nmax_channels = 1\n"
+    );
+    let s = Serve::start(&dir, &trunks, "38800-38899");
+    let (_, events) = run(&s, "T1");
+    let f = failovers(&events);
+    assert_eq!(f.len(), 1, "{events:?}");
+    assert_eq!(f[0]["trunk"], "second");
+    assert_eq!((invites(&adir), invites(&bdir)), (1, 1));
+    let backoff: Vec<_> = events
+        .iter()
+        .filter(|(e, _)| e == "trunk.backoff")
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(backoff.len(), 1, "{events:?}");
+    assert_eq!(backoff[0]["trunk"], "second");
+    assert_eq!(backoff[0]["retry_after_s"], 3);
+    // Its channel was given back when the call ended.
+    let metrics = s.text("/metrics");
+    assert!(
+        metrics.contains("callout_trunk_channels_in_use{trunk=\"second\"} 0"),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn a_contracts_call_settings_override_its_trunks() {
     require("espeak-ng");

@@ -67,11 +67,103 @@ pub struct Channel {
     channels: Arc<Channels>,
     trunk: String,
     id: String,
+    /// Already given back by [`Channel::give_back`].
+    given: bool,
+}
+
+impl Channel {
+    /// Give the channel back and wait until it is (on PostgreSQL a
+    /// notification holds one channel row: the next trunk's ask must not
+    /// find this one still there).
+    async fn give_back(mut self) {
+        self.given = true;
+        self.channels.leave_now(&self.trunk, &self.id).await;
+    }
 }
 
 impl Drop for Channel {
     fn drop(&mut self) {
-        self.channels.leave(&self.trunk, &self.id);
+        if !self.given {
+            self.channels.leave(&self.trunk, &self.id);
+        }
+    }
+}
+
+/// One call's hold on the channel of the trunk it is on. A call that
+/// fails over to another trunk moves its hold there ([`Held::enter`]):
+/// it is counted against the trunk it is actually sent on, and the
+/// refusal or success it ends with is the backoff of that trunk.
+pub struct Held {
+    channels: Arc<Channels>,
+    id: String,
+    rank: u8,
+    created_ms: i64,
+    /// The trunk the call is on, and its channel when the trunk is limited.
+    on: Mutex<(String, Option<Channel>)>,
+}
+
+impl Held {
+    /// A call on `ask.trunk` holding `channel` (none: not limited, or a
+    /// cancel arrived while it waited).
+    pub fn new(channels: Arc<Channels>, ask: &Ask, channel: Option<Channel>) -> Held {
+        Held {
+            channels,
+            id: ask.id.clone(),
+            rank: ask.rank,
+            created_ms: ask.created_ms,
+            on: Mutex::new((ask.trunk.clone(), channel)),
+        }
+    }
+
+    fn on(&self) -> std::sync::MutexGuard<'_, (String, Option<Channel>)> {
+        self.on.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The trunk the call's last INVITE went through.
+    pub fn trunk(&self) -> String {
+        self.on().0.clone()
+    }
+
+    /// The call is over: give its channel back.
+    pub fn release(&self) {
+        let ch = self.on().1.take();
+        drop(ch);
+    }
+
+    /// The call moves to `trunk`: the channel of the trunk it leaves is
+    /// given back (that INVITE failed), then one of `trunk` taken now if
+    /// it is limited. False: none free there (the call does not queue in
+    /// the middle of a dial); it is skipped.
+    pub async fn enter(&self, trunk: &str) -> bool {
+        let old = self.on().1.take();
+        if let Some(c) = old {
+            c.give_back().await;
+        }
+        let new = if self.channels.gated(trunk) {
+            let ask = Ask {
+                trunk: trunk.to_string(),
+                id: self.id.clone(),
+                rank: self.rank,
+                created_ms: self.created_ms,
+            };
+            match self.channels.try_now(&ask).await {
+                Some(c) => Some(c),
+                None => return false,
+            }
+        } else {
+            None
+        };
+        *self.on() = (trunk.to_string(), new);
+        true
+    }
+}
+
+impl crate::driver::TrunkGate for Held {
+    fn enter<'a>(
+        &'a self,
+        trunk: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(Held::enter(self, trunk))
     }
 }
 
@@ -307,6 +399,7 @@ impl Channels {
                     channels: self.clone(),
                     trunk: ask.trunk.clone(),
                     id: ask.id.clone(),
+                    given: false,
                 });
             }
             if queued_since.is_none() {
@@ -345,6 +438,44 @@ impl Channels {
                 }
             }
         }
+    }
+
+    /// A channel of `ask.trunk` now or none: a call failing over to
+    /// another trunk does not queue there (it is already dialling), but
+    /// it goes in strictly in queue order, so it never takes a channel
+    /// from a more severe or older call waiting for the same trunk.
+    pub async fn try_now(self: &Arc<Self>, ask: &Ask) -> Option<Channel> {
+        match self.try_once(ask).await {
+            Ok(t) if t.granted => Some(Channel {
+                channels: self.clone(),
+                trunk: ask.trunk.clone(),
+                id: ask.id.clone(),
+                given: false,
+            }),
+            Ok(_) | Err(_) => {
+                self.leave_now(&ask.trunk, &ask.id).await;
+                None
+            }
+        }
+    }
+
+    /// [`Channels::leave`], done when it returns.
+    async fn leave_now(&self, trunk: &str, id: &str) {
+        if let Some(db) = self.db.get() {
+            match tokio::time::timeout(TRY_TIMEOUT, db.store.channel_release(trunk, id)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(%trunk, notification = %id, error = %e, "cannot give back a channel; freed when the notification ends")
+                }
+                Err(_) => {
+                    tracing::warn!(%trunk, notification = %id, "giving back a channel timed out")
+                }
+            }
+        } else if let Some(l) = self.local().get_mut(trunk) {
+            l.in_use.remove(id);
+            l.waiting.remove(id);
+        }
+        self.wake.notify_waiters();
     }
 
     /// Give back a channel or a place in the queue.
@@ -627,5 +758,64 @@ mod tests {
             .is_none());
         assert!(ch.refused("carrier", 503, Some(2), "").await.is_some());
         assert!(ch.snapshot().await[0].backoff_ms > 1_000);
+    }
+
+    #[tokio::test]
+    async fn a_call_failing_over_is_counted_against_the_trunk_it_is_sent_on() {
+        let mut trunks = BTreeMap::new();
+        for t in ["first", "second"] {
+            trunks.insert(
+                t.to_string(),
+                TrunkConfig {
+                    max_channels: Some(1),
+                    ..Default::default()
+                },
+            );
+        }
+        let ch = Channels::new(&trunks);
+        let stop = CancellationToken::new();
+        let (_t, mut r) = watch::channel(None::<String>);
+        let on = |a: &str, t: &str| Ask {
+            trunk: t.into(),
+            ..ask(a, 2, 1)
+        };
+        let in_use = |v: Vec<TrunkView>| v.iter().map(|v| v.in_use).collect::<Vec<_>>();
+        let Wait::Granted(c) = ch
+            .acquire(&on("x", "first"), &mut r, &stop, &Quiet, 1, 0)
+            .await
+        else {
+            panic!()
+        };
+        let x = Held::new(ch.clone(), &on("x", "first"), Some(c));
+        // Another call holds the second trunk's only channel.
+        let Wait::Granted(y) = ch
+            .acquire(&on("y", "second"), &mut r, &stop, &Quiet, 1, 0)
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(in_use(ch.snapshot().await), [1, 1]);
+        // x's first trunk failed it: it leaves that channel, finds the
+        // second trunk full and is not let on (nor queued there).
+        assert!(!x.enter("second").await);
+        assert_eq!(x.trunk(), "first");
+        assert_eq!(in_use(ch.snapshot().await), [0, 1]);
+        assert_eq!(ch.snapshot().await[1].queued, 0);
+        drop(y);
+        assert!(x.enter("second").await);
+        assert_eq!(x.trunk(), "second");
+        assert_eq!(in_use(ch.snapshot().await), [0, 1]);
+        // The channel it holds is the second trunk's: a new call of the
+        // first trunk gets one at once, one of the second does not.
+        let z = ch.try_now(&on("z", "first")).await;
+        assert!(z.is_some());
+        assert!(ch.try_now(&on("w", "second")).await.is_none());
+        drop(z);
+        // An unlimited trunk takes no channel; the one left is given back.
+        assert!(x.enter("unlimited").await);
+        assert_eq!(x.trunk(), "unlimited");
+        assert_eq!(in_use(ch.snapshot().await), [0, 0]);
+        x.release();
+        assert_eq!(in_use(ch.snapshot().await), [0, 0]);
     }
 }

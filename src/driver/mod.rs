@@ -120,6 +120,18 @@ pub struct TrunkHop {
     pub symmetric_rtp: bool,
 }
 
+/// Admits a call onto the trunk it fails over to (the trunk channel
+/// limits, `crate::channels::Held`): the call is counted against the
+/// trunk it is actually sent on, not the one it was first meant for.
+pub trait TrunkGate: Send + Sync {
+    /// The call is about to go through `trunk`: whether it may now
+    /// (false: that trunk is skipped, the next one is tried).
+    fn enter<'a>(
+        &'a self,
+        trunk: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+}
+
 impl TrunkHop {
     /// Make `req` go through this trunk.
     fn apply(self, req: &mut DialRequest) {
@@ -394,6 +406,7 @@ impl Gateway {
             policy: MediaPolicy::default(),
             redial: None,
             dialled: Vec::new(),
+            trunk_gate: None,
         }
     }
 }
@@ -458,9 +471,16 @@ pub struct ActiveCall {
     redial: Option<Box<(Gateway, DialRequest)>>,
     /// Every URI this call has sent an INVITE to, in order.
     dialled: Vec<String>,
+    /// Asked before the call moves to another trunk.
+    trunk_gate: Option<Arc<dyn TrunkGate>>,
 }
 
 impl ActiveCall {
+    /// Ask `gate` before failing over to another trunk.
+    pub fn set_trunk_gate(&mut self, gate: Arc<dyn TrunkGate>) {
+        self.trunk_gate = Some(gate);
+    }
+
     /// Keep the audio the far end sends (see [`ActiveCall::take_recording`]).
     pub fn record(&mut self) {
         self.record = true;
@@ -566,6 +586,12 @@ impl ActiveCall {
             } else if !redial.1.next_trunks.is_empty() {
                 let hop = redial.1.next_trunks.remove(0);
                 let name = hop.name.clone();
+                if let Some(gate) = &self.trunk_gate {
+                    if !gate.enter(&name).await {
+                        tracing::warn!(trunk = %name, "no free channel on the trunk to fail over to; skipped");
+                        continue;
+                    }
+                }
                 hop.apply(&mut redial.1);
                 // The session is made at the answer with this policy.
                 self.policy = redial.1.media;

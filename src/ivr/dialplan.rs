@@ -275,6 +275,12 @@ pub struct Dialplan {
     /// its trunk's.
     #[serde(skip)]
     pub call_prefs: crate::sip::trunk_prefs::CallPrefs,
+    /// `[call] early_message`: the message starts on early media (a 183
+    /// with SDP) instead of at the 200. It goes on across the 200 without
+    /// restarting (said again whole after the answer only if it had ended
+    /// before it); the menu starts at the 200 and its prompt follows the
+    /// message; keys pressed before the 200 are not taken.
+    pub early_message: bool,
     /// Which DTMF paths calls listen to (`both`, `rfc4733`, `inband`).
     pub dtmf: crate::media::session::DtmfMode,
     pub caller_id: String,
@@ -1061,6 +1067,18 @@ pub fn load_str_env(
         failover_trunks.push(name.clone());
     }
     let call_prefs = c.call_prefs(raw.call.as_ref());
+    let early_message = match raw.call.as_ref().and_then(|r| r.early_message.as_ref()) {
+        Some(v) if *v.get_ref() && raw.amd.enabled => {
+            c.err(
+                v.span(),
+                "call.early_message cannot be used with [amd] enabled: the machine detector \
+                 listens to the callee after the answer, when the message would already be playing",
+            );
+            false
+        }
+        Some(v) => *v.get_ref(),
+        None => false,
+    };
     let reports = c.reports(&raw.reports, tz, &holidays);
     let pipeline = match crate::pipeline::config::load(text, file) {
         Ok(p) => p.map(|p| crate::pipeline::config::Shared(std::sync::Arc::new(p))),
@@ -1108,6 +1126,7 @@ pub fn load_str_env(
         trunk: raw.trunk,
         failover_trunks,
         call_prefs,
+        early_message,
         dtmf: raw.dtmf,
         caller_id,
         timezone: raw.timezone.get_ref().clone(),

@@ -85,6 +85,8 @@ pub(super) struct RawCall {
     pub(super) from_user: Option<Spanned<String>>,
     pub(super) from_display: Option<Spanned<String>>,
     pub(super) codecs: Option<Spanned<Vec<String>>>,
+    /// Start the message on early media (a 183 with SDP).
+    pub(super) early_message: Option<Spanned<bool>>,
 }
 
 pub(super) fn default_trunk() -> String {

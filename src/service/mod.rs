@@ -460,7 +460,7 @@ impl Service {
             let obs = StoreObserver::new(svc.clone(), &row.id);
             // Fail closed: an unusable trunk never becomes a direct dial
             // without its proxy or credentials.
-            let (trunk, next_trunks) = match svc.trunks_for(&plan).await {
+            let ((first_trunk, trunk), next_trunks) = match svc.trunks_for(&plan).await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::error!(notification = %row.id, trunk = %plan.trunk, error = %e, "the contract's trunk is unusable; not dialling");
@@ -533,9 +533,15 @@ impl Service {
                     // The trunk tried first (a down one is moved last), not
                     // necessarily the contract's own.
                     s.symmetric_rtp = trunk.symmetric_rtp;
-                    if svc.channels.gated(&plan.trunk) {
+                    // Counted against the trunk tried first (not always
+                    // the contract's own), then wherever a failover moves
+                    // the call (`channels::Held`).
+                    let limited = std::iter::once(&first_trunk)
+                        .chain(s.next_trunks.iter().map(|h| &h.name))
+                        .any(|t| svc.channels.gated(t));
+                    if limited {
                         s.channel = Some((svc.channels.clone(), crate::channels::Ask {
-                            trunk: plan.trunk.clone(),
+                            trunk: first_trunk.clone(),
                             id: row.id.clone(),
                             rank: admission::severity_rank(&row.severity),
                             created_ms: row.created_ms,
@@ -592,11 +598,12 @@ impl Service {
     /// `failover_trunks`, a trunk whose every proxy keepalive found down
     /// moved last; an unusable one is skipped (logged) unless none is
     /// usable, then the first one's error. The first, and the rest in
-    /// order with their names.
+    /// order, with their names.
+    #[allow(clippy::type_complexity)]
     pub async fn trunks_for(
         &self,
         plan: &crate::ivr::dialplan::Dialplan,
-    ) -> Result<(trunk::Trunk, Vec<(String, trunk::Trunk)>), trunk::TrunkError> {
+    ) -> Result<((String, trunk::Trunk), Vec<(String, trunk::Trunk)>), trunk::TrunkError> {
         let mut usable = Vec::new();
         let mut first_error = None;
         for name in std::iter::once(&plan.trunk).chain(&plan.failover_trunks) {
@@ -616,7 +623,7 @@ impl Service {
         // Down trunks last, the order otherwise kept (a stable sort).
         usable.sort_by_key(|(name, _)| self.trunk_health.all_down(name));
         let mut it = usable.into_iter();
-        let (_, first) = it.next().expect("not empty");
+        let first = it.next().expect("not empty");
         Ok((first, it.collect()))
     }
 

@@ -545,3 +545,30 @@ pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
     let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
     cov / (va.sqrt() * vb.sqrt())
 }
+
+/// RTP packets of one RFC 4733 press of event `event` (0-9: the digit)
+/// with payload type `pt`, 100 ms, starting at sequence `seq0` and
+/// timestamp `ts`: three updates (the first with the marker), then the
+/// end three times.
+pub fn rfc4733_packets(event: u8, pt: u8, seq0: u16, ts: u32) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let steps = [
+        (160u16, false),
+        (480, false),
+        (800, false),
+        (800, true),
+        (800, true),
+        (800, true),
+    ];
+    for (i, (dur, end)) in steps.into_iter().enumerate() {
+        let mut p = vec![0x80, if i == 0 { 0x80 | pt } else { pt }];
+        p.extend_from_slice(&seq0.wrapping_add(i as u16).to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        p.push(event);
+        p.push(if end { 0x80 | 10 } else { 10 });
+        p.extend_from_slice(&dur.to_be_bytes());
+        out.push(p);
+    }
+    out
+}

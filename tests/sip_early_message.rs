@@ -1,0 +1,246 @@
+//! `[call] early_message`: against a sipp callee that sends a 183 with
+//! SDP naming one RTP port and, 1.5 s later, a 200 naming another, the
+//! test's own sockets on those ports tell the RTP sent before the 200
+//! from the RTP sent after it. The message (a 3 s 800 Hz tone) and the
+//! menu prompt (a 1 s 400 Hz tone) are told apart packet by packet.
+//! With the setting on, the message starts before the 200 and goes on
+//! across it, neither restarted nor cut, and the menu follows; without
+//! it, nothing but silence goes out before the 200.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use callout::media::g711::ulaw_to_linear;
+use common::*;
+
+/// What a 20 ms PCMU packet carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sound {
+    Silence,
+    /// The message's 800 Hz tone (32 zero crossings in 20 ms).
+    Message,
+    /// The menu prompt's 400 Hz tone (16).
+    Menu,
+    Other,
+}
+
+fn classify(payload: &[u8]) -> Sound {
+    let pcm: Vec<i16> = payload.iter().map(|b| ulaw_to_linear(*b)).collect();
+    let peak = pcm.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+    if peak < 500 {
+        return Sound::Silence;
+    }
+    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    match crossings {
+        28..=36 => Sound::Message,
+        13..=19 => Sound::Menu,
+        _ => Sound::Other,
+    }
+}
+
+/// Every PCMU packet arriving on one port, classified, in order.
+struct Sink {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<Sound>>>,
+}
+
+impl Sink {
+    fn bind(port: u16) -> Sink {
+        let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind RTP sink");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    if n > 12 && buf[1] & 0x7f == 0 {
+                        got.push(classify(&buf[12..n]));
+                    }
+                }
+            }
+            got
+        });
+        Sink {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Sound> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn count(s: &[Sound], k: Sound) -> usize {
+    s.iter().filter(|x| **x == k).count()
+}
+
+/// The shipped prompts plus the two tones.
+fn prompts(dir: &Path) -> PathBuf {
+    require("sox");
+    let p = dir.join("prompts");
+    std::fs::create_dir_all(&p).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
+    for e in std::fs::read_dir(shipped).unwrap().flatten() {
+        std::fs::copy(e.path(), p.join(e.file_name())).unwrap();
+    }
+    for (name, secs, hz) in [
+        ("message-tone.wav", "3", "800"),
+        ("menu-tone.wav", "1", "400"),
+    ] {
+        let st = std::process::Command::new("sox")
+            .args(["-n", "-r", "8000", "-b", "16", "-c", "1"])
+            .arg(p.join(name))
+            .args(["synth", secs, "sine", hz, "vol", "0.5"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    p
+}
+
+/// One escalation against the scenario; the packets at the 183's port
+/// and at the 200's port, and callout's events.
+fn run(name: &str, early_message: bool) -> (Vec<Sound>, Vec<Sound>, Vec<serde_json::Value>) {
+    let dir = scratch(name);
+    let prompts = prompts(&dir);
+    let (a, b) = (free_port_pair(), free_port_pair());
+    let (early, answer) = (Sink::bind(a), Sink::bind(b));
+    let mut sipp = Sipp::uas(
+        "early_message.xml",
+        &dir,
+        &[
+            "-set",
+            "early_port",
+            &a.to_string(),
+            "-set",
+            "answer_port",
+            &b.to_string(),
+        ],
+    );
+    let plan = dir.join("early.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            r#"contract = "early"
+name = "Early"
+language = "en"
+
+[call]
+early_message = {early_message}
+
+[escalation]
+rounds = 1
+ring_timeout = "10s"
+between_calls = "1s"
+between_rounds = "1m"
+
+[[contacts]]
+name = "P"
+uri = "{uri}"
+
+[message]
+prompt = "message-tone.wav"
+
+[menu]
+prompt = {{ prompt = "menu-tone.wav" }}
+input_timeout = "1s"
+max_attempts = 1
+
+[menu.keys]
+"1" = "ack"
+
+[phrases]
+goodbye = {{ prompt = "goodbye-en.wav" }}
+"#,
+            uri = sipp.uri()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
+        .args(["escalate", plan.to_str().unwrap()])
+        .args(["--ticket", "1", "--host", "web-01", "--summary", "down"])
+        .arg("--prompts")
+        .arg(&prompts)
+        .env("CALLOUT_TTS_CACHE", dir.join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let status = sipp.wait(Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "{}\n{stderr}\n{lines:#?}",
+        sipp.messages()
+    );
+    assert_eq!(
+        events(&lines, "call.answered").len(),
+        1,
+        "{lines:#?}\n{stderr}"
+    );
+    (early.finish(), answer.finish(), lines)
+}
+
+/// The message's packets at the 200's port: those before the menu's.
+fn message_after_200(answer: &[Sound]) -> usize {
+    let menu_at = answer
+        .iter()
+        .position(|s| *s == Sound::Menu)
+        .expect("the menu prompt was heard after the 200");
+    count(&answer[..menu_at], Sound::Message)
+}
+
+#[test]
+fn with_early_message_the_alert_starts_on_the_183_and_is_heard_whole_once() {
+    let (early, answer, lines) = run("early-message-on", true);
+    assert_eq!(events(&lines, "call.early_message").len(), 1, "{lines:#?}");
+    // 1.5 s of early media: about 75 packets of it are the message.
+    let before = count(&early, Sound::Message);
+    assert!(
+        before >= 50,
+        "message before the 200: {before} packets: {early:?}"
+    );
+    assert_eq!(count(&early, Sound::Menu), 0, "the menu waits for the 200");
+    // The rest of it after the 200, then the menu: 150 packets in all
+    // (3 s): not restarted at the 200 (about 75 more), not cut (fewer).
+    let after = message_after_200(&answer);
+    assert!(
+        (145..=153).contains(&(before + after)),
+        "message packets: {before} before the 200 + {after} after it"
+    );
+    assert!(
+        after < 110,
+        "restarted at the 200: {after} packets after it"
+    );
+    assert!(count(&answer, Sound::Menu) >= 45, "the whole menu prompt");
+}
+
+#[test]
+fn without_early_message_only_silence_goes_out_before_the_200() {
+    let (early, answer, lines) = run("early-message-off", false);
+    assert!(
+        events(&lines, "call.early_message").is_empty(),
+        "{lines:#?}"
+    );
+    // Early media was sent (the session starts on the 183), all silent.
+    assert!(early.len() >= 40, "early media: {} packets", early.len());
+    assert_eq!(count(&early, Sound::Silence), early.len(), "{early:?}");
+    let after = message_after_200(&answer);
+    assert!(
+        (145..=153).contains(&after),
+        "message packets after the 200: {after}"
+    );
+}
