@@ -87,8 +87,9 @@ type Stamp = (Option<SystemTime>, u64);
 /// call (the fallback, a recorded menu) would otherwise be read and
 /// resampled for each notification: ~15 ms of CPU each, which at 100
 /// notifications a second took more than a core.
-static RECORDED: LazyLock<Mutex<HashMap<PathBuf, (Stamp, Arc<Prompt>)>>> =
-    LazyLock::new(Default::default);
+static RECORDED: LazyLock<Mutex<Recorded>> = LazyLock::new(Default::default);
+
+type Recorded = HashMap<PathBuf, (Stamp, Arc<Prompt>)>;
 
 /// More distinct recordings than any set of dialplans names: past it the
 /// cache starts again rather than grow without bound.
