@@ -155,8 +155,7 @@ pub fn next_hop(bytes: &[u8], initial: &str) -> Option<Transport> {
         return None;
     }
     let head = &bytes[..find(bytes, b"\r\n\r\n")?];
-    if !(find(head, b"transport=").is_some() || find(head, b"sips:").is_some())
-    {
+    if !(find(head, b"transport=").is_some() || find(head, b"sips:").is_some()) {
         return None;
     }
     let (req_uri, route) = request_route(std::str::from_utf8(head).ok()?)?;
@@ -175,7 +174,8 @@ pub fn next_hop(bytes: &[u8], initial: &str) -> Option<Transport> {
 fn request_route(head: &str) -> Option<(&str, Option<&str>)> {
     let mut lines = head.split("\r\n");
     let mut start = lines.next()?.split(' ');
-    let (Some(_), Some(uri), Some(_), None) = (start.next(), start.next(), start.next(), start.next())
+    let (Some(_), Some(uri), Some(_), None) =
+        (start.next(), start.next(), start.next(), start.next())
     else {
         return None;
     };
