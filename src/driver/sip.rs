@@ -14,6 +14,9 @@ use crate::sip::transport::{TlsSettings, Transport};
 
 use super::stream::{StreamEvent, Streams};
 
+/// Datagrams taken off the socket in one pass beyond the first.
+const RECV_BATCH: usize = 32;
+
 /// Commands to the SIP task.
 pub enum SipCommand {
     Dial {
@@ -250,17 +253,34 @@ async fn run(
     let mut aors: HashMap<String, String> = HashMap::new();
     let mut subscribers: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>> = HashMap::new();
     let mut buf = vec![0u8; 65536];
+    // One timer for the task's life, moved only when the endpoint's next
+    // wake-up changes: a new `Sleep` each pass registers and removes a
+    // timer entry per message.
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
     loop {
         let wake = ep.poll_timeout();
-        let sleep = async {
-            match wake {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
-                None => std::future::pending().await,
+        if wake != armed {
+            if let Some(t) = wake {
+                sleep.as_mut().reset(t.into());
             }
-        };
+            armed = wake;
+        }
         tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => ep.handle_datagram(Instant::now(), from, &buf[..n]),
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    ep.handle_datagram(now, from, &buf[..n]);
+                    // Take what else is already queued before sending and
+                    // dispatching: one pass of this loop for a burst.
+                    for _ in 0..RECV_BATCH {
+                        match socket.try_recv_from(&mut buf) {
+                            Ok((n, from)) => ep.handle_datagram(Instant::now(), from, &buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 // ICMP port unreachable from an earlier send surfaces here
                 // on Linux; it is not fatal for the socket.
                 Err(e) => tracing::debug!(error = %e, "sip recv"),
@@ -308,13 +328,26 @@ async fn run(
                 Some(SipCommand::Trust(ip)) => ep.trust(ip),
                 None => return,
             },
-            _ = sleep => ep.handle_timeout(Instant::now()),
+            _ = &mut sleep, if armed.is_some() => {
+                armed = None;
+                ep.handle_timeout(Instant::now());
+            }
         }
         while let Some((transport, t)) = ep.poll_send() {
             if transport.is_reliable() {
                 streams.send(transport, t.dest, t.bytes);
-            } else if let Err(e) = socket.send_to(&t.bytes, t.dest).await {
-                tracing::warn!(error = %e, dest = %t.dest, "sip send failed");
+            } else {
+                // Straight to the socket when it has room (almost always);
+                // wait for it only when full.
+                let sent = match socket.try_send_to(&t.bytes, t.dest) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        socket.send_to(&t.bytes, t.dest).await.map(|_| ())
+                    }
+                    r => r.map(|_| ()),
+                };
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, dest = %t.dest, "sip send failed");
+                }
             }
         }
         while let Some(ip) = ep.poll_ban() {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::auth::{Challenge, Credentials};
 use super::fork::ForkedDialog;
-use super::header::{CSeq, NameAddr, Via};
+use super::header::{own_via_branch, CSeq, NameAddr, Via};
 use super::leg::{self, Leg};
 use super::message::{Method, Request, Response};
 use super::offer_answer::LocalSdp;
@@ -514,12 +514,7 @@ impl Call {
         match cseq.method {
             Method::Invite => {
                 let Some(tx) = self.invites.iter_mut().find(|t| {
-                    t.request()
-                        .headers
-                        .get("Via")
-                        .and_then(|v| Via::parse(v).ok())
-                        .and_then(|v| v.branch().map(str::to_string))
-                        == branch
+                    t.request().headers.get("Via").and_then(own_via_branch) == branch.as_deref()
                 }) else {
                     return;
                 };
@@ -600,7 +595,6 @@ impl Call {
 
     fn drain_nict(&mut self, now: Instant) {
         // CANCEL follows the INVITE's path; BYE follows the dialog's.
-        let dialog = self.dialog_destination();
         if let Some(tx) = &mut self.cancel_tx {
             while let Some(bytes) = tx.poll_transmit() {
                 self.transmit.push_back(Transmit {
@@ -609,13 +603,17 @@ impl Call {
                 });
             }
         }
+        // The dialog's destination (two URI parses) only when a BYE goes.
+        let mut byes = Vec::new();
         if let Some(tx) = &mut self.bye_tx {
             while let Some(bytes) = tx.poll_transmit() {
-                self.transmit.push_back(Transmit {
-                    dest: dialog,
-                    bytes,
-                });
+                byes.push(bytes);
             }
+        }
+        if !byes.is_empty() {
+            let dest = self.dialog_destination();
+            self.transmit
+                .extend(byes.into_iter().map(|bytes| Transmit { dest, bytes }));
         }
         let may_answer = self.bye_auth.is_none() && self.cfg.credentials.is_some();
         let mut bye_challenge = None;

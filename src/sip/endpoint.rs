@@ -546,9 +546,13 @@ impl Endpoint {
     }
 
     fn on_response(&mut self, now: Instant, resp: Response) {
-        let cid = resp.headers.get("Call-ID").unwrap_or_default().to_string();
-        if let Some(r) = self.registrations.get_mut(&cid) {
-            r.handle_response(now, resp);
+        let cid = resp.headers.get("Call-ID").unwrap_or_default();
+        // Copied only for a registration's response (rare beside calls').
+        if self.registrations.contains_key(cid) {
+            let cid = cid.to_string();
+            if let Some(r) = self.registrations.get_mut(&cid) {
+                r.handle_response(now, resp);
+            }
             self.drain_registration(&cid);
             return;
         }
@@ -689,13 +693,13 @@ impl Endpoint {
             return;
         };
         let (via, may_upgrade) = self.leg_transport.get(&handle).copied().unwrap_or_default();
-        let initial = match call {
-            Leg::Out(c) => c.target().to_string(),
-            Leg::In(_) => String::new(),
-        };
         while let Some(mut t) = call.poll_transmit() {
+            let initial = match call {
+                Leg::Out(c) => c.target(),
+                Leg::In(_) => "",
+            };
             let (mut tr, bytes) =
-                transport::for_request(via, &initial, std::mem::take(&mut t.bytes));
+                transport::for_request(via, initial, std::mem::take(&mut t.bytes));
             t.bytes = bytes;
             if may_upgrade && tr == Transport::Udp {
                 if let Some(up) = transport::upgrade_large_request(&t.bytes) {

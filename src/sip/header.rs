@@ -156,6 +156,17 @@ impl Via {
     }
 }
 
+/// The `branch` of a Via value callout wrote itself (well-formed by
+/// construction), read without parsing the rest: matching a response to
+/// its transaction did a full [`Via::parse`] of each transaction's own
+/// Via per response. Values from the network go through [`Via::parse`].
+pub fn own_via_branch(value: &str) -> Option<&str> {
+    value.split(';').skip(1).find_map(|p| {
+        let (name, v) = p.split_once('=')?;
+        name.trim().eq_ignore_ascii_case("branch").then(|| v.trim())
+    })
+}
+
 /// Split `host[:port]`, IPv6 references in brackets.
 pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     if s.is_empty() || s.contains(char::is_whitespace) {

@@ -9,7 +9,9 @@
 //!
 //! Parsing never panics on any input; every failure is a [`ParseError`].
 
+use std::borrow::Cow;
 use std::fmt;
+use std::io::Write as _;
 
 /// Largest datagram or stream message callout accepts. RFC 3261 allows
 /// bigger over TCP, but nothing callout talks to needs it.
@@ -174,13 +176,26 @@ const LIST_HEADERS: &[&str] = &[
     "Accept",
 ];
 
-fn canonical_name(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
+/// The canonical spelling of a known header name (compact forms
+/// included), compared without allocating: this runs for every header
+/// parsed and every lookup.
+fn canonical(name: &str) -> Option<&'static str> {
     CANONICAL
         .iter()
-        .find(|(k, _)| *k == lower)
-        .map(|(_, v)| (*v).to_string())
-        .unwrap_or_else(|| name.to_string())
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
+}
+
+fn canonical_name(name: &str) -> String {
+    canonical(name).unwrap_or(name).to_string()
+}
+
+/// `name` canonical, borrowed when it is a known one (the usual case).
+fn canonical_cow(name: &str) -> Cow<'static, str> {
+    match canonical(name) {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(name.to_string()),
+    }
 }
 
 /// One header field: canonical name and its value with folding removed.
@@ -208,12 +223,16 @@ impl Headers {
 
     /// The first value of `name`, if any.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.all(name).next()
+        let canon = canonical(name).unwrap_or(name);
+        self.0
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(canon))
+            .map(|h| h.value.as_str())
     }
 
     /// Every value of `name`, in message order.
     pub fn all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
-        let canon = canonical_name(name);
+        let canon = canonical_cow(name);
         self.0
             .iter()
             .filter(move |h| h.name.eq_ignore_ascii_case(&canon))
@@ -225,8 +244,8 @@ impl Headers {
     }
 
     pub fn remove(&mut self, name: &str) {
-        let canon = canonical_name(name);
-        self.0.retain(|h| !h.name.eq_ignore_ascii_case(&canon));
+        let canon = canonical(name).unwrap_or(name);
+        self.0.retain(|h| !h.name.eq_ignore_ascii_case(canon));
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Header> {
@@ -278,7 +297,8 @@ fn write_common(out: &mut Vec<u8>, headers: &Headers, body: &[u8]) {
         out.extend_from_slice(h.value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    // Written in place: no String per message for the figure.
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
     out.extend_from_slice(body);
 }
 
@@ -295,7 +315,10 @@ impl Request {
     /// Serialise with a Content-Length that always matches the body.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(512 + self.body.len());
-        out.extend_from_slice(format!("{} {} SIP/2.0\r\n", self.method, self.uri).as_bytes());
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.uri.as_bytes());
+        out.extend_from_slice(b" SIP/2.0\r\n");
         write_common(&mut out, &self.headers, &self.body);
         out
     }
@@ -341,7 +364,7 @@ impl Response {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(512 + self.body.len());
-        out.extend_from_slice(format!("SIP/2.0 {} {}\r\n", self.code, self.reason).as_bytes());
+        let _ = write!(out, "SIP/2.0 {} {}\r\n", self.code, self.reason);
         write_common(&mut out, &self.headers, &self.body);
         out
     }
@@ -418,7 +441,8 @@ pub fn frame_len(buf: &[u8]) -> Result<usize, ParseError> {
         return Err(ParseError::Incomplete);
     };
     let head = std::str::from_utf8(&rest[..end]).map_err(|_| ParseError::NotUtf8)?;
-    let (_, headers) = split_head(head)?;
+    let lines = head_lines(head)?;
+    let (_, headers) = split_head(&lines)?;
     let cl = content_length(&headers)?.unwrap_or(0);
     let total = skip + end + cl;
     if total > MAX_MESSAGE {
@@ -431,18 +455,17 @@ pub fn frame_len(buf: &[u8]) -> Result<usize, ParseError> {
 }
 
 /// Unfold the header section into logical lines: the start line, then
-/// `(name, value)` pairs. Continuation lines (starting with SP or HT) are
-/// joined to the previous line with one space.
-fn split_head(head: &str) -> Result<(String, Vec<(String, String)>), ParseError> {
-    let mut lines: Vec<String> = Vec::new();
+/// the headers. Continuation lines (starting with SP or HT) are joined to
+/// the previous line with one space. Lines are borrowed from the message
+/// unless a continuation line had to be joined (rare), so a
+/// message costs one allocation here rather than one per line.
+fn head_lines(head: &str) -> Result<Vec<Cow<'_, str>>, ParseError> {
+    let mut lines: Vec<Cow<'_, str>> = Vec::with_capacity(16);
     for raw in head.split('\n') {
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
         if raw.is_empty() {
             continue;
         }
-        // A bare CR is no part of any SIP header (RFC 3261 25.1), and a
-        // peer that reads it as a line end would see a value we copy
-        // (a realm, a Contact) become headers of our own.
         if raw.contains('\r') {
             return Err(if lines.is_empty() {
                 ParseError::BadStartLine
@@ -451,42 +474,49 @@ fn split_head(head: &str) -> Result<(String, Vec<(String, String)>), ParseError>
             });
         }
         if raw.starts_with(' ') || raw.starts_with('\t') {
-            // Folding onto the start line is not allowed.
             if lines.len() < 2 {
                 return Err(ParseError::BadStartLine);
             }
             if let Some(prev) = lines.last_mut() {
+                let prev = prev.to_mut();
                 prev.push(' ');
                 prev.push_str(raw.trim_start());
             }
         } else {
-            lines.push(raw.to_string());
+            lines.push(Cow::Borrowed(raw));
         }
     }
-    let mut iter = lines.into_iter();
-    let start = iter.next().ok_or(ParseError::BadStartLine)?;
-    let mut headers = Vec::new();
-    for (idx, line) in iter.enumerate() {
+    Ok(lines)
+}
+
+/// The start line and each header's (name, value), borrowed from `lines`.
+fn split_head<'a>(lines: &'a [Cow<'_, str>]) -> Result<HeadParts<'a>, ParseError> {
+    let (start, rest) = lines.split_first().ok_or(ParseError::BadStartLine)?;
+    let mut headers = Vec::with_capacity(rest.len());
+    for (idx, line) in rest.iter().enumerate() {
+        let line: &str = line;
         let colon = line.find(':').ok_or(ParseError::BadHeader(idx + 2))?;
         let name = line[..colon].trim_end_matches([' ', '\t']);
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             return Err(ParseError::BadHeader(idx + 2));
         }
         let value = line[colon + 1..].trim_matches([' ', '\t']);
-        headers.push((name.to_string(), value.to_string()));
+        headers.push((name, value));
     }
-    Ok((start, headers))
+    Ok((&**start, headers))
 }
 
-/// RFC 3261 `token` characters.
+/// A start line and its headers' (name, value) pairs.
+type HeadParts<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+
 pub fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
 
-fn content_length(headers: &[(String, String)]) -> Result<Option<usize>, ParseError> {
+fn content_length(headers: &[(&str, &str)]) -> Result<Option<usize>, ParseError> {
     let mut found: Option<usize> = None;
-    for (name, value) in headers {
-        if canonical_name(name) == "Content-Length" {
+    for &(name, value) in headers {
+        if canonical(name) == Some("Content-Length") {
             if found.is_some() {
                 return Err(ParseError::MultipleContentLength);
             }
@@ -543,7 +573,8 @@ pub fn parse(buf: &[u8]) -> Result<Message, ParseError> {
     let buf = &buf[skip..];
     let end = header_end(buf).ok_or(ParseError::Incomplete)?;
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::NotUtf8)?;
-    let (start, raw_headers) = split_head(head)?;
+    let lines = head_lines(head)?;
+    let (start, raw_headers) = split_head(&lines)?;
     let available = &buf[end..];
     let body = match content_length(&raw_headers)? {
         Some(cl) if cl > available.len() => {
@@ -555,18 +586,23 @@ pub fn parse(buf: &[u8]) -> Result<Message, ParseError> {
         Some(cl) => available[..cl].to_vec(),
         None => available.to_vec(),
     };
-    let mut headers = Headers::new();
+    let mut headers = Headers(Vec::with_capacity(raw_headers.len() + 2));
     for (name, value) in raw_headers {
-        let canon = canonical_name(&name);
-        if LIST_HEADERS.iter().any(|h| *h == canon) {
-            for part in split_list(&value) {
-                headers.push(&canon, part);
+        let canon = canonical(name);
+        let name = canon.unwrap_or(name);
+        let header = |value: &str| Header {
+            name: name.to_string(),
+            value: value.to_string(),
+        };
+        if canon.is_some_and(|c| LIST_HEADERS.contains(&c)) {
+            for part in split_list(value) {
+                headers.0.push(header(part));
             }
         } else {
-            headers.push(&canon, value);
+            headers.0.push(header(value));
         }
     }
-    parse_start(&start, headers, body)
+    parse_start(start, headers, body)
 }
 
 fn parse_start(start: &str, headers: Headers, body: Vec<u8>) -> Result<Message, ParseError> {
@@ -595,11 +631,12 @@ fn parse_start(start: &str, headers: Headers, body: Vec<u8>) -> Result<Message, 
     }
     // Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP
     // between elements (RFC 4475 3.1.2.8-10).
-    let parts: Vec<&str> = start.split(' ').collect();
-    if parts.len() != 3 {
+    let mut parts = start.split(' ');
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(ParseError::BadStartLine);
-    }
-    let (method, uri, version) = (parts[0], parts[1], parts[2]);
+    };
     if method.is_empty() || !method.bytes().all(is_token_byte) {
         return Err(ParseError::BadStartLine);
     }

@@ -151,21 +151,42 @@ pub fn rewrite_via(bytes: &[u8], from: Transport, to: Transport) -> Option<Vec<u
 /// transport was chosen with the trunk's). `None` for responses and URIs
 /// that name none (the call's own transport applies).
 pub fn next_hop(bytes: &[u8], initial: &str) -> Option<Transport> {
-    let head = &bytes[..find(bytes, b"\r\n\r\n")?];
-    if bytes.starts_with(b"SIP/2.0")
-        || !(find(head, b"transport=").is_some() || find(head, b"sips:").is_some())
-    {
+    if bytes.starts_with(b"SIP/2.0") {
         return None;
     }
-    let super::message::Message::Request(req) = super::message::parse(bytes).ok()? else {
+    let head = &bytes[..find(bytes, b"\r\n\r\n")?];
+    if !(find(head, b"transport=").is_some() || find(head, b"sips:").is_some()) {
         return None;
-    };
-    let uri = match req.headers.get("Route") {
+    }
+    let (req_uri, route) = request_route(std::str::from_utf8(head).ok()?)?;
+    let uri = match route {
         Some(r) => super::header::NameAddr::parse(r).ok()?.uri,
-        None if req.uri == initial => return None,
-        None => req.uri.clone(),
+        None if req_uri == initial => return None,
+        None => req_uri.to_string(),
     };
     from_uri(&SipUri::parse(&uri).ok()?).ok().flatten()
+}
+
+/// The Request-URI and first Route entry of a request callout serialised
+/// (canonical names, one line per header, no folding), read off its
+/// lines: every in-dialog request sent names `transport=` and came here,
+/// and a full parse of each cost more than building it.
+fn request_route(head: &str) -> Option<(&str, Option<&str>)> {
+    let mut lines = head.split("\r\n");
+    let mut start = lines.next()?.split(' ');
+    let (Some(_), Some(uri), Some(_), None) =
+        (start.next(), start.next(), start.next(), start.next())
+    else {
+        return None;
+    };
+    let route = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim_end()
+            .eq_ignore_ascii_case("Route")
+            .then(|| super::message::split_list(value.trim()).into_iter().next())
+            .flatten()
+    });
+    Some((uri, route))
 }
 
 /// The transport of a request of a call over `leg` placed to `initial`:
@@ -185,8 +206,22 @@ pub fn for_request(leg: Transport, initial: &str, bytes: Vec<u8>) -> (Transport,
     }
 }
 
+/// First position of `needle` in `hay`. Runs over every message sent:
+/// it jumps between occurrences of the needle's first byte rather than
+/// comparing a window at each position (a `memcmp` call per byte).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    let (&first, rest) = needle.split_first()?;
+    let mut at = 0;
+    while at + needle.len() <= hay.len() {
+        at += hay[at..=hay.len() - needle.len()]
+            .iter()
+            .position(|&b| b == first)?;
+        if hay[at + 1..at + needle.len()] == *rest {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
 }
 
 /// RFC 3261 8.1.3.1: a request the transport could not deliver (no
@@ -416,6 +451,26 @@ mod tests {
         assert!(choose(Some(Transport::Tcp), &uri("sip:a@h;transport=tls")).is_err());
         assert!(choose(None, &uri("sip:a@h;transport=sctp")).is_err());
         assert!(choose(None, &uri("sips:a@h;transport=udp")).is_err());
+    }
+
+    #[test]
+    fn request_route_reads_only_route_and_its_first_entry() {
+        let head = "BYE sip:b@10.0.0.9;transport=udp SIP/2.0\r\n\
+                    Record-Route: <sip:10.0.0.7;transport=tls;lr>\r\n\
+                    route : <sip:10.0.0.2;transport=tcp;lr>, <sip:10.0.0.3;lr>\r\n\
+                    Route: <sip:10.0.0.4;lr>";
+        assert_eq!(
+            request_route(head),
+            Some((
+                "sip:b@10.0.0.9;transport=udp",
+                Some("<sip:10.0.0.2;transport=tcp;lr>")
+            ))
+        );
+        assert_eq!(
+            request_route("BYE sip:b@h SIP/2.0\r\nCSeq: 2 BYE"),
+            Some(("sip:b@h", None))
+        );
+        assert_eq!(request_route("BYE sip:b@h\r\n"), None);
     }
 
     #[test]

@@ -192,6 +192,10 @@ impl CallPrefs {
 /// `order` (others such as telephone-event keep their place after them).
 /// An empty `order`, or one naming no codec the offer has, leaves it as is.
 pub fn order_offer(sdp: &[u8], order: &[Codec]) -> Vec<u8> {
+    // The usual case (no trunk preference), once per call: no rebuild.
+    if order.is_empty() {
+        return sdp.to_vec();
+    }
     let Ok(text) = std::str::from_utf8(sdp) else {
         return sdp.to_vec();
     };
