@@ -31,6 +31,9 @@ pub enum Sentence {
         why: String,
         ready_us: i64,
     },
+    /// Not said: with it the message would pass the spoken-length limit
+    /// (`limits.max_message`), so the message ends before it.
+    Cut,
 }
 
 /// The message as far as it is synthesised.
@@ -72,6 +75,8 @@ pub struct MessageSynth {
     lang: Language,
     voice: Option<String>,
     tx: watch::Sender<MessageState>,
+    /// The longest the message may be said (ms); `None`: no limit.
+    max_ms: Option<u64>,
 }
 
 /// Split `text` into sentences and make the job and the receiving side.
@@ -97,28 +102,69 @@ pub fn message(
             lang,
             voice: voice.map(str::to_string),
             tx,
+            max_ms: None,
         },
     )
 }
 
 impl MessageSynth {
+    /// Say at most `max_ms` of the message: the API accepts a message by
+    /// an estimate of its length ([`crate::service::input::estimate`]),
+    /// and this is what holds the limit when the estimate was short. The
+    /// message ends at the last whole sentence within it; a first
+    /// sentence longer than the limit is said with the fallback.
+    pub fn with_limit(mut self, max_ms: u64) -> MessageSynth {
+        self.max_ms = Some(max_ms);
+        self
+    }
+
     /// Synthesise every sentence in order, publishing each as it is done.
     /// Stops early when nobody listens any more (the notification ended).
     pub fn run(self, tts: &Tts) {
         if self.texts.is_empty() {
             self.tx.send_modify(|s| s.done_us = Some(now_us()));
         }
+        let mut said_ms = 0u64;
         for (k, text) in self.texts.iter().enumerate() {
             if self.tx.is_closed() {
                 return;
             }
             let started = Instant::now();
             let s = match tts.render_voice(self.lang, self.voice.as_deref(), text) {
-                Ok(audio) => Sentence::Ready {
-                    audio,
-                    ready_us: now_us(),
-                    synth_ms: started.elapsed().as_secs_f64() * 1000.0,
-                },
+                Ok(audio)
+                    if self
+                        .max_ms
+                        .is_some_and(|max| said_ms + audio.duration_ms() > max) =>
+                {
+                    let max = self.max_ms.unwrap_or_default();
+                    if k > 0 {
+                        tracing::warn!(sentence = k, said_ms, max_ms = max,
+                            "the message would pass the spoken-length limit: it ends before this sentence");
+                        self.tx.send_modify(|st| {
+                            for s in st.sentences.iter_mut().skip(k) {
+                                *s = Sentence::Cut;
+                            }
+                            st.done_us = Some(now_us());
+                        });
+                        return;
+                    }
+                    Sentence::Failed {
+                        why: format!(
+                            "Message sentence 0: lasts {} s, longer than the limit of {} s",
+                            audio.duration_ms().div_ceil(1000),
+                            max / 1000
+                        ),
+                        ready_us: now_us(),
+                    }
+                }
+                Ok(audio) => {
+                    said_ms += audio.duration_ms();
+                    Sentence::Ready {
+                        audio,
+                        ready_us: now_us(),
+                        synth_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, sentence = k, "synthesis failed; using the recorded fallback");
                     Sentence::Failed {
@@ -172,6 +218,13 @@ pub async fn report(
                         "fallback": why, "at_ms": at(*ready_us)}))
                         .await;
                 }
+                Sentence::Cut => {
+                    if told == 0 || !matches!(st.sentences[told - 1], Sentence::Cut) {
+                        obs.event(json!({"event": "message.cut", "index": told,
+                            "sentences": st.sentences.len(), "at_ms": at(now_us())}))
+                            .await;
+                    }
+                }
             }
             told += 1;
         }
@@ -194,7 +247,7 @@ pub async fn report(
                         ready_ms.push(at(*ready_us));
                     }
                     Sentence::Failed { ready_us, .. } => ready_ms.push(at(*ready_us)),
-                    Sentence::Pending => {}
+                    Sentence::Pending | Sentence::Cut => {}
                 }
             }
             obs.event(
@@ -272,6 +325,7 @@ impl CallMessage {
                 Sentence::Pending => continue,
                 Sentence::Ready { audio, .. } => self.player.sentence_ready(k, audio.clone(), now),
                 Sentence::Failed { .. } => self.player.sentence_failed(k, now),
+                Sentence::Cut => self.player.cut_from(k, now),
             }
             self.fed[k] = true;
         }

@@ -13,7 +13,7 @@
 //! comes only once the last sentence has been heard.
 //!
 //! Order of calls: `new`; any number of `sentence_ready` / `sentence_failed`
-//! (before or after `play`); `play` to start (again); after every input
+//! / `cut_from` (before or after `play`); `play` to start (again); after every input
 //! drain `poll_output`, then sleep until `poll_timeout` and call
 //! `handle_timeout` (the tick).
 
@@ -29,6 +29,8 @@ enum Slot<A> {
     Pending,
     Ready(A),
     Failed,
+    /// Past the spoken-length limit: the message ends before it.
+    Cut,
 }
 
 /// Why a sentence was said with the recorded fallback.
@@ -114,6 +116,15 @@ impl<A: Clone> MessagePlayer<A> {
             }
             self.pump(now_ms);
         }
+    }
+
+    /// The message ends before sentence `k` (the sentences from `k` on
+    /// would take it past the spoken-length limit).
+    pub fn cut_from(&mut self, k: usize, now_ms: u64) {
+        for s in self.slots.iter_mut().skip(k) {
+            *s = Slot::Cut;
+        }
+        self.pump(now_ms);
     }
 
     /// Play the message from its first sentence (answered, or asked for
@@ -230,7 +241,7 @@ impl<A: Clone> MessagePlayer<A> {
             };
             let k = *next;
             match self.slots.get(k) {
-                None => {
+                None | Some(Slot::Cut) => {
                     if *queued == 0 {
                         self.state = State::Idle;
                         self.out.push_back(PlayerOutput::Finished);
@@ -451,5 +462,24 @@ mod tests {
         p.sentence_failed(9, 0);
         p.play(0);
         assert_eq!(drain(&mut p), [PlayerOutput::Finished]);
+    }
+
+    #[test]
+    fn a_message_cut_at_the_limit_ends_after_the_last_sentence_kept() {
+        let mut p = P::new(4, Some(FB), STALL_MS);
+        p.play(0);
+        p.sentence_ready(0, "s0", 10);
+        assert_eq!(drain(&mut p), [play(0, "s0")]);
+        p.sentence_ready(1, "s1", 20);
+        // Sentence 2 would pass the limit: 2 and 3 are never said.
+        p.cut_from(2, 30);
+        assert_eq!(drain(&mut p), [play(1, "s1")]);
+        assert!(p.all_resolved());
+        let heard = play_out(&mut p, 2, 40);
+        assert_eq!(heard, [PlayerOutput::Finished]);
+        // Asked again: the same two sentences, then the menu.
+        p.play(50);
+        assert_eq!(drain(&mut p), [play(0, "s0"), play(1, "s1")]);
+        assert_eq!(play_out(&mut p, 2, 60), [PlayerOutput::Finished]);
     }
 }

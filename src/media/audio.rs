@@ -80,8 +80,13 @@ impl Prompt {
 }
 
 /// What identifies one version of a file: a replaced recording has a
-/// new modification time or size.
-type Stamp = (Option<SystemTime>, u64);
+/// new inode (a rename over it), or a new change time, modification time
+/// or size (written in place).
+type Stamp = (u64, u64, i64, i64, Option<SystemTime>, u64);
+
+/// A recording longer than this is not kept (bytes of memory per entry
+/// stay bounded): about 2.4 MB of 8 kHz audio in three encodings.
+const RECORDED_MAX_SAMPLES: usize = 60 * RATE as usize;
 
 /// Recorded prompts already converted, by file. A recording said on every
 /// call (the fallback, a recorded menu) would otherwise be read and
@@ -100,23 +105,48 @@ impl Prompt {
     /// file's metadata is read on every call, so a recording that was
     /// replaced is read again and one that was deleted is an error.
     pub fn load_cached(path: &Path) -> Result<Arc<Prompt>, AudioError> {
-        let meta = std::fs::metadata(path).map_err(|e| AudioError::Wav {
-            path: path.display().to_string(),
-            source: hound::Error::IoError(e),
-        })?;
-        let stamp: Stamp = (meta.modified().ok(), meta.len());
+        use std::os::unix::fs::MetadataExt;
         let cache = || RECORDED.lock().unwrap_or_else(|e| e.into_inner());
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                cache().remove(path);
+                return Err(AudioError::Wav {
+                    path: path.display().to_string(),
+                    source: hound::Error::IoError(e),
+                });
+            }
+        };
+        let modified = meta.modified().ok();
+        let stamp: Stamp = (
+            meta.dev(),
+            meta.ino(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+            modified,
+            meta.len(),
+        );
         if let Some((s, p)) = cache().get(path) {
             if *s == stamp {
                 return Ok(p.clone());
             }
         }
         let p = Prompt::load(path)?;
+        // A file changed within the last two seconds may still be being
+        // written, or be rewritten within the same time stamp: read it
+        // again next time (git's "racily clean" rule).
+        let settled = modified
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age.as_secs() >= 2);
         let mut c = cache();
-        if c.len() >= RECORDED_MAX {
-            c.clear();
+        if settled && p.pcm.len() <= RECORDED_MAX_SAMPLES {
+            if c.len() >= RECORDED_MAX {
+                c.clear();
+            }
+            c.insert(path.to_path_buf(), (stamp, p.clone()));
+        } else {
+            c.remove(path);
         }
-        c.insert(path.to_path_buf(), (stamp, p.clone()));
         Ok(p)
     }
 }
@@ -328,6 +358,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("prompt.wav");
         write_wav(&path, &[1000; 800]).unwrap();
+        // Just written: read again until it has settled.
+        let fresh = Prompt::load_cached(&path).unwrap();
+        assert!(!Arc::ptr_eq(&fresh, &Prompt::load_cached(&path).unwrap()));
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let a = Prompt::load_cached(&path).unwrap();
         let b = Prompt::load_cached(&path).unwrap();
         assert!(
@@ -339,6 +379,27 @@ mod tests {
         let c = Prompt::load_cached(&path).unwrap();
         assert_eq!(c.pcm.len(), 1600);
         assert!(c.pcm.iter().all(|&v| v < 0));
+        // Rewritten in place, same size, its time set back (`cp -p`): the
+        // change time still tells.
+        let settle = |path: &Path| {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap()
+        };
+        settle(&path);
+        let d = Prompt::load_cached(&path).unwrap();
+        assert!(Arc::ptr_eq(&d, &Prompt::load_cached(&path).unwrap()));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write_wav(&path, &[2000; 1600]).unwrap();
+        settle(&path);
+        let e = Prompt::load_cached(&path).unwrap();
+        assert!(
+            e.pcm.iter().all(|&v| v > 0),
+            "re-read after a same-size rewrite"
+        );
         // Deleted: an error, never the stale copy.
         std::fs::remove_file(&path).unwrap();
         assert!(Prompt::load_cached(&path).is_err());

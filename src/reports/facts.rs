@@ -20,8 +20,8 @@
 //! without touching the call path, and the first reports after the
 //! migration fold the history (the backfill), in batches: a report folds
 //! at most [`REPORT_BATCHES`] of them, so it answers in bounded time, and
-//! leaves the rest to the next (`callout serve` could fold them in the
-//! background; [`fold`] folds all). Reports add the raw figures of
+//! leaves the rest to the next; `callout serve` also folds every 30 s in
+//! the background (`serve::fold_report_facts`); [`fold`] folds all. Reports add the raw figures of
 //! notifications not folded yet (still running, a call not ended, or not
 //! reached by the backfill yet) to the facts, reading both in one
 //! snapshot so a fold in between cannot count one twice or not at all.
@@ -34,6 +34,9 @@ use super::{ack_at, final_attempt, Acc, Dimension, Filter, Ranked};
 use crate::store::{Store, StoreError};
 
 const BATCH: i64 = 500;
+
+/// A notification is folded once it has not changed for this long.
+const SETTLE_MS: i64 = 60_000;
 
 fn is_outcome(outcome: Option<&str>, name: &str) -> bool {
     // As the raw queries' `LIKE '%"outcome":"NAME"%'`.
@@ -99,17 +102,25 @@ async fn fold_batch(store: &Store) -> Result<usize, StoreError> {
     // PostgreSQL: lock the rows, so a notification ended again meanwhile
     // waits for this fold (and then sets report_folded back to 0), and
     // another node's fold takes other rows.
+    // NO KEY UPDATE: the foreign-key checks of events and attempts
+    // inserted meanwhile (FOR KEY SHARE) do not wait for a fold.
     let lock = if store.is_sqlite() {
         ""
     } else {
-        " FOR UPDATE OF n SKIP LOCKED"
+        sqlx::query("SET LOCAL lock_timeout = '2s'")
+            .execute(&mut *tx)
+            .await?;
+        " FOR NO KEY UPDATE OF n SKIP LOCKED"
     };
+    // Ended a while ago: a late event of a notification that just ended
+    // (its message's synthesis report) does not meet a fold's lock.
+    let settled = crate::runner::now_ms() - SETTLE_MS;
     let sql = format!(
         "SELECT n.id AS id, n.contract AS contract, n.created_ms AS created, n.state AS state, \
          n.final AS fin, n.ack_request AS ackr FROM notifications n WHERE n.report_folded = 0 \
          AND n.state IN ('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled', 'failed') \
          AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.notification_id = n.id AND a.ended_ms IS NULL) \
-         ORDER BY n.created_ms LIMIT {BATCH}{lock}"
+         AND n.updated_ms < {settled} ORDER BY n.created_ms LIMIT {BATCH}{lock}"
     );
     let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
     if rows.is_empty() {

@@ -477,6 +477,7 @@ impl Service {
             let span = tracing::Span::current();
             let message = match Script::message_job(&plan, &n, &prompts) {
                 Some((m, synth)) => {
+                    let synth = synth.with_limit(svc.config.limits.max_message.as_millis() as u64);
                     let (tts, span) = (tts.clone(), span.clone());
                     tokio::task::spawn_blocking(move || span.in_scope(|| synth.run(&tts)));
                     let (rx, obs) = (m.rx.clone(), StoreObserver::new(svc.clone(), &row.id));

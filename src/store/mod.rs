@@ -795,6 +795,21 @@ impl Store {
         Ok(row.try_get("m")?)
     }
 
+    /// Mark every pending event delivered (nowhere): for a process with
+    /// no webhook target at all. One statement, where marking each event
+    /// on its own was a commit (an fsync on SQLite) per event, ~800 a
+    /// second at 100 notifications/s, on the store's one connection.
+    pub async fn delivered_nowhere(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE outbox SET delivered_ms = $1, tries = tries + 1 \
+             WHERE delivered_ms IS NULL AND gave_up = 0",
+        )
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     pub async fn delivered(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE outbox SET delivered_ms = $1, tries = tries + 1 WHERE id = $2")
             .bind(now_ms)

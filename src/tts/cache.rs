@@ -49,6 +49,14 @@ impl Cache {
 
     /// Evict least recently used files until the folder fits the bound.
     pub fn evict(&self) -> std::io::Result<usize> {
+        self.evict_keeping(&[])
+    }
+
+    /// As [`Cache::evict`], taking the files of `recent` keys as the most
+    /// recently used whatever their time says (phrases served from memory
+    /// since their file was last touched): nothing is written to find the
+    /// true order.
+    pub fn evict_keeping(&self, recent: &[String]) -> std::io::Result<usize> {
         let mut files: Vec<(SystemTime, u64, PathBuf)> = std::fs::read_dir(&self.dir)?
             .flatten()
             .filter_map(|e| {
@@ -64,6 +72,17 @@ impl Cache {
             })
             .collect();
         let mut total: u64 = files.iter().map(|f| f.1).sum();
+        if total <= self.max_bytes {
+            return Ok(0);
+        }
+        let recent: std::collections::HashSet<PathBuf> =
+            recent.iter().map(|k| self.path(k)).collect();
+        let newest = SystemTime::now();
+        for f in files.iter_mut() {
+            if recent.contains(&f.2) {
+                f.0 = newest;
+            }
+        }
         files.sort();
         let mut removed = 0;
         for (_, len, path) in files {

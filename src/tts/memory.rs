@@ -11,8 +11,8 @@
 //! Bounded by bytes of audio held; the least recently used entry goes
 //! first. The disk cache stays the durable one; its LRU is refreshed by
 //! the caller on a memory hit at most once per [`DISK_TOUCH_EVERY`] per
-//! phrase, and for every phrase hit since its last touch right before the
-//! disk cache evicts ([`MemoryCache::untouched_hits`]): touching the
+//! phrase, and its eviction takes every phrase hit since its last touch
+//! as the newest ([`MemoryCache::untouched_hits`]): touching the
 //! file's time on every hit was an inode write per phrase per
 //! notification (about 1,500 a second at 100 notifications/s).
 
@@ -138,18 +138,16 @@ impl MemoryCache {
         }
     }
 
-    /// The keys served since their disk file was last touched, each then
-    /// marked touched: the caller touches them before the disk cache
-    /// evicts, so its order by file time is the true order of use.
-    pub fn untouched_hits(&self, now: Instant) -> Vec<String> {
-        let mut g = self.lock();
-        g.map
-            .iter_mut()
+    /// The keys served since their disk file was last touched: the disk
+    /// cache's eviction takes them as the most recently used
+    /// ([`super::cache::Cache::evict_keeping`]), so its order is the true
+    /// order of use without writing their files' times.
+    pub fn untouched_hits(&self) -> Vec<String> {
+        self.lock()
+            .map
+            .iter()
             .filter(|(_, e)| e.last_hit > e.disk_touched)
-            .map(|(k, e)| {
-                e.disk_touched = now;
-                k.clone()
-            })
+            .map(|(k, _)| k.clone())
             .collect()
     }
 
@@ -223,12 +221,13 @@ mod tests {
         assert!(c.get("a", later).unwrap().touch_disk, "due");
         assert!(!c.get("a", later).unwrap().touch_disk, "once");
         assert!(c.get("a", later + DISK_TOUCH_EVERY).unwrap().touch_disk);
-        // Before an eviction: what was served since its last touch, once.
+        // For an eviction: what was served since its last touch.
         c.insert("b", prompt(800));
         let t1 = later + DISK_TOUCH_EVERY + Duration::from_secs(5);
-        assert!(c.untouched_hits(t1).is_empty(), "no hits since the touches");
-        c.get("a", t1 + Duration::from_secs(1));
-        assert_eq!(c.untouched_hits(t1 + Duration::from_secs(2)), ["a"]);
-        assert!(c.untouched_hits(t1 + Duration::from_secs(3)).is_empty());
+        assert!(c.untouched_hits().is_empty(), "no hits since the touches");
+        c.get("a", t1);
+        assert_eq!(c.untouched_hits(), ["a"]);
+        assert!(c.get("a", t1 + DISK_TOUCH_EVERY).unwrap().touch_disk);
+        assert!(c.untouched_hits().is_empty(), "touched");
     }
 }

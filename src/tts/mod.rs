@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod engine;
+pub mod flight;
 pub mod memory;
 pub mod readers;
 pub mod sentences;
@@ -87,6 +88,8 @@ pub struct Tts {
     en: Arc<dyn Engine>,
     /// Site voices and espeak-ng voices asked for as `espeak:NAME`.
     voices: Mutex<HashMap<String, Arc<dyn Engine>>>,
+    /// Phrases being synthesised: one engine run per phrase at a time.
+    flights: flight::Flights,
     pub stats: TtsStats,
 }
 
@@ -116,6 +119,7 @@ impl Tts {
             ja,
             en: Arc::new(Espeak::new(&cfg.espeak_voice_en)),
             voices: Mutex::new(voices),
+            flights: flight::Flights::default(),
             stats: TtsStats::default(),
         })
     }
@@ -163,20 +167,13 @@ impl Tts {
     ) -> Result<Arc<Prompt>, TtsError> {
         let engine = self.engine(lang, voice)?;
         let key = Cache::key(&engine.id(), text);
-        if let Some(hit) = self.memory.get(&key, std::time::Instant::now()) {
-            if hit.touch_disk {
-                // Refreshes the file's place in the disk cache's LRU.
-                let _ = self.cache.get(&key);
-            }
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(hit.prompt);
+        if let Some(p) = self.cached(&key) {
+            return Ok(p);
         }
-        if let Some(path) = self.cache.get(&key) {
-            if let Ok(p) = Prompt::load(&path) {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                self.memory.insert(&key, p.clone());
-                return Ok(p);
-            }
+        // Another thread may be synthesising it: wait for its result.
+        let _turn = self.flights.enter(&key);
+        if let Some(p) = self.cached(&key) {
+            return Ok(p);
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let audio = engine.synthesize(text).inspect_err(|_| {
@@ -204,13 +201,28 @@ impl Tts {
             tracing::warn!(error = %e, "cannot store a rendered prompt in the cache");
             let _ = std::fs::remove_file(&tmp);
         }
-        for key in self.memory.untouched_hits(std::time::Instant::now()) {
-            let _ = self.cache.get(&key);
-        }
-        let _ = self.cache.evict();
+        let _ = self.cache.evict_keeping(&self.memory.untouched_hits());
         let p = Prompt::from_pcm(text.chars().take(40).collect::<String>(), pcm);
         self.memory.insert(&key, p.clone());
         Ok(p)
+    }
+
+    /// The phrase from memory, else from the disk cache (then kept in
+    /// memory).
+    fn cached(&self, key: &str) -> Option<Arc<Prompt>> {
+        if let Some(hit) = self.memory.get(key, std::time::Instant::now()) {
+            if hit.touch_disk {
+                // Refreshes the file's place in the disk cache's LRU.
+                let _ = self.cache.get(key);
+            }
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(hit.prompt);
+        }
+        let path = self.cache.get(key)?;
+        let p = Prompt::load(&path).ok()?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        self.memory.insert(key, p.clone());
+        Some(p)
     }
 
     /// Render the fixed phrases of a dialplan (menu, greetings, "invalid
