@@ -339,7 +339,7 @@ async fn fold_report_facts(svc: Arc<Service>) {
         }
         tokio::select! {
             _ = svc.shutdown.cancelled() => return,
-            r = crate::reports::facts::fold_up_to(&svc.store, crate::reports::facts::REPORT_BATCHES) => match r {
+            r = crate::reports::facts::fold_settled(&svc.store, crate::reports::facts::REPORT_BATCHES, crate::reports::facts::SETTLE_MS) => match r {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(notifications = n, "folded into the report facts"),
                 Err(e) => tracing::warn!(error = %e, "cannot fold the report facts; reports read the raw rows meanwhile"),

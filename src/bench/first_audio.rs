@@ -14,14 +14,13 @@ use anyhow::Context;
 
 use crate::speech::now_us;
 
-/// About 20 seconds of speech with the mei voice, in seven sentences.
+/// About 20 seconds of speech with the mei voice, in four sentences.
 /// Every sentence names the host, so with a new host per notification no
 /// sentence can come from the speech cache: each is synthesised after the
 /// POST, the first one first.
-const MESSAGE: &str = "ホスト{host}について、ACME社の監視センターからお知らせします。\
-ホスト{host}で重大な障害が発生しました。{host}のウェブサーバが三分前から応答していません。\
-{host}からデータベースへの接続も失敗しています。直ちに{host}の状況を確認してください。\
-{host}の復旧手順は運用マニュアルの第五章にあります。{host}の件、至急対応をお願いします。";
+const MESSAGE: &str = "ホスト{host}で重大な障害が発生しました。\
+{host}のウェブサーバが三分前から応答していません。直ちに{host}の状況を確認してください。\
+{host}の件、至急対応をお願いします。";
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

@@ -35,8 +35,9 @@ use crate::store::{Store, StoreError};
 
 const BATCH: i64 = 500;
 
-/// A notification is folded once it has not changed for this long.
-const SETTLE_MS: i64 = 60_000;
+/// The background fold takes a notification once it has not changed
+/// for this long.
+pub const SETTLE_MS: i64 = 60_000;
 
 fn is_outcome(outcome: Option<&str>, name: &str) -> bool {
     // As the raw queries' `LIKE '%"outcome":"NAME"%'`.
@@ -74,6 +75,18 @@ pub(crate) const REPORT_BATCHES: usize = 20;
 
 /// As [`fold`], at most `batches` batches of 500.
 pub async fn fold_up_to(store: &Store, batches: usize) -> Result<usize, StoreError> {
+    fold_settled(store, batches, 0).await
+}
+
+/// As [`fold_up_to`], only notifications unchanged for `settle_ms`: the
+/// background fold leaves alone what just ended, so a late event of a
+/// notification that just ended (its message's synthesis report) does
+/// not meet a fold's row lock. Reports fold everything ended.
+pub async fn fold_settled(
+    store: &Store,
+    batches: usize,
+    settle_ms: i64,
+) -> Result<usize, StoreError> {
     // A notification ended again after it was folded has report_folded
     // = 0 and old facts: drop them, so it is read raw until folded again
     // (not twice). Cheap: the unfolded rows are few (a partial index),
@@ -88,7 +101,7 @@ pub async fn fold_up_to(store: &Store, batches: usize) -> Result<usize, StoreErr
     }
     let mut total = 0;
     for _ in 0..batches {
-        let n = fold_batch(store).await?;
+        let n = fold_batch(store, settle_ms).await?;
         total += n;
         if (n as i64) < BATCH {
             break;
@@ -97,7 +110,7 @@ pub async fn fold_up_to(store: &Store, batches: usize) -> Result<usize, StoreErr
     Ok(total)
 }
 
-async fn fold_batch(store: &Store) -> Result<usize, StoreError> {
+async fn fold_batch(store: &Store, settle_ms: i64) -> Result<usize, StoreError> {
     let mut tx = store.pool().begin().await?;
     // PostgreSQL: lock the rows, so a notification ended again meanwhile
     // waits for this fold (and then sets report_folded back to 0), and
@@ -112,15 +125,20 @@ async fn fold_batch(store: &Store) -> Result<usize, StoreError> {
             .await?;
         " FOR NO KEY UPDATE OF n SKIP LOCKED"
     };
-    // Ended a while ago: a late event of a notification that just ended
-    // (its message's synthesis report) does not meet a fold's lock.
-    let settled = crate::runner::now_ms() - SETTLE_MS;
+    let settled = if settle_ms > 0 {
+        format!(
+            " AND n.updated_ms <= {}",
+            crate::runner::now_ms() - settle_ms
+        )
+    } else {
+        String::new()
+    };
     let sql = format!(
         "SELECT n.id AS id, n.contract AS contract, n.created_ms AS created, n.state AS state, \
          n.final AS fin, n.ack_request AS ackr FROM notifications n WHERE n.report_folded = 0 \
          AND n.state IN ('acked', 'action_requested', 'action_taken', 'exhausted', 'cancelled', 'failed') \
          AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.notification_id = n.id AND a.ended_ms IS NULL) \
-         AND n.updated_ms < {settled} ORDER BY n.created_ms LIMIT {BATCH}{lock}"
+        {settled} ORDER BY n.created_ms LIMIT {BATCH}{lock}"
     );
     let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
     if rows.is_empty() {

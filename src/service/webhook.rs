@@ -91,16 +91,18 @@ pub async fn run(svc: Arc<Service>) {
     let nowhere = svc.config.webhooks.url.is_none()
         && svc.config.webhooks.contracts.is_empty()
         && svc.pipeline_webhook.get().is_none();
-    while nowhere {
-        if let Err(e) = svc.store.delivered_nowhere(now_ms()).await {
-            tracing::warn!(error = %e, "outbox update failed");
+    if nowhere {
+        loop {
+            if let Err(e) = svc.store.delivered_nowhere(now_ms()).await {
+                tracing::warn!(error = %e, "outbox update failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = svc.outbox_kick.notified() => {}
+                _ = svc.shutdown.cancelled() => return,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = svc.outbox_kick.notified() => {}
-            _ = svc.shutdown.cancelled() => return,
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     loop {
         while let Some(done) = deliveries.try_join_next() {
