@@ -938,6 +938,10 @@ async fn run_call(
         .flatten();
     outcome.unwrap_or(if cancelled {
         Outcome::Cancelled
+    } else if answered_at.is_none() {
+        // Its events ended with no word of why: nobody answered it.
+        tracing::warn!("the call ended without an answer or a reason");
+        Outcome::Failed { code: 0 }
     } else {
         Outcome::AnsweredNoInput
     })

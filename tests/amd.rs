@@ -83,22 +83,25 @@ enabled = true
     p
 }
 
+fn escalate_cmd(dir: &Path, plan: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callout"));
+    cmd.args([
+        "escalate",
+        plan.to_str().unwrap(),
+        "--ticket",
+        "1",
+        "--host",
+        "db-1",
+        "--summary",
+        "down",
+    ])
+    .args(["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")])
+    .env("CALLOUT_TTS_CACHE", dir.join("cache"));
+    cmd
+}
+
 fn escalate(dir: &Path, plan: &Path) -> (bool, Vec<serde_json::Value>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args([
-            "escalate",
-            plan.to_str().unwrap(),
-            "--ticket",
-            "1",
-            "--host",
-            "db-1",
-            "--summary",
-            "down",
-        ])
-        .args(["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")])
-        .env("CALLOUT_TTS_CACHE", dir.join("cache"))
-        .output()
-        .unwrap();
+    let out = escalate_cmd(dir, plan).output().unwrap();
     let lines = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -135,11 +138,25 @@ fn a_person_saying_hello_is_human_and_can_ack() {
     let bs = Baresip::start(&dir, &hello);
     let uri = bs.uri();
     let p = plan(&dir, &uri);
-    let d2 = dir.clone();
-    let runner = std::thread::spawn(move || escalate(&d2, &p));
-    std::thread::sleep(std::time::Duration::from_millis(4000));
-    assert!(bs.command("sndcode", "1").contains("\"ok\":true"));
-    let (ok, lines) = runner.join().unwrap();
+    // Press only once the verdict is out: a key before it settles the
+    // call as a person without a verdict (and a loaded machine may take
+    // longer than any fixed wait to get there).
+    let mut child = escalate_cmd(&dir, &p)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    let mut pressed = false;
+    for line in std::io::BufRead::lines(stdout) {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["event"] == "call.amd" && !pressed {
+            pressed = true;
+            assert!(bs.command("sndcode", "1").contains("\"ok\":true"));
+        }
+        lines.push(v);
+    }
+    let ok = child.wait().unwrap().success();
     let amd = events(&lines, "call.amd");
     assert_eq!(amd[0]["result"], "human", "{lines:#?}\n{}", bs.log());
     assert!(ok, "{lines:#?}");

@@ -112,6 +112,15 @@ fn prompts(dir: &Path) -> PathBuf {
 /// One escalation against the scenario; the packets at the 183's port
 /// and at the 200's port, and callout's events.
 fn run(name: &str, early_message: bool) -> (Vec<Sound>, Vec<Sound>, Vec<serde_json::Value>) {
+    run_with(name, early_message, "prompt = \"message-tone.wav\"")
+}
+
+/// As [`run`], with `message` as the plan's `[message]` table body.
+fn run_with(
+    name: &str,
+    early_message: bool,
+    message: &str,
+) -> (Vec<Sound>, Vec<Sound>, Vec<serde_json::Value>) {
     let dir = scratch(name);
     let prompts = prompts(&dir);
     let (a, b) = (free_port_pair(), free_port_pair());
@@ -150,7 +159,7 @@ name = "P"
 uri = "{uri}"
 
 [message]
-prompt = "message-tone.wav"
+{message}
 
 [menu]
 prompt = {{ prompt = "menu-tone.wav" }}
@@ -192,6 +201,18 @@ goodbye = {{ prompt = "goodbye-en.wav" }}
         "{lines:#?}\n{stderr}"
     );
     (early.finish(), answer.finish(), lines)
+}
+
+/// Where the menu prompt starts: the first half second of its tone (a
+/// spoken message may sound like it for a packet or two, never for 25).
+fn menu_start(s: &[Sound]) -> Option<usize> {
+    s.windows(25)
+        .position(|w| w.iter().all(|x| *x == Sound::Menu))
+}
+
+/// Packets of a spoken message: anything not silent before the menu.
+fn spoken(s: &[Sound]) -> usize {
+    s.iter().filter(|x| **x != Sound::Silence).count()
 }
 
 /// The message's packets at the 200's port: those before the menu's.
@@ -242,5 +263,42 @@ fn without_early_message_only_silence_goes_out_before_the_200() {
     assert!(
         (145..=153).contains(&after),
         "message packets after the 200: {after}"
+    );
+}
+
+/// Long enough (about 5 s in espeak-ng) to be heard across the 200.
+const SPOKEN: &str = "text = \"Alert on {host}. The database server is not answering, and its disk is nearly full.\"";
+
+/// The text message (synthesised sentence by sentence while it rings)
+/// takes the same road: it starts on the 183 and goes on across the
+/// 200 where it was, so the whole of it is heard once, as much of it as
+/// without the setting, where it all comes after the 200.
+#[test]
+fn a_spoken_message_starts_on_the_183_and_is_heard_whole_once() {
+    require("espeak-ng");
+    let (early, answer, lines) = run_with("early-spoken-on", true, SPOKEN);
+    assert_eq!(events(&lines, "call.early_message").len(), 1, "{lines:#?}");
+    let before = spoken(&early);
+    assert!(
+        before >= 30,
+        "speech before the 200: {before} packets: {early:?}"
+    );
+    let menu = menu_start(&answer).expect("the menu prompt after the 200");
+    let on = before + spoken(&answer[..menu]);
+
+    let (early_off, answer_off, _) = run_with("early-spoken-off", false, SPOKEN);
+    assert_eq!(
+        spoken(&early_off),
+        0,
+        "silence before the 200: {early_off:?}"
+    );
+    let menu_off = menu_start(&answer_off).expect("the menu prompt after the 200");
+    let off = spoken(&answer_off[..menu_off]);
+    eprintln!("spoken packets: on {on} ({before} before the 200), off {off}");
+    // Neither restarted at the 200 (about 75 packets more) nor cut.
+    assert!(off >= 100, "the whole message without the setting: {off}");
+    assert!(
+        on.abs_diff(off) <= 15,
+        "spoken packets with early_message {on} ({before} before the 200), without {off}"
     );
 }

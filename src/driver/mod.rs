@@ -10,7 +10,7 @@ pub mod sip;
 pub mod stream;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -407,6 +407,8 @@ impl Gateway {
             redial: None,
             dialled: Vec::new(),
             trunk_gate: None,
+            pending: std::sync::Mutex::new(None),
+            hangup_asked: AtomicBool::new(false),
         }
     }
 }
@@ -473,6 +475,34 @@ pub struct ActiveCall {
     dialled: Vec<String>,
     /// Asked before the call moves to another trunk.
     trunk_gate: Option<Arc<dyn TrunkGate>>,
+    /// A redial under way (see [`ActiveCall::next`]); only ever reached
+    /// through `&mut self` (`get_mut`, never locked): the mutex is there
+    /// so the call stays `Sync` with a `Send`-only future in it.
+    pending: std::sync::Mutex<Option<PendingRedial>>,
+    /// `hangup` was called: a leg a pending redial makes is hung up too.
+    hangup_asked: AtomicBool,
+}
+
+/// A 3xx being followed or a failover being made: the new INVITE's leg,
+/// or the reason the call ends with. It owns the redial state while it
+/// runs and gives it back with the result.
+type PendingRedial = std::pin::Pin<Box<dyn std::future::Future<Output = Redialled> + Send>>;
+
+struct Redialled {
+    redial: Box<(Gateway, DialRequest)>,
+    result: Result<NewLeg, EndReason>,
+}
+
+/// What a redial made: the new INVITE's handle and events.
+struct NewLeg {
+    handle: CallHandle,
+    sip_rx: mpsc::UnboundedReceiver<CallEvent>,
+    srtp: Option<(SdesKey, SrtpMode)>,
+    /// The media policy of the trunk the call moved to.
+    policy: Option<MediaPolicy>,
+    /// The redirect target, for the list of URIs this call has dialled.
+    dialled: Option<String>,
+    update: CallUpdate,
 }
 
 impl ActiveCall {
@@ -487,11 +517,31 @@ impl ActiveCall {
     }
 
     /// The next event; `None` once the call has ended and all is drained.
+    ///
+    /// Cancel-safe: a redial (a 3xx followed, a failover) is kept in the
+    /// call while it is under way, so a caller whose `select!` took
+    /// another branch finds it where it was at the next call.
     pub async fn next(&mut self) -> Option<CallUpdate> {
         loop {
             if self.sip_done {
                 // After the end, hand out what media already queued.
                 return self.media_rx.try_recv().ok().map(CallUpdate::Media);
+            }
+            let pending = self.pending.get_mut().unwrap_or_else(|e| e.into_inner());
+            if let Some(pending) = pending.as_mut() {
+                tokio::select! {
+                    done = pending => {
+                        *self.pending_mut() = None;
+                        match self.redialled(done) {
+                            Ok(update) => return Some(update),
+                            Err(reason) => {
+                                self.finish();
+                                return Some(CallUpdate::Sip(CallEvent::Ended(reason)));
+                            }
+                        }
+                    }
+                    Some(ev) = self.media_rx.recv() => return Some(CallUpdate::Media(ev)),
+                }
             }
             tokio::select! {
                 ev = self.sip_rx.recv() => {
@@ -501,17 +551,21 @@ impl ActiveCall {
                     };
                     let ev = match ev {
                         CallEvent::Ended(EndReason::Redirected { code, targets }) => {
-                            match self.follow(code, &targets).await {
-                                Ok(target) => return Some(CallUpdate::Redirected { code, target }),
+                            match self.follow(code, &targets) {
+                                Ok(pending) => {
+                                    *self.pending_mut() = Some(pending);
+                                    continue;
+                                }
                                 Err(reason) => CallEvent::Ended(reason),
                             }
                         }
                         CallEvent::Ended(reason) => match failover_code(&reason) {
-                            Some(code) => match self.fail_over().await {
-                                Some((to, trunk)) => {
-                                    return Some(CallUpdate::FailedOver { code, to, trunk })
+                            Some(code) => match self.fail_over(code, reason) {
+                                Ok(pending) => {
+                                    *self.pending_mut() = Some(pending);
+                                    continue;
                                 }
-                                None => CallEvent::Ended(reason),
+                                Err(reason) => CallEvent::Ended(reason),
                             },
                             None => CallEvent::Ended(reason),
                         },
@@ -534,10 +588,36 @@ impl ActiveCall {
         }
     }
 
+    fn pending_mut(&mut self) -> &mut Option<PendingRedial> {
+        self.pending.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take over the leg a finished redial made (or give the reason the
+    /// call ends with).
+    fn redialled(&mut self, done: Redialled) -> Result<CallUpdate, EndReason> {
+        self.redial = Some(done.redial);
+        let leg = done.result?;
+        self.handle = leg.handle;
+        self.sip_rx = leg.sip_rx;
+        self.srtp = leg.srtp;
+        if let Some(policy) = leg.policy {
+            // The session is made at the answer with this policy.
+            self.policy = policy;
+        }
+        if let Some(target) = leg.dialled {
+            self.dialled.push(target);
+        }
+        if self.hangup_asked.load(Ordering::Relaxed) {
+            // Hung up while the new INVITE was being prepared.
+            self.sip.hangup(self.handle);
+        }
+        Ok(leg.update)
+    }
+
     /// Follow a 3xx if the dial's redirect rule allows it: a new INVITE
     /// (new Call-ID) to the allowed target, media on the same port.
     /// Otherwise the reason the call ends with.
-    async fn follow(&mut self, code: u16, targets: &[String]) -> Result<String, EndReason> {
+    fn follow(&mut self, code: u16, targets: &[String]) -> Result<PendingRedial, EndReason> {
         let refused = |target, why| EndReason::RedirectRefused { code, target, why };
         let key = self.offer_key();
         let Some(redial) = self.redial.as_mut() else {
@@ -555,74 +635,94 @@ impl ActiveCall {
             return Err(refused(target, redirect::Refusal::NoTarget));
         };
         redial.1.uri = target.clone();
-        let (gw, req) = (&redial.0, &redial.1);
-        match gw.invite(self.id, req, &socket, &key).await {
-            Ok((handle, sip_rx, mode)) => {
-                self.srtp = (mode != SrtpMode::Off).then_some((key, mode));
-                tracing::info!(code, target = %crate::logging::Redacted(&target), "following a redirect");
-                self.handle = handle;
-                self.sip_rx = sip_rx;
-                self.dialled.push(target.clone());
-                Ok(target)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot follow a redirect");
-                Err(EndReason::Unreachable { code: None })
-            }
-        }
+        let Some(redial) = self.redial.take() else {
+            return Err(refused(target, redirect::Refusal::NoTarget));
+        };
+        let id = self.id;
+        Ok(Box::pin(async move {
+            let result = match redial.0.invite(id, &redial.1, &socket, &key).await {
+                Ok((handle, sip_rx, mode)) => {
+                    tracing::info!(code, target = %crate::logging::Redacted(&target), "following a redirect");
+                    Ok(NewLeg {
+                        handle,
+                        sip_rx,
+                        srtp: (mode != SrtpMode::Off).then_some((key, mode)),
+                        policy: None,
+                        dialled: Some(target.clone()),
+                        update: CallUpdate::Redirected { code, target },
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot follow a redirect");
+                    Err(EndReason::Unreachable { code: None })
+                }
+            };
+            Redialled { redial, result }
+        }))
     }
 
     /// Send the INVITE again through the next failover proxy, if any,
-    /// else through the next trunk: where it went, and the trunk's name
-    /// when it moved to another trunk.
-    async fn fail_over(&mut self) -> Option<(Option<SocketAddr>, Option<String>)> {
-        let socket = self.socket.clone()?;
-        let redial = self.redial.as_mut()?;
-        loop {
-            let (to, trunk) = if !redial.1.failover.is_empty() {
-                let to = redial.1.failover.remove(0);
-                redial.1.outbound_proxy = Some(to);
-                (Some(to), None)
-            } else if !redial.1.next_trunks.is_empty() {
-                let hop = redial.1.next_trunks.remove(0);
-                let name = hop.name.clone();
-                if let Some(gate) = &self.trunk_gate {
-                    if !gate.enter(&name).await {
-                        tracing::warn!(trunk = %name, "no free channel on the trunk to fail over to; skipped");
-                        continue;
-                    }
-                }
-                hop.apply(&mut redial.1);
-                // The session is made at the answer with this policy.
-                self.policy = redial.1.media;
-                (redial.1.outbound_proxy, Some(name))
-            } else {
-                return None;
-            };
-            let (gw, req) = (&redial.0, &redial.1);
-            let key = self
-                .srtp
-                .as_ref()
-                .map(|(k, _)| k.clone())
-                .unwrap_or_else(|| SdesKey::generate(1));
-            match gw.invite(self.id, req, &socket, &key).await {
-                Ok((handle, sip_rx, mode)) => {
-                    self.srtp = (mode != SrtpMode::Off).then_some((key, mode));
-                    match &trunk {
-                        Some(t) => {
-                            tracing::warn!(trunk = %t, proxy = ?to, "failing over to the next trunk")
+    /// else through the next trunk; the update says where it went (and
+    /// the trunk's name when it moved to another trunk). With nowhere
+    /// left to go, the call ends with `reason`.
+    fn fail_over(
+        &mut self,
+        code: Option<u16>,
+        reason: EndReason,
+    ) -> Result<PendingRedial, EndReason> {
+        let Some(socket) = self.socket.clone() else {
+            return Err(reason);
+        };
+        let Some(mut redial) = self.redial.take() else {
+            return Err(reason);
+        };
+        let key = self.offer_key();
+        let gate = self.trunk_gate.clone();
+        let id = self.id;
+        Ok(Box::pin(async move {
+            let result = loop {
+                let (to, trunk, policy) = if !redial.1.failover.is_empty() {
+                    let to = redial.1.failover.remove(0);
+                    redial.1.outbound_proxy = Some(to);
+                    (Some(to), None, None)
+                } else if !redial.1.next_trunks.is_empty() {
+                    let hop = redial.1.next_trunks.remove(0);
+                    let name = hop.name.clone();
+                    if let Some(gate) = &gate {
+                        if !gate.enter(&name).await {
+                            tracing::warn!(trunk = %name, "no free channel on the trunk to fail over to; skipped");
+                            continue;
                         }
-                        None => tracing::warn!(proxy = ?to, "failing over to the next proxy"),
                     }
-                    self.handle = handle;
-                    self.sip_rx = sip_rx;
-                    return Some((to, trunk));
+                    hop.apply(&mut redial.1);
+                    (redial.1.outbound_proxy, Some(name), Some(redial.1.media))
+                } else {
+                    break Err(reason);
+                };
+                match redial.0.invite(id, &redial.1, &socket, &key).await {
+                    Ok((handle, sip_rx, mode)) => {
+                        match &trunk {
+                            Some(t) => {
+                                tracing::warn!(trunk = %t, proxy = ?to, "failing over to the next trunk")
+                            }
+                            None => tracing::warn!(proxy = ?to, "failing over to the next proxy"),
+                        }
+                        break Ok(NewLeg {
+                            handle,
+                            sip_rx,
+                            srtp: (mode != SrtpMode::Off).then_some((key, mode)),
+                            policy,
+                            dialled: None,
+                            update: CallUpdate::FailedOver { code, to, trunk },
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(proxy = ?to, trunk = ?trunk, error = %e, "cannot fail over")
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(proxy = ?to, trunk = ?trunk, error = %e, "cannot fail over")
-                }
-            }
-        }
+            };
+            Redialled { redial, result }
+        }))
     }
 
     /// The key a new INVITE of this call offers (the same all along).
@@ -750,6 +850,7 @@ impl ActiveCall {
 
     /// CANCEL if ringing, BYE if answered.
     pub fn hangup(&self) {
+        self.hangup_asked.store(true, Ordering::Relaxed);
         self.sip.hangup(self.handle);
     }
 }
