@@ -10,6 +10,10 @@
 //!    from sipp's own message trace (INVITE received to BYE sent), and
 //!    the critical ones dialled before the minor ones queued earlier.
 //!
+//! 3. Keepalive verdicts are shared: a proxy that stops answering one
+//!    node's OPTIONS (and still answers the other's) is down for both,
+//!    and up for both again once it answers that node again.
+//!
 //! Needs `CALLOUT_TEST_POSTGRES_URL`; skipped loudly without it.
 
 mod common;
@@ -95,6 +99,11 @@ impl Drop for NodeProc {
 }
 
 fn start_node(dir: &Path, name: &str, db: &str, rtp: &str) -> NodeProc {
+    start_node_with(dir, name, db, rtp, "")
+}
+
+/// As [`start_node`], with `extra` appended to its configuration.
+fn start_node_with(dir: &Path, name: &str, db: &str, rtp: &str, extra: &str) -> NodeProc {
     let ndir = dir.join(name);
     std::fs::create_dir_all(&ndir).unwrap();
     let api_port = free_port_pair();
@@ -112,7 +121,7 @@ fn start_node(dir: &Path, name: &str, db: &str, rtp: &str) -> NodeProc {
              [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n\
              [cluster]\nnode_id = \"{name}\"\nlease_ttl = \"3s\"\nheartbeat = \"1s\"\npoll = \"500ms\"\n\
              [trunks.carrier]\nmax_channels = 4\n\
-             [trunks.full]\nmax_channels = 10\n",
+             [trunks.full]\nmax_channels = 10\n{extra}",
             dp = dir.join("dialplans").display(),
             pr = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
             tc = ndir.join("tts").display(),
@@ -515,4 +524,164 @@ fn trunk_limits_hold_across_three_nodes() {
     eprintln!("notifications per node: {per_node:?}");
     assert!(per_node.values().all(|n| n != "0"), "{per_node:?}");
     drop(nodes);
+}
+
+/// A proxy that answers OPTIONS with 200, except from the source ports
+/// it is told to ignore; it counts the answers it sent to each port.
+struct OptionsProxy {
+    port: u16,
+    ignore: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<u16>>>,
+    answered: std::sync::Arc<std::sync::Mutex<HashMap<u16, usize>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+}
+
+impl OptionsProxy {
+    fn start() -> OptionsProxy {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let ignore = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let answered = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ig, an, se) = (ignore.clone(), answered.clone(), seen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                {
+                    let mut se = se.lock().unwrap();
+                    if text.starts_with("OPTIONS ") && !se.contains(&from.port()) {
+                        se.push(from.port());
+                    }
+                }
+                if !text.starts_with("OPTIONS ") || ig.lock().unwrap().contains(&from.port()) {
+                    continue;
+                }
+                let mut resp = String::from("SIP/2.0 200 OK\r\n");
+                for line in text.split("\r\n") {
+                    let name = line
+                        .split(':')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase();
+                    match name.as_str() {
+                        "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
+                            resp.push_str(line);
+                            resp.push_str("\r\n");
+                        }
+                        "to" | "t" => {
+                            resp.push_str(line);
+                            if !line.contains(";tag=") {
+                                resp.push_str(";tag=proxy");
+                            }
+                            resp.push_str("\r\n");
+                        }
+                        _ => {}
+                    }
+                }
+                resp.push_str("Content-Length: 0\r\n\r\n");
+                let _ = sock.send_to(resp.as_bytes(), from);
+                *an.lock().unwrap().entry(from.port()).or_insert(0) += 1;
+            }
+        });
+        OptionsProxy {
+            port,
+            ignore,
+            answered,
+            seen,
+        }
+    }
+
+    /// The source ports that sent OPTIONS, in the order first seen.
+    fn ports(&self) -> Vec<u16> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn answered(&self, port: u16) -> usize {
+        self.answered
+            .lock()
+            .unwrap()
+            .get(&port)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// What `node`'s /readyz says of the trunk `watched` at `addr`.
+fn health(node: &NodeProc, addr: &str) -> String {
+    let (_, r) = http(&node.base, "GET", "/readyz", None).unwrap_or_default();
+    r["trunks"]["watched"][addr]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn a_proxy_one_node_finds_down_is_down_for_all() {
+    let Ok(admin) = std::env::var("CALLOUT_TEST_POSTGRES_URL") else {
+        eprintln!("\n*** SKIPPED a_proxy_one_node_finds_down_is_down_for_all: set CALLOUT_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/test) ***\n");
+        return;
+    };
+    let dir = scratch("trunk-health-pg");
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    let db = Db::create(&admin, &format!("callout_health_{}", std::process::id()));
+    let proxy = OptionsProxy::start();
+    let addr = format!("127.0.0.1:{}", proxy.port);
+    let extra =
+        format!("[trunks.watched]\nproxy = \"{addr}\"\nkeepalive = \"1s\"\nkeepalive_misses = 2\n");
+    // Each node probes from a socket of its own: the first port seen
+    // after a node starts is that node's.
+    let a = start_node_with(&dir, "node-a", &db.url, "44000-44099", &extra);
+    wait_for("node-a's first probe", Duration::from_secs(20), || {
+        proxy.ports().len() == 1
+    });
+    let b = start_node_with(&dir, "node-b", &db.url, "44100-44199", &extra);
+    wait_for("node-b's first probe", Duration::from_secs(20), || {
+        proxy.ports().len() == 2
+    });
+    let (pa, pb) = (proxy.ports()[0], proxy.ports()[1]);
+    wait_for(
+        "both nodes to find the proxy up",
+        Duration::from_secs(20),
+        || health(&a, &addr) == "up" && health(&b, &addr) == "up",
+    );
+
+    // The proxy stops answering node-b only: node-a, whose own probes are
+    // still answered, takes node-b's word for it.
+    proxy.ignore.lock().unwrap().insert(pb);
+    let cut = Instant::now();
+    wait_for(
+        "node-b to find the proxy down",
+        Duration::from_secs(20),
+        || health(&b, &addr) == "down",
+    );
+    wait_for(
+        "node-a to take node-b's verdict",
+        Duration::from_secs(20),
+        || health(&a, &addr) == "down",
+    );
+    let seen = cut.elapsed();
+    let answered_a = proxy.answered(pa);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        proxy.answered(pa) > answered_a,
+        "node-a's probes were still answered while it held the proxy down"
+    );
+    assert_eq!(
+        health(&a, &addr),
+        "down",
+        "node-a's own answers must not undo node-b's verdict"
+    );
+    eprintln!(
+        "node-a saw node-b's verdict {} ms after the cut",
+        seen.as_millis()
+    );
+
+    // Answered again: up for both.
+    proxy.ignore.lock().unwrap().clear();
+    wait_for(
+        "both nodes to find the proxy up again",
+        Duration::from_secs(20),
+        || health(&a, &addr) == "up" && health(&b, &addr) == "up",
+    );
 }
