@@ -10,7 +10,10 @@
 //!    from sipp's own message trace (INVITE received to BYE sent), and
 //!    the critical ones dialled before the minor ones queued earlier.
 //!
-//! 3. Keepalive verdicts are shared: a proxy that stops answering one
+//! 3. `max_cps` holds across nodes: 12 notifications posted at once over
+//!    three nodes to a trunk allowing 4 new calls a second reach the UAS
+//!    at least about 250 ms apart.
+//! 4. Keepalive verdicts are shared: a proxy that stops answering one
 //!    node's OPTIONS (and still answers the other's) is down for both,
 //!    and up for both again once it answers that node again.
 //!
@@ -684,4 +687,54 @@ fn a_proxy_one_node_finds_down_is_down_for_all() {
         Duration::from_secs(20),
         || health(&a, &addr) == "up" && health(&b, &addr) == "up",
     );
+}
+
+#[test]
+fn new_calls_per_second_hold_across_three_nodes() {
+    let Ok(admin) = std::env::var("CALLOUT_TEST_POSTGRES_URL") else {
+        eprintln!("\n*** SKIPPED new_calls_per_second_hold_across_three_nodes: set CALLOUT_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/test) ***\n");
+        return;
+    };
+    require("espeak-ng");
+    let dir = scratch("trunk-cps-pg");
+    let db = Db::create(&admin, &format!("callout_cps_{}", std::process::id()));
+    let answerer = Uas::start("remote_bye.xml", &dir.join("sipp-answerer"));
+    dialplan(&dir, "paced", "paced", &answerer.uri());
+    let extra = "[trunks.paced]\nmax_cps = 4\n";
+    let nodes: Vec<NodeProc> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .zip(["44200-44299", "44300-44399", "44400-44499"])
+        .map(|(n, rtp)| start_node_with(&dir, n, &db.url, rtp, extra))
+        .collect();
+    let ids: Vec<String> = (0..12)
+        .map(|i| post(&nodes[i % 3], "paced", &format!("P{i}"), "major"))
+        .collect();
+    wait_for("every call made", Duration::from_secs(40), || {
+        ids.iter().all(|id| {
+            get(&nodes[0], id)["state"] == "exhausted" || get(&nodes[0], id)["state"] == "acked"
+        })
+    });
+    let calls = answerer.calls();
+    assert_eq!(calls.len(), 12, "{calls:?}");
+    let gaps: Vec<f64> = calls
+        .windows(2)
+        .map(|w| w[1].invite_ms - w[0].invite_ms)
+        .collect();
+    let span = calls[11].invite_ms - calls[0].invite_ms;
+    eprintln!("max_cps 4 over 3 nodes: INVITE gaps {gaps:.0?} ms, 12 INVITEs in {span:.0} ms");
+    // 250 ms apart, less what a loaded node adds between taking its turn
+    // and sending: never a burst, and no five within 900 ms.
+    assert!(
+        gaps.iter().all(|g| *g >= 100.0),
+        "INVITEs in a burst: {gaps:?}"
+    );
+    let tightest = calls
+        .windows(5)
+        .map(|w| w[4].invite_ms - w[0].invite_ms)
+        .fold(f64::MAX, f64::min);
+    assert!(
+        tightest >= 900.0,
+        "five INVITEs within {tightest} ms: {gaps:?}"
+    );
+    assert!(span >= 11.0 * 250.0 * 0.9, "12 INVITEs in {span} ms");
 }
