@@ -569,31 +569,7 @@ async fn smtp_phase(o: &PipelineBench, addr: std::net::SocketAddr) -> anyhow::Re
 fn start_callee() -> anyhow::Result<(std::net::SocketAddr, Arrivals)> {
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     let addr = sock.local_addr()?;
-    let arrivals: Arrivals = Arc::default();
-    let a = arrivals.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 65536];
-        while let Ok((n, from)) = sock.recv_from(&mut buf) {
-            let now = wall_ms();
-            let Ok(crate::sip::message::Message::Request(req)) =
-                crate::sip::message::parse(&buf[..n])
-            else {
-                continue;
-            };
-            if req.method != crate::sip::message::Method::Invite {
-                continue;
-            }
-            if let Some(id) = req.headers.get("X-Callout-Notification") {
-                a.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(id.to_string())
-                    .or_insert(now);
-            }
-            let busy = crate::sip::message::Response::for_request(&req, 486, Some("bench"));
-            let _ = sock.send_to(&busy.to_bytes(), from);
-        }
-    });
-    Ok((addr, arrivals))
+    Ok((addr, super::spawn_busy_callee(sock, wall_ms)))
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
