@@ -320,10 +320,7 @@ impl Service {
             // Clustered, another node may run it; a dead one's lease runs
             // out and a live node takes it over, so it is never abandoned
             // for long.
-            if abandoned_failed
-                || stored.is_err()
-                || self.is_owned(&active.id)
-                || cluster.is_some()
+            if abandoned_failed || stored.is_err() || self.is_owned(&active.id) || cluster.is_some()
             {
                 if let Some(k) = key {
                     self.store.release_key(k).await?;
