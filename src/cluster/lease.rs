@@ -21,6 +21,10 @@ struct Held {
     claimed_at: i64,
     /// Give up at this time unless a renewal confirms it again.
     deadline: i64,
+    /// When the latest statement the database answered with this epoch
+    /// still holding the lease was sent (the claim, a renewal, a
+    /// confirmation, or a fenced write of the store writer).
+    seen_at: i64,
 }
 
 /// The leases this node holds.
@@ -52,6 +56,7 @@ impl Leases {
             epoch,
             claimed_at: sent_at,
             deadline: self.until(sent_at),
+            seen_at: sent_at,
         };
         self.held.insert(id.to_string(), h);
     }
@@ -82,7 +87,27 @@ impl Leases {
         let until = self.until(sent_at);
         if let Some(h) = self.held.get_mut(id).filter(|h| h.epoch == epoch) {
             h.deadline = h.deadline.max(until);
+            h.seen_at = h.seen_at.max(sent_at);
         }
+    }
+
+    /// A write sent at `sent_at` found lease `id` still held with `epoch`
+    /// on the database (the store writer's fence) without extending it:
+    /// the deadline stays where the claim or the last renewal put it.
+    pub fn seen(&mut self, id: &str, epoch: i64, sent_at: i64) {
+        if let Some(h) = self.held.get_mut(id).filter(|h| h.epoch == epoch) {
+            h.seen_at = h.seen_at.max(sent_at);
+        }
+    }
+
+    /// Whether lease `id` is held at `now` (before its deadline) and the
+    /// database said so in answer to a statement sent at `since` or
+    /// later: then a dial needs no further round trip to be sure no other
+    /// node owns the work (none can claim it before the deadline).
+    pub fn held_since(&self, id: &str, since: i64, now: i64) -> bool {
+        self.held
+            .get(id)
+            .is_some_and(|h| h.seen_at >= since && now < h.deadline)
     }
 
     /// Forget a lease (its work ended, or it was handed back).
@@ -103,7 +128,10 @@ impl Leases {
         let mut lost = Vec::new();
         for (id, h) in self.held.iter_mut() {
             match owned.get(id.as_str()) {
-                Some(&e) if e == h.epoch => h.deadline = h.deadline.max(until),
+                Some(&e) if e == h.epoch => {
+                    h.deadline = h.deadline.max(until);
+                    h.seen_at = h.seen_at.max(sent_at);
+                }
                 // Claimed after the renewal was sent: it cannot say.
                 _ if h.claimed_at > sent_at => {}
                 _ => lost.push(id.clone()),
@@ -207,6 +235,26 @@ mod tests {
         l.confirmed("a", 1, 2_000);
         assert_eq!(l.next_deadline(), Some(3_000));
         assert_eq!(l.expired(3_000), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn held_since_needs_an_answer_sent_after_the_moment_and_a_live_deadline() {
+        let mut l = Leases::new(10_000, 2_000);
+        l.claimed("a", 1, 0);
+        // The claim itself was sent before the moment asked about.
+        assert!(!l.held_since("a", 100, 200));
+        // A fenced write sent later with another epoch says nothing.
+        l.seen("a", 2, 300);
+        assert!(!l.held_since("a", 100, 400));
+        l.seen("a", 1, 300);
+        assert!(l.held_since("a", 100, 400));
+        // Seen does not extend the lease: past the claim's deadline, no.
+        assert!(!l.held_since("a", 100, 8_000));
+        // A renewal sent later does both.
+        let _ = l.renewed(7_000, &rows(&[("a", 1)]));
+        assert!(l.held_since("a", 6_500, 8_000));
+        assert!(!l.held_since("a", 7_500, 8_000));
+        assert!(!l.held_since("b", 0, 1));
     }
 
     #[test]

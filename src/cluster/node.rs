@@ -174,6 +174,32 @@ impl Node {
         self.metrics.claims.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The store writer applied fenced writes sent at `sent_at`: the
+    /// database found each `(id, epoch)` still holding its lease then.
+    pub fn writes_held<'a>(&self, held: impl IntoIterator<Item = (&'a str, i64)>, sent_at: i64) {
+        let mut leases = self.leases();
+        for (id, epoch) in held {
+            leases.seen(id, epoch, sent_at);
+        }
+    }
+
+    /// Before a dial, after a checkpoint submitted at `since`
+    /// ([`Node::send_time`]): when a statement sent since then already
+    /// found the lease held on the database (the checkpoint's own fenced
+    /// write, usually, or a renewal) and the lease is within its
+    /// deadline, that answer stands for [`Node::confirm`], one round trip
+    /// and one commit fewer between a POST and its INVITE; otherwise (the
+    /// checkpoint went to the journal, or is not written yet) as
+    /// [`Node::confirm`].
+    pub async fn confirm_after(&self, id: &str, since: i64) -> bool {
+        if self.leases().held_since(id, since, self.now())
+            && self.tokens().get(id).is_some_and(|t| !t.is_cancelled())
+        {
+            return true;
+        }
+        self.confirm(id).await
+    }
+
     /// Before a dial: the lease is still this node's on the database.
     /// When it is not (fenced, or the database does not answer), the work
     /// stops here and `false` comes back: nothing may be dialled.

@@ -233,7 +233,9 @@ impl Service {
     /// The common case of a key: new, and no active notification for the
     /// contract + ticket. The notification and its key are one commit
     /// (one fsync on the way to the first INVITE instead of two). `None`
-    /// when that case does not hold; nothing is written then.
+    /// when that case does not hold; nothing is written then. An active
+    /// notification is not looked up first: the insert finds it (the
+    /// unique index), one round trip fewer in the common case.
     async fn accept_fresh_key(
         self: &Arc<Self>,
         n: &Notification,
@@ -242,14 +244,6 @@ impl Service {
         body_hash: &str,
         now: i64,
     ) -> Result<Option<NotificationRow>, AcceptError> {
-        if self
-            .store
-            .find_active(&n.contract, &n.ticket)
-            .await?
-            .is_some()
-        {
-            return Ok(None);
-        }
         let row = new_row(n, now);
         // Clustered, this node claims it in the insert's commit.
         let cluster = self.cluster.get();
@@ -282,59 +276,67 @@ impl Service {
         key: Option<&str>,
         now: i64,
     ) -> Result<(NotificationRow, bool), AcceptError> {
-        if let Some(active) = self.store.find_active(&n.contract, &n.ticket).await? {
-            // Clustered, another node may run it; a dead one's lease
-            // runs out and a live node takes it over, so it is never
-            // abandoned for long.
-            if self.is_owned(&active.id) || self.cluster.get().is_some() {
+        // The insert is tried first: in the common case (no active
+        // notification for the contract + ticket) that is the only round
+        // trip; the unique index tells when there is one.
+        let (mut abandoned_failed, mut lost_to_ended) = (false, false);
+        loop {
+            let row = new_row(&n, now);
+            let cluster = self.cluster.get();
+            let sent = cluster.map(|c| c.send_time());
+            // Committed (and, clustered, claimed by this node) before the
+            // caller answers 202. A racing request for the same active
+            // contract + ticket loses on the unique index and gets the
+            // winner's notification.
+            let stored = self
+                .accepts
+                .store(AcceptRow {
+                    row: row.clone(),
+                    insert: AcceptInsert::Claimed {
+                        key: key.map(str::to_string),
+                    },
+                    owner: owner_of(cluster),
+                })
+                .await;
+            if matches!(stored, Ok(true)) {
+                if let (Some(c), Some(sent)) = (cluster, sent) {
+                    c.inserted(&row.id, sent);
+                }
+                self.start(row.clone(), plan, None);
+                return Ok((row, true));
+            }
+            let Some(active) = self.store.find_active(&n.contract, &n.ticket).await? else {
+                // The active one it lost to ended meanwhile: once more
+                // (the ticket is free now), then the client retries.
+                if matches!(stored, Ok(false)) && !lost_to_ended {
+                    lost_to_ended = true;
+                    continue;
+                }
+                return Err(match stored {
+                    Err(e) => e.into(),
+                    _ => AcceptError::Conflict,
+                });
+            };
+            // Clustered, another node may run it; a dead one's lease runs
+            // out and a live node takes it over, so it is never abandoned
+            // for long.
+            if abandoned_failed || stored.is_err() || self.is_owned(&active.id) || cluster.is_some()
+            {
                 if let Some(k) = key {
                     self.store.release_key(k).await?;
                 }
                 return Ok((active, false));
             }
             // No task runs it: a retry must not merge into a dead row. It
-            // is ended `failed` (with its event) and the retry starts anew.
+            // is ended `failed` (with its event) and the retry starts anew
+            // (once).
             self.fail_abandoned(
                 &active.id,
                 "a re-sent alert found it with no task running it",
             )
             .await;
+            abandoned_failed = true;
         }
-        let row = new_row(&n, now);
-        let cluster = self.cluster.get();
-        let sent = cluster.map(|c| c.send_time());
-        // Committed (and, clustered, claimed by this node) before the
-        // caller answers 202. A racing request for the same active
-        // contract + ticket loses on the unique index and gets the
-        // winner's notification.
-        let stored = self
-            .accepts
-            .store(AcceptRow {
-                row: row.clone(),
-                insert: AcceptInsert::Claimed {
-                    key: key.map(str::to_string),
-                },
-                owner: owner_of(cluster),
-            })
-            .await;
-        if !matches!(stored, Ok(true)) {
-            if let Some(active) = self.store.find_active(&n.contract, &n.ticket).await? {
-                if let Some(k) = key {
-                    self.store.release_key(k).await?;
-                }
-                return Ok((active, false));
-            }
-            return Err(match stored {
-                Err(e) => e.into(),
-                // The active one it lost to ended meanwhile.
-                _ => AcceptError::Conflict,
-            });
-        }
-        if let (Some(c), Some(sent)) = (cluster, sent) {
-            c.inserted(&row.id, sent);
-        }
-        self.start(row.clone(), plan, None);
-        Ok((row, true))
     }
 
     /// Check a notification's variables and spoken length against the

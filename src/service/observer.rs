@@ -119,6 +119,8 @@ impl Observer for StoreObserver {
     fn checkpoint(&self, esc: &Escalation) -> Fut<'_> {
         let done = esc.is_done();
         let state = if done { "finishing" } else { "running" };
+        let cluster = self.svc.cluster.get().filter(|_| self.epoch.is_some());
+        let since = cluster.map(|c| c.send_time());
         let seq = self.svc.writer.submit_fenced(
             &self.id,
             self.epoch,
@@ -132,11 +134,13 @@ impl Observer for StoreObserver {
                 tracing::error!(notification = %self.id, "the escalation state is not durable yet; going on");
             }
             // Clustered, the next dial needs the lease confirmed on the
-            // database; otherwise the work stops here (the runner sees
-            // its stop token cancelled before dialling).
-            if let Some(c) = self.svc.cluster.get() {
-                if self.epoch.is_some() && !done {
-                    c.confirm(&self.id).await;
+            // database after this checkpoint (by the checkpoint's own
+            // fenced write when it reached the store); otherwise the work
+            // stops here (the runner sees its stop token cancelled before
+            // dialling).
+            if let (Some(c), Some(since)) = (cluster, since) {
+                if !done {
+                    c.confirm_after(&self.id, since).await;
                 }
             }
         })

@@ -381,10 +381,24 @@ pub async fn run(svc: Arc<Service>) {
         if ops.is_empty() {
             continue;
         }
+        // Clustered, a fenced write that commits tells this node its lease
+        // held when it was sent (`Node::confirm_after`).
+        let sent = svc.cluster.get().map(|c| c.send_time());
         let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, apply(&svc.store, &ops)).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")),
         };
+        // Before `durable` moves (below): a checkpoint's waiter then finds
+        // its lease seen. The node's lock is never taken under the writer's.
+        if let (Ok(held), Some(c), Some(sent)) = (&result, svc.cluster.get(), sent) {
+            c.writes_held(
+                ops.iter()
+                    .zip(held)
+                    .filter(|(_, h)| **h)
+                    .filter_map(|(op, _)| op.epoch.map(|e| (op.notification.as_str(), e))),
+                sent,
+            );
+        }
         let now = now_ms();
         let mut g = w.lock();
         match result {

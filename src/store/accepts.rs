@@ -10,7 +10,7 @@
 
 use sqlx::AnyConnection;
 
-use super::writes::{claim_inserted_in, insert_notification_or_nothing_in};
+use super::writes::insert_notification_or_nothing_in;
 use super::{NotificationRow, Store, StoreError};
 
 /// How one accepted notification is stored.
@@ -29,12 +29,13 @@ pub enum AcceptInsert {
 pub struct AcceptRow {
     pub row: NotificationRow,
     pub insert: AcceptInsert,
-    /// A cluster node and its lease ttl: claimed in the same commit.
+    /// A cluster node and its lease ttl: claimed by the insert itself.
     pub owner: Option<(String, i64)>,
 }
 
 async fn accept_in(tx: &mut AnyConnection, a: &AcceptRow) -> Result<bool, StoreError> {
-    if !insert_notification_or_nothing_in(tx, &a.row).await? {
+    let owner = a.owner.as_ref().map(|(node, ttl)| (node.as_str(), *ttl));
+    if !insert_notification_or_nothing_in(tx, &a.row, owner).await? {
         // Another active notification holds the contract + ticket.
         return Ok(false);
     }
@@ -71,9 +72,6 @@ async fn accept_in(tx: &mut AnyConnection, a: &AcceptRow) -> Result<bool, StoreE
             .await?;
         }
         AcceptInsert::Claimed { key: None } => {}
-    }
-    if let Some((node, ttl_ms)) = &a.owner {
-        claim_inserted_in(tx, &a.row.id, node, *ttl_ms).await?;
     }
     Ok(true)
 }

@@ -4,7 +4,7 @@
 //! committing, or a journal replayed after a crash); the second time
 //! changes nothing.
 
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use super::{new_id, Store, StoreError};
 
@@ -39,11 +39,26 @@ pub(super) async fn record_event_in(
     payload: &serde_json::Value,
     at_ms: i64,
 ) -> Result<bool, StoreError> {
-    let seen = sqlx::query("SELECT 1 AS x FROM outbox WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if seen.is_some() {
+    // The outbox entry first, in one statement with its sequence number:
+    // when the event's id is there already, it was recorded, and nothing
+    // else is written (one round trip where a lookup, the next sequence
+    // number and the insert were three).
+    let new = sqlx::query(
+        "INSERT INTO outbox (id, notification_id, seq, event, payload, created_ms, delivered_ms, tries, next_try_ms, \
+         last_error, gave_up) SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5, NULL, 0, $6, NULL, 0 \
+         FROM outbox WHERE notification_id = $2 ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(notification_id)
+    .bind(event)
+    .bind(payload.to_string())
+    .bind(at_ms)
+    // Due from `at_ms`: an event written late is due at once.
+    .bind(at_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if new != 1 {
         return Ok(false);
     }
     let attempt = payload["attempt"].as_i64().unwrap_or(0);
@@ -142,25 +157,5 @@ pub(super) async fn record_event_in(
         }
         _ => {}
     }
-    let row =
-        sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM outbox WHERE notification_id = $1")
-            .bind(notification_id)
-            .fetch_one(&mut *tx)
-            .await?;
-    let seq: i64 = row.try_get::<i64, _>("m")? + 1;
-    sqlx::query(
-            "INSERT INTO outbox (id, notification_id, seq, event, payload, created_ms, delivered_ms, tries, next_try_ms, \
-             last_error, gave_up) VALUES ($1, $2, $3, $4, $5, $6, NULL, 0, $7, NULL, 0)",
-        )
-        .bind(id)
-        .bind(notification_id)
-        .bind(seq)
-        .bind(event)
-        .bind(payload.to_string())
-        .bind(at_ms)
-        // Due from `at_ms`: an event written late is due at once.
-        .bind(at_ms)
-        .execute(&mut *tx)
-        .await?;
     Ok(true)
 }

@@ -73,40 +73,40 @@ pub(super) async fn insert_notification_in(
 
 /// Insert a notification unless a unique index refuses it (another
 /// active notification for its contract + ticket): `false` then, and the
-/// transaction stays usable.
+/// transaction stays usable. With `owner` (a cluster node and its lease
+/// ttl), the row is claimed by that node at epoch 1 in the same statement
+/// (PostgreSQL's clock for the expiry, as every lease): one round trip per
+/// accepted notification instead of an insert and then an update.
 pub(super) async fn insert_notification_or_nothing_in(
     tx: &mut AnyConnection,
     n: &NotificationRow,
+    owner: Option<(&str, i64)>,
 ) -> Result<bool, StoreError> {
-    let inserted = insert_notification_query(
-        concat!(insert_notification_sql!(), " ON CONFLICT DO NOTHING"),
-        n,
-    )
-    .execute(&mut *tx)
-    .await?
+    let inserted = match owner {
+        None => {
+            insert_notification_query(
+                concat!(insert_notification_sql!(), " ON CONFLICT DO NOTHING"),
+                n,
+            )
+            .execute(&mut *tx)
+            .await?
+        }
+        Some((node, ttl_ms)) => {
+            insert_notification_query(
+                "INSERT INTO notifications (id, contract, ticket, severity, host, summary, variables, state, final, \
+                 escalation, cancel_reason, created_ms, updated_ms, owner, epoch, lease_until_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, NULL, $9, $10, $11, 1, \
+                 (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT + $12) ON CONFLICT DO NOTHING",
+                n,
+            )
+            .bind(node)
+            .bind(ttl_ms)
+            .execute(&mut *tx)
+            .await?
+        }
+    }
     .rows_affected();
     Ok(inserted == 1)
-}
-
-/// Claim, inside the transaction that inserted it, a notification for
-/// `node` at epoch 1 (PostgreSQL's clock for the expiry, as every lease).
-pub(super) async fn claim_inserted_in(
-    tx: &mut AnyConnection,
-    id: &str,
-    node: &str,
-    ttl_ms: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE notifications SET owner = $1, epoch = 1, \
-         lease_until_ms = (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT + $2 \
-         WHERE id = $3 AND epoch = 0",
-    )
-    .bind(node)
-    .bind(ttl_ms)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
 
 impl StoreWrite<'_> {
