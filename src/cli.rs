@@ -322,10 +322,10 @@ pub async fn escalate(o: EscalateOptions) -> anyhow::Result<ExitCode> {
         Some((m, synth)) => {
             let tts = tts.clone();
             tokio::task::spawn_blocking(move || synth.run(&tts));
-            let rx = m.rx.clone();
+            let heard = m.clone();
             let started_us = crate::speech::now_us();
             tokio::spawn(async move {
-                crate::speech::report(rx, &crate::runner::PrintObserver, started_us).await
+                crate::speech::report(heard, &crate::runner::PrintObserver, started_us).await
             });
             Some(m)
         }

@@ -904,9 +904,13 @@ async fn run_call(
         };
         for note in notes {
             match note {
-                crate::speech::PlayerNote::Fallback { sentence, why } => {
+                crate::speech::PlayerNote::Fallback {
+                    sentence,
+                    part,
+                    why,
+                } => {
                     obs.event(json!({"event": "message.fallback", "attempt": attempt, "sentence": sentence,
-                        "why": why, "at_ms": at()}))
+                        "part": part, "why": why, "at_ms": at()}))
                     .await;
                 }
                 // The message was heard whole: the menu's prompts may follow

@@ -83,10 +83,10 @@ impl Script {
         if let Some(m) = &script.message {
             let failed: Vec<String> =
                 m.rx.borrow()
-                    .sentences
+                    .parts
                     .iter()
                     .filter_map(|s| match s {
-                        crate::speech::Sentence::Failed { why, .. } => Some(why.clone()),
+                        crate::speech::PartState::Failed { why, .. } => Some(why.clone()),
                         _ => None,
                     })
                     .collect();
@@ -96,7 +96,7 @@ impl Script {
     }
 
     /// The message's synthesis job, when the message is text: split into
-    /// sentences, to run (blocking, [`crate::speech::MessageSynth::run`])
+    /// parts (sentences, the first in chunks), to run (blocking, [`crate::speech::MessageSynth::run`])
     /// while the call rings. A recorded message has none.
     pub fn message_job(
         plan: &Dialplan,

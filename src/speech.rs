@@ -1,7 +1,11 @@
-//! A notification's message, synthesised sentence by sentence, the first
-//! sentence first, while its first call is already ringing: the INVITE
-//! never waits for speech. The synthesis runs on a blocking thread and
-//! publishes each sentence on a `watch` channel; every call of the
+//! A notification's message, synthesised part by part, the first part
+//! first, while its first call is already ringing: the INVITE never waits
+//! for speech. A part is a sentence, or a chunk of the first sentence:
+//! that one is split at its clauses (`tts::sentences::chunks`) so the
+//! first audio is a short clause, ready in about a third of the time of
+//! the whole sentence, and its chunks are trimmed to join with a comma's
+//! pause (`tts::join`). The synthesis runs on a blocking thread and
+//! publishes each part on a `watch` channel; every call of the
 //! notification feeds what it sees to its [`crate::ivr::player`].
 
 use std::sync::Arc;
@@ -15,11 +19,23 @@ use crate::media::audio::Prompt;
 use crate::runner::Observer;
 use crate::tts::Tts;
 
-/// One sentence's state.
+/// One piece of the message synthesised on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub text: String,
+    /// The sentence it is (a chunk of).
+    pub sentence: usize,
+    /// It goes on with the sentence of the part before it: said straight
+    /// after it, with no pause between sentences.
+    pub continues: bool,
+}
+
+/// One part's state.
 #[derive(Debug, Clone)]
-pub enum Sentence {
+pub enum PartState {
     Pending,
     Ready {
+        /// As it is played (trimmed at a joint inside a sentence).
         audio: Arc<Prompt>,
         /// Wall clock when it was ready, Unix epoch microseconds.
         ready_us: i64,
@@ -32,15 +48,15 @@ pub enum Sentence {
         ready_us: i64,
     },
     /// Not said: with it the message would pass the spoken-length limit
-    /// (`limits.max_message`), so the message ends before it.
+    /// (`limits.max_message`), so the message ends before its sentence.
     Cut,
 }
 
 /// The message as far as it is synthesised.
 #[derive(Debug, Clone)]
 pub struct MessageState {
-    pub sentences: Vec<Sentence>,
-    /// When the last sentence was done (epoch µs).
+    pub parts: Vec<PartState>,
+    /// When the last part was done (epoch µs).
     pub done_us: Option<i64>,
 }
 
@@ -58,20 +74,27 @@ pub fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-/// What a call needs of the message: its texts, the sentences as they
-/// come, and the fallback said for one that cannot be synthesised.
+/// What a call needs of the message: its parts, their audio as it comes,
+/// and the fallback said for one that cannot be synthesised.
 #[derive(Debug, Clone)]
 pub struct MessageAudio {
-    pub texts: Arc<Vec<String>>,
+    pub parts: Arc<Vec<Part>>,
     pub rx: watch::Receiver<MessageState>,
     /// The recorded fallback prompt; `None` when it cannot be loaded
-    /// (then a failed sentence is skipped, and says so in the log).
+    /// (then a failed part is skipped, and says so in the log).
     pub fallback: Option<Arc<Prompt>>,
+}
+
+impl MessageAudio {
+    /// How many sentences the message has.
+    pub fn sentences(&self) -> usize {
+        self.parts.last().map_or(0, |p| p.sentence + 1)
+    }
 }
 
 /// The synthesis job of one message. [`MessageSynth::run`] blocks.
 pub struct MessageSynth {
-    texts: Arc<Vec<String>>,
+    parts: Arc<Vec<Part>>,
     lang: Language,
     voice: Option<String>,
     tx: watch::Sender<MessageState>,
@@ -79,26 +102,52 @@ pub struct MessageSynth {
     max_ms: Option<u64>,
 }
 
-/// Split `text` into sentences and make the job and the receiving side.
+/// The parts of `text`: its sentences, the first one in chunks. Only the
+/// first is split: the first audio waits for it alone, and every later
+/// sentence is synthesised while the ones before it are heard, so
+/// splitting it would only change its intonation.
+pub fn parts(text: &str, lang: Language) -> Vec<Part> {
+    let mut parts = Vec::new();
+    for (s, sentence) in crate::tts::sentences::split(text, lang)
+        .into_iter()
+        .enumerate()
+    {
+        let chunks = if s == 0 {
+            crate::tts::sentences::chunks(&sentence, lang)
+        } else {
+            vec![sentence]
+        };
+        for (c, text) in chunks.into_iter().enumerate() {
+            parts.push(Part {
+                text,
+                sentence: s,
+                continues: c > 0,
+            });
+        }
+    }
+    parts
+}
+
+/// Split `text` into parts and make the job and the receiving side.
 pub fn message(
     text: &str,
     lang: Language,
     voice: Option<&str>,
     fallback: Option<Arc<Prompt>>,
 ) -> (MessageAudio, MessageSynth) {
-    let texts = Arc::new(crate::tts::sentences::split(text, lang));
+    let parts = Arc::new(parts(text, lang));
     let (tx, rx) = watch::channel(MessageState {
-        sentences: vec![Sentence::Pending; texts.len()],
+        parts: vec![PartState::Pending; parts.len()],
         done_us: None,
     });
     (
         MessageAudio {
-            texts: texts.clone(),
+            parts: parts.clone(),
             rx,
             fallback,
         },
         MessageSynth {
-            texts,
+            parts,
             lang,
             voice: voice.map(str::to_string),
             tx,
@@ -111,47 +160,70 @@ impl MessageSynth {
     /// Say at most `max_ms` of the message: the API accepts a message by
     /// an estimate of its length ([`crate::service::input::estimate`]),
     /// and this is what holds the limit when the estimate was short. The
-    /// message ends at the last whole sentence within it; a first
-    /// sentence longer than the limit is said with the fallback.
+    /// message ends at the last whole sentence within it; a part of the
+    /// first sentence that would pass the limit is said with the
+    /// fallback (the chunks before it may have been heard already).
     pub fn with_limit(mut self, max_ms: u64) -> MessageSynth {
         self.max_ms = Some(max_ms);
         self
     }
 
-    /// Synthesise every sentence in order, publishing each as it is done.
+    /// Synthesise every part in order, publishing each as it is done.
     /// Stops early when nobody listens any more (the notification ended).
     pub fn run(self, tts: &Tts) {
-        if self.texts.is_empty() {
+        if self.parts.is_empty() {
             self.tx.send_modify(|s| s.done_us = Some(now_us()));
         }
         let mut said_ms = 0u64;
-        for (k, text) in self.texts.iter().enumerate() {
+        // The silence (samples) the part before ended with, when it was
+        // said and the next part goes on with its sentence.
+        let mut after: Option<usize> = None;
+        for (k, part) in self.parts.iter().enumerate() {
             if self.tx.is_closed() {
                 return;
             }
             let started = Instant::now();
-            let s = match tts.render_voice(self.lang, self.voice.as_deref(), text) {
+            let joins_next = self.parts.get(k + 1).is_some_and(|p| p.continues);
+            let rendered = tts
+                .render_voice(self.lang, self.voice.as_deref(), &part.text)
+                .map(|audio| {
+                    if !part.continues && !joins_next {
+                        after = None;
+                        return audio;
+                    }
+                    let before = if part.continues { after } else { None };
+                    let (pcm, trail) = crate::tts::join::for_joint(&audio.pcm, before, joins_next);
+                    after = Some(trail);
+                    if pcm.len() == audio.pcm.len() {
+                        audio
+                    } else {
+                        Prompt::from_pcm(audio.name.clone(), pcm)
+                    }
+                });
+            let s = match rendered {
                 Ok(audio)
                     if self
                         .max_ms
                         .is_some_and(|max| said_ms + audio.duration_ms() > max) =>
                 {
                     let max = self.max_ms.unwrap_or_default();
-                    if k > 0 {
-                        tracing::warn!(sentence = k, said_ms, max_ms = max,
+                    if k > 0 && !part.continues {
+                        tracing::warn!(sentence = part.sentence, said_ms, max_ms = max,
                             "the message would pass the spoken-length limit: it ends before this sentence");
                         self.tx.send_modify(|st| {
-                            for s in st.sentences.iter_mut().skip(k) {
-                                *s = Sentence::Cut;
+                            for s in st.parts.iter_mut().skip(k) {
+                                *s = PartState::Cut;
                             }
                             st.done_us = Some(now_us());
                         });
                         return;
                     }
-                    Sentence::Failed {
+                    after = None;
+                    PartState::Failed {
                         why: format!(
-                            "Message sentence 0: lasts {} s, longer than the limit of {} s",
-                            audio.duration_ms().div_ceil(1000),
+                            "Message sentence {}: lasts over {} s, longer than the limit of {} s",
+                            part.sentence,
+                            (said_ms + audio.duration_ms()).div_ceil(1000),
                             max / 1000
                         ),
                         ready_us: now_us(),
@@ -159,23 +231,25 @@ impl MessageSynth {
                 }
                 Ok(audio) => {
                     said_ms += audio.duration_ms();
-                    Sentence::Ready {
+                    PartState::Ready {
                         audio,
                         ready_us: now_us(),
                         synth_ms: started.elapsed().as_secs_f64() * 1000.0,
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, sentence = k, "synthesis failed; using the recorded fallback");
-                    Sentence::Failed {
-                        why: format!("Message sentence {k}: {e}"),
+                    after = None;
+                    tracing::error!(error = %e, sentence = part.sentence, part = k,
+                        "synthesis failed; using the recorded fallback");
+                    PartState::Failed {
+                        why: format!("Message sentence {}: {e}", part.sentence),
                         ready_us: now_us(),
                     }
                 }
             };
-            let last = k + 1 == self.texts.len();
+            let last = k + 1 == self.parts.len();
             self.tx.send_modify(|st| {
-                st.sentences[k] = s;
+                st.parts[k] = s;
                 if last {
                     st.done_us = Some(now_us());
                 }
@@ -184,44 +258,46 @@ impl MessageSynth {
     }
 }
 
-/// Report the synthesis as it goes: `message.first` when the first
-/// sentence is ready (the time to first audio), `message.sentence` with
-/// `fallback` for each sentence whose synthesis failed, then
-/// `message.ready` with when each sentence was ready. `started_us` is the
-/// instant `at_ms` counts from (epoch µs). Returns how many sentences
-/// are said with the fallback (0 when the job ended unfinished).
-pub async fn report(
-    mut rx: watch::Receiver<MessageState>,
-    obs: &dyn Observer,
-    started_us: i64,
-) -> usize {
+/// Report the synthesis as it goes: `message.first` when the first part
+/// is ready (the time to first audio), `message.sentence` with `fallback`
+/// for each part whose synthesis failed, then `message.ready` with when
+/// each sentence (its last part) was ready. `started_us` is the instant
+/// `at_ms` counts from (epoch µs). Returns how many parts are said with
+/// the fallback (0 when the job ended unfinished).
+pub async fn report(m: MessageAudio, obs: &dyn Observer, started_us: i64) -> usize {
+    let MessageAudio { parts, mut rx, .. } = m;
     let mut told = 0usize;
     let at = |us: i64| (us - started_us) / 1000;
     loop {
         let st = rx.borrow_and_update().clone();
-        while let Some(s) = st.sentences.get(told) {
+        while let Some(s) = st.parts.get(told) {
+            let sentence = parts.get(told).map_or(told, |p| p.sentence);
             match s {
-                Sentence::Pending => break,
-                Sentence::Ready {
+                PartState::Pending => break,
+                PartState::Ready {
                     audio,
                     ready_us,
                     synth_ms,
                 } if told == 0 => {
+                    let whole = parts.get(1).is_none_or(|p| !p.continues);
                     obs.event(json!({"event": "message.first", "ready_us": ready_us,
                         "synth_ms": (synth_ms * 10.0).round() / 10.0, "audio_ms": audio.duration_ms(),
-                        "at_ms": at(*ready_us)}))
+                        "whole_sentence": whole, "at_ms": at(*ready_us)}))
                         .await;
                 }
-                Sentence::Ready { .. } => {}
-                Sentence::Failed { why, ready_us } => {
-                    obs.event(json!({"event": "message.sentence", "index": told,
-                        "fallback": why, "at_ms": at(*ready_us)}))
-                        .await;
+                PartState::Ready { .. } => {}
+                PartState::Failed { why, ready_us } => {
+                    obs.event(
+                        json!({"event": "message.sentence", "index": sentence, "part": told,
+                        "fallback": why, "at_ms": at(*ready_us)}),
+                    )
+                    .await;
                 }
-                Sentence::Cut => {
-                    if told == 0 || !matches!(st.sentences[told - 1], Sentence::Cut) {
-                        obs.event(json!({"event": "message.cut", "index": told,
-                            "sentences": st.sentences.len(), "at_ms": at(now_us())}))
+                PartState::Cut => {
+                    if told == 0 || !matches!(st.parts[told - 1], PartState::Cut) {
+                        obs.event(json!({"event": "message.cut", "index": sentence,
+                            "sentences": parts.last().map_or(0, |p| p.sentence + 1),
+                            "at_ms": at(now_us())}))
                             .await;
                     }
                 }
@@ -230,31 +306,42 @@ pub async fn report(
         }
         if let Some(done) = st.done_us {
             let fallbacks: Vec<&str> = st
-                .sentences
+                .parts
                 .iter()
                 .filter_map(|s| match s {
-                    Sentence::Failed { why, .. } => Some(why.as_str()),
+                    PartState::Failed { why, .. } => Some(why.as_str()),
                     _ => None,
                 })
                 .collect();
-            let (mut audio_ms, mut ready_ms) = (0u64, Vec::new());
-            for s in &st.sentences {
-                match s {
-                    Sentence::Ready {
+            let sentences = parts.last().map_or(0, |p| p.sentence + 1);
+            let mut audio_ms = 0u64;
+            // When each sentence was ready: its last part's time; none
+            // for a sentence cut off.
+            let mut ready: Vec<Option<i64>> = vec![None; sentences];
+            let mut part_ms = Vec::new();
+            for (k, s) in st.parts.iter().enumerate() {
+                let sentence = parts.get(k).map_or(k, |p| p.sentence);
+                let t = match s {
+                    PartState::Ready {
                         audio, ready_us, ..
                     } => {
                         audio_ms += audio.duration_ms();
-                        ready_ms.push(at(*ready_us));
+                        Some(*ready_us)
                     }
-                    Sentence::Failed { ready_us, .. } => ready_ms.push(at(*ready_us)),
-                    Sentence::Pending | Sentence::Cut => {}
+                    PartState::Failed { ready_us, .. } => Some(*ready_us),
+                    PartState::Pending | PartState::Cut => None,
+                };
+                if let Some(t) = t {
+                    part_ms.push(at(t));
+                }
+                if let Some(r) = ready.get_mut(sentence) {
+                    *r = t;
                 }
             }
-            obs.event(
-                json!({"event": "message.ready", "sentences": st.sentences.len(),
-                "audio_ms": audio_ms, "sentence_ready_ms": ready_ms, "fallbacks": fallbacks,
-                "done_us": done, "at_ms": at(done)}),
-            )
+            let ready_ms: Vec<i64> = ready.into_iter().flatten().map(at).collect();
+            obs.event(json!({"event": "message.ready", "sentences": sentences,
+                "parts": st.parts.len(), "audio_ms": audio_ms, "sentence_ready_ms": ready_ms,
+                "part_ready_ms": part_ms, "fallbacks": fallbacks, "done_us": done, "at_ms": at(done)}))
             .await;
             return fallbacks.len();
         }
@@ -268,9 +355,10 @@ pub async fn report(
 /// What a call's message player did that the runner reports or acts on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlayerNote {
-    /// A sentence was said with the recorded fallback.
+    /// A part was said with the recorded fallback.
     Fallback {
         sentence: usize,
+        part: usize,
         why: crate::ivr::player::FallbackWhy,
     },
     /// The whole message has been heard.
@@ -283,6 +371,7 @@ pub enum PlayerNote {
 /// [`MessagePlayer`]: crate::ivr::player::MessagePlayer
 pub struct CallMessage {
     player: crate::ivr::player::MessagePlayer<Arc<Prompt>>,
+    parts: Arc<Vec<Part>>,
     rx: watch::Receiver<MessageState>,
     fed: Vec<bool>,
     queued: std::collections::HashSet<u64>,
@@ -294,13 +383,14 @@ impl CallMessage {
     pub fn new(m: &MessageAudio) -> CallMessage {
         let mut rx = m.rx.clone();
         rx.mark_changed();
-        let n = m.texts.len();
+        let n = m.parts.len();
         CallMessage {
             player: crate::ivr::player::MessagePlayer::new(
                 n,
                 m.fallback.clone(),
                 crate::ivr::player::STALL_MS,
             ),
+            parts: m.parts.clone(),
             rx,
             fed: vec![false; n],
             queued: Default::default(),
@@ -313,25 +403,25 @@ impl CallMessage {
         self.t0.elapsed().as_millis() as u64
     }
 
-    /// Give the player the sentences that came since the last look.
+    /// Give the player the parts that came since the last look.
     fn feed(&mut self) {
         let now = self.now();
         let st = self.rx.borrow_and_update().clone();
-        for (k, s) in st.sentences.iter().enumerate() {
+        for (k, s) in st.parts.iter().enumerate() {
             if self.fed.get(k).copied().unwrap_or(true) {
                 continue;
             }
             match s {
-                Sentence::Pending => continue,
-                Sentence::Ready { audio, .. } => self.player.sentence_ready(k, audio.clone(), now),
-                Sentence::Failed { .. } => self.player.sentence_failed(k, now),
-                Sentence::Cut => self.player.cut_from(k, now),
+                PartState::Pending => continue,
+                PartState::Ready { audio, .. } => self.player.part_ready(k, audio.clone(), now),
+                PartState::Failed { .. } => self.player.part_failed(k, now),
+                PartState::Cut => self.player.cut_from(k, now),
             }
             self.fed[k] = true;
         }
     }
 
-    /// Wait for a sentence or the player's tick and handle it. Cancel
+    /// Wait for a part or the player's tick and handle it. Cancel
     /// safe: nothing is lost if another branch of a `select!` wins.
     pub async fn wait(&mut self) {
         let wake = self
@@ -360,7 +450,7 @@ impl CallMessage {
         }
     }
 
-    /// Play the message from its first sentence.
+    /// Play the message from its first part.
     pub fn play(&mut self) {
         self.feed();
         self.queued.clear();
@@ -375,7 +465,7 @@ impl CallMessage {
     }
 
     /// Some of the message is queued on the media (a stop lets the
-    /// sentence being said end: its `PromptFinished` will come).
+    /// part being said end: its `PromptFinished` will come).
     pub fn is_sounding(&self) -> bool {
         !self.queued.is_empty()
     }
@@ -399,19 +489,57 @@ impl CallMessage {
                 PlayerOutput::Play { audio, .. } => {
                     self.queued.insert(call.play(audio));
                 }
-                PlayerOutput::Fallback {
-                    sentence,
-                    audio,
-                    why,
-                } => {
+                PlayerOutput::Fallback { part, audio, why } => {
                     if let Some(a) = audio {
                         self.queued.insert(call.play(a));
                     }
-                    notes.push(PlayerNote::Fallback { sentence, why });
+                    let sentence = self.parts.get(part).map_or(part, |p| p.sentence);
+                    notes.push(PlayerNote::Fallback {
+                        sentence,
+                        part,
+                        why,
+                    });
                 }
                 PlayerOutput::Finished => notes.push(PlayerNote::Finished),
             }
         }
         notes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_sentence_is_split_and_its_chunks_go_on_with_it() {
+        let p = parts(
+            "ホストダブリュー、イー、ビー、イチで重大な障害が発生しました。\
+             ダブリュー、イー、ビー、イチのウェブサーバが、三分前から応答していません。\
+             至急対応をお願いします。",
+            Language::Ja,
+        );
+        let got: Vec<(&str, usize, bool)> = p
+            .iter()
+            .map(|p| (p.text.as_str(), p.sentence, p.continues))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ホストダブリュー、", 0, false),
+                ("イー、ビー、イチで重大な障害が発生しました。", 0, true),
+                (
+                    "ダブリュー、イー、ビー、イチのウェブサーバが、三分前から応答していません。",
+                    1,
+                    false
+                ),
+                ("至急対応をお願いします。", 2, false),
+            ]
+        );
+        let (m, _) = message("一文だけ。", Language::Ja, None, None);
+        assert_eq!(m.sentences(), 1);
+        assert_eq!(m.parts.len(), 1);
+        let (m, _) = message("", Language::En, None, None);
+        assert_eq!((m.sentences(), m.parts.len()), (0, 0));
     }
 }

@@ -1,7 +1,9 @@
 //! The INVITE never waits for speech synthesis: callout dials a real
 //! auto-answering callee (baresip) while a 30-second Japanese message is
-//! still being synthesised, sentence by sentence, and the callee hears the
-//! whole message, in order, then the menu.
+//! still being synthesised, part by part (the first sentence in two
+//! chunks split at its comma), and the callee hears the whole message, in
+//! order, the chunks joined with no more than a comma's pause, then the
+//! menu.
 
 mod common;
 
@@ -9,7 +11,8 @@ use callout::media::audio::{read_wav_mono, resample, to_i16};
 use common::*;
 use std::time::Duration;
 
-const MESSAGE: &str = "こちらはACME社の監視センターです。ホスト{host}で重大な障害が発生しました。\
+const MESSAGE: &str =
+    "こちらはACME社の監視センター、自動通報システムです。ホスト{host}で重大な障害が発生しました。\
 ウェブサーバが三分前から応答していません。データベースへの接続も失敗しています。\
 影響を受けているお客様は約二千名です。直ちに状況を確認してください。\
 復旧手順は運用マニュアルの第五章にあります。必要であれば担当者に連絡してください。\
@@ -92,6 +95,9 @@ fn the_call_rings_while_the_message_is_synthesised_and_it_is_heard_whole() {
     let ready_ev = &lines[ready];
     let n = ready_ev["sentences"].as_u64().unwrap() as usize;
     assert!(n >= 10, "{ready_ev}");
+    // The first sentence in two chunks, every other sentence whole.
+    let parts = ready_ev["parts"].as_u64().unwrap() as usize;
+    assert_eq!(parts, n + 1, "{ready_ev}");
     assert_eq!(ready_ev["fallbacks"], serde_json::json!([]));
     assert!(events(&lines, "message.sentence").is_empty(), "no fallback");
     let audio_ms = ready_ev["audio_ms"].as_u64().unwrap();
@@ -107,7 +113,21 @@ fn the_call_rings_while_the_message_is_synthesised_and_it_is_heard_whole() {
     assert_eq!(at.len(), n);
     assert!(at.windows(2).all(|w| w[0] <= w[1]), "{at:?}");
     let first = &lines[pos("message.first")];
-    assert_eq!(first["at_ms"].as_i64(), Some(at[0]));
+    // The first audio is the first clause, ready before the whole first
+    // sentence.
+    let part_at: Vec<i64> = ready_ev["part_ready_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(part_at.len(), parts);
+    assert_eq!(first["at_ms"].as_i64(), Some(part_at[0]));
+    assert_eq!(first["whole_sentence"], false, "{first}");
+    assert!(
+        part_at[0] <= at[0] && at[0] == part_at[1],
+        "{part_at:?} {at:?}"
+    );
     assert!(at[0] < at[n - 1], "{at:?}");
     assert_eq!(
         events(&lines, "call.ended")[0]["outcome"]["outcome"],
@@ -115,8 +135,10 @@ fn the_call_rings_while_the_message_is_synthesised_and_it_is_heard_whole() {
         "{lines:#?}"
     );
 
-    // What baresip heard: every sentence, as synthesised on its own, in
-    // order, none cut short, and the menu only after the last one.
+    // What baresip heard: every part, as synthesised on its own, in
+    // order, none cut short, the two chunks of the first sentence joined
+    // with at most a comma's pause (not the pause between sentences),
+    // and the menu only after the last part.
     std::thread::sleep(Duration::from_millis(500));
     let heard = bs.heard().expect("baresip recorded the call");
     let (h, rate) = read_wav_mono(&heard).unwrap();
@@ -134,30 +156,43 @@ fn the_call_rings_while_the_message_is_synthesised_and_it_is_heard_whole() {
     let (m, _) =
         callout::runner::Script::message_job(&plan, &n_fields, std::path::Path::new(prompts))
             .unwrap();
-    assert_eq!(m.texts.len(), n);
+    assert_eq!(m.parts.len(), parts);
+    assert_eq!(m.sentences(), n);
     let tts = callout::tts::Tts::new(&callout::tts::TtsConfig {
         cache_dir: cache.clone(),
         ..Default::default()
     })
     .unwrap();
     let mut end_ms = 0usize;
-    for (k, text) in m.texts.iter().enumerate() {
+    for (k, part) in m.parts.iter().enumerate() {
+        let text = &part.text;
         let said = tts
             .render(callout::ivr::dialplan::Language::Ja, text)
             .unwrap();
-        let (corr, at) = best_match(&said.pcm, &heard);
+        // Its voice, without the silence the engine put around it (a
+        // joint trims that): where it starts and ends in the recording.
+        let (lead, trail) = callout::tts::join::edges(&said.pcm);
+        let voice = &said.pcm[lead..said.pcm.len() - trail];
+        let (corr, at) = best_match(voice, &heard);
         assert!(
             corr > 0.9,
-            "sentence {k} ({text}) heard with correlation {corr}"
+            "part {k} ({text}) heard with correlation {corr}"
         );
         // In order, each after the whole of the one before (50 ms
         // envelope grid, so a little slack).
         assert!(
             at + 100 >= end_ms,
-            "sentence {k} at {at} ms, before the end of sentence {} ({end_ms} ms)",
+            "part {k} at {at} ms, before the end of part {} ({end_ms} ms)",
             k.saturating_sub(1)
         );
-        end_ms = at + said.duration_ms() as usize;
+        if part.continues {
+            let pause = at.saturating_sub(end_ms) as u64;
+            assert!(
+                pause <= callout::tts::join::JOIN_PAUSE_MS + 100,
+                "part {k} ({text}) {pause} ms after the chunk before it"
+            );
+        }
+        end_ms = at + voice.len() / 8;
         // Heard whole: the recording goes on past its end.
         assert!(
             heard.len() / 8 >= end_ms,

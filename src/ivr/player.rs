@@ -1,25 +1,30 @@
-//! The message player, sans-IO: says a notification's message sentence by
-//! sentence while the sentences are still being synthesised (the call is
-//! dialled before the speech is ready).
+//! The message player, sans-IO: says a notification's message part by
+//! part while the parts are still being synthesised (the call is dialled
+//! before the speech is ready). A part is a sentence or a chunk of one
+//! (`crate::speech::Part`); the chunks of a sentence come trimmed to join
+//! with a comma's pause, so the player only has to queue each the moment
+//! it can, behind the one before.
 //!
-//! It is fed what happens (a sentence is ready or failed, "play the
-//! message" when someone answers or asks for it again, a queued segment
-//! finished playing, the clock) and yields what to queue on the call's
-//! media: whole sentences, in order. The media task paces each into
-//! 20 ms frames and sends silence whenever its queue is empty, so a
-//! sentence that is not ready yet is heard as a pause *between* whole
-//! sentences: a sentence is never cut, never skipped, never played out of
-//! order, and [`PlayerOutput::Finished`] (after which the menu speaks)
-//! comes only once the last sentence has been heard.
+//! It is fed what happens (a part is ready or failed, "play the message"
+//! when someone answers or asks for it again, a queued segment finished
+//! playing, the clock) and yields what to queue on the call's media:
+//! whole parts, in order. The media plays queued segments back to back,
+//! sample after sample, paces them into 20 ms frames and sends silence
+//! whenever its queue is empty. A part ready while the one before it is
+//! still heard is queued at once, so it follows with no gap; one that is
+//! not ready yet is heard as a pause after the whole part before it: a
+//! part is never cut, never skipped, never played out of order, and
+//! [`PlayerOutput::Finished`] (after which the menu speaks) comes only
+//! once the last part has been heard.
 //!
-//! Order of calls: `new`; any number of `sentence_ready` / `sentence_failed`
-//! / `cut_from` (before or after `play`); `play` to start (again); after every input
-//! drain `poll_output`, then sleep until `poll_timeout` and call
-//! `handle_timeout` (the tick).
+//! Order of calls: `new`; any number of `part_ready` / `part_failed` /
+//! `cut_from` (before or after `play`); `play` to start (again); after
+//! every input drain `poll_output`, then sleep until `poll_timeout` and
+//! call `handle_timeout` (the tick).
 
 use std::collections::VecDeque;
 
-/// How long the player waits, with nothing left to play, for a sentence
+/// How long the player waits, with nothing left to play, for a part
 /// still being synthesised before it says the recorded fallback for it
 /// instead (an engine that hangs must not hold the callee in silence).
 pub const STALL_MS: u64 = 5_000;
@@ -33,7 +38,7 @@ enum Slot<A> {
     Cut,
 }
 
-/// Why a sentence was said with the recorded fallback.
+/// Why a part was said with the recorded fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FallbackWhy {
@@ -46,13 +51,13 @@ pub enum FallbackWhy {
 /// What to do with the call's audio.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlayerOutput<A> {
-    /// Queue this sentence's audio, whole, behind what is queued.
-    Play { sentence: usize, audio: A },
-    /// The sentence is said with the recorded fallback: queue `audio`
-    /// when there is one (a run of failed sentences says it once; `None`
+    /// Queue this part's audio, whole, behind what is queued.
+    Play { part: usize, audio: A },
+    /// The part is said with the recorded fallback: queue `audio`
+    /// when there is one (a run of failed parts says it once; `None`
     /// then, and when no fallback could be loaded).
     Fallback {
-        sentence: usize,
+        part: usize,
         audio: Option<A>,
         why: FallbackWhy,
     },
@@ -65,19 +70,19 @@ pub enum PlayerOutput<A> {
 enum State {
     Idle,
     Playing {
-        /// The next sentence to queue.
+        /// The next part to queue.
         next: usize,
         /// Segments queued on the media and not finished yet.
         queued: usize,
         /// Since when the media has had nothing to play while `next`
         /// is pending.
         waiting_since: Option<u64>,
-        /// The fallback was queued for the sentence before `next`.
+        /// The fallback was queued for the part before `next`.
         in_fallback: bool,
     },
 }
 
-/// Plays one message of `n` sentences; see the module docs.
+/// Plays one message of `n` parts; see the module docs.
 #[derive(Debug)]
 pub struct MessagePlayer<A> {
     slots: Vec<Slot<A>>,
@@ -88,11 +93,11 @@ pub struct MessagePlayer<A> {
 }
 
 impl<A: Clone> MessagePlayer<A> {
-    /// A message of `sentences` sentences, none ready yet; `fallback` is
-    /// said for sentences that cannot be synthesised.
-    pub fn new(sentences: usize, fallback: Option<A>, stall_ms: u64) -> Self {
+    /// A message of `parts` parts, none ready yet; `fallback` is said
+    /// for parts that cannot be synthesised.
+    pub fn new(parts: usize, fallback: Option<A>, stall_ms: u64) -> Self {
         MessagePlayer {
-            slots: vec![Slot::Pending; sentences],
+            slots: vec![Slot::Pending; parts],
             fallback,
             stall_ms,
             state: State::Idle,
@@ -100,16 +105,16 @@ impl<A: Clone> MessagePlayer<A> {
         }
     }
 
-    /// Sentence `k` is synthesised.
-    pub fn sentence_ready(&mut self, k: usize, audio: A, now_ms: u64) {
+    /// Part `k` is synthesised.
+    pub fn part_ready(&mut self, k: usize, audio: A, now_ms: u64) {
         if let Some(s) = self.slots.get_mut(k) {
             *s = Slot::Ready(audio);
             self.pump(now_ms);
         }
     }
 
-    /// Sentence `k` cannot be synthesised.
-    pub fn sentence_failed(&mut self, k: usize, now_ms: u64) {
+    /// Part `k` cannot be synthesised.
+    pub fn part_failed(&mut self, k: usize, now_ms: u64) {
         if let Some(s) = self.slots.get_mut(k) {
             if matches!(s, Slot::Pending) {
                 *s = Slot::Failed;
@@ -118,7 +123,7 @@ impl<A: Clone> MessagePlayer<A> {
         }
     }
 
-    /// The message ends before sentence `k` (the sentences from `k` on
+    /// The message ends before part `k` (the parts from `k` on
     /// would take it past the spoken-length limit).
     pub fn cut_from(&mut self, k: usize, now_ms: u64) {
         for s in self.slots.iter_mut().skip(k) {
@@ -127,7 +132,7 @@ impl<A: Clone> MessagePlayer<A> {
         self.pump(now_ms);
     }
 
-    /// Play the message from its first sentence (answered, or asked for
+    /// Play the message from its first part (answered, or asked for
     /// again). The caller has stopped whatever was playing before.
     pub fn play(&mut self, now_ms: u64) {
         self.state = State::Playing {
@@ -154,7 +159,7 @@ impl<A: Clone> MessagePlayer<A> {
         self.pump(now_ms);
     }
 
-    /// The tick: a sentence that kept the callee waiting too long is said
+    /// The tick: a part that kept the callee waiting too long is said
     /// with the fallback.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         let State::Playing {
@@ -192,12 +197,12 @@ impl<A: Clone> MessagePlayer<A> {
         self.state != State::Idle
     }
 
-    /// Every sentence is ready or failed.
+    /// Every part is ready or failed.
     pub fn all_resolved(&self) -> bool {
         self.slots.iter().all(|s| !matches!(s, Slot::Pending))
     }
 
-    /// Say the fallback for sentence `k` (once per run of such sentences)
+    /// Say the fallback for part `k` (once per run of such parts)
     /// and move past it.
     fn fallback_for(&mut self, k: usize, why: FallbackWhy) {
         let State::Playing {
@@ -221,13 +226,13 @@ impl<A: Clone> MessagePlayer<A> {
         *next = k + 1;
         *waiting_since = None;
         self.out.push_back(PlayerOutput::Fallback {
-            sentence: k,
+            part: k,
             audio,
             why,
         });
     }
 
-    /// Queue every sentence that can be queued now, in order.
+    /// Queue every part that can be queued now, in order.
     fn pump(&mut self, now_ms: u64) {
         loop {
             let State::Playing {
@@ -250,7 +255,7 @@ impl<A: Clone> MessagePlayer<A> {
                 }
                 Some(Slot::Ready(a)) => {
                     self.out.push_back(PlayerOutput::Play {
-                        sentence: k,
+                        part: k,
                         audio: a.clone(),
                     });
                     *queued += 1;
@@ -284,10 +289,7 @@ mod tests {
     }
 
     fn play(k: usize, a: &'static str) -> PlayerOutput<&'static str> {
-        PlayerOutput::Play {
-            sentence: k,
-            audio: a,
-        }
+        PlayerOutput::Play { part: k, audio: a }
     }
 
     /// Plays the queued segments out one by one, as the media would,
@@ -313,9 +315,9 @@ mod tests {
     #[test]
     fn all_ready_at_answer_plays_in_order_then_finishes() {
         let mut p = P::new(3, Some(FB), STALL_MS);
-        p.sentence_ready(0, "s0", 0);
-        p.sentence_ready(2, "s2", 0);
-        p.sentence_ready(1, "s1", 0);
+        p.part_ready(0, "s0", 0);
+        p.part_ready(2, "s2", 0);
+        p.part_ready(1, "s1", 0);
         assert!(drain(&mut p).is_empty(), "nothing before the answer");
         p.play(100);
         assert_eq!(drain(&mut p), [play(0, "s0"), play(1, "s1"), play(2, "s2")]);
@@ -336,9 +338,9 @@ mod tests {
         p.play(0);
         assert!(drain(&mut p).is_empty(), "silence: nothing is ready");
         // Sentence 1 first: it must wait for sentence 0.
-        p.sentence_ready(1, "s1", 50);
+        p.part_ready(1, "s1", 50);
         assert!(drain(&mut p).is_empty(), "never out of order");
-        p.sentence_ready(0, "s0", 120);
+        p.part_ready(0, "s0", 120);
         assert_eq!(drain(&mut p), [play(0, "s0"), play(1, "s1")]);
         // Both play out while sentence 2 is still being made: the media
         // sends silence, and nothing (no menu) is queued meanwhile.
@@ -348,7 +350,7 @@ mod tests {
         assert_eq!(p.poll_timeout(), Some(1800 + STALL_MS));
         p.handle_timeout(1900);
         assert!(drain(&mut p).is_empty(), "the tick before the stall");
-        p.sentence_ready(2, "s2", 2000);
+        p.part_ready(2, "s2", 2000);
         assert_eq!(drain(&mut p), [play(2, "s2")]);
         assert_eq!(p.poll_timeout(), None);
         p.segment_finished(2600);
@@ -358,16 +360,16 @@ mod tests {
     #[test]
     fn a_failed_sentence_says_the_fallback_once_per_run() {
         let mut p = P::new(5, Some(FB), STALL_MS);
-        p.sentence_ready(0, "s0", 0);
-        p.sentence_failed(1, 0);
-        p.sentence_failed(2, 0);
-        p.sentence_ready(3, "s3", 0);
-        p.sentence_failed(4, 0);
+        p.part_ready(0, "s0", 0);
+        p.part_failed(1, 0);
+        p.part_failed(2, 0);
+        p.part_ready(3, "s3", 0);
+        p.part_failed(4, 0);
         // A failure reported for a ready sentence changes nothing.
-        p.sentence_failed(0, 0);
+        p.part_failed(0, 0);
         p.play(0);
         let fb = |k, audio| PlayerOutput::Fallback {
-            sentence: k,
+            part: k,
             audio,
             why: FallbackWhy::Failed,
         };
@@ -387,7 +389,7 @@ mod tests {
     #[test]
     fn a_sentence_that_never_comes_is_said_with_the_fallback_after_the_stall() {
         let mut p = P::new(2, Some(FB), 3_000);
-        p.sentence_ready(0, "s0", 0);
+        p.part_ready(0, "s0", 0);
         p.play(0);
         assert_eq!(drain(&mut p), [play(0, "s0")]);
         p.segment_finished(1_000);
@@ -396,13 +398,13 @@ mod tests {
         assert_eq!(
             drain(&mut p),
             [PlayerOutput::Fallback {
-                sentence: 1,
+                part: 1,
                 audio: Some(FB),
                 why: FallbackWhy::Late
             }]
         );
         // Ready too late for this time round: not played twice.
-        p.sentence_ready(1, "s1", 4_100);
+        p.part_ready(1, "s1", 4_100);
         assert!(drain(&mut p).is_empty());
         p.segment_finished(6_000);
         assert_eq!(drain(&mut p), [PlayerOutput::Finished]);
@@ -414,14 +416,14 @@ mod tests {
     #[test]
     fn no_fallback_audio_still_finishes() {
         let mut p = P::new(2, None, STALL_MS);
-        p.sentence_failed(0, 0);
-        p.sentence_ready(1, "s1", 0);
+        p.part_failed(0, 0);
+        p.part_ready(1, "s1", 0);
         p.play(0);
         assert_eq!(
             drain(&mut p),
             [
                 PlayerOutput::Fallback {
-                    sentence: 0,
+                    part: 0,
                     audio: None,
                     why: FallbackWhy::Failed
                 },
@@ -435,7 +437,7 @@ mod tests {
     fn repeat_replays_the_whole_message() {
         let mut p = P::new(3, Some(FB), STALL_MS);
         for (k, a) in ["s0", "s1", "s2"].into_iter().enumerate() {
-            p.sentence_ready(k, a, 0);
+            p.part_ready(k, a, 0);
         }
         p.play(0);
         let first = drain(&mut p);
@@ -458,8 +460,8 @@ mod tests {
     #[test]
     fn an_empty_message_finishes_at_once_and_bad_indexes_are_ignored() {
         let mut p = P::new(0, Some(FB), STALL_MS);
-        p.sentence_ready(7, "x", 0);
-        p.sentence_failed(9, 0);
+        p.part_ready(7, "x", 0);
+        p.part_failed(9, 0);
         p.play(0);
         assert_eq!(drain(&mut p), [PlayerOutput::Finished]);
     }
@@ -468,9 +470,9 @@ mod tests {
     fn a_message_cut_at_the_limit_ends_after_the_last_sentence_kept() {
         let mut p = P::new(4, Some(FB), STALL_MS);
         p.play(0);
-        p.sentence_ready(0, "s0", 10);
+        p.part_ready(0, "s0", 10);
         assert_eq!(drain(&mut p), [play(0, "s0")]);
-        p.sentence_ready(1, "s1", 20);
+        p.part_ready(1, "s1", 20);
         // Sentence 2 would pass the limit: 2 and 3 are never said.
         p.cut_from(2, 30);
         assert_eq!(drain(&mut p), [play(1, "s1")]);
@@ -481,5 +483,79 @@ mod tests {
         p.play(50);
         assert_eq!(drain(&mut p), [play(0, "s0"), play(1, "s1")]);
         assert_eq!(play_out(&mut p, 2, 60), [PlayerOutput::Finished]);
+    }
+
+    /// The first sentence in two chunks (parts 0 and 1), then sentence 2
+    /// (part 2): the second chunk, ready while the first is heard, is
+    /// queued behind it at once, so the media plays them back to back.
+    #[test]
+    fn a_chunk_ready_while_the_one_before_is_heard_follows_it_with_no_gap() {
+        let mut p = P::new(3, Some(FB), STALL_MS);
+        // Answered before anything is ready: silence.
+        p.play(0);
+        assert!(drain(&mut p).is_empty());
+        p.part_ready(0, "s0a", 120);
+        assert_eq!(drain(&mut p), [play(0, "s0a")]);
+        // While the first chunk is heard (1.4 s of it), the rest of the
+        // sentence comes: queued at once, behind it, no tick pending.
+        p.part_ready(1, "s0b", 400);
+        assert_eq!(drain(&mut p), [play(1, "s0b")]);
+        assert_eq!(p.poll_timeout(), None, "nothing ran dry");
+        // The first chunk ends: the second is already on the media.
+        p.segment_finished(1_520);
+        assert!(drain(&mut p).is_empty());
+        assert_eq!(p.poll_timeout(), None);
+        p.part_ready(2, "s1", 1_800);
+        assert_eq!(drain(&mut p), [play(2, "s1")]);
+        assert_eq!(play_out(&mut p, 2, 6_000), [PlayerOutput::Finished]);
+    }
+
+    #[test]
+    fn a_failed_chunk_is_said_with_the_fallback_like_a_sentence() {
+        // The first chunk heard, the second failed: the fallback in its
+        // place, then the next sentence; never the menu before it.
+        let mut p = P::new(3, Some(FB), STALL_MS);
+        p.part_ready(0, "s0a", 0);
+        p.play(10);
+        assert_eq!(drain(&mut p), [play(0, "s0a")]);
+        p.part_failed(1, 300);
+        assert_eq!(
+            drain(&mut p),
+            [PlayerOutput::Fallback {
+                part: 1,
+                audio: Some(FB),
+                why: FallbackWhy::Failed
+            }]
+        );
+        p.part_ready(2, "s1", 400);
+        assert_eq!(drain(&mut p), [play(2, "s1")]);
+        assert_eq!(play_out(&mut p, 3, 5_000), [PlayerOutput::Finished]);
+        // Both chunks failed: one fallback for the run, as for sentences.
+        let mut p = P::new(3, Some(FB), STALL_MS);
+        p.part_failed(0, 0);
+        p.part_failed(1, 0);
+        p.part_ready(2, "s1", 0);
+        p.play(0);
+        let fb = |k, audio| PlayerOutput::Fallback {
+            part: k,
+            audio,
+            why: FallbackWhy::Failed,
+        };
+        assert_eq!(drain(&mut p), [fb(0, Some(FB)), fb(1, None), play(2, "s1")]);
+    }
+
+    #[test]
+    fn a_late_chunk_waits_after_the_whole_chunk_before_then_the_stall_holds() {
+        let mut p = P::new(2, Some(FB), 3_000);
+        p.part_ready(0, "s0a", 0);
+        p.play(0);
+        assert_eq!(drain(&mut p), [play(0, "s0a")]);
+        // The first chunk is heard whole before anything else happens.
+        p.segment_finished(1_400);
+        assert!(drain(&mut p).is_empty(), "no menu, no fallback yet");
+        assert_eq!(p.poll_timeout(), Some(4_400));
+        p.part_ready(1, "s0b", 1_500);
+        assert_eq!(drain(&mut p), [play(1, "s0b")]);
+        assert_eq!(play_out(&mut p, 1, 4_000), [PlayerOutput::Finished]);
     }
 }

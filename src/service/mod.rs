@@ -482,11 +482,11 @@ impl Service {
                     let synth = synth.with_limit(svc.config.limits.max_message.as_millis() as u64);
                     let (tts, span) = (tts.clone(), span.clone());
                     tokio::task::spawn_blocking(move || span.in_scope(|| synth.run(&tts)));
-                    let (rx, obs) = (m.rx.clone(), StoreObserver::new(svc.clone(), &row.id));
+                    let (heard, obs) = (m.clone(), StoreObserver::new(svc.clone(), &row.id));
                     let started_us = crate::speech::now_us();
                     let counted = svc.clone();
                     tokio::spawn(async move {
-                        let failed = crate::speech::report(rx, &obs, started_us).await;
+                        let failed = crate::speech::report(heard, &obs, started_us).await;
                         counted.metrics.tts_fallbacks.fetch_add(failed as u64, Ordering::Relaxed);
                     });
                     Some(m)

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod engine;
 pub mod flight;
+pub mod join;
 pub mod memory;
 pub mod readers;
 pub mod sentences;
@@ -176,10 +177,14 @@ impl Tts {
             return Ok(p);
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        // Where a synthesis' time goes (the time to first audio is one).
+        let t0 = std::time::Instant::now();
         let audio = engine.synthesize(text).inspect_err(|_| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
         })?;
+        let t_engine = t0.elapsed();
         let pcm = to_i16(&normalise(&resample(&audio.samples, audio.rate, RATE)));
+        let t_convert = t0.elapsed();
         let path = self.cache.path(&key);
         // Write under a temporary name and rename, so a reader never sees
         // half a file. The name is this render's own: the same phrase can
@@ -201,9 +206,22 @@ impl Tts {
             tracing::warn!(error = %e, "cannot store a rendered prompt in the cache");
             let _ = std::fs::remove_file(&tmp);
         }
+        let t_store = t0.elapsed();
         let _ = self.cache.evict_keeping(&self.memory.untouched_hits());
+        let t_evict = t0.elapsed();
         let p = Prompt::from_pcm(text.chars().take(40).collect::<String>(), pcm);
         self.memory.insert(&key, p.clone());
+        let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        tracing::debug!(
+            chars = text.chars().count(),
+            audio_ms = p.duration_ms(),
+            engine_ms = ms(t_engine),
+            convert_ms = ms(t_convert - t_engine),
+            store_ms = ms(t_store - t_convert),
+            evict_ms = ms(t_evict - t_store),
+            total_ms = ms(t0.elapsed()),
+            "synthesised"
+        );
         Ok(p)
     }
 
