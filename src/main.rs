@@ -398,6 +398,12 @@ enum BenchCmd {
         postgres: Option<String>,
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+        /// Keep the databases (SQLite in this directory, PostgreSQL as
+        /// `callout_bench_reports_keep`) and, when they already hold the
+        /// history, time the reports only: seed and backfill once, then
+        /// measure briefly with the machine quiet.
+        #[arg(long)]
+        keep: Option<PathBuf>,
     },
     /// In-band detector throughput on a WAV file.
     Dtmf {
@@ -690,6 +696,7 @@ fn main() -> ExitCode {
                     calls_per_notification,
                     postgres,
                     repeat,
+                    keep,
                 },
         } => runtime()
             .and_then(|rt| {
@@ -699,6 +706,7 @@ fn main() -> ExitCode {
                         calls_per_notification,
                         postgres,
                         repeat,
+                        keep,
                     },
                 ))
             })

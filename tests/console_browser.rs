@@ -288,7 +288,8 @@ fn the_console_in_chromium() {
         let extra = if c == "acme" {
             format!(
                 "\"2\" = {{ action = \"restart\" }}\n[actions.restart]\nflow = \"restart-app\"\ndescription = \"restart of the app\"\npin = false\n\
-                 params = {{ host = \"{{host}}\", service = \"app\" }}\n[pipeline]\nwait = \"1h\"\n{}",
+                 params = {{ host = \"{{host}}\", service = \"app\" }}\n[pipeline]\nwait = \"1h\"\n{}\
+                 [reports]\nack_within = \"2m\"\nack_target_percent = 90\nanswer_rate_percent = 99\n",
                 sshd.inventory(&["app"])
             )
         } else {
@@ -428,6 +429,70 @@ fn the_console_in_chromium() {
     assert_eq!(rate, json!("1"), "acme's answer rate");
     b.screenshot(&shots.join("analytics-ja.png"));
 
+    // acme's monthly quality report for the month of this test's call
+    // (UTC: acme's dialplan names no zone): one notification,
+    // acknowledged by key 1, against acme's own targets (2 min / 90 %,
+    // answer rate 99 %), still in Japanese.
+    let (_, n) = s
+        .http("GET", &format!("/v1/notifications/{id}"), None)
+        .unwrap();
+    let created = n["created_ms"].as_i64().unwrap();
+    let ack_ms = n["final"]["at_ms"].as_i64().unwrap() - created;
+    assert!((0..60_000).contains(&ack_ms), "{n}");
+    let month = chrono::DateTime::from_timestamp_millis(created)
+        .unwrap()
+        .format("%Y-%m")
+        .to_string();
+    b.go(&format!(
+        "{}/console/reports/monthly?contract=acme&month={month}",
+        s.base
+    ));
+    let title = b.wait("#report-title", Duration::from_secs(10));
+    assert_eq!(b.text(&title), "月次品質レポート — acme");
+    let figures: Vec<(String, String)> = b
+        .js(
+            "return [...document.querySelectorAll('#monthly-figures tr')]
+               .map(r => [r.querySelector('th').innerText, r.querySelector('td').innerText]);",
+        )
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().into(), r[1].as_str().unwrap().into()))
+        .collect();
+    // As quality::duration prints a time under a minute.
+    let took = format!("{:.0} s", ack_ms as f64 / 1000.0);
+    for (label, want) in [
+        ("通知数", "1"),
+        ("応答数", "1"),
+        ("応答率", "100.0%"),
+        ("応答までの時間（中央値）", took.as_str()),
+        ("発信数", "1"),
+        ("不応答の発信", "0"),
+    ] {
+        assert!(
+            figures.iter().any(|(k, v)| k == label && v == want),
+            "{label} = {want} not in {figures:?}"
+        );
+    }
+    let target = b.wait("#monthly-target", Duration::from_secs(1));
+    assert_eq!(
+        b.text(&target),
+        "目標: 通知の 90% を 2 分以内に応答、応答率 99%"
+    );
+    // The month's row of the attainment table, and the plot: the
+    // attainment point at 100 and the target line at 90.
+    let row = b.js("const r = document.querySelectorAll('#attainment tr');
+                    return [...r[r.length - 1].querySelectorAll('td')].map(d => d.innerText);");
+    assert_eq!(
+        row,
+        json!([month, "1", "1", "100.0%", "90%", "100.0%", "達成 / 達成"])
+    );
+    let plotted = b.js("return [[...document.querySelectorAll('g.series[data-series=\"monthly_attainment\"] [data-value]')]
+                          .map(e => e.getAttribute('data-value')),
+                        [...document.querySelectorAll('svg line.target')].map(e => e.getAttribute('data-value'))];");
+    assert_eq!(plotted, json!([["100"], ["90"]]));
+    b.screenshot(&shots.join("monthly-report-ja.png"));
+
     // Contracts, in Japanese: who is reachable, the fixed phrases.
     b.go(&format!("{}/console/contracts", s.base));
     let now = b.wait("#contract-acme .reachable-now", Duration::from_secs(10));
@@ -566,4 +631,11 @@ fn the_console_in_chromium() {
         "beta in a customer's analytics"
     );
     b.screenshot(&shots.join("customer-analytics.png"));
+    // Nor is beta's monthly report.
+    b.go(&format!(
+        "{}/console/reports/monthly?contract=beta&month={month}",
+        s.base
+    ));
+    b.wait("main p.error", Duration::from_secs(10));
+    assert!(b.find_all("#monthly-figures").is_empty());
 }

@@ -800,6 +800,145 @@ async fn check_facts_match_raw(store: &Store) {
     compare(store).await;
 }
 
+/// The `period` breakdown across a daylight-saving change and around a
+/// holiday, worked out by hand, from the facts (grouped in SQL,
+/// `reports/placement.rs`) and from the raw rows. Contract eps in
+/// Berlin (CEST +2 until 2026-10-25 01:00 UTC, then CET +1), Monday
+/// 2026-10-26 a holiday; business Mon-Fri 09:00-17:00 and holidays
+/// 10:00-12:00, sleep 22:30-06:15 every day (not on holidays: a window
+/// wrapping midnight belongs to the day it starts on, so Tuesday's early
+/// hours after the holiday are not sleep either). Each notification is
+/// placed wrongly if the other offset is used, or the holiday is missed:
+/// - e0 Fri 23 04:30 UTC = 06:30 CEST: off (05:30 would be sleep);
+/// - e1 Mon 26 10:45 UTC = 11:45 CET on the holiday: business, acked
+///   after 1 min (12:45 would be off);
+/// - e2 Mon 26 14:00 UTC = 15:00 CET on the holiday: off;
+/// - e3 Tue 27 04:50 UTC = 05:50 CET, after the holiday: off;
+/// - e4 Wed 28 04:50 UTC = 05:50 CET: sleep;
+/// - e5 Wed 28 08:30 UTC = 09:30 CET: business, acked after 3 min
+///   (10:30 CEST would be too: the median checks the pair);
+/// - e6 Sun 25 00:30 UTC = 02:30 CEST, before the change: sleep;
+/// - e7 Sun 25 03:30 UTC = 04:30 CET, after it: sleep, acked after 2 min.
+///
+/// So business 2 (median (1 + 3) / 2 = 2 min, p90 3 min), off 3, sleep 3.
+async fn check_periods_across_dst(store: &Store) {
+    let at = |d: u32, h: u32, m: u32| {
+        chrono::NaiveDate::from_ymd_opt(2026, 10, d)
+            .unwrap()
+            .and_hms_opt(h, m, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis()
+    };
+    let rows = [
+        ("e0", at(23, 4, 30), None),
+        ("e1", at(26, 10, 45), Some(1)),
+        ("e2", at(26, 14, 0), None),
+        ("e3", at(27, 4, 50), None),
+        ("e4", at(28, 4, 50), None),
+        ("e5", at(28, 8, 30), Some(3)),
+        ("e6", at(25, 0, 30), None),
+        ("e7", at(25, 3, 30), Some(2)),
+    ];
+    for (id, created, ack) in rows {
+        store
+            .insert_notification(&notification(id, "eps", created), None)
+            .await
+            .unwrap();
+        let end = created + ack.unwrap_or(1) * MIN;
+        match ack {
+            Some(m) => {
+                call(store, id, 1, created, true, "acked", end).await;
+                let fin = json!({"state": "acked", "contact": 0, "attempt": 1, "at_ms": created + m * MIN});
+                store.finish(id, "acked", &fin, end).await.unwrap();
+            }
+            None => {
+                call(store, id, 1, created, false, "no_answer", end).await;
+                let fin = json!({"state": "exhausted", "at_ms": end});
+                store.finish(id, "exhausted", &fin, end).await.unwrap();
+            }
+        }
+    }
+    let window = reports::calendar::parse_window;
+    let setup = Setup {
+        contracts: [(
+            "eps".to_string(),
+            ContractReports {
+                calendar: Calendar {
+                    tz: chrono_tz::Europe::Berlin,
+                    holidays: vec![chrono::NaiveDate::from_ymd_opt(2026, 10, 26).unwrap()],
+                    business: vec![
+                        window("mon-fri 09:00-17:00").unwrap(),
+                        window("holidays 10:00-12:00").unwrap(),
+                    ],
+                    sleep: vec![window("22:30-06:15").unwrap()],
+                },
+                ..ContractReports::default()
+            },
+        )]
+        .into(),
+        ..Setup::default()
+    };
+    let f = Filter {
+        from_ms: at(20, 0, 0),
+        to_ms: at(31, 0, 0),
+        contracts: Some(vec!["eps".to_string()]),
+        tz_offset_min: 0,
+    };
+    // Raw first (nothing folded yet), then from the facts.
+    let raw = reports::breakdown_raw(store, &f, Dimension::Period, &setup)
+        .await
+        .unwrap();
+    let facts = reports::breakdown_in(store, &f, Dimension::Period, &setup)
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            store,
+            "SELECT COUNT(*) FROM report_notifications WHERE contract = 'eps'"
+        )
+        .await,
+        8
+    );
+    assert_eq!(facts, raw);
+    let by: Vec<(&str, i64, i64, Option<i64>, Option<i64>)> = facts
+        .iter()
+        .map(|g| {
+            (
+                g.key.as_str(),
+                g.figures.notifications,
+                g.figures.acknowledged,
+                g.figures.ack_median_ms,
+                g.figures.ack_p90_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        by,
+        vec![
+            ("business", 2, 2, Some(2 * MIN), Some(3 * MIN)),
+            ("off", 3, 0, None, None),
+            ("sleep", 3, 1, Some(2 * MIN), Some(2 * MIN)),
+        ]
+    );
+    // The whole centre, with every other contract on the default
+    // calendar beside eps (two calendar classes, two zones).
+    let all = Filter {
+        from_ms: T0 - 20 * 86_400_000,
+        to_ms: T1 + 2 * 86_400_000,
+        contracts: None,
+        tz_offset_min: 0,
+    };
+    assert_eq!(
+        reports::breakdown_in(store, &all, Dimension::Period, &setup)
+            .await
+            .unwrap(),
+        reports::breakdown_raw(store, &all, Dimension::Period, &setup)
+            .await
+            .unwrap()
+    );
+}
+
 /// The monthly report of acme for 2026-11 (first data set) as a PDF,
 /// read back with pdftotext, in both languages.
 async fn check_pdf(store: &Store) {
@@ -896,6 +1035,7 @@ async fn known_answers_sqlite() {
     check_console_acks(&store).await;
     check_pdf(&store).await;
     check_facts_match_raw(&store).await;
+    check_periods_across_dst(&store).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -915,6 +1055,7 @@ async fn known_answers_postgres() {
         check_console_acks(&store).await;
         check_pdf(&store).await;
         check_facts_match_raw(&store).await;
+        check_periods_across_dst(&store).await;
         store.pool().close().await;
     }
     db.drop_db().await;

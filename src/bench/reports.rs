@@ -29,6 +29,10 @@ pub struct ReportsBench {
     pub postgres: Option<String>,
     /// Timed runs per report (the best and the first are printed).
     pub repeat: usize,
+    /// Keep the databases here (SQLite file `DIR/db`; PostgreSQL database
+    /// `callout_bench_reports_keep`); a kept one that holds the history
+    /// is not seeded again.
+    pub keep: Option<std::path::PathBuf>,
 }
 
 const YEAR_MS: i64 = 365 * 86_400_000;
@@ -166,11 +170,18 @@ async fn time<T>(
 
 async fn run_on(store: &Store, label: &str, o: &ReportsBench) -> anyhow::Result<()> {
     let t = Instant::now();
-    let (n, c) = seed(store, o).await?;
-    println!(
-        "{label}: seeded {n} notifications and {c} calls over a year in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
+        .fetch_one(store.pool())
+        .await?;
+    if have > 0 {
+        println!("{label}: kept history of {have} notifications, not seeded");
+    } else {
+        let (n, c) = seed(store, o).await?;
+        println!(
+            "{label}: seeded {n} notifications and {c} calls over a year in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     let all = Filter {
         from_ms: START_MS,
         to_ms: START_MS + YEAR_MS,
@@ -272,26 +283,46 @@ async fn run_on(store: &Store, label: &str, o: &ReportsBench) -> anyhow::Result<
 }
 
 pub async fn run(o: ReportsBench) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("callout-bench-reports-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = match &o.keep {
+        Some(d) => d.clone(),
+        None => {
+            let d =
+                std::env::temp_dir().join(format!("callout-bench-reports-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            d
+        }
+    };
     let store = Store::connect(&format!("sqlite://{}/db", dir.display()))
         .await
         .context("SQLite")?;
     let r = run_on(&store, "SQLite", &o).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    store.pool().close().await;
+    if o.keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     r?;
     if let Some(admin) = &o.postgres {
         use sqlx::Connection;
-        let db = format!("callout_bench_reports_{}", std::process::id());
+        let db = match o.keep {
+            Some(_) => "callout_bench_reports_keep".to_string(),
+            None => format!("callout_bench_reports_{}", std::process::id()),
+        };
         let mut conn = sqlx::PgConnection::connect(admin)
             .await
             .context("PostgreSQL")?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
-            .execute(&mut conn)
-            .await?;
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(&mut conn)
-            .await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&db)
+                .fetch_optional(&mut conn)
+                .await?;
+        if o.keep.is_none() || exists.is_none() {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
+                .execute(&mut conn)
+                .await?;
+            sqlx::query(&format!("CREATE DATABASE {db}"))
+                .execute(&mut conn)
+                .await?;
+        }
         let url = match admin.rsplit_once('/') {
             Some((base, _)) => format!("{base}/{db}"),
             None => anyhow::bail!("--postgres must end with /DATABASE"),
@@ -303,9 +334,11 @@ pub async fn run(o: ReportsBench) -> anyhow::Result<()> {
             r
         }
         .await;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await?;
+        if o.keep.is_none() {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await?;
+        }
         r?;
     }
     Ok(())

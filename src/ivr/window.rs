@@ -77,6 +77,13 @@ impl Window {
         })
     }
 
+    /// The minutes of the day it starts and ends at (local time): what
+    /// [`Window::contains`] compares the time of day with, so between two
+    /// consecutive such minutes its answer depends on the date only.
+    pub fn bounds(&self) -> (u32, u32) {
+        (self.start_min, self.end_min)
+    }
+
     fn day_matches(&self, date: NaiveDate, holidays: &[NaiveDate]) -> bool {
         if holidays.contains(&date) {
             return self.holidays;

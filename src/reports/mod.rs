@@ -41,6 +41,7 @@ pub mod facts;
 pub mod monthly;
 pub mod pdf;
 pub(crate) mod pdf_api;
+mod placement;
 pub mod quality;
 
 /// What a report covers.
@@ -178,36 +179,11 @@ fn nearest_rank(sorted: &[i64], p: f64) -> Option<i64> {
 #[derive(Default)]
 pub(crate) struct Acc {
     f: Figures,
+    /// Every time to acknowledge of the group (the facts send them all,
+    /// see [`facts::list_agg`]): the median and p90 are exact.
     acks: Vec<i64>,
     depth_sum: i64,
     depth_n: i64,
-    /// From the facts: the ack times at the ranks the median and p90
-    /// read, out of `n` (when `acks` has none).
-    ranked: Option<Ranked>,
-}
-
-/// Some ranks (1 = smallest) of `n` sorted ack times.
-pub(crate) struct Ranked {
-    n: usize,
-    at: BTreeMap<usize, i64>,
-}
-
-impl Ranked {
-    /// As [`median`] and [`nearest_rank`] over the whole sorted list.
-    fn median_p90(&self) -> (Option<i64>, Option<i64>) {
-        let n = self.n;
-        let at = |r: usize| self.at.get(&r).copied();
-        if n == 0 {
-            return (None, None);
-        }
-        let median = if n % 2 == 1 {
-            at(n / 2 + 1)
-        } else {
-            at(n / 2).zip(at(n / 2 + 1)).map(|(a, b)| (a + b) / 2)
-        };
-        let rank = (0.9 * n as f64).ceil() as usize;
-        (median, at(rank.clamp(1, n)))
-    }
 }
 
 /// When a notification was acknowledged: an operator's recorded time
@@ -247,13 +223,8 @@ impl Acc {
     fn finish(mut self) -> Figures {
         self.acks.sort_unstable();
         let f = &mut self.f;
-        match (&self.ranked, self.acks.is_empty()) {
-            (Some(r), true) => (f.ack_median_ms, f.ack_p90_ms) = r.median_p90(),
-            _ => {
-                f.ack_median_ms = median(&self.acks);
-                f.ack_p90_ms = nearest_rank(&self.acks, 0.9);
-            }
-        }
+        f.ack_median_ms = median(&self.acks);
+        f.ack_p90_ms = nearest_rank(&self.acks, 0.9);
         if f.notifications > 0 {
             f.answer_rate = Some(f.acknowledged as f64 / f.notifications as f64);
         }
@@ -394,8 +365,7 @@ async fn groups_of(
 ) -> Result<(BTreeMap<String, Acc>, BTreeMap<i64, i64>), StoreError> {
     let (mut groups, mut depth) = collect(&mut *conn, f, dim, use_facts).await?;
     if use_facts {
-        let raw_acks = groups.values().any(|g| !g.acks.is_empty());
-        facts::collect(&mut *conn, f, dim, &mut groups, &mut depth, raw_acks).await?;
+        facts::collect(&mut *conn, f, dim, &mut groups, &mut depth).await?;
     }
     Ok((groups, depth))
 }
@@ -527,12 +497,21 @@ async fn breakdown_of(
             by.entry(p).or_default().merge(acc);
         }
         if use_facts {
-            for r in facts::period_rows(&mut *conn, f).await? {
-                let cal = cals
-                    .entry(r.contract.clone())
-                    .or_insert_with(|| setup.calendar(&r.contract));
-                let p = calendar::period(cal, r.minute.saturating_mul(60_000));
-                by.entry(p).or_default().merge(r.acc);
+            match placement::period_groups(&mut *conn, f, setup).await? {
+                Some(groups) => {
+                    for (p, acc) in groups {
+                        by.entry(p).or_default().merge(acc);
+                    }
+                }
+                None => {
+                    for r in facts::period_rows(&mut *conn, f).await? {
+                        let cal = cals
+                            .entry(r.contract.clone())
+                            .or_insert_with(|| setup.calendar(&r.contract));
+                        let p = calendar::period(cal, r.minute.saturating_mul(60_000));
+                        by.entry(p).or_default().merge(r.acc);
+                    }
+                }
             }
         }
         return Ok(calendar::Period::ALL
@@ -582,29 +561,5 @@ mod tests {
         assert_eq!(median(&[1, 3]), Some(2));
         assert_eq!(median(&[]), None);
         assert_eq!(nearest_rank(&[5], 0.9), Some(5));
-    }
-
-    /// The facts' percentiles read only the ranks SQL returns (around
-    /// n/2 and 0.9 n, as `facts::collect` selects them): the same as the
-    /// whole sorted list, for every n up to 1,000.
-    #[test]
-    fn ranked_percentiles_match_the_whole_list() {
-        for n in 1..=1000usize {
-            let sorted: Vec<i64> = (0..n as i64).map(|i| i * 7 + i * i % 5).collect();
-            let cnt = n as i64;
-            let at = (1..=cnt)
-                .filter(|rn| {
-                    (*rn >= cnt / 2 && *rn <= cnt / 2 + 1)
-                        || (rn * 10 >= cnt * 9 - 10 && rn * 10 <= cnt * 9 + 20)
-                })
-                .map(|rn| (rn as usize, sorted[rn as usize - 1]))
-                .collect();
-            let r = Ranked { n, at };
-            assert_eq!(
-                r.median_p90(),
-                (median(&sorted), nearest_rank(&sorted, 0.9)),
-                "{n}"
-            );
-        }
     }
 }
