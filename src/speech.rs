@@ -178,9 +178,29 @@ impl MessageSynth {
         // The silence (samples) the part before ended with, when it was
         // said and the next part goes on with its sentence.
         let mut after: Option<usize> = None;
+        // A sentence one of whose chunks passed the limit: its later
+        // chunks are not said either (one fallback for the whole run).
+        let mut over: Option<usize> = None;
         for (k, part) in self.parts.iter().enumerate() {
             if self.tx.is_closed() {
                 return;
+            }
+            if over == Some(part.sentence) {
+                let st = PartState::Failed {
+                    why: format!(
+                        "Message sentence {}: an earlier part of it passed the spoken-length limit",
+                        part.sentence
+                    ),
+                    ready_us: now_us(),
+                };
+                let last = k + 1 == self.parts.len();
+                self.tx.send_modify(|m| {
+                    m.parts[k] = st;
+                    if last {
+                        m.done_us = Some(now_us());
+                    }
+                });
+                continue;
             }
             let started = Instant::now();
             let joins_next = self.parts.get(k + 1).is_some_and(|p| p.continues);
@@ -219,6 +239,7 @@ impl MessageSynth {
                         return;
                     }
                     after = None;
+                    over = Some(part.sentence);
                     PartState::Failed {
                         why: format!(
                             "Message sentence {}: lasts over {} s, longer than the limit of {} s",

@@ -901,7 +901,8 @@ async fn check_periods_across_dst(store: &Store) {
         8
     );
     assert_eq!(facts, raw);
-    let by: Vec<(&str, i64, i64, Option<i64>, Option<i64>)> = facts
+    type Line<'a> = (&'a str, i64, i64, Option<i64>, Option<i64>);
+    let by: Vec<Line> = facts
         .iter()
         .map(|g| {
             (

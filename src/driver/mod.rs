@@ -408,7 +408,7 @@ impl Gateway {
             dialled: Vec::new(),
             trunk_gate: None,
             pending: std::sync::Mutex::new(None),
-            hangup_asked: AtomicBool::new(false),
+            hangup_asked: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -480,7 +480,7 @@ pub struct ActiveCall {
     /// so the call stays `Sync` with a `Send`-only future in it.
     pending: std::sync::Mutex<Option<PendingRedial>>,
     /// `hangup` was called: a leg a pending redial makes is hung up too.
-    hangup_asked: AtomicBool,
+    hangup_asked: Arc<AtomicBool>,
 }
 
 /// A 3xx being followed or a failover being made: the new INVITE's leg,
@@ -549,7 +549,14 @@ impl ActiveCall {
                         self.finish();
                         continue;
                     };
+                    let hung_up = self.hangup_asked.load(Ordering::Relaxed);
                     let ev = match ev {
+                        // Hung up (cancelled, shut down, lease lost): the
+                        // call ends here; no new INVITE goes anywhere.
+                        CallEvent::Ended(EndReason::Redirected { .. }) if hung_up => {
+                            CallEvent::Ended(EndReason::Cancelled)
+                        }
+                        CallEvent::Ended(reason) if hung_up => CallEvent::Ended(reason),
                         CallEvent::Ended(EndReason::Redirected { code, targets }) => {
                             match self.follow(code, &targets) {
                                 Ok(pending) => {
@@ -639,7 +646,12 @@ impl ActiveCall {
             return Err(refused(target, redirect::Refusal::NoTarget));
         };
         let id = self.id;
+        let hung_up = self.hangup_asked.clone();
         Ok(Box::pin(async move {
+            if hung_up.load(Ordering::Relaxed) {
+                let result = Err(EndReason::Cancelled);
+                return Redialled { redial, result };
+            }
             let result = match redial.0.invite(id, &redial.1, &socket, &key).await {
                 Ok((handle, sip_rx, mode)) => {
                     tracing::info!(code, target = %crate::logging::Redacted(&target), "following a redirect");
@@ -679,8 +691,13 @@ impl ActiveCall {
         let key = self.offer_key();
         let gate = self.trunk_gate.clone();
         let id = self.id;
+        let hung_up = self.hangup_asked.clone();
         Ok(Box::pin(async move {
+            let mut reason = reason;
             let result = loop {
+                if hung_up.load(Ordering::Relaxed) {
+                    break Err(std::mem::replace(&mut reason, EndReason::Cancelled));
+                }
                 let (to, trunk, policy) = if !redial.1.failover.is_empty() {
                     let to = redial.1.failover.remove(0);
                     redial.1.outbound_proxy = Some(to);
@@ -694,10 +711,14 @@ impl ActiveCall {
                             continue;
                         }
                     }
+                    if hung_up.load(Ordering::Relaxed) {
+                        // Hung up while it waited for the trunk's channel.
+                        continue;
+                    }
                     hop.apply(&mut redial.1);
                     (redial.1.outbound_proxy, Some(name), Some(redial.1.media))
                 } else {
-                    break Err(reason);
+                    break Err(std::mem::replace(&mut reason, EndReason::Cancelled));
                 };
                 match redial.0.invite(id, &redial.1, &socket, &key).await {
                     Ok((handle, sip_rx, mode)) => {

@@ -297,7 +297,12 @@ async fn run(
                     }
                     let h = ep.start_call_on(Instant::now(), *cfg, pinned, transport, may_upgrade);
                     subscribers.insert(h, events);
-                    let _ = reply.send(h);
+                    if reply.send(h).is_err() {
+                        // Whoever dialled is gone (its call dropped while
+                        // a redial was under way): nobody would ever
+                        // hang this leg up.
+                        ep.hangup(Instant::now(), h);
+                    }
                 }
                 Some(SipCommand::Hangup(h)) => ep.hangup(Instant::now(), h),
                 Some(SipCommand::Answer(h, sdp)) => ep.answer(Instant::now(), h, sdp),
@@ -405,7 +410,13 @@ async fn run(
             }
             let ended = matches!(ev, CallEvent::Ended(_));
             if let Some(sub) = subscribers.get(&h) {
-                let _ = sub.send(ev);
+                if sub.send(ev).is_err() && !ended {
+                    // Nobody listens to this leg any more: end it rather
+                    // than leave it ringing (or answered, in dead air).
+                    subscribers.remove(&h);
+                    ep.hangup(Instant::now(), h);
+                    continue;
+                }
             }
             if ended {
                 subscribers.remove(&h);

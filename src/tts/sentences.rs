@@ -85,12 +85,13 @@ pub fn chunks(sentence: &str, lang: Language) -> Vec<String> {
     for i in 0..chars.len() {
         let boundary = match lang {
             // A comma between digits is a thousands separator.
+            // (ASCII or full-width, between ASCII or full-width digits).
             Language::Ja => match chars[i] {
-                '、' | '，' => true,
-                ',' => {
+                '、' => true,
+                ',' | '，' => {
                     !(i > 0
-                        && chars[i - 1].is_ascii_digit()
-                        && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+                        && chars[i - 1].is_numeric()
+                        && chars.get(i + 1).is_some_and(|c| c.is_numeric()))
                 }
                 _ => false,
             },
@@ -373,6 +374,11 @@ mod tests {
         assert_eq!(
             chunks("約1,000名のお客様に影響があります。", Language::Ja),
             ["約1,000名のお客様に影響があります。"]
+        );
+        // Full-width digits and comma: a number too, read whole.
+        assert_eq!(
+            chunks("エラー件数１，２３４件を検出しました。", Language::Ja),
+            ["エラー件数１，２３４件を検出しました。"]
         );
         assert_eq!(
             chunks("Load is 1,500 on web,db now.", Language::En),
