@@ -420,8 +420,11 @@ fn rtcp_from_baresip_shows_the_loss_a_relay_causes() {
     // Every 10th RTP packet callout sends is lost.
     let relay = Relay::start(port, Some(10), &[]);
     let uri = format!("sip:bob@127.0.0.1:{}", peer.sip_port);
+    // baresip reports every ~5 s (randomised 0.5-1.5x): its first report
+    // may come before our first sender report, and so carry no round
+    // trip; 13 s makes sure a later one does.
     let (ok, lines, stderr) =
-        call_through_relay(&peer, &uri, port, &[], Duration::from_millis(9500));
+        call_through_relay(&peer, &uri, port, &[], Duration::from_millis(13000));
     assert!(ok, "{stderr}\n{lines:#?}\n{}", peer.log());
     let m = &result(&lines)["media"];
     eprintln!("lossy call media: {m}");
