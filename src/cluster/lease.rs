@@ -104,10 +104,14 @@ impl Leases {
     /// database said so in answer to a statement sent at `since` or
     /// later: then a dial needs no further round trip to be sure no other
     /// node owns the work (none can claim it before the deadline).
+    /// At least half the usable lease must be left: with less, a dial
+    /// asks the database again (and so renews it), for slack against a
+    /// stalled host or a clock step that the local deadline cannot see.
     pub fn held_since(&self, id: &str, since: i64, now: i64) -> bool {
+        let half = (self.ttl_ms - self.margin_ms) / 2;
         self.held
             .get(id)
-            .is_some_and(|h| h.seen_at >= since && now < h.deadline)
+            .is_some_and(|h| h.seen_at >= since && h.deadline - now >= half)
     }
 
     /// Forget a lease (its work ended, or it was handed back).
@@ -248,7 +252,10 @@ mod tests {
         assert!(!l.held_since("a", 100, 400));
         l.seen("a", 1, 300);
         assert!(l.held_since("a", 100, 400));
-        // Seen does not extend the lease: past the claim's deadline, no.
+        // Seen does not extend the lease: past the claim's deadline, no;
+        // nor with less than half the usable lease (8 s) left.
+        assert!(l.held_since("a", 100, 4_000));
+        assert!(!l.held_since("a", 100, 4_001));
         assert!(!l.held_since("a", 100, 8_000));
         // A renewal sent later does both.
         let _ = l.renewed(7_000, &rows(&[("a", 1)]));
