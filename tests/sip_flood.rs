@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use callout::driver::{CallUpdate, DialRequest, Gateway};
+use callout::driver::{CallUpdate, Gateway};
 use callout::sip::call::CallEvent;
 use common::*;
 
@@ -38,25 +38,7 @@ fn flood(target: std::net::SocketAddr, source: &str, secs: f64) -> std::process:
 /// Dial `uri` and return the time from the dial to the 200's arrival.
 async fn answer_time(gw: &Gateway, uri: String) -> Duration {
     let started = Instant::now();
-    let mut call = gw
-        .dial(DialRequest {
-            uri,
-            from_uri: "sip:callout@127.0.0.1".into(),
-            from_display: None,
-            credentials: None,
-            ring_timeout: Duration::from_secs(10),
-            outbound_proxy: None,
-            failover: Vec::new(),
-            extra_headers: Vec::new(),
-            media: Default::default(),
-            advertise: Default::default(),
-            redirect: Default::default(),
-            codecs: Vec::new(),
-            transport: Default::default(),
-            next_trunks: Vec::new(),
-        })
-        .await
-        .expect("dial");
+    let mut call = gw.dial(plain_dial(uri)).await.expect("dial");
     let answered = loop {
         match call.next().await {
             Some(CallUpdate::Sip(CallEvent::Answered(_))) => break started.elapsed(),

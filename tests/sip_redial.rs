@@ -18,20 +18,9 @@ use common::*;
 
 fn request(uri: String, proxy: u16, failover: u16) -> DialRequest {
     DialRequest {
-        uri,
-        from_uri: "sip:callout@127.0.0.1".into(),
-        from_display: None,
-        credentials: None,
-        ring_timeout: Duration::from_secs(10),
         outbound_proxy: Some(([127, 0, 0, 1], proxy).into()),
         failover: vec![([127, 0, 0, 1], failover).into()],
-        extra_headers: Vec::new(),
-        media: Default::default(),
-        advertise: Default::default(),
-        redirect: Default::default(),
-        codecs: Vec::new(),
-        transport: Default::default(),
-        next_trunks: Vec::new(),
+        ..plain_dial(uri)
     }
 }
 

@@ -572,3 +572,24 @@ pub fn rfc4733_packets(event: u8, pt: u8, seq0: u16, ts: u32) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// A dial to `uri` with every setting at its default (no trunk, no
+/// proxy, 10 s ring): tests set what they are about.
+pub fn plain_dial(uri: String) -> callout::driver::DialRequest {
+    callout::driver::DialRequest {
+        uri,
+        from_uri: "sip:callout@127.0.0.1".into(),
+        from_display: None,
+        credentials: None,
+        ring_timeout: Duration::from_secs(10),
+        outbound_proxy: None,
+        failover: Vec::new(),
+        extra_headers: Vec::new(),
+        media: Default::default(),
+        advertise: Default::default(),
+        redirect: Default::default(),
+        codecs: Vec::new(),
+        transport: Default::default(),
+        next_trunks: Vec::new(),
+    }
+}
