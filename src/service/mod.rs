@@ -245,28 +245,38 @@ impl Service {
         now: i64,
     ) -> Result<Option<NotificationRow>, AcceptError> {
         let row = new_row(n, now);
-        // Clustered, this node claims it in the insert's commit.
+        let insert = AcceptInsert::FreshKey {
+            key: key.to_string(),
+            hash: body_hash.to_string(),
+        };
+        if !self.store_claimed(&row, insert).await? {
+            return Ok(None);
+        }
+        self.start(row.clone(), plan.clone(), None);
+        Ok(Some(row))
+    }
+
+    /// Insert `row` (false: the key or the active contract + ticket was
+    /// taken); clustered, this node claims it in the insert's commit.
+    async fn store_claimed(
+        &self,
+        row: &NotificationRow,
+        insert: AcceptInsert,
+    ) -> Result<bool, crate::store::StoreError> {
         let cluster = self.cluster.get();
         let sent = cluster.map(|c| c.send_time());
         let stored = self
             .accepts
             .store(AcceptRow {
                 row: row.clone(),
-                insert: AcceptInsert::FreshKey {
-                    key: key.to_string(),
-                    hash: body_hash.to_string(),
-                },
+                insert,
                 owner: owner_of(cluster),
             })
             .await?;
-        if !stored {
-            return Ok(None);
-        }
-        if let (Some(c), Some(sent)) = (cluster, sent) {
+        if let (true, Some(c), Some(sent)) = (stored, cluster, sent) {
             c.inserted(&row.id, sent);
         }
-        self.start(row.clone(), plan.clone(), None);
-        Ok(Some(row))
+        Ok(stored)
     }
 
     async fn accept_claimed(
@@ -283,25 +293,15 @@ impl Service {
         loop {
             let row = new_row(&n, now);
             let cluster = self.cluster.get();
-            let sent = cluster.map(|c| c.send_time());
             // Committed (and, clustered, claimed by this node) before the
             // caller answers 202. A racing request for the same active
             // contract + ticket loses on the unique index and gets the
             // winner's notification.
-            let stored = self
-                .accepts
-                .store(AcceptRow {
-                    row: row.clone(),
-                    insert: AcceptInsert::Claimed {
-                        key: key.map(str::to_string),
-                    },
-                    owner: owner_of(cluster),
-                })
-                .await;
+            let insert = AcceptInsert::Claimed {
+                key: key.map(str::to_string),
+            };
+            let stored = self.store_claimed(&row, insert).await;
             if matches!(stored, Ok(true)) {
-                if let (Some(c), Some(sent)) = (cluster, sent) {
-                    c.inserted(&row.id, sent);
-                }
                 self.start(row.clone(), plan, None);
                 return Ok((row, true));
             }
