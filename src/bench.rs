@@ -4,7 +4,7 @@
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,8 @@ use crate::sip::call::CallEvent;
 pub mod first_audio;
 pub mod pipeline;
 pub mod reports;
+mod rtp_sink;
+mod sipp_media;
 pub mod tickets;
 
 /// Options of `callout bench calls`.
@@ -38,6 +40,9 @@ pub struct CallsBench {
     /// of sipp's TCP UAS (sipp here is built without TLS); sipp's own UAC
     /// runs over TCP.
     pub tls: bool,
+    /// Also run sipp's UAC streaming the prompt from a pcap, as many calls
+    /// at once, for its CPU per stream beside callout's.
+    pub peer_media: bool,
 }
 
 /// A test CA and a certificate for `localhost` signed by it, made with
@@ -109,7 +114,7 @@ fn start_tls_front(port: u16, to: u16, cert: &Path, key: &Path) -> anyhow::Resul
 /// A sipp UAS answering every call, whose SDP sends our RTP to `sink`.
 /// `tls_front`: the port of the TLS front in front of it, which its
 /// Contact then names (in-dialog requests go there, over TLS).
-fn start_sipp_uas(
+pub(crate) fn start_sipp_uas(
     dir: &Path,
     port: u16,
     sink: u16,
@@ -192,7 +197,7 @@ pub(crate) fn spawn_busy_callee<T: Send + 'static>(
 }
 
 /// A port free on UDP and on TCP.
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     loop {
         let p = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
         if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
@@ -231,60 +236,6 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[idx]
-}
-
-/// What the jitter receiver saw.
-#[derive(Default)]
-struct SinkResult {
-    /// |arrival gap - 20 ms x sequence step| per packet, in ms.
-    deviations: Vec<f64>,
-    packets: u64,
-    lost: u64,
-}
-
-/// Receives every call's RTP on one socket and, per SSRC while
-/// `recording` is set, measures each packet's arrival against the previous
-/// one: the deviation from 20 ms per sequence step. Gaps in sequence
-/// numbers are counted as loss, not as jitter.
-fn spawn_sink(
-    sock: UdpSocket,
-    recording: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<SinkResult> {
-    std::thread::spawn(move || {
-        // The receiver must not be what is measured: give it the same
-        // priority as the media clock when the system allows.
-        crate::driver::net::try_realtime(10);
-        let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
-        let mut last: std::collections::HashMap<u32, (Instant, u16)> =
-            std::collections::HashMap::new();
-        let mut r = SinkResult::default();
-        let mut buf = [0u8; 2048];
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((n, _)) = sock.recv_from(&mut buf) else {
-                continue;
-            };
-            let now = Instant::now();
-            if n < 12 {
-                continue;
-            }
-            let seq = u16::from_be_bytes([buf[2], buf[3]]);
-            let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-            if let Some((prev, prev_seq)) = last.insert(ssrc, (now, seq)) {
-                if recording.load(Ordering::Relaxed) {
-                    let step = seq.wrapping_sub(prev_seq);
-                    r.packets += 1;
-                    if step == 0 || step > 1000 {
-                        continue;
-                    }
-                    r.lost += u64::from(step - 1);
-                    let gap = now.duration_since(prev).as_secs_f64() * 1000.0;
-                    r.deviations.push((gap - 20.0 * f64::from(step)).abs());
-                }
-            }
-        }
-        r
-    })
 }
 
 /// Whether this process may use SCHED_FIFO (tested on a throwaway thread).
@@ -326,9 +277,7 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
     } else {
         format!("sip:bench@127.0.0.1:{uas_port}")
     };
-    let recording = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sink_thread = spawn_sink(sink, recording.clone(), stop.clone());
+    let sink = rtp_sink::Sink::start(sink);
     let gw = Gateway::start("127.0.0.1:0".parse()?, "20000-29999").await?;
     println!(
         "transport: {}",
@@ -449,18 +398,20 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
     let rss_up = rss_kib();
     let cpu0 = cpu_time();
     let t0 = Instant::now();
-    recording.store(true, Ordering::Relaxed);
+    sink.recording.store(true, Ordering::Relaxed);
     tokio::time::sleep(o.hold).await;
-    recording.store(false, Ordering::Relaxed);
-    let cpu = (cpu_time() - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    sink.recording.store(false, Ordering::Relaxed);
+    let (cpu_all, held) = (
+        (cpu_time() - cpu0).as_secs_f64(),
+        t0.elapsed().as_secs_f64(),
+    );
     release.notify_waiters();
     for t in tasks {
         let _ = t.await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let sink = sink_thread.join().unwrap_or_default();
-    let mut dev = sink.deviations;
-    dev.sort_by(f64::total_cmp);
+    let sink = sink.finish();
+    // The receiver runs in this process but is not the sender's work.
+    let cpu = (cpu_all - sink.cpu.as_secs_f64()).max(0.0) / held;
     let n_up = peak.load(Ordering::Relaxed);
     println!(
         "concurrent: {n_up}/{} calls answered and streaming at once",
@@ -475,16 +426,9 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
             "normal (no CAP_SYS_NICE)"
         }
     );
+    println!("jitter: {}", sink.jitter_line());
     println!(
-        "jitter: |gap - 20 ms| over {} packets ({} lost): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-        sink.packets,
-        sink.lost,
-        percentile(&dev, 0.5),
-        percentile(&dev, 0.99),
-        dev.last().copied().unwrap_or(f64::NAN)
-    );
-    println!(
-        "cpu: {:.1} % of one core for {n_up} streams = {:.3} % per call",
+        "cpu: {:.1} % of one core for {n_up} streams = {:.3} % per call (the receiver thread's time left out)",
         cpu * 100.0,
         cpu * 100.0 / n_up.max(1) as f64
     );
@@ -497,6 +441,34 @@ pub async fn calls(o: CallsBench) -> anyhow::Result<()> {
     if let Some(mut f) = tls_front.take() {
         let _ = f.kill();
         let _ = f.wait();
+    }
+
+    // The peer's streams: sipp's UAC playing the same prompt from a pcap,
+    // as many at once, for its CPU per stream and its jitter.
+    if o.peer_media && n_up > 0 {
+        match sipp_media::run(&dir, &prompt, n_up, o.hold) {
+            Ok(peer) => {
+                // Streams by what arrived: a stream sipp could not keep
+                // at 50 packets a second counts for the part it sent.
+                let flowing = peer.sink.packets as f64 / (50.0 * o.hold.as_secs_f64());
+                println!(
+                    "sipp uac pcap: {n_up} calls, {} sources, {flowing:.0} streams' worth of packets{}; jitter: {}",
+                    peer.sink.streams,
+                    if peer.all_up { "" } else { " (not all flowing)" },
+                    peer.sink.jitter_line()
+                );
+                let per = peer.cpu * 100.0 / flowing.max(1.0);
+                println!(
+                    "sipp uac pcap cpu: {:.1} % of one core = {per:.3} % per stream",
+                    peer.cpu * 100.0,
+                );
+                println!(
+                    "ratio: callout / sipp cpu per stream = {:.2}",
+                    (cpu * 100.0 / n_up as f64) / per.max(f64::EPSILON)
+                );
+            }
+            Err(e) => println!("sipp uac pcap: not run: {e:#}"),
+        }
     }
 
     // The peer's own figure: sipp's UAC against a fresh sipp UAS, same

@@ -289,6 +289,10 @@ enum BenchCmd {
         /// sipp's own UAC figure beside it is then over TCP.
         #[arg(long, conflicts_with = "tcp")]
         tls: bool,
+        /// Skip sipp's streaming UAC (a pcap of the same prompt, as many
+        /// calls at once) and its CPU per stream.
+        #[arg(long)]
+        no_peer_media: bool,
     },
     /// Notifications per second through the API, and POST -> INVITE latency.
     Api {
@@ -732,6 +736,7 @@ fn main() -> ExitCode {
                     prompt,
                     tcp,
                     tls,
+                    no_peer_media,
                 },
         } => runtime().and_then(|rt| {
             rt.block_on(callout::bench::calls(callout::bench::CallsBench {
@@ -742,6 +747,7 @@ fn main() -> ExitCode {
                 prompt,
                 tcp,
                 tls,
+                peer_media: !no_peer_media,
             }))
             .map(|_| ExitCode::SUCCESS)
         }),

@@ -17,9 +17,7 @@ use crate::media::rtcp::RtcpFigures;
 use crate::media::session::{MediaEvent, MediaSession, MediaStats};
 
 /// Packet interval.
-pub const PTIME: Duration = Duration::from_millis(20);
-/// Never send more than this many late packets at once after a stall.
-const MAX_CATCH_UP: u64 = 5;
+pub use crate::media::pacing::PTIME;
 
 pub enum MediaCommand {
     Add {
@@ -137,6 +135,79 @@ struct Entry {
     events: mpsc::UnboundedSender<MediaEvent>,
     start: Instant,
     recv_task: JoinHandle<()>,
+    /// The call's sub-tick of the interval (`crate::media::pacing`).
+    slot: usize,
+}
+
+/// The calls, and which are sent at each sub-tick.
+#[derive(Default)]
+struct Calls {
+    by_id: HashMap<u64, Entry>,
+    slots: Vec<Vec<u64>>,
+    pacer: crate::media::pacing::Pacer,
+}
+
+impl Calls {
+    fn get(&self, id: &u64) -> Option<&Entry> {
+        self.by_id.get(id)
+    }
+
+    fn get_mut(&mut self, id: &u64) -> Option<&mut Entry> {
+        self.by_id.get_mut(id)
+    }
+
+    fn insert(&mut self, id: u64, mut e: Entry) {
+        if let Some(old) = self.remove(&id) {
+            old.recv_task.abort();
+            if let Some(t) = old.rtcp_task {
+                t.abort();
+            }
+        }
+        e.slot = self.pacer.assign();
+        if self.slots.len() < crate::media::pacing::SLOTS {
+            self.slots
+                .resize_with(crate::media::pacing::SLOTS, Vec::new);
+        }
+        self.slots[e.slot].push(id);
+        self.by_id.insert(id, e);
+    }
+
+    fn remove(&mut self, id: &u64) -> Option<Entry> {
+        let e = self.by_id.remove(id)?;
+        self.pacer.release(e.slot);
+        if let Some(ids) = self.slots.get_mut(e.slot) {
+            ids.retain(|x| x != id);
+        }
+        Some(e)
+    }
+
+    /// Send each call of `slot` its next packet (and RTCP when due).
+    fn send_slot(&mut self, slot: usize) {
+        let Some(ids) = self.slots.get(slot) else {
+            return;
+        };
+        for id in ids {
+            let Some(e) = self.by_id.get_mut(id) else {
+                continue;
+            };
+            let remote = e.session.remote();
+            let pkt = e.session.tick();
+            if !pkt.is_empty() {
+                let _ = e.socket.try_send_to(pkt, remote);
+            }
+            let now_ms = e.start.elapsed().as_millis() as u64;
+            if let Some(report) = e.session.poll_rtcp(now_ms) {
+                let to = e.session.rtcp_remote();
+                // rtcp-mux (to == remote) shares the RTP socket.
+                let sock = match &e.rtcp {
+                    Some(r) if to != remote => r,
+                    _ => &e.socket,
+                };
+                let _ = sock.try_send_to(&report, to);
+            }
+            drain(e);
+        }
+    }
 }
 
 /// Cloneable handle to the media thread.
@@ -181,41 +252,22 @@ fn run(
     } else {
         tracing::info!("media clock runs with normal priority (no CAP_SYS_NICE)");
     }
-    let mut calls: HashMap<u64, Entry> = HashMap::new();
+    let mut calls = Calls::default();
     let origin = Instant::now();
-    let mut ticks_done: u64 = 0;
     loop {
-        let next_tick = origin + Duration::from_millis(20 * (ticks_done + 1));
         let now = Instant::now();
-        if now >= next_tick {
-            let due = (now.duration_since(origin).as_millis() / PTIME.as_millis()) as u64;
-            // After a stall, catch up a little but never flood: the far
-            // end's jitter buffer cannot use a burst of old audio.
-            let n = due.saturating_sub(ticks_done).clamp(1, MAX_CATCH_UP);
-            for _ in 0..n {
-                for e in calls.values_mut() {
-                    let remote = e.session.remote();
-                    let pkt = e.session.tick();
-                    if !pkt.is_empty() {
-                        let _ = e.socket.try_send_to(pkt, remote);
-                    }
-                    let now_ms = e.start.elapsed().as_millis() as u64;
-                    if let Some(report) = e.session.poll_rtcp(now_ms) {
-                        let to = e.session.rtcp_remote();
-                        // rtcp-mux (to == remote) shares the RTP socket.
-                        let sock = match &e.rtcp {
-                            Some(r) if to != remote => r,
-                            _ => &e.socket,
-                        };
-                        let _ = sock.try_send_to(&report, to);
-                    }
-                    drain(e);
-                }
-            }
-            ticks_done = due.max(ticks_done + 1);
+        for slot in calls.pacer.due(now.duration_since(origin)) {
+            calls.send_slot(slot);
+        }
+        // With no call, only a command can bring work.
+        let wait = match calls.pacer.next_due() {
+            Some(at) => (origin + at).saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(3600),
+        };
+        if wait.is_zero() {
             continue;
         }
-        match rx.recv_timeout(next_tick - now) {
+        match rx.recv_timeout(wait) {
             Ok(cmd) => handle(&mut calls, cmd, &self_tx, &rt),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
@@ -224,7 +276,7 @@ fn run(
 }
 
 fn handle(
-    calls: &mut HashMap<u64, Entry>,
+    calls: &mut Calls,
     cmd: MediaCommand,
     self_tx: &MediaHandle,
     rt: &tokio::runtime::Handle,
@@ -257,6 +309,7 @@ fn handle(
                     events,
                     start: Instant::now(),
                     recv_task,
+                    slot: 0,
                 },
             );
         }
@@ -311,7 +364,7 @@ fn handle(
             let _ = reply.send(rec);
         }
     }
-    fn with(calls: &mut HashMap<u64, Entry>, id: u64, f: impl FnOnce(&mut MediaSession)) {
+    fn with(calls: &mut Calls, id: u64, f: impl FnOnce(&mut MediaSession)) {
         if let Some(e) = calls.get_mut(&id) {
             f(&mut e.session);
             drain(e);

@@ -5,6 +5,7 @@ pub mod amd;
 pub mod audio;
 pub mod g711;
 pub mod inband;
+pub mod pacing;
 pub mod rfc4733;
 pub mod rtcp;
 pub mod session;
