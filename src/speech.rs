@@ -86,6 +86,19 @@ pub struct MessageAudio {
 }
 
 impl MessageAudio {
+    /// Wait until the first part is ready or failed (or the message is
+    /// done, or `limit` has passed).
+    pub async fn first_settled(&self, limit: std::time::Duration) {
+        let mut rx = self.rx.clone();
+        let settled = rx.wait_for(|s| {
+            s.is_done()
+                || s.parts
+                    .first()
+                    .is_some_and(|p| !matches!(p, PartState::Pending))
+        });
+        let _ = tokio::time::timeout(limit, settled).await;
+    }
+
     /// How many sentences the message has.
     pub fn sentences(&self) -> usize {
         self.parts.last().map_or(0, |p| p.sentence + 1)
