@@ -331,17 +331,16 @@ pub async fn escalate(o: EscalateOptions) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let script = {
-        let (plan, prompts) = (plan.clone(), o.prompts.clone());
-        let n = n.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::runner::Script::prepare_with(&plan, &n, &tts, &prompts, message)
-        })
-        .await??
-    };
-    emit(
-        json!({"event": "audio.ready", "ms": started.elapsed().as_millis() as u64, "fallbacks": script.fallbacks}),
-    );
+    // The fixed phrases render behind the message while the call rings
+    // (`audio.ready` when they are all there).
+    let script = crate::runner::Script::start(&plan, &n, tts, &o.prompts, message).await?;
+    let done = script.phrases.clone();
+    tokio::spawn(async move {
+        let p = crate::runner::Script::phrases_done(done).await;
+        emit(
+            json!({"event": "audio.ready", "ms": started.elapsed().as_millis() as u64, "fallbacks": p.fallbacks}),
+        );
+    });
     let bind = o
         .bind
         .parse()

@@ -320,6 +320,12 @@ enum BenchCmd {
         /// Time between notifications.
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
         gap: Duration,
+        /// Post the first notification as soon as the service is up, on
+        /// its empty speech cache (no warm-up notification): its POST ->
+        /// INVITE includes whatever the dial waits for while the start's
+        /// prewarm is still rendering the contract's fixed phrases.
+        #[arg(long)]
+        cold: bool,
     },
     /// Speech synthesis time per second of audio, and cache hit time.
     Tts {
@@ -716,9 +722,9 @@ fn main() -> ExitCode {
             })
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
-            cmd: BenchCmd::FirstAudio { runs, gap },
+            cmd: BenchCmd::FirstAudio { runs, gap, cold },
         } => runtime()
-            .and_then(|rt| rt.block_on(callout::bench::first_audio::run(runs, gap)))
+            .and_then(|rt| rt.block_on(callout::bench::first_audio::run(runs, gap, cold)))
             .map(|_| ExitCode::SUCCESS),
         Cmd::Bench {
             cmd: BenchCmd::Tts { repeat },

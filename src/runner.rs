@@ -553,6 +553,9 @@ async fn run_call(
     let mut msg = script.message.as_ref().map(crate::speech::CallMessage::new);
     let mut msg_for: Option<MessageFor> = None;
     let mut held: Vec<(u64, Say)> = Vec::new();
+    // The menu's prompts waiting for their phrase (still being rendered
+    // in the background: the INVITE did not wait for them).
+    let mut due = crate::script::DuePhrases::new(script);
     // `[call] early_message`: the message started on early media and is
     // still playing (a recorded one: its media id), to be taken over by
     // the menu at the 200 rather than started again; `Some(None)` once
@@ -628,7 +631,9 @@ async fn run_call(
                                 early = Some(None);
                             }
                             None => {
-                                early = Some(script.get(Say::Message).map(|p| call.play(p)));
+                                // Recorded: loaded first, a file read.
+                                let p = script.wait_phrase(Say::Message).await;
+                                early = Some(p.map(|p| call.play(p)));
                                 early_playing = early.flatten().is_some();
                             }
                         }
@@ -678,7 +683,11 @@ async fn run_call(
                         if result == crate::media::amd::AmdResult::Machine {
                             outcome.get_or_insert(Outcome::Machine);
                             let leave = plan.escalation.on_machine == crate::ivr::dialplan::OnMachine::LeaveMessage;
-                            match (leave, msg.as_mut(), script.get(Say::Message)) {
+                            let recorded = match (leave, &msg) {
+                                (true, None) => script.wait_phrase(Say::Message).await,
+                                _ => None,
+                            };
+                            match (leave, msg.as_mut(), recorded) {
                                 (true, Some(m), _) => {
                                     m.play();
                                     msg_for = Some(MessageFor::Machine);
@@ -758,6 +767,10 @@ async fn run_call(
                     None => std::future::pending().await,
                 }
             }, if msg.is_some() => {}
+            _ = due.changed(), if due.is_waiting() && !stopping => {
+                let now = since(answered_at);
+                play_due(due.ready(), &mut call, &mut ids, &mut menu, now);
+            }
             _ = timer, if !stopping => menu.handle_timeout(since(answered_at)),
             _ = script.shutdown.cancelled(), if !stopping => {
                 stopping = true;
@@ -815,15 +828,14 @@ async fn run_call(
                     }
                     _ if msg_for.is_some() => held.push((id, say)),
                     _ => {
-                        if let Some(p) = script.get_for(running_action.as_deref(), say) {
-                            let media_id = call.play(p);
-                            ids.insert(media_id, id);
-                        }
+                        let d = due.push(id, running_action.as_deref(), say);
+                        play_due(d, &mut call, &mut ids, &mut menu, since(answered_at));
                     }
                 },
                 MenuOutput::StopPlayback => {
                     call.stop_audio();
                     ids.clear();
+                    due.clear();
                     if let Some(m) = msg.as_mut() {
                         m.stop();
                     }
@@ -920,9 +932,8 @@ async fn run_call(
                     Some(MessageFor::Early | MessageFor::Menu(_)) => {
                         early_playing = false;
                         for (id, say) in held.drain(..) {
-                            if let Some(p) = script.get_for(running_action.as_deref(), say) {
-                                ids.insert(call.play(p), id);
-                            }
+                            let d = due.push(id, running_action.as_deref(), say);
+                            play_due(d, &mut call, &mut ids, &mut menu, since(answered_at));
                         }
                     }
                     Some(MessageFor::Machine) => {
@@ -949,4 +960,24 @@ async fn run_call(
     } else {
         Outcome::AnsweredNoInput
     })
+}
+
+/// Queue on the call the menu's prompts whose phrase is ready (`ids`:
+/// media id -> menu prompt id); one that will never come is over at once
+/// for the menu.
+fn play_due(
+    due: Vec<crate::script::Due>,
+    call: &mut crate::driver::ActiveCall,
+    ids: &mut HashMap<u64, u64>,
+    menu: &mut Menu,
+    now_ms: u64,
+) {
+    for d in due {
+        match d {
+            crate::script::Due::Play(id, p) => {
+                ids.insert(call.play(p), id);
+            }
+            crate::script::Due::Skip(id) => menu.prompt_finished(id, now_ms),
+        }
+    }
 }

@@ -1,9 +1,14 @@
 //! The audio of one notification's calls ([`Script`]): the fixed
-//! phrases rendered before the first INVITE, and the message as
-//! `crate::speech` synthesises it while the call rings.
+//! phrases (menu, goodbye, PIN prompts, ...) and the message as
+//! `crate::speech` synthesises it. Neither holds the INVITE: the fixed
+//! phrases are rendered in the background ([`PhrasesJob`]) while the call
+//! rings, and a call waits for one only when it is due (the runner queues
+//! the menu's prompts behind a phrase not ready yet).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use crate::action::Actions;
 use crate::ivr::dialplan::{ActionSay, Dialplan, Language, Phrase};
@@ -12,16 +17,173 @@ use crate::media::audio::Prompt;
 use crate::runner::{template_values, Notification};
 use crate::tts::Tts;
 
-/// The audio of one notification: every phrase rendered before the first
-/// INVITE (cache hits once the dialplan is prewarmed), and the message
+/// The longest the fixed phrases wait for the message's first part
+/// before they are rendered beside it (an engine that hangs on the
+/// message must not leave the menu unrendered).
+pub const PHRASES_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Which fixed phrase: one of the menu's, or an action's own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PhraseKey {
+    Say(Say),
+    /// An action's phrase that replaces the default for it.
+    Action(String, ActionSay),
+}
+
+/// The fixed phrases as far as they are rendered.
+#[derive(Debug, Clone, Default)]
+pub struct Phrases {
+    ready: HashMap<PhraseKey, Arc<Prompt>>,
+    /// Phrases said with the recorded fallback (why, for each).
+    pub fallbacks: Vec<String>,
+    /// Every phrase is rendered (or the job gave up: see `failed`).
+    pub done: bool,
+    /// The job stopped: a phrase could not be made and there was no
+    /// fallback to say instead. Phrases not ready stay missing.
+    pub failed: Option<String>,
+    /// Keys the dialplan has (an action's own phrases); known before
+    /// they are rendered, so a lookup waits for the action's own phrase
+    /// rather than say the default.
+    own: std::collections::HashSet<PhraseKey>,
+}
+
+/// A phrase at the moment asked.
+#[derive(Debug, Clone)]
+pub enum PhraseNow {
+    Ready(Arc<Prompt>),
+    /// Still being rendered.
+    Pending,
+    /// It will never come (the job stopped, or no such phrase).
+    Missing,
+}
+
+impl Phrases {
+    fn lookup(&self, action: Option<&str>, say: Say) -> PhraseNow {
+        let mut key = PhraseKey::Say(say);
+        if let (Some(a), Say::Action(s)) = (action, say) {
+            let own = PhraseKey::Action(a.to_string(), s);
+            if self.own.contains(&own) {
+                key = own;
+            }
+        }
+        match self.ready.get(&key) {
+            Some(p) => PhraseNow::Ready(p.clone()),
+            None if self.done => PhraseNow::Missing,
+            None => PhraseNow::Pending,
+        }
+    }
+}
+
+/// Renders a notification's fixed phrases, one at a time in the order a
+/// call needs them, publishing each as it is ready. Blocking: run it on a
+/// blocking thread ([`PhrasesJob::run`]).
+pub struct PhrasesJob {
+    list: Vec<(PhraseKey, Phrase)>,
+    lang: Language,
+    voice: Option<String>,
+    vars: BTreeMap<String, String>,
+    /// Loaded up front: then a phrase that cannot be made says it.
+    fallback: Option<Arc<Prompt>>,
+    fallback_file: std::path::PathBuf,
+    tx: watch::Sender<Phrases>,
+}
+
+impl PhrasesJob {
+    /// Render every phrase. Whatever cannot be made (synthesis fails, a
+    /// recorded prompt was deleted or broken since the dialplan was
+    /// loaded) says the recorded fallback instead. Only a missing
+    /// fallback is an error: then the job stops there (the phrases not
+    /// made stay missing) and returns why.
+    pub fn run(self, tts: &Tts) -> anyhow::Result<()> {
+        let own = self
+            .list
+            .iter()
+            .filter(|(k, _)| matches!(k, PhraseKey::Action(..)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.tx.send_modify(|p| p.own = own);
+        let mut fallback = self.fallback.clone();
+        let t0 = std::time::Instant::now();
+        for (key, phrase) in &self.list {
+            let why = match phrase {
+                Phrase::Recorded(path) => match Prompt::load_cached(path) {
+                    Ok(p) => {
+                        self.tx.send_modify(|s| {
+                            s.ready.insert(key.clone(), p);
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, phrase = ?key, "recorded prompt unusable; using the recorded fallback");
+                        format!("{}: {e}", key.name())
+                    }
+                },
+                Phrase::Text(t) => {
+                    let text = crate::ivr::dialplan::render(t, &self.vars);
+                    match tts.render_voice(self.lang, self.voice.as_deref(), &text) {
+                        Ok(p) => {
+                            self.tx.send_modify(|s| {
+                                s.ready.insert(key.clone(), p);
+                            });
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, phrase = ?key, "synthesis failed; using the recorded fallback");
+                            format!("{}: {e}", key.name())
+                        }
+                    }
+                }
+            };
+            if fallback.is_none() {
+                fallback = Some(Prompt::load_cached(&self.fallback_file).map_err(|e| {
+                    let why = format!(
+                        "the recorded fallback {} is unusable: {e}",
+                        self.fallback_file.display()
+                    );
+                    self.tx.send_modify(|s| {
+                        s.done = true;
+                        s.failed = Some(why.clone());
+                    });
+                    anyhow::anyhow!(why)
+                })?);
+            }
+            let fb = fallback.clone();
+            self.tx.send_modify(|s| {
+                s.fallbacks.push(why);
+                if let Some(fb) = fb {
+                    s.ready.insert(key.clone(), fb);
+                }
+            });
+        }
+        self.tx.send_modify(|s| s.done = true);
+        tracing::debug!(
+            phrases = self.list.len(),
+            ms = t0.elapsed().as_millis() as u64,
+            "fixed phrases ready"
+        );
+        Ok(())
+    }
+}
+
+impl PhraseKey {
+    /// As the fallback list names it (`Menu`, `("restart", Executing)`).
+    fn name(&self) -> String {
+        match self {
+            PhraseKey::Say(s) => format!("{s:?}"),
+            PhraseKey::Action(a, s) => format!("{:?}", (a, s)),
+        }
+    }
+}
+
+/// The audio of one notification: the fixed phrases as they are rendered
+/// (in the background: the INVITE never waits for them), and the message
 /// synthesised sentence by sentence while the call rings.
 pub struct Script {
-    prompts: HashMap<Say, Arc<Prompt>>,
+    /// The fixed phrases (and a recorded message) as they are rendered.
+    pub phrases: watch::Receiver<Phrases>,
     /// A text message, sentence by sentence as it is synthesised (a
-    /// recorded one is in `prompts`).
+    /// recorded one is in `phrases`).
     pub message: Option<crate::speech::MessageAudio>,
-    /// Per-action phrases that replace the defaults.
-    action_prompts: HashMap<(String, ActionSay), Arc<Prompt>>,
     /// Runs maintenance actions (shared by the whole service, so one run
     /// per contract, host and flow holds across notifications).
     pub actions: Arc<Actions>,
@@ -29,7 +191,9 @@ pub struct Script {
     pub alert: BTreeMap<String, String>,
     pub ticket: String,
     pub notification_id: Option<String>,
-    /// Phrases that fell back to the recorded prompt (synthesis failed).
+    /// Phrases that fell back to the recorded prompt (synthesis failed),
+    /// when they were rendered before the script was made
+    /// ([`Script::prepare_with`]); else see `phrases`.
     pub fallbacks: Vec<String>,
     /// Headers every call of this notification carries (tracing).
     pub call_headers: Vec<(String, String)>,
@@ -128,7 +292,10 @@ impl Script {
     }
 
     /// Render every phrase but a text message, which `message` (from
-    /// [`Script::message_job`]) brings as it is synthesised.
+    /// [`Script::message_job`]) brings as it is synthesised. Blocking:
+    /// the phrases are all there when it returns (the CLI's `--wait`-less
+    /// callers and tests; the service renders them in the background with
+    /// [`Script::phrases_job`]).
     pub fn prepare_with(
         plan: &Dialplan,
         n: &Notification,
@@ -136,14 +303,36 @@ impl Script {
         prompts_dir: &std::path::Path,
         message: Option<crate::speech::MessageAudio>,
     ) -> anyhow::Result<Script> {
-        let lang = plan.language;
-        let vars = template_values(plan, n);
-        let fallback_file = Script::fallback_file(plan, prompts_dir);
+        let (rx, job) = Script::phrases_job(plan, n, prompts_dir, message.is_none(), None);
+        job.run(tts)?;
+        let mut script = Script::with_phrases(n, message, rx);
+        script.fallbacks = script.phrases.borrow().fallbacks.clone();
+        Ok(script)
+    }
+
+    /// The job that renders the fixed phrases (the message too when it is
+    /// recorded: `with_message`), in the order a call needs them, and
+    /// publishes each as it is ready. With `fallback` loaded up front a
+    /// phrase that cannot be made says it; without, the job fails (see
+    /// [`PhrasesJob::run`]).
+    pub fn phrases_job(
+        plan: &Dialplan,
+        n: &Notification,
+        prompts_dir: &std::path::Path,
+        with_message: bool,
+        fallback: Option<Arc<Prompt>>,
+    ) -> (watch::Receiver<Phrases>, PhrasesJob) {
         let p = &plan.phrases;
-        let mut all: Vec<(Say, &Phrase)> = vec![
+        let mut list: Vec<(PhraseKey, Phrase)> = Vec::new();
+        if with_message {
+            list.push((PhraseKey::Say(Say::Message), plan.message.clone()));
+        }
+        // The menu first: it is what an answered call needs after the
+        // message; goodbye next (said when nobody presses a key).
+        for (say, phrase) in [
             (Say::Menu, &plan.menu.prompt),
-            (Say::InvalidKey, &p.invalid_key),
             (Say::Goodbye, &p.goodbye),
+            (Say::InvalidKey, &p.invalid_key),
             (Say::Acked, &p.acked),
             (Say::Passed, &p.passed),
             (Say::Left, &p.left),
@@ -153,67 +342,109 @@ impl Script {
             (Say::WrongPin, &p.wrong_pin),
             (Say::Locked, &p.locked),
             (Say::ActionRequested, &p.action_requested),
-        ];
-        if message.is_none() {
-            all.insert(0, (Say::Message, &plan.message));
+        ] {
+            list.push((PhraseKey::Say(say), phrase.clone()));
         }
         for s in crate::ivr::dialplan::ACTION_SAYS {
-            all.push((Say::Action(s), p.action(s)));
+            list.push((PhraseKey::Say(Say::Action(s)), p.action(s).clone()));
         }
-        let mut prompts = HashMap::new();
-        let mut fallbacks = Vec::new();
-        // Whatever cannot be made (synthesis fails, a recorded prompt was
-        // deleted or broken since the dialplan was loaded) says the recorded
-        // fallback instead, so the call still goes out. Only a missing
-        // fallback stops the notification.
-        let mut render = |say: &dyn std::fmt::Debug,
-                          phrase: &Phrase|
-         -> anyhow::Result<Arc<Prompt>> {
-            let why = match phrase {
-                Phrase::Recorded(path) => match Prompt::load_cached(path) {
-                    Ok(p) => return Ok(p),
-                    Err(e) => {
-                        tracing::error!(error = %e, phrase = ?say, "recorded prompt unusable; using the recorded fallback");
-                        format!("{say:?}: {e}")
-                    }
-                },
-                Phrase::Text(t) => {
-                    let text = crate::ivr::dialplan::render(t, &vars);
-                    match tts.render_voice(lang, plan.voice.as_deref(), &text) {
-                        Ok(p) => return Ok(p),
-                        Err(e) => {
-                            tracing::error!(error = %e, phrase = ?say, "synthesis failed; using the recorded fallback");
-                            format!("{say:?}: {e}")
-                        }
-                    }
-                }
-            };
-            fallbacks.push(why);
-            Prompt::load_cached(&fallback_file).map_err(|e| {
-                anyhow::anyhow!(
-                    "the recorded fallback {} is unusable: {e}",
-                    fallback_file.display()
-                )
-            })
-        };
-        for (say, phrase) in all {
-            prompts.insert(say, render(&say, phrase)?);
-        }
-        let mut action_prompts = HashMap::new();
         for a in plan.actions.values() {
             for (say, phrase) in &a.phrases {
-                action_prompts.insert((a.name.clone(), *say), render(&(&a.name, say), phrase)?);
+                list.push((PhraseKey::Action(a.name.clone(), *say), phrase.clone()));
             }
         }
-        Ok(Script {
-            prompts,
-            action_prompts,
+        let (tx, rx) = watch::channel(Phrases::default());
+        (
+            rx,
+            PhrasesJob {
+                list,
+                lang: plan.language,
+                voice: plan.voice.clone(),
+                vars: template_values(plan, n),
+                fallback,
+                fallback_file: Script::fallback_file(plan, prompts_dir),
+                tx,
+            },
+        )
+    }
+
+    /// The script of one notification, its fixed phrases started. With
+    /// the recorded fallback at hand (loaded here: a small file) they are
+    /// rendered in the background, after the message's first part (or
+    /// [`PHRASES_AFTER`] at most) so they do not compete with it for the
+    /// CPU, and this returns at once: the INVITE never waits for them.
+    /// Without a fallback a phrase that cannot be made would leave the
+    /// call with nothing to say, so they are rendered first, as before,
+    /// and one that cannot be made fails the notification cleanly.
+    pub async fn start(
+        plan: &Dialplan,
+        n: &Notification,
+        tts: Arc<Tts>,
+        prompts_dir: &std::path::Path,
+        message: Option<crate::speech::MessageAudio>,
+    ) -> anyhow::Result<Script> {
+        let span = tracing::Span::current();
+        match Script::load_fallback(plan, prompts_dir) {
+            Ok(fb) => {
+                let (rx, job) =
+                    Script::phrases_job(plan, n, prompts_dir, message.is_none(), Some(fb));
+                let first = message.clone();
+                tokio::spawn(async move {
+                    if let Some(m) = first {
+                        m.first_settled(PHRASES_AFTER).await;
+                    }
+                    // With a fallback at hand the job cannot fail.
+                    let _ =
+                        tokio::task::spawn_blocking(move || span.in_scope(|| job.run(&tts))).await;
+                });
+                Ok(Script::with_phrases(n, message, rx))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no recorded fallback: the fixed phrases are rendered before dialling");
+                let (rx, job) = Script::phrases_job(plan, n, prompts_dir, message.is_none(), None);
+                tokio::task::spawn_blocking(move || span.in_scope(|| job.run(&tts)))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("audio preparation crashed: {e}"))??;
+                let mut script = Script::with_phrases(n, message, rx);
+                script.fallbacks = script.phrases.borrow().fallbacks.clone();
+                Ok(script)
+            }
+        }
+    }
+
+    /// The fixed phrases once all are rendered (or the job stopped).
+    pub async fn phrases_done(mut rx: watch::Receiver<Phrases>) -> Phrases {
+        let _ = rx.wait_for(|p| p.done).await;
+        let p = rx.borrow().clone();
+        p
+    }
+
+    /// The recorded fallback prompt of the dialplan's language, loaded
+    /// (a small file, kept in memory once read).
+    pub fn load_fallback(
+        plan: &Dialplan,
+        prompts_dir: &std::path::Path,
+    ) -> anyhow::Result<Arc<Prompt>> {
+        let f = Script::fallback_file(plan, prompts_dir);
+        Prompt::load_cached(&f)
+            .map_err(|e| anyhow::anyhow!("the recorded fallback {} is unusable: {e}", f.display()))
+    }
+
+    /// A script whose fixed phrases come through `phrases` (maybe still
+    /// being rendered: a call waits for one only when it is due).
+    pub fn with_phrases(
+        n: &Notification,
+        message: Option<crate::speech::MessageAudio>,
+        phrases: watch::Receiver<Phrases>,
+    ) -> Script {
+        Script {
+            phrases,
             message,
             actions: Arc::new(Actions::default()),
             alert: crate::action::alert_values(n),
             ticket: n.ticket.clone(),
             notification_id: None,
-            fallbacks,
+            fallbacks: Vec::new(),
             call_headers: Vec::new(),
             outbound_proxy: None,
             failover: Vec::new(),
@@ -226,20 +457,101 @@ impl Script {
             shutdown: tokio_util::sync::CancellationToken::new(),
             pins: Arc::new(crate::pin_store::MemoryPins::default()),
             channel: None,
-        })
+        }
     }
 
-    pub(crate) fn get(&self, say: Say) -> Option<Arc<Prompt>> {
-        self.prompts.get(&say).cloned()
-    }
-
-    /// A prompt, with the running action's own phrase where it has one.
-    pub(crate) fn get_for(&self, action: Option<&str>, say: Say) -> Option<Arc<Prompt>> {
-        if let (Some(a), Say::Action(s)) = (action, say) {
-            if let Some(p) = self.action_prompts.get(&(a.to_string(), s)) {
-                return Some(p.clone());
+    /// Wait until a phrase is rendered (or cannot be). For the recorded
+    /// message only, which the job loads first (a file read, not a
+    /// synthesis): waiting for it in place holds a call's loop for a
+    /// moment at most.
+    pub(crate) async fn wait_phrase(&self, say: Say) -> Option<Arc<Prompt>> {
+        let mut rx = self.phrases.clone();
+        loop {
+            match rx.borrow_and_update().lookup(None, say) {
+                PhraseNow::Ready(p) => return Some(p),
+                PhraseNow::Missing => return None,
+                PhraseNow::Pending => {}
+            }
+            if rx.changed().await.is_err() {
+                return None;
             }
         }
-        self.get(say)
+    }
+}
+
+/// What to do with a prompt the menu asked for.
+#[derive(Debug)]
+pub(crate) enum Due {
+    /// Play it (the menu's prompt id, its audio).
+    Play(u64, Arc<Prompt>),
+    /// It will never come: tell the menu it is over.
+    Skip(u64),
+}
+
+/// One call's menu prompts on their way to its media, in the order the
+/// menu asked for them: each is played when its phrase is rendered, and
+/// those behind one still being rendered wait with it, so a prompt is
+/// never played before the one the menu asked for first. The tokio side
+/// of the call loop (the menu engine stays pure).
+pub(crate) struct DuePhrases {
+    rx: watch::Receiver<Phrases>,
+    waiting: std::collections::VecDeque<(u64, Option<String>, Say)>,
+    closed: bool,
+}
+
+impl DuePhrases {
+    pub(crate) fn new(script: &Script) -> DuePhrases {
+        DuePhrases {
+            rx: script.phrases.clone(),
+            waiting: Default::default(),
+            closed: false,
+        }
+    }
+
+    /// The menu asked for `say` (with the running action's own phrase
+    /// where it has one); returns what can be played now, in order.
+    pub(crate) fn push(&mut self, id: u64, action: Option<&str>, say: Say) -> Vec<Due> {
+        self.waiting
+            .push_back((id, action.map(str::to_string), say));
+        self.ready()
+    }
+
+    /// The audio was stopped: nothing waiting is wanted any more.
+    pub(crate) fn clear(&mut self) {
+        self.waiting.clear();
+    }
+
+    /// A prompt waits for its phrase.
+    pub(crate) fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Wait for more phrases to be rendered. Cancel safe.
+    pub(crate) async fn changed(&mut self) {
+        if self.closed {
+            return std::future::pending().await;
+        }
+        if self.rx.changed().await.is_err() {
+            // The job is over: what it made is in the channel.
+            self.closed = true;
+        }
+    }
+
+    /// The prompts at the head that can be played (or skipped) now.
+    pub(crate) fn ready(&mut self) -> Vec<Due> {
+        let phrases = self.rx.borrow_and_update().clone();
+        let mut out = Vec::new();
+        while let Some((id, action, say)) = self.waiting.front() {
+            match phrases.lookup(action.as_deref(), *say) {
+                PhraseNow::Ready(p) => out.push(Due::Play(*id, p)),
+                PhraseNow::Pending if !self.closed => break,
+                PhraseNow::Pending | PhraseNow::Missing => {
+                    tracing::error!(phrase = ?say, "no audio for the phrase; skipped");
+                    out.push(Due::Skip(*id));
+                }
+            }
+            self.waiting.pop_front();
+        }
+        out
     }
 }

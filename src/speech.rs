@@ -56,6 +56,10 @@ pub enum PartState {
 #[derive(Debug, Clone)]
 pub struct MessageState {
     pub parts: Vec<PartState>,
+    /// When a pending part is expected to be ready (epoch µs): set as its
+    /// synthesis starts, from how fast the part before was made; `None`
+    /// when that is not known (it came from the cache).
+    pub etas: Vec<Option<i64>>,
     /// When the last part was done (epoch µs).
     pub done_us: Option<i64>,
 }
@@ -86,6 +90,19 @@ pub struct MessageAudio {
 }
 
 impl MessageAudio {
+    /// Wait until the first part is ready or failed (or the message is
+    /// done, or `limit` has passed).
+    pub async fn first_settled(&self, limit: std::time::Duration) {
+        let mut rx = self.rx.clone();
+        let settled = rx.wait_for(|s| {
+            s.is_done()
+                || s.parts
+                    .first()
+                    .is_some_and(|p| !matches!(p, PartState::Pending))
+        });
+        let _ = tokio::time::timeout(limit, settled).await;
+    }
+
     /// How many sentences the message has.
     pub fn sentences(&self) -> usize {
         self.parts.last().map_or(0, |p| p.sentence + 1)
@@ -138,6 +155,7 @@ pub fn message(
     let parts = Arc::new(parts(text, lang));
     let (tx, rx) = watch::channel(MessageState {
         parts: vec![PartState::Pending; parts.len()],
+        etas: vec![None; parts.len()],
         done_us: None,
     });
     (
@@ -181,6 +199,9 @@ impl MessageSynth {
         // A sentence one of whose chunks passed the limit: its later
         // chunks are not said either (one fallback for the whole run).
         let mut over: Option<usize> = None;
+        // Engine time per character of the last part synthesised (not
+        // from the cache): what the next part's expected time is made of.
+        let mut ms_per_char: Option<f64> = None;
         for (k, part) in self.parts.iter().enumerate() {
             if self.tx.is_closed() {
                 return;
@@ -268,14 +289,45 @@ impl MessageSynth {
                     }
                 }
             };
+            if let PartState::Ready { synth_ms, .. } = &s {
+                // A cache hit says nothing of the engine's speed.
+                if *synth_ms >= ENGINE_MIN_MS {
+                    ms_per_char = Some(synth_ms / part.text.chars().count().max(1) as f64);
+                }
+            }
             let last = k + 1 == self.parts.len();
+            // The next part's synthesis starts now: when it should end.
+            let eta = match (ms_per_char, self.parts.get(k + 1)) {
+                (Some(r), Some(next)) => {
+                    let ms = r * next.text.chars().count() as f64 * ETA_MARGIN + ETA_SLACK_MS;
+                    Some(now_us() + (ms * 1000.0) as i64)
+                }
+                _ => None,
+            };
             self.tx.send_modify(|st| {
                 st.parts[k] = s;
+                if let Some(e) = st.etas.get_mut(k + 1) {
+                    *e = eta;
+                }
                 if last {
                     st.done_us = Some(now_us());
                 }
             });
         }
+    }
+}
+
+/// A part made faster than this came from the cache.
+const ENGINE_MIN_MS: f64 = 5.0;
+/// A part's expected synthesis time, from the part before's time per
+/// character: that one's engine start-up counted per character already
+/// overstates a longer part, and this covers a busier machine.
+const ETA_MARGIN: f64 = 1.25;
+const ETA_SLACK_MS: f64 = 30.0;
+
+impl crate::ivr::player::Timed for Arc<Prompt> {
+    fn duration_ms(&self) -> u64 {
+        Prompt::duration_ms(self)
     }
 }
 
@@ -395,6 +447,8 @@ pub struct CallMessage {
     parts: Arc<Vec<Part>>,
     rx: watch::Receiver<MessageState>,
     fed: Vec<bool>,
+    /// Expected times already given to the player.
+    fed_eta: Vec<Option<i64>>,
     queued: std::collections::HashSet<u64>,
     t0: tokio::time::Instant,
     closed: bool,
@@ -410,10 +464,12 @@ impl CallMessage {
                 n,
                 m.fallback.clone(),
                 crate::ivr::player::STALL_MS,
-            ),
+            )
+            .joined(&m.parts.iter().map(|p| p.continues).collect::<Vec<_>>()),
             parts: m.parts.clone(),
             rx,
             fed: vec![false; n],
+            fed_eta: vec![None; n],
             queued: Default::default(),
             t0: tokio::time::Instant::now(),
             closed: false,
@@ -428,6 +484,16 @@ impl CallMessage {
     fn feed(&mut self) {
         let now = self.now();
         let st = self.rx.borrow_and_update().clone();
+        let wall = now_us();
+        for (k, eta) in st.etas.iter().enumerate() {
+            if let (Some(e), Some(fed)) = (eta, self.fed_eta.get_mut(k)) {
+                if *fed != Some(*e) {
+                    *fed = Some(*e);
+                    let at = now + (e - wall).max(0) as u64 / 1000;
+                    self.player.part_eta(k, at, now);
+                }
+            }
+        }
         for (k, s) in st.parts.iter().enumerate() {
             if self.fed.get(k).copied().unwrap_or(true) {
                 continue;

@@ -43,7 +43,7 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-pub async fn run(runs: usize, gap: Duration) -> anyhow::Result<()> {
+pub async fn run(runs: usize, gap: Duration, cold: bool) -> anyhow::Result<()> {
     use sha2::Digest;
     let dir =
         std::env::temp_dir().join(format!("callout-bench-first-audio-{}", std::process::id()));
@@ -104,24 +104,25 @@ pub async fn run(runs: usize, gap: Duration) -> anyhow::Result<()> {
             anyhow::Ok((sent, answered, id))
         }
     };
-    // One notification first, measured from once its INVITE has arrived:
-    // the contract's fixed phrases are then in the cache, as they are in
-    // service. Every INVITE waits for them (`Script::prepare_with`), and
-    // on this fresh cache the start's prewarm takes seconds (19 phrases,
-    // 4.8 s on 2026-12-01): waiting only for the warm-up's message, which
-    // is ready sooner, let the first measured INVITEs wait for the rest
-    // of the prewarm (the 3.1-3.4 s maximum of the earlier runs).
-    let (_, _, warm) = post(0).await?;
-    wait_ready(&store, &warm).await;
-    for _ in 0..300 {
-        if arrivals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&warm)
-        {
-            break;
+    // Warm: one notification first, measured from once its INVITE has
+    // arrived: the contract's fixed phrases are then in the cache, as they
+    // are in service (on this fresh cache the start's prewarm takes
+    // seconds: 19 phrases, 4.8 s on 2026-12-01). Cold (`--cold`): none,
+    // notification 1 is posted as soon as the service is up, on the empty
+    // cache, while the prewarm renders them.
+    if !cold {
+        let (_, _, warm) = post(0).await?;
+        wait_ready(&store, &warm).await;
+        for _ in 0..300 {
+            if arrivals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&warm)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let load_before = loadavg();
     let mut sent = Vec::new();
@@ -190,7 +191,8 @@ pub async fn run(runs: usize, gap: Duration) -> anyhow::Result<()> {
         )
     };
     println!(
-        "first-audio (ja, Open JTalk, SQLite): {}/{runs} notifications, message {:.1} s of speech, {} s apart",
+        "first-audio (ja, Open JTalk, SQLite{}): {}/{runs} notifications, message {:.1} s of speech, {} s apart",
+        if cold { ", cold: empty speech cache" } else { "" },
         invite.len(),
         audio.iter().sum::<f64>() / audio.len().max(1) as f64,
         gap.as_secs_f64()

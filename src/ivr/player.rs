@@ -17,10 +17,20 @@
 //! [`PlayerOutput::Finished`] (after which the menu speaks) comes only
 //! once the last part has been heard.
 //!
-//! Order of calls: `new`; any number of `part_ready` / `part_failed` /
-//! `cut_from` (before or after `play`); `play` to start (again); after
-//! every input drain `poll_output`, then sleep until `poll_timeout` and
-//! call `handle_timeout` (the tick).
+//! A chunk of a sentence (a part that the next part goes on with, see
+//! [`MessagePlayer::joined`]) is held while the rest of its sentence is
+//! still being synthesised, until the next chunk is ready or expected
+//! ([`MessagePlayer::part_eta`]) by the time this one has been heard,
+//! give or take [`LATE_JOINT_MS`]: a late chunk would otherwise be heard
+//! as silence in the middle of the sentence. Held is silence before the
+//! sentence, where a pause sounds natural; a chunk that never comes
+//! ([`STALL_MS`]) has the whole sentence said with the fallback, never
+//! half of it.
+//!
+//! Order of calls: `new` (then `joined`); any number of `part_ready` /
+//! `part_eta` / `part_failed` / `cut_from` (before or after `play`);
+//! `play` to start (again); after every input drain `poll_output`, then
+//! sleep until `poll_timeout` and call `handle_timeout` (the tick).
 
 use std::collections::VecDeque;
 
@@ -28,6 +38,18 @@ use std::collections::VecDeque;
 /// still being synthesised before it says the recorded fallback for it
 /// instead (an engine that hangs must not hold the callee in silence).
 pub const STALL_MS: u64 = 5_000;
+
+/// How much later than the chunk before it ends the next chunk of a
+/// sentence may be expected and that chunk still start: the joint's own
+/// pause (`tts::join::JOIN_PAUSE_MS`, 520 ms with Open JTalk) grows by at
+/// most this, staying under the 0.64 s pause between two sentences.
+pub const LATE_JOINT_MS: u64 = 100;
+
+/// Audio whose length the player knows (to hold a chunk only as long as
+/// the next one needs).
+pub trait Timed {
+    fn duration_ms(&self) -> u64;
+}
 
 #[derive(Debug, Clone)]
 enum Slot<A> {
@@ -79,29 +101,64 @@ enum State {
         waiting_since: Option<u64>,
         /// The fallback was queued for the part before `next`.
         in_fallback: bool,
+        /// `next` is ready but held for the chunk after it: look again
+        /// then (it would be in time if started then).
+        hold_until: Option<u64>,
+        /// When what is queued will have been heard (estimated).
+        sounding_until: u64,
     },
+}
+
+/// Whether a ready part may be queued now.
+enum Hold {
+    Go,
+    /// Until the next chunk comes, or this time.
+    Until(Option<u64>),
 }
 
 /// Plays one message of `n` parts; see the module docs.
 #[derive(Debug)]
 pub struct MessagePlayer<A> {
     slots: Vec<Slot<A>>,
+    /// Part k goes on with the sentence of part k - 1.
+    joins: Vec<bool>,
+    /// When a pending part is expected to be ready.
+    etas: Vec<Option<u64>>,
     fallback: Option<A>,
     stall_ms: u64,
     state: State,
     out: VecDeque<PlayerOutput<A>>,
 }
 
-impl<A: Clone> MessagePlayer<A> {
+impl<A: Clone + Timed> MessagePlayer<A> {
     /// A message of `parts` parts, none ready yet; `fallback` is said
     /// for parts that cannot be synthesised.
     pub fn new(parts: usize, fallback: Option<A>, stall_ms: u64) -> Self {
         MessagePlayer {
             slots: vec![Slot::Pending; parts],
+            joins: vec![false; parts],
+            etas: vec![None; parts],
             fallback,
             stall_ms,
             state: State::Idle,
             out: VecDeque::new(),
+        }
+    }
+
+    /// Which parts go on with the sentence of the part before them
+    /// (`continues[k]`; missing ones do not).
+    pub fn joined(mut self, continues: &[bool]) -> Self {
+        for (j, c) in self.joins.iter_mut().zip(continues) {
+            *j = *c;
+        }
+        self
+    }
+
+    /// Part `k` is expected to be ready at `at_ms`.
+    pub fn part_eta(&mut self, k: usize, at_ms: u64, now_ms: u64) {
+        if let Some(e) = self.etas.get_mut(k) {
+            *e = Some(at_ms);
+            self.pump(now_ms);
         }
     }
 
@@ -140,6 +197,8 @@ impl<A: Clone> MessagePlayer<A> {
             queued: 0,
             waiting_since: None,
             in_fallback: false,
+            hold_until: None,
+            sounding_until: now_ms,
         };
         self.pump(now_ms);
     }
@@ -164,16 +223,16 @@ impl<A: Clone> MessagePlayer<A> {
     pub fn handle_timeout(&mut self, now_ms: u64) {
         let State::Playing {
             next,
-            waiting_since: Some(since),
+            waiting_since,
             ..
         } = self.state
         else {
             return;
         };
-        if now_ms < since + self.stall_ms {
-            return;
+        if waiting_since.is_some_and(|since| now_ms >= since + self.stall_ms) {
+            self.fallback_for(next, FallbackWhy::Late);
         }
-        self.fallback_for(next, FallbackWhy::Late);
+        // A held chunk may be in time now.
         self.pump(now_ms);
     }
 
@@ -181,9 +240,13 @@ impl<A: Clone> MessagePlayer<A> {
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.state {
             State::Playing {
-                waiting_since: Some(t),
+                waiting_since,
+                hold_until,
                 ..
-            } => Some(t + self.stall_ms),
+            } => match (waiting_since.map(|t| t + self.stall_ms), hold_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             _ => None,
         }
     }
@@ -210,10 +273,13 @@ impl<A: Clone> MessagePlayer<A> {
             queued,
             waiting_since,
             in_fallback,
+            hold_until,
+            ..
         } = &mut self.state
         else {
             return;
         };
+        *hold_until = None;
         let audio = if *in_fallback {
             None
         } else {
@@ -235,16 +301,33 @@ impl<A: Clone> MessagePlayer<A> {
     /// Queue every part that can be queued now, in order.
     fn pump(&mut self, now_ms: u64) {
         loop {
+            let hold = match &self.state {
+                State::Playing { next, .. } => self.hold(*next, now_ms),
+                State::Idle => return,
+            };
             let State::Playing {
                 next,
                 queued,
                 waiting_since,
                 in_fallback,
+                hold_until,
+                sounding_until,
             } = &mut self.state
             else {
                 return;
             };
             let k = *next;
+            *hold_until = None;
+            // The rest of a sentence whose start was said with the
+            // fallback: never half a sentence.
+            if *in_fallback && self.joins.get(k).copied().unwrap_or(false) {
+                let why = match self.slots.get(k) {
+                    Some(Slot::Failed) => FallbackWhy::Failed,
+                    _ => FallbackWhy::Late,
+                };
+                self.fallback_for(k, why);
+                continue;
+            }
             match self.slots.get(k) {
                 None | Some(Slot::Cut) => {
                     if *queued == 0 {
@@ -253,7 +336,17 @@ impl<A: Clone> MessagePlayer<A> {
                     }
                     return;
                 }
+                Some(Slot::Ready(_)) if matches!(hold, Hold::Until(_)) => {
+                    if let Hold::Until(t) = hold {
+                        *hold_until = t;
+                    }
+                    if *queued == 0 && waiting_since.is_none() {
+                        *waiting_since = Some(now_ms);
+                    }
+                    return;
+                }
                 Some(Slot::Ready(a)) => {
+                    *sounding_until = (*sounding_until).max(now_ms) + a.duration_ms();
                     self.out.push_back(PlayerOutput::Play {
                         part: k,
                         audio: a.clone(),
@@ -275,6 +368,29 @@ impl<A: Clone> MessagePlayer<A> {
             }
         }
     }
+
+    /// May part `k` (ready) be queued now, or is it held for the chunk
+    /// after it?
+    fn hold(&self, k: usize, now_ms: u64) -> Hold {
+        let State::Playing { sounding_until, .. } = self.state else {
+            return Hold::Go;
+        };
+        let (Some(Slot::Ready(a)), Some(true), Some(Slot::Pending)) = (
+            self.slots.get(k),
+            self.joins.get(k + 1),
+            self.slots.get(k + 1),
+        ) else {
+            return Hold::Go;
+        };
+        // When it would end if queued now.
+        let ends = sounding_until.max(now_ms) + a.duration_ms() + LATE_JOINT_MS;
+        match self.etas.get(k + 1).copied().flatten() {
+            Some(eta) if eta <= ends => Hold::Go,
+            // In time if started then (nothing else queued by then).
+            Some(eta) => Hold::Until(Some(now_ms + (eta - ends))),
+            None => Hold::Until(None),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -282,6 +398,13 @@ mod tests {
     use super::*;
 
     type P = MessagePlayer<&'static str>;
+
+    /// Every test part lasts a second (as heard).
+    impl Timed for &'static str {
+        fn duration_ms(&self) -> u64 {
+            1_000
+        }
+    }
     const FB: &str = "fallback";
 
     fn drain(p: &mut P) -> Vec<PlayerOutput<&'static str>> {
@@ -557,5 +680,122 @@ mod tests {
         p.part_ready(1, "s0b", 1_500);
         assert_eq!(drain(&mut p), [play(1, "s0b")]);
         assert_eq!(play_out(&mut p, 1, 4_000), [PlayerOutput::Finished]);
+    }
+
+    /// A part with its length, for the tests of held chunks.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct Timed2(&'static str, u64);
+
+    impl Timed for Timed2 {
+        fn duration_ms(&self) -> u64 {
+            self.1
+        }
+    }
+
+    type J = MessagePlayer<Timed2>;
+    const FB2: Timed2 = Timed2("fallback", 2_000);
+
+    fn jdrain(p: &mut J) -> Vec<PlayerOutput<Timed2>> {
+        std::iter::from_fn(|| p.poll_output()).collect()
+    }
+
+    /// The first sentence in two chunks (parts 0 and 1), then a
+    /// sentence (part 2).
+    fn chunked() -> J {
+        J::new(3, Some(FB2), 3_000).joined(&[false, true, false])
+    }
+
+    #[test]
+    fn a_first_chunk_waits_until_the_next_is_expected_by_its_end() {
+        let mut p = chunked();
+        let a = Timed2("s0a", 1_000);
+        p.play(0);
+        p.part_ready(0, a, 100);
+        // The rest of the sentence is expected at 1,900: started now the
+        // chunk would end at 1,100, leaving 800 ms of silence mid-sentence.
+        p.part_eta(1, 1_900, 100);
+        assert!(jdrain(&mut p).is_empty(), "held");
+        // Started at 800 it ends at 1,800, the next due by 1,900: at
+        // most LATE_JOINT_MS more than the comma's own pause.
+        assert_eq!(p.poll_timeout(), Some(800));
+        p.handle_timeout(700);
+        assert!(jdrain(&mut p).is_empty());
+        p.handle_timeout(800);
+        assert_eq!(jdrain(&mut p), [PlayerOutput::Play { part: 0, audio: a }]);
+        // It comes while the first is heard: straight behind it.
+        let b = Timed2("s0b", 3_000);
+        p.part_ready(1, b, 1_700);
+        assert_eq!(jdrain(&mut p), [PlayerOutput::Play { part: 1, audio: b }]);
+        assert_eq!(p.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_chunk_expected_in_time_plays_at_once_and_one_not_known_waits() {
+        // Expected before the first chunk ends: no wait (the first audio
+        // is as early as before).
+        let mut p = chunked();
+        p.part_eta(1, 600, 0);
+        p.part_ready(0, Timed2("s0a", 1_000), 0);
+        p.play(10);
+        assert_eq!(jdrain(&mut p).len(), 1);
+        // Not known when it comes (the chunk before came from the
+        // cache): held until it is there, then both go, back to back.
+        let mut p = chunked();
+        p.part_ready(0, Timed2("s0a", 1_000), 0);
+        p.play(10);
+        assert!(jdrain(&mut p).is_empty());
+        assert_eq!(p.poll_timeout(), Some(3_010), "only the stall");
+        p.part_ready(1, Timed2("s0b", 2_000), 400);
+        assert_eq!(
+            jdrain(&mut p),
+            [
+                PlayerOutput::Play {
+                    part: 0,
+                    audio: Timed2("s0a", 1_000)
+                },
+                PlayerOutput::Play {
+                    part: 1,
+                    audio: Timed2("s0b", 2_000)
+                }
+            ]
+        );
+        // A repeat has it all: nothing held.
+        p.part_ready(2, Timed2("s1", 1_000), 500);
+        p.stop();
+        p.play(600);
+        assert_eq!(jdrain(&mut p).len(), 3);
+    }
+
+    #[test]
+    fn a_held_chunk_whose_rest_never_comes_says_the_fallback_for_the_whole_sentence() {
+        let mut p = chunked();
+        p.part_ready(0, Timed2("s0a", 1_000), 0);
+        p.part_ready(2, Timed2("s1", 1_000), 0);
+        p.play(0);
+        assert!(jdrain(&mut p).is_empty());
+        p.handle_timeout(3_000);
+        // Never half a sentence: the fallback in place of both chunks.
+        assert_eq!(
+            jdrain(&mut p),
+            [
+                PlayerOutput::Fallback {
+                    part: 0,
+                    audio: Some(FB2),
+                    why: FallbackWhy::Late
+                },
+                PlayerOutput::Fallback {
+                    part: 1,
+                    audio: None,
+                    why: FallbackWhy::Late
+                },
+                PlayerOutput::Play {
+                    part: 2,
+                    audio: Timed2("s1", 1_000)
+                }
+            ]
+        );
+        // Ready too late: not heard after the fallback.
+        p.part_ready(1, Timed2("s0b", 2_000), 3_100);
+        assert!(jdrain(&mut p).is_empty());
     }
 }

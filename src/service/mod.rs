@@ -470,17 +470,16 @@ impl Service {
                     return;
                 }
             };
-            // Synthesis runs off the async workers. The message is
-            // synthesised sentence by sentence, the first first, while the
-            // first call rings: the INVITE never waits for it. The other
-            // phrases are rendered before the INVITE (cache hits once the
-            // dialplan is prewarmed).
-            let (tts, p2, prompts) = (svc.tts.clone(), plan.clone(), svc.config.prompts.clone());
-            let span = tracing::Span::current();
+            // Synthesis runs off the async workers and never holds the
+            // INVITE: the message is synthesised sentence by sentence,
+            // the first first, and the fixed phrases (menu, goodbye, ...)
+            // are rendered behind it, while the first call rings; a call
+            // waits for a phrase only when it is due (`Script::start`).
+            let (tts, prompts) = (svc.tts.clone(), svc.config.prompts.clone());
             let message = match Script::message_job(&plan, &n, &prompts) {
                 Some((m, synth)) => {
                     let synth = synth.with_limit(svc.config.limits.max_message.as_millis() as u64);
-                    let (tts, span) = (tts.clone(), span.clone());
+                    let (tts, span) = (tts.clone(), tracing::Span::current());
                     tokio::task::spawn_blocking(move || span.in_scope(|| synth.run(&tts)));
                     let (heard, obs) = (m.clone(), StoreObserver::new(svc.clone(), &row.id));
                     let started_us = crate::speech::now_us();
@@ -493,9 +492,24 @@ impl Service {
                 }
                 None => None,
             };
-            let script = tokio::task::spawn_blocking(move || span.in_scope(|| Script::prepare_with(&p2, &n, &tts, &prompts, message))).await;
+            let script = match Script::start(&plan, &n, tts, &prompts, message).await {
+                Ok(s) => {
+                    // `audio.ready` once every fixed phrase is rendered,
+                    // with each said with the fallback (counted); the
+                    // message's sentences are counted as their synthesis
+                    // ends (above).
+                    let (done, obs, counted) = (s.phrases.clone(), StoreObserver::new(svc.clone(), &row.id), svc.clone());
+                    tokio::spawn(async move {
+                        let p = Script::phrases_done(done).await;
+                        counted.metrics.tts_fallbacks.fetch_add(p.fallbacks.len() as u64, Ordering::Relaxed);
+                        obs.event(json!({"event": "audio.ready", "fallbacks": p.fallbacks})).await;
+                    });
+                    Ok(s)
+                }
+                Err(e) => Err(e),
+            };
             let script = match script {
-                Ok(Ok(mut s)) => {
+                Ok(mut s) => {
                     // Lets a PBX log or a test tie each INVITE to its notification.
                     s.call_headers.push(("X-Callout-Notification".into(), row.id.clone()));
                     let base_headers = s.call_headers.clone();
@@ -552,23 +566,12 @@ impl Service {
                     }
                     s
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::error!(notification = %row.id, error = %e, "cannot prepare the audio; not dialling");
                     svc.fail(&row.id, &obs, "audio_unavailable", &e.to_string()).await;
                     return;
                 }
-                Err(e) => {
-                    tracing::error!(notification = %row.id, error = %e, "audio preparation crashed; not dialling");
-                    svc.fail(&row.id, &obs, "audio_unavailable", "audio preparation crashed").await;
-                    return;
-                }
             };
-            // Each phrase said with the fallback; the message's sentences
-            // are counted as their synthesis ends (above).
-            svc.metrics
-                .tts_fallbacks
-                .fetch_add(script.fallbacks.len() as u64, Ordering::Relaxed);
-            obs.event(json!({"event": "audio.ready", "fallbacks": script.fallbacks})).await;
             let mut script = script;
             script.shutdown = stop.child_token();
             let fin = crate::runner::escalate(&svc.gateway, plan, Arc::new(script), rx, &obs, resume).await;
