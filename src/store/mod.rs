@@ -246,6 +246,9 @@ impl Store {
             _ => None,
         };
         sqlx::migrate!("./migrations").run(&store.pool).await?;
+        if !sqlite {
+            store.leave_room_for_renewals().await?;
+        }
         Ok(store)
     }
 
