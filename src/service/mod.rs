@@ -443,7 +443,7 @@ impl Service {
     /// Run one escalation this process owns ([`Service::own`]).
     fn run(
         self: &Arc<Self>,
-        (owned, rx): (Owned, StopRx),
+        (owned, mut rx): (Owned, StopRx),
         row: NotificationRow,
         plan: Arc<crate::ivr::dialplan::Dialplan>,
         resume: Option<Escalation>,
@@ -471,6 +471,9 @@ impl Service {
                 free
             });
         }
+        // The stop there now is read when the run starts; only later ones
+        // are changes (as when the channel was made holding it).
+        rx.mark_unchanged();
         let svc = self.clone();
         // Every log line of this escalation carries the notification.
         let span = tracing::info_span!("notification", id = %row.id, contract = %row.contract);
