@@ -1014,3 +1014,70 @@ fn trunk_registration_is_made_and_refreshed() {
     );
     assert!(!msgs.contains("reg-secret"));
 }
+
+/// Several requests for one contract + ticket at once, alone on SQLite
+/// (no cluster): exactly one creates the notification, every other gets
+/// it as its duplicate, and none is failed as `abandoned`. A request that
+/// lost on the unique index used to find the winner's row committed but
+/// not yet registered as running (the winner registered it only after its
+/// commit came back), fail it as abandoned and start a second one.
+#[test]
+fn concurrent_posts_for_one_ticket_make_one_notification() {
+    let dir = scratch("api-dup-race");
+    // Takes the INVITEs and never answers: every notification rings.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uri = format!("sip:nobody@{}", silent.local_addr().unwrap());
+    let s = start(&dir, &[("ring", plan_text("ring", &uri, "30s"))], None);
+    let (tickets, racers) = (40usize, 4usize);
+    let url = format!("{}/v1/notifications", s.base);
+    let c = s.client.clone();
+    let answers: Vec<(usize, u16, Value)> = s._rt.block_on(async move {
+        let mut tasks = Vec::new();
+        for t in 0..tickets {
+            for _ in 0..racers {
+                let (c, url) = (c.clone(), url.clone());
+                tasks.push(tokio::spawn(async move {
+                    let r = c
+                        .post(&url)
+                        .bearer_auth(NOTIFY)
+                        .json(&body("ring", &format!("DUP-{t}")))
+                        .send()
+                        .await
+                        .unwrap();
+                    let st = r.status().as_u16();
+                    (t, st, r.json::<Value>().await.unwrap_or(Value::Null))
+                }));
+            }
+        }
+        let mut out = Vec::new();
+        for task in tasks {
+            out.push(task.await.unwrap());
+        }
+        out
+    });
+    for t in 0..tickets {
+        let mine: Vec<&Value> = answers
+            .iter()
+            .filter(|(k, _, _)| *k == t)
+            .map(|(_, st, v)| {
+                assert_eq!(*st, 202, "{v}");
+                v
+            })
+            .collect();
+        let created = mine.iter().filter(|v| v["created"] == true).count();
+        assert_eq!(created, 1, "ticket DUP-{t}: {mine:?}");
+        let id = &mine[0]["id"];
+        assert!(
+            mine.iter().all(|v| &v["id"] == id),
+            "ticket DUP-{t}: {mine:?}"
+        );
+        let (_, v, _) = s.call(
+            "GET",
+            &format!("/v1/notifications/{}", id.as_str().unwrap()),
+            Some(OPERATE),
+            None,
+            None,
+        );
+        assert_ne!(v["state"], "failed", "{v:#}");
+    }
+}

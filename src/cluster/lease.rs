@@ -5,8 +5,10 @@
 //! another node may take a lease, this node only has to give up sooner).
 //!
 //! A lease is lost when
-//! - a renewal sent after it was claimed did not return it with the same
-//!   epoch (another node claimed it, or it ended), or
+//! - a renewal sent after the claim's answer came back did not return it
+//!   with the same epoch (another node claimed it, or it ended); a
+//!   renewal sent before then may have run before the claim committed (a
+//!   batched accept waits for its batch's commit), so it says nothing, or
 //! - no renewal succeeded for `ttl - margin` after the last one that was
 //!   sent and confirmed it (the database is out of reach: another node may
 //!   take it once `ttl` passes on the database, so this node stops first).
@@ -17,8 +19,10 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Held {
     epoch: i64,
-    /// When the claim that gave it was sent.
-    claimed_at: i64,
+    /// When the answer to the claim that gave it came back: a statement
+    /// sent from then on runs after the claim's commit and sees it. (The
+    /// deadline counts from when the claim was sent.)
+    answered_at: i64,
     /// Give up at this time unless a renewal confirms it again.
     deadline: i64,
     /// When the latest statement the database answered with this epoch
@@ -50,11 +54,12 @@ impl Leases {
         sent_at + self.ttl_ms - self.margin_ms
     }
 
-    /// A claim sent at `sent_at` gave lease `id` with `epoch`.
-    pub fn claimed(&mut self, id: &str, epoch: i64, sent_at: i64) {
+    /// A claim sent at `sent_at`, answered at `answered_at`, gave lease
+    /// `id` with `epoch`.
+    pub fn claimed(&mut self, id: &str, epoch: i64, sent_at: i64, answered_at: i64) {
         let h = Held {
             epoch,
-            claimed_at: sent_at,
+            answered_at: answered_at.max(sent_at),
             deadline: self.until(sent_at),
             seen_at: sent_at,
         };
@@ -65,9 +70,9 @@ impl Leases {
         self.held.get(id).map(|h| h.epoch)
     }
 
-    /// When the claim of a held lease was sent.
-    pub fn claimed_at(&self, id: &str) -> Option<i64> {
-        self.held.get(id).map(|h| h.claimed_at)
+    /// When the claim of a held lease was answered.
+    pub fn answered_at(&self, id: &str) -> Option<i64> {
+        self.held.get(id).map(|h| h.answered_at)
     }
 
     pub fn len(&self) -> usize {
@@ -136,8 +141,9 @@ impl Leases {
                     h.deadline = h.deadline.max(until);
                     h.seen_at = h.seen_at.max(sent_at);
                 }
-                // Claimed after the renewal was sent: it cannot say.
-                _ if h.claimed_at > sent_at => {}
+                // The claim was not yet answered when the renewal was
+                // sent: the renewal may have run before its commit.
+                _ if h.answered_at > sent_at => {}
                 _ => lost.push(id.clone()),
             }
         }
@@ -183,7 +189,7 @@ mod tests {
     #[test]
     fn a_lease_runs_out_before_the_database_gives_it_away() {
         let mut l = Leases::new(10_000, 2_000);
-        l.claimed("a", 1, 0);
+        l.claimed("a", 1, 0, 0);
         assert!(l.expired(7_999).is_empty());
         assert_eq!(l.expired(8_000), vec!["a".to_string()]);
         assert_eq!(l.epoch("a"), None);
@@ -192,7 +198,7 @@ mod tests {
     #[test]
     fn a_renewal_extends_from_when_it_was_sent() {
         let mut l = Leases::new(10_000, 2_000);
-        l.claimed("a", 1, 0);
+        l.claimed("a", 1, 0, 0);
         // Sent at 5 s, answered late: counts from 5 s, not from the answer.
         let (lost, strays) = l.renewed(5_000, &rows(&[("a", 1)]));
         assert!(lost.is_empty() && strays.is_empty());
@@ -203,8 +209,8 @@ mod tests {
     #[test]
     fn a_renewal_without_the_lease_or_with_another_epoch_loses_it() {
         let mut l = Leases::new(10_000, 2_000);
-        l.claimed("a", 1, 0);
-        l.claimed("b", 4, 0);
+        l.claimed("a", 1, 0, 0);
+        l.claimed("b", 4, 0, 0);
         let (mut lost, _) = l.renewed(1_000, &rows(&[("b", 5)]));
         lost.sort();
         assert_eq!(lost, vec!["a".to_string(), "b".to_string()]);
@@ -214,16 +220,34 @@ mod tests {
     #[test]
     fn a_claim_newer_than_the_renewal_is_not_judged_by_it() {
         let mut l = Leases::new(10_000, 2_000);
-        l.claimed("a", 1, 1_500);
+        l.claimed("a", 1, 1_500, 1_500);
         let (lost, _) = l.renewed(1_000, &[]);
         assert!(lost.is_empty());
         assert_eq!(l.epoch("a"), Some(1));
     }
 
+    /// A batched accept's insert is sent at 1 s and waits for its batch's
+    /// commit; a renewal sent at 2 s runs before that commit and does not
+    /// return the row; the commit's answer comes at 3 s. The renewal
+    /// cannot judge the lease (it was judged lost when the claim counted
+    /// from its send time); one sent after the answer can.
+    #[test]
+    fn a_renewal_sent_before_the_claim_was_answered_does_not_lose_it() {
+        let mut l = Leases::new(10_000, 2_000);
+        l.claimed("a", 1, 1_000, 3_000);
+        let (lost, _) = l.renewed(2_000, &[]);
+        assert!(lost.is_empty());
+        assert_eq!(l.epoch("a"), Some(1));
+        // The deadline still counts from the send: 1 s + 8 s.
+        assert_eq!(l.next_deadline(), Some(9_000));
+        let (lost, _) = l.renewed(3_000, &[]);
+        assert_eq!(lost, vec!["a".to_string()]);
+    }
+
     #[test]
     fn rows_owned_but_not_held_are_handed_back() {
         let mut l = Leases::new(10_000, 2_000);
-        l.claimed("a", 1, 0);
+        l.claimed("a", 1, 0, 0);
         let (lost, strays) = l.renewed(1_000, &rows(&[("a", 1), ("x", 3)]));
         assert!(lost.is_empty());
         assert_eq!(strays, rows(&[("x", 3)]));
@@ -232,7 +256,7 @@ mod tests {
     #[test]
     fn a_failed_renewal_changes_nothing_and_the_deadline_holds() {
         let mut l = Leases::new(3_000, 1_000);
-        l.claimed("a", 2, 0);
+        l.claimed("a", 2, 0, 0);
         l.confirmed("a", 2, 1_000);
         assert_eq!(l.next_deadline(), Some(3_000));
         // A confirmation for an older epoch does not extend it.
@@ -244,7 +268,7 @@ mod tests {
     #[test]
     fn held_since_needs_an_answer_sent_after_the_moment_and_a_live_deadline() {
         let mut l = Leases::new(10_000, 2_000);
-        l.claimed("a", 1, 0);
+        l.claimed("a", 1, 0, 0);
         // The claim itself was sent before the moment asked about.
         assert!(!l.held_since("a", 100, 200));
         // A fenced write sent later with another epoch says nothing.
@@ -267,7 +291,7 @@ mod tests {
     #[test]
     fn a_margin_larger_than_the_ttl_is_clamped() {
         let mut l = Leases::new(1_000, 5_000);
-        l.claimed("a", 1, 0);
+        l.claimed("a", 1, 0, 0);
         assert_eq!(l.next_deadline(), Some(1));
     }
 }

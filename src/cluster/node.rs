@@ -108,8 +108,10 @@ impl Node {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A claim sent at `sent_at` gave `id`; its answer came back now.
     fn hold(&self, id: &str, epoch: i64, sent_at: i64) {
-        self.leases().claimed(id, epoch, sent_at);
+        let answered_at = self.now();
+        self.leases().claimed(id, epoch, sent_at, answered_at);
         self.tokens()
             .insert(id.to_string(), self.parent.child_token());
     }
@@ -168,7 +170,9 @@ impl Node {
     }
 
     /// A notification stored with [`Node::owner`] in its insert at
-    /// `sent_at`: this node holds it at epoch 1.
+    /// `sent_at`, its commit answered just now: this node holds it at
+    /// epoch 1. (A renewal sent before now may have run before that
+    /// commit, so it cannot tell that the lease was lost.)
     pub fn inserted(&self, id: &str, sent_at: i64) {
         self.hold(id, 1, sent_at);
         self.metrics.claims.fetch_add(1, Ordering::Relaxed);
@@ -326,7 +330,7 @@ impl Node {
             for (id, epoch) in &pairs {
                 let settled = self
                     .leases()
-                    .claimed_at(id)
+                    .answered_at(id)
                     .is_some_and(|at| at + 1_000 < sent);
                 if settled && !svc.is_owned(id) {
                     tracing::error!(notification = %id, node = %self.id, "no task runs this leased notification; handing it back");

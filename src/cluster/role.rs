@@ -232,7 +232,8 @@ impl Role {
             }
             return;
         };
-        self.leases().claimed(self.name, epoch, sent);
+        let answered = self.now();
+        self.leases().claimed(self.name, epoch, sent, answered);
         self.metrics.claims.fetch_add(1, Ordering::Relaxed);
         match prev.as_deref() {
             Some(p) if p != self.node => {

@@ -249,20 +249,27 @@ impl Service {
             key: key.to_string(),
             hash: body_hash.to_string(),
         };
-        if !self.store_claimed(&row, insert).await? {
+        if !self.store_and_start(&row, insert, plan).await? {
             return Ok(None);
         }
-        self.start(row.clone(), plan.clone(), None);
         Ok(Some(row))
     }
 
-    /// Insert `row` (false: the key or the active contract + ticket was
-    /// taken); clustered, this node claims it in the insert's commit.
-    async fn store_claimed(
-        &self,
+    /// Insert `row` and start it (false: the key or the active contract +
+    /// ticket was taken, nothing started); clustered, this node claims it
+    /// in the insert's commit.
+    async fn store_and_start(
+        self: &Arc<Self>,
         row: &NotificationRow,
         insert: AcceptInsert,
+        plan: &Arc<crate::ivr::dialplan::Dialplan>,
     ) -> Result<bool, crate::store::StoreError> {
+        // Owned here before the insert is sent: a racing request for the
+        // same contract + ticket that finds the row committed but not yet
+        // started must see it owned (its duplicate), never abandoned (it
+        // would fail it and start a second notification). Dropped
+        // (unregistered) when the insert fails or this request goes away.
+        let owned = self.own(&row.id);
         let cluster = self.cluster.get();
         let sent = cluster.map(|c| c.send_time());
         let stored = self
@@ -275,6 +282,13 @@ impl Service {
             .await?;
         if let (true, Some(c), Some(sent)) = (stored, cluster, sent) {
             c.inserted(&row.id, sent);
+        }
+        if stored {
+            match owned {
+                Some(owned) => self.run(owned, row.clone(), plan.clone(), None),
+                // A new id is never running already; start it the usual way.
+                None => self.start(row.clone(), plan.clone(), None),
+            }
         }
         Ok(stored)
     }
@@ -300,9 +314,8 @@ impl Service {
             let insert = AcceptInsert::Claimed {
                 key: key.map(str::to_string),
             };
-            let stored = self.store_claimed(&row, insert).await;
+            let stored = self.store_and_start(&row, insert, &plan).await;
             if matches!(stored, Ok(true)) {
-                self.start(row.clone(), plan, None);
                 return Ok((row, true));
             }
             let Some(active) = self.store.find_active(&n.contract, &n.ticket).await? else {
@@ -397,9 +410,40 @@ impl Service {
         }
     }
 
+    /// Register `id` as run by this process (see [`Service::is_owned`]);
+    /// `None` when it already is (the sweeper and a request can both find
+    /// the same row: never two escalations). Dropping the guard
+    /// unregisters it.
+    fn own(self: &Arc<Self>, id: &str) -> Option<(Owned, StopRx)> {
+        let (tx, rx) = watch::channel(None);
+        let mut running = self.running();
+        if running.contains_key(id) {
+            return None;
+        }
+        running.insert(id.to_string(), tx);
+        let owned = Owned {
+            svc: self.clone(),
+            id: id.to_string(),
+        };
+        Some((owned, rx))
+    }
+
     /// Run one escalation in the background.
     fn start(
         self: &Arc<Self>,
+        row: NotificationRow,
+        plan: Arc<crate::ivr::dialplan::Dialplan>,
+        resume: Option<Escalation>,
+    ) {
+        if let Some(owned) = self.own(&row.id) {
+            self.run(owned, row, plan, resume);
+        }
+    }
+
+    /// Run one escalation this process owns ([`Service::own`]).
+    fn run(
+        self: &Arc<Self>,
+        (owned, mut rx): (Owned, StopRx),
         row: NotificationRow,
         plan: Arc<crate::ivr::dialplan::Dialplan>,
         resume: Option<Escalation>,
@@ -416,26 +460,27 @@ impl Service {
             },
             None => self.shutdown.clone(),
         };
-        let (tx, rx) = watch::channel(stop_of(&row));
-        {
-            let mut running = self.running();
-            if running.contains_key(&row.id) {
-                // Already owned by a live task (the sweeper and a request
-                // can both find the same row): never two escalations.
-                return;
-            }
-            running.insert(row.id.clone(), tx);
+        // The row's stored cancel, unless a stop came in since it was
+        // registered (a cancel during its accept).
+        if let (Some(stop), Some(tx)) = (stop_of(&row), self.running().get(&row.id)) {
+            tx.send_if_modified(|s| {
+                let free = s.is_none();
+                if free {
+                    *s = Some(stop);
+                }
+                free
+            });
         }
+        // The stop there now is read when the run starts; only later ones
+        // are changes (as when the channel was made holding it).
+        rx.mark_unchanged();
         let svc = self.clone();
         // Every log line of this escalation carries the notification.
         let span = tracing::info_span!("notification", id = %row.id, contract = %row.contract);
         self.tasks.spawn(tracing::Instrument::instrument(async move {
             // However the task ends (returns, or panics), the row is no
             // longer owned and the sweeper can see it.
-            let _owned = Owned {
-                svc: svc.clone(),
-                id: row.id.clone(),
-            };
+            let _owned = owned;
             let mut rx = rx;
             // An operator's acknowledgement stored before this start (a
             // restart, or another node took the work) ends it as one.
@@ -789,6 +834,9 @@ impl Service {
         self.running().len()
     }
 }
+
+/// What stops a running escalation (a cancel, an operator's ack).
+type StopRx = watch::Receiver<Option<crate::runner::Stop>>;
 
 /// Removes a notification from the running map when its task ends.
 struct Owned {

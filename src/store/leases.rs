@@ -42,6 +42,28 @@ macro_rules! severity_rank {
 }
 
 impl Store {
+    /// Free space in each page of `notifications` (PostgreSQL), so that a
+    /// lease renewal's new row version fits on the old one's page: a HOT
+    /// update, which touches no index (migration 0014 took the lease
+    /// column out of every index). Set once, unless an operator set a
+    /// fillfactor of their own; pages filled before keep no room until
+    /// the table is rewritten (`VACUUM FULL notifications`).
+    pub(super) async fn leave_room_for_renewals(&self) -> Result<(), StoreError> {
+        let opts: String = sqlx::query(
+            "SELECT COALESCE(array_to_string(reloptions, ','), '') AS o FROM pg_class \
+             WHERE oid = 'notifications'::regclass",
+        )
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("o")?;
+        if !opts.contains("fillfactor=") {
+            sqlx::query("ALTER TABLE notifications SET (fillfactor = 70)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Record that `node` is alive (and when it started, the first time).
     pub async fn node_heartbeat(&self, node: &str, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query(
