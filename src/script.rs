@@ -226,39 +226,6 @@ pub struct Script {
 }
 
 impl Script {
-    /// Render every phrase, the message too (blocking until all of it is
-    /// synthesised). A phrase whose synthesis fails uses the recorded
-    /// fallback prompt for the language, so the call still goes out.
-    pub fn prepare(
-        plan: &Dialplan,
-        n: &Notification,
-        tts: &Tts,
-        prompts_dir: &std::path::Path,
-    ) -> anyhow::Result<Script> {
-        let job = Script::message_job(plan, n, prompts_dir);
-        let (message, synth) = match job {
-            Some((m, s)) => (Some(m), Some(s)),
-            None => (None, None),
-        };
-        if let Some(synth) = synth {
-            synth.run(tts);
-        }
-        let mut script = Script::prepare_with(plan, n, tts, prompts_dir, message)?;
-        if let Some(m) = &script.message {
-            let failed: Vec<String> =
-                m.rx.borrow()
-                    .parts
-                    .iter()
-                    .filter_map(|s| match s {
-                        crate::speech::PartState::Failed { why, .. } => Some(why.clone()),
-                        _ => None,
-                    })
-                    .collect();
-            script.fallbacks.extend(failed);
-        }
-        Ok(script)
-    }
-
     /// The message's synthesis job, when the message is text: split into
     /// parts (sentences, the first in chunks), to run (blocking, [`crate::speech::MessageSynth::run`])
     /// while the call rings. A recorded message has none.

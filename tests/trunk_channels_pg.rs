@@ -722,12 +722,11 @@ fn new_calls_per_second_hold_across_three_nodes() {
         .collect();
     let span = calls[11].invite_ms - calls[0].invite_ms;
     eprintln!("max_cps 4 over 3 nodes: INVITE gaps {gaps:.0?} ms, 12 INVITEs in {span:.0} ms");
-    // 250 ms apart, less what a loaded node adds between taking its turn
-    // and sending: never a burst, and no five within 900 ms.
-    assert!(
-        gaps.iter().all(|g| *g >= 100.0),
-        "INVITEs in a burst: {gaps:?}"
-    );
+    // Turns are 250 ms apart; a loaded node may send its INVITE a little
+    // after its turn, so two can reach the wire closer than that (a gap
+    // alone is not the limit: the rate per second is). Never two at once,
+    // and no five within 900 ms.
+    assert!(gaps.iter().all(|g| *g >= 1.0), "INVITEs at once: {gaps:?}");
     let tightest = calls
         .windows(5)
         .map(|w| w[4].invite_ms - w[0].invite_ms)
