@@ -880,6 +880,7 @@ pub async fn actions(runs: usize, steps: usize) -> anyhow::Result<()> {
         },
         notification: None,
         ticket: None,
+        epoch: None,
     };
     let total = runs * steps;
 

@@ -636,6 +636,7 @@ pub async fn action_run(o: ActionRunOpts) -> anyhow::Result<ExitCode> {
         },
         notification: None,
         ticket: o.ticket.clone(),
+        epoch: None,
     };
     let _lock = actions.claim(&rp, &meta).await?;
     let obs = OutboxObserver {

@@ -878,6 +878,7 @@ async fn run_call(
                         },
                         notification: script.notification_id.clone(),
                         ticket: Some(script.ticket.clone()),
+                        epoch: script.lease_epoch,
                     };
                     obs.event(
                         json!({"event": "action.requested", "attempt": attempt, "action": action,

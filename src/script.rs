@@ -191,6 +191,9 @@ pub struct Script {
     pub alert: BTreeMap<String, String>,
     pub ticket: String,
     pub notification_id: Option<String>,
+    /// Clustered: the notification's lease epoch, the fencing token of
+    /// the actions its calls start.
+    pub lease_epoch: Option<i64>,
     /// Phrases that fell back to the recorded prompt (synthesis failed),
     /// when they were rendered before the script was made
     /// ([`Script::prepare_with`]); else see `phrases`.
@@ -411,6 +414,7 @@ impl Script {
             alert: crate::action::alert_values(n),
             ticket: n.ticket.clone(),
             notification_id: None,
+            lease_epoch: None,
             fallbacks: Vec::new(),
             call_headers: Vec::new(),
             outbound_proxy: None,

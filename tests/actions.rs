@@ -870,6 +870,7 @@ fn a_start_frees_only_the_slots_of_dead_processes() {
         finished_ms: None,
         owner,
         heartbeat_ms: Some(beat),
+        epoch: None,
     };
     // A process that exited: spawn one and reap it, so its pid is free.
     let mut gone = Command::new("true").spawn().unwrap();

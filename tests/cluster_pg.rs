@@ -8,6 +8,8 @@
 //! and drop its database); skipped loudly without it.
 
 mod common;
+#[path = "common/pg_proxy.rs"]
+mod pg_proxy;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use pg_proxy::Proxy;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -498,49 +501,6 @@ fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
     drop(nodes);
 }
 
-/// A TCP proxy between one node and PostgreSQL that the test cuts (every
-/// connection dropped, new ones refused) and heals.
-struct Proxy {
-    port: u16,
-    cut: tokio::sync::watch::Sender<bool>,
-}
-
-impl Proxy {
-    fn start(rt: &tokio::runtime::Runtime, upstream: String) -> Proxy {
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (cut, cut_rx) = tokio::sync::watch::channel(false);
-        rt.spawn(async move {
-            loop {
-                let Ok((mut down, _)) = listener.accept().await else {
-                    continue;
-                };
-                if *cut_rx.borrow() {
-                    continue; // dropped: refused
-                }
-                let upstream = upstream.clone();
-                let mut cut_rx = cut_rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
-                        _ = cut_rx.wait_for(|c| *c) => {}
-                    }
-                });
-            }
-        });
-        Proxy { port, cut }
-    }
-
-    fn set_cut(&self, cut: bool) {
-        self.cut.send_replace(cut);
-    }
-}
-
 /// One node loses PostgreSQL (a proxy cut) while a call of its rings:
 /// after its lease runs out the other node takes over, and when the
 /// partition heals the old node's writes are fenced and it dials nothing.
@@ -554,23 +514,8 @@ fn a_partitioned_node_is_fenced_and_dials_nothing_after_takeover() {
     require("espeak-ng");
     let dir = scratch("cluster-partition");
     let db = Db::create(&admin, &format!("callout_partition_{}", std::process::id()));
-    let upstream = admin
-        .split_once('@')
-        .map_or(admin.as_str(), |(_, r)| r)
-        .trim_start_matches("postgres://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let proxy = Proxy::start(&db.rt, upstream);
-    let proxied = format!(
-        "{}@127.0.0.1:{}/{}",
-        admin
-            .split_once('@')
-            .map_or("postgres://postgres", |(l, _)| l),
-        proxy.port,
-        db.name
-    );
+    let proxy = Proxy::start(&db.rt, pg_proxy::upstream(&admin));
+    let proxied = pg_proxy::through(&admin, proxy.port, &db.name);
     let ringer = Uas::start("ring_no_answer.xml", &dir.join("sipp-ringer"));
     let answerer = Uas::start("remote_bye.xml", &dir.join("sipp-answerer"));
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();

@@ -9,6 +9,14 @@
 //!   customer notice mailed once (a real SMTP server, aiosmtpd); the dead
 //!   node restarted under its own id, a close sent to it (it no longer
 //!   runs the pipeline) reaches the engine through `pipeline_inbox`.
+//! - `a_partitioned_pipeline_node_is_fenced`: the node running the
+//!   pipeline loses PostgreSQL (a proxy the test stalls, holding every
+//!   byte) the moment its step at an incident's window end opens its
+//!   transaction, so the step is in flight; the other
+//!   node takes the pipeline over and calls once; when the partition
+//!   heals, the old node's step meets the fencing token (refused, counted
+//!   in its `/metrics`) and it opens and calls nothing (INVITEs counted
+//!   at sipp).
 //! - `a_stale_holder_is_fenced`: the store refuses a pipeline step, a
 //!   mail record and a `failed` ending written under an epoch another
 //!   node has since claimed.
@@ -18,6 +26,8 @@
 mod common;
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/pg_proxy.rs"]
+mod pg_proxy;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -115,6 +125,18 @@ impl Drop for NodeProc {
 }
 
 fn start_node(dir: &Path, name: &str, db: &str, rtp: &str, smtp_port: u16) -> NodeProc {
+    start_node_with(dir, name, db, rtp, smtp_port, "3s")
+}
+
+/// As [`start_node`], with leases of `ttl` (renewed every second).
+fn start_node_with(
+    dir: &Path,
+    name: &str,
+    db: &str,
+    rtp: &str,
+    smtp_port: u16,
+    ttl: &str,
+) -> NodeProc {
     let ndir = dir.join(name);
     std::fs::create_dir_all(&ndir).unwrap();
     let api_port = free_port_pair();
@@ -130,7 +152,7 @@ fn start_node(dir: &Path, name: &str, db: &str, rtp: &str, smtp_port: u16) -> No
              database_url = \"{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
              journal_dir = \"{jd}\"\n\
              [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n\
-             [cluster]\nnode_id = \"{name}\"\nlease_ttl = \"3s\"\nheartbeat = \"1s\"\npoll = \"300ms\"\n\
+             [cluster]\nnode_id = \"{name}\"\nlease_ttl = \"{ttl}\"\nheartbeat = \"1s\"\npoll = \"300ms\"\n\
              [pipeline.mail_out]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n\
              from = \"callout <callout@noc.example>\"\ntimeout = \"5s\"\nretry_min = \"1s\"\nretry_max = \"2s\"\n",
             dp = dir.join("dialplans").display(),
@@ -232,28 +254,8 @@ fn kill_9_in_the_wait_window() {
     let dir = dir.as_path();
     let smtp_port = free_port_pair();
     let _smtp = start_smtp(dir, smtp_port);
-    // sipp answers, and hangs up 1.5 s later: nobody acknowledges, so the
-    // one-round escalation ends exhausted after this one call.
     let sipp_dir = dir.join("sipp");
-    std::fs::create_dir_all(&sipp_dir).unwrap();
-    let sip_port = free_port_pair();
-    let media = free_port_pair();
-    let _sipp = KillOnDrop(
-        Command::new("sipp")
-            .current_dir(&sipp_dir)
-            .args([
-                "-sf",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/remote_bye.xml"),
-            ])
-            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-            .args(["-p", &sip_port.to_string(), "-mp", &media.to_string()])
-            .args(["-trace_msg", "-l", "100"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sipp"),
-    );
+    let (_sipp, sip_port) = answering_uas(&sipp_dir);
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
     std::fs::write(
         dir.join("dialplans/acme.toml"),
@@ -387,6 +389,239 @@ fn kill_9_in_the_wait_window() {
     let _ = std::fs::read_to_string(&survivor.log);
     drop(back);
     drop(survivor);
+    rt.block_on(db.drop_db());
+}
+
+/// The sipp UAS of these tests: answers, hangs up 1.5 s later (nobody
+/// acknowledges, so a one-round escalation ends after one call).
+fn answering_uas(dir: &Path) -> (KillOnDrop, u16) {
+    std::fs::create_dir_all(dir).unwrap();
+    let sip_port = free_port_pair();
+    let media = free_port_pair();
+    let uas = KillOnDrop(
+        Command::new("sipp")
+            .current_dir(dir)
+            .args([
+                "-sf",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/remote_bye.xml"),
+            ])
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &sip_port.to_string(), "-mp", &media.to_string()])
+            .args(["-trace_msg", "-l", "100"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sipp"),
+    );
+    (uas, sip_port)
+}
+
+/// A counter of a node's `/metrics`, by its full name and labels.
+fn metric(base: &str, series: &str) -> (u64, String) {
+    let text = reqwest::blocking::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(TOKEN)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (value, text)
+}
+
+/// When the first line of `log` with all of `words` was written (its
+/// RFC 3339 time, colours removed).
+fn log_time(log: &Path, words: &[&str]) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .map(|l| {
+            let mut out = String::new();
+            let mut esc = false;
+            for c in l.chars() {
+                match (esc, c) {
+                    (false, '\x1b') => esc = true,
+                    (true, 'm') => esc = false,
+                    (true, _) => {}
+                    (false, c) => out.push(c),
+                }
+            }
+            out
+        })
+        .find(|l| words.iter().all(|w| l.contains(w)))
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+}
+
+#[test]
+fn a_partitioned_pipeline_node_is_fenced() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let name = format!("callout_clpart_{}", std::process::id());
+    let Some(db) = rt.block_on(ScratchDb::create("cluster_pipeline_pg", &name)) else {
+        return;
+    };
+    require("sipp");
+    let admin = std::env::var("CALLOUT_TEST_POSTGRES_URL").unwrap();
+    let q = |s: &str| rt.block_on(rows(&db.url, s));
+    let count = |s: &str| -> usize { q(s)[0][0].as_deref().unwrap_or("0").parse().unwrap() };
+    let dir = scratch("cluster-pipeline-partition");
+    let dir = dir.as_path();
+    let sipp_dir = dir.join("sipp");
+    let (_sipp, sip_port) = answering_uas(&sipp_dir);
+    std::fs::create_dir_all(dir.join("dialplans")).unwrap();
+    std::fs::write(
+        dir.join("dialplans/acme.toml"),
+        format!(
+            "contract = \"acme\"\nname = \"ACME\"\nlanguage = \"en\"\n[escalation]\nrounds = 1\n\
+             ring_timeout = \"10s\"\nbetween_calls = \"500ms\"\nbetween_rounds = \"1m\"\n\
+             [[contacts]]\nname = \"Bob\"\nuri = \"sip:bob@127.0.0.1:{sip_port}\"\n\
+             [message]\nprompt = \"press-a-key.wav\"\n[menu]\nprompt = \"press-a-key.wav\"\n[menu.keys]\n\"1\" = \"ack\"\n\
+             [pipeline]\nwait = \"8s\"\n"
+        ),
+    )
+    .unwrap();
+    // node-a reaches PostgreSQL through the proxy and starts first, so it
+    // runs the pipeline. Leases of 6 s: node-a gives the pipeline up by
+    // its own clock 5 s after its last renewal, and PostgreSQL lets
+    // node-b take it 6 s after.
+    let proxy = pg_proxy::Proxy::start(&rt, pg_proxy::upstream(&admin));
+    let via_proxy = pg_proxy::through(&admin, proxy.port, &name);
+    let smtp_port = free_port_pair(); // no notices: nothing is mailed
+    let a = start_node_with(dir, "node-a", &via_proxy, "47000-47499", smtp_port, "6s");
+    let owner = || {
+        q("SELECT owner, epoch::TEXT FROM work_leases WHERE name = 'pipeline'")
+            .first()
+            .map(|r| (r[0].clone(), r[1].clone().unwrap_or_default()))
+    };
+    wait_for(
+        "node-a running the pipeline",
+        Duration::from_secs(15),
+        || owner().filter(|o| o.0.as_deref() == Some("node-a")),
+    );
+    let b = start_node_with(dir, "node-b", &db.url, "47500-47999", smtp_port, "6s");
+    let (st, v) = http(
+        &a.base,
+        "POST",
+        "/v1/intake/events",
+        Some(
+            json!({"event_action": "trigger", "dedup_key": "disk-db-02", "routing_key": "acme",
+            "payload": {"summary": "disk full", "source": "db-02", "severity": "critical"}}),
+        ),
+    )
+    .unwrap();
+    assert_eq!(st, 202, "{v}");
+    let (incident, deadline) = wait_for("the incident", Duration::from_secs(10), || {
+        q("SELECT id, state, (body::json->>'deadline_ms') FROM incidents")
+            .first()
+            .filter(|r| r[1].as_deref() == Some("pending"))
+            .and_then(|r| Some((r[0].clone()?, r[2].clone()?.parse::<u64>().ok()?)))
+    });
+    // The partition starts as node-a's step at the window's end opens
+    // its transaction (its `BEGIN`, the first since the incident opened):
+    // the step is in flight, held in the proxy, while node-a still holds
+    // the pipeline by its own clock.
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let arm_at = deadline.saturating_sub(1_000);
+    assert!(now_ms() < arm_at, "the incident opened too late to test");
+    std::thread::sleep(Duration::from_millis(arm_at - now_ms()));
+    proxy.stall_at(b"BEGIN\0");
+    wait_for(
+        "node-a's step at the window's end",
+        Duration::from_secs(10),
+        || proxy.is_stalled().then_some(()),
+    );
+    let stalled = Instant::now();
+    eprintln!(
+        "partition at node-a's step, {} ms after the window's end",
+        now_ms() as i64 - deadline as i64
+    );
+    assert_eq!(
+        invites(&sipp_dir).len(),
+        0,
+        "nobody called before the partition"
+    );
+    let epoch_b = wait_for(
+        "node-b taking the pipeline",
+        Duration::from_secs(20),
+        || {
+            owner()
+                .filter(|o| o.0.as_deref() == Some("node-b"))
+                .map(|o| o.1)
+        },
+    );
+    eprintln!(
+        "pipeline taken over {:?} after the partition (epoch {epoch_b})",
+        stalled.elapsed()
+    );
+    // Healed once node-b holds it: node-a's step reaches the database.
+    proxy.set_stalled(false);
+    let series = "callout_cluster_work_lease_fenced_total{node=\"node-a\",name=\"pipeline\"}";
+    let fenced = wait_for("node-a's step refused", Duration::from_secs(20), || {
+        let (n, _) = metric(&a.base, series);
+        (n > 0).then_some(n)
+    });
+    eprintln!("node-a: {fenced} pipeline step(s) refused by the fencing token after the heal");
+    let ended = wait_for("the escalation's end", Duration::from_secs(40), || {
+        q("SELECT state FROM notifications WHERE state IN ('acked', 'exhausted', 'cancelled', 'failed')")
+            .first()
+            .and_then(|r| r[0].clone())
+    });
+    assert_eq!(ended, "exhausted");
+    std::thread::sleep(Duration::from_secs(3));
+    // node-b called once; node-a opened and called nothing.
+    let calls = invites(&sipp_dir);
+    assert_eq!(calls.len(), 1, "exactly one call: {calls:?}");
+    assert_eq!(count("SELECT COUNT(*)::TEXT FROM notifications"), 1);
+    assert_eq!(count("SELECT COUNT(*)::TEXT FROM incidents"), 1);
+    assert_eq!(
+        count("SELECT COALESCE(SUM(last), 0)::TEXT FROM ticket_counters"),
+        1,
+        "one ticket number taken"
+    );
+    assert_eq!(owner().and_then(|o| o.0).as_deref(), Some("node-b"));
+    let (held, text) = metric(
+        &a.base,
+        "callout_cluster_work_lease_held{node=\"node-a\",name=\"pipeline\"}",
+    );
+    assert_eq!(held, 0, "{text}");
+    let log = std::fs::read_to_string(&a.log).unwrap_or_default();
+    assert!(
+        log.contains("a write was refused by the fencing token"),
+        "node-a's log says why it stopped:\n{log}"
+    );
+    // node-a stopped the pipeline by its own clock before node-b could
+    // take it (one machine: the two logs' clocks are the same).
+    let lost = log_time(
+        &a.log,
+        &["lost the lease: not renewed in time", "role=\"pipeline\""],
+    );
+    let took = log_time(
+        &b.log,
+        &["took over work whose lease ran out", "role=\"pipeline\""],
+    );
+    match (lost, took) {
+        (Some(lost), Some(took)) => assert!(
+            lost < took,
+            "node-a stopped at {lost}, node-b took over at {took}"
+        ),
+        other => panic!("both logs say when: {other:?}"),
+    }
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*)::TEXT FROM notifications WHERE ticket = (SELECT ticket FROM incidents WHERE id = '{incident}')"
+        )),
+        1,
+        "the call is the incident's"
+    );
+    drop((a, b));
     rt.block_on(db.drop_db());
 }
 

@@ -281,6 +281,7 @@ fn run(id: &str, owner: &str, now: i64) -> RunRow {
         finished_ms: None,
         owner: Some(owner.into()),
         heartbeat_ms: Some(now),
+        epoch: None,
     }
 }
 

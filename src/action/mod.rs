@@ -91,6 +91,8 @@ pub enum ActionError {
     },
     #[error("the run cannot be recorded, so it was not started: {0}")]
     Store(String),
+    #[error("this node no longer holds notification {0}'s lease (another node runs it now); the action was not started")]
+    Fenced(String),
 }
 
 /// Who asked for a run.
@@ -117,6 +119,11 @@ pub struct RunMeta {
     pub requested_by: Requester,
     pub notification: Option<String>,
     pub ticket: Option<String>,
+    /// Clustered, from a call: the notification's lease epoch the call
+    /// runs under. The slot is taken and the run recorded only while it
+    /// holds (`crate::store::runs`).
+    #[serde(skip)]
+    pub epoch: Option<i64>,
 }
 
 /// One try of one step, as recorded.
@@ -207,6 +214,15 @@ impl Actions {
         }
     }
 
+    /// The same, writing `owner` instead of this process's `host:pid`
+    /// (two nodes in one test process).
+    pub fn with_store_as(store: Store, owner: &str) -> Actions {
+        Actions {
+            owner: owner.to_string(),
+            ..Actions::with_store(store)
+        }
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String, String)>> {
         // A poisoned lock only means a holder panicked; the set is intact.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
@@ -264,8 +280,13 @@ impl Actions {
         );
         // Twice at most: a slot whose owner is gone is taken over once.
         for _ in 0..2 {
-            if store.start_run(&row).await.map_err(db)? {
-                return Ok(());
+            match store.start_run(&row).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(crate::store::StoreError::Fenced(_)) => {
+                    return Err(ActionError::Fenced(row.notification_id.unwrap_or_default()))
+                }
+                Err(e) => return Err(db(e)),
             }
             let Some(held) = store
                 .running_run(&row.contract, &row.host, &row.flow)
@@ -319,6 +340,7 @@ impl Actions {
             finished_ms: None,
             owner: Some(self.owner.clone()),
             heartbeat_ms: Some(now),
+            epoch: meta.epoch,
         }
     }
 
@@ -364,6 +386,10 @@ impl Actions {
 
     /// Store a run's end (inserting it when it was refused before it
     /// started). A failure is logged: the run has happened either way.
+    /// Fenced (another node holds the notification now), nothing of the
+    /// run is recorded; its slot is freed at once (`interrupted`, no
+    /// result), so the node that took over may run the flow again without
+    /// waiting for this heartbeat to go stale.
     async fn store_end(&self, rec: &RunRecord) {
         let Some(store) = &self.store else {
             return;
@@ -382,8 +408,17 @@ impl Actions {
                 rec.finished_ms,
             )
         };
-        if let Err(e) = store.finish_run(&row).await {
-            tracing::error!(run = %rec.meta.run_id, error = %e, "cannot record the action run's end");
+        match store.finish_run(&row).await {
+            Ok(()) => {}
+            Err(crate::store::StoreError::Fenced(_)) => {
+                tracing::warn!(run = %rec.meta.run_id, result = rec.result.name(), "the action run ended after another node took its notification over: not recorded, its slot freed");
+                if let Err(e) = store.interrupt_run(&rec.meta.run_id, now_ms()).await {
+                    tracing::error!(run = %rec.meta.run_id, error = %e, "cannot free the action run's slot");
+                }
+            }
+            Err(e) => {
+                tracing::error!(run = %rec.meta.run_id, error = %e, "cannot record the action run's end")
+            }
         }
     }
 

@@ -4,6 +4,15 @@
 //! its owner names the process and renews a heartbeat while it runs, so a
 //! slot whose process died is taken over instead of blocking the flow
 //! until someone cleans up by hand.
+//!
+//! Clustered, a run asked for from a call also carries its notification's
+//! lease epoch: the slot is taken and the run recorded only while that
+//! epoch holds (`crate::store::runs`). A node that lost the lease starts
+//! nothing; a run it had already started goes on to its end (a fix half
+//! done is worse) and keeps beating, so the node that took over finds the
+//! slot held while a step may still act on the host; at the end its record
+//! is refused and the slot freed at once (`interrupted`). A node cut off
+//! from the database cannot beat: its slot goes stale as any other.
 
 /// How often a running run renews its heartbeat.
 pub const HEARTBEAT_MS: i64 = 5_000;

@@ -32,7 +32,9 @@ pub(super) fn action_error(e: RunError) -> ApiError {
                 | ActionError::NotInInventory { param, .. } => {
                     ApiError::invalid(&format!("params.{param}"), detail)
                 }
-                ActionError::Busy { .. } | ActionError::BusyElsewhere { .. } => {
+                ActionError::Busy { .. }
+                | ActionError::BusyElsewhere { .. }
+                | ActionError::Fenced(_) => {
                     ApiError::new(StatusCode::CONFLICT, "Already running", detail)
                 }
                 ActionError::Store(_) => ApiError::new(

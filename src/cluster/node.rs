@@ -255,6 +255,7 @@ impl Node {
     pub fn metrics_text(&self) -> String {
         let m = &self.metrics;
         let mut roles = String::from("# TYPE callout_cluster_work_lease_held gauge\n");
+        let mut fenced = String::from("# TYPE callout_cluster_work_lease_fenced_total counter\n");
         for r in self.roles.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             roles.push_str(&format!(
                 "callout_cluster_work_lease_held{{node=\"{}\",name=\"{}\"}} {}\n",
@@ -262,7 +263,14 @@ impl Node {
                 r.name,
                 u8::from(r.term().is_some())
             ));
+            fenced.push_str(&format!(
+                "callout_cluster_work_lease_fenced_total{{node=\"{}\",name=\"{}\"}} {}\n",
+                self.id,
+                r.name,
+                r.metrics.fenced.load(Ordering::Relaxed)
+            ));
         }
+        roles.push_str(&fenced);
         roles + &format!(
             "# TYPE callout_cluster_leases_held gauge\ncallout_cluster_leases_held{{node=\"{n}\"}} {}\n\
              # TYPE callout_cluster_takeovers_total counter\ncallout_cluster_takeovers_total{{node=\"{n}\"}} {}\n\

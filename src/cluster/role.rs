@@ -42,6 +42,9 @@ pub struct RoleMetrics {
     pub claims: AtomicU64,
     pub takeovers: AtomicU64,
     pub lost: AtomicU64,
+    /// Writes of this node's work the database refused by the fencing
+    /// token (a term this node had already given up included).
+    pub fenced: AtomicU64,
 }
 
 /// This node's side of one named lease.
@@ -127,7 +130,12 @@ impl Role {
             return false;
         }
         let sent = self.now();
-        match tokio::time::timeout(TRY_TIMEOUT, self.store.renew_work_lease(&term.fence)).await {
+        // Never wait past this node's own deadline for the answer: the
+        // work must stop by then (before the database lets another node
+        // claim it), not a whole try later.
+        let left = self.leases().next_deadline().map_or(0, |d| d - sent);
+        let wait = TRY_TIMEOUT.min(Duration::from_millis(left.max(0) as u64));
+        match tokio::time::timeout(wait, self.store.renew_work_lease(&term.fence)).await {
             Ok(Ok(true)) => {
                 self.leases().confirmed(self.name, term.fence.epoch, sent);
                 true
@@ -137,12 +145,22 @@ impl Role {
                 false
             }
             // Unknown: the deadline by this node's clock decides.
-            _ => !term.token.is_cancelled(),
+            _ => {
+                let now = self.now();
+                let deadline = self.leases().next_deadline();
+                if deadline.is_none_or(|d| now >= d) {
+                    self.lose(term.fence.epoch, "not renewed in time");
+                    return false;
+                }
+                !term.token.is_cancelled()
+            }
         }
     }
 
     /// The work saw its write refused: another node has it.
     pub fn fenced(&self, term: &Term) {
+        self.metrics.fenced.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(role = self.name, node = %self.node, epoch = term.fence.epoch, "a write was refused by the fencing token: another node holds this work");
         self.lose(term.fence.epoch, "a write was refused by the fencing token");
     }
 

@@ -97,6 +97,7 @@ impl Service {
             requested_by,
             notification: req.notification.clone(),
             ticket,
+            epoch: None,
         };
         let lock = self.actions.claim(&rp, &meta).await?;
         let svc = self.clone();

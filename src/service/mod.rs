@@ -583,6 +583,7 @@ impl Service {
                     s.actions = svc.actions.clone();
                     s.pins = Arc::new(svc.store.clone());
                     s.notification_id = Some(row.id.clone());
+                    s.lease_epoch = obs.epoch();
                     s.outbound_proxy = trunk.proxy;
                     s.failover = trunk.alternates.clone();
                     // The contract's caller identity and codecs over the trunk's.

@@ -331,7 +331,19 @@ impl Store {
     /// Add a line to a timeline unless one with this id is there (a
     /// webhook delivered twice). True when added.
     pub async fn add_timeline(&self, incident: &str, t: &TimelineRow) -> Result<bool, StoreError> {
-        let n = sqlx::query(
+        self.add_timeline_fenced(incident, t, None).await
+    }
+
+    /// As [`Store::add_timeline`], refused (`StoreError::Fenced`) when
+    /// `fence` no longer holds its lease (the ticket sync's own lines).
+    pub async fn add_timeline_fenced(
+        &self,
+        incident: &str,
+        t: &TimelineRow,
+        fence: Option<&super::Fence>,
+    ) -> Result<bool, StoreError> {
+        let data = t.data.as_ref().map(|d| d.to_string());
+        let q = sqlx::query(
             "INSERT INTO incident_timeline (id, incident_id, seq, at_ms, kind, text, alert_id, data) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
         )
@@ -342,10 +354,18 @@ impl Store {
         .bind(&t.kind)
         .bind(&t.text)
         .bind(&t.alert)
-        .bind(t.data.as_ref().map(|d| d.to_string()))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .bind(data);
+        let n = match fence {
+            // Unfenced lines (webhooks, operators) need no transaction.
+            None => q.execute(&self.pool).await?.rows_affected(),
+            Some(_) => {
+                let mut tx = self.pool.begin().await?;
+                super::work_leases::check(&mut tx, fence).await?;
+                let n = q.execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                n
+            }
+        };
         Ok(n == 1)
     }
 

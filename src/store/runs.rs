@@ -1,4 +1,11 @@
 //! Maintenance action runs: one row per run, with its full audit record.
+//!
+//! Clustered, a run asked for from a call carries its notification's
+//! lease epoch (`RunRow::epoch`): its start (the slot) and its record are
+//! written only while that epoch still holds the notification, checked
+//! in the write's own transaction with the notification row locked, so
+//! a node that lost the lease can neither take the slot nor record a run
+//! on work another node now carries out (`StoreError::Fenced`).
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -25,43 +32,35 @@ pub struct RunRow {
     pub owner: Option<String>,
     /// When the owner last said it still runs.
     pub heartbeat_ms: Option<i64>,
+    /// Clustered, from a call: the notification's lease epoch the run
+    /// was started under (its fencing token).
+    pub epoch: Option<i64>,
 }
 
 impl Store {
     /// Record a run that starts now. Fails if the same contract, host and
-    /// flow already has a running row (another process runs it).
+    /// flow already has a running row (another process runs it); with an
+    /// epoch, `Fenced` when that epoch no longer holds the notification.
     pub async fn start_run(&self, r: &RunRow) -> Result<bool, StoreError> {
-        let res = sqlx::query(
-            "INSERT INTO action_runs (id, contract, action, flow, host, notification_id, ticket, requested_by, \
-             state, record, started_ms, finished_ms, owner, heartbeat_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(&r.id)
-        .bind(&r.contract)
-        .bind(&r.action)
-        .bind(&r.flow)
-        .bind(&r.host)
-        .bind(&r.notification_id)
-        .bind(&r.ticket)
-        .bind(r.requested_by.to_string())
-        .bind(&r.state)
-        .bind(r.record.as_ref().map(|v| v.to_string()))
-        .bind(r.started_ms)
-        .bind(r.finished_ms)
-        .bind(&r.owner)
-        .bind(r.heartbeat_ms)
-        .execute(&self.pool)
-        .await;
+        let mut tx = self.pool.begin().await?;
+        fence_run(&mut tx, r).await?;
+        let res = insert_run(&mut tx, r).await;
         match res {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(true)
+            }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Store the final state and record of a run (inserting it when the
-    /// run was refused before it started).
+    /// run was refused before it started); with an epoch, only while it
+    /// still holds the notification (else `Fenced`, nothing written).
     pub async fn finish_run(&self, r: &RunRow) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        fence_run(&mut tx, r).await?;
         let n = sqlx::query(
             "UPDATE action_runs SET state = $1, record = $2, finished_ms = $3 WHERE id = $4",
         )
@@ -69,13 +68,33 @@ impl Store {
         .bind(r.record.as_ref().map(|v| v.to_string()))
         .bind(r.finished_ms)
         .bind(&r.id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if n == 0 {
-            self.start_run(r).await?;
+            match insert_run(&mut tx, r).await {
+                Ok(_) => {}
+                // Only a `running` row can collide (the slot's index),
+                // and then another process runs it: nothing to record.
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
         }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// The lease epoch that holds notification `id` now (clustered), if
+    /// it exists.
+    pub async fn lease_epoch(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT epoch FROM notifications WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("epoch")?),
+            None => None,
+        })
     }
 
     pub async fn get_run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
@@ -165,6 +184,51 @@ impl Store {
             finished_ms: r.try_get("finished_ms")?,
             owner: r.try_get("owner")?,
             heartbeat_ms: r.try_get("heartbeat_ms")?,
+            epoch: r.try_get("epoch")?,
         })
     }
+}
+
+/// With an epoch, check inside `tx` that it still holds the run's
+/// notification (the row stays locked until the commit).
+async fn fence_run(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    r: &RunRow,
+) -> Result<(), StoreError> {
+    let (Some(epoch), Some(n)) = (r.epoch, r.notification_id.as_deref()) else {
+        return Ok(());
+    };
+    if super::writes::lease_holds(tx, n, epoch).await? {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced(format!("notification {n}")))
+    }
+}
+
+async fn insert_run(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    r: &RunRow,
+) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO action_runs (id, contract, action, flow, host, notification_id, ticket, requested_by, \
+         state, record, started_ms, finished_ms, owner, heartbeat_ms, epoch) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(&r.id)
+    .bind(&r.contract)
+    .bind(&r.action)
+    .bind(&r.flow)
+    .bind(&r.host)
+    .bind(&r.notification_id)
+    .bind(&r.ticket)
+    .bind(r.requested_by.to_string())
+    .bind(&r.state)
+    .bind(r.record.as_ref().map(|v| v.to_string()))
+    .bind(r.started_ms)
+    .bind(r.finished_ms)
+    .bind(&r.owner)
+    .bind(r.heartbeat_ms)
+    .bind(r.epoch)
+    .execute(&mut **tx)
+    .await
 }

@@ -1,9 +1,16 @@
 //! Where each incident's external ticket stands: the issue it has and the
 //! last timeline entry written to it (the per-incident outbox cursor).
+//!
+//! Clustered, the sync runs under the `ticket_sync` lease: each write
+//! here takes its [`Fence`] and checks it in the write's own transaction,
+//! so a node that lost the lease (cut off, paused) and comes back cannot
+//! move a cursor, swap a ticket number or end a sync another node now
+//! carries out (`StoreError::Fenced`).
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::work_leases::check;
+use super::{Fence, Store, StoreError};
 
 /// One incident's ticket in an external system.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +95,10 @@ impl Store {
         system: &str,
         server: &str,
         now_ms: i64,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        check(&mut tx, fence).await?;
         sqlx::query(
             "INSERT INTO ticket_sync (incident_id, system, server, issue, old_ticket, cursor_seq, done_ms, updated_ms) \
              VALUES ($1, $2, $3, NULL, NULL, 0, NULL, $4) ON CONFLICT (incident_id) DO NOTHING",
@@ -97,8 +107,9 @@ impl Store {
         .bind(system)
         .bind(server)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -111,8 +122,10 @@ impl Store {
         issue: &str,
         ticket: &str,
         now_ms: i64,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        check(&mut tx, fence).await?;
         let old: Option<String> = sqlx::query("SELECT ticket FROM incidents WHERE id = $1")
             .bind(incident)
             .fetch_optional(&mut *tx)
@@ -145,38 +158,57 @@ impl Store {
         incident: &str,
         seq: i64,
         now_ms: i64,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        check(&mut tx, fence).await?;
         sqlx::query(
             "UPDATE ticket_sync SET cursor_seq = $1, updated_ms = $2 WHERE incident_id = $3 AND cursor_seq < $1",
         )
         .bind(seq)
         .bind(now_ms)
         .bind(incident)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Nothing more to write for this incident.
-    pub async fn ticket_sync_done(&self, incident: &str, now_ms: i64) -> Result<(), StoreError> {
+    pub async fn ticket_sync_done(
+        &self,
+        incident: &str,
+        now_ms: i64,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        check(&mut tx, fence).await?;
         sqlx::query("UPDATE ticket_sync SET done_ms = $1, updated_ms = $1 WHERE incident_id = $2")
             .bind(now_ms)
             .bind(incident)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Follow again the tickets of incidents reopened after their sync
     /// ended (a reopen keeps the incident and its issue).
-    pub async fn ticket_syncs_reopen(&self, now_ms: i64) -> Result<u64, StoreError> {
+    pub async fn ticket_syncs_reopen(
+        &self,
+        now_ms: i64,
+        fence: Option<&Fence>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        check(&mut tx, fence).await?;
         let r = sqlx::query(
             "UPDATE ticket_sync SET done_ms = NULL, updated_ms = $1 WHERE done_ms IS NOT NULL \
              AND incident_id IN (SELECT id FROM incidents WHERE closed_ms IS NULL)",
         )
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(r.rows_affected())
     }
 

@@ -122,7 +122,11 @@ impl StoreWrite<'_> {
 /// Whether lease `epoch` still holds notification `id` (clustered). The
 /// no-op update locks the row, so another node's claim orders strictly
 /// before or after the rest of this transaction.
-async fn lease_holds(tx: &mut AnyConnection, id: &str, epoch: i64) -> Result<bool, StoreError> {
+pub(super) async fn lease_holds(
+    tx: &mut AnyConnection,
+    id: &str,
+    epoch: i64,
+) -> Result<bool, StoreError> {
     let held = sqlx::query(
         "UPDATE notifications SET updated_ms = updated_ms WHERE id = $1 AND epoch = $2",
     )

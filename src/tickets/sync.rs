@@ -21,6 +21,10 @@
 //!   and the incident itself goes on; nothing here blocks the pipeline.
 //! - A ticket closed in Redmine while the incident is open closes the
 //!   incident (cancelling a running escalation) with who closed it.
+//! - Clustered, the sync runs on the node holding the `ticket_sync`
+//!   lease: its lease is confirmed before each incident's Redmine calls,
+//!   and every store write carries its fence, so once another node took
+//!   the sync over, a late write of this one is refused and it stops.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -36,7 +40,7 @@ use crate::cluster::role::{Role, Term};
 use crate::ivr::dialplan::{Dialplan, Language};
 use crate::pipeline::driver::Plans;
 use crate::pipeline::engine::Incident;
-use crate::store::{Store, TicketSyncRow};
+use crate::store::{Fence, Store, StoreError, TicketSyncRow};
 
 /// What the sync needs of the running pipeline.
 pub trait Hooks: Send + Sync {
@@ -205,14 +209,27 @@ impl TicketSync {
     async fn run_term(&mut self, shutdown: &CancellationToken) {
         loop {
             let now = crate::runner::now_ms();
-            if let Err(e) = self.pass(now).await {
-                tracing::warn!(error = %e, "tickets: a sync pass failed");
+            match self.pass(now).await {
+                Ok(()) => {}
+                Err(TicketError::Store(StoreError::Fenced(_))) => {
+                    // Another node runs the sync now: nothing more here.
+                    if let Some((role, term)) = &self.held {
+                        role.fenced(term);
+                    }
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "tickets: a sync pass failed"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// The fence every write of this node's sync carries (clustered).
+    fn fence(&self) -> Option<Fence> {
+        self.held.as_ref().map(|(_, t)| t.fence.clone())
     }
 
     /// The Redmine settings of an incident's contract, if it has any.
@@ -279,6 +296,8 @@ impl TicketSync {
 
     /// One pass over every incident with an unfinished external ticket.
     pub async fn pass(&mut self, now: i64) -> Result<(), TicketError> {
+        let fence = self.fence();
+        let fence = fence.as_ref();
         for r in self
             .store
             .incidents_without_ticket_sync(self.started_ms - 86_400_000)
@@ -286,12 +305,12 @@ impl TicketSync {
         {
             if let Some((cfg, _, _)) = self.redmine_cfg(&r.incident) {
                 self.store
-                    .ticket_sync_begin(&r.incident.id, "redmine", &cfg.server, now)
+                    .ticket_sync_begin(&r.incident.id, "redmine", &cfg.server, now, fence)
                     .await?;
             }
         }
         // A reopened incident writes to its issue again.
-        self.store.ticket_syncs_reopen(now).await?;
+        self.store.ticket_syncs_reopen(now, fence).await?;
         let rows = self.store.ticket_syncs_open().await?;
         let live: HashSet<&str> = rows.iter().map(|r| r.incident.as_str()).collect();
         self.incidents.retain(|k, _| live.contains(k.as_str()));
@@ -309,6 +328,7 @@ impl TicketSync {
                 }
             }
             match self.sync_one(row, now).await {
+                Err(e @ TicketError::Store(StoreError::Fenced(_))) => return Err(e),
                 Ok(()) => {
                     let s = self.incidents.entry(row.incident.clone()).or_default();
                     s.backoff_ms = 0;
@@ -337,15 +357,21 @@ impl TicketSync {
     }
 
     async fn sync_one(&mut self, row: &TicketSyncRow, now: i64) -> Result<(), TicketError> {
+        let fence = self.fence();
+        let fence = fence.as_ref();
         let Some(inc) = self.store.get_incident(&row.incident).await? else {
-            self.store.ticket_sync_done(&row.incident, now).await?;
+            self.store
+                .ticket_sync_done(&row.incident, now, fence)
+                .await?;
             return Ok(());
         };
         let inc = inc.incident;
         let Some((cfg, lang, tz)) = self.redmine_cfg(&inc) else {
             // The contract no longer uses Redmine: leave the issue as it is.
             tracing::warn!(incident = %inc.id, "tickets: the contract no longer names a Redmine project; not syncing");
-            self.store.ticket_sync_done(&row.incident, now).await?;
+            self.store
+                .ticket_sync_done(&row.incident, now, fence)
+                .await?;
             return Ok(());
         };
         let contract = ticket_contract(&inc).to_string();
@@ -361,7 +387,9 @@ impl TicketSync {
                     .get_incident(&inc.id)
                     .await?
                     .and_then(|r| r.ticket);
-                self.store.ticket_sync_created(&inc.id, &n, &n, at).await?;
+                self.store
+                    .ticket_sync_created(&inc.id, &n, &n, at, fence)
+                    .await?;
                 let text = match (lang, was) {
                     (Language::Ja, Some(w)) => {
                         format!("Redmine チケット #{n} を起票 ({w} から変更)")
@@ -379,7 +407,9 @@ impl TicketSync {
                     alert: None,
                     data: None,
                 };
-                self.store.add_timeline(&inc.id, &line).await?;
+                self.store
+                    .add_timeline_fenced(&inc.id, &line, fence)
+                    .await?;
                 self.metrics
                     .issues_created
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -415,7 +445,7 @@ impl TicketSync {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             self.store
-                .ticket_sync_advance(&inc.id, t.seq, crate::runner::now_ms())
+                .ticket_sync_advance(&inc.id, t.seq, crate::runner::now_ms(), fence)
                 .await?;
         }
         if !self.link_held(&inc, &cfg, &adapter, &number, lang).await? {
@@ -427,7 +457,7 @@ impl TicketSync {
             // cancellation) still land on the issue.
             let quiet = inc.closed_ms.is_none_or(|c| now - c > 10_000);
             if ready.len() == all.len() && quiet {
-                self.store.ticket_sync_done(&inc.id, now).await?;
+                self.store.ticket_sync_done(&inc.id, now, fence).await?;
             }
             return Ok(());
         }
@@ -529,7 +559,10 @@ impl TicketSync {
             alert: None,
             data: Some(serde_json::json!({"ticket": path_issue, "incident": path})),
         };
-        self.store.add_timeline(&inc.id, &line).await?;
+        let fence = self.fence();
+        self.store
+            .add_timeline_fenced(&inc.id, &line, fence.as_ref())
+            .await?;
         Ok(true)
     }
 }
