@@ -8,15 +8,16 @@
 //! [`Call::poll_transmit`] and [`Call::poll_event`], and sleep until
 //! [`Call::poll_timeout`]. Once [`Call::is_finished`] the owner drops it.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::auth::{Challenge, Credentials};
 use super::fork::ForkedDialog;
-use super::header::{own_via_branch, CSeq, NameAddr, Via};
+use super::header::{own_via_branch, CSeq, NameAddrRef, ViaRef};
 use super::leg::{self, Leg};
-use super::message::{Method, Request, Response};
+use super::message::{Headers, Method, Request, Response};
 use super::offer_answer::LocalSdp;
 use super::prack::{self, Prack, Provisional};
 use super::sdp::{self, Negotiated};
@@ -206,8 +207,10 @@ pub struct Call {
     /// Why we sent BYE, when it was not the owner's hang-up.
     bye_reason: Option<EndReason>,
     linger_until: Option<Instant>,
-    /// Our SDP so far, to answer the far end's new offers.
-    local_sdp: Option<LocalSdp>,
+    /// Our SDP so far, to answer the far end's new offers: learnt from
+    /// our own offer at the first of them (`None` inside: the offer is not
+    /// ours to parse), not at every call's start, which few need.
+    local_sdp: Option<Option<LocalSdp>>,
     /// We offered in a 2xx to an offerless re-INVITE: the ACK answers.
     awaiting_ack_answer: bool,
     prack: Prack,
@@ -247,7 +250,6 @@ impl Call {
     ) -> Call {
         cfg.timers.reliable = transport.is_reliable();
         let ring_deadline = Some(now + cfg.ring_timeout);
-        let local_sdp = LocalSdp::from_offer(&cfg.sdp_offer);
         let mut call = Call {
             cfg,
             transport,
@@ -279,7 +281,7 @@ impl Call {
             end_reason: None,
             bye_reason: None,
             linger_until: None,
-            local_sdp,
+            local_sdp: None,
             awaiting_ack_answer: false,
             prack: Prack::default(),
             prack_txs: Vec::new(),
@@ -335,67 +337,83 @@ impl Call {
         format!("z9hG4bK{}{}", self.branch_seed, self.branch_counter)
     }
 
-    fn via(&self, branch: &str) -> String {
-        format!(
-            "SIP/2.0/{} {};branch={};rport",
-            self.transport.via_name(),
-            self.cfg.local,
-            branch
-        )
+    // The header builders below format straight into the request's
+    // header buffer: a `String` each, per request, was measurable.
+    fn push_via(&self, h: &mut Headers, branch: &str) {
+        h.push_fmt(
+            "Via",
+            format_args!(
+                "SIP/2.0/{} {};branch={};rport",
+                self.transport.via_name(),
+                self.cfg.local,
+                branch
+            ),
+        );
     }
 
-    fn local_party(&self) -> String {
+    fn push_from(&self, h: &mut Headers) {
         match &self.cfg.from_display {
             // A display name from a file must not end the header early.
-            Some(d) => format!(
-                "\"{}\" <{}>;tag={}",
-                d.replace(['"', '\\'], "").replace(char::is_control, ""),
-                self.cfg.from_uri,
-                self.local_tag
+            Some(d) => h.push_fmt(
+                "From",
+                format_args!(
+                    "\"{}\" <{}>;tag={}",
+                    d.replace(['"', '\\'], "").replace(char::is_control, ""),
+                    self.cfg.from_uri,
+                    self.local_tag
+                ),
             ),
-            None => format!("<{}>;tag={}", self.cfg.from_uri, self.local_tag),
+            None => h.push_fmt(
+                "From",
+                format_args!("<{}>;tag={}", self.cfg.from_uri, self.local_tag),
+            ),
         }
     }
 
-    fn remote_party(&self) -> String {
+    fn push_to(&self, h: &mut Headers) {
         match &self.remote_tag {
-            Some(t) => format!("<{}>;tag={}", self.cfg.target, t),
-            None => format!("<{}>", self.cfg.target),
+            Some(t) => h.push_fmt("To", format_args!("<{}>;tag={}", self.cfg.target, t)),
+            None => h.push_fmt("To", format_args!("<{}>", self.cfg.target)),
         }
     }
 
-    fn contact(&self) -> String {
-        format!(
-            "<sip:callout@{}{}>",
-            self.cfg.local,
-            self.transport.uri_param()
-        )
+    fn push_contact(&self, h: &mut Headers) {
+        h.push_fmt(
+            "Contact",
+            format_args!(
+                "<sip:callout@{}{}>",
+                self.cfg.local,
+                self.transport.uri_param()
+            ),
+        );
     }
 
     fn send_invite(&mut self, now: Instant) {
         self.cseq += 1;
         let branch = self.next_branch();
         let mut req = Request::new(Method::Invite, self.cfg.target.clone());
-        req.headers.push("Via", self.via(&branch));
+        self.push_via(&mut req.headers, &branch);
         req.headers.push("Max-Forwards", "70");
-        req.headers.push("From", self.local_party());
-        req.headers.push("To", format!("<{}>", self.cfg.target));
-        req.headers.push("Call-ID", self.call_id.clone());
-        req.headers.push("CSeq", format!("{} INVITE", self.cseq));
-        req.headers.push("Contact", self.contact());
+        self.push_from(&mut req.headers);
+        req.headers
+            .push_fmt("To", format_args!("<{}>", self.cfg.target));
+        req.headers.push("Call-ID", &self.call_id);
+        req.headers
+            .push_fmt("CSeq", format_args!("{} INVITE", self.cseq));
+        self.push_contact(&mut req.headers);
         if let Some((name, value)) = &self.auth_header {
-            req.headers.push(name, value.clone());
+            req.headers.push(name, value);
         }
         req.headers.push("Allow", ALLOW);
         req.headers.push("Supported", SUPPORTED);
         if self.require_100rel {
             req.headers.push("Require", "100rel");
         }
-        req.headers.push("User-Agent", self.cfg.user_agent.clone());
+        req.headers.push("User-Agent", &self.cfg.user_agent);
         for (name, value) in &self.cfg.extra_headers {
             let safe_name = !name.is_empty() && name.bytes().all(super::message::is_token_byte);
             if safe_name && !value.contains(['\r', '\n']) {
-                req.headers.push(name, value.clone());
+                req.headers.push(name, value);
             }
         }
         req.headers.push("Content-Type", "application/sdp");
@@ -445,7 +463,8 @@ impl Call {
         for r in invite.headers.all("Route") {
             req.headers.push("Route", r);
         }
-        req.headers.push("CSeq", format!("{} CANCEL", self.cseq));
+        req.headers
+            .push_fmt("CSeq", format_args!("{} CANCEL", self.cseq));
         let tx = NonInviteClient::new(now, &req, self.cfg.timers);
         self.cancel_tx = Some(tx);
         self.cancel_guard = Some(now + self.cfg.timers.t1 * 64);
@@ -460,19 +479,20 @@ impl Call {
             .clone()
             .unwrap_or_else(|| self.cfg.target.clone());
         let mut req = Request::new(Method::Bye, target);
-        req.headers.push("Via", self.via(&branch));
+        self.push_via(&mut req.headers, &branch);
         req.headers.push("Max-Forwards", "70");
         for r in &self.route_set {
-            req.headers.push("Route", r.clone());
+            req.headers.push("Route", r);
         }
-        req.headers.push("From", self.local_party());
-        req.headers.push("To", self.remote_party());
-        req.headers.push("Call-ID", self.call_id.clone());
-        req.headers.push("CSeq", format!("{} BYE", self.cseq));
+        self.push_from(&mut req.headers);
+        self.push_to(&mut req.headers);
+        req.headers.push("Call-ID", &self.call_id);
+        req.headers
+            .push_fmt("CSeq", format_args!("{} BYE", self.cseq));
         if let Some((name, value)) = &self.bye_auth {
-            req.headers.push(name, value.clone());
+            req.headers.push(name, value);
         }
-        req.headers.push("User-Agent", self.cfg.user_agent.clone());
+        req.headers.push("User-Agent", &self.cfg.user_agent);
         self.phase = Phase::Terminating;
         self.bye_tx = Some(NonInviteClient::new(now, &req, self.cfg.timers));
         self.drain_nict(now);
@@ -506,11 +526,13 @@ impl Call {
         let Some(cseq) = resp.headers.get("CSeq").and_then(|c| CSeq::parse(c).ok()) else {
             return;
         };
-        let branch = resp
+        // Read in place: the response is handed on below, the branch is
+        // only compared.
+        let branch: Option<String> = resp
             .headers
             .get("Via")
-            .and_then(|v| Via::parse(v).ok())
-            .and_then(|v| v.branch().map(str::to_string));
+            .and_then(|v| ViaRef::parse(v).ok())
+            .and_then(|v| v.branch().map(Cow::into_owned));
         match cseq.method {
             Method::Invite => {
                 let Some(tx) = self.invites.iter_mut().find(|t| {
@@ -685,11 +707,7 @@ impl Call {
     }
 
     fn on_invite_response(&mut self, now: Instant, resp: Response) {
-        let to_tag = resp
-            .headers
-            .get("To")
-            .and_then(|t| NameAddr::parse(t).ok())
-            .and_then(|a| a.tag().map(str::to_string));
+        let to_tag = leg::to_tag(&resp);
         match resp.code {
             100..=199 => {
                 if self.phase != Phase::Inviting {
@@ -794,8 +812,8 @@ impl Call {
         self.remote_target = resp
             .headers
             .get("Contact")
-            .and_then(|c| NameAddr::parse(c).ok())
-            .map(|a| a.uri);
+            .and_then(|c| NameAddrRef::parse(c).ok())
+            .map(|a| a.uri.to_string());
         self.route_set = resp
             .headers
             .all("Record-Route")
@@ -817,7 +835,14 @@ impl Call {
     }
 
     fn send_ack(&mut self, now: Instant) {
-        let Some(invite) = self.current_invite().map(|t| t.request().clone()) else {
+        // Only the INVITE's CSeq is needed: no copy of the whole request.
+        let Some(invite_seq) = self.current_invite().map(|t| {
+            t.request()
+                .headers
+                .get("CSeq")
+                .and_then(|c| CSeq::parse(c).ok())
+                .map(|c| c.seq)
+        }) else {
             return;
         };
         let branch = self.next_branch();
@@ -826,22 +851,18 @@ impl Call {
             .clone()
             .unwrap_or_else(|| self.cfg.target.clone());
         let mut ack = Request::new(Method::Ack, target);
-        ack.headers.push("Via", self.via(&branch));
+        self.push_via(&mut ack.headers, &branch);
         ack.headers.push("Max-Forwards", "70");
         for r in &self.route_set {
-            ack.headers.push("Route", r.clone());
+            ack.headers.push("Route", r);
         }
-        ack.headers.push("From", self.local_party());
-        ack.headers.push("To", self.remote_party());
-        ack.headers.push("Call-ID", self.call_id.clone());
-        let seq = invite
-            .headers
-            .get("CSeq")
-            .and_then(|c| CSeq::parse(c).ok())
-            .map_or(self.cseq, |c| c.seq);
-        ack.headers.push("CSeq", format!("{seq} ACK"));
+        self.push_from(&mut ack.headers);
+        self.push_to(&mut ack.headers);
+        ack.headers.push("Call-ID", &self.call_id);
+        let seq = invite_seq.unwrap_or(self.cseq);
+        ack.headers.push_fmt("CSeq", format_args!("{seq} ACK"));
         if let Some((name, value)) = &self.auth_header {
-            ack.headers.push(name, value.clone());
+            ack.headers.push(name, value);
         }
         let dest = self.dialog_destination();
         let bytes = ack.to_bytes();
@@ -919,12 +940,12 @@ impl Call {
         let tag = |name: &str| {
             req.headers
                 .get(name)
-                .and_then(|t| NameAddr::parse(t).ok())
-                .and_then(|a| a.tag().map(str::to_string))
+                .and_then(|t| NameAddrRef::parse(t).ok())
+                .and_then(|a| a.tag())
         };
         let tags_ok = tag("To").as_deref() == Some(self.local_tag.as_str())
             && self.remote_tag.is_some()
-            && tag("From") == self.remote_tag;
+            && tag("From").as_deref() == self.remote_tag.as_deref();
         let source_ok = source == self.cfg.destination || source == self.dialog_destination();
         if req.method == Method::Ack {
             // The answer to the offer we put in a re-INVITE's 2xx.
@@ -1052,38 +1073,43 @@ impl Call {
         self.events.pop_front()
     }
 
+    /// The earliest deadline, without collecting them: asked after every
+    /// input the call takes.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t: Vec<Instant> = [
+        let fixed = [
             self.ring_deadline,
             self.cancel_guard,
             self.ack_until,
             self.linger_until,
         ]
         .into_iter()
-        .flatten()
-        .collect();
-        t.extend(self.invites.iter().filter_map(|x| x.poll_timeout()));
-        t.extend(
-            [&self.cancel_tx, &self.bye_tx]
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.poll_timeout()),
-        );
-        t.extend(
-            self.prack_txs
-                .iter()
-                .filter_map(|(x, _, _)| x.poll_timeout()),
-        );
-        t.extend(self.forks.iter().filter_map(|f| f.poll_timeout()));
-        if self.phase == Phase::Confirmed {
-            t.extend(self.session_timer.as_ref().and_then(|s| s.poll_timeout()));
-        }
-        t.extend(
-            self.refresh_tx
-                .as_ref()
-                .and_then(|(x, _, _)| x.poll_timeout()),
-        );
-        t.into_iter().min()
+        .flatten();
+        let invites = self.invites.iter().filter_map(|x| x.poll_timeout());
+        let nict = [&self.cancel_tx, &self.bye_tx]
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.poll_timeout());
+        let pracks = self
+            .prack_txs
+            .iter()
+            .filter_map(|(x, _, _)| x.poll_timeout());
+        let forks = self.forks.iter().filter_map(|f| f.poll_timeout());
+        let session = match self.phase {
+            Phase::Confirmed => self.session_timer.as_ref().and_then(|s| s.poll_timeout()),
+            _ => None,
+        };
+        let refresh = self
+            .refresh_tx
+            .as_ref()
+            .and_then(|(x, _, _)| x.poll_timeout());
+        fixed
+            .chain(invites)
+            .chain(nict)
+            .chain(pracks)
+            .chain(forks)
+            .chain(session)
+            .chain(refresh)
+            .min()
     }
 }
 

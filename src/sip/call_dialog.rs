@@ -10,6 +10,7 @@ use crate::sip::fork::ForkedDialog;
 use crate::sip::header::{CSeq, NameAddr};
 use crate::sip::leg::Leg;
 use crate::sip::message::{Method, Request, Response};
+use crate::sip::offer_answer::LocalSdp;
 use crate::sip::prack;
 use crate::sip::transaction::NonInviteClient;
 use crate::sip::Transmit;
@@ -24,18 +25,18 @@ impl Call {
             .clone()
             .unwrap_or_else(|| self.cfg.target.clone());
         let mut req = Request::new(method.clone(), target);
-        req.headers.push("Via", self.via(&branch));
+        self.push_via(&mut req.headers, &branch);
         req.headers.push("Max-Forwards", "70");
         for r in &leg.route_set {
-            req.headers.push("Route", r.clone());
+            req.headers.push("Route", r);
         }
-        req.headers.push("From", self.local_party());
+        self.push_from(&mut req.headers);
         req.headers.push(
             "To",
             format!("<{}>;tag={}", self.cfg.target, leg.remote_tag),
         );
-        req.headers.push("Call-ID", self.call_id.clone());
-        req.headers.push("CSeq", format!("{seq} {method}"));
+        req.headers.push("Call-ID", &self.call_id);
+        req.headers.push_fmt("CSeq", format_args!("{seq} {method}"));
         (req, branch)
     }
 
@@ -57,7 +58,7 @@ impl Call {
         let se = timer.our_refresh_header();
         self.cseq += 1;
         let (mut req, branch) = self.leg_request(Method::Update, &leg, self.cseq);
-        req.headers.push("Contact", self.contact());
+        self.push_contact(&mut req.headers);
         req.headers.push("Session-Expires", se);
         req.headers.push("Supported", SUPPORTED);
         let dest = self.dialog_destination();
@@ -183,10 +184,14 @@ impl Call {
             self.remote_target = Some(uri);
         }
         let mut r = Response::for_request(req, 200, None);
-        r.headers.push("Contact", self.contact());
+        self.push_contact(&mut r.headers);
         r.headers.push("Allow", ALLOW);
         r.headers.push("Supported", SUPPORTED);
-        let Some(local) = self.local_sdp.as_mut() else {
+        let offer = &self.cfg.sdp_offer;
+        let local = self
+            .local_sdp
+            .get_or_insert_with(|| LocalSdp::from_offer(offer));
+        let Some(local) = local.as_mut() else {
             return Response::for_request(req, 488, None);
         };
         if req.body.is_empty() {
@@ -207,7 +212,8 @@ impl Call {
             Err(e) => {
                 tracing::info!(call_id = %self.call_id, error = %e, "new offer refused");
                 let mut r = Response::for_request(req, 488, None);
-                r.headers.push("Warning", format!("304 callout \"{e}\""));
+                r.headers
+                    .push_fmt("Warning", format_args!("304 callout \"{e}\""));
                 r
             }
         }

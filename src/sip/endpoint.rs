@@ -676,7 +676,7 @@ impl Endpoint {
     }
 
     fn send(&mut self, dest: SocketAddr, mut resp: Response) {
-        if !resp.headers.iter().any(|h| h.name == "Server") {
+        if !resp.headers.iter().any(|(name, _)| name == "Server") {
             resp.headers.push("Server", self.user_agent.clone());
         }
         self.transmit.push_back((

@@ -2,9 +2,10 @@
 //! end's tag, remote target and route set (RFC 3261 12.1.2). A forking
 //! proxy makes several from one INVITE, told apart by their To tags.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
-use super::header::{NameAddr, SipUri};
+use super::header::{NameAddrRef, SipUriRef};
 use super::message::Response;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +21,8 @@ pub struct Leg {
 pub fn to_tag(resp: &Response) -> Option<String> {
     resp.headers
         .get("To")
-        .and_then(|t| NameAddr::parse(t).ok())
-        .and_then(|a| a.tag().map(str::to_string))
+        .and_then(|t| NameAddrRef::parse(t).ok())
+        .and_then(|a| a.tag().map(Cow::into_owned))
 }
 
 impl Leg {
@@ -31,8 +32,8 @@ impl Leg {
         let target = resp
             .headers
             .get("Contact")
-            .and_then(|c| NameAddr::parse(c).ok())
-            .map(|a| a.uri);
+            .and_then(|c| NameAddrRef::parse(c).ok())
+            .map(|a| a.uri.to_string());
         let mut route_set: Vec<String> = resp
             .headers
             .all("Record-Route")
@@ -54,13 +55,14 @@ impl Leg {
     }
 }
 
-/// See [`Leg::destination`].
+/// See [`Leg::destination`]. Read from borrowed views: it runs for each
+/// ACK and BYE.
 pub fn destination(route_set: &[String], target: Option<&str>, fallback: SocketAddr) -> SocketAddr {
     let uri = match route_set.first() {
-        Some(r) => NameAddr::parse(r).ok().map(|a| a.uri),
-        None => target.map(str::to_string),
+        Some(r) => NameAddrRef::parse(r).ok().map(|a| a.uri),
+        None => target,
     };
-    uri.and_then(|u| SipUri::parse(&u).ok())
+    uri.and_then(|u| SipUriRef::parse(u).ok())
         .and_then(|u| {
             let (host, port) = u.target();
             let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -59,14 +59,19 @@ impl std::fmt::Display for Transport {
 /// one; `None` when it says nothing (or names one we do not have, which
 /// [`choose`] refuses).
 pub fn from_uri(uri: &SipUri) -> Result<Option<Transport>, TransportError> {
-    let named = match param(&uri.params, "transport").map(str::to_ascii_lowercase) {
+    named(uri.scheme == "sips", param(&uri.params, "transport"))
+}
+
+/// [`from_uri`] from the scheme and the `transport` parameter.
+fn named(sips: bool, transport: Option<&str>) -> Result<Option<Transport>, TransportError> {
+    let named = match transport {
         None => None,
-        Some(t) if t == "udp" => Some(Transport::Udp),
-        Some(t) if t == "tcp" => Some(Transport::Tcp),
-        Some(t) if t == "tls" => Some(Transport::Tls),
-        Some(t) => return Err(TransportError::Unsupported(t)),
+        Some(t) if t.eq_ignore_ascii_case("udp") => Some(Transport::Udp),
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Some(Transport::Tcp),
+        Some(t) if t.eq_ignore_ascii_case("tls") => Some(Transport::Tls),
+        Some(t) => return Err(TransportError::Unsupported(t.to_ascii_lowercase())),
     };
-    if uri.scheme == "sips" {
+    if sips {
         // RFC 3261 26.2.2: a SIPS URI is TLS end to end, whatever the
         // transport parameter; `transport=udp` contradicts it.
         return match named {
@@ -150,36 +155,41 @@ pub fn rewrite_via(bytes: &[u8], from: Transport, to: Transport) -> Option<Vec<u
 /// that is not `initial`, the target the call was placed to (whose
 /// transport was chosen with the trunk's). `None` for responses and URIs
 /// that name none (the call's own transport applies).
+///
+/// It runs for every request sent: the head is read line by line (a
+/// `memchr` per line) and the URI in place, without allocating.
 pub fn next_hop(bytes: &[u8], initial: &str) -> Option<Transport> {
     if bytes.starts_with(b"SIP/2.0") {
         return None;
     }
-    let head = &bytes[..find(bytes, b"\r\n\r\n")?];
-    if !(find(head, b"transport=").is_some() || find(head, b"sips:").is_some()) {
-        return None;
-    }
-    let (req_uri, route) = request_route(std::str::from_utf8(head).ok()?)?;
-    let uri = match route {
-        Some(r) => super::header::NameAddr::parse(r).ok()?.uri,
-        None if req_uri == initial => return None,
-        None => req_uri.to_string(),
+    // The head is ours and ASCII; a body that is not UTF-8 ends the text
+    // where it starts, after the head.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).ok()?,
     };
-    from_uri(&SipUri::parse(&uri).ok()?).ok().flatten()
+    let (req_uri, route) = request_route(text)?;
+    let uri = match route {
+        Some(r) => super::header::NameAddrRef::parse(r).ok()?.uri,
+        None if req_uri == initial => return None,
+        None => req_uri,
+    };
+    let uri = super::header::SipUriRef::parse(uri).ok()?;
+    named(uri.is_sips(), uri.params.get("transport").as_deref()).ok()?
 }
 
 /// The Request-URI and first Route entry of a request callout serialised
-/// (canonical names, one line per header, no folding), read off its
-/// lines: every in-dialog request sent names `transport=` and came here,
-/// and a full parse of each cost more than building it.
-fn request_route(head: &str) -> Option<(&str, Option<&str>)> {
-    let mut lines = head.split("\r\n");
+/// (one line per header, no folding), read off its lines up to the blank
+/// one that ends the head.
+fn request_route(text: &str) -> Option<(&str, Option<&str>)> {
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let mut start = lines.next()?.split(' ');
     let (Some(_), Some(uri), Some(_), None) =
         (start.next(), start.next(), start.next(), start.next())
     else {
         return None;
     };
-    let route = lines.find_map(|line| {
+    let route = lines.take_while(|l| !l.is_empty()).find_map(|line| {
         let (name, value) = line.split_once(':')?;
         name.trim_end()
             .eq_ignore_ascii_case("Route")

@@ -205,7 +205,7 @@ impl IncomingCall {
             .push("From", format!("{from};tag={}", self.local_tag));
         req.headers
             .push("To", self.invite.headers.get("From").unwrap_or_default());
-        req.headers.push("Call-ID", self.call_id().to_string());
+        req.headers.push("Call-ID", self.call_id());
         req.headers.push("CSeq", format!("{} BYE", self.cseq));
         self.bye_tx = Some(NonInviteClient::new(now, &req, self.timers));
         self.phase = Phase::Terminating;
