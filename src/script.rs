@@ -194,6 +194,10 @@ pub struct Script {
     /// Clustered: the notification's lease epoch, the fencing token of
     /// the actions its calls start.
     pub lease_epoch: Option<i64>,
+    /// The recorded fallback, said in place of a phrase a call has waited
+    /// for too long ([`PHRASE_WAIT`]): an engine that hangs must not
+    /// leave the callee in silence until it times out.
+    pub late_fallback: Option<Arc<Prompt>>,
     /// Phrases that fell back to the recorded prompt (synthesis failed),
     /// when they were rendered before the script was made
     /// ([`Script::prepare_with`]); else see `phrases`.
@@ -357,7 +361,7 @@ impl Script {
         match Script::load_fallback(plan, prompts_dir) {
             Ok(fb) => {
                 let (rx, job) =
-                    Script::phrases_job(plan, n, prompts_dir, message.is_none(), Some(fb));
+                    Script::phrases_job(plan, n, prompts_dir, message.is_none(), Some(fb.clone()));
                 let first = message.clone();
                 tokio::spawn(async move {
                     if let Some(m) = first {
@@ -367,7 +371,9 @@ impl Script {
                     let _ =
                         tokio::task::spawn_blocking(move || span.in_scope(|| job.run(&tts))).await;
                 });
-                Ok(Script::with_phrases(n, message, rx))
+                let mut script = Script::with_phrases(n, message, rx);
+                script.late_fallback = Some(fb);
+                Ok(script)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no recorded fallback: the fixed phrases are rendered before dialling");
@@ -415,6 +421,7 @@ impl Script {
             ticket: n.ticket.clone(),
             notification_id: None,
             lease_epoch: None,
+            late_fallback: None,
             fallbacks: Vec::new(),
             call_headers: Vec::new(),
             outbound_proxy: None,
@@ -468,7 +475,19 @@ pub(crate) struct DuePhrases {
     rx: watch::Receiver<Phrases>,
     waiting: std::collections::VecDeque<(u64, Option<String>, Say)>,
     closed: bool,
+    fallback: Option<Arc<Prompt>>,
+    /// Since when the prompt at the head has waited.
+    head_since: Option<tokio::time::Instant>,
+    /// The head has waited `wait` ([`PHRASE_WAIT`]): say the fallback for it.
+    expired: bool,
+    wait: std::time::Duration,
 }
+
+/// How long an answered call waits for a phrase still being rendered
+/// before it says the recorded fallback instead (as long as a message
+/// waits for a late sentence).
+pub const PHRASE_WAIT: std::time::Duration =
+    std::time::Duration::from_millis(crate::ivr::player::STALL_MS);
 
 impl DuePhrases {
     pub(crate) fn new(script: &Script) -> DuePhrases {
@@ -476,12 +495,20 @@ impl DuePhrases {
             rx: script.phrases.clone(),
             waiting: Default::default(),
             closed: false,
+            fallback: script.late_fallback.clone(),
+            head_since: None,
+            expired: false,
+            wait: PHRASE_WAIT,
         }
     }
 
     /// The menu asked for `say` (with the running action's own phrase
     /// where it has one); returns what can be played now, in order.
     pub(crate) fn push(&mut self, id: u64, action: Option<&str>, say: Say) -> Vec<Due> {
+        if self.waiting.is_empty() {
+            self.head_since = Some(tokio::time::Instant::now());
+            self.expired = false;
+        }
         self.waiting
             .push_back((id, action.map(str::to_string), say));
         self.ready()
@@ -490,6 +517,8 @@ impl DuePhrases {
     /// The audio was stopped: nothing waiting is wanted any more.
     pub(crate) fn clear(&mut self) {
         self.waiting.clear();
+        self.head_since = None;
+        self.expired = false;
     }
 
     /// A prompt waits for its phrase.
@@ -497,14 +526,27 @@ impl DuePhrases {
         !self.waiting.is_empty()
     }
 
-    /// Wait for more phrases to be rendered. Cancel safe.
+    /// Wait for more phrases to be rendered, or for the head's wait to
+    /// run out. Cancel safe.
     pub(crate) async fn changed(&mut self) {
-        if self.closed {
-            return std::future::pending().await;
-        }
-        if self.rx.changed().await.is_err() {
-            // The job is over: what it made is in the channel.
-            self.closed = true;
+        let deadline = self
+            .head_since
+            .filter(|_| !self.expired && self.fallback.is_some())
+            .map(|t| t + self.wait);
+        tokio::select! {
+            r = self.rx.changed(), if !self.closed => {
+                if r.is_err() {
+                    // The job is over: what it made is in the channel.
+                    self.closed = true;
+                }
+            }
+            _ = async {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            }, if deadline.is_some() => self.expired = true,
+            else => std::future::pending().await,
         }
     }
 
@@ -515,6 +557,12 @@ impl DuePhrases {
         while let Some((id, action, say)) = self.waiting.front() {
             match phrases.lookup(action.as_deref(), *say) {
                 PhraseNow::Ready(p) => out.push(Due::Play(*id, p)),
+                PhraseNow::Pending if self.expired && self.fallback.is_some() => {
+                    tracing::warn!(phrase = ?say, wait_ms = self.wait.as_millis() as u64, "the phrase is still being rendered; saying the recorded fallback");
+                    if let Some(fb) = &self.fallback {
+                        out.push(Due::Play(*id, fb.clone()));
+                    }
+                }
                 PhraseNow::Pending if !self.closed => break,
                 PhraseNow::Pending | PhraseNow::Missing => {
                     tracing::error!(phrase = ?say, "no audio for the phrase; skipped");
@@ -522,7 +570,66 @@ impl DuePhrases {
                 }
             }
             self.waiting.pop_front();
+            // The next prompt's wait starts now.
+            self.head_since = Some(tokio::time::Instant::now());
+            self.expired = false;
+        }
+        if self.waiting.is_empty() {
+            self.head_since = None;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(fallback: Option<Arc<Prompt>>) -> (watch::Sender<Phrases>, Script) {
+        let n = Notification {
+            contract: "c".into(),
+            ticket: "T1".into(),
+            severity: "critical".into(),
+            host: "h".into(),
+            summary: "s".into(),
+            variables: Default::default(),
+        };
+        let (tx, rx) = watch::channel(Phrases::default());
+        let mut s = Script::with_phrases(&n, None, rx);
+        s.late_fallback = fallback;
+        (tx, s)
+    }
+
+    const WAIT: std::time::Duration = std::time::Duration::from_millis(60);
+
+    #[tokio::test]
+    async fn a_phrase_still_rendering_after_the_wait_is_said_with_the_fallback() {
+        let fb = Prompt::from_pcm("fallback", vec![0; 800]);
+        let (_tx, s) = script(Some(fb.clone()));
+        let mut due = DuePhrases::new(&s);
+        due.wait = WAIT;
+        assert!(
+            due.push(1, None, Say::Menu).is_empty(),
+            "the menu is not rendered yet"
+        );
+        let t0 = tokio::time::Instant::now();
+        due.changed().await;
+        assert!(t0.elapsed() >= WAIT, "{:?}", t0.elapsed());
+        match due.ready().as_slice() {
+            [Due::Play(1, p)] => assert!(Arc::ptr_eq(p, &fb)),
+            other => panic!("{other:?}"),
+        }
+        assert!(!due.is_waiting());
+    }
+
+    #[tokio::test]
+    async fn without_a_fallback_a_pending_phrase_is_waited_for() {
+        let (_tx, s) = script(None);
+        let mut due = DuePhrases::new(&s);
+        due.wait = WAIT;
+        assert!(due.push(1, None, Say::Menu).is_empty());
+        let waited = tokio::time::timeout(WAIT * 4, due.changed()).await;
+        assert!(waited.is_err(), "no deadline without a fallback to say");
+        assert!(due.is_waiting());
     }
 }

@@ -142,8 +142,9 @@ impl Leases {
                     h.seen_at = h.seen_at.max(sent_at);
                 }
                 // The claim was not yet answered when the renewal was
-                // sent: the renewal may have run before its commit.
-                _ if h.answered_at > sent_at => {}
+                // sent (or in the same millisecond: the clock cannot tell
+                // them apart): the renewal may have run before its commit.
+                _ if h.answered_at >= sent_at => {}
                 _ => lost.push(id.clone()),
             }
         }
@@ -240,7 +241,11 @@ mod tests {
         assert_eq!(l.epoch("a"), Some(1));
         // The deadline still counts from the send: 1 s + 8 s.
         assert_eq!(l.next_deadline(), Some(9_000));
+        // Sent in the millisecond of the answer: it may have run before
+        // the commit all the same.
         let (lost, _) = l.renewed(3_000, &[]);
+        assert!(lost.is_empty());
+        let (lost, _) = l.renewed(3_001, &[]);
         assert_eq!(lost, vec!["a".to_string()]);
     }
 

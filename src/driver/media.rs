@@ -140,11 +140,12 @@ struct Entry {
 }
 
 /// The calls, and which are sent at each sub-tick.
-#[derive(Default)]
 struct Calls {
     by_id: HashMap<u64, Entry>,
     slots: Vec<Vec<u64>>,
     pacer: crate::media::pacing::Pacer,
+    /// The clock's origin: the pacer counts sub-ticks from it.
+    origin: Instant,
 }
 
 impl Calls {
@@ -163,7 +164,7 @@ impl Calls {
                 t.abort();
             }
         }
-        e.slot = self.pacer.assign();
+        e.slot = self.pacer.assign(self.origin.elapsed());
         if self.slots.len() < crate::media::pacing::SLOTS {
             self.slots
                 .resize_with(crate::media::pacing::SLOTS, Vec::new);
@@ -252,8 +253,13 @@ fn run(
     } else {
         tracing::info!("media clock runs with normal priority (no CAP_SYS_NICE)");
     }
-    let mut calls = Calls::default();
     let origin = Instant::now();
+    let mut calls = Calls {
+        by_id: HashMap::new(),
+        slots: Vec::new(),
+        pacer: Default::default(),
+        origin,
+    };
     loop {
         let now = Instant::now();
         for slot in calls.pacer.due(now.duration_since(origin)) {

@@ -45,8 +45,13 @@ impl Pacer {
         }
     }
 
-    /// A slot for a new call: the least used, so the bursts stay even.
-    pub fn assign(&mut self) -> usize {
+    /// A slot for a new call, `elapsed` since the origin: the least used,
+    /// so the bursts stay even. The first call after an idle spell starts
+    /// the count afresh: the idle sub-ticks are not owed to it.
+    pub fn assign(&mut self, elapsed: Duration) -> usize {
+        if self.load.iter().all(|&n| n == 0) {
+            self.done = self.done.max(Pacer::sub_ticks(elapsed));
+        }
         let slot = (0..SLOTS).min_by_key(|&s| (self.load[s], s)).unwrap_or(0);
         self.load[slot] += 1;
         slot
@@ -65,14 +70,18 @@ impl Pacer {
         (1..=SLOTS as u64)
             .map(|k| self.done + k)
             .find(|s| self.load[(s % SLOTS as u64) as usize] > 0)
-            .map(|s| sub_tick() * s as u32)
+            .map(|s| Duration::from_nanos(s.saturating_mul(sub_tick().as_nanos() as u64)))
+    }
+
+    fn sub_ticks(elapsed: Duration) -> u64 {
+        (elapsed.as_nanos() / sub_tick().as_nanos()) as u64
     }
 
     /// The slots due at `elapsed` since the origin, in order (a slot more
     /// than once after a stall of over one interval, at most
     /// [`MAX_CATCH_UP`] times). Marks them done.
     pub fn due(&mut self, elapsed: Duration) -> Vec<usize> {
-        let now = (elapsed.as_nanos() / sub_tick().as_nanos()) as u64;
+        let now = Pacer::sub_ticks(elapsed);
         if now <= self.done {
             return Vec::new();
         }
@@ -96,19 +105,19 @@ mod tests {
     #[test]
     fn calls_are_spread_evenly_over_the_slots() {
         let mut p = Pacer::new();
-        let slots: Vec<usize> = (0..2000).map(|_| p.assign()).collect();
+        let slots: Vec<usize> = (0..2000).map(|_| p.assign(ms(0))).collect();
         for s in 0..SLOTS {
             assert_eq!(slots.iter().filter(|&&x| x == s).count(), 100);
         }
         // A freed slot is the next one used.
         p.release(7);
-        assert_eq!(p.assign(), 7);
+        assert_eq!(p.assign(ms(0)), 7);
     }
 
     #[test]
     fn each_slot_is_due_once_per_interval_at_its_own_millisecond() {
         let mut p = Pacer::new();
-        let (a, b) = (p.assign(), p.assign());
+        let (a, b) = (p.assign(ms(0)), p.assign(ms(0)));
         assert_eq!((a, b), (0, 1));
         // Slot 1 at 1 ms, slot 0 at 20 ms (sub-tick 20), then 21 ms, 40 ms...
         assert_eq!(p.next_due(), Some(ms(1)));
@@ -130,7 +139,7 @@ mod tests {
     #[test]
     fn a_stall_catches_up_a_little_in_order_and_never_floods() {
         let mut p = Pacer::new();
-        let (a, b) = (p.assign(), p.assign());
+        let (a, b) = (p.assign(ms(0)), p.assign(ms(0)));
         // 45 ms late: sub-ticks 1..=45 are due, slots 1, 0 (20), 1 (21), 0 (40), 1 (41).
         assert_eq!(p.due(ms(45)), vec![b, a, b, a, b]);
         // A stall of a second: at most MAX_CATCH_UP packets per call.
@@ -149,10 +158,26 @@ mod tests {
     fn with_no_call_nothing_is_due_and_a_late_first_call_starts_fresh() {
         let mut p = Pacer::new();
         assert_eq!(p.next_due(), None);
-        assert!(p.due(ms(10_000)).is_empty());
-        let s = p.assign();
-        // The idle seconds are not owed: the first packet is due once.
-        let due = p.due(ms(10_000 + 20));
-        assert_eq!(due, vec![s]);
+        // The media thread sleeps with no call: no `due` during the idle
+        // ten seconds. The call added then is owed no packet for them.
+        let s = p.assign(ms(10_000));
+        assert_eq!(s, 0);
+        assert_eq!(p.next_due(), Some(ms(10_020)));
+        assert_eq!(p.due(ms(10_003)), Vec::<usize>::new());
+        assert_eq!(p.due(ms(10_020)), vec![s]);
+        // A second call while the first is up keeps the count.
+        let t = p.assign(ms(10_021));
+        assert_eq!(t, 1);
+        assert_eq!(p.due(ms(10_021)), vec![t]);
+    }
+
+    #[test]
+    fn fifty_days_up_the_next_slot_is_still_in_the_future() {
+        let mut p = Pacer::new();
+        let fifty_days = Duration::from_secs(50 * 86_400);
+        let s = p.assign(fifty_days);
+        let next = p.next_due().unwrap();
+        assert!(next > fifty_days && next <= fifty_days + PTIME, "{next:?}");
+        assert_eq!(p.due(next), vec![s]);
     }
 }

@@ -44,7 +44,7 @@ macro_rules! severity_rank {
 impl Store {
     /// Free space in each page of `notifications` (PostgreSQL), so that a
     /// lease renewal's new row version fits on the old one's page: a HOT
-    /// update, which touches no index (migration 0014 took the lease
+    /// update, which touches no index (migration 0020 took the lease
     /// column out of every index). Set once, unless an operator set a
     /// fillfactor of their own; pages filled before keep no room until
     /// the table is rewritten (`VACUUM FULL notifications`).

@@ -7,4 +7,4 @@
 -- `notifications_one_active` (same predicate as `ended!`), which stays
 -- small. On PostgreSQL `Store::connect` also gives the table free space per
 -- page (fillfactor) so the new row version fits beside the old one.
-DROP INDEX notifications_lease;
+DROP INDEX IF EXISTS notifications_lease;
