@@ -229,18 +229,34 @@ pub fn copy_prompts(dir: &Path) {
 /// A `callout softphone` that answers every call and presses 1 after a
 /// second; killed when dropped. Returns it and its SIP URI.
 pub fn pressing_callee(rtp_ports: &str) -> (super::KillOnDrop, String) {
-    let port = free_port_pair();
-    let child = Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args(["softphone", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--press", "1", "--after", "1s", "--rtp-ports", rtp_ports])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
+    // The port was free when picked; another test may take it before the
+    // softphone binds it (it then exits): pick another, a few times.
+    for _ in 0..5 {
+        let port = free_port_pair();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_callout"))
+            .args(["softphone", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--press", "1", "--after", "1s", "--rtp-ports", rtp_ports])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "the softphone never listened on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if child.try_wait().ok().flatten().is_none() {
+            return (
+                super::KillOnDrop(child),
+                format!("sip:bob@127.0.0.1:{port}"),
+            );
+        }
+        eprintln!("the softphone could not listen on {port}; another port");
     }
-    (
-        super::KillOnDrop(child),
-        format!("sip:bob@127.0.0.1:{port}"),
-    )
+    panic!("the softphone could not start (see its output above)");
 }
