@@ -357,9 +357,12 @@ async fn exercise_runs(store: &Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn first_starts_racing_on_one_sqlite_file_all_succeed() {
     let dir = std::env::temp_dir().join(format!("callout-store-mig-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     for round in 0..5 {
-        let _ = std::fs::remove_dir_all(&dir);
-        let url = format!("sqlite://{}/callout.db", dir.display());
+        // A new file per round: the last connection of a round's pools
+        // closes in the background and then unlinks its `-wal` by name,
+        // which would be the next round's if it reused the path.
+        let url = format!("sqlite://{}/round-{round}/callout.db", dir.display());
         let tries: Vec<_> = (0..4)
             .map(|_| {
                 let url = url.clone();
