@@ -34,31 +34,22 @@ pub fn has_param(params: &Params, name: &str) -> bool {
     params.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
 }
 
-/// Split `s` on `sep` outside double quotes.
+/// Split `s` on `sep` outside double quotes. A separator is only found
+/// outside a quoted string, so each piece's scan starts unquoted.
 fn split_unquoted(s: &str, sep: char) -> impl Iterator<Item = &str> {
-    let mut start = Some(0);
-    let (mut in_quote, mut escaped) = (false, false);
-    let mut chars = s.char_indices();
+    let mut rest = Some(s);
     std::iter::from_fn(move || {
-        let from = start?;
-        for (i, c) in chars.by_ref() {
-            if in_quote {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == '"' {
-                    in_quote = false;
-                }
-            } else if c == '"' {
-                in_quote = true;
-            } else if c == sep {
-                start = Some(i + c.len_utf8());
-                return Some(&s[from..i]);
+        let r = rest?;
+        match find_unquoted(r, sep) {
+            Some(i) => {
+                rest = Some(&r[i + sep.len_utf8()..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
             }
         }
-        start = None;
-        Some(&s[from..])
     })
 }
 
