@@ -131,9 +131,9 @@ struct Entry {
     session: Box<MediaSession>,
     socket: Arc<UdpSocket>,
     rtcp: Option<Arc<UdpSocket>>,
-    rtcp_task: Option<JoinHandle<()>>,
     events: mpsc::UnboundedSender<MediaEvent>,
     start: Instant,
+    /// Reads the RTP socket and the RTCP one (see [`recv_loop`]).
     recv_task: JoinHandle<()>,
     /// The call's sub-tick of the interval (`crate::media::pacing`).
     slot: usize,
@@ -141,7 +141,8 @@ struct Entry {
 
 /// The calls, and which are sent at each sub-tick.
 struct Calls {
-    by_id: HashMap<u64, Entry>,
+    /// Keyed by our own call ids: foldhash, not SipHash (per packet).
+    by_id: HashMap<u64, Entry, foldhash::fast::RandomState>,
     slots: Vec<Vec<u64>>,
     pacer: crate::media::pacing::Pacer,
     /// The clock's origin: the pacer counts sub-ticks from it.
@@ -160,9 +161,6 @@ impl Calls {
     fn insert(&mut self, id: u64, mut e: Entry) {
         if let Some(old) = self.remove(&id) {
             old.recv_task.abort();
-            if let Some(t) = old.rtcp_task {
-                t.abort();
-            }
         }
         e.slot = self.pacer.assign(self.origin.elapsed());
         if self.slots.len() < crate::media::pacing::SLOTS {
@@ -255,7 +253,7 @@ fn run(
     }
     let origin = Instant::now();
     let mut calls = Calls {
-        by_id: HashMap::new(),
+        by_id: HashMap::default(),
         slots: Vec::new(),
         pacer: Default::default(),
         origin,
@@ -301,17 +299,13 @@ fn handle(
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
             session.set_wallclock(wall);
-            let recv_task = rt.spawn(recv_loop(id, socket.clone(), self_tx.clone(), false));
-            let rtcp_task = rtcp
-                .clone()
-                .map(|r| rt.spawn(recv_loop(id, r, self_tx.clone(), true)));
+            let recv_task = rt.spawn(recv_loop(id, socket.clone(), rtcp.clone(), self_tx.clone()));
             calls.insert(
                 id,
                 Entry {
                     session,
                     socket,
                     rtcp,
-                    rtcp_task,
                     events,
                     start: Instant::now(),
                     recv_task,
@@ -322,9 +316,6 @@ fn handle(
         MediaCommand::Remove(id) => {
             if let Some(e) = calls.remove(&id) {
                 e.recv_task.abort();
-                if let Some(t) = e.rtcp_task {
-                    t.abort();
-                }
                 counters::add(&MediaSummary::of(&e.session));
             }
         }
@@ -384,17 +375,29 @@ fn drain(e: &mut Entry) {
     }
 }
 
-async fn recv_loop(id: u64, socket: Arc<UdpSocket>, tx: MediaHandle, rtcp: bool) {
+/// One task per call reads both its RTP socket and, when RTCP has its
+/// own, the RTCP socket: a task each was two spawns and two aborts per
+/// answered call.
+async fn recv_loop(id: u64, socket: Arc<UdpSocket>, rtcp: Option<Arc<UdpSocket>>, tx: MediaHandle) {
     let mut buf = vec![0u8; 2048];
+    let mut rtcp_buf = vec![0u8; if rtcp.is_some() { 2048 } else { 0 }];
     loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, from)) => {
+        let got = tokio::select! {
+            r = socket.recv_from(&mut buf) => r.map(|(n, from)| (n, from, false)),
+            r = async {
+                match &rtcp {
+                    Some(s) => s.recv_from(&mut rtcp_buf).await,
+                    None => std::future::pending().await,
+                }
+            } => r.map(|(n, from)| (n, from, true)),
+        };
+        match got {
+            Ok((n, from, is_rtcp)) => {
                 let at = Instant::now();
-                let data = buf[..n].to_vec();
-                let cmd = if rtcp {
-                    MediaCommand::InboundRtcp(id, from, data, at)
+                let cmd = if is_rtcp {
+                    MediaCommand::InboundRtcp(id, from, rtcp_buf[..n].to_vec(), at)
                 } else {
-                    MediaCommand::Inbound(id, from, data, at)
+                    MediaCommand::Inbound(id, from, buf[..n].to_vec(), at)
                 };
                 if tx.tx.send(cmd).is_err() {
                     return;

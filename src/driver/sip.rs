@@ -251,7 +251,9 @@ async fn run(
     registered: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 ) {
     let mut aors: HashMap<String, String> = HashMap::new();
-    let mut subscribers: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>> = HashMap::new();
+    // Keyed by our own handles: foldhash, not SipHash (per event).
+    let mut subscribers: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>, _> =
+        HashMap::with_hasher(foldhash::fast::RandomState::default());
     let mut buf = vec![0u8; 65536];
     // One timer for the task's life, moved only when the endpoint's next
     // wake-up changes: a new `Sleep` each pass registers and removes a

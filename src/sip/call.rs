@@ -17,7 +17,7 @@ use super::auth::{Challenge, Credentials};
 use super::fork::ForkedDialog;
 use super::header::{own_via_branch, CSeq, NameAddrRef, ViaRef};
 use super::leg::{self, Leg};
-use super::message::{Headers, Method, Request, Response};
+use super::message::{decimal, push_decimal_str, Headers, Method, Request, Response};
 use super::offer_answer::LocalSdp;
 use super::prack::{self, Prack, Provisional};
 use super::sdp::{self, Negotiated};
@@ -179,6 +179,12 @@ pub struct Call {
     local_tag: String,
     branch_seed: String,
     branch_counter: u32,
+    /// The fixed pieces of the requests this call sends, formatted once:
+    /// `SIP/2.0/UDP <local>;branch=`, the From value and the Contact
+    /// value (the local address, From URI and tag never change).
+    via_head: String,
+    from_value: String,
+    contact_value: String,
     cseq: u32,
     phase: Phase,
     invites: Vec<InviteClient>,
@@ -250,6 +256,27 @@ impl Call {
     ) -> Call {
         cfg.timers.reliable = transport.is_reliable();
         let ring_deadline = Some(now + cfg.ring_timeout);
+        // The address formatted once for both (`fmt` of a socket address
+        // was measurable per request).
+        let local = cfg.local.to_string();
+        let mut via_head = String::with_capacity(20 + local.len());
+        for p in ["SIP/2.0/", transport.via_name(), " ", &local, ";branch="] {
+            via_head.push_str(p);
+        }
+        let from_value = match &cfg.from_display {
+            // A display name from a file must not end the header early.
+            Some(d) => format!(
+                "\"{}\" <{}>;tag={}",
+                d.replace(['"', '\\'], "").replace(char::is_control, ""),
+                cfg.from_uri,
+                local_tag
+            ),
+            None => format!("<{}>;tag={}", cfg.from_uri, local_tag),
+        };
+        let mut contact_value = String::with_capacity(32 + local.len());
+        for p in ["<sip:callout@", &local, transport.uri_param(), ">"] {
+            contact_value.push_str(p);
+        }
         let mut call = Call {
             cfg,
             transport,
@@ -257,6 +284,9 @@ impl Call {
             local_tag,
             branch_seed,
             branch_counter: 0,
+            via_head,
+            from_value,
+            contact_value,
             cseq: 0,
             phase: Phase::Inviting,
             invites: Vec::new(),
@@ -334,72 +364,61 @@ impl Call {
 
     fn next_branch(&mut self) -> String {
         self.branch_counter += 1;
-        format!("z9hG4bK{}{}", self.branch_seed, self.branch_counter)
+        let mut b = String::with_capacity(7 + self.branch_seed.len() + 10);
+        b.push_str("z9hG4bK");
+        b.push_str(&self.branch_seed);
+        push_decimal_str(&mut b, u64::from(self.branch_counter));
+        b
     }
 
-    // The header builders below format straight into the request's
-    // header buffer: a `String` each, per request, was measurable.
+    /// Headers sized for a request of this call: growing the buffer by
+    /// doubling was measurable.
+    fn request_headers(&self) -> Headers {
+        Headers::with_capacity(
+            16,
+            384 + self.cfg.target.len() * 2 + self.cfg.user_agent.len(),
+        )
+    }
+
+    // The header builders below write straight into the request's
+    // header buffer from the call's fixed pieces: a `String` each, per
+    // request, and then `fmt` of the socket address, were measurable.
     fn push_via(&self, h: &mut Headers, branch: &str) {
-        h.push_fmt(
-            "Via",
-            format_args!(
-                "SIP/2.0/{} {};branch={};rport",
-                self.transport.via_name(),
-                self.cfg.local,
-                branch
-            ),
-        );
+        h.push_parts("Via", &[&self.via_head, branch, ";rport"]);
     }
 
     fn push_from(&self, h: &mut Headers) {
-        match &self.cfg.from_display {
-            // A display name from a file must not end the header early.
-            Some(d) => h.push_fmt(
-                "From",
-                format_args!(
-                    "\"{}\" <{}>;tag={}",
-                    d.replace(['"', '\\'], "").replace(char::is_control, ""),
-                    self.cfg.from_uri,
-                    self.local_tag
-                ),
-            ),
-            None => h.push_fmt(
-                "From",
-                format_args!("<{}>;tag={}", self.cfg.from_uri, self.local_tag),
-            ),
-        }
+        h.push("From", &self.from_value);
     }
 
     fn push_to(&self, h: &mut Headers) {
         match &self.remote_tag {
-            Some(t) => h.push_fmt("To", format_args!("<{}>;tag={}", self.cfg.target, t)),
-            None => h.push_fmt("To", format_args!("<{}>", self.cfg.target)),
+            Some(t) => h.push_parts("To", &["<", &self.cfg.target, ">;tag=", t]),
+            None => h.push_parts("To", &["<", &self.cfg.target, ">"]),
         }
     }
 
     fn push_contact(&self, h: &mut Headers) {
-        h.push_fmt(
-            "Contact",
-            format_args!(
-                "<sip:callout@{}{}>",
-                self.cfg.local,
-                self.transport.uri_param()
-            ),
-        );
+        h.push("Contact", &self.contact_value);
+    }
+
+    /// `CSeq: <seq> <method>`.
+    fn push_cseq(h: &mut Headers, seq: u32, method: &str) {
+        let mut digits = [0; 20];
+        h.push_parts("CSeq", &[decimal(u64::from(seq), &mut digits), " ", method]);
     }
 
     fn send_invite(&mut self, now: Instant) {
         self.cseq += 1;
         let branch = self.next_branch();
         let mut req = Request::new(Method::Invite, self.cfg.target.clone());
+        req.headers = self.request_headers();
         self.push_via(&mut req.headers, &branch);
         req.headers.push("Max-Forwards", "70");
         self.push_from(&mut req.headers);
-        req.headers
-            .push_fmt("To", format_args!("<{}>", self.cfg.target));
+        req.headers.push_parts("To", &["<", &self.cfg.target, ">"]);
         req.headers.push("Call-ID", &self.call_id);
-        req.headers
-            .push_fmt("CSeq", format_args!("{} INVITE", self.cseq));
+        Call::push_cseq(&mut req.headers, self.cseq, "INVITE");
         self.push_contact(&mut req.headers);
         if let Some((name, value)) = &self.auth_header {
             req.headers.push(name, value);
@@ -463,8 +482,7 @@ impl Call {
         for r in invite.headers.all("Route") {
             req.headers.push("Route", r);
         }
-        req.headers
-            .push_fmt("CSeq", format_args!("{} CANCEL", self.cseq));
+        Call::push_cseq(&mut req.headers, self.cseq, "CANCEL");
         let tx = NonInviteClient::new(now, &req, self.cfg.timers);
         self.cancel_tx = Some(tx);
         self.cancel_guard = Some(now + self.cfg.timers.t1 * 64);
@@ -479,6 +497,7 @@ impl Call {
             .clone()
             .unwrap_or_else(|| self.cfg.target.clone());
         let mut req = Request::new(Method::Bye, target);
+        req.headers = self.request_headers();
         self.push_via(&mut req.headers, &branch);
         req.headers.push("Max-Forwards", "70");
         for r in &self.route_set {
@@ -487,8 +506,7 @@ impl Call {
         self.push_from(&mut req.headers);
         self.push_to(&mut req.headers);
         req.headers.push("Call-ID", &self.call_id);
-        req.headers
-            .push_fmt("CSeq", format_args!("{} BYE", self.cseq));
+        Call::push_cseq(&mut req.headers, self.cseq, "BYE");
         if let Some((name, value)) = &self.bye_auth {
             req.headers.push(name, value);
         }
@@ -851,6 +869,7 @@ impl Call {
             .clone()
             .unwrap_or_else(|| self.cfg.target.clone());
         let mut ack = Request::new(Method::Ack, target);
+        ack.headers = self.request_headers();
         self.push_via(&mut ack.headers, &branch);
         ack.headers.push("Max-Forwards", "70");
         for r in &self.route_set {
@@ -860,7 +879,7 @@ impl Call {
         self.push_to(&mut ack.headers);
         ack.headers.push("Call-ID", &self.call_id);
         let seq = invite_seq.unwrap_or(self.cseq);
-        ack.headers.push_fmt("CSeq", format_args!("{seq} ACK"));
+        Call::push_cseq(&mut ack.headers, seq, "ACK");
         if let Some((name, value)) = &self.auth_header {
             ack.headers.push(name, value);
         }

@@ -147,12 +147,18 @@ const SERVER_MEMORY: Duration = Duration::from_secs(32);
 /// the limiter does not catch (spoofed, many) cannot grow memory.
 const MAX_ANSWERED: usize = 10_000;
 
+/// Maps keyed by what callout itself makes (call handles, wake-ups):
+/// foldhash rather than SipHash, which was 4 % of a call setup. Maps
+/// keyed by what a peer sends (Call-IDs, branches, source addresses)
+/// keep std's SipHash: their keys can be chosen to collide.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The SIP endpoint state machine.
 pub struct Endpoint {
     local: SocketAddr,
     rng: StdRng,
     next_handle: u64,
-    calls: HashMap<CallHandle, Leg>,
+    calls: FastMap<CallHandle, Leg>,
     /// Take incoming INVITEs (softphone) instead of refusing them.
     accept_incoming: bool,
     /// Registrations with trunks, by Call-ID.
@@ -164,14 +170,14 @@ pub struct Endpoint {
     answered: HashMap<AnsweredKey, Response>,
     answered_expiry: TimerHeap<AnsweredKey>,
     /// Next wake-up of every call and registration.
-    wakes: TimerHeap<Wake>,
+    wakes: TimerHeap<Wake, foldhash::fast::RandomState>,
     limiter: Limiter,
     bans: VecDeque<IpAddr>,
     last_now: Option<Instant>,
     transmit: VecDeque<(Transport, Transmit)>,
     /// Each call's transport, and whether its large requests may move to
     /// TCP (RFC 3261 18.1.1: the transport was not named).
-    leg_transport: HashMap<CallHandle, (Transport, bool)>,
+    leg_transport: FastMap<CallHandle, (Transport, bool, transport::HopMemo)>,
     /// The transport of the message being handled: responses and new
     /// incoming calls go back on it (a stream's own connection).
     input_transport: Transport,
@@ -197,19 +203,19 @@ impl Endpoint {
             local,
             rng: StdRng::seed_from_u64(seed),
             next_handle: 1,
-            calls: HashMap::new(),
+            calls: FastMap::default(),
             accept_incoming: false,
             registrations: HashMap::new(),
             reg_events: VecDeque::new(),
             by_call_id: HashMap::new(),
             answered: HashMap::new(),
             answered_expiry: TimerHeap::new(),
-            wakes: TimerHeap::new(),
+            wakes: TimerHeap::default(),
             limiter: Limiter::new(FloodPolicy::default()),
             bans: VecDeque::new(),
             last_now: None,
             transmit: VecDeque::new(),
-            leg_transport: HashMap::new(),
+            leg_transport: FastMap::default(),
             input_transport: Transport::Udp,
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -424,7 +430,7 @@ impl Endpoint {
         let call = Call::new_on(now, cfg, transport, call_id.clone(), tag, seed);
         self.leg_transport.insert(
             handle,
-            (transport, may_upgrade && transport == Transport::Udp),
+            (transport, may_upgrade && transport == Transport::Udp, None),
         );
         self.limiter.add_peer(call.destination().ip());
         self.by_call_id.insert(call_id, handle);
@@ -641,7 +647,7 @@ impl Endpoint {
                         self.next_handle += 1;
                         self.by_call_id.insert(call_id, handle);
                         self.leg_transport
-                            .insert(handle, (self.input_transport, false));
+                            .insert(handle, (self.input_transport, false, None));
                         self.calls.insert(handle, Leg::In(Box::new(call)));
                         self.drain(handle, now);
                         return;
@@ -692,14 +698,18 @@ impl Endpoint {
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
-        let (via, may_upgrade) = self.leg_transport.get(&handle).copied().unwrap_or_default();
+        let mut no_memo = None;
+        let (via, may_upgrade, memo) = match self.leg_transport.get_mut(&handle) {
+            Some((via, up, memo)) => (*via, *up, memo),
+            None => (Transport::default(), false, &mut no_memo),
+        };
         while let Some(mut t) = call.poll_transmit() {
             let initial = match call {
                 Leg::Out(c) => c.target(),
                 Leg::In(_) => "",
             };
             let (mut tr, bytes) =
-                transport::for_request(via, initial, std::mem::take(&mut t.bytes));
+                transport::for_request_memo(via, initial, std::mem::take(&mut t.bytes), memo);
             t.bytes = bytes;
             if may_upgrade && tr == Transport::Udp {
                 if let Some(up) = transport::upgrade_large_request(&t.bytes) {

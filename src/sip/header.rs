@@ -105,10 +105,22 @@ impl<'a> RawParams<'a> {
         Ok(RawParams(s))
     }
 
-    /// (name as written, raw value) of each parameter.
+    /// (name as written, raw value) of each parameter. [`RawParams::parse`]
+    /// checked every entry already, so each is only split here (checking
+    /// them again on every lookup was most of a branch or tag read).
     fn entries(self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
         let s = self.0;
-        split_unquoted(s, ';').filter_map(|p| param_entry(p).ok())
+        split_unquoted(s, ';').filter_map(|p| {
+            let p = p.trim();
+            if p.is_empty() {
+                // Only the empty list (`RawParams("")`) has one.
+                return None;
+            }
+            Some(match p.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim())),
+                None => (p, None),
+            })
+        })
     }
 
     /// The value of `name` (unquoted), `None` when absent or valueless.

@@ -11,7 +11,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::Write as _;
 
 /// Largest datagram or stream message callout accepts. RFC 3261 allows
 /// bigger over TCP, but nothing callout talks to needs it.
@@ -193,9 +192,12 @@ fn canonical(name: &str) -> Option<&'static str> {
         }
         _ => return None,
     };
+    // The canonical spelling itself is the usual case (our own requests,
+    // most peers): an exact compare first, the case-blind one after.
     table
         .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .find(|(_, v)| *v == name)
+        .or_else(|| table.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
         .map(|(_, v)| *v)
 }
 
@@ -245,7 +247,7 @@ impl Headers {
         Headers::default()
     }
 
-    fn with_capacity(entries: usize, bytes: usize) -> Self {
+    pub(crate) fn with_capacity(entries: usize, bytes: usize) -> Self {
         Headers {
             buf: String::with_capacity(bytes),
             list: Vec::with_capacity(entries),
@@ -286,6 +288,19 @@ impl Headers {
     pub fn push(&mut self, name: &str, value: impl AsRef<str>) {
         let name = self.name_entry(name);
         self.push_entry(name, value.as_ref());
+    }
+
+    /// As [`Headers::push`], the value the concatenation of `parts`,
+    /// written straight into the buffer: the requests a call sends are
+    /// built from its fixed pieces without the `fmt` machinery.
+    pub fn push_parts(&mut self, name: &str, parts: &[&str]) {
+        let name = self.name_entry(name);
+        let a = self.buf.len();
+        for p in parts {
+            self.buf.push_str(p);
+        }
+        let value = (a, self.buf.len());
+        self.list.push(Entry { name, value });
     }
 
     /// As [`Headers::push`], the value formatted straight into the
@@ -396,9 +411,37 @@ fn write_common(out: &mut Vec<u8>, headers: &Headers, body: &[u8]) {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    // Written in place: no String per message for the figure.
-    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    // Written in place: no String (nor `fmt`) per message for the figure.
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
+}
+
+/// `n` in decimal, in the tail of `digits`: what `write!` gives,
+/// without `fmt` (every message carries a Content-Length and a CSeq).
+pub(crate) fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &str {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits only: never the default.
+    std::str::from_utf8(&digits[i..]).unwrap_or_default()
+}
+
+/// `n` in decimal, appended.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(decimal(n, &mut [0; 20]).as_bytes());
+}
+
+/// `n` in decimal, appended to a `String`.
+pub(crate) fn push_decimal_str(out: &mut String, n: u64) {
+    out.push_str(decimal(n, &mut [0; 20]));
 }
 
 impl Headers {
@@ -475,7 +518,11 @@ impl Response {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out =
             Vec::with_capacity(64 + self.reason.len() + self.headers.size_hint() + self.body.len());
-        let _ = write!(out, "SIP/2.0 {} {}\r\n", self.code, self.reason);
+        out.extend_from_slice(b"SIP/2.0 ");
+        push_decimal(&mut out, u64::from(self.code));
+        out.push(b' ');
+        out.extend_from_slice(self.reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
         write_common(&mut out, &self.headers, &self.body);
         out
     }
@@ -846,6 +893,27 @@ mod tests {
         };
         assert_eq!(back.body, r.body);
         assert_eq!(back.headers.get("Content-Length"), Some("5"));
+    }
+
+    #[test]
+    fn decimals_and_start_lines_as_fmt_wrote_them() {
+        for n in [0u64, 7, 10, 487, 65_535, u64::MAX] {
+            let mut v = Vec::new();
+            push_decimal(&mut v, n);
+            assert_eq!(v, n.to_string().into_bytes());
+            let mut s = String::from("x");
+            push_decimal_str(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
+        let mut r = Response::for_headers(&Headers::new(), 487, None);
+        r.body = b"abc".to_vec();
+        assert_eq!(
+            r.to_bytes(),
+            b"SIP/2.0 487 Request Terminated\r\nContent-Length: 3\r\n\r\nabc"
+        );
+        let mut h = Headers::new();
+        h.push_parts("cseq", &["12", " ", "BYE"]);
+        assert_eq!(h.get("CSeq"), Some("12 BYE"));
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! [`TimerHeap::pop_due`] until it returns `None`.
 
 use std::cmp::Ordering;
+use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::time::Instant;
 
 /// One pushed deadline. Stale when the key has since been set again
@@ -44,19 +45,21 @@ impl<K> Ord for Entry<K> {
     }
 }
 
-/// At most one live deadline per key.
+/// At most one live deadline per key. `S` hashes the keys: SipHash by
+/// default (keys a peer chooses), a faster one where callout makes the
+/// keys itself (see `Endpoint`).
 #[derive(Debug)]
-pub struct TimerHeap<K> {
+pub struct TimerHeap<K, S = RandomState> {
     heap: BinaryHeap<Entry<K>>,
-    live: HashMap<K, (Instant, u64)>,
+    live: HashMap<K, (Instant, u64), S>,
     generation: u64,
 }
 
-impl<K: Hash + Eq + Clone> Default for TimerHeap<K> {
+impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Default for TimerHeap<K, S> {
     fn default() -> Self {
         TimerHeap {
             heap: BinaryHeap::new(),
-            live: HashMap::new(),
+            live: HashMap::default(),
             generation: 0,
         }
     }
@@ -66,7 +69,9 @@ impl<K: Hash + Eq + Clone> TimerHeap<K> {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
+impl<K: Hash + Eq + Clone, S: BuildHasher> TimerHeap<K, S> {
     /// Set (or with `None`, clear) `key`'s deadline. Setting the same
     /// deadline again pushes nothing.
     pub fn set(&mut self, key: K, at: Option<Instant>) {

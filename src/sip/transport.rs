@@ -159,24 +159,42 @@ pub fn rewrite_via(bytes: &[u8], from: Transport, to: Transport) -> Option<Vec<u
 /// It runs for every request sent: the head is read line by line (a
 /// `memchr` per line) and the URI in place, without allocating.
 pub fn next_hop(bytes: &[u8], initial: &str) -> Option<Transport> {
+    hop_uri(bytes, initial).and_then(uri_transport)
+}
+
+/// The URI [`next_hop`] reads the transport from: the first Route's, or
+/// the Request-URI when that is not `initial`; `None` when neither
+/// applies (or the request is not one).
+fn hop_uri<'a>(bytes: &'a [u8], initial: &str) -> Option<&'a str> {
     if bytes.starts_with(b"SIP/2.0") {
         return None;
     }
     // The head is ours and ASCII; a body that is not UTF-8 ends the text
-    // where it starts, after the head.
-    let text = match std::str::from_utf8(bytes) {
+    // where it starts, after the head. Only the head is checked: the
+    // lines read stop at its blank line, and the SDP body was half of
+    // the bytes checked.
+    let head = find(bytes, b"\r\n\r\n").map_or(bytes, |end| &bytes[..end + 4]);
+    let text = match std::str::from_utf8(head) {
         Ok(t) => t,
-        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).ok()?,
+        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
     };
     let (req_uri, route) = request_route(text)?;
-    let uri = match route {
-        Some(r) => super::header::NameAddrRef::parse(r).ok()?.uri,
-        None if req_uri == initial => return None,
-        None => req_uri,
-    };
+    match route {
+        Some(r) => super::header::NameAddrRef::parse(r).ok().map(|a| a.uri),
+        None if req_uri == initial => None,
+        None => Some(req_uri),
+    }
+}
+
+/// What a next hop's URI names (`;transport=`, `sips:`), if anything.
+fn uri_transport(uri: &str) -> Option<Transport> {
     let uri = super::header::SipUriRef::parse(uri).ok()?;
     named(uri.is_sips(), uri.params.get("transport").as_deref()).ok()?
 }
+
+/// A call's last next-hop URI and the transport it names: its ACK and BYE
+/// go to the same remote target, read once rather than for each.
+pub type HopMemo = Option<(Box<str>, Option<Transport>)>;
 
 /// The Request-URI and first Route entry of a request callout serialised
 /// (one line per header, no folding), read off its lines up to the blank
@@ -190,6 +208,11 @@ fn request_route(text: &str) -> Option<(&str, Option<&str>)> {
         return None;
     };
     let route = lines.take_while(|l| !l.is_empty()).find_map(|line| {
+        // Most lines are not a Route: one byte tells (the name is
+        // `Route`, any case, then optional blanks and the colon).
+        if line.len() < 6 || !line.as_bytes()[0].eq_ignore_ascii_case(&b'r') {
+            return None;
+        }
         let (name, value) = line.split_once(':')?;
         name.trim_end()
             .eq_ignore_ascii_case("Route")
@@ -204,10 +227,32 @@ fn request_route(text: &str) -> Option<(&str, Option<&str>)> {
 /// SIPS dialog stays SIPS, RFC 3261 26.2.2), with the Via rewritten to
 /// match.
 pub fn for_request(leg: Transport, initial: &str, bytes: Vec<u8>) -> (Transport, Vec<u8>) {
+    for_request_memo(leg, initial, bytes, &mut None)
+}
+
+/// As [`for_request`], the URI's transport looked up in `memo` (the
+/// call's last one) before it is parsed, and kept there.
+pub fn for_request_memo(
+    leg: Transport,
+    initial: &str,
+    bytes: Vec<u8>,
+    memo: &mut HopMemo,
+) -> (Transport, Vec<u8>) {
     if leg == Transport::Tls {
         return (leg, bytes);
     }
-    match next_hop(&bytes, initial) {
+    let hop = match hop_uri(&bytes, initial) {
+        None => None,
+        Some(uri) => match memo.as_ref() {
+            Some((seen, hop)) if **seen == *uri => *hop,
+            _ => {
+                let hop = uri_transport(uri);
+                *memo = Some((uri.into(), hop));
+                hop
+            }
+        },
+    };
+    match hop {
         Some(hop) if hop != leg => match rewrite_via(&bytes, leg, hop) {
             Some(b) => (hop, b),
             None => (leg, bytes),
