@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{Alert, Severity};
+use super::alert::Severity;
 use super::config::{Matcher, PipelineConfig};
 use super::notice_mail::NoticeEvent;
 
