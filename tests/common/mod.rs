@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod early_callee;
+pub mod node;
 pub mod peer;
 pub mod serve;
 pub mod sshd;
