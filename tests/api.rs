@@ -216,34 +216,19 @@ fn body(contract: &str, ticket: &str) -> Value {
     json!({"contract": contract, "ticket": ticket, "severity": "major", "host": "web-01", "summary": "HTTP down"})
 }
 
-fn softphone(port: u16, rtp: &str) -> std::process::Child {
-    let c = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args([
-            "softphone",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--press",
-            "1",
-            "--after",
-            "1s",
-            "--rtp-ports",
-            rtp,
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    c
+/// A softphone that answers every call and presses 1 after a second;
+/// returns it and its port.
+fn softphone(rtp: &str) -> (std::process::Child, u16) {
+    peer::softphone(|cmd| {
+        cmd.args(["--press", "1", "--after", "1s", "--rtp-ports", rtp]);
+    })
 }
 
 #[test]
 fn auth_validation_idempotency_and_the_happy_path() {
     require("espeak-ng");
     let dir = scratch("api-happy");
-    let port = free_port_pair();
-    let mut phone = softphone(port, "35000-35099");
+    let (mut phone, port) = softphone("35000-35099");
     let s = start(
         &dir,
         &[(
@@ -681,8 +666,7 @@ fn webhooks_are_signed_retried_and_arrive_once_in_order() {
         })
     };
     let dir = scratch("api-webhook");
-    let port = free_port_pair();
-    let mut phone = softphone(port, "35100-35199");
+    let (mut phone, port) = softphone("35100-35199");
     let s = start(
         &dir,
         &[(
@@ -807,8 +791,7 @@ fn webhooks_over_https_with_a_private_ca() {
             port
         })
     };
-    let phone_port = free_port_pair();
-    let mut phone = softphone(phone_port, "35200-35299");
+    let (mut phone, phone_port) = softphone("35200-35299");
     let s = start_with_ca(
         &dir,
         &[(

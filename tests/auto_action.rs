@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::scratch;
 use common::serve::{copy_prompts, Serve};
 use common::sshd::Sshd;
-use common::{best_match, free_port_pair, KillOnDrop};
+use common::{best_match, peer, KillOnDrop};
 use serde_json::{json, Value};
 
 fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -163,27 +163,12 @@ fn a_first_level_restart_calls_nobody_when_it_works_and_says_why_when_it_fails()
     // The callee records what it hears and presses 1 only once the
     // message is over (a key would cut it short).
     let heard_wav = dir.join("heard.wav");
-    let port = free_port_pair();
-    let _callee = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
-            .args(["softphone", "--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--press",
-                "1",
-                "--after",
-                "14s",
-                "--rtp-ports",
-                "44300-44349",
-            ])
-            .arg("--record")
-            .arg(&heard_wav)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (callee, port) = peer::softphone(|cmd| {
+        cmd.args(["--press", "1", "--after", "14s"])
+            .args(["--rtp-ports", "44300-44349", "--record"])
+            .arg(&heard_wav);
+    });
+    let _callee = KillOnDrop(callee);
     let uri = format!("sip:oncall@127.0.0.1:{port}");
     let dialplans = dir.join("dialplans");
     std::fs::create_dir_all(dialplans.join("flows")).unwrap();

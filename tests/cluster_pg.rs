@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::node::{Node, NodeConfig};
 use common::*;
 use pg_proxy::Proxy;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "cluster-test-token";
 const CONTRACTS: usize = 30;
@@ -85,72 +85,20 @@ impl Drop for Db {
     }
 }
 
-/// One `callout serve` node.
-struct NodeProc {
-    name: String,
-    child: Child,
-    base: String,
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(dir: &Path, name: &str, db: &str, rtp: &str) -> NodeProc {
+fn start_node(dir: &Path, name: &str, db: &str, rtp: &str) -> Node {
     start_node_with(dir, name, db, rtp, "")
 }
 
-fn start_node_with(dir: &Path, name: &str, db: &str, rtp: &str, extra: &str) -> NodeProc {
-    let ndir = dir.join(name);
-    std::fs::create_dir_all(&ndir).unwrap();
-    let api_port = free_port_pair();
-    let hash: String = Sha256::digest(TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let config = ndir.join("callout.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"{rtp}\"\n\
-             database_url = \"{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
-             journal_dir = \"{jd}\"\n\
-             [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n\
-             [cluster]\nnode_id = \"{name}\"\nlease_ttl = \"3s\"\nheartbeat = \"1s\"\npoll = \"500ms\"\n{extra}",
-            dp = dir.join("dialplans").display(),
-            pr = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
-            tc = ndir.join("tts").display(),
-            jd = ndir.join("journal").display(),
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(ndir.join("serve.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("CALLOUT_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let node = NodeProc {
-        name: name.to_string(),
-        child,
-        base: format!("http://127.0.0.1:{api_port}"),
+/// As [`start_node`], with `extra` appended to its configuration.
+fn start_node_with(dir: &Path, name: &str, db: &str, rtp: &str, extra: &str) -> Node {
+    let config = NodeConfig {
+        token: TOKEN,
+        db,
+        rtp,
+        cluster: "lease_ttl = \"3s\"\nheartbeat = \"1s\"\npoll = \"500ms\"",
+        extra,
     };
-    let until = Instant::now() + Duration::from_secs(60);
-    while http(&node.base, "GET", "/healthz", None).is_none() {
-        assert!(
-            Instant::now() < until,
-            "{name} did not come up: {}",
-            std::fs::read_to_string(ndir.join("serve.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    node
+    Node::start(dir, name, &config)
 }
 
 /// A node's counter `name` from `/metrics` (0 when absent or the node
@@ -317,7 +265,7 @@ fn three_nodes_kill_9_one_mid_escalation_every_notification_finishes_once() {
         )
         .unwrap();
     }
-    let nodes: Vec<NodeProc> = ["node-a", "node-b", "node-c"]
+    let nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
         .iter()
         .zip(["38000-38999", "39000-39999", "40000-40999"])
         .map(|(n, rtp)| start_node(&dir, n, &db.url, rtp))
@@ -650,7 +598,7 @@ fn takeover_time_over_kills() {
         ),
     )
     .unwrap();
-    let mut nodes: Vec<NodeProc> = ["node-a", "node-b", "node-c"]
+    let mut nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
         .iter()
         .zip(["42000-42999", "43000-43999", "44000-44999"])
         .map(|(n, rtp)| start_node(&dir, n, &db.url, rtp))
@@ -747,7 +695,7 @@ fn accept_rate_one_and_three_nodes() {
             ),
         )
         .unwrap();
-        let nodes: Vec<NodeProc> = (0..n)
+        let nodes: Vec<Node> = (0..n)
             .map(|i| {
                 start_node_with(
                     &dir,

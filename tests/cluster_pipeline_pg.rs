@@ -31,13 +31,13 @@ mod pg_proxy;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::node::{Node, NodeConfig};
 use common::{free_port_pair, require, scratch, KillOnDrop};
 use pg::ScratchDb;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "cluster-pipeline-token";
 
@@ -111,75 +111,27 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
-struct NodeProc {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(dir: &Path, name: &str, db: &str, rtp: &str, smtp_port: u16) -> NodeProc {
+/// Node `name` on `db`, its notice mails to the SMTP server on
+/// `smtp_port`.
+fn start_node(dir: &Path, name: &str, db: &str, rtp: &str, smtp_port: u16) -> Node {
     start_node_with(dir, name, db, rtp, smtp_port, "3s")
 }
 
 /// As [`start_node`], with leases of `ttl` (renewed every second).
-fn start_node_with(
-    dir: &Path,
-    name: &str,
-    db: &str,
-    rtp: &str,
-    smtp_port: u16,
-    ttl: &str,
-) -> NodeProc {
-    let ndir = dir.join(name);
-    std::fs::create_dir_all(&ndir).unwrap();
-    let api_port = free_port_pair();
-    let hash: String = Sha256::digest(TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let config = ndir.join("callout.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"{rtp}\"\n\
-             database_url = \"{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
-             journal_dir = \"{jd}\"\n\
-             [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n\
-             [cluster]\nnode_id = \"{name}\"\nlease_ttl = \"{ttl}\"\nheartbeat = \"1s\"\npoll = \"300ms\"\n\
-             [pipeline.mail_out]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n\
-             from = \"callout <callout@noc.example>\"\ntimeout = \"5s\"\nretry_min = \"1s\"\nretry_max = \"2s\"\n",
-            dp = dir.join("dialplans").display(),
-            pr = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
-            tc = ndir.join("tts").display(),
-            jd = ndir.join("journal").display(),
-        ),
-    )
-    .unwrap();
-    let log = ndir.join(format!("serve-{}.log", Instant::now().elapsed().as_nanos()));
-    let child = Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("CALLOUT_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let node = NodeProc {
-        child,
-        base: format!("http://127.0.0.1:{api_port}"),
-        log,
+fn start_node_with(dir: &Path, name: &str, db: &str, rtp: &str, smtp_port: u16, ttl: &str) -> Node {
+    let cluster = format!("lease_ttl = \"{ttl}\"\nheartbeat = \"1s\"\npoll = \"300ms\"");
+    let extra = format!(
+        "[pipeline.mail_out]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n\
+         from = \"callout <callout@noc.example>\"\ntimeout = \"5s\"\nretry_min = \"1s\"\nretry_max = \"2s\"\n"
+    );
+    let config = NodeConfig {
+        token: TOKEN,
+        db,
+        rtp,
+        cluster: &cluster,
+        extra: &extra,
     };
-    wait_for(&format!("{name} up"), Duration::from_secs(60), || {
-        http(&node.base, "GET", "/healthz", None)
-    });
-    node
+    Node::start(dir, name, &config)
 }
 
 fn http(base: &str, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {

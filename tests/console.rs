@@ -8,7 +8,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -175,25 +174,17 @@ fn console_sessions_board_pages_and_customer_binding() {
     require("espeak-ng");
     let dir = scratch("console");
     copy_prompts(&dir);
-    let port = free_port_pair();
-    let _callee = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_callout"))
-            .args(["softphone", "--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--press",
-                "1",
-                "--after",
-                "3s",
-                "--rtp-ports",
-                "47700-47749",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (callee, port) = peer::softphone(|cmd| {
+        cmd.args([
+            "--press",
+            "1",
+            "--after",
+            "3s",
+            "--rtp-ports",
+            "47700-47749",
+        ]);
+    });
+    let _callee = KillOnDrop(callee);
     let uri = format!("sip:bob@127.0.0.1:{port}");
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
     for c in ["acme", "beta"] {

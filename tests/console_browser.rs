@@ -254,25 +254,17 @@ fn the_console_in_chromium() {
     require("espeak-ng");
     let dir = scratch("console-browser");
     copy_prompts(&dir);
-    let port = free_port_pair();
-    let _callee = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_callout"))
-            .args(["softphone", "--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--press",
-                "1",
-                "--after",
-                "4s",
-                "--rtp-ports",
-                "47850-47899",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (callee, port) = peer::softphone(|cmd| {
+        cmd.args([
+            "--press",
+            "1",
+            "--after",
+            "4s",
+            "--rtp-ports",
+            "47850-47899",
+        ]);
+    });
+    let _callee = KillOnDrop(callee);
     let uri = format!("sip:bob@127.0.0.1:{port}");
     let sshd = Sshd::start(&dir.join("host"));
     std::fs::create_dir_all(dir.join("dialplans/flows")).unwrap();

@@ -86,24 +86,10 @@ fn kill_9_mid_escalation_then_restart_finishes_everything() {
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
     // Alice rings and never answers; Bob answers and presses 1.
     let alice = Sipp::uas("ring_no_answer.xml", &sdir, &[]);
-    let bob_port = free_port_pair();
-    let mut bob = Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args([
-            "softphone",
-            "--listen",
-            &format!("127.0.0.1:{bob_port}"),
-            "--press",
-            "1",
-            "--after",
-            "1s",
-        ])
-        .args(["--rtp-ports", "36500-36599"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::UdpSocket::bind(("127.0.0.1", bob_port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut bob, bob_port) = peer::softphone(|cmd| {
+        cmd.args(["--press", "1", "--after", "1s"])
+            .args(["--rtp-ports", "36500-36599"]);
+    });
     std::fs::write(
         dir.join("dialplans/crash.toml"),
         format!(
@@ -203,22 +189,10 @@ fn sigterm_lets_the_answered_call_finish_its_sentence() {
     require("espeak-ng");
     let dir = scratch("sigterm");
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
-    let phone_port = free_port_pair();
-    let phone = Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args([
-            "softphone",
-            "--listen",
-            &format!("127.0.0.1:{phone_port}"),
-            "--calls",
-            "1",
-        ])
-        .args(["--rtp-ports", "36600-36699"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while std::net::UdpSocket::bind(("127.0.0.1", phone_port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (phone, phone_port) = peer::softphone(|cmd| {
+        cmd.args(["--calls", "1", "--rtp-ports", "36600-36699"])
+            .stdout(Stdio::piped());
+    });
     std::fs::write(
         dir.join("dialplans/term.toml"),
         format!(

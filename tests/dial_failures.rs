@@ -14,7 +14,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::serve::*;
@@ -121,23 +121,16 @@ fn accepted_notifications_are_always_dialled_or_failed() {
     let alert = dir.join("prompts/alert.wav");
     std::fs::copy(dir.join("prompts/press-a-key.wav"), &alert).unwrap();
     // Bob answers every call and presses 1.
-    let bob_port = free_port_pair();
-    let mut bob = Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args(["softphone", "--listen", &format!("127.0.0.1:{bob_port}")])
-        .args([
+    let (mut bob, bob_port) = peer::softphone(|cmd| {
+        cmd.args([
             "--press",
             "1",
             "--after",
             "1s",
             "--rtp-ports",
             "37600-37699",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::UdpSocket::bind(("127.0.0.1", bob_port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        ]);
+    });
     let bob_uri = format!("sip:bob@127.0.0.1:{bob_port}");
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
     std::fs::write(

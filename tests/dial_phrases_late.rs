@@ -10,59 +10,11 @@
 
 mod common;
 
-use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use callout::media::g711::ulaw_to_linear;
+use common::early_callee::{EarlyCallee, Sound};
 use common::serve::{copy_prompts, Serve};
 use common::*;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sound {
-    Silence,
-    /// The message's 800 Hz tone (32 zero crossings in 20 ms).
-    Message,
-    /// The menu's 400 Hz tone (16).
-    Menu,
-    /// Any other phrase (1200 Hz, 48).
-    Other,
-}
-
-fn classify(payload: &[u8]) -> Sound {
-    let pcm: Vec<i16> = payload.iter().map(|b| ulaw_to_linear(*b)).collect();
-    let peak = pcm.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
-    if peak < 500 {
-        return Sound::Silence;
-    }
-    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
-    match crossings {
-        28..=36 => Sound::Message,
-        13..=19 => Sound::Menu,
-        _ => Sound::Other,
-    }
-}
-
-/// Every PCMU packet arriving on one port, classified, in order.
-fn sink(port: u16, stop: Arc<AtomicBool>) -> JoinHandle<Vec<Sound>> {
-    let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind RTP sink");
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 2048];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                if n > 12 && buf[1] & 0x7f == 0 {
-                    got.push(classify(&buf[12..n]));
-                }
-            }
-        }
-        got
-    })
-}
 
 /// Where `k` is heard: from its first packet to its last, and how many.
 fn span(s: &[Sound], k: Sound) -> (usize, usize, usize) {
@@ -93,24 +45,7 @@ fn the_invite_goes_out_before_the_menu_is_rendered_and_the_call_hears_it_whole()
         ),
     )
     .unwrap();
-    let (early_port, answer_port) = (free_port_pair(), free_port_pair());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (early, answer) = (
-        sink(early_port, stop.clone()),
-        sink(answer_port, stop.clone()),
-    );
-    let mut sipp = Sipp::uas(
-        "early_message.xml",
-        &dir,
-        &[
-            "-set",
-            "early_port",
-            &early_port.to_string(),
-            "-set",
-            "answer_port",
-            &answer_port.to_string(),
-        ],
-    );
+    let mut callee = EarlyCallee::start(&dir);
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
     std::fs::write(
         dir.join("dialplans/late.toml"),
@@ -141,7 +76,7 @@ max_attempts = 1
 [menu.keys]
 "1" = "ack"
 "#,
-            uri = sipp.uri()
+            uri = callee.sipp.uri()
         ),
     )
     .unwrap();
@@ -183,11 +118,10 @@ max_attempts = 1
         &["acked", "exhausted", "failed"],
         Duration::from_secs(30),
     );
-    let status = sipp.wait(Duration::from_secs(20));
-    assert!(status.success(), "{}\n{fin:#}", sipp.messages());
+    let status = callee.sipp.wait(Duration::from_secs(20));
+    assert!(status.success(), "{}\n{fin:#}", callee.sipp.messages());
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    let (early, heard) = (early.join().unwrap(), answer.join().unwrap());
+    let (early, heard) = callee.heard();
     assert!(early.iter().all(|x| *x == Sound::Silence), "{early:?}");
 
     let evs = s.events(&id);

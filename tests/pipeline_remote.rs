@@ -15,13 +15,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::serve::{copy_prompts, Serve};
-use common::{free_port_pair, scratch, KillOnDrop};
+use common::{free_port_pair, peer, scratch, KillOnDrop};
 use serde_json::{json, Value};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -49,17 +48,12 @@ fn plan(uri: &str, pipeline: &str) -> String {
 
 /// A softphone callee; `press`: the key and how long after answering.
 fn callee(rtp: &str, press: Option<&str>) -> (KillOnDrop, String) {
-    let port = free_port_pair();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callout"));
-    cmd.args(["softphone", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--rtp-ports", rtp]);
-    if let Some(after) = press {
-        cmd.args(["--press", "1", "--after", after]);
-    }
-    let child = cmd.stdout(Stdio::null()).spawn().unwrap();
-    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (child, port) = peer::softphone(|cmd| {
+        cmd.args(["--rtp-ports", rtp]);
+        if let Some(after) = press {
+            cmd.args(["--press", "1", "--after", after]);
+        }
+    });
     (KillOnDrop(child), format!("sip:bob@127.0.0.1:{port}"))
 }
 

@@ -9,81 +9,11 @@
 
 mod common;
 
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use callout::media::g711::ulaw_to_linear;
+use common::early_callee::{count, EarlyCallee, Sound};
 use common::*;
-
-/// What a 20 ms PCMU packet carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sound {
-    Silence,
-    /// The message's 800 Hz tone (32 zero crossings in 20 ms).
-    Message,
-    /// The menu prompt's 400 Hz tone (16).
-    Menu,
-    Other,
-}
-
-fn classify(payload: &[u8]) -> Sound {
-    let pcm: Vec<i16> = payload.iter().map(|b| ulaw_to_linear(*b)).collect();
-    let peak = pcm.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
-    if peak < 500 {
-        return Sound::Silence;
-    }
-    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
-    match crossings {
-        28..=36 => Sound::Message,
-        13..=19 => Sound::Menu,
-        _ => Sound::Other,
-    }
-}
-
-/// Every PCMU packet arriving on one port, classified, in order.
-struct Sink {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<Sound>>>,
-}
-
-impl Sink {
-    fn bind(port: u16) -> Sink {
-        let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind RTP sink");
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            let mut buf = [0u8; 2048];
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                    if n > 12 && buf[1] & 0x7f == 0 {
-                        got.push(classify(&buf[12..n]));
-                    }
-                }
-            }
-            got
-        });
-        Sink {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> Vec<Sound> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-fn count(s: &[Sound], k: Sound) -> usize {
-    s.iter().filter(|x| **x == k).count()
-}
 
 /// The shipped prompts plus the two tones.
 fn prompts(dir: &Path) -> PathBuf {
@@ -123,20 +53,7 @@ fn run_with(
 ) -> (Vec<Sound>, Vec<Sound>, Vec<serde_json::Value>) {
     let dir = scratch(name);
     let prompts = prompts(&dir);
-    let (a, b) = (free_port_pair(), free_port_pair());
-    let (early, answer) = (Sink::bind(a), Sink::bind(b));
-    let mut sipp = Sipp::uas(
-        "early_message.xml",
-        &dir,
-        &[
-            "-set",
-            "early_port",
-            &a.to_string(),
-            "-set",
-            "answer_port",
-            &b.to_string(),
-        ],
-    );
+    let mut callee = EarlyCallee::start(&dir);
     let plan = dir.join("early.toml");
     std::fs::write(
         &plan,
@@ -172,7 +89,7 @@ max_attempts = 1
 [phrases]
 goodbye = {{ prompt = "goodbye-en.wav" }}
 "#,
-            uri = sipp.uri()
+            uri = callee.sipp.uri()
         ),
     )
     .unwrap();
@@ -189,18 +106,19 @@ goodbye = {{ prompt = "goodbye-en.wav" }}
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let status = sipp.wait(Duration::from_secs(20));
+    let status = callee.sipp.wait(Duration::from_secs(20));
     assert!(
         status.success(),
         "{}\n{stderr}\n{lines:#?}",
-        sipp.messages()
+        callee.sipp.messages()
     );
     assert_eq!(
         events(&lines, "call.answered").len(),
         1,
         "{lines:#?}\n{stderr}"
     );
-    (early.finish(), answer.finish(), lines)
+    let (early, answer) = callee.heard();
+    (early, answer, lines)
 }
 
 /// Where the menu prompt starts: the first half second of its tone (a

@@ -26,9 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::node::{Node, NodeConfig};
 use common::*;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "channels-test-token";
 
@@ -88,73 +88,22 @@ impl Drop for Db {
     }
 }
 
-/// One `callout serve` node.
-struct NodeProc {
-    child: Child,
-    base: String,
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(dir: &Path, name: &str, db: &str, rtp: &str) -> NodeProc {
+fn start_node(dir: &Path, name: &str, db: &str, rtp: &str) -> Node {
     start_node_with(dir, name, db, rtp, "")
 }
 
 /// As [`start_node`], with `extra` appended to its configuration.
-fn start_node_with(dir: &Path, name: &str, db: &str, rtp: &str, extra: &str) -> NodeProc {
-    let ndir = dir.join(name);
-    std::fs::create_dir_all(&ndir).unwrap();
-    let api_port = free_port_pair();
-    let hash: String = Sha256::digest(TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let config = ndir.join("callout.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"{rtp}\"\n\
-             database_url = \"{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n\
-             journal_dir = \"{jd}\"\n\
-             [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n\
-             [cluster]\nnode_id = \"{name}\"\nlease_ttl = \"3s\"\nheartbeat = \"1s\"\npoll = \"500ms\"\n\
-             [trunks.carrier]\nmax_channels = 4\n\
-             [trunks.full]\nmax_channels = 10\n{extra}",
-            dp = dir.join("dialplans").display(),
-            pr = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
-            tc = ndir.join("tts").display(),
-            jd = ndir.join("journal").display(),
+fn start_node_with(dir: &Path, name: &str, db: &str, rtp: &str, extra: &str) -> Node {
+    let config = NodeConfig {
+        token: TOKEN,
+        db,
+        rtp,
+        cluster: "lease_ttl = \"3s\"\nheartbeat = \"1s\"\npoll = \"500ms\"",
+        extra: &format!(
+            "[trunks.carrier]\nmax_channels = 4\n[trunks.full]\nmax_channels = 10\n{extra}"
         ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(ndir.join("serve.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("CALLOUT_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let node = NodeProc {
-        child,
-        base: format!("http://127.0.0.1:{api_port}"),
     };
-    let until = Instant::now() + Duration::from_secs(60);
-    while http(&node.base, "GET", "/healthz", None).is_none() {
-        assert!(
-            Instant::now() < until,
-            "{name} did not come up: {}",
-            std::fs::read_to_string(ndir.join("serve.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    node
+    Node::start(dir, name, &config)
 }
 
 fn http(base: &str, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
@@ -350,7 +299,7 @@ fn dialplan(dir: &Path, contract: &str, trunk: &str, uri: &str) {
     .unwrap();
 }
 
-fn post(node: &NodeProc, contract: &str, ticket: &str, severity: &str) -> String {
+fn post(node: &Node, contract: &str, ticket: &str, severity: &str) -> String {
     let body = json!({"contract": contract, "ticket": ticket, "severity": severity,
         "host": "db-1", "summary": "down"});
     let (st, v) = http(&node.base, "POST", "/v1/notifications", Some(body)).unwrap();
@@ -358,7 +307,7 @@ fn post(node: &NodeProc, contract: &str, ticket: &str, severity: &str) -> String
     v["id"].as_str().unwrap().to_string()
 }
 
-fn get(node: &NodeProc, id: &str) -> Value {
+fn get(node: &Node, id: &str) -> Value {
     http(&node.base, "GET", &format!("/v1/notifications/{id}"), None)
         .unwrap()
         .1
@@ -385,7 +334,7 @@ fn trunk_limits_hold_across_three_nodes() {
     let refuser = Uas::start("unavailable_retry_after.xml", &dir.join("sipp-refuser"));
     dialplan(&dir, "storm", "carrier", &answerer.uri());
     dialplan(&dir, "refused", "full", &refuser.uri());
-    let nodes: Vec<NodeProc> = ["node-a", "node-b", "node-c"]
+    let nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
         .iter()
         .zip(["41000-41999", "42000-42999", "43000-43999"])
         .map(|(n, rtp)| start_node(&dir, n, &db.url, rtp))
@@ -611,7 +560,7 @@ impl OptionsProxy {
 }
 
 /// What `node`'s /readyz says of the trunk `watched` at `addr`.
-fn health(node: &NodeProc, addr: &str) -> String {
+fn health(node: &Node, addr: &str) -> String {
     let (_, r) = http(&node.base, "GET", "/readyz", None).unwrap_or_default();
     r["trunks"]["watched"][addr]
         .as_str()
@@ -701,7 +650,7 @@ fn new_calls_per_second_hold_across_three_nodes() {
     let answerer = Uas::start("remote_bye.xml", &dir.join("sipp-answerer"));
     dialplan(&dir, "paced", "paced", &answerer.uri());
     let extra = "[trunks.paced]\nmax_cps = 4\n";
-    let nodes: Vec<NodeProc> = ["node-a", "node-b", "node-c"]
+    let nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
         .iter()
         .zip(["44200-44299", "44300-44399", "44400-44499"])
         .map(|(n, rtp)| start_node_with(&dir, n, &db.url, rtp, extra))

@@ -167,25 +167,10 @@ fn the_callee_hears_the_rendered_message() {
     require("espeak-ng");
     let dir = scratch("tts-wire");
     let heard = dir.join("heard.wav");
-    let port = free_port_pair();
-    let mut phone = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args([
-            "softphone",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--calls",
-            "1",
-            "--rtp-ports",
-            "33200-33299",
-        ])
-        .arg("--record")
-        .arg(&heard)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let (mut phone, port) = peer::softphone(|cmd| {
+        cmd.args(["--calls", "1", "--rtp-ports", "33200-33299", "--record"])
+            .arg(&heard);
+    });
     let plan = dir.join("wire.toml");
     std::fs::write(
         &plan,
@@ -274,26 +259,10 @@ max_attempts = 1
 #[test]
 fn synthesis_failure_falls_back_to_the_recorded_prompt() {
     let dir = scratch("tts-fallback");
-    let port = free_port_pair();
-    let phone = std::process::Command::new(env!("CARGO_BIN_EXE_callout"))
-        .args([
-            "softphone",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--calls",
-            "1",
-            "--press",
-            "1",
-            "--after",
-            "1s",
-        ])
-        .args(["--rtp-ports", "33300-33399"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let (phone, port) = peer::softphone(|cmd| {
+        cmd.args(["--calls", "1", "--press", "1", "--after", "1s"])
+            .args(["--rtp-ports", "33300-33399"]);
+    });
     let plan = dir.join("ja.toml");
     std::fs::write(
         &plan,

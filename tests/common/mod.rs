@@ -1,6 +1,9 @@
 //! Helpers for tests that start real peers (sipp, baresip) on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod early_callee;
+pub mod node;
+pub mod peer;
 pub mod serve;
 pub mod sshd;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::free_port_pair;
+use super::peer::{start_on, start_on_free_port, tail};
 
 pub const TOKEN: &str = "dial-failures-token";
 
@@ -28,7 +28,7 @@ impl Serve {
     /// As [`Serve::start`], started in `cwd` (as a service manager starts
     /// it in `/`).
     pub fn start_in(dir: &Path, extra: &str, rtp: &str, cwd: Option<&Path>) -> Serve {
-        Self::start_on(dir, free_port_pair(), extra, rtp, cwd)
+        Self::start_full(dir, None, extra, rtp, cwd, None)
     }
 
     /// As [`Serve::start_in`], with the API on `api_port` (two processes
@@ -40,18 +40,20 @@ impl Serve {
         rtp: &str,
         cwd: Option<&Path>,
     ) -> Serve {
-        Self::start_full(dir, api_port, extra, rtp, cwd, None)
+        Self::start_full(dir, Some(api_port), extra, rtp, cwd, None)
     }
 
     /// As [`Serve::start`], on the database `db` (e.g. PostgreSQL)
     /// instead of `data/callout.db`.
     pub fn start_with_db(dir: &Path, db: &str, extra: &str, rtp: &str) -> Serve {
-        Self::start_full(dir, free_port_pair(), extra, rtp, None, Some(db))
+        Self::start_full(dir, None, extra, rtp, None, Some(db))
     }
 
+    /// With no `api_port`, one is picked (and another one if the service
+    /// exits at the start: see [`start_on_free_port`]).
     fn start_full(
         dir: &Path,
-        api_port: u16,
+        api_port: Option<u16>,
         extra: &str,
         rtp: &str,
         cwd: Option<&Path>,
@@ -74,43 +76,51 @@ impl Serve {
             extra.find("\n[").map_or(extra.len(), |i| i + 1)
         };
         let (top, extra) = extra.split_at(split);
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"{rtp}\"\n\
-                 database_url = \"{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n{top}\
-                 [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n{extra}",
-                dp = dir.join("dialplans").display(),
-                pr = dir.join("prompts").display(),
-                tc = dir.join("tts").display(),
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_callout"));
-        if let Some(cwd) = cwd {
-            cmd.current_dir(cwd);
-        }
-        let child = cmd
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("CALLOUT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+        let command = |api_port: u16| {
+            std::fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:{api_port}\"\nsip = \"127.0.0.1:0\"\nrtp_ports = \"{rtp}\"\n\
+                     database_url = \"{db}\"\ndialplans = \"{dp}\"\nprompts = \"{pr}\"\ntts_cache = \"{tc}\"\n{top}\
+                     [[tokens]]\nname = \"t\"\nsha256 = \"{hash}\"\nscopes = [\"admin\"]\n{extra}",
+                    dp = dir.join("dialplans").display(),
+                    pr = dir.join("prompts").display(),
+                    tc = dir.join("tts").display(),
+                ),
+            )
             .unwrap();
-        let s = Serve {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_callout"));
+            if let Some(cwd) = cwd {
+                cmd.current_dir(cwd);
+            }
+            cmd.args(["serve", "--config"])
+                .arg(&config)
+                .env("CALLOUT_LOG", "info")
+                .stdout(Stdio::null());
+            cmd
+        };
+        let log = dir.join("serve.log");
+        let up = |_: &Child, api_port: u16| healthy(&format!("http://127.0.0.1:{api_port}"));
+        let limit = Duration::from_secs(30);
+        let (child, api_port) = match api_port {
+            None => start_on_free_port("callout serve", limit, command, |_| log.clone(), up),
+            Some(port) => {
+                let child = start_on("callout serve", limit, port, command(port), &log, up)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "callout serve exited at the start (its API on {port}); its log:\n{}",
+                            tail(&log)
+                        )
+                    });
+                (child, port)
+            }
+        };
+        Serve {
             child,
             base: format!("http://127.0.0.1:{api_port}"),
             config,
             db,
-        };
-        let until = Instant::now() + Duration::from_secs(30);
-        while s.http("GET", "/healthz", None).is_none() {
-            assert!(Instant::now() < until, "callout serve did not come up");
-            std::thread::sleep(Duration::from_millis(100));
         }
-        s
     }
 
     pub fn http(&self, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
@@ -195,6 +205,18 @@ impl Serve {
     }
 }
 
+/// Whether the service at `base` answers (any status).
+fn healthy(base: &str) -> bool {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+        .get(format!("{base}/healthz"))
+        .bearer_auth(TOKEN)
+        .send()
+        .is_ok()
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -229,34 +251,11 @@ pub fn copy_prompts(dir: &Path) {
 /// A `callout softphone` that answers every call and presses 1 after a
 /// second; killed when dropped. Returns it and its SIP URI.
 pub fn pressing_callee(rtp_ports: &str) -> (super::KillOnDrop, String) {
-    // The port was free when picked; another test may take it before the
-    // softphone binds it (it then exits): pick another, a few times.
-    for _ in 0..5 {
-        let port = free_port_pair();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_callout"))
-            .args(["softphone", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--press", "1", "--after", "1s", "--rtp-ports", rtp_ports])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let until = Instant::now() + Duration::from_secs(20);
-        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            if child.try_wait().ok().flatten().is_some() {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "the softphone never listened on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if child.try_wait().ok().flatten().is_none() {
-            return (
-                super::KillOnDrop(child),
-                format!("sip:bob@127.0.0.1:{port}"),
-            );
-        }
-        eprintln!("the softphone could not listen on {port}; another port");
-    }
-    panic!("the softphone could not start (see its output above)");
+    let (child, port) = super::peer::softphone(|cmd| {
+        cmd.args(["--press", "1", "--after", "1s", "--rtp-ports", rtp_ports]);
+    });
+    (
+        super::KillOnDrop(child),
+        format!("sip:bob@127.0.0.1:{port}"),
+    )
 }
