@@ -31,8 +31,12 @@ static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 /// A UDP port pair (even, and the next odd one) free right now on 127.0.0.1.
 pub fn free_port_pair() -> u16 {
     if NEXT_PORT.load(Ordering::Relaxed) == 0 {
-        // Spread test processes apart so parallel test binaries rarely meet.
-        let base = 30000 + (std::process::id() % 300) as u16 * 100;
+        // Spread test processes apart so parallel test binaries rarely
+        // meet, below the kernel's ephemeral range (32768-60999 by
+        // default): a port the OS hands out to an outgoing connection or
+        // a `:0` bind meanwhile cannot be taken between the pick and the
+        // peer's bind.
+        let base = 10000 + (std::process::id() % 220) as u16 * 100;
         let _ = NEXT_PORT.compare_exchange(0, base, Ordering::Relaxed, Ordering::Relaxed);
     }
     loop {
