@@ -71,46 +71,39 @@ fn span(s: &[Sound], k: Sound) -> (usize, usize, usize) {
     (first, last, s.iter().filter(|x| **x == k).count())
 }
 
-#[test]
-fn the_invite_goes_out_before_the_menu_is_rendered_and_the_call_hears_it_whole() {
-    require("sox");
-    require("sipp");
-    let dir = scratch("dial-phrases-late");
-    copy_prompts(&dir);
-    let release = dir.join("release");
+/// The site voice: a shell script around sox whose menu phrase waits
+/// for `release`; it logs every phrase asked for to `asked`.
+fn engine(dir: &std::path::Path, release: &std::path::Path) -> std::path::PathBuf {
     let engine = dir.join("engine.sh");
     std::fs::write(
         &engine,
         format!(
             "#!/bin/sh\n\
+             echo \"$1\" >> '{asked}'\n\
              tone() {{ exec sox -n -r 8000 -b 16 -c 1 \"$2\" synth \"$1\" sine \"$3\" vol 0.5; }}\n\
              case \"$1\" in\n\
              *Menu*) while [ ! -e '{release}' ]; do sleep 0.02; done; tone 1 \"$2\" 400 ;;\n\
              *Alert*) tone 3 \"$2\" 800 ;;\n\
              *) tone 0.3 \"$2\" 1200 ;;\n\
              esac\n",
+            asked = dir.join("asked").display(),
             release = release.display()
         ),
     )
     .unwrap();
-    let (early_port, answer_port) = (free_port_pair(), free_port_pair());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (early, answer) = (
-        sink(early_port, stop.clone()),
-        sink(answer_port, stop.clone()),
-    );
-    let mut sipp = Sipp::uas(
-        "early_message.xml",
-        &dir,
-        &[
-            "-set",
-            "early_port",
-            &early_port.to_string(),
-            "-set",
-            "answer_port",
-            &answer_port.to_string(),
-        ],
-    );
+    engine
+}
+
+/// The phrases the engine was asked for, in order.
+fn asked(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("asked"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn write_plan(dir: &std::path::Path, uri: &str) {
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
     std::fs::write(
         dir.join("dialplans/late.toml"),
@@ -140,28 +133,30 @@ max_attempts = 1
 
 [menu.keys]
 "1" = "ack"
-"#,
-            uri = sipp.uri()
+"#
         ),
     )
     .unwrap();
-    let s = Serve::start(
-        &dir,
+}
+
+fn serve(dir: &std::path::Path, engine: &std::path::Path, rtp: &str) -> Serve {
+    Serve::start(
+        dir,
         &format!(
             "[voices.slow]\nkind = \"command\"\nargv = [\"/bin/sh\", \"{}\", \"{{text}}\", \"{{out}}\"]\n",
             engine.display()
         ),
-        "41200-41299",
-    );
-    let id = s.notify("late", "L1")["id"].as_str().unwrap().to_string();
+        rtp,
+    )
+}
 
-    // Answered while the menu cannot be rendered: the INVITE did not
-    // wait for it (and the fixed phrases are not ready yet).
+/// Wait until a call of `id` is answered; its events then.
+fn wait_answered(s: &Serve, id: &str, dir: &std::path::Path) -> Vec<(String, serde_json::Value)> {
     let until = Instant::now() + Duration::from_secs(10);
-    let answered = loop {
-        let evs = s.events(&id);
+    loop {
+        let evs = s.events(id);
         if evs.iter().any(|(e, _)| e == "call.answered") {
-            break evs;
+            return evs;
         }
         assert!(
             Instant::now() < until,
@@ -169,7 +164,42 @@ max_attempts = 1
             std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+}
+
+#[test]
+fn the_invite_goes_out_before_the_menu_is_rendered_and_the_call_hears_it_whole() {
+    require("sox");
+    require("sipp");
+    let dir = scratch("dial-phrases-late");
+    copy_prompts(&dir);
+    let release = dir.join("release");
+    let engine = engine(&dir, &release);
+    let (early_port, answer_port) = (free_port_pair(), free_port_pair());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (early, answer) = (
+        sink(early_port, stop.clone()),
+        sink(answer_port, stop.clone()),
+    );
+    let mut sipp = Sipp::uas(
+        "early_message.xml",
+        &dir,
+        &[
+            "-set",
+            "early_port",
+            &early_port.to_string(),
+            "-set",
+            "answer_port",
+            &answer_port.to_string(),
+        ],
+    );
+    write_plan(&dir, &sipp.uri());
+    let s = serve(&dir, &engine, "41200-41299");
+    let id = s.notify("late", "L1")["id"].as_str().unwrap().to_string();
+
+    // Answered while the menu cannot be rendered: the INVITE did not
+    // wait for it (and the fixed phrases are not ready yet).
+    let answered = wait_answered(&s, &id, &dir);
     assert!(
         !answered.iter().any(|(e, _)| e == "audio.ready"),
         "{answered:#?}"
@@ -218,4 +248,63 @@ max_attempts = 1
     assert_eq!(n1 - n0 + 1, n, "a gap inside the menu: {heard:?}");
     let (g0, _, g) = span(&heard, Sound::Other);
     assert!(g0 > n1 && g >= 12, "goodbye after the menu: {heard:?}");
+}
+
+/// The notification is cancelled while its fixed phrases are still being
+/// rendered (the menu blocked, the call answered): the phrase being made
+/// is finished, no other is started, and `audio.ready` is never said for
+/// a notification that is over. Before, the job rendered the ~18 phrases
+/// left and stored `audio.ready` after the notification's end.
+#[test]
+fn a_cancelled_notification_renders_no_more_phrases_and_says_no_audio_ready() {
+    require("sox");
+    require("sipp");
+    let dir = scratch("dial-phrases-cancel");
+    copy_prompts(&dir);
+    let release = dir.join("release");
+    let engine = engine(&dir, &release);
+    let (early_port, answer_port) = (free_port_pair(), free_port_pair());
+    let mut sipp = Sipp::uas(
+        "early_message.xml",
+        &dir,
+        &[
+            "-set",
+            "early_port",
+            &early_port.to_string(),
+            "-set",
+            "answer_port",
+            &answer_port.to_string(),
+        ],
+    );
+    write_plan(&dir, &sipp.uri());
+    let s = serve(&dir, &engine, "41300-41399");
+    let id = s.notify("late", "L2")["id"].as_str().unwrap().to_string();
+    wait_answered(&s, &id, &dir);
+    let (st, v) = s
+        .http("POST", &format!("/v1/notifications/{id}/cancel"), None)
+        .unwrap();
+    assert_eq!(st, 202, "{v}");
+    let fin = s.wait_state(&id, &["cancelled"], Duration::from_secs(10));
+    let status = sipp.wait(Duration::from_secs(10));
+    assert!(status.success(), "{}\n{fin:#}", sipp.messages());
+    let ended = s.events(&id);
+    // Let the blocked phrase finish: the job would go on from there.
+    std::fs::write(&release, "").unwrap();
+    std::thread::sleep(Duration::from_millis(2_500));
+    let menu = asked(&dir)
+        .iter()
+        .position(|t| t.contains("Menu"))
+        .expect("the menu was asked for");
+    assert_eq!(
+        asked(&dir).len(),
+        menu + 1,
+        "phrases rendered after the end: {:?}",
+        asked(&dir)
+    );
+    let evs = s.events(&id);
+    assert!(
+        !evs.iter().any(|(e, _)| e == "audio.ready"),
+        "audio.ready for an ended notification: {evs:#?}"
+    );
+    assert_eq!(evs.len(), ended.len(), "events after the end: {evs:#?}");
 }
