@@ -55,7 +55,9 @@ pub(super) async fn postgres(pool: &AnyPool) -> Result<(), StoreError> {
         sqlx::query(&format!("SET lock_timeout = {LOCK_TIMEOUT_MS}"))
             .execute(&mut conn)
             .await?;
-        let res = migrator.run(&mut conn).await;
+        // `run_direct`: `run` on a connection trips rustc's "Acquire is
+        // not general enough" in a spawned future (sqlx's own note).
+        let res = migrator.run_direct(&mut conn).await;
         if let Err(e) = conn.close().await {
             tracing::debug!(error = %e, "closing the migration connection");
         }

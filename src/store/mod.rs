@@ -251,7 +251,10 @@ impl Store {
             _ => None,
         };
         if sqlite {
-            sqlx::migrate!("./migrations").run(&store.pool).await?;
+            let mut conn = store.pool.acquire().await?;
+            sqlx::migrate!("./migrations")
+                .run_direct(&mut *conn)
+                .await?;
         } else {
             migrate::postgres(&store.pool).await?;
         }
