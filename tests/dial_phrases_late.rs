@@ -94,15 +94,6 @@ fn engine(dir: &std::path::Path, release: &std::path::Path) -> std::path::PathBu
     engine
 }
 
-/// The phrases the engine was asked for, in order.
-fn asked(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("asked"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 fn write_plan(dir: &std::path::Path, uri: &str) {
     std::fs::create_dir_all(dir.join("dialplans")).unwrap();
     std::fs::write(
@@ -248,57 +239,4 @@ fn the_invite_goes_out_before_the_menu_is_rendered_and_the_call_hears_it_whole()
     assert_eq!(n1 - n0 + 1, n, "a gap inside the menu: {heard:?}");
     let (g0, _, g) = span(&heard, Sound::Other);
     assert!(g0 > n1 && g >= 12, "goodbye after the menu: {heard:?}");
-}
-
-/// The notification is cancelled while its fixed phrases are still being
-/// rendered (the menu blocked, the call answered): once the menu is
-/// released, `audio.ready` is never said for the notification that is
-/// over, and nothing is stored after its end. Before, the job went on
-/// with the phrases left and stored `audio.ready` after the end.
-#[test]
-fn a_cancelled_notification_renders_no_more_phrases_and_says_no_audio_ready() {
-    require("sox");
-    require("sipp");
-    let dir = scratch("dial-phrases-cancel");
-    copy_prompts(&dir);
-    let release = dir.join("release");
-    let engine = engine(&dir, &release);
-    let (early_port, answer_port) = (free_port_pair(), free_port_pair());
-    let mut sipp = Sipp::uas(
-        "early_message.xml",
-        &dir,
-        &[
-            "-set",
-            "early_port",
-            &early_port.to_string(),
-            "-set",
-            "answer_port",
-            &answer_port.to_string(),
-        ],
-    );
-    write_plan(&dir, &sipp.uri());
-    let s = serve(&dir, &engine, "41300-41399");
-    let id = s.notify("late", "L2")["id"].as_str().unwrap().to_string();
-    wait_answered(&s, &id, &dir);
-    let (st, v) = s
-        .http("POST", &format!("/v1/notifications/{id}/cancel"), None)
-        .unwrap();
-    assert_eq!(st, 202, "{v}");
-    let fin = s.wait_state(&id, &["cancelled"], Duration::from_secs(10));
-    let status = sipp.wait(Duration::from_secs(10));
-    assert!(status.success(), "{}\n{fin:#}", sipp.messages());
-    let ended = s.events(&id);
-    // Let the blocked phrase finish: the job would go on from there.
-    std::fs::write(&release, "").unwrap();
-    std::thread::sleep(Duration::from_millis(2_500));
-    // (The service's prewarm renders the contract's phrases into the
-    // cache after the release too, so the engine's log cannot tell the
-    // job's phrases apart; the unit tests of the job show it stops.)
-    assert!(asked(&dir).iter().any(|t| t.contains("Menu")));
-    let evs = s.events(&id);
-    assert!(
-        !evs.iter().any(|(e, _)| e == "audio.ready"),
-        "audio.ready for an ended notification: {evs:#?}"
-    );
-    assert_eq!(evs.len(), ended.len(), "events after the end: {evs:#?}");
 }
