@@ -332,15 +332,19 @@ pub async fn escalate(o: EscalateOptions) -> anyhow::Result<ExitCode> {
         None => None,
     };
     // The fixed phrases render behind the message while the call rings
-    // (`audio.ready` when they are all there).
-    let script = crate::runner::Script::start(&plan, &n, tts, &o.prompts, message).await?;
-    let done = script.phrases.clone();
-    tokio::spawn(async move {
-        let p = crate::runner::Script::phrases_done(done).await;
-        emit(
-            json!({"event": "audio.ready", "ms": started.elapsed().as_millis() as u64, "fallbacks": p.fallbacks}),
-        );
-    });
+    // (`audio.ready` when they are all there, never after the end).
+    let script =
+        crate::runner::Script::start(&plan, &n, tts, &o.prompts, message, Default::default())
+            .await?;
+    script.phrases_end.set_ready_task(crate::runner::Script::audio_ready(
+        script.phrases.clone(),
+        script.phrases_end.token(),
+        move |p| async move {
+            emit(
+                json!({"event": "audio.ready", "ms": started.elapsed().as_millis() as u64, "fallbacks": p.fallbacks}),
+            );
+        },
+    ));
     let bind = o
         .bind
         .parse()

@@ -301,6 +301,9 @@ pub async fn escalate(
                         Final::Cancelled { .. } => "notification.cancelled",
                     };
                     obs.checkpoint(&esc).await;
+                    // The fixed phrases stop with it, and `audio.ready`
+                    // is recorded by now or never: never after this.
+                    script.phrases_end.end().await;
                     let mut ev = json!({"event": name, "final": f, "attempts": esc.attempts(), "at_ms": now_ms() - started});
                     // The same event as a key press, saying how it came.
                     if let Final::Acked {

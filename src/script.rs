@@ -22,6 +22,44 @@ use crate::tts::Tts;
 /// message must not leave the menu unrendered).
 pub const PHRASES_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Stops a notification's fixed phrases when it ends: the job renders
+/// nothing more, and `audio.ready` (its task registered with
+/// [`PhrasesEnd::set_ready_task`]) is recorded before the end or never.
+#[derive(Debug, Default)]
+pub struct PhrasesEnd {
+    cancel: tokio_util::sync::CancellationToken,
+    ready: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl PhrasesEnd {
+    pub fn new(cancel: tokio_util::sync::CancellationToken) -> PhrasesEnd {
+        PhrasesEnd {
+            cancel,
+            ready: Default::default(),
+        }
+    }
+
+    /// The token the job and the `audio.ready` task stop on.
+    pub fn token(&self) -> tokio_util::sync::CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// The task that says `audio.ready` ([`Script::audio_ready`]).
+    pub fn set_ready_task(&self, t: tokio::task::JoinHandle<()>) {
+        *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+    }
+
+    /// The notification ends: stop the job and wait for the `audio.ready`
+    /// task, so that event is recorded by now or never. Idempotent.
+    pub async fn end(&self) {
+        self.cancel.cancel();
+        let t = self.ready.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = t {
+            let _ = t.await;
+        }
+    }
+}
+
 /// Which fixed phrase: one of the menu's, or an action's own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PhraseKey {
@@ -76,7 +114,9 @@ impl Phrases {
 
 /// Renders a notification's fixed phrases, one at a time in the order a
 /// call needs them, publishing each as it is ready. Blocking: run it on a
-/// blocking thread ([`PhrasesJob::run`]).
+/// blocking thread ([`PhrasesJob::run`]). Stops between two phrases once
+/// `cancel` is cancelled (its notification ended): then it is never
+/// `done`, so nothing says `audio.ready` for it.
 pub struct PhrasesJob {
     list: Vec<(PhraseKey, Phrase)>,
     lang: Language,
@@ -86,6 +126,10 @@ pub struct PhrasesJob {
     fallback: Option<Arc<Prompt>>,
     fallback_file: std::path::PathBuf,
     tx: watch::Sender<Phrases>,
+    /// Cancelled when the notification ends (acknowledged, cancelled,
+    /// every call made) or this node stops running it: the ~20 engine
+    /// runs left would be CPU taken from live calls, for nobody.
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl PhrasesJob {
@@ -93,7 +137,9 @@ impl PhrasesJob {
     /// recorded prompt was deleted or broken since the dialplan was
     /// loaded) says the recorded fallback instead. Only a missing
     /// fallback is an error: then the job stops there (the phrases not
-    /// made stay missing) and returns why.
+    /// made stay missing) and returns why. Cancelled, it stops before the
+    /// next phrase (the one being made is finished: an engine run cannot
+    /// be taken back) and returns; the phrases are then never `done`.
     pub fn run(self, tts: &Tts) -> anyhow::Result<()> {
         let own = self
             .list
@@ -105,6 +151,10 @@ impl PhrasesJob {
         let mut fallback = self.fallback.clone();
         let t0 = std::time::Instant::now();
         for (key, phrase) in &self.list {
+            if self.cancel.is_cancelled() {
+                tracing::debug!(phrase = ?key, "the notification ended: the fixed phrases left are not rendered");
+                return Ok(());
+            }
             let why = match phrase {
                 Phrase::Recorded(path) => match Prompt::load_cached(path) {
                     Ok(p) => {
@@ -198,6 +248,10 @@ pub struct Script {
     /// for too long ([`PHRASE_WAIT`]): an engine that hangs must not
     /// leave the callee in silence until it times out.
     pub late_fallback: Option<Arc<Prompt>>,
+    /// Ends the fixed phrases' background work with the notification
+    /// (`crate::runner::escalate` calls [`PhrasesEnd::end`] before the
+    /// notification's final event).
+    pub phrases_end: Arc<PhrasesEnd>,
     /// Phrases that fell back to the recorded prompt (synthesis failed),
     /// when they were rendered before the script was made
     /// ([`Script::prepare_with`]); else see `phrases`.
@@ -277,7 +331,14 @@ impl Script {
         prompts_dir: &std::path::Path,
         message: Option<crate::speech::MessageAudio>,
     ) -> anyhow::Result<Script> {
-        let (rx, job) = Script::phrases_job(plan, n, prompts_dir, message.is_none(), None);
+        let (rx, job) = Script::phrases_job(
+            plan,
+            n,
+            prompts_dir,
+            message.is_none(),
+            None,
+            Default::default(),
+        );
         job.run(tts)?;
         let mut script = Script::with_phrases(n, message, rx);
         script.fallbacks = script.phrases.borrow().fallbacks.clone();
@@ -288,13 +349,14 @@ impl Script {
     /// recorded: `with_message`), in the order a call needs them, and
     /// publishes each as it is ready. With `fallback` loaded up front a
     /// phrase that cannot be made says it; without, the job fails (see
-    /// [`PhrasesJob::run`]).
+    /// [`PhrasesJob::run`]). It stops once `cancel` is cancelled.
     pub fn phrases_job(
         plan: &Dialplan,
         n: &Notification,
         prompts_dir: &std::path::Path,
         with_message: bool,
         fallback: Option<Arc<Prompt>>,
+        cancel: tokio_util::sync::CancellationToken,
     ) -> (watch::Receiver<Phrases>, PhrasesJob) {
         let p = &plan.phrases;
         let mut list: Vec<(PhraseKey, Phrase)> = Vec::new();
@@ -338,6 +400,7 @@ impl Script {
                 fallback,
                 fallback_file: Script::fallback_file(plan, prompts_dir),
                 tx,
+                cancel,
             },
         )
     }
@@ -350,18 +413,28 @@ impl Script {
     /// Without a fallback a phrase that cannot be made would leave the
     /// call with nothing to say, so they are rendered first, as before,
     /// and one that cannot be made fails the notification cleanly.
+    /// `cancel` (cancelled when the notification ends) stops the
+    /// rendering between two phrases.
     pub async fn start(
         plan: &Dialplan,
         n: &Notification,
         tts: Arc<Tts>,
         prompts_dir: &std::path::Path,
         message: Option<crate::speech::MessageAudio>,
+        cancel: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<Script> {
         let span = tracing::Span::current();
+        let end = cancel.clone();
         match Script::load_fallback(plan, prompts_dir) {
             Ok(fb) => {
-                let (rx, job) =
-                    Script::phrases_job(plan, n, prompts_dir, message.is_none(), Some(fb.clone()));
+                let (rx, job) = Script::phrases_job(
+                    plan,
+                    n,
+                    prompts_dir,
+                    message.is_none(),
+                    Some(fb.clone()),
+                    cancel,
+                );
                 let first = message.clone();
                 tokio::spawn(async move {
                     if let Some(m) = first {
@@ -373,26 +446,58 @@ impl Script {
                 });
                 let mut script = Script::with_phrases(n, message, rx);
                 script.late_fallback = Some(fb);
+                script.phrases_end = Arc::new(PhrasesEnd::new(end));
                 Ok(script)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no recorded fallback: the fixed phrases are rendered before dialling");
-                let (rx, job) = Script::phrases_job(plan, n, prompts_dir, message.is_none(), None);
+                let (rx, job) =
+                    Script::phrases_job(plan, n, prompts_dir, message.is_none(), None, cancel);
                 tokio::task::spawn_blocking(move || span.in_scope(|| job.run(&tts)))
                     .await
                     .map_err(|e| anyhow::anyhow!("audio preparation crashed: {e}"))??;
                 let mut script = Script::with_phrases(n, message, rx);
                 script.fallbacks = script.phrases.borrow().fallbacks.clone();
+                script.phrases_end = Arc::new(PhrasesEnd::new(end));
                 Ok(script)
             }
         }
     }
 
-    /// The fixed phrases once all are rendered (or the job stopped).
-    pub async fn phrases_done(mut rx: watch::Receiver<Phrases>) -> Phrases {
-        let _ = rx.wait_for(|p| p.done).await;
-        let p = rx.borrow().clone();
-        p
+    /// The fixed phrases once all are rendered (or the job gave up:
+    /// `failed`); `None` when the job stopped before (cancelled with its
+    /// notification, or it died): then they never will be.
+    pub async fn phrases_done(mut rx: watch::Receiver<Phrases>) -> Option<Phrases> {
+        let p = rx.wait_for(|p| p.done).await.ok()?.clone();
+        Some(p)
+    }
+
+    /// `audio.ready` for `obs`, once every fixed phrase is rendered, from
+    /// a task the caller awaits (after cancelling `cancel`) before it
+    /// records the notification's end: the event then comes before the
+    /// end or never, not after it. `counted` gets the phrases said with
+    /// the fallback.
+    pub fn audio_ready<F, Fut>(
+        phrases: watch::Receiver<Phrases>,
+        cancel: tokio_util::sync::CancellationToken,
+        emit: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: FnOnce(Phrases) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        tokio::spawn(async move {
+            let p = tokio::select! {
+                p = Script::phrases_done(phrases) => p,
+                _ = cancel.cancelled() => None,
+            };
+            // Both may be ready at once: the end wins. Past this check
+            // the caller, which awaits this task after its cancel, waits
+            // for the event too, so it is recorded before the end.
+            if let Some(p) = p.filter(|_| !cancel.is_cancelled()) {
+                emit(p).await;
+            }
+        })
     }
 
     /// The recorded fallback prompt of the dialplan's language, loaded
@@ -422,6 +527,7 @@ impl Script {
             notification_id: None,
             lease_epoch: None,
             late_fallback: None,
+            phrases_end: Default::default(),
             fallbacks: Vec::new(),
             call_headers: Vec::new(),
             outbound_proxy: None,
@@ -631,5 +737,140 @@ mod tests {
         let waited = tokio::time::timeout(WAIT * 4, due.changed()).await;
         assert!(waited.is_err(), "no deadline without a fallback to say");
         assert!(due.is_waiting());
+    }
+
+    /// A job on a site voice (a shell script, a real process per phrase)
+    /// whose phrase "slow menu" waits for `gate`; every phrase asked for
+    /// is logged. Returns the job, its receiver, the token, the dir.
+    fn slow_job(
+        name: &str,
+    ) -> (
+        PhrasesJob,
+        watch::Receiver<Phrases>,
+        tokio_util::sync::CancellationToken,
+        Arc<Tts>,
+        std::path::PathBuf,
+    ) {
+        let dir = std::env::temp_dir().join(format!("callout-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let tone: Vec<i16> = (0..1600).map(|i| ((i % 20) as i16 - 10) * 800).collect();
+        crate::media::audio::write_wav(&dir.join("tone.wav"), &tone).unwrap();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("engine.sh"),
+            format!(
+                "echo \"$1\" >> {d}/asked\n\
+                 case \"$1\" in *slow*) while [ ! -e {d}/gate ]; do sleep 0.01; done;; esac\n\
+                 cp {d}/tone.wav \"$2\"\n"
+            ),
+        )
+        .unwrap();
+        let cfg = crate::tts::TtsConfig {
+            cache_dir: dir.join("cache"),
+            voices: [(
+                "fake".to_string(),
+                crate::tts::VoiceConfig::Command {
+                    argv: vec![
+                        "/bin/sh".into(),
+                        format!("{d}/engine.sh"),
+                        "{text}".into(),
+                        "{out}".into(),
+                    ],
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let tts = Arc::new(Tts::new(&cfg).unwrap());
+        let (tx, rx) = watch::channel(Phrases::default());
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let text = |t: &str| Phrase::Text(t.into());
+        let job = PhrasesJob {
+            list: vec![
+                (PhraseKey::Say(Say::Menu), text("slow menu")),
+                (PhraseKey::Say(Say::Goodbye), text("goodbye")),
+                (PhraseKey::Say(Say::InvalidKey), text("invalid key")),
+            ],
+            lang: Language::En,
+            voice: Some("fake".into()),
+            vars: BTreeMap::new(),
+            fallback: None,
+            fallback_file: dir.join("missing.wav"),
+            tx,
+            cancel: cancel.clone(),
+        };
+        (job, rx, cancel, tts, dir)
+    }
+
+    fn asked(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("asked"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn wait_asked(dir: &std::path::Path, n: usize) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while asked(dir).len() < n {
+            assert!(std::time::Instant::now() < until, "{:?}", asked(dir));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// The notification ends while a phrase is being made: that one is
+    /// finished, no other is started, the phrases are never `done`, and
+    /// `audio.ready` is not said, not even once the job is over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_phrases_job_renders_nothing_more_and_never_says_ready() {
+        let (job, rx, cancel, tts, dir) = slow_job("phrases-cancel");
+        let said = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = said.clone();
+        let ready = Script::audio_ready(rx.clone(), cancel.clone(), move |_| async move {
+            s2.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let run = tokio::task::spawn_blocking(move || job.run(&tts));
+        tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || wait_asked(&dir, 1)
+        })
+        .await
+        .unwrap();
+        // Ended (as `escalate` does before the final event): once this
+        // returns, audio.ready was said or never will be.
+        let end = PhrasesEnd::new(cancel);
+        end.set_ready_task(ready);
+        tokio::time::timeout(std::time::Duration::from_secs(2), end.end())
+            .await
+            .expect("the audio.ready task ends with the notification, not with the engine");
+        std::fs::write(dir.join("gate"), "").unwrap();
+        run.await.unwrap().unwrap();
+        assert_eq!(asked(&dir), ["slow menu"], "nothing rendered after the end");
+        let p = rx.borrow().clone();
+        assert!(!p.done);
+        assert!(p.ready.contains_key(&PhraseKey::Say(Say::Menu)));
+        assert!(Script::phrases_done(rx).await.is_none());
+        assert!(!said.load(std::sync::atomic::Ordering::SeqCst));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Not cancelled, the same job renders every phrase and says so.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_phrases_job_not_cancelled_renders_all_and_says_ready() {
+        let (job, rx, cancel, tts, dir) = slow_job("phrases-all");
+        std::fs::write(dir.join("gate"), "").unwrap();
+        let (said_tx, said_rx) = tokio::sync::oneshot::channel();
+        let ready = Script::audio_ready(rx.clone(), cancel, move |p| async move {
+            let _ = said_tx.send(p.ready.len());
+        });
+        tokio::task::spawn_blocking(move || job.run(&tts))
+            .await
+            .unwrap()
+            .unwrap();
+        ready.await.unwrap();
+        assert_eq!(said_rx.await.unwrap(), 3);
+        assert_eq!(asked(&dir), ["slow menu", "goodbye", "invalid key"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

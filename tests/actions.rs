@@ -871,6 +871,7 @@ fn a_start_frees_only_the_slots_of_dead_processes() {
         owner,
         heartbeat_ms: Some(beat),
         epoch: None,
+        fenced_ms: None,
     };
     // A process that exited: spawn one and reap it, so its pid is free.
     let mut gone = Command::new("true").spawn().unwrap();

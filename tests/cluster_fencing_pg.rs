@@ -7,8 +7,10 @@
 //!   notification's live lease epoch. Once another node claimed the
 //!   notification, the old node starts nothing and records nothing; a run
 //!   it had started goes on (a real process) and holds the slot for the
-//!   new owner until it ends, then the slot is free at once with no
-//!   record, and the new owner's run is recorded under its epoch.
+//!   new owner until it ends, then the slot is free at once, its steps
+//!   kept on its own row (`interrupted`, `fenced_ms`) and nothing written
+//!   on the notification, and the new owner's run is recorded under its
+//!   epoch.
 //! - `a_stale_ticket_sync_writes_nothing`: every ticket sync write (sync
 //!   row, issue number, cursor, end, reopen, its timeline lines) made
 //!   under a `ticket_sync` epoch another node has since claimed is
@@ -54,7 +56,7 @@ fn notification(id: &str) -> NotificationRow {
 /// runs until the test lets it end.
 fn plan(host: &str, dir: &std::path::Path) -> RunPlan {
     let script = format!(
-        "touch {d}/started-{host}; while [ ! -e {d}/go ]; do sleep 0.05; done",
+        "touch {d}/started-{host}; while [ ! -e {d}/go ]; do sleep 0.05; done; echo restarted {host}",
         d = dir.display()
     );
     RunPlan {
@@ -188,13 +190,25 @@ fn action_slots_follow_the_notification_lease() {
             .unwrap();
         assert_eq!((held.id.as_str(), held.epoch), ("run_a", Some(ea)));
 
-        // node-a's run ends: its record is refused, its slot freed.
+        // node-a's run ends: its result does not stand and its slot is
+        // freed, but what it did on web01 stays in the audit, marked
+        // fenced; nothing is written on the notification.
+        let before = store.get_notification("n_1").await.unwrap().unwrap();
         std::fs::write(dir.join("go"), "").unwrap();
         let rec = run_a.await.unwrap();
         assert_eq!(rec.result, RunResult::Succeeded, "the process did run");
         let row = store.get_run("run_a").await.unwrap().unwrap();
         assert_eq!(row.state, "interrupted");
-        assert!(row.record.is_none(), "{:?}", row.record);
+        assert!(row.fenced_ms.is_some(), "{row:?}");
+        let record = row.record.expect("the steps taken are kept");
+        assert_eq!(record["result"], "succeeded", "{record:#}");
+        assert_eq!(record["steps"][0]["exit_code"], 0, "{record:#}");
+        assert_eq!(record["steps"][0]["stdout"], "restarted web01\n");
+        assert_eq!(
+            store.get_notification("n_1").await.unwrap().unwrap(),
+            before
+        );
+        assert_eq!(store.lease_epoch("n_1").await.unwrap(), Some(eb));
 
         // node-b runs it again, recorded under its epoch.
         let (plan_b, meta_b) = (plan("web01", &dir), meta("run_b", eb));

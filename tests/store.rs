@@ -3,7 +3,7 @@
 //! and drops its own database); without it the PostgreSQL half says so
 //! loudly and is skipped. `.ci/run` sets it.
 
-use callout::store::{AttemptRow, KeyClaim, NotificationRow, RunRow, Store};
+use callout::store::{AttemptRow, KeyClaim, NotificationRow, RunRow, Store, StoreError};
 use serde_json::json;
 
 fn notification(id: &str, ticket: &str, created: i64) -> NotificationRow {
@@ -282,6 +282,7 @@ fn run(id: &str, owner: &str, now: i64) -> RunRow {
         owner: Some(owner.into()),
         heartbeat_ms: Some(now),
         epoch: None,
+        fenced_ms: None,
     }
 }
 
@@ -350,6 +351,120 @@ async fn exercise_runs(store: &Store) {
         .map(|r| r.id)
         .collect();
     assert_eq!(running, ["run_3"]);
+    exercise_fenced_run(store).await;
+}
+
+/// The notification's (epoch, owner, updated_ms), as the fence sees it.
+async fn lease_row(store: &Store, id: &str) -> (i64, Option<String>, i64) {
+    use sqlx::Row;
+    let r = sqlx::query("SELECT epoch, owner, updated_ms FROM notifications WHERE id = $1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    (
+        r.try_get("epoch").unwrap(),
+        r.try_get("owner").unwrap(),
+        r.try_get("updated_ms").unwrap(),
+    )
+}
+
+/// A run started under a notification's lease epoch that ends after
+/// another node took the notification over: its end is refused
+/// (`Fenced`), but what it did on the host is kept, on its own row only,
+/// `interrupted` with `fenced_ms`; the notification is not touched.
+async fn exercise_fenced_run(store: &Store) {
+    store
+        .insert_notification(&notification("n_f", "T-F", 10_000), None)
+        .await
+        .unwrap();
+    let lease = |epoch: i64, node: &'static str| {
+        sqlx::query("UPDATE notifications SET epoch = $1, owner = $2 WHERE id = 'n_f'")
+            .bind(epoch)
+            .bind(node)
+            .execute(store.pool())
+    };
+    lease(1, "node-a").await.unwrap();
+    let mut started = run("run_f", "a:1", 10_000);
+    started.notification_id = Some("n_f".into());
+    started.host = "web-09".into();
+    started.epoch = Some(1);
+    assert!(store.start_run(&started).await.unwrap());
+    // node-b takes the notification over while the step runs.
+    lease(2, "node-b").await.unwrap();
+    let taken = lease_row(store, "n_f").await;
+    let mut end = started.clone();
+    end.state = "succeeded".into();
+    end.finished_ms = Some(11_000);
+    end.record = Some(json!({"result": "succeeded", "steps": [
+        {"name": "restart", "exit_code": 0, "stdout": "nginx restarted"}]}));
+    assert!(matches!(
+        store.finish_run(&end).await,
+        Err(StoreError::Fenced(_))
+    ));
+    assert!(store.finish_fenced_run(&end, 11_200).await.unwrap());
+    let got = store.get_run("run_f").await.unwrap().unwrap();
+    assert_eq!(got.state, "interrupted", "its result does not stand");
+    assert_eq!(
+        (got.finished_ms, got.fenced_ms, got.epoch),
+        (Some(11_000), Some(11_200), Some(1))
+    );
+    let steps = &got.record.as_ref().unwrap()["steps"];
+    assert_eq!(steps[0]["exit_code"], 0, "{got:?}");
+    assert_eq!(steps[0]["stdout"], "nginx restarted");
+    // As the API shows it.
+    assert_eq!(json!(got)["fenced_ms"], 11_200);
+    // Its slot is free for the new holder; the record is kept once.
+    assert!(store
+        .running_run("acme-web", "web-09", "restart-service")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!store.finish_fenced_run(&end, 12_000).await.unwrap());
+    assert_eq!(
+        store.get_run("run_f").await.unwrap().unwrap().fenced_ms,
+        Some(11_200)
+    );
+    // A refusal under the lost epoch never started: nothing to keep.
+    let mut refused = run("run_fr", "a:1", 11_300);
+    refused.notification_id = Some("n_f".into());
+    refused.epoch = Some(1);
+    refused.state = "refused".into();
+    refused.finished_ms = Some(11_300);
+    assert!(matches!(
+        store.finish_run(&refused).await,
+        Err(StoreError::Fenced(_))
+    ));
+    assert!(!store.finish_fenced_run(&refused, 11_300).await.unwrap());
+    assert!(store.get_run("run_fr").await.unwrap().is_none());
+    // The new holder found the old run's heartbeat stale and freed its
+    // slot first: the record still comes to the row, once.
+    let mut stale = run("run_fs", "a:1", 12_000);
+    stale.notification_id = Some("n_f".into());
+    stale.host = "web-10".into();
+    stale.epoch = Some(2);
+    assert!(store.start_run(&stale).await.unwrap());
+    lease(3, "node-c").await.unwrap();
+    assert!(store.interrupt_run("run_fs", 12_500).await.unwrap());
+    let mut end = stale.clone();
+    end.state = "failed".into();
+    end.finished_ms = Some(13_000);
+    end.record = Some(json!({"steps": [{"name": "restart", "exit_code": 1}]}));
+    assert!(store.finish_fenced_run(&end, 13_100).await.unwrap());
+    let got = store.get_run("run_fs").await.unwrap().unwrap();
+    assert_eq!(
+        (got.state.as_str(), got.fenced_ms),
+        ("interrupted", Some(13_100))
+    );
+    assert_eq!(got.record.unwrap()["steps"][0]["exit_code"], 1);
+    // Another owner's row (same id, other node) is never written.
+    let mut other = end.clone();
+    other.owner = Some("b:2".into());
+    assert!(!store.finish_fenced_run(&other, 14_000).await.unwrap());
+    // Nothing of it was written on the notification.
+    let after = lease_row(store, "n_f").await;
+    assert_eq!((after.0, after.1.as_deref()), (3, Some("node-c")));
+    assert_eq!(after.2, taken.2, "the notification row was not written");
 }
 
 /// A service and `callout action run` starting together on a new SQLite

@@ -341,6 +341,7 @@ impl Actions {
             owner: Some(self.owner.clone()),
             heartbeat_ms: Some(now),
             epoch: meta.epoch,
+            fenced_ms: None,
         }
     }
 
@@ -386,10 +387,14 @@ impl Actions {
 
     /// Store a run's end (inserting it when it was refused before it
     /// started). A failure is logged: the run has happened either way.
-    /// Fenced (another node holds the notification now), nothing of the
-    /// run is recorded; its slot is freed at once (`interrupted`, no
-    /// result), so the node that took over may run the flow again without
-    /// waiting for this heartbeat to go stale.
+    /// Fenced (another node holds the notification now), its result does
+    /// not stand, but what it did on the host must stay in the audit: its
+    /// own row is ended `interrupted` with its record and `fenced_ms`
+    /// (`Store::finish_fenced_run`), which also frees its slot at once,
+    /// so the node that took over may run the flow again without waiting
+    /// for this heartbeat to go stale. Nothing else is written: no slot
+    /// taken, nothing on the notification; a refusal that never started
+    /// has no row and stays unrecorded.
     async fn store_end(&self, rec: &RunRecord) {
         let Some(store) = &self.store else {
             return;
@@ -411,9 +416,16 @@ impl Actions {
         match store.finish_run(&row).await {
             Ok(()) => {}
             Err(crate::store::StoreError::Fenced(_)) => {
-                tracing::warn!(run = %rec.meta.run_id, result = rec.result.name(), "the action run ended after another node took its notification over: not recorded, its slot freed");
-                if let Err(e) = store.interrupt_run(&rec.meta.run_id, now_ms()).await {
-                    tracing::error!(run = %rec.meta.run_id, error = %e, "cannot free the action run's slot");
+                match store.finish_fenced_run(&row, now_ms()).await {
+                    Ok(true) => {
+                        tracing::warn!(run = %rec.meta.run_id, result = rec.result.name(), steps = rec.steps.len(), "the action run ended after another node took its notification over: recorded as interrupted (fenced) with its steps, its slot freed")
+                    }
+                    Ok(false) => {
+                        tracing::warn!(run = %rec.meta.run_id, result = rec.result.name(), "the action run ended after another node took its notification over; it has no row of its own: not recorded")
+                    }
+                    Err(e) => {
+                        tracing::error!(run = %rec.meta.run_id, error = %e, "cannot record the fenced action run's end")
+                    }
                 }
             }
             Err(e) => {

@@ -537,18 +537,20 @@ impl Service {
                 }
                 None => None,
             };
-            let script = match Script::start(&plan, &n, tts, &prompts, message).await {
+            // The fixed phrases stop rendering when the notification
+            // ends (or this node stops running it): nothing is made, and
+            // no `audio.ready` said, for a notification that is over.
+            let script = match Script::start(&plan, &n, tts, &prompts, message, stop.child_token()).await {
                 Ok(s) => {
                     // `audio.ready` once every fixed phrase is rendered,
                     // with each said with the fallback (counted); the
                     // message's sentences are counted as their synthesis
                     // ends (above).
-                    let (done, obs, counted) = (s.phrases.clone(), StoreObserver::new(svc.clone(), &row.id), svc.clone());
-                    tokio::spawn(async move {
-                        let p = Script::phrases_done(done).await;
+                    let (obs, counted) = (StoreObserver::new(svc.clone(), &row.id), svc.clone());
+                    s.phrases_end.set_ready_task(Script::audio_ready(s.phrases.clone(), s.phrases_end.token(), move |p| async move {
                         counted.metrics.tts_fallbacks.fetch_add(p.fallbacks.len() as u64, Ordering::Relaxed);
                         obs.event(json!({"event": "audio.ready", "fallbacks": p.fallbacks})).await;
-                    });
+                    }));
                     Ok(s)
                 }
                 Err(e) => Err(e),
@@ -620,7 +622,12 @@ impl Service {
             };
             let mut script = script;
             script.shutdown = stop.child_token();
+            let phrases_end = script.phrases_end.clone();
             let fin = crate::runner::escalate(&svc.gateway, plan, Arc::new(script), rx, &obs, resume).await;
+            // Stopped here (shutdown, lease lost) as well as ended: the
+            // phrases left are not rendered (`escalate` ended them before
+            // the final event of an ended one).
+            phrases_end.end().await;
             // None: stopped by shutdown; the stored state resumes it later.
             // The final state queues behind the events, so it can never be
             // stored without them.

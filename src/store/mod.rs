@@ -12,6 +12,7 @@ mod accepts;
 mod events;
 mod incidents;
 mod mail_outbox;
+pub mod migrate;
 pub use incidents::{AlertRow, IncidentFilter, IncidentRow, MailRow, PipelineWrite, TimelineRow};
 pub use mail_outbox::{MailEnd, OutboxMail, QueuedMail};
 mod pins;
@@ -43,6 +44,10 @@ pub enum StoreError {
     /// write was refused and the work stops here.
     #[error("{0}: another node holds this work now (fenced)")]
     Fenced(String),
+    /// A migration could not take its table lock in time on PostgreSQL
+    /// (`migrate::LOCK_TIMEOUT_MS`): a long transaction holds the table.
+    #[error("migration {version} could not lock its table within {ms} ms: a long-running transaction holds it (see pg_stat_activity); it was not applied and nothing waits behind it. Start again once that transaction has ended (docs/deployment.md, \"Rolling upgrades\")")]
+    MigrationLocked { version: i64, ms: u64 },
 }
 
 /// A notification as stored.
@@ -245,7 +250,14 @@ impl Store {
             Some(f) if sqlite => Some(migration_lock(f).await?),
             _ => None,
         };
-        sqlx::migrate!("./migrations").run(&store.pool).await?;
+        if sqlite {
+            let mut conn = store.pool.acquire().await?;
+            sqlx::migrate!("./migrations")
+                .run_direct(&mut *conn)
+                .await?;
+        } else {
+            migrate::postgres(&store.pool).await?;
+        }
         if !sqlite {
             // Only an optimisation: a role that may not alter the table
             // still runs.

@@ -6,6 +6,10 @@
 //! in the write's own transaction with the notification row locked, so
 //! a node that lost the lease can neither take the slot nor record a run
 //! on work another node now carries out (`StoreError::Fenced`).
+//!
+//! A run it had started before it lost the lease has still acted on the
+//! host: its end is kept for the audit ([`Store::finish_fenced_run`]),
+//! `interrupted` with `fenced_ms` set, on its own row only.
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -35,6 +39,11 @@ pub struct RunRow {
     /// Clustered, from a call: the notification's lease epoch the run
     /// was started under (its fencing token).
     pub epoch: Option<i64>,
+    /// When the run's end was refused because its epoch no longer held
+    /// the notification (another node took it over): the record then is
+    /// what this run did on the host, kept for the audit, and `state` is
+    /// `interrupted` whatever its result (migration 0021).
+    pub fenced_ms: Option<i64>,
 }
 
 impl Store {
@@ -82,6 +91,33 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Keep the audit record of run `r` (its steps, outputs, exit codes
+    /// and result) whose end `finish_run` refused as `Fenced`: the host
+    /// was acted on and operators must see how. Written on the run's own
+    /// row only (the one this owner started under `r.epoch`), never on
+    /// the notification: `interrupted` (so its slot is free and it never
+    /// counts as a success), `fenced_ms` = `now_ms`. A row already marked
+    /// `interrupted` without a record (the new holder found its heartbeat
+    /// stale) gets it too. False when there is no such row (the run was
+    /// refused before it started: nothing ran, nothing to keep).
+    pub async fn finish_fenced_run(&self, r: &RunRow, now_ms: i64) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE action_runs SET state = 'interrupted', record = $1, finished_ms = $2, fenced_ms = $3 \
+             WHERE id = $4 AND epoch = $5 AND owner = $6 \
+             AND (state = 'running' OR (state = 'interrupted' AND record IS NULL))",
+        )
+        .bind(r.record.as_ref().map(|v| v.to_string()))
+        .bind(r.finished_ms)
+        .bind(now_ms)
+        .bind(&r.id)
+        .bind(r.epoch)
+        .bind(&r.owner)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     /// The lease epoch that holds notification `id` now (clustered), if
@@ -185,6 +221,7 @@ impl Store {
             owner: r.try_get("owner")?,
             heartbeat_ms: r.try_get("heartbeat_ms")?,
             epoch: r.try_get("epoch")?,
+            fenced_ms: r.try_get("fenced_ms")?,
         })
     }
 }
