@@ -23,14 +23,9 @@
 //! ([`MessagePlayer::part_eta`]) by the time this one has been heard,
 //! give or take [`LATE_JOINT_MS`]: a late chunk would otherwise be heard
 //! as silence in the middle of the sentence. Held is silence before the
-//! sentence, where a pause sounds natural. When nobody knows when the
-//! next chunk comes (the chunk before came from the cache: no engine
-//! speed to go by) the hold is capped at [`NO_ETA_HOLD_MS`] of silence:
-//! then the chunk plays, whole, and the rest of its sentence follows as
-//! soon as it is ready, or, if it never comes ([`STALL_MS`] after the
-//! chunk has been heard), the fallback is said in its place, as for a
-//! failed chunk: the sentence is never left half said with the menu
-//! after it.
+//! sentence, where a pause sounds natural; a chunk that never comes
+//! ([`STALL_MS`]) has the whole sentence said with the fallback, never
+//! half of it.
 //!
 //! Order of calls: `new` (then `joined`); any number of `part_ready` /
 //! `part_eta` / `part_failed` / `cut_from` (before or after `play`);
@@ -49,19 +44,6 @@ pub const STALL_MS: u64 = 5_000;
 /// pause (`tts::join::JOIN_PAUSE_MS`, 520 ms with Open JTalk) grows by at
 /// most this, staying under the 0.64 s pause between two sentences.
 pub const LATE_JOINT_MS: u64 = 100;
-
-/// The longest a ready chunk is held, as silence on an answered call,
-/// for the rest of its sentence when nobody knows when that comes (no
-/// ETA: the chunk came from the cache, so there is no engine speed to
-/// estimate the next one's synthesis from). Without a cap the callee
-/// heard nothing until the rest came, and nothing at all for
-/// [`STALL_MS`] (5 s) before the fallback when it never did. 300 ms
-/// is about what a short ring-to-voice delay sounds like, and the chunk
-/// (about 1.1-1.5 s of speech) then gives the rest of the sentence that
-/// long again to be made with no gap: Open JTalk makes 1 s of speech in
-/// 60-80 ms (docs/benchmarks.md), so a slower chunk means a stalled
-/// engine, which the fallback covers.
-pub const NO_ETA_HOLD_MS: u64 = 300;
 
 /// Audio whose length the player knows (to hold a chunk only as long as
 /// the next one needs).
@@ -390,13 +372,7 @@ impl<A: Clone + Timed> MessagePlayer<A> {
     /// May part `k` (ready) be queued now, or is it held for the chunk
     /// after it?
     fn hold(&self, k: usize, now_ms: u64) -> Hold {
-        let State::Playing {
-            sounding_until,
-            queued,
-            waiting_since,
-            ..
-        } = self.state
-        else {
+        let State::Playing { sounding_until, .. } = self.state else {
             return Hold::Go;
         };
         let (Some(Slot::Ready(a)), Some(true), Some(Slot::Pending)) = (
@@ -412,18 +388,7 @@ impl<A: Clone + Timed> MessagePlayer<A> {
             Some(eta) if eta <= ends => Hold::Go,
             // In time if started then (nothing else queued by then).
             Some(eta) => Hold::Until(Some(now_ms + (eta - ends))),
-            // Not known when it comes: held while something is still
-            // heard (a segment's end looks again), then for at most
-            // NO_ETA_HOLD_MS of silence.
-            None if queued > 0 => Hold::Until(None),
-            None => {
-                let cap = waiting_since.unwrap_or(now_ms) + NO_ETA_HOLD_MS;
-                if now_ms >= cap {
-                    Hold::Go
-                } else {
-                    Hold::Until(Some(cap))
-                }
-            }
+            None => Hold::Until(None),
         }
     }
 }
@@ -774,14 +739,13 @@ mod tests {
         p.play(10);
         assert_eq!(jdrain(&mut p).len(), 1);
         // Not known when it comes (the chunk before came from the
-        // cache): held (NO_ETA_HOLD_MS at most); there within it, both
-        // go, back to back.
+        // cache): held until it is there, then both go, back to back.
         let mut p = chunked();
         p.part_ready(0, Timed2("s0a", 1_000), 0);
         p.play(10);
         assert!(jdrain(&mut p).is_empty());
-        assert_eq!(p.poll_timeout(), Some(10 + NO_ETA_HOLD_MS));
-        p.part_ready(1, Timed2("s0b", 2_000), 200);
+        assert_eq!(p.poll_timeout(), Some(3_010), "only the stall");
+        p.part_ready(1, Timed2("s0b", 2_000), 400);
         assert_eq!(
             jdrain(&mut p),
             [
@@ -802,58 +766,26 @@ mod tests {
         assert_eq!(jdrain(&mut p).len(), 3);
     }
 
-    /// The first chunk came from the cache, so nobody knows when the
-    /// rest of its sentence comes: the answered callee hears silence for
-    /// NO_ETA_HOLD_MS at most, not the 5 s stall, then the chunk whole;
-    /// the rest follows it with no gap when it comes while it is heard.
     #[test]
-    fn a_chunk_with_no_eta_is_held_no_longer_than_the_cap() {
+    fn a_held_chunk_whose_rest_never_comes_says_the_fallback_for_the_whole_sentence() {
         let mut p = chunked();
-        let (a, b) = (Timed2("s0a", 1_000), Timed2("s0b", 2_000));
-        p.part_ready(0, a, 0);
-        p.play(0);
-        assert!(jdrain(&mut p).is_empty(), "held");
-        assert_eq!(p.poll_timeout(), Some(NO_ETA_HOLD_MS));
-        p.handle_timeout(NO_ETA_HOLD_MS - 1);
-        assert!(jdrain(&mut p).is_empty());
-        p.handle_timeout(NO_ETA_HOLD_MS);
-        assert_eq!(jdrain(&mut p), [PlayerOutput::Play { part: 0, audio: a }]);
-        // The rest comes while the chunk is heard: straight behind it.
-        p.part_ready(1, b, 900);
-        assert_eq!(jdrain(&mut p), [PlayerOutput::Play { part: 1, audio: b }]);
-        assert_eq!(p.poll_timeout(), None);
-        // The cap counts the callee's silence: answered long before the
-        // chunk was ready, it plays the moment it is.
-        let mut p = chunked();
-        p.play(0);
-        p.part_ready(0, a, 2_000);
-        assert_eq!(jdrain(&mut p), [PlayerOutput::Play { part: 0, audio: a }]);
-    }
-
-    #[test]
-    fn a_chunk_whose_rest_never_comes_has_the_rest_said_with_the_fallback() {
-        let mut p = chunked();
-        let a = Timed2("s0a", 1_000);
-        p.part_ready(0, a, 0);
+        p.part_ready(0, Timed2("s0a", 1_000), 0);
         p.part_ready(2, Timed2("s1", 1_000), 0);
         p.play(0);
         assert!(jdrain(&mut p).is_empty());
-        p.handle_timeout(NO_ETA_HOLD_MS);
-        assert_eq!(jdrain(&mut p), [PlayerOutput::Play { part: 0, audio: a }]);
-        // Heard whole; then silence while the rest may still come, never
-        // the next sentence or the menu after half of this one.
-        let heard = NO_ETA_HOLD_MS + 1_000;
-        p.segment_finished(heard);
-        assert!(jdrain(&mut p).is_empty());
-        assert_eq!(p.poll_timeout(), Some(heard + 3_000));
-        p.handle_timeout(heard + 3_000);
-        // The fallback in place of the rest, then the next sentence.
+        p.handle_timeout(3_000);
+        // Never half a sentence: the fallback in place of both chunks.
         assert_eq!(
             jdrain(&mut p),
             [
                 PlayerOutput::Fallback {
-                    part: 1,
+                    part: 0,
                     audio: Some(FB2),
+                    why: FallbackWhy::Late
+                },
+                PlayerOutput::Fallback {
+                    part: 1,
+                    audio: None,
                     why: FallbackWhy::Late
                 },
                 PlayerOutput::Play {
@@ -863,14 +795,7 @@ mod tests {
             ]
         );
         // Ready too late: not heard after the fallback.
-        p.part_ready(1, Timed2("s0b", 2_000), heard + 3_100);
+        p.part_ready(1, Timed2("s0b", 2_000), 3_100);
         assert!(jdrain(&mut p).is_empty());
-        p.segment_finished(heard + 5_000);
-        assert!(
-            jdrain(&mut p).is_empty(),
-            "the next sentence is still heard"
-        );
-        p.segment_finished(heard + 6_000);
-        assert_eq!(jdrain(&mut p), [PlayerOutput::Finished]);
     }
 }
