@@ -115,6 +115,15 @@ impl Observer for PrintObserver {
     }
 }
 
+/// Stopped here (shutdown, or the lease went to another node): the fixed
+/// phrases stop first, so `audio.ready` is recorded before
+/// `notification.suspended` or not at all.
+async fn suspend(obs: &dyn Observer, script: &Script, started: i64) {
+    script.phrases_end.end().await;
+    obs.event(json!({"event": "notification.suspended", "at_ms": now_ms() - started}))
+        .await;
+}
+
 /// Run the escalation to its end. `cancel` flips to `Some(reason)` to
 /// stop. `resume` continues a stored escalation: a call that was up when
 /// the process stopped is recorded `interrupted` and the policy goes on.
@@ -168,8 +177,7 @@ pub async fn escalate(
     obs.checkpoint(&esc).await;
     loop {
         if script.shutdown.is_cancelled() {
-            obs.event(json!({"event": "notification.suspended", "at_ms": now_ms() - started}))
-                .await;
+            suspend(obs, &script, started).await;
             return None;
         }
         while let Some(out) = esc.poll_output() {
@@ -183,10 +191,7 @@ pub async fn escalate(
                     if script.shutdown.is_cancelled() {
                         // Stopped (shutdown, or the lease went to another
                         // node) between the checkpoint and this dial.
-                        obs.event(
-                            json!({"event": "notification.suspended", "at_ms": now_ms() - started}),
-                        )
-                        .await;
+                        suspend(obs, &script, started).await;
                         return None;
                     }
                     // A limited trunk: wait for one of its channels (a
@@ -207,8 +212,7 @@ pub async fn escalate(
                             )),
                             crate::channels::Wait::Cancelled => None,
                             crate::channels::Wait::Stopped => {
-                                obs.event(json!({"event": "notification.suspended", "at_ms": now_ms() - started}))
-                                    .await;
+                                suspend(obs, &script, started).await;
                                 return None;
                             }
                         },
@@ -272,10 +276,7 @@ pub async fn escalate(
                     if outcome == Outcome::Interrupted && script.shutdown.is_cancelled() {
                         // The stored state still says this attempt is up;
                         // the next start records it interrupted and goes on.
-                        obs.event(
-                            json!({"event": "notification.suspended", "at_ms": now_ms() - started}),
-                        )
-                        .await;
+                        suspend(obs, &script, started).await;
                         return None;
                     }
                     esc.call_ended(attempt, outcome, now_ms());

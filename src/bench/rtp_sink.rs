@@ -25,6 +25,10 @@ pub(crate) struct SinkResult {
     pub kernel_stamps: bool,
 }
 
+/// How often a receiver with kernel stamps drains its socket (its buffer
+/// holds far more than a millisecond of 2,000 streams).
+const DRAIN_EVERY: Duration = Duration::from_millis(1);
+
 /// A running receiver.
 pub(crate) struct Sink {
     pub recording: Arc<AtomicBool>,
@@ -75,6 +79,7 @@ fn stamp_on_arrival(sock: &UdpSocket) -> bool {
 fn recv_stamped(
     sock: &UdpSocket,
     buf: &mut [u8],
+    flags: libc::c_int,
 ) -> std::io::Result<(usize, SocketAddr, Option<i128>)> {
     use std::os::fd::AsRawFd;
     // SAFETY: zeroed sockaddr_storage and msghdr are valid initial values.
@@ -93,7 +98,7 @@ fn recv_stamped(
     msg.msg_controllen = std::mem::size_of_val(&control);
     // SAFETY: every pointer in `msg` points at a live buffer of the
     // length given beside it.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -156,7 +161,24 @@ impl Sink {
                     }
                     _ => {}
                 }
-                let Ok((n, from, stamp)) = recv_stamped(&sock, &mut buf) else {
+                // With kernel stamps the arrival time does not depend on
+                // when this thread reads: it drains the queue once a
+                // millisecond instead of waking for every packet. On one
+                // machine a receiver woken per packet preempts the sender
+                // (the wake-up is the sender's cost on loopback), which a
+                // far end on its own machine never does.
+                let got = if stamped {
+                    match recv_stamped(&sock, &mut buf, libc::MSG_DONTWAIT) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(DRAIN_EVERY);
+                            continue;
+                        }
+                        got => got,
+                    }
+                } else {
+                    recv_stamped(&sock, &mut buf, 0)
+                };
+                let Ok((n, from, stamp)) = got else {
                     continue;
                 };
                 // The kernel's arrival time, else when this thread got it.

@@ -44,10 +44,6 @@ pub enum StoreError {
     /// write was refused and the work stops here.
     #[error("{0}: another node holds this work now (fenced)")]
     Fenced(String),
-    /// A migration could not take its table lock in time on PostgreSQL
-    /// (`migrate::LOCK_TIMEOUT_MS`): a long transaction holds the table.
-    #[error("migration {version} could not lock its table within {ms} ms: a long-running transaction holds it (see pg_stat_activity); it was not applied and nothing waits behind it. Start again once that transaction has ended (docs/deployment.md, \"Rolling upgrades\")")]
-    MigrationLocked { version: i64, ms: u64 },
 }
 
 /// A notification as stored.
