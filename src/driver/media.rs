@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use super::rtp_socket::RtpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -23,9 +23,9 @@ pub enum MediaCommand {
     Add {
         id: u64,
         session: Box<MediaSession>,
-        socket: Arc<UdpSocket>,
+        socket: Arc<RtpSocket>,
         /// The RTCP socket (RTP port + 1).
-        rtcp: Option<Arc<UdpSocket>>,
+        rtcp: Option<Arc<RtpSocket>>,
         events: mpsc::UnboundedSender<MediaEvent>,
     },
     Remove(u64),
@@ -129,8 +129,8 @@ pub mod counters {
 
 struct Entry {
     session: Box<MediaSession>,
-    socket: Arc<UdpSocket>,
-    rtcp: Option<Arc<UdpSocket>>,
+    socket: Arc<RtpSocket>,
+    rtcp: Option<Arc<RtpSocket>>,
     events: mpsc::UnboundedSender<MediaEvent>,
     start: Instant,
     /// Reads the RTP socket and the RTCP one (see [`recv_loop`]).
@@ -378,7 +378,7 @@ fn drain(e: &mut Entry) {
 /// One task per call reads both its RTP socket and, when RTCP has its
 /// own, the RTCP socket: a task each was two spawns and two aborts per
 /// answered call.
-async fn recv_loop(id: u64, socket: Arc<UdpSocket>, rtcp: Option<Arc<UdpSocket>>, tx: MediaHandle) {
+async fn recv_loop(id: u64, socket: Arc<RtpSocket>, rtcp: Option<Arc<RtpSocket>>, tx: MediaHandle) {
     let mut buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; if rtcp.is_some() { 2048 } else { 0 }];
     loop {
@@ -443,12 +443,12 @@ impl PortPool {
 
     /// Bind a free even port for RTP and the odd one above it for RTCP
     /// (RFC 3550 11), trying each pair at most once from a random place.
-    pub async fn bind_pair(&mut self) -> std::io::Result<(UdpSocket, UdpSocket)> {
+    pub async fn bind_pair(&mut self) -> std::io::Result<(RtpSocket, RtpSocket)> {
         let slots = (self.end - self.start) / 2 + 1;
         for _ in 0..slots {
             let rtp = self.bind().await?;
             let port = rtp.local_addr()?.port();
-            if let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(self.ip, port + 1)).await {
+            if let Ok(rtcp) = RtpSocket::bind(SocketAddr::new(self.ip, port + 1)) {
                 return Ok((rtp, rtcp));
             }
         }
@@ -461,7 +461,7 @@ impl PortPool {
     /// Bind a free even port, trying each at most once from a random
     /// place in the range: ports handed out in order let anyone who saw
     /// one call's port aim at the next call's.
-    pub async fn bind(&mut self) -> std::io::Result<UdpSocket> {
+    pub async fn bind(&mut self) -> std::io::Result<RtpSocket> {
         let slots = (self.end - self.start) / 2 + 1;
         self.next = self.start + 2 * rand::Rng::gen_range(&mut rand::thread_rng(), 0..slots);
         for _ in 0..slots {
@@ -471,7 +471,7 @@ impl PortPool {
             } else {
                 self.next + 2
             };
-            if let Ok(s) = UdpSocket::bind(SocketAddr::new(self.ip, port)).await {
+            if let Ok(s) = RtpSocket::bind(SocketAddr::new(self.ip, port)) {
                 return Ok(s);
             }
         }

@@ -6,6 +6,7 @@ pub mod keepalive;
 pub mod media;
 pub mod net;
 pub mod resolve;
+pub mod rtp_socket;
 pub mod sip;
 pub mod stream;
 
@@ -14,7 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Mutex};
 
 use crate::media::audio::Prompt;
@@ -304,7 +304,7 @@ impl Gateway {
         &self,
         id: u64,
         req: &DialRequest,
-        socket: &UdpSocket,
+        socket: &rtp_socket::RtpSocket,
         key: &SdesKey,
     ) -> Result<(CallHandle, mpsc::UnboundedReceiver<CallEvent>, SrtpMode), DialError> {
         let uri = SipUri::parse(&req.uri).map_err(|_| DialError::BadUri(req.uri.clone()))?;
@@ -383,7 +383,7 @@ impl Gateway {
         &self,
         id: u64,
         handle: CallHandle,
-        socket: Arc<UdpSocket>,
+        socket: Arc<rtp_socket::RtpSocket>,
         sip_rx: mpsc::UnboundedReceiver<CallEvent>,
     ) -> ActiveCall {
         let (media_tx, media_rx) = mpsc::unbounded_channel();
@@ -455,8 +455,8 @@ pub struct ActiveCall {
     handle: CallHandle,
     sip: SipHandle,
     media: MediaHandle,
-    socket: Option<Arc<UdpSocket>>,
-    rtcp: Option<Arc<UdpSocket>>,
+    socket: Option<Arc<rtp_socket::RtpSocket>>,
+    rtcp: Option<Arc<rtp_socket::RtpSocket>>,
     /// Our SRTP key and mode when the call offered one.
     srtp: Option<(SdesKey, SrtpMode)>,
     /// The media figures, asked for as the session is removed.
