@@ -293,6 +293,10 @@ enum BenchCmd {
         /// calls at once) and its CPU per stream.
         #[arg(long)]
         no_peer_media: bool,
+        /// Setup-rate rounds, callout's and sipp's UAC's in turn; more
+        /// than one prints the median ratio.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// Notifications per second through the API, and POST -> INVITE latency.
     Api {
@@ -743,6 +747,7 @@ fn main() -> ExitCode {
                     tcp,
                     tls,
                     no_peer_media,
+                    rounds,
                 },
         } => runtime().and_then(|rt| {
             rt.block_on(callout::bench::calls(callout::bench::CallsBench {
@@ -754,6 +759,7 @@ fn main() -> ExitCode {
                 tcp,
                 tls,
                 peer_media: !no_peer_media,
+                rounds,
             }))
             .map(|_| ExitCode::SUCCESS)
         }),

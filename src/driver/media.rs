@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use super::rtp_socket::RtpSocket;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::media::audio::Prompt;
 use crate::media::rtcp::RtcpFigures;
@@ -133,8 +132,6 @@ struct Entry {
     rtcp: Option<Arc<RtpSocket>>,
     events: mpsc::UnboundedSender<MediaEvent>,
     start: Instant,
-    /// Reads the RTP socket and the RTCP one (see [`recv_loop`]).
-    recv_task: JoinHandle<()>,
     /// The call's sub-tick of the interval (`crate::media::pacing`).
     slot: usize,
 }
@@ -159,9 +156,7 @@ impl Calls {
     }
 
     fn insert(&mut self, id: u64, mut e: Entry) {
-        if let Some(old) = self.remove(&id) {
-            old.recv_task.abort();
-        }
+        self.remove(&id);
         e.slot = self.pacer.assign(self.origin.elapsed());
         if self.slots.len() < crate::media::pacing::SLOTS {
             self.slots
@@ -225,26 +220,19 @@ impl MediaHandle {
 /// tokio task because the tokio timer has 1 ms granularity and shares its
 /// workers with signalling; a dedicated thread waking on a futex deadline
 /// keeps every stream's 20 ms spacing within a fraction of a millisecond.
-/// Must be called inside a tokio runtime (receive tasks are spawned on it).
 pub fn spawn() -> MediaHandle {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = MediaHandle { tx };
-    let rt = tokio::runtime::Handle::current();
-    let inbound = handle.clone();
     let spawned = std::thread::Builder::new()
         .name("callout-media".into())
-        .spawn(move || run(rx, inbound, rt));
+        .spawn(move || run(rx));
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the media thread");
     }
     handle
 }
 
-fn run(
-    rx: std::sync::mpsc::Receiver<MediaCommand>,
-    self_tx: MediaHandle,
-    rt: tokio::runtime::Handle,
-) {
+fn run(rx: std::sync::mpsc::Receiver<MediaCommand>) {
     use std::sync::mpsc::RecvTimeoutError;
     if super::net::try_realtime(10) {
         tracing::info!("media clock runs with real-time priority");
@@ -272,19 +260,14 @@ fn run(
             continue;
         }
         match rx.recv_timeout(wait) {
-            Ok(cmd) => handle(&mut calls, cmd, &self_tx, &rt),
+            Ok(cmd) => handle(&mut calls, cmd),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
-fn handle(
-    calls: &mut Calls,
-    cmd: MediaCommand,
-    self_tx: &MediaHandle,
-    rt: &tokio::runtime::Handle,
-) {
+fn handle(calls: &mut Calls, cmd: MediaCommand) {
     match cmd {
         MediaCommand::Add {
             id,
@@ -299,7 +282,6 @@ fn handle(
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
             session.set_wallclock(wall);
-            let recv_task = rt.spawn(recv_loop(id, socket.clone(), rtcp.clone(), self_tx.clone()));
             calls.insert(
                 id,
                 Entry {
@@ -308,14 +290,12 @@ fn handle(
                     rtcp,
                     events,
                     start: Instant::now(),
-                    recv_task,
                     slot: 0,
                 },
             );
         }
         MediaCommand::Remove(id) => {
             if let Some(e) = calls.remove(&id) {
-                e.recv_task.abort();
                 counters::add(&MediaSummary::of(&e.session));
             }
         }
@@ -377,8 +357,15 @@ fn drain(e: &mut Entry) {
 
 /// One task per call reads both its RTP socket and, when RTCP has its
 /// own, the RTCP socket: a task each was two spawns and two aborts per
-/// answered call.
-async fn recv_loop(id: u64, socket: Arc<RtpSocket>, rtcp: Option<Arc<RtpSocket>>, tx: MediaHandle) {
+/// answered call. The call's own task spawns it (and aborts it) on its
+/// worker: spawned from the media thread, each was a wake-up of a parked
+/// worker from outside the runtime.
+pub(super) async fn receive(
+    id: u64,
+    socket: Arc<RtpSocket>,
+    rtcp: Option<Arc<RtpSocket>>,
+    tx: MediaHandle,
+) {
     let mut buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; if rtcp.is_some() { 2048 } else { 0 }];
     loop {

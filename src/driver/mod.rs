@@ -394,6 +394,7 @@ impl Gateway {
             media: self.media.clone(),
             socket: Some(socket),
             rtcp: None,
+            recv_task: None,
             srtp: None,
             summary: None,
             sip_rx,
@@ -457,6 +458,8 @@ pub struct ActiveCall {
     media: MediaHandle,
     socket: Option<Arc<rtp_socket::RtpSocket>>,
     rtcp: Option<Arc<rtp_socket::RtpSocket>>,
+    /// Reads the call's RTP (and RTCP) socket while media is up.
+    recv_task: Option<tokio::task::JoinHandle<()>>,
     /// Our SRTP key and mode when the call offered one.
     srtp: Option<(SdesKey, SrtpMode)>,
     /// The media figures, asked for as the session is removed.
@@ -791,10 +794,17 @@ impl ActiveCall {
         self.media.send(MediaCommand::Add {
             id: self.id,
             session: Box::new(session),
-            socket,
+            socket: socket.clone(),
             rtcp: self.rtcp.clone(),
             events: self.media_tx.clone(),
         });
+        // After the Add: what it reads is then never ahead of the session.
+        self.recv_task = Some(tokio::spawn(media::receive(
+            self.id,
+            socket,
+            self.rtcp.clone(),
+            self.media.clone(),
+        )));
         self.media_added = true;
     }
 
@@ -814,7 +824,14 @@ impl ActiveCall {
         self.media.send(MediaCommand::Summary(self.id, tx));
         self.summary = Some(rx);
         self.media.send(MediaCommand::Remove(self.id));
+        self.stop_receiving();
         self.media_added = false;
+    }
+
+    fn stop_receiving(&mut self) {
+        if let Some(t) = self.recv_task.take() {
+            t.abort();
+        }
     }
 
     /// What the media session counted and RTCP reported: the final
@@ -884,6 +901,7 @@ impl Drop for ActiveCall {
         if self.media_added {
             self.media.send(MediaCommand::Remove(self.id));
         }
+        self.stop_receiving();
         self.socket = None;
         self.rtcp = None;
     }
