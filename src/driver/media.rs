@@ -390,7 +390,23 @@ pub(super) async fn receive(
                     return;
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "rtp recv"),
+            // An ICMP error surfaced on the socket: the next read is fine.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                tracing::debug!(error = %e, "rtp recv")
+            }
+            // Anything else would fail again at once: do not spin on it,
+            // and do not give up the call's inbound media (its digits).
+            Err(e) => {
+                tracing::warn!(error = %e, call = id, "rtp recv failed; retrying in 10 ms");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
         }
     }
 }

@@ -459,7 +459,8 @@ pub struct ActiveCall {
     socket: Option<Arc<rtp_socket::RtpSocket>>,
     rtcp: Option<Arc<rtp_socket::RtpSocket>>,
     /// Reads the call's RTP (and RTCP) socket while media is up.
-    recv_task: Option<tokio::task::JoinHandle<()>>,
+    /// Aborted when replaced or dropped: `receive` ends only so.
+    recv_task: Option<tokio_util::task::AbortOnDropHandle<()>>,
     /// Our SRTP key and mode when the call offered one.
     srtp: Option<(SdesKey, SrtpMode)>,
     /// The media figures, asked for as the session is removed.
@@ -799,11 +800,8 @@ impl ActiveCall {
             events: self.media_tx.clone(),
         });
         // After the Add: what it reads is then never ahead of the session.
-        self.recv_task = Some(tokio::spawn(media::receive(
-            self.id,
-            socket,
-            self.rtcp.clone(),
-            self.media.clone(),
+        self.recv_task = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+            media::receive(self.id, socket, self.rtcp.clone(), self.media.clone()),
         )));
         self.media_added = true;
     }
@@ -829,9 +827,7 @@ impl ActiveCall {
     }
 
     fn stop_receiving(&mut self) {
-        if let Some(t) = self.recv_task.take() {
-            t.abort();
-        }
+        self.recv_task = None;
     }
 
     /// What the media session counted and RTCP reported: the final

@@ -43,15 +43,13 @@ impl RtpSocket {
         self.fd.get_ref().send_to(buf, to)
     }
 
+    /// Wait for a datagram. Through tokio's I/O budget: a socket kept full
+    /// by a flood still lets the worker run other tasks (and this one's
+    /// abort land) every so many reads.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        loop {
-            let mut ready = self.fd.readable().await?;
-            match ready.try_io(|fd| fd.get_ref().recv_from(buf)) {
-                Ok(got) => return got,
-                // Readiness was stale: cleared, wait again.
-                Err(_would_block) => continue,
-            }
-        }
+        self.fd
+            .async_io(Interest::READABLE, |s| s.recv_from(buf))
+            .await
     }
 }
 
