@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::rtp_socket::RtpSocket;
 use tokio::sync::mpsc;
@@ -218,8 +218,9 @@ impl MediaHandle {
 
 /// Start the media clock on its own OS thread. A thread rather than a
 /// tokio task because the tokio timer has 1 ms granularity and shares its
-/// workers with signalling; a dedicated thread waking on a futex deadline
-/// keeps every stream's 20 ms spacing within a fraction of a millisecond.
+/// workers with signalling; a dedicated thread sleeping to each 1 ms
+/// sub-tick keeps every stream's 20 ms spacing within a fraction of a
+/// millisecond.
 pub fn spawn() -> MediaHandle {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = MediaHandle { tx };
@@ -246,9 +247,9 @@ fn run(rx: std::sync::mpsc::Receiver<MediaCommand>) {
         pacer: Default::default(),
         origin,
     };
+    let sub_tick = crate::media::pacing::PTIME / crate::media::pacing::SLOTS as u32;
     loop {
-        let now = Instant::now();
-        for slot in calls.pacer.due(now.duration_since(origin)) {
+        for slot in calls.pacer.due(Instant::now().duration_since(origin)) {
             calls.send_slot(slot);
         }
         let Some(at) = calls.pacer.next_due() else {
@@ -259,31 +260,43 @@ fn run(rx: std::sync::mpsc::Receiver<MediaCommand>) {
             }
             continue;
         };
-        // With calls, sleep to the next sub-tick (at most one) and then
-        // take every command queued meanwhile: a sender then never has to
-        // wake this thread, which at 10,000 call setups a second was
-        // three wake-ups per call (add, summary, remove). A command waits
-        // a millisecond at most; inbound packets carry their arrival time.
-        let wait = (origin + at)
-            .saturating_duration_since(Instant::now())
-            .min(crate::media::pacing::PTIME / crate::media::pacing::SLOTS as u32);
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
-        }
-        // Bounded, so a flood of inbound packets cannot hold back the
-        // clock: what is left waits for the next pass.
-        for _ in 0..MAX_COMMANDS_PER_PASS {
+        // With calls, this thread is never woken by a command: it takes
+        // what was queued while it slept, right after the slot it woke
+        // for is sent (so no command delays a packet), until the queue is
+        // empty or the next slot is due; then it sleeps to that slot, or
+        // one sub-tick at most, so a command waits a millisecond at most
+        // (inbound packets carry their arrival time). Woken per command,
+        // it was three wake-ups per call set up (add, summary, remove),
+        // at 10,000 setups a second.
+        let deadline = origin + at;
+        let mut handled = 0usize;
+        loop {
             match rx.try_recv() {
                 Ok(cmd) => handle(&mut calls, cmd),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
+            handled += 1;
+            if handled % CHECK_CLOCK_EVERY == 0 && Instant::now() >= deadline {
+                break;
+            }
+        }
+        // The commands may have moved the next slot (an added call).
+        let wait = calls
+            .pacer
+            .next_due()
+            .map_or(Duration::ZERO, |at| {
+                (origin + at).saturating_duration_since(Instant::now())
+            })
+            .min(sub_tick);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
         }
     }
 }
 
-/// Commands handled between two looks at the clock.
-const MAX_COMMANDS_PER_PASS: usize = 4096;
+/// Commands handled between two looks at the clock while draining.
+const CHECK_CLOCK_EVERY: usize = 32;
 
 fn handle(calls: &mut Calls, cmd: MediaCommand) {
     match cmd {
